@@ -1,0 +1,156 @@
+//! `StatusedDelivery`: the durable record of one accepted event for one route.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One accepted event for one route, the targets it matched and what happened to each.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
+#[kube(
+    group = "statused.dev",
+    version = "v1alpha1",
+    kind = "StatusedDelivery",
+    plural = "statuseddeliveries",
+    namespaced,
+    status = "StatusedDeliveryStatus",
+    shortname = "sdel",
+    category = "statused",
+    doc = "The durable record of one Statused event accepted for one route, and each target's outcome.",
+    printcolumn(name = "Route", type_ = "string", json_path = ".spec.route"),
+    printcolumn(name = "Event Type", type_ = "string", json_path = ".spec.event.type"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusedDeliverySpec {
+    /// The StatusedRoute (same namespace) that accepted the event.
+    pub route: String,
+    pub event: DeliveredEvent,
+    /// The (rule, target) pairs the event matched, in route order.
+    pub matched: Vec<MatchedTarget>,
+}
+
+/// The event as received (CloudEvents attributes and data).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveredEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default)]
+    #[schemars(schema_with = "crate::api::schema::any_json")]
+    pub data: serde_json::Value,
+}
+
+impl DeliveredEvent {
+    /// The envelope as the JSON object expressions see.
+    pub fn to_value(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "specversion": "1.0", "id": self.id, "type": self.type_, "source": self.source,
+            "data": self.data,
+        });
+        if let Some(time) = &self.time {
+            v["time"] = time.as_str().into();
+        }
+        if let Some(subject) = &self.subject {
+            v["subject"] = subject.as_str().into();
+        }
+        v
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchedTarget {
+    pub rule: String,
+    /// Index of the target within the rule.
+    pub target: u32,
+    /// The target's kind, e.g. `githubDispatch`.
+    pub kind: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeliveryPhase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryPhase {
+    pub fn is_finished(self) -> bool {
+        matches!(self, DeliveryPhase::Succeeded | DeliveryPhase::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryPhase::Pending => "Pending",
+            DeliveryPhase::Running => "Running",
+            DeliveryPhase::Succeeded => "Succeeded",
+            DeliveryPhase::Failed => "Failed",
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusedDeliveryStatus {
+    #[serde(default)]
+    pub phase: DeliveryPhase,
+    /// Attempts made across all targets.
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetStatus {
+    pub rule: String,
+    pub target: u32,
+    pub kind: String,
+    #[serde(default)]
+    pub phase: DeliveryPhase,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_response_code: Option<u16>,
+    /// Short description of the last failure; never contains secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+impl TargetStatus {
+    pub fn pending(m: &MatchedTarget) -> Self {
+        Self {
+            rule: m.rule.clone(),
+            target: m.target,
+            kind: m.kind.clone(),
+            phase: DeliveryPhase::Pending,
+            attempts: 0,
+            last_response_code: None,
+            last_error: None,
+            next_attempt_at: None,
+            completed_at: None,
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The `statused.dev/v1alpha1` API: CRD types, schema helpers and conditions.
+
+pub mod conditions;
+pub mod delivery;
+pub mod route;
+pub mod schema;
+
+pub use delivery::{
+    DeliveredEvent, DeliveryPhase, MatchedTarget, StatusedDelivery, StatusedDeliverySpec,
+    StatusedDeliveryStatus, TargetStatus,
+};
+pub use route::{
+    LastDelivery, LastEvent, Rule, RuleMatch, SecretKeySelector, StatusedRoute, StatusedRouteSpec,
+    StatusedRouteStatus, Target,
+};
+
+/// API group of every resource this operator serves.
+pub const GROUP: &str = "statused.dev";
+/// Field manager for every server-side apply this operator makes.
+pub const FIELD_MANAGER: &str = "statused-operator";

@@ -1,0 +1,160 @@
+//! `StatusedRoute`: one Statused webhook endpoint and what its events trigger.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::targets::{github::GithubDispatchTarget, webhook::WebhookTarget};
+
+/// One Statused webhook endpoint (`/hooks/<namespace>/<name>`) and the rules that decide what
+/// each of its events triggers.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
+#[kube(
+    group = "statused.dev",
+    version = "v1alpha1",
+    kind = "StatusedRoute",
+    namespaced,
+    status = "StatusedRouteStatus",
+    shortname = "sroute",
+    shortname = "sroutes",
+    category = "statused",
+    doc = "A Statused webhook endpoint and the pipelines, workflows and messages its events trigger.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#
+    ),
+    printcolumn(name = "Path", type_ = "string", json_path = ".status.webhookPath"),
+    printcolumn(
+        name = "Last Event",
+        type_ = "date",
+        json_path = ".status.lastEvent.receivedAt"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusedRouteSpec {
+    /// Secrets holding the webhook signing secret. An event verifies if it is signed with any
+    /// of them, so a secret can be rotated without downtime. The key defaults to `secret`.
+    #[schemars(length(min = 1))]
+    pub signing_secrets: Vec<SecretKeySelector>,
+    /// Rules are evaluated in order; every matching rule triggers its targets.
+    #[schemars(length(min = 1))]
+    pub rules: Vec<Rule>,
+}
+
+/// A key of a Secret in the route's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretKeySelector {
+    /// Name of the Secret, in the route's namespace.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key within the Secret. Each field documents its default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl SecretKeySelector {
+    pub fn key_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.key.as_deref().unwrap_or(default)
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema)]
+pub struct Rule {
+    /// Unique within the route; shown in deliveries.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Which events this rule applies to. Omitted fields match anything.
+    #[serde(default, rename = "match")]
+    pub match_: RuleMatch,
+    /// What to trigger. Each entry sets exactly one kind.
+    #[schemars(length(min = 1))]
+    pub targets: Vec<Target>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+pub struct RuleMatch {
+    /// CloudEvents types, e.g. `com.statused.build.status.updated`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
+    /// Status labels, case-insensitive; Apple's renamed labels ("Ready for Distribution",
+    /// "Processing for Distribution") match their older names too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<String>,
+    /// App names, exact or glob (`Markdown*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<String>,
+    /// A CEL expression over `id`, `type`, `source`, `time`, `data` and `route` that must
+    /// evaluate to a bool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+}
+
+/// One thing to trigger. Exactly one field must be set.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// A GitHub Actions `repository_dispatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_dispatch: Option<GithubDispatchTarget>,
+    /// Any HTTP endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookTarget>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusedRouteStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Path Statused must POST to on the operator's webhook address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_path: Option<String>,
+    /// Full URL, when the operator knows its public URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::api::schema::conditions")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event: Option<LastEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery: Option<LastDelivery>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub received_at: Time,
+    #[serde(default)]
+    pub matched_rules: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastDelivery {
+    pub name: String,
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+impl StatusedRoute {
+    pub fn webhook_path(namespace: &str, name: &str) -> String {
+        format!("/hooks/{namespace}/{name}")
+    }
+}

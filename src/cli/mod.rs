@@ -1,0 +1,115 @@
+//! Command-line interface: `run`, `crd`, `sign`, `send`.
+
+pub mod crd;
+pub mod send;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::controller::backoff::Backoff;
+use crate::operator::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "statused-operator",
+    version,
+    about = "Statused webhooks to Kubernetes-native pipelines"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the receiver, the controllers and the metrics/probe server.
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Print the X-Statused-Signature header value for a body.
+    Sign(SignArgs),
+    /// Sign a body and POST it to a route, as Statused would.
+    Send(SendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address of the webhook receiver.
+    #[arg(long, env = "STATUSED_WEBHOOK_ADDR", default_value = "0.0.0.0:8080")]
+    pub webhook_addr: SocketAddr,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "STATUSED_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+    /// Only watch this namespace (default: all namespaces).
+    #[arg(long, env = "STATUSED_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Public base URL of the receiver, shown as each route's webhookURL.
+    #[arg(long, env = "STATUSED_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Largest accepted webhook body in bytes.
+    #[arg(long, env = "STATUSED_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// Timeout of one call to a target, in seconds.
+    #[arg(long, env = "STATUSED_REQUEST_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    pub request_timeout_seconds: f64,
+    /// Attempts per target before its delivery fails.
+    #[arg(long, env = "STATUSED_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+    /// First retry delay in seconds; doubles per attempt, with jitter.
+    #[arg(long, env = "STATUSED_RETRY_BASE_SECONDS", default_value_t = 2.0)]
+    pub retry_base_seconds: f64,
+    /// Longest retry delay in seconds.
+    #[arg(long, env = "STATUSED_RETRY_MAX_SECONDS", default_value_t = 300.0)]
+    pub retry_max_seconds: f64,
+    /// Log format.
+    #[arg(long, env = "STATUSED_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Name of this replica, for Kubernetes Events (the chart sets the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub instance: Option<String>,
+}
+
+impl RunArgs {
+    pub fn config(&self) -> Config {
+        let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+        Config {
+            webhook_addr: self.webhook_addr,
+            metrics_addr: self.metrics_addr,
+            namespace: self.namespace.clone(),
+            public_url: self.public_url.clone(),
+            body_limit: self.body_limit,
+            request_timeout: secs(self.request_timeout_seconds),
+            max_attempts: self.max_attempts.max(1),
+            retry_backoff: Backoff {
+                base: secs(self.retry_base_seconds),
+                max: secs(self.retry_max_seconds),
+            },
+            instance: self.instance.clone(),
+            ..Config::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// File with the exact body to sign (`-` for standard input).
+    pub body: PathBuf,
+    /// The signing secret.
+    #[arg(long, env = "STATUSED_SIGNING_SECRET", hide_env_values = true)]
+    pub secret: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// File with the exact event body (`-` for standard input).
+    pub body: PathBuf,
+    /// Route URL, e.g. http://127.0.0.1:8080/hooks/default/releases.
+    #[arg(long)]
+    pub url: String,
+    /// The signing secret.
+    #[arg(long, env = "STATUSED_SIGNING_SECRET", hide_env_values = true)]
+    pub secret: String,
+}

@@ -1,0 +1,36 @@
+//! `statused-operator sign` and `send`: produce and post an event exactly as Statused does.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::signature::{self, SIGNATURE_HEADER};
+
+pub fn read_body(path: &Path) -> std::io::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf)?;
+        Ok(buf)
+    } else {
+        std::fs::read(path)
+    }
+}
+
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    signature::sign(secret.as_bytes(), body)
+}
+
+/// POSTs `body` signed with `secret`; returns the status code and response body.
+pub async fn send(url: &str, secret: &str, body: Vec<u8>) -> Result<(u16, String), reqwest::Error> {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header(SIGNATURE_HEADER, sign(secret, &body))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/cloudevents+json",
+        )
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await.unwrap_or_default()))
+}

@@ -1,0 +1,234 @@
+//! Turning a `StatusedRoute` and the Secrets it references into a [`CompiledRoute`]. Pure:
+//! the reconciler reads the Secrets and writes the result.
+
+use std::collections::BTreeSet;
+
+use kube::ResourceExt;
+
+use crate::api::conditions::Reason;
+use crate::api::{StatusedRoute, Target};
+use crate::matching::Matcher;
+use crate::routing::{CompiledRoute, CompiledRule, RouteKey};
+use crate::secrets::SecretSet;
+use crate::targets::{self, CompileError};
+
+/// Names of every Secret the route reads, so that the reconciler fetches exactly those and a
+/// change to any of them re-reconciles the route.
+pub fn referenced_secrets(route: &StatusedRoute) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = route
+        .spec
+        .signing_secrets
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    for rule in &route.spec.rules {
+        for target in &rule.targets {
+            names.extend(target_secrets(target));
+        }
+    }
+    names
+}
+
+fn target_secrets(target: &Target) -> Vec<String> {
+    let Target {
+        github_dispatch,
+        webhook,
+    } = target;
+    let mut out = Vec::new();
+    if let Some(t) = github_dispatch {
+        out.push(t.token_secret_ref.name.clone());
+    }
+    if let Some(t) = webhook {
+        out.extend(t.url_secret_ref.iter().map(|s| s.name.clone()));
+        out.extend(t.headers_secret_ref.iter().map(|s| s.name.clone()));
+    }
+    out
+}
+
+pub fn compile_route(
+    route: &StatusedRoute,
+    secrets: &SecretSet,
+) -> Result<CompiledRoute, CompileError> {
+    let key = RouteKey::new(route.namespace().unwrap_or_default(), route.name_any());
+    let spec = &route.spec;
+    if spec.signing_secrets.is_empty() {
+        return Err(CompileError {
+            reason: Reason::InvalidSpec,
+            message: "spec.signingSecrets: at least one signing Secret is required".into(),
+        });
+    }
+    let mut signing_keys = Vec::new();
+    for sel in &spec.signing_secrets {
+        let value = secrets.get(sel, "secret")?;
+        if value.as_bytes().iter().all(u8::is_ascii_whitespace) {
+            return Err(CompileError {
+                reason: Reason::SecretKeyMissing,
+                message: format!(
+                    "Secret {}/{} key {} is empty",
+                    key.namespace,
+                    sel.name,
+                    sel.key_or("secret")
+                ),
+            });
+        }
+        signing_keys.push(value);
+    }
+    if spec.rules.is_empty() {
+        return Err(CompileError {
+            reason: Reason::InvalidSpec,
+            message: "spec.rules: at least one rule is required".into(),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    let mut rules = Vec::new();
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let field = format!("spec.rules[{i}]");
+        if rule.name.is_empty() || !seen.insert(rule.name.as_str()) {
+            return Err(CompileError {
+                reason: Reason::InvalidSpec,
+                message: format!(
+                    "{field}.name: rule names must be non-empty and unique, {:?} is not",
+                    rule.name
+                ),
+            });
+        }
+        if rule.targets.is_empty() {
+            return Err(CompileError::invalid(
+                &format!("{field}.targets"),
+                "at least one target is required",
+            ));
+        }
+        let matcher = Matcher::compile(&format!("{field}.match"), &rule.match_)?;
+        let targets = rule
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(j, t)| targets::compile(&format!("{field}.targets[{j}]"), t, secrets))
+            .collect::<Result<_, _>>()?;
+        rules.push(CompiledRule {
+            name: rule.name.clone(),
+            matcher,
+            targets,
+        });
+    }
+    Ok(CompiledRoute {
+        key,
+        uid: route.uid(),
+        signing_keys,
+        rules,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Envelope;
+    use serde_json::json;
+
+    pub fn route(spec: serde_json::Value) -> StatusedRoute {
+        serde_json::from_value(json!({
+            "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
+            "metadata": {"name": "releases", "namespace": "mobile-ci"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn issue_example() -> StatusedRoute {
+        route(json!({
+            "signingSecrets": [{"name": "statused-webhook"}],
+            "rules": [
+                {"name": "submit-valid-build",
+                 "match": {"types": ["com.statused.build.status.updated"], "statuses": ["Valid"]},
+                 "targets": [{"githubDispatch": {"repository": "acme/ios-app", "eventType": "submit-for-review",
+                    "clientPayload": {"app_name": "$(data.app_name)", "build_version": "$(data.build_version)"},
+                    "tokenSecretRef": {"name": "github-token", "key": "token"}}}]},
+                {"name": "announce-release",
+                 "match": {"types": ["com.statused.app.status.updated"], "statuses": ["Ready for Sale"]},
+                 "targets": [{"webhook": {"urlSecretRef": {"name": "chat-hook", "key": "url"},
+                    "body": {"text": "$(data.app_name) v$(data.version) is live"}}}]}
+            ]
+        }))
+    }
+
+    fn all_secrets() -> SecretSet {
+        SecretSet::new("mobile-ci")
+            .with("statused-webhook", &[("secret", "statused-test-secret")])
+            .with("github-token", &[("token", "ghp_x")])
+            .with("chat-hook", &[("url", "http://127.0.0.1:1/chat")])
+    }
+
+    #[test]
+    fn referenced_secrets_lists_signing_and_target_secrets() {
+        let names: Vec<_> = referenced_secrets(&issue_example()).into_iter().collect();
+        assert_eq!(names, ["chat-hook", "github-token", "statused-webhook"]);
+    }
+
+    #[test]
+    fn the_issue_example_compiles_and_matches_samples() {
+        let compiled = compile_route(&issue_example(), &all_secrets()).unwrap();
+        let body = std::fs::read(format!(
+            "{}/tests/fixtures/samples/build-valid.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let (matched, failures) = compiled.match_event(&Envelope::parse(&body).unwrap());
+        assert!(failures.is_empty());
+        assert_eq!(matched.len(), 1);
+        assert_eq!(
+            (matched[0].rule.as_str(), matched[0].kind.as_str()),
+            ("submit-valid-build", "githubDispatch")
+        );
+        let body = std::fs::read(format!(
+            "{}/tests/fixtures/samples/app-ready-for-distribution.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let (matched, _) = compiled.match_event(&Envelope::parse(&body).unwrap());
+        assert_eq!(matched[0].rule, "announce-release");
+    }
+
+    #[test]
+    fn missing_signing_secret_is_secret_not_found() {
+        let secrets = SecretSet::new("mobile-ci").with("github-token", &[("token", "x")]);
+        let err = compile_route(&issue_example(), &secrets).unwrap_err();
+        assert_eq!(err.reason, Reason::SecretNotFound);
+        assert_eq!(err.message, "Secret mobile-ci/statused-webhook not found");
+    }
+
+    #[test]
+    fn cel_compile_errors_surface_as_invalid_expression() {
+        let mut r = issue_example();
+        r.spec.rules[1].match_.expression = Some("data.version.startsWith(".into());
+        let err = compile_route(&r, &all_secrets()).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidExpression);
+        assert!(
+            err.message.starts_with("spec.rules[1].match.expression"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn a_target_with_two_kinds_is_invalid() {
+        let mut r = issue_example();
+        r.spec.rules[0].targets[0].webhook = r.spec.rules[1].targets[0].webhook.clone();
+        let err = compile_route(&r, &all_secrets()).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidTarget);
+        assert!(
+            err.message.contains("spec.rules[0].targets[0]"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn duplicate_rule_names_are_rejected() {
+        let mut r = issue_example();
+        r.spec.rules[1].name = r.spec.rules[0].name.clone();
+        assert_eq!(
+            compile_route(&r, &all_secrets()).unwrap_err().reason,
+            Reason::InvalidSpec
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! The delivery executor: for each pending `StatusedDelivery`, calls every matched target,
+//! retries what is worth retrying, and records each target's outcome on the delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, future};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+use tracing::{debug, info, instrument, warn};
+
+use super::status::delivery_phase;
+use super::{Error, scoped_api};
+use crate::api::{
+    DeliveryPhase, FIELD_MANAGER, LastDelivery, LastEvent, StatusedDelivery,
+    StatusedDeliveryStatus, StatusedRoute, TargetStatus,
+};
+use crate::expr::Scope;
+use crate::operator::Context;
+use crate::routing::{RouteKey, RouteState};
+use crate::targets::send::{Outcome, send};
+use crate::targets::{CompiledTarget, RenderContext};
+
+/// Field manager for the route status fields the executor owns (`lastEvent`,
+/// `lastDelivery`). Separate from the route reconciler's so that neither apply removes the
+/// other's fields.
+const ROUTE_STATUS_MANAGER: &str = "statused-operator-delivery";
+
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let api: Api<StatusedDelivery> =
+        scoped_api(ctx.client.clone(), ctx.config.namespace.as_deref());
+    Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(e) = result {
+                debug!(error = %e, "delivery reconcile did not run");
+            }
+            future::ready(())
+        })
+        .await;
+}
+
+#[instrument(skip(delivery, ctx), fields(delivery = %delivery.name_any()))]
+async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = delivery.namespace().ok_or(Error::NoNamespace)?;
+    let name = delivery.name_any();
+    let current = delivery.status.clone().unwrap_or_default();
+    if current.phase.is_finished() {
+        return Ok(Action::await_change());
+    }
+    let route_key = RouteKey::new(&ns, &delivery.spec.route);
+    let route = match ctx.table.lookup(&route_key) {
+        Some(RouteState::Ready(route)) => route,
+        // Not ready (a Secret is missing) or not loaded yet: wait, the targets keep their
+        // Pending phase until the route can be used.
+        _ => {
+            debug!(route = %route_key, "route not ready; delivery waits");
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    };
+
+    let first_look = delivery.status.is_none();
+    let mut targets: Vec<TargetStatus> = delivery
+        .spec
+        .matched
+        .iter()
+        .map(|m| {
+            current
+                .targets
+                .iter()
+                .find(|t| t.rule == m.rule && t.target == m.target)
+                .cloned()
+                .unwrap_or_else(|| TargetStatus::pending(m))
+        })
+        .collect();
+
+    let now = jiff::Timestamp::now();
+    let due: Vec<usize> = targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| {
+            !t.phase.is_finished() && t.next_attempt_at.as_ref().is_none_or(|at| at.0 <= now)
+        })
+        .map(|(i, _)| i)
+        .collect();
+
+    // Requests are built synchronously (the CEL scope is not Send), then sent concurrently.
+    let mut requests = Vec::new();
+    {
+        let scope = Scope::new(&delivery.spec.event.to_value(), &ns, &delivery.spec.route);
+        let render = RenderContext {
+            scope: &scope,
+            event_id: &delivery.spec.event.id,
+        };
+        for i in due {
+            let t = &mut targets[i];
+            match route.target(&t.rule, t.target) {
+                Some(CompiledTarget::Http(http)) => match http.build_request(&render) {
+                    Ok(req) => requests.push((i, http.kind(), req)),
+                    Err(e) => finish(
+                        t,
+                        DeliveryPhase::Failed,
+                        None,
+                        Some(format!("cannot build request: {e}")),
+                        now,
+                    ),
+                },
+                None => finish(
+                    t,
+                    DeliveryPhase::Failed,
+                    None,
+                    Some(format!(
+                        "rule {} target {} is no longer in the route",
+                        t.rule, t.target
+                    )),
+                    now,
+                ),
+            }
+        }
+    }
+
+    let outcomes = future::join_all(requests.into_iter().map(|(i, kind, req)| {
+        let ctx = ctx.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let outcome = send(&ctx.http, req, ctx.config.request_timeout).await;
+            ctx.metrics
+                .target_attempt(kind, &outcome, started.elapsed());
+            (i, outcome)
+        }
+    }))
+    .await;
+
+    for (i, outcome) in outcomes {
+        let t = &mut targets[i];
+        t.attempts += 1;
+        match outcome {
+            Outcome::Succeeded { code } => {
+                finish(t, DeliveryPhase::Succeeded, Some(code), None, now)
+            }
+            Outcome::Failed { code, error } => {
+                finish(t, DeliveryPhase::Failed, code, Some(error), now)
+            }
+            Outcome::Retry { code, error, after } => {
+                if t.attempts >= ctx.config.max_attempts {
+                    let error = format!("{error} (gave up after {} attempts)", t.attempts);
+                    finish(t, DeliveryPhase::Failed, code, Some(error), now);
+                } else {
+                    let delay = after
+                        .map(|a| a.min(ctx.config.retry_backoff.max))
+                        .unwrap_or_else(|| ctx.config.retry_backoff.delay(t.attempts));
+                    t.last_response_code = code;
+                    t.last_error = Some(error);
+                    t.next_attempt_at = Some(Time(
+                        now + jiff::SignedDuration::try_from(delay).unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+    }
+
+    let phase = delivery_phase(&targets);
+    let desired = StatusedDeliveryStatus {
+        phase,
+        attempts: targets.iter().map(|t| t.attempts).sum(),
+        completed_at: phase.is_finished().then(|| Time(now)),
+        targets,
+    };
+    if desired != current {
+        let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = serde_json::json!({
+            "apiVersion": StatusedDelivery::api_version(&()),
+            "kind": StatusedDelivery::kind(&()),
+            "status": desired,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    }
+    if first_look || phase.is_finished() {
+        update_route_status(&ctx, &delivery, &desired).await;
+    }
+    if phase.is_finished() {
+        announce(&ctx, &delivery, &desired).await;
+        ctx.metrics.delivery(phase.as_str());
+    }
+    ctx.reconcile_failures
+        .reset(&format!("delivery:{ns}/{name}"));
+
+    let next = desired
+        .targets
+        .iter()
+        .filter(|t| !t.phase.is_finished())
+        .filter_map(|t| t.next_attempt_at.as_ref())
+        .map(|at| at.0.duration_since(jiff::Timestamp::now()))
+        .min();
+    Ok(match next {
+        Some(wait) => Action::requeue(
+            Duration::try_from(wait)
+                .unwrap_or_default()
+                .max(Duration::from_millis(10)),
+        ),
+        None if phase.is_finished() => Action::await_change(),
+        None => Action::requeue(Duration::from_secs(1)),
+    })
+}
+
+fn finish(
+    t: &mut TargetStatus,
+    phase: DeliveryPhase,
+    code: Option<u16>,
+    error: Option<String>,
+    now: jiff::Timestamp,
+) {
+    t.phase = phase;
+    t.last_response_code = code.or(t.last_response_code);
+    t.last_error = error;
+    t.next_attempt_at = None;
+    t.completed_at = Some(Time(now));
+}
+
+/// `lastEvent` and `lastDelivery` on the route. Best effort: the delivery record is what
+/// counts, so a failure here is logged, not retried.
+async fn update_route_status(
+    ctx: &Context,
+    delivery: &StatusedDelivery,
+    status: &StatusedDeliveryStatus,
+) {
+    let Some(ns) = delivery.namespace() else {
+        return;
+    };
+    let mut rules: Vec<String> = delivery
+        .spec
+        .matched
+        .iter()
+        .map(|m| m.rule.clone())
+        .collect();
+    rules.dedup();
+    let received_at = delivery
+        .metadata
+        .creation_timestamp
+        .clone()
+        .unwrap_or_else(|| Time(jiff::Timestamp::now()));
+    let patch = serde_json::json!({
+        "apiVersion": StatusedRoute::api_version(&()),
+        "kind": StatusedRoute::kind(&()),
+        "status": {
+            "lastEvent": LastEvent {
+                id: delivery.spec.event.id.clone(),
+                type_: delivery.spec.event.type_.clone(),
+                received_at,
+                matched_rules: rules,
+            },
+            "lastDelivery": LastDelivery {
+                name: delivery.name_any(),
+                phase: status.phase.as_str().to_string(),
+                completed_at: status.completed_at.clone(),
+            },
+        },
+    });
+    let api: Api<StatusedRoute> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = api
+        .patch_status(
+            &delivery.spec.route,
+            &PatchParams::apply(ROUTE_STATUS_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        warn!(error = %e, route = %delivery.spec.route, "could not record last delivery on route");
+    }
+}
+
+/// A Kubernetes Event on the delivery, so `kubectl describe` and `kubectl get events` show
+/// the outcome.
+async fn announce(ctx: &Context, delivery: &StatusedDelivery, status: &StatusedDeliveryStatus) {
+    let failed: Vec<String> = status
+        .targets
+        .iter()
+        .filter(|t| t.phase == DeliveryPhase::Failed)
+        .map(|t| {
+            format!(
+                "{}[{}] {}: {}",
+                t.rule,
+                t.target,
+                t.kind,
+                t.last_error.as_deref().unwrap_or("failed")
+            )
+        })
+        .collect();
+    let (type_, reason, note) = if failed.is_empty() {
+        info!(attempts = status.attempts, "delivery succeeded");
+        (
+            EventType::Normal,
+            "Delivered",
+            format!(
+                "{} targets triggered for event {}",
+                status.targets.len(),
+                delivery.spec.event.id
+            ),
+        )
+    } else {
+        warn!(failed = ?failed, "delivery failed");
+        (EventType::Warning, "DeliveryFailed", failed.join("; "))
+    };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Deliver".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx
+        .recorder
+        .publish(&event, &delivery.object_ref(&()))
+        .await
+    {
+        debug!(error = %e, "could not publish event");
+    }
+}
+
+fn error_policy(delivery: Arc<StatusedDelivery>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "delivery:{}/{}",
+        delivery.namespace().unwrap_or_default(),
+        delivery.name_any()
+    );
+    let failures = ctx.reconcile_failures.fail(&key);
+    let delay = ctx.config.reconcile_backoff.delay(failures);
+    warn!(delivery = %key, %error, retry_in = ?delay, "delivery reconcile failed");
+    ctx.metrics.reconcile("delivery", "error");
+    Action::requeue(delay)
+}

@@ -1,0 +1,184 @@
+//! The route reconciler: resolves each `StatusedRoute` against its Secrets, compiles it into
+//! the routing table and reports the outcome in the route's status.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use tracing::{debug, info, instrument, warn};
+
+use super::compile::{compile_route, referenced_secrets};
+use super::status::{route_status, route_status_changed};
+use super::{Error, scoped_api};
+use crate::api::{FIELD_MANAGER, StatusedRoute};
+use crate::operator::Context;
+use crate::routing::{RouteKey, RouteState};
+use crate::secrets::{SecretSet, SecretValue};
+
+pub fn route_key(route: &StatusedRoute) -> RouteKey {
+    RouteKey::new(route.namespace().unwrap_or_default(), route.name_any())
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    store: Store<StatusedRoute>,
+    writer: reflector::store::Writer<StatusedRoute>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = ctx.config.namespace.as_deref();
+    let routes: Api<StatusedRoute> = scoped_api(ctx.client.clone(), ns);
+    let secrets: Api<PartialObjectMeta<Secret>> = scoped_api(ctx.client.clone(), ns);
+
+    let table = ctx.table.clone();
+    let synced = ctx.routes_synced.clone();
+    let reader = store.clone();
+    let route_events = reflector::reflector(writer, watcher(routes, watcher::Config::default()))
+        .inspect(move |event| match event {
+            // Deletions leave the table at once; the controller never sees them.
+            Ok(watcher::Event::Delete(route)) => {
+                info!(route = %route_key(route), "route deleted");
+                table.remove(&route_key(route));
+            }
+            // After a (re)list, drop routes that vanished while the watch was down.
+            Ok(watcher::Event::InitDone) => {
+                table.retain(|k| {
+                    reader
+                        .get(&ObjectRef::new(&k.name).within(&k.namespace))
+                        .is_some()
+                });
+                synced.store(true, Ordering::Release);
+            }
+            _ => {}
+        })
+        .default_backoff()
+        .applied_objects();
+
+    // Secrets are watched by metadata only: their values are read on reconcile, never cached
+    // by a watch stream.
+    let routes_for_secret = store.clone();
+    let secret_events = watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+
+    Controller::for_stream(route_events, store)
+        .watches_stream(secret_events, move |secret| {
+            let ns = secret.namespace().unwrap_or_default();
+            let name = secret.name_any();
+            routes_for_secret
+                .state()
+                .into_iter()
+                .filter(|r| {
+                    r.namespace().as_deref() == Some(ns.as_str())
+                        && referenced_secrets(r).contains(&name)
+                })
+                .map(|r| ObjectRef::from_obj(&*r))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(e) = result {
+                debug!(error = %e, "route reconcile did not run");
+            }
+            future::ready(())
+        })
+        .await;
+}
+
+#[instrument(skip(route, ctx), fields(route = %route_key(&route)))]
+async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = route_key(&route);
+    let ns = route.namespace().ok_or(Error::NoNamespace)?;
+    let secrets = read_secrets(&ctx, &ns, &route).await?;
+    let compiled = compile_route(&route, &secrets);
+    let path = StatusedRoute::webhook_path(&key.namespace, &key.name);
+
+    let message;
+    let outcome = match &compiled {
+        Ok(c) => {
+            let targets: usize = c.rules.iter().map(|r| r.targets.len()).sum();
+            message = format!(
+                "{} rules, {targets} targets; accepting signed events at {path}",
+                c.rules.len()
+            );
+            Ok(message.as_str())
+        }
+        Err(e) => Err((e.reason, e.message.as_str())),
+    };
+    let now = Time(jiff::Timestamp::now());
+    let desired = route_status(
+        route.status.as_ref(),
+        route.meta().generation,
+        path,
+        ctx.config.public_url.as_deref(),
+        outcome,
+        now,
+    );
+
+    match compiled {
+        Ok(c) => ctx
+            .table
+            .upsert(key.clone(), RouteState::Ready(Arc::new(c))),
+        Err(ref e) => {
+            info!(reason = e.reason.as_str(), message = %e.message, "route not ready");
+            ctx.table.upsert(key.clone(), RouteState::NotReady);
+        }
+    }
+
+    if route_status_changed(route.status.as_ref(), &desired) {
+        let api: Api<StatusedRoute> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = serde_json::json!({
+            "apiVersion": StatusedRoute::api_version(&()),
+            "kind": StatusedRoute::kind(&()),
+            "status": desired,
+        });
+        api.patch_status(
+            &key.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    }
+    ctx.metrics.reconcile("route", "success");
+    ctx.reconcile_failures.reset(&format!("route:{key}"));
+    Ok(Action::await_change())
+}
+
+async fn read_secrets(ctx: &Context, ns: &str, route: &StatusedRoute) -> Result<SecretSet, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let mut set = SecretSet::new(ns);
+    for name in referenced_secrets(route) {
+        if let Some(secret) = api.get_opt(&name).await? {
+            let mut data: std::collections::BTreeMap<String, SecretValue> = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, SecretValue::new(v.0)))
+                .collect();
+            for (k, v) in secret.string_data.unwrap_or_default() {
+                data.insert(k, SecretValue::new(v));
+            }
+            set.insert(name, data);
+        }
+    }
+    Ok(set)
+}
+
+fn error_policy(route: Arc<StatusedRoute>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("route:{}", route_key(&route));
+    let failures = ctx.reconcile_failures.fail(&key);
+    let delay = ctx.config.reconcile_backoff.delay(failures);
+    warn!(route = %key, %error, retry_in = ?delay, "route reconcile failed");
+    ctx.metrics.reconcile("route", "error");
+    Action::requeue(delay.max(Duration::from_millis(100)))
+}

@@ -1,0 +1,502 @@
+//! CEL expressions and `$(...)` interpolation over an event. Pure: compiled when a route is
+//! reconciled, evaluated against one [`Scope`] per event.
+//!
+//! `$(...)` is used instead of `{{ }}` so that routes can be wrapped in Helm templates.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use cel::{Context, Program, Value};
+use serde_json::Value as Json;
+
+/// The variables an expression may use.
+pub const VARIABLES: &[&str] = &[
+    "id",
+    "type",
+    "source",
+    "time",
+    "subject",
+    "specversion",
+    "data",
+    "route",
+    "event",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExprError {
+    #[error("expression {expr:?} does not compile: {message}")]
+    Compile { expr: String, message: String },
+    #[error("expression {expr:?} uses unknown variable {name:?} (available: {available})")]
+    UnknownVariable {
+        expr: String,
+        name: String,
+        available: String,
+    },
+    #[error("expression {expr:?} failed: {message}")]
+    Eval { expr: String, message: String },
+    #[error("expression {expr:?} must evaluate to a bool, not {got}")]
+    NotBool { expr: String, got: String },
+    #[error("template {template:?}: {message}")]
+    Template { template: String, message: String },
+}
+
+/// One compiled CEL expression and its source text.
+pub struct Expression {
+    source: String,
+    program: Program,
+}
+
+impl fmt::Debug for Expression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Expression").field(&self.source).finish()
+    }
+}
+
+impl Expression {
+    pub fn compile(source: &str) -> Result<Self, ExprError> {
+        let program = Program::compile(source).map_err(|e| ExprError::Compile {
+            expr: source.to_string(),
+            message: e.to_string().lines().next().unwrap_or_default().to_string(),
+        })?;
+        let references = program.references();
+        let mut unknown: BTreeSet<&str> = BTreeSet::new();
+        for name in references.variables() {
+            if !VARIABLES.contains(&name) && !is_macro_binding(source, name) {
+                unknown.insert(name);
+            }
+        }
+        if let Some(name) = unknown.into_iter().next() {
+            return Err(ExprError::UnknownVariable {
+                expr: source.to_string(),
+                name: name.to_string(),
+                available: VARIABLES.join(", "),
+            });
+        }
+        Ok(Self {
+            source: source.to_string(),
+            program,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn eval(&self, scope: &Scope) -> Result<Value, ExprError> {
+        self.program
+            .execute(&scope.context)
+            .map_err(|e| ExprError::Eval {
+                expr: self.source.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    pub fn eval_bool(&self, scope: &Scope) -> Result<bool, ExprError> {
+        match self.eval(scope)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(ExprError::NotBool {
+                expr: self.source.clone(),
+                got: type_name(&other).to_string(),
+            }),
+        }
+    }
+
+    /// Rejects an expression that evaluates to a non-bool for a typical event. Type errors are
+    /// caught at reconcile time this way; errors from missing fields are not, because `data` is
+    /// open and a field may only be present on some events.
+    pub fn check_bool(&self, probe: &Scope) -> Result<(), ExprError> {
+        match self.eval_bool(probe) {
+            Err(e @ ExprError::NotBool { .. }) => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Names bound by comprehension macros (`all`, `exists`, `exists_one`, `map`, `filter`) show up
+/// as variable references; they are local, not unknown.
+fn is_macro_binding(source: &str, name: &str) -> bool {
+    ["all", "exists", "exists_one", "map", "filter"]
+        .iter()
+        .any(|m| {
+            let pattern = format!(".{m}(");
+            source.match_indices(&pattern).any(|(i, _)| {
+                source[i + pattern.len()..]
+                    .trim_start()
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.trim_start().starts_with(','))
+            })
+        })
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::List(_) => "list",
+        Value::Map(_) => "map",
+        Value::Int(_) => "int",
+        Value::UInt(_) => "uint",
+        Value::Float(_) => "double",
+        Value::String(_) => "string",
+        Value::Bytes(_) => "bytes",
+        Value::Bool(_) => "bool",
+        Value::Null => "null",
+        _ => "value",
+    }
+}
+
+/// The variables one event offers to expressions.
+pub struct Scope {
+    context: Context<'static, 'static>,
+    event: Json,
+}
+
+impl Scope {
+    /// `event` is the envelope as JSON (see [`crate::event::Envelope::to_value`]).
+    pub fn new(event: &Json, route_namespace: &str, route_name: &str) -> Self {
+        let mut context = Context::default();
+        let attr = |name: &str| event.get(name).cloned().unwrap_or(Json::Null);
+        for name in [
+            "id",
+            "type",
+            "source",
+            "time",
+            "subject",
+            "specversion",
+            "data",
+        ] {
+            context.add_variable_from_value(name, json_to_cel(&attr(name)));
+        }
+        context.add_variable_from_value("event", json_to_cel(event));
+        context.add_variable_from_value(
+            "route",
+            json_to_cel(&serde_json::json!({"name": route_name, "namespace": route_namespace})),
+        );
+        Self {
+            context,
+            event: event.clone(),
+        }
+    }
+
+    /// The event envelope this scope was built from.
+    pub fn event(&self) -> &Json {
+        &self.event
+    }
+
+    /// A typical event, used at reconcile time to type-check expressions.
+    pub fn probe() -> Self {
+        let event = serde_json::json!({
+            "specversion": "1.0", "id": "probe", "type": "com.statused.app.status.updated",
+            "source": "statused", "time": "2025-01-01T00:00:00Z",
+            "data": {"app_name": "App", "version": "1.0.0", "build_version": "1", "status": "Valid",
+                     "store_name": "App Store Connect", "track": "Production",
+                     "user_distribution": "100%", "message": "", "status_color": "#000000",
+                     "app_icon_url": ""}
+        });
+        Self::new(&event, "default", "probe")
+    }
+}
+
+fn json_to_cel(v: &Json) -> Value {
+    match v {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => n
+            .as_i64()
+            .map(Value::Int)
+            .or_else(|| n.as_u64().map(Value::UInt))
+            .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or_default())),
+        Json::String(s) => Value::String(s.clone().into()),
+        Json::Array(items) => Value::List(items.iter().map(json_to_cel).collect::<Vec<_>>().into()),
+        Json::Object(map) => {
+            let entries: std::collections::HashMap<String, Value> = map
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_cel(v)))
+                .collect();
+            Value::Map(entries.into())
+        }
+    }
+}
+
+fn cel_to_json(v: &Value) -> Json {
+    v.json().unwrap_or(Json::Null)
+}
+
+fn cel_to_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.to_string(),
+        Value::Null => String::new(),
+        other => match cel_to_json(other) {
+            Json::String(s) => s,
+            json => json.to_string(),
+        },
+    }
+}
+
+/// A string with `$(...)` expressions. `$$(` stands for a literal `$(`.
+#[derive(Debug)]
+pub struct Template {
+    source: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug)]
+enum Part {
+    Literal(String),
+    Expr(Expression),
+}
+
+impl Template {
+    pub fn compile(source: &str) -> Result<Self, ExprError> {
+        let err = |message: String| ExprError::Template {
+            template: source.to_string(),
+            message,
+        };
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = source;
+        while let Some(pos) = rest.find("$(") {
+            if rest[..pos].ends_with('$') {
+                literal.push_str(&rest[..pos - 1]);
+                literal.push_str("$(");
+                rest = &rest[pos + 2..];
+                continue;
+            }
+            literal.push_str(&rest[..pos]);
+            let inner_start = pos + 2;
+            let len = closing_paren(&rest[inner_start..])
+                .ok_or_else(|| err("unclosed $( — every $( needs a matching )".into()))?;
+            let inner = rest[inner_start..inner_start + len].trim();
+            if inner.is_empty() {
+                return Err(err("empty $() expression".into()));
+            }
+            if !literal.is_empty() {
+                parts.push(Part::Literal(std::mem::take(&mut literal)));
+            }
+            parts.push(Part::Expr(Expression::compile(inner)?));
+            rest = &rest[inner_start + len + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal));
+        }
+        Ok(Self {
+            source: source.to_string(),
+            parts,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+
+    pub fn render(&self, scope: &Scope) -> Result<String, ExprError> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                Part::Expr(e) => out.push_str(&cel_to_string(&e.eval(scope)?)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Like [`render`](Self::render), but a template that is exactly one `$(...)` keeps the
+    /// expression's JSON type (so `"$(data)"` forwards an object, not its text).
+    pub fn render_json(&self, scope: &Scope) -> Result<Json, ExprError> {
+        match self.parts.as_slice() {
+            [Part::Expr(e)] => Ok(cel_to_json(&e.eval(scope)?)),
+            _ => self.render(scope).map(Json::String),
+        }
+    }
+}
+
+/// Finds the `)` closing an expression that starts right after `$(`, skipping parentheses
+/// inside CEL string literals. Returns its byte offset.
+fn closing_paren(s: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '(' => depth += 1,
+            ')' if depth == 0 => return Some(i),
+            ')' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A JSON document whose strings are templates; object keys are taken literally.
+#[derive(Debug)]
+pub enum JsonTemplate {
+    Value(Json),
+    String(Template),
+    Array(Vec<JsonTemplate>),
+    Object(Vec<(String, JsonTemplate)>),
+}
+
+impl JsonTemplate {
+    pub fn compile(value: &Json) -> Result<Self, ExprError> {
+        Ok(match value {
+            Json::String(s) => JsonTemplate::String(Template::compile(s)?),
+            Json::Array(items) => {
+                JsonTemplate::Array(items.iter().map(Self::compile).collect::<Result<_, _>>()?)
+            }
+            Json::Object(map) => JsonTemplate::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), Self::compile(v)?)))
+                    .collect::<Result<_, ExprError>>()?,
+            ),
+            other => JsonTemplate::Value(other.clone()),
+        })
+    }
+
+    pub fn render(&self, scope: &Scope) -> Result<Json, ExprError> {
+        Ok(match self {
+            JsonTemplate::Value(v) => v.clone(),
+            JsonTemplate::String(t) => t.render_json(scope)?,
+            JsonTemplate::Array(items) => Json::Array(
+                items
+                    .iter()
+                    .map(|i| i.render(scope))
+                    .collect::<Result<_, _>>()?,
+            ),
+            JsonTemplate::Object(entries) => Json::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), v.render(scope)?)))
+                    .collect::<Result<_, ExprError>>()?,
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope() -> Scope {
+        let event = json!({
+            "specversion": "1.0", "id": "ev-1", "type": "com.statused.app.status.updated",
+            "source": "statused", "time": "2025-01-12T22:12:03Z",
+            "data": {"app_name": "Markdown Email", "version": "2.1.0", "status": "Ready for Sale",
+                     "build": 42, "tags": ["a", "b"]}
+        });
+        Scope::new(&event, "mobile-ci", "releases")
+    }
+
+    #[test]
+    fn expressions_see_event_data_and_route() {
+        let e = Expression::compile(
+            r#"data.version.startsWith("2.") && route.namespace == "mobile-ci""#,
+        )
+        .unwrap();
+        assert!(e.eval_bool(&scope()).unwrap());
+        let e = Expression::compile(r#"id == "ev-1" && event.type.endsWith(".updated")"#).unwrap();
+        assert!(e.eval_bool(&scope()).unwrap());
+    }
+
+    #[test]
+    fn type_attribute_is_a_variable() {
+        let e = Expression::compile(r#"type == "com.statused.app.status.updated""#).unwrap();
+        assert!(e.eval_bool(&scope()).unwrap());
+    }
+
+    #[test]
+    fn syntax_errors_fail_to_compile() {
+        let err = Expression::compile("data.version ==").unwrap_err();
+        assert!(matches!(err, ExprError::Compile { .. }), "{err}");
+    }
+
+    #[test]
+    fn unknown_variables_fail_to_compile_with_the_list_of_known_ones() {
+        let err = Expression::compile("dat.version == '1'").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variable \"dat\""),
+            "{err}"
+        );
+        assert!(err.to_string().contains("data"), "{err}");
+    }
+
+    #[test]
+    fn macro_bindings_are_not_unknown_variables() {
+        let e = Expression::compile(r#"data.tags.exists(t, t == "b")"#).unwrap();
+        assert!(e.eval_bool(&scope()).unwrap());
+    }
+
+    #[test]
+    fn non_bool_results_are_caught_by_the_probe() {
+        let e = Expression::compile("data.app_name").unwrap();
+        assert!(matches!(
+            e.check_bool(&Scope::probe()),
+            Err(ExprError::NotBool { .. })
+        ));
+        let ok = Expression::compile("data.missing_field == 'x'").unwrap();
+        assert!(ok.check_bool(&Scope::probe()).is_ok());
+    }
+
+    #[test]
+    fn templates_interpolate_strings_and_numbers() {
+        let t = Template::compile("$(data.app_name) v$(data.version) is live (#$(data.build))")
+            .unwrap();
+        assert_eq!(
+            t.render(&scope()).unwrap(),
+            "Markdown Email v2.1.0 is live (#42)"
+        );
+    }
+
+    #[test]
+    fn parentheses_inside_strings_and_calls_do_not_end_the_expression() {
+        let t = Template::compile(r#"[$(data.app_name + " (" + string(size(data.tags)) + ")")]"#)
+            .unwrap();
+        assert_eq!(t.render(&scope()).unwrap(), "[Markdown Email (2)]");
+    }
+
+    #[test]
+    fn double_dollar_escapes() {
+        let t = Template::compile("cost $$(not an expr)").unwrap();
+        assert!(t.is_literal());
+        assert_eq!(t.render(&scope()).unwrap(), "cost $(not an expr)");
+    }
+
+    #[test]
+    fn bad_templates_fail_to_compile() {
+        assert!(Template::compile("$(data.app_name").is_err());
+        assert!(Template::compile("$()").is_err());
+        assert!(Template::compile("$(data.)").is_err());
+    }
+
+    #[test]
+    fn whole_string_expressions_keep_their_json_type() {
+        let t = JsonTemplate::compile(&json!({"n": "$(data.build)", "tags": "$(data.tags)",
+                                              "s": "b$(data.build)", "k": true}))
+        .unwrap();
+        assert_eq!(
+            t.render(&scope()).unwrap(),
+            json!({"n": 42, "tags": ["a", "b"], "s": "b42", "k": true})
+        );
+    }
+
+    #[test]
+    fn missing_fields_are_render_errors() {
+        let t = Template::compile("$(data.build_version)").unwrap();
+        let err = t.render(&scope()).unwrap_err();
+        assert!(err.to_string().contains("data.build_version"), "{err}");
+    }
+}

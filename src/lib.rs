@@ -1,0 +1,26 @@
+//! statused-operator: turns signed Statused webhooks into pipelines, workflows and messages.
+//!
+//! Layout: `api` (CRD types), `event` / `signature` / `expr` / `matching` / `routing` (pure
+//! core), `targets` (one file per kind), `controller` (route reconciler, delivery executor),
+//! `server` (receiver, probes, metrics), `cli` (subcommands), `operator` (wiring).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod event;
+pub mod expr;
+pub mod matching;
+pub mod metrics;
+pub mod operator;
+pub mod routing;
+pub mod secrets;
+pub mod server;
+pub mod signature;
+pub mod targets;
+
+/// Installs the process-wide rustls crypto provider. kube and reqwest both use rustls with
+/// `ring`; without an explicit choice the first TLS connection panics. Safe to call twice.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

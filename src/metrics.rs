@@ -1,0 +1,143 @@
+//! Prometheus metrics: counters carry an outcome label, durations are in seconds.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::targets::send::Outcome;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    kind: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    controller: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    webhook_requests: Family<CodeLabels, Counter>,
+    target_attempts: Family<AttemptLabels, Counter>,
+    target_duration: Family<KindLabels, Histogram>,
+    reconciles: Family<ReconcileLabels, Counter>,
+    deliveries: Family<OutcomeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("statused");
+        let webhook_requests = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Webhook requests by response status code",
+            webhook_requests.clone(),
+        );
+        let target_attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "target_attempts",
+            "Calls to targets by kind and outcome",
+            target_attempts.clone(),
+        );
+        let target_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        registry.register(
+            "target_request_duration_seconds",
+            "Time to get an answer from a target",
+            target_duration.clone(),
+        );
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by controller and outcome",
+            reconciles.clone(),
+        );
+        let deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "deliveries_finished",
+            "Finished deliveries by phase",
+            deliveries.clone(),
+        );
+        Self {
+            registry,
+            webhook_requests,
+            target_attempts,
+            target_duration,
+            reconciles,
+            deliveries,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn webhook_request(&self, code: u16) {
+        self.webhook_requests
+            .get_or_create(&CodeLabels { code })
+            .inc();
+    }
+
+    pub fn target_attempt(&self, kind: &str, outcome: &Outcome, took: Duration) {
+        let outcome = match outcome {
+            Outcome::Succeeded { .. } => "succeeded",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Failed { .. } => "failed",
+        };
+        self.target_attempts
+            .get_or_create(&AttemptLabels {
+                kind: kind.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.target_duration
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn reconcile(&self, controller: &str, outcome: &str) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                controller: controller.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn delivery(&self, phase: &str) {
+        self.deliveries
+            .get_or_create(&OutcomeLabels {
+                outcome: phase.into(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

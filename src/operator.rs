@@ -1,0 +1,185 @@
+//! Wiring: the shared context and the start of the three servers and two controllers that
+//! make up `statused-operator run`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::api::StatusedRoute;
+use crate::controller::backoff::{Backoff, FailureCounts};
+use crate::controller::route::route_key;
+use crate::metrics::Metrics;
+use crate::routing::RoutingTable;
+
+/// Settings of one operator process (see `statused-operator run --help`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub webhook_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// Only watch this namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Public base URL Statused reaches the receiver at, shown in route status.
+    pub public_url: Option<String>,
+    /// Largest accepted webhook body, in bytes.
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_backoff: Backoff,
+    pub reconcile_backoff: Backoff,
+    /// Name of this replica (pod name), for Kubernetes Events.
+    pub instance: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            webhook_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            namespace: None,
+            public_url: None,
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            max_attempts: 5,
+            retry_backoff: Backoff {
+                base: Duration::from_secs(2),
+                max: Duration::from_secs(300),
+            },
+            reconcile_backoff: Backoff {
+                base: Duration::from_millis(500),
+                max: Duration::from_secs(300),
+            },
+            instance: None,
+        }
+    }
+}
+
+/// What the controllers and servers share.
+pub struct Context {
+    pub client: Client,
+    pub http: reqwest::Client,
+    pub config: Config,
+    pub table: RoutingTable,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub reconcile_failures: FailureCounts,
+    /// Set once the first list of routes has been received.
+    pub routes_synced: Arc<AtomicBool>,
+    routes: Store<StatusedRoute>,
+}
+
+impl Context {
+    /// Ready when the route list has synced and every listed route has been compiled into the
+    /// table (ready or not), so that a 404 really means "no such route".
+    pub fn is_ready(&self) -> bool {
+        self.routes_synced.load(Ordering::Acquire)
+            && self
+                .routes
+                .state()
+                .iter()
+                .all(|r| self.table.contains(&route_key(r)))
+    }
+}
+
+/// A running operator; dropping it does not stop it, [`Running::shutdown`] does.
+pub struct Running {
+    pub webhook_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub context: Arc<Context>,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops servers and controllers and waits for them.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until the process is asked to stop (or a part ends by itself), then stops.
+    pub async fn wait(mut self, stop: impl Future<Output = ()>) {
+        tokio::select! {
+            () = stop => {}
+            _ = self.tasks.join_next() => {}
+        }
+        self.shutdown().await;
+    }
+}
+
+/// Binds both listeners and starts everything.
+pub async fn start(client: Client, config: Config) -> Result<Running, std::io::Error> {
+    let webhook_listener = TcpListener::bind(config.webhook_addr).await?;
+    let metrics_listener = TcpListener::bind(config.metrics_addr).await?;
+    let webhook_addr = webhook_listener.local_addr()?;
+    let metrics_addr = metrics_listener.local_addr()?;
+
+    let http = reqwest::Client::builder()
+        .user_agent(crate::targets::USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(std::io::Error::other)?;
+    let reporter = Reporter {
+        controller: "statused-operator".into(),
+        instance: config.instance.clone(),
+    };
+    let (store, writer) = reflector::store();
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        http,
+        config,
+        table: RoutingTable::default(),
+        metrics: Metrics::default(),
+        reconcile_failures: FailureCounts::default(),
+        routes_synced: Arc::new(AtomicBool::new(false)),
+        routes: store.clone(),
+    });
+
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let stopped = |c: &CancellationToken| {
+        let c = c.clone();
+        async move { c.cancelled().await }
+    };
+    tasks.spawn(crate::controller::route::run(
+        context.clone(),
+        store,
+        writer,
+        stopped(&cancel),
+    ));
+    tasks.spawn(crate::controller::delivery::run(
+        context.clone(),
+        stopped(&cancel),
+    ));
+    let app = crate::server::webhook_router(context.clone());
+    let shutdown = stopped(&cancel);
+    tasks.spawn(async move {
+        let _ = axum::serve(webhook_listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+    });
+    let app = crate::server::probes_router(context.clone());
+    let shutdown = stopped(&cancel);
+    tasks.spawn(async move {
+        let _ = axum::serve(metrics_listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+    });
+    info!(%webhook_addr, %metrics_addr, namespace = ?context.config.namespace, "statused-operator started");
+    Ok(Running {
+        webhook_addr,
+        metrics_addr,
+        context,
+        cancel,
+        tasks,
+    })
+}

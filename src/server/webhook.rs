@@ -1,0 +1,302 @@
+//! The receiver: verify, parse, match and record one Statused event.
+//!
+//! Order matters: the route is looked up first (404), the body size is checked before any MAC
+//! work (413), the signature is verified before the body is parsed (401), and only a durable
+//! `StatusedDelivery` earns a 2xx.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Resource};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::{info, instrument, warn};
+
+use crate::api::{
+    DeliveredEvent, MatchedTarget, StatusedDelivery, StatusedDeliverySpec, StatusedRoute,
+};
+use crate::event::Envelope;
+use crate::operator::Context;
+use crate::routing::{CompiledRoute, RouteKey, RouteState};
+use crate::signature::{self, SIGNATURE_HEADER};
+
+/// Every way a request can be refused. Bodies are short and never carry internal detail.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    #[error("operator not ready")]
+    NotReady,
+    #[error("no such route")]
+    UnknownRoute,
+    #[error("route is not ready")]
+    RouteNotReady,
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("could not read body")]
+    BadBody,
+    #[error("invalid signature")]
+    Signature(#[from] signature::SignatureError),
+    #[error("invalid CloudEvent: {0}")]
+    Envelope(#[from] crate::event::EnvelopeError),
+    #[error("could not record event")]
+    Record(#[source] kube::Error),
+}
+
+impl ReceiveError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ReceiveError::NotReady | ReceiveError::RouteNotReady | ReceiveError::Record(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ReceiveError::UnknownRoute => StatusCode::NOT_FOUND,
+            ReceiveError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ReceiveError::BadBody | ReceiveError::Envelope(_) => StatusCode::BAD_REQUEST,
+            ReceiveError::Signature(_) => StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+impl IntoResponse for ReceiveError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // 401 says only "invalid signature": which check failed is for the log, not the caller.
+        let mut response = (status, Json(json!({"error": self.to_string()}))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
+        }
+        response
+    }
+}
+
+#[instrument(skip_all, fields(route = %format!("{namespace}/{name}")))]
+pub async fn receive(
+    State(ctx): State<Arc<Context>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = handle(&ctx, RouteKey::new(namespace, name), &headers, body).await;
+    let response = match result {
+        Ok(accepted) => accepted.into_response(),
+        Err(e) => {
+            match &e {
+                ReceiveError::Record(source) => warn!(error = %source, "could not record event"),
+                other => info!(status = other.status().as_u16(), reason = %other, "event refused"),
+            }
+            e.into_response()
+        }
+    };
+    ctx.metrics.webhook_request(response.status().as_u16());
+    response
+}
+
+/// A 2xx answer.
+pub struct Accepted {
+    delivery: Option<String>,
+    duplicate: bool,
+    matched: Vec<MatchedTarget>,
+}
+
+impl IntoResponse for Accepted {
+    fn into_response(self) -> Response {
+        let status = if self.delivery.is_some() && !self.duplicate {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        };
+        let mut body = json!({"matched": self.matched});
+        if let Some(d) = self.delivery {
+            body["delivery"] = d.into();
+        }
+        if self.duplicate {
+            body["duplicate"] = true.into();
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+async fn handle(
+    ctx: &Context,
+    key: RouteKey,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Accepted, ReceiveError> {
+    if !ctx.is_ready() {
+        return Err(ReceiveError::NotReady);
+    }
+    let route = match ctx.table.lookup(&key) {
+        None => return Err(ReceiveError::UnknownRoute),
+        Some(RouteState::NotReady) => return Err(ReceiveError::RouteNotReady),
+        Some(RouteState::Ready(route)) => route,
+    };
+    let limit = ctx.config.body_limit;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ReceiveError::TooLarge(limit));
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // The only error with a length-limit source is the limit itself.
+        if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) {
+            ReceiveError::TooLarge(limit)
+        } else {
+            ReceiveError::BadBody
+        }
+    })?;
+    signature::verify(
+        headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()),
+        &bytes,
+        &route.signing_keys,
+    )?;
+    let envelope = Envelope::parse(&bytes)?;
+    let (matched, failures) = route.match_event(&envelope);
+    for f in &failures {
+        warn!(rule = %f.rule, error = %f.error, event = %envelope.id, "rule expression failed; rule skipped");
+    }
+    if matched.is_empty() {
+        info!(event = %envelope.id, "no rule matched");
+        return Ok(Accepted {
+            delivery: None,
+            duplicate: false,
+            matched,
+        });
+    }
+    let delivery = new_delivery(&route, &envelope, matched.clone());
+    let name = delivery.metadata.name.clone().unwrap_or_default();
+    let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    match api.create(&PostParams::default(), &delivery).await {
+        Ok(_) => {
+            info!(event = %envelope.id, delivery = %name, targets = matched.len(), "event accepted");
+            Ok(Accepted {
+                delivery: Some(name),
+                duplicate: false,
+                matched,
+            })
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            info!(event = %envelope.id, delivery = %name, "duplicate event");
+            Ok(Accepted {
+                delivery: Some(name),
+                duplicate: true,
+                matched,
+            })
+        }
+        Err(e) => Err(ReceiveError::Record(e)),
+    }
+}
+
+/// `<route>-<first 10 hex of sha256(event id)>`, so a redelivered event maps to the same name.
+pub fn delivery_name(route: &str, event_id: &str) -> String {
+    let hash = hex::encode(Sha256::digest(event_id.as_bytes()));
+    // 253 is the limit for names; keep room for "-" and the hash.
+    let prefix: String = route.chars().take(253 - 11).collect();
+    format!("{}-{}", prefix.trim_end_matches(['-', '.']), &hash[..10])
+}
+
+fn new_delivery(
+    route: &CompiledRoute,
+    envelope: &Envelope<'_>,
+    matched: Vec<MatchedTarget>,
+) -> StatusedDelivery {
+    let owner = route.uid.as_ref().map(|uid| {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: StatusedRoute::api_version(&()).into_owned(),
+            kind: StatusedRoute::kind(&()).into_owned(),
+            name: route.key.name.clone(),
+            uid: uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }
+    });
+    let labels = [
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "statused-operator".to_string(),
+        ),
+        (
+            "statused.dev/route".to_string(),
+            label_value(&route.key.name),
+        ),
+        (
+            "statused.dev/event-type".to_string(),
+            label_value(&envelope.type_),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    StatusedDelivery {
+        metadata: ObjectMeta {
+            name: Some(delivery_name(&route.key.name, &envelope.id)),
+            namespace: Some(route.key.namespace.clone()),
+            labels: Some(labels),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: StatusedDeliverySpec {
+            route: route.key.name.clone(),
+            event: DeliveredEvent {
+                id: envelope.id.to_string(),
+                type_: envelope.type_.to_string(),
+                source: envelope.source.to_string(),
+                time: envelope.time.as_ref().map(|t| t.to_string()),
+                subject: envelope.subject.as_ref().map(|s| s.to_string()),
+                data: envelope.data_value(),
+            },
+            matched,
+        },
+        status: None,
+    }
+}
+
+/// A label value (at most 63 characters of `[A-Za-z0-9._-]`, alphanumeric at both ends).
+fn label_value(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    cleaned
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_names_are_deterministic_and_valid() {
+        let a = delivery_name("releases", "b7a1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d");
+        assert_eq!(
+            a,
+            delivery_name("releases", "b7a1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d")
+        );
+        assert_ne!(a, delivery_name("releases", "other"));
+        assert!(a.starts_with("releases-") && a.len() == "releases-".len() + 10);
+        assert!(delivery_name(&"r".repeat(300), "x").len() <= 253);
+    }
+
+    #[test]
+    fn label_values_are_sanitised() {
+        assert_eq!(
+            label_value("com.statused.build.status.updated"),
+            "com.statused.build.status.updated"
+        );
+        assert_eq!(label_value("a b/c"), "a_b_c");
+        assert!(label_value(&"x".repeat(100)).len() <= 63);
+    }
+}

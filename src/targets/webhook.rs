@@ -1,0 +1,292 @@
+//! `webhook`: any HTTP endpoint, with a templated JSON body.
+
+use std::collections::BTreeMap;
+
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use reqwest::{Method, Url};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
+};
+use crate::api::SecretKeySelector;
+use crate::expr::{JsonTemplate, Template};
+use crate::secrets::{SecretSet, SecretValue};
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookTarget {
+    /// Secret key holding the URL (key defaults to `url`). Incoming-webhook URLs usually embed
+    /// a token, so they belong in a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<SecretKeySelector>,
+    /// The URL, when it is not secret. Set this or `urlSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// HTTP method, default `POST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Extra headers; values are templated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// A Secret whose every key is a header name and whose value is that header's value
+    /// (for `Authorization` and API keys). Only `name` is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_secret_ref: Option<SecretKeySelector>,
+    /// JSON body; strings are templated. Defaults to the whole CloudEvent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::any_json")]
+    pub body: Option<serde_json::Value>,
+}
+
+pub struct Webhook {
+    method: Method,
+    url: Url,
+    headers: Vec<(HeaderName, Template)>,
+    secret_headers: Vec<(HeaderName, SecretValue)>,
+    body: Option<JsonTemplate>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("method", &self.method)
+            .field("host", &self.url.host_str())
+            .finish_non_exhaustive()
+    }
+}
+
+const METHODS: &[&str] = &["POST", "PUT", "PATCH", "GET", "DELETE"];
+
+pub fn compile(
+    field: &str,
+    spec: &WebhookTarget,
+    secrets: &SecretSet,
+) -> Result<Webhook, CompileError> {
+    let url = match (&spec.url, &spec.url_secret_ref) {
+        (Some(url), None) => super::parse_http_url(&format!("{field}.url"), url)?,
+        (None, Some(sel)) => {
+            super::parse_http_url(&format!("{field}.urlSecretRef"), &secrets.text(sel, "url")?)?
+        }
+        _ => {
+            return Err(CompileError::invalid(
+                field,
+                "set exactly one of url and urlSecretRef",
+            ));
+        }
+    };
+    let method_name = spec
+        .method
+        .as_deref()
+        .unwrap_or("POST")
+        .to_ascii_uppercase();
+    if !METHODS.contains(&method_name.as_str()) {
+        return Err(CompileError::invalid(
+            &format!("{field}.method"),
+            format!("{method_name:?} is not one of {}", METHODS.join(", ")),
+        ));
+    }
+    let method = Method::from_bytes(method_name.as_bytes())
+        .map_err(|e| CompileError::invalid(&format!("{field}.method"), e))?;
+    let mut headers = Vec::new();
+    for (name, value) in &spec.headers {
+        let header_field = format!("{field}.headers.{name}");
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| CompileError::invalid(&header_field, "not a valid header name"))?;
+        let value =
+            Template::compile(value).map_err(|e| CompileError::template(&header_field, e))?;
+        headers.push((name, value));
+    }
+    let mut secret_headers = Vec::new();
+    if let Some(sel) = &spec.headers_secret_ref {
+        for (name, value) in secrets.all(&sel.name)? {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                CompileError::invalid(
+                    &format!("{field}.headersSecretRef"),
+                    format!(
+                        "Secret {} key {name:?} is not a valid header name",
+                        sel.name
+                    ),
+                )
+            })?;
+            secret_headers.push((name, value.clone()));
+        }
+    }
+    let body = spec
+        .body
+        .as_ref()
+        .map(JsonTemplate::compile)
+        .transpose()
+        .map_err(|e| CompileError::template(&format!("{field}.body"), e))?;
+    Ok(Webhook {
+        method,
+        url,
+        headers,
+        secret_headers,
+        body,
+    })
+}
+
+impl HttpTarget for Webhook {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
+        let body = match &self.body {
+            Some(t) => t.render(ctx.scope)?,
+            None => ctx.scope.event().clone(),
+        };
+        let mut headers = base_headers(ctx)?;
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, template) in &self.headers {
+            let value = template.render(ctx.scope)?;
+            let value = HeaderValue::from_str(&value).map_err(|_| {
+                RenderError::Invalid(format!("header {name} rendered to an invalid value"))
+            })?;
+            headers.insert(name.clone(), value);
+        }
+        for (name, value) in &self.secret_headers {
+            let text = std::str::from_utf8(value.as_bytes()).map_err(|_| {
+                RenderError::Invalid(format!("header {name} from Secret is not text"))
+            })?;
+            headers.insert(name.clone(), sensitive(text.trim())?);
+        }
+        Ok(HttpRequest {
+            method: self.method.clone(),
+            url: self.url.clone(),
+            headers,
+            body: body.to_string().into_bytes(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::conditions::Reason;
+    use crate::expr::Scope;
+    use serde_json::json;
+
+    fn scope() -> Scope {
+        let event = json!({"specversion": "1.0", "id": "ev-9", "type": "com.statused.app.status.updated",
+            "source": "statused", "data": {"app_name": "Markdown Email", "version": "1.2.3"}});
+        Scope::new(&event, "mobile-ci", "releases")
+    }
+
+    fn spec(v: serde_json::Value) -> WebhookTarget {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn secrets() -> SecretSet {
+        SecretSet::new("mobile-ci")
+            .with(
+                "chat-hook",
+                &[("url", "https://chat.example.test/hooks/T0K3N")],
+            )
+            .with("hook-headers", &[("Authorization", "Bearer s3cr3t")])
+    }
+
+    #[test]
+    fn renders_url_from_secret_templated_body_and_secret_headers() {
+        let t = compile(
+            "t",
+            &spec(json!({"urlSecretRef": {"name": "chat-hook"}, "headersSecretRef": {"name": "hook-headers"},
+                         "headers": {"X-App": "$(data.app_name)"},
+                         "body": {"text": "$(data.app_name) v$(data.version) is live"}})),
+            &secrets(),
+        )
+        .unwrap();
+        let scope = scope();
+        let req = t
+            .build_request(&RenderContext {
+                scope: &scope,
+                event_id: "ev-9",
+            })
+            .unwrap();
+        assert_eq!(req.method, Method::POST);
+        assert_eq!(req.url.as_str(), "https://chat.example.test/hooks/T0K3N");
+        assert_eq!(req.headers["authorization"], "Bearer s3cr3t");
+        assert_eq!(req.headers["x-app"], "Markdown Email");
+        assert_eq!(req.headers["content-type"], "application/json");
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(body, json!({"text": "Markdown Email v1.2.3 is live"}));
+        let debug = format!("{req:?} {t:?}");
+        assert!(
+            !debug.contains("T0K3N") && !debug.contains("s3cr3t"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn default_body_is_the_event() {
+        let t = compile(
+            "t",
+            &spec(json!({"url": "http://127.0.0.1:1/x", "method": "put"})),
+            &secrets(),
+        )
+        .unwrap();
+        let scope = scope();
+        let req = t
+            .build_request(&RenderContext {
+                scope: &scope,
+                event_id: "ev-9",
+            })
+            .unwrap();
+        assert_eq!(req.method, Method::PUT);
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(body["id"], "ev-9");
+        assert_eq!(body["data"]["version"], "1.2.3");
+    }
+
+    #[test]
+    fn invalid_specs_name_the_field() {
+        let cases = [
+            (json!({"url": "ftp://x/y"}), Reason::InvalidTarget, "t.url"),
+            (
+                json!({}),
+                Reason::InvalidTarget,
+                "exactly one of url and urlSecretRef",
+            ),
+            (
+                json!({"url": "http://x/", "method": "TRACE"}),
+                Reason::InvalidTarget,
+                "t.method",
+            ),
+            (
+                json!({"url": "http://x/", "headers": {"bad name": "v"}}),
+                Reason::InvalidTarget,
+                "t.headers",
+            ),
+            (
+                json!({"url": "http://x/", "body": {"a": "$(nope.x)"}}),
+                Reason::InvalidTemplate,
+                "t.body",
+            ),
+            (
+                json!({"urlSecretRef": {"name": "chat-hook", "key": "nokey"}}),
+                Reason::SecretKeyMissing,
+                "has no key nokey",
+            ),
+            (
+                json!({"urlSecretRef": {"name": "absent"}}),
+                Reason::SecretNotFound,
+                "absent",
+            ),
+        ];
+        for (s, reason, needle) in cases {
+            let err = compile("t", &spec(s.clone()), &secrets()).unwrap_err();
+            assert_eq!(err.reason, reason, "{s}");
+            assert!(err.message.contains(needle), "{s}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn url_from_secret_is_not_echoed_when_invalid() {
+        let secrets = SecretSet::new("ns").with("h", &[("url", "not a url T0K3N")]);
+        let err =
+            compile("t", &spec(json!({"urlSecretRef": {"name": "h"}})), &secrets).unwrap_err();
+        assert!(!err.message.contains("T0K3N"), "{}", err.message);
+    }
+}
