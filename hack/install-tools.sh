@@ -22,7 +22,6 @@ apt_install() {
 }
 
 install_just() {
-  command -v just >/dev/null 2>&1 && return 0
   [ -x "$BIN/just" ] && return 0
   log "installing just (PyPI rust-just wheel)"
   local d; d=$(mktemp -d)
@@ -47,6 +46,13 @@ install_helm() {
 install_etcd() {
   command -v etcd >/dev/null 2>&1 && return 0
   apt_install etcd-server
+}
+
+install_misc() {
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
+  command -v npm >/dev/null 2>&1 || apt_install npm
+  command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
+  return 0
 }
 
 build_apiserver() {
@@ -85,6 +91,7 @@ SRC
   rm -rf "$src"
 }
 
+install_misc
 install_just
 install_helm
 install_etcd

@@ -168,7 +168,7 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
     let desired = StatusedDeliveryStatus {
         phase,
         attempts: targets.iter().map(|t| t.attempts).sum(),
-        completed_at: phase.is_finished().then(|| Time(now)),
+        completed_at: phase.is_finished().then_some(Time(now)),
         targets,
     };
     if desired != current {

@@ -1,0 +1,29 @@
+# statused-operator tasks. `just --list` shows them.
+
+export PATH := env_var('HOME') + "/.cache/statused-operator/bin:" + env_var('PATH')
+
+# Start a local API server, run the operator, apply a sample route, send a signed sample
+# event and show the result with kubectl.
+demo: tools
+    bash hack/demo.sh
+
+# Run every test: unit tests, then integration tests against a real API server.
+test: tools
+    cargo build --tests --locked
+    cargo test --locked --lib --bins
+    hack/cluster.sh exec -- cargo test --locked --tests -- --test-threads 4
+    cargo clippy --locked --all-targets -- -D warnings
+    cargo fmt --check
+
+# Install just, etcd, helm, kubectl and build the cached kube-apiserver.
+tools:
+    bash hack/install-tools.sh
+
+# Regenerate the CRD YAML from the Rust types.
+crds:
+    cargo run --quiet -- crd > crds/statused.dev.yaml
+    cp crds/statused.dev.yaml charts/statused-operator/crds/statused.dev.yaml
+
+# Lint the Helm chart.
+lint-chart: tools
+    helm lint charts/statused-operator

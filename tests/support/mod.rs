@@ -1,0 +1,215 @@
+//! Test harness: clients for the real API server started by `hack/cluster.sh`, a namespace
+//! per test, an operator per test scoped to that namespace and running with the chart's
+//! service account, and HTTP sinks on 127.0.0.1 standing in for GitHub and chat services.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use statused_operator::api::{StatusedDelivery, StatusedRoute};
+use statused_operator::controller::backoff::Backoff;
+use statused_operator::operator::{self, Running};
+
+pub const SIGNING_SECRET: &str = "statused-test-secret";
+
+async fn client_from(var: &str) -> Client {
+    statused_operator::install_crypto_provider();
+    let path = std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the integration tests through `just test` (hack/cluster.sh starts the API server)")
+    });
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
+pub fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/fixtures/samples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// One test's namespace, admin client and operator client.
+pub struct TestEnv {
+    pub admin: Client,
+    pub operator_client: Client,
+    pub ns: String,
+}
+
+impl TestEnv {
+    pub async fn new(prefix: &str) -> Self {
+        let admin = client_from("STATUSED_TEST_ADMIN_KUBECONFIG").await;
+        let operator_client = client_from("STATUSED_TEST_OPERATOR_KUBECONFIG").await;
+        let ns = format!("{prefix}-{:08x}", fastrand::u32(..));
+        let namespaces: Api<Namespace> = Api::all(admin.clone());
+        let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
+        namespaces.create(&PostParams::default(), &namespace).await.unwrap();
+        Self { admin, operator_client, ns }
+    }
+
+    /// The operator as the chart runs it, but scoped to this namespace and with short retries.
+    pub async fn start_operator(&self) -> Running {
+        let config = operator::Config {
+            webhook_addr: "127.0.0.1:0".parse().unwrap(),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            namespace: Some(self.ns.clone()),
+            retry_backoff: Backoff { base: Duration::from_millis(100), max: Duration::from_secs(1) },
+            request_timeout: Duration::from_secs(2),
+            ..operator::Config::default()
+        };
+        operator::start(self.operator_client.clone(), config).await.unwrap()
+    }
+
+    pub fn routes(&self) -> Api<StatusedRoute> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    pub fn deliveries(&self) -> Api<StatusedDelivery> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    pub async fn apply_secret(&self, name: &str, data: &[(&str, &str)]) {
+        let secrets: Api<Secret> = Api::namespaced(self.admin.clone(), &self.ns);
+        let secret = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": data.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+        });
+        secrets.patch(name, &PatchParams::apply("tests").force(), &Patch::Apply(&secret)).await.unwrap();
+    }
+
+    pub async fn apply_route(&self, name: &str, spec: serde_json::Value) {
+        let route = serde_json::json!({
+            "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
+            "metadata": {"name": name}, "spec": spec,
+        });
+        self.routes().patch(name, &PatchParams::apply("tests").force(), &Patch::Apply(&route)).await.unwrap();
+    }
+
+    pub async fn delete_route(&self, name: &str) {
+        self.routes().delete(name, &DeleteParams::default()).await.unwrap();
+    }
+
+    /// Waits for the route's Ready condition to have `status` and returns (reason, message).
+    pub async fn wait_ready(&self, name: &str, status: &str) -> (String, String) {
+        let routes = self.routes();
+        eventually(&format!("route {name} Ready={status}"), || async {
+            let route = routes.get(name).await.ok()?;
+            let s = route.status?;
+            let c = s.conditions.iter().find(|c| c.type_ == "Ready")?;
+            (c.status == status && s.observed_generation == route.metadata.generation)
+                .then(|| (c.reason.clone(), c.message.clone()))
+        })
+        .await
+    }
+
+    pub async fn wait_delivery_finished(&self, name: &str) -> StatusedDelivery {
+        let deliveries = self.deliveries();
+        eventually(&format!("delivery {name} finished"), || async {
+            let d = deliveries.get(name).await.ok()?;
+            d.status.as_ref()?.phase.is_finished().then_some(d)
+        })
+        .await
+    }
+
+    /// Signs `body` with `secret` and POSTs it to the route, like Statused.
+    pub async fn post_signed(&self, running: &Running, route: &str, body: &[u8], secret: &str) -> (u16, serde_json::Value) {
+        let signature = statused_operator::signature::sign(secret.as_bytes(), body);
+        self.post(running, route, body.to_vec(), Some(signature)).await
+    }
+
+    pub async fn post(&self, running: &Running, route: &str, body: Vec<u8>, signature: Option<String>) -> (u16, serde_json::Value) {
+        let url = format!("http://{}/hooks/{}/{route}", running.webhook_addr, self.ns);
+        let mut request = reqwest::Client::new().post(url).body(body);
+        if let Some(sig) = signature {
+            request = request.header("X-Statused-Signature", sig);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most 30 seconds.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One request a sink received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or_else(|| panic!("no header {name}"))
+    }
+}
+
+/// An HTTP server on 127.0.0.1 that records every request and answers with scripted status
+/// codes (then `default_status`). It stops with the test's runtime.
+#[derive(Clone)]
+pub struct Sink {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    script: Arc<Mutex<VecDeque<u16>>>,
+}
+
+impl Sink {
+    pub async fn start(default_status: u16) -> Self {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::new()));
+        let (r, s) = (requests.clone(), script.clone());
+        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (r, s) = (r.clone(), s.clone());
+            async move {
+                r.lock().unwrap().push(Recorded { method, uri, headers, body });
+                let code = s.lock().unwrap().pop_front().unwrap_or(default_status);
+                StatusCode::from_u16(code).unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, requests, script }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The next answers, in order, before falling back to the default.
+    pub fn answer_with(&self, codes: &[u16]) {
+        self.script.lock().unwrap().extend(codes);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
