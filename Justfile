@@ -10,7 +10,6 @@ demo: tools
 # Run every test: unit tests, then integration tests against a real API server.
 test: tools
     cargo build --tests --locked
-    cargo test --locked --lib --bins
     hack/cluster.sh exec -- cargo test --locked --tests -- --test-threads 4
     cargo clippy --locked --all-targets -- -D warnings
     cargo fmt --check

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use crate::api::StatusedRoute;
 use crate::controller::backoff::{Backoff, FailureCounts};
@@ -37,6 +39,11 @@ pub struct Config {
     pub reconcile_backoff: Backoff,
     /// Name of this replica (pod name), for Kubernetes Events.
     pub instance: Option<String>,
+    /// How long a shutdown waits for in-flight work.
+    pub shutdown_grace: Duration,
+    /// Run the delivery executor. Without it the process only receives and records events,
+    /// as a replica that is not the leader does.
+    pub executor: bool,
 }
 
 impl Default for Config {
@@ -58,6 +65,8 @@ impl Default for Config {
                 max: Duration::from_secs(300),
             },
             instance: None,
+            shutdown_grace: Duration::from_secs(20),
+            executor: true,
         }
     }
 }
@@ -73,19 +82,29 @@ pub struct Context {
     pub reconcile_failures: FailureCounts,
     /// Set once the first list of routes has been received.
     pub routes_synced: Arc<AtomicBool>,
+    ready: AtomicBool,
     routes: Store<StatusedRoute>,
 }
 
 impl Context {
     /// Ready when the route list has synced and every listed route has been compiled into the
     /// table (ready or not), so that a 404 really means "no such route".
+    ///
+    /// Latched: once ready, the hot path is a single atomic load.
     pub fn is_ready(&self) -> bool {
-        self.routes_synced.load(Ordering::Acquire)
+        if self.ready.load(Ordering::Acquire) {
+            return true;
+        }
+        let ready = self.routes_synced.load(Ordering::Acquire)
             && self
                 .routes
                 .state()
                 .iter()
-                .all(|r| self.table.contains(&route_key(r)))
+                .all(|r| self.table.contains(&route_key(r)));
+        if ready {
+            self.ready.store(true, Ordering::Release);
+        }
+        ready
     }
 }
 
@@ -99,10 +118,26 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops servers and controllers and waits for them.
+    /// Stops servers and controllers and waits for them, at most `shutdown_grace`.
+    ///
+    /// A controller asked to stop before its first list completed waits for a store that will
+    /// never become ready (its watch is already gone); nothing is in flight then, so parts still
+    /// running after the grace period are aborted.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        let grace = self.context.config.shutdown_grace;
+        let tasks = &mut self.tasks;
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            warn!(
+                remaining = self.tasks.len(),
+                ?grace,
+                "parts did not stop in time; aborting them"
+            );
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
     }
 
     /// Waits until the process is asked to stop (or a part ends by itself), then stops.
@@ -141,6 +176,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         metrics: Metrics::default(),
         reconcile_failures: FailureCounts::default(),
         routes_synced: Arc::new(AtomicBool::new(false)),
+        ready: AtomicBool::new(false),
         routes: store.clone(),
     });
 
@@ -150,30 +186,46 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         let c = c.clone();
         async move { c.cancelled().await }
     };
-    tasks.spawn(crate::controller::route::run(
-        context.clone(),
-        store,
-        writer,
-        stopped(&cancel),
-    ));
-    tasks.spawn(crate::controller::delivery::run(
-        context.clone(),
-        stopped(&cancel),
-    ));
-    let app = crate::server::webhook_router(context.clone());
-    let shutdown = stopped(&cancel);
-    tasks.spawn(async move {
-        let _ = axum::serve(webhook_listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
-    });
-    let app = crate::server::probes_router(context.clone());
-    let shutdown = stopped(&cancel);
-    tasks.spawn(async move {
-        let _ = axum::serve(metrics_listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
-    });
+    let mut parts: Vec<(&str, BoxFuture<'static, ()>)> = vec![
+        (
+            "route controller",
+            crate::controller::route::run(context.clone(), store, writer, stopped(&cancel)).boxed(),
+        ),
+        (
+            "webhook server",
+            axum::serve(
+                webhook_listener,
+                crate::server::webhook_router(context.clone()),
+            )
+            .with_graceful_shutdown(stopped(&cancel))
+            .into_future()
+            .map(|_| ())
+            .boxed(),
+        ),
+        (
+            "metrics server",
+            axum::serve(
+                metrics_listener,
+                crate::server::probes_router(context.clone()),
+            )
+            .with_graceful_shutdown(stopped(&cancel))
+            .into_future()
+            .map(|_| ())
+            .boxed(),
+        ),
+    ];
+    if context.config.executor {
+        parts.push((
+            "delivery executor",
+            crate::controller::delivery::run(context.clone(), stopped(&cancel)).boxed(),
+        ));
+    }
+    for (name, part) in parts {
+        tasks.spawn(async move {
+            part.await;
+            debug!(part = name, "stopped");
+        });
+    }
     info!(%webhook_addr, %metrics_addr, namespace = ?context.config.namespace, "statused-operator started");
     Ok(Running {
         webhook_addr,

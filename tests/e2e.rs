@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::json;
-use support::{Sink, SIGNING_SECRET, TestEnv, eventually, sample};
+use support::{SIGNING_SECRET, Sink, TestEnv, eventually, sample};
 
 /// The route from the foundation issue, pointed at local stand-ins.
 fn issue_route(github: &Sink) -> serde_json::Value {
@@ -30,9 +30,15 @@ fn issue_route(github: &Sink) -> serde_json::Value {
 
 async fn env_with_secrets(prefix: &str, chat: &Sink) -> TestEnv {
     let env = TestEnv::new(prefix).await;
-    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)]).await;
-    env.apply_secret("github-token", &[("token", "ghp_t0k3n")]).await;
-    env.apply_secret("chat-hook", &[("url", &format!("{}/services/T0K3N", chat.url()))]).await;
+    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
+        .await;
+    env.apply_secret("github-token", &[("token", "ghp_t0k3n")])
+        .await;
+    env.apply_secret(
+        "chat-hook",
+        &[("url", &format!("{}/services/T0K3N", chat.url()))],
+    )
+    .await;
     env
 }
 
@@ -44,10 +50,16 @@ async fn route_becomes_ready_and_reports_its_webhook_path() {
     env.apply_route("releases", issue_route(&github)).await;
     let (reason, message) = env.wait_ready("releases", "True").await;
     assert_eq!(reason, "Accepted");
-    assert!(message.contains(&format!("/hooks/{}/releases", env.ns)), "{message}");
+    assert!(
+        message.contains(&format!("/hooks/{}/releases", env.ns)),
+        "{message}"
+    );
     let route = env.routes().get("releases").await.unwrap();
     let status = route.status.unwrap();
-    assert_eq!(status.webhook_path.as_deref(), Some(format!("/hooks/{}/releases", env.ns).as_str()));
+    assert_eq!(
+        status.webhook_path.as_deref(),
+        Some(format!("/hooks/{}/releases", env.ns).as_str())
+    );
     let condition = &status.conditions[0];
     assert_eq!(condition.observed_generation, route.metadata.generation);
     for c in &status.conditions {
@@ -60,30 +72,45 @@ async fn route_becomes_ready_and_reports_its_webhook_path() {
 async fn missing_secret_makes_route_not_ready_until_it_is_created() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = TestEnv::new("secret").await;
-    env.apply_secret("github-token", &[("token", "ghp_t0k3n")]).await;
+    env.apply_secret("github-token", &[("token", "ghp_t0k3n")])
+        .await;
     env.apply_secret("chat-hook", &[("url", &chat.url())]).await;
     let op = env.start_operator().await;
     env.apply_route("releases", issue_route(&github)).await;
 
     let (reason, message) = env.wait_ready("releases", "False").await;
     assert_eq!(reason, "SecretNotFound");
-    assert_eq!(message, format!("Secret {}/statused-webhook not found", env.ns));
+    assert_eq!(
+        message,
+        format!("Secret {}/statused-webhook not found", env.ns)
+    );
     // A not-ready route tells the sender to retry later rather than dropping the event.
-    let (code, _) = env.post_signed(&op, "releases", &sample("build-valid.json"), SIGNING_SECRET).await;
+    let (code, _) = env
+        .post_signed(&op, "releases", &sample("build-valid.json"), SIGNING_SECRET)
+        .await;
     assert_eq!(code, 503);
 
     // The Secret appears with the wrong key first, then the right one; the route is never touched.
-    env.apply_secret("statused-webhook", &[("wrong", SIGNING_SECRET)]).await;
+    env.apply_secret("statused-webhook", &[("wrong", SIGNING_SECRET)])
+        .await;
     let (reason, message) = eventually("SecretKeyMissing", || async {
         let r = env.routes().get("releases").await.ok()?;
-        let c = r.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        let c = r
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
         (c.reason == "SecretKeyMissing").then_some((c.reason, c.message))
     })
     .await;
     assert_eq!(reason, "SecretKeyMissing");
-    assert_eq!(message, format!("Secret {}/statused-webhook has no key secret", env.ns));
+    assert_eq!(
+        message,
+        format!("Secret {}/statused-webhook has no key secret", env.ns)
+    );
 
-    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)]).await;
+    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
+        .await;
     let (reason, _) = env.wait_ready("releases", "True").await;
     assert_eq!(reason, "Accepted");
     op.shutdown().await;
@@ -100,14 +127,20 @@ async fn invalid_routes_say_what_to_fix() {
     env.apply_route("bad-expression", spec).await;
     let (reason, message) = env.wait_ready("bad-expression", "False").await;
     assert_eq!(reason, "InvalidExpression");
-    assert!(message.starts_with("spec.rules[0].match.expression"), "{message}");
+    assert!(
+        message.starts_with("spec.rules[0].match.expression"),
+        "{message}"
+    );
 
     let mut spec = issue_route(&github);
     spec["rules"][1]["targets"][0]["webhook"]["body"]["text"] = json!("$(data.app_name");
     env.apply_route("bad-template", spec).await;
     let (reason, message) = env.wait_ready("bad-template", "False").await;
     assert_eq!(reason, "InvalidTemplate");
-    assert!(message.contains("spec.rules[1].targets[0].webhook.body"), "{message}");
+    assert!(
+        message.contains("spec.rules[1].targets[0].webhook.body"),
+        "{message}"
+    );
 
     let mut spec = issue_route(&github);
     spec["rules"][0]["targets"][0]["githubDispatch"]["repository"] = json!("acme");
@@ -121,7 +154,10 @@ async fn invalid_routes_say_what_to_fix() {
     env.apply_route("bad-key", spec).await;
     let (reason, message) = env.wait_ready("bad-key", "False").await;
     assert_eq!(reason, "SecretKeyMissing");
-    assert_eq!(message, format!("Secret {}/github-token has no key nope", env.ns));
+    assert_eq!(
+        message,
+        format!("Secret {}/github-token has no key nope", env.ns)
+    );
 
     // Fixing the route makes it Ready again, with a new observedGeneration.
     env.apply_route("bad-key", issue_route(&github)).await;
@@ -138,13 +174,21 @@ async fn signed_event_triggers_github_dispatch_exactly_once() {
     env.wait_ready("releases", "True").await;
 
     let body = sample("build-valid.json");
-    let (code, answer) = env.post_signed(&op, "releases", &body, SIGNING_SECRET).await;
+    let (code, answer) = env
+        .post_signed(&op, "releases", &body, SIGNING_SECRET)
+        .await;
     assert_eq!(code, 202, "{answer}");
     let name = answer["delivery"].as_str().unwrap().to_string();
-    assert_eq!(answer["matched"], json!([{"rule": "submit-valid-build", "target": 0, "kind": "githubDispatch"}]));
+    assert_eq!(
+        answer["matched"],
+        json!([{"rule": "submit-valid-build", "target": 0, "kind": "githubDispatch"}])
+    );
 
     let delivery = env.wait_delivery_finished(&name).await;
-    assert_eq!(delivery.spec.event.id, "b7a1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d");
+    assert_eq!(
+        delivery.spec.event.id,
+        "b7a1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"
+    );
     assert_eq!(delivery.spec.event.data["build_version"], "456");
     let status = delivery.status.unwrap();
     assert_eq!(status.phase.as_str(), "Succeeded");
@@ -160,17 +204,30 @@ async fn signed_event_triggers_github_dispatch_exactly_once() {
     assert_eq!(req.header("accept"), "application/vnd.github+json");
     assert_eq!(req.header("x-github-api-version"), "2022-11-28");
     assert_eq!(req.header("content-type"), "application/json");
-    assert_eq!(req.json(), json!({"event_type": "submit-for-review",
-        "client_payload": {"app_name": "Markdown Email", "build_version": "456"}}));
+    assert_eq!(
+        req.json(),
+        json!({"event_type": "submit-for-review",
+        "client_payload": {"app_name": "Markdown Email", "build_version": "456"}})
+    );
 
     // Statused redelivers: 200, the same record, no second dispatch.
-    let (code, answer) = env.post_signed(&op, "releases", &body, SIGNING_SECRET).await;
+    let (code, answer) = env
+        .post_signed(&op, "releases", &body, SIGNING_SECRET)
+        .await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["duplicate"], true);
     assert_eq!(answer["delivery"], name.as_str());
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(github.requests().len(), 1);
-    assert_eq!(env.deliveries().list(&Default::default()).await.unwrap().items.len(), 1);
+    assert_eq!(
+        env.deliveries()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
 
     // The route shows what happened last.
     let route = eventually("route lastDelivery", || async {
@@ -179,9 +236,15 @@ async fn signed_event_triggers_github_dispatch_exactly_once() {
     })
     .await;
     let status = route.status.unwrap();
-    assert_eq!(status.last_event.unwrap().matched_rules, ["submit-valid-build"]);
+    assert_eq!(
+        status.last_event.unwrap().matched_rules,
+        ["submit-valid-build"]
+    );
     assert_eq!(status.last_delivery.unwrap().name, name);
-    assert_eq!(status.conditions[0].status, "True", "the executor's writes keep the reconciler's fields");
+    assert_eq!(
+        status.conditions[0].status, "True",
+        "the executor's writes keep the reconciler's fields"
+    );
     op.shutdown().await;
 }
 
@@ -194,20 +257,49 @@ async fn webhook_target_posts_the_templated_body_to_the_url_from_the_secret() {
     env.wait_ready("releases", "True").await;
 
     // Apple's newer label matches the rule written with the old one.
-    let (code, answer) = env.post_signed(&op, "releases", &sample("app-ready-for-distribution.json"), SIGNING_SECRET).await;
+    let (code, answer) = env
+        .post_signed(
+            &op,
+            "releases",
+            &sample("app-ready-for-distribution.json"),
+            SIGNING_SECRET,
+        )
+        .await;
     assert_eq!(code, 202, "{answer}");
-    env.wait_delivery_finished(answer["delivery"].as_str().unwrap()).await;
+    env.wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .await;
     let requests = chat.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].uri.path(), "/services/T0K3N");
-    assert_eq!(requests[0].json(), json!({"text": "Pocket Ledger v4.0.0 is live"}));
-    assert_eq!(requests[0].header("x-statused-event-id"), "9b2c7d4e-1f3a-4e5b-8c6d-7e8f9a0b1c2d");
+    assert_eq!(
+        requests[0].json(),
+        json!({"text": "Pocket Ledger v4.0.0 is live"})
+    );
+    assert_eq!(
+        requests[0].header("x-statused-event-id"),
+        "9b2c7d4e-1f3a-4e5b-8c6d-7e8f9a0b1c2d"
+    );
     assert!(github.requests().is_empty());
 
     // No rule matches an account event: 200, nothing recorded.
-    let (code, answer) = env.post_signed(&op, "releases", &sample("account-agreement.json"), SIGNING_SECRET).await;
+    let (code, answer) = env
+        .post_signed(
+            &op,
+            "releases",
+            &sample("account-agreement.json"),
+            SIGNING_SECRET,
+        )
+        .await;
     assert_eq!((code, answer["matched"].clone()), (200, json!([])));
-    assert_eq!(env.deliveries().list(&Default::default()).await.unwrap().items.len(), 1);
+    assert_eq!(
+        env.deliveries()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     op.shutdown().await;
 }
 
@@ -220,26 +312,59 @@ async fn bad_requests_get_the_right_status_and_record_nothing() {
     env.wait_ready("releases", "True").await;
     let body = sample("build-valid.json");
 
-    let (code, answer) = env.post_signed(&op, "releases", &body, "wrong-secret").await;
+    let (code, answer) = env
+        .post_signed(&op, "releases", &body, "wrong-secret")
+        .await;
     assert_eq!(code, 401);
     assert_eq!(answer, json!({"error": "invalid signature"}));
     assert_eq!(env.post(&op, "releases", body.clone(), None).await.0, 401);
-    assert_eq!(env.post(&op, "releases", body.clone(), Some("sha256=zz".into())).await.0, 401);
+    assert_eq!(
+        env.post(&op, "releases", body.clone(), Some("sha256=zz".into()))
+            .await
+            .0,
+        401
+    );
 
-    assert_eq!(env.post_signed(&op, "no-such-route", &body, SIGNING_SECRET).await.0, 404);
+    assert_eq!(
+        env.post_signed(&op, "no-such-route", &body, SIGNING_SECRET)
+            .await
+            .0,
+        404
+    );
 
     let huge = vec![b' '; 2 * 1024 * 1024];
-    assert_eq!(env.post_signed(&op, "releases", &huge, SIGNING_SECRET).await.0, 413);
+    assert_eq!(
+        env.post_signed(&op, "releases", &huge, SIGNING_SECRET)
+            .await
+            .0,
+        413
+    );
 
-    let (code, answer) = env.post_signed(&op, "releases", b"{not json", SIGNING_SECRET).await;
+    let (code, answer) = env
+        .post_signed(&op, "releases", b"{not json", SIGNING_SECRET)
+        .await;
     assert_eq!(code, 400, "{answer}");
-    let (code, _) = env.post_signed(&op, "releases", br#"{"specversion":"1.0","type":"t","source":"s"}"#, SIGNING_SECRET).await;
+    let (code, _) = env
+        .post_signed(
+            &op,
+            "releases",
+            br#"{"specversion":"1.0","type":"t","source":"s"}"#,
+            SIGNING_SECRET,
+        )
+        .await;
     assert_eq!(code, 400);
 
     let url = format!("http://{}/hooks/{}/releases", op.webhook_addr, env.ns);
     assert_eq!(reqwest::get(&url).await.unwrap().status().as_u16(), 405);
 
-    assert!(env.deliveries().list(&Default::default()).await.unwrap().items.is_empty());
+    assert!(
+        env.deliveries()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     assert!(github.requests().is_empty());
     op.shutdown().await;
 }
@@ -253,9 +378,13 @@ async fn failing_target_is_retried_until_it_succeeds() {
     env.apply_route("releases", issue_route(&github)).await;
     env.wait_ready("releases", "True").await;
 
-    let (code, answer) = env.post_signed(&op, "releases", &sample("build-valid.json"), SIGNING_SECRET).await;
+    let (code, answer) = env
+        .post_signed(&op, "releases", &sample("build-valid.json"), SIGNING_SECRET)
+        .await;
     assert_eq!(code, 202);
-    let delivery = env.wait_delivery_finished(answer["delivery"].as_str().unwrap()).await;
+    let delivery = env
+        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .await;
     let status = delivery.status.unwrap();
     assert_eq!(status.phase.as_str(), "Succeeded");
     assert_eq!(status.attempts, 3);
@@ -273,13 +402,23 @@ async fn permanent_failure_is_recorded_without_retry_and_without_secrets() {
     env.apply_route("releases", issue_route(&github)).await;
     env.wait_ready("releases", "True").await;
 
-    let (_, answer) = env.post_signed(&op, "releases", &sample("build-valid.json"), SIGNING_SECRET).await;
-    let delivery = env.wait_delivery_finished(answer["delivery"].as_str().unwrap()).await;
+    let (_, answer) = env
+        .post_signed(&op, "releases", &sample("build-valid.json"), SIGNING_SECRET)
+        .await;
+    let delivery = env
+        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .await;
     let status = delivery.status.unwrap();
     assert_eq!(status.phase.as_str(), "Failed");
     assert_eq!(status.targets[0].attempts, 1);
     assert_eq!(status.targets[0].last_response_code, Some(404));
-    assert!(status.targets[0].last_error.as_deref().unwrap().starts_with("HTTP 404"));
+    assert!(
+        status.targets[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("HTTP 404")
+    );
     let serialized = serde_json::to_string(&status).unwrap();
     assert!(!serialized.contains("ghp_t0k3n"));
     assert_eq!(github.requests().len(), 1);
@@ -295,7 +434,9 @@ async fn deleted_route_stops_accepting_events_at_once() {
     env.wait_ready("releases", "True").await;
     env.delete_route("releases").await;
     eventually("404 after delete", || async {
-        let (code, _) = env.post_signed(&op, "releases", &sample("build-valid.json"), SIGNING_SECRET).await;
+        let (code, _) = env
+            .post_signed(&op, "releases", &sample("build-valid.json"), SIGNING_SECRET)
+            .await;
         (code == 404).then_some(())
     })
     .await;
@@ -308,19 +449,36 @@ async fn accepted_event_is_delivered_by_an_operator_started_later() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("restart", &chat).await;
     github.answer_with(&[503]);
-    let op = env.start_operator().await;
+    // Accepted and recorded by a replica that does not deliver, which then goes away.
+    let receiver = env.start_receiver_only().await;
     env.apply_route("releases", issue_route(&github)).await;
-    env.wait_ready("releases", "True").await;
-    let (code, answer) = env.post_signed(&op, "releases", &sample("build-valid.json"), SIGNING_SECRET).await;
-    assert_eq!(code, 202);
+    eventually("route loaded", || async {
+        receiver.context.is_ready().then_some(())
+    })
+    .await;
+    let (code, answer) = env
+        .post_signed(
+            &receiver,
+            "releases",
+            &sample("build-valid.json"),
+            SIGNING_SECRET,
+        )
+        .await;
+    assert_eq!(code, 202, "{answer}");
     let name = answer["delivery"].as_str().unwrap().to_string();
-    // Stop right after the first (failed) attempt; a new operator picks the delivery up.
-    eventually("first attempt", || async { (!github.requests().is_empty()).then_some(()) }).await;
-    op.shutdown().await;
+    receiver.shutdown().await;
+    assert!(github.requests().is_empty());
+    assert!(
+        env.deliveries().get(&name).await.unwrap().status.is_none(),
+        "nothing was attempted yet"
+    );
 
+    // A new operator finds the pending record and delivers it, retrying the 503.
     let op = env.start_operator().await;
     let delivery = env.wait_delivery_finished(&name).await;
-    assert_eq!(delivery.status.unwrap().phase.as_str(), "Succeeded");
+    let status = delivery.status.unwrap();
+    assert_eq!(status.phase.as_str(), "Succeeded");
+    assert_eq!(status.attempts, 2);
     assert_eq!(github.requests().len(), 2);
     op.shutdown().await;
 }
@@ -333,13 +491,35 @@ async fn probes_and_metrics_are_served() {
     env.apply_route("releases", issue_route(&github)).await;
     env.wait_ready("releases", "True").await;
     let base = format!("http://{}", op.metrics_addr);
-    assert_eq!(reqwest::get(format!("{base}/healthz")).await.unwrap().status().as_u16(), 200);
+    assert_eq!(
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
     eventually("readyz", || async {
-        (reqwest::get(format!("{base}/readyz")).await.ok()?.status().as_u16() == 200).then_some(())
+        (reqwest::get(format!("{base}/readyz"))
+            .await
+            .ok()?
+            .status()
+            .as_u16()
+            == 200)
+            .then_some(())
     })
     .await;
-    env.post_signed(&op, "releases", &sample("build-valid.json"), "wrong").await;
-    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("statused_webhook_requests_total{code=\"401\"} 1"), "{metrics}");
+    env.post_signed(&op, "releases", &sample("build-valid.json"), "wrong")
+        .await;
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("statused_webhook_requests_total{code=\"401\"} 1"),
+        "{metrics}"
+    );
     op.shutdown().await;
 }

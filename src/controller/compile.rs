@@ -9,7 +9,7 @@ use crate::api::conditions::Reason;
 use crate::api::{StatusedRoute, Target};
 use crate::matching::Matcher;
 use crate::routing::{CompiledRoute, CompiledRule, RouteKey};
-use crate::secrets::SecretSet;
+use crate::secrets::{SecretSet, SecretValue};
 use crate::targets::{self, CompileError};
 
 /// Names of every Secret the route reads, so that the reconciler fetches exactly those and a
@@ -59,8 +59,9 @@ pub fn compile_route(
     }
     let mut signing_keys = Vec::new();
     for sel in &spec.signing_secrets {
-        let value = secrets.get(sel, "secret")?;
-        if value.as_bytes().iter().all(u8::is_ascii_whitespace) {
+        // A trailing newline from `kubectl create secret --from-file` is not part of the secret.
+        let value = SecretValue::new(secrets.get(sel, "secret")?.as_bytes().trim_ascii());
+        if value.as_bytes().is_empty() {
             return Err(CompileError {
                 reason: Reason::SecretKeyMissing,
                 message: format!(

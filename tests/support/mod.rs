@@ -27,12 +27,18 @@ async fn client_from(var: &str) -> Client {
         panic!("{var} is not set: run the integration tests through `just test` (hack/cluster.sh starts the API server)")
     });
     let kubeconfig = Kubeconfig::read_from(&path).unwrap();
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
     Client::try_from(config).unwrap()
 }
 
 pub fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/samples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/tests/fixtures/samples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 /// One test's namespace, admin client and operator client.
@@ -44,26 +50,64 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new(prefix: &str) -> Self {
+        // RUST_LOG=statused_operator=debug shows the operator's logs for a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let admin = client_from("STATUSED_TEST_ADMIN_KUBECONFIG").await;
         let operator_client = client_from("STATUSED_TEST_OPERATOR_KUBECONFIG").await;
         let ns = format!("{prefix}-{:08x}", fastrand::u32(..));
         let namespaces: Api<Namespace> = Api::all(admin.clone());
-        let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
-        namespaces.create(&PostParams::default(), &namespace).await.unwrap();
-        Self { admin, operator_client, ns }
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(ns.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+        Self {
+            admin,
+            operator_client,
+            ns,
+        }
     }
 
     /// The operator as the chart runs it, but scoped to this namespace and with short retries.
     pub async fn start_operator(&self) -> Running {
+        operator::start(self.operator_client.clone(), self.operator_config())
+            .await
+            .unwrap()
+    }
+
+    /// A replica that receives and records events but does not deliver them.
+    pub async fn start_receiver_only(&self) -> Running {
         let config = operator::Config {
+            executor: false,
+            ..self.operator_config()
+        };
+        operator::start(self.operator_client.clone(), config)
+            .await
+            .unwrap()
+    }
+
+    pub fn operator_config(&self) -> operator::Config {
+        operator::Config {
             webhook_addr: "127.0.0.1:0".parse().unwrap(),
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             namespace: Some(self.ns.clone()),
-            retry_backoff: Backoff { base: Duration::from_millis(100), max: Duration::from_secs(1) },
+            retry_backoff: Backoff {
+                base: Duration::from_millis(100),
+                max: Duration::from_secs(1),
+            },
             request_timeout: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(3),
             ..operator::Config::default()
-        };
-        operator::start(self.operator_client.clone(), config).await.unwrap()
+        }
     }
 
     pub fn routes(&self) -> Api<StatusedRoute> {
@@ -81,7 +125,14 @@ impl TestEnv {
             "metadata": {"name": name},
             "stringData": data.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
         });
-        secrets.patch(name, &PatchParams::apply("tests").force(), &Patch::Apply(&secret)).await.unwrap();
+        secrets
+            .patch(
+                name,
+                &PatchParams::apply("tests").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .unwrap();
     }
 
     pub async fn apply_route(&self, name: &str, spec: serde_json::Value) {
@@ -89,11 +140,21 @@ impl TestEnv {
             "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
             "metadata": {"name": name}, "spec": spec,
         });
-        self.routes().patch(name, &PatchParams::apply("tests").force(), &Patch::Apply(&route)).await.unwrap();
+        self.routes()
+            .patch(
+                name,
+                &PatchParams::apply("tests").force(),
+                &Patch::Apply(&route),
+            )
+            .await
+            .unwrap();
     }
 
     pub async fn delete_route(&self, name: &str) {
-        self.routes().delete(name, &DeleteParams::default()).await.unwrap();
+        self.routes()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
     }
 
     /// Waits for the route's Ready condition to have `status` and returns (reason, message).
@@ -119,12 +180,25 @@ impl TestEnv {
     }
 
     /// Signs `body` with `secret` and POSTs it to the route, like Statused.
-    pub async fn post_signed(&self, running: &Running, route: &str, body: &[u8], secret: &str) -> (u16, serde_json::Value) {
+    pub async fn post_signed(
+        &self,
+        running: &Running,
+        route: &str,
+        body: &[u8],
+        secret: &str,
+    ) -> (u16, serde_json::Value) {
         let signature = statused_operator::signature::sign(secret.as_bytes(), body);
-        self.post(running, route, body.to_vec(), Some(signature)).await
+        self.post(running, route, body.to_vec(), Some(signature))
+            .await
     }
 
-    pub async fn post(&self, running: &Running, route: &str, body: Vec<u8>, signature: Option<String>) -> (u16, serde_json::Value) {
+    pub async fn post(
+        &self,
+        running: &Running,
+        route: &str,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> (u16, serde_json::Value) {
         let url = format!("http://{}/hooks/{}/{route}", running.webhook_addr, self.ns);
         let mut request = reqwest::Client::new().post(url).body(body);
         if let Some(sig) = signature {
@@ -148,7 +222,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -168,7 +245,10 @@ impl Recorded {
     }
 
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or_else(|| panic!("no header {name}"))
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no header {name}"))
     }
 }
 
@@ -186,18 +266,29 @@ impl Sink {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::new()));
         let (r, s) = (requests.clone(), script.clone());
-        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (r, s) = (r.clone(), s.clone());
-            async move {
-                r.lock().unwrap().push(Recorded { method, uri, headers, body });
-                let code = s.lock().unwrap().pop_front().unwrap_or(default_status);
-                StatusCode::from_u16(code).unwrap()
-            }
-        });
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let (r, s) = (r.clone(), s.clone());
+                async move {
+                    r.lock().unwrap().push(Recorded {
+                        method,
+                        uri,
+                        headers,
+                        body,
+                    });
+                    let code = s.lock().unwrap().pop_front().unwrap_or(default_status);
+                    StatusCode::from_u16(code).unwrap()
+                }
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, requests, script }
+        Self {
+            addr,
+            requests,
+            script,
+        }
     }
 
     pub fn url(&self) -> String {
