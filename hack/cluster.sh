@@ -4,12 +4,17 @@
 # account. Two kubeconfigs come out: admin (system:masters) and operator (the service account
 # the chart creates, so a missing permission in the chart fails the tests).
 #
-#   hack/cluster.sh exec -- CMD...   start, run CMD with the environment below, always stop
-#   hack/cluster.sh up DIR           start and leave running (stop with: hack/cluster.sh down DIR)
+# A third identity runs with the chart's RBAC rendered with tekton.enabled=false. Unless
+# --bare is given, stand-in CRDs for Tekton's PipelineRun and Argo's Workflow are registered
+# (tests/fixtures/crds), as if both were installed.
+#
+#   hack/cluster.sh exec [--bare] -- CMD...   start, run CMD with the environment below, always stop
+#   hack/cluster.sh up [--bare] DIR           start and leave running (stop: hack/cluster.sh down DIR)
 #   hack/cluster.sh down DIR
 #
 # Environment given to CMD (and written to DIR/env):
-#   STATUSED_TEST_ADMIN_KUBECONFIG, STATUSED_TEST_OPERATOR_KUBECONFIG, KUBECONFIG (= admin)
+#   STATUSED_TEST_ADMIN_KUBECONFIG, STATUSED_TEST_OPERATOR_KUBECONFIG,
+#   STATUSED_TEST_NOTEKTON_KUBECONFIG, KUBECONFIG (= admin)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +23,8 @@ BIN="$CACHE/bin"
 export PATH="$BIN:$PATH"
 OPERATOR_NS=statused-system
 OPERATOR_SA=statused-operator
+NOTEKTON_SA=statused-operator-notekton
+BARE=""
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
@@ -54,10 +61,12 @@ up() {
   openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
   openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
   local admin_token operator_token
-  admin_token=$(openssl rand -hex 16); operator_token=$(openssl rand -hex 16)
+  local notekton_token
+  admin_token=$(openssl rand -hex 16); operator_token=$(openssl rand -hex 16); notekton_token=$(openssl rand -hex 16)
   cat >"$dir/tokens.csv" <<TOK
 $admin_token,admin,admin,"system:masters"
 $operator_token,system:serviceaccount:$OPERATOR_NS:$OPERATOR_SA,operator,"system:serviceaccounts,system:serviceaccounts:$OPERATOR_NS,system:authenticated"
+$notekton_token,system:serviceaccount:$OPERATOR_NS:$NOTEKTON_SA,notekton,"system:serviceaccounts,system:serviceaccounts:$OPERATOR_NS,system:authenticated"
 TOK
 
   kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_port" \
@@ -72,9 +81,11 @@ TOK
   local server="https://127.0.0.1:$api_port"
   kubeconfig "$dir/admin.kubeconfig" "$server" "$admin_token" admin
   kubeconfig "$dir/operator.kubeconfig" "$server" "$operator_token" operator
+  kubeconfig "$dir/notekton.kubeconfig" "$server" "$notekton_token" notekton
   cat >"$dir/env" <<ENV
 export STATUSED_TEST_ADMIN_KUBECONFIG=$dir/admin.kubeconfig
 export STATUSED_TEST_OPERATOR_KUBECONFIG=$dir/operator.kubeconfig
+export STATUSED_TEST_NOTEKTON_KUBECONFIG=$dir/notekton.kubeconfig
 export KUBECONFIG=$dir/admin.kubeconfig
 ENV
 
@@ -92,10 +103,18 @@ ENV
   $k apply --server-side -f "$ROOT/crds/" >/dev/null
   $k create namespace "$OPERATOR_NS" >/dev/null
   helm template statused-operator "$ROOT/charts/statused-operator" --namespace "$OPERATOR_NS" \
-    --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml "${HELM_SET[@]}" \
+    --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
     | $k apply -f - >/dev/null
-  $k wait --for condition=established --timeout 60s \
-    crd/statusedroutes.statused.dev crd/statuseddeliveries.statused.dev >/dev/null
+  helm template statused-notekton "$ROOT/charts/statused-operator" --namespace "$OPERATOR_NS" \
+    --set tekton.enabled=false --set serviceAccount.name="$NOTEKTON_SA" \
+    --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
+    | $k apply -f - >/dev/null
+  local crds=(crd/statusedroutes.statused.dev crd/statuseddeliveries.statused.dev)
+  if [ -z "$BARE" ]; then
+    $k apply -f "$ROOT/tests/fixtures/crds/" >/dev/null
+    crds+=(crd/pipelineruns.tekton.dev crd/workflows.argoproj.io)
+  fi
+  $k wait --for condition=established --timeout 60s "${crds[@]}" >/dev/null
   # RBAC is enforced as soon as it is stored, but wait until the operator sees it.
   for _ in $(seq 1 60); do
     kubectl --kubeconfig "$dir/operator.kubeconfig" auth can-i list statusedroutes.statused.dev -A >/dev/null 2>&1 && break
@@ -117,12 +136,13 @@ down() {
   done
 }
 
-HELM_SET=()
-case "${1:-}" in
-  up) up "${2:?usage: cluster.sh up DIR}" ;;
-  down) down "${2:?usage: cluster.sh down DIR}" ;;
+cmd=${1:-}; shift || true
+if [ "${1:-}" = "--bare" ]; then BARE=1; shift; fi
+case "$cmd" in
+  up) up "${1:?usage: cluster.sh up [--bare] DIR}" ;;
+  down) down "${1:?usage: cluster.sh down DIR}" ;;
   exec)
-    shift; [ "${1:-}" = "--" ] && shift
+    [ "${1:-}" = "--" ] && shift
     dir=$(mktemp -d /tmp/statused-cluster.XXXXXX)
     trap 'down "$dir"; rm -rf "$dir"' EXIT
     up "$dir"
@@ -130,5 +150,5 @@ case "${1:-}" in
     . "$dir/env"
     "$@"
     ;;
-  *) echo "usage: $0 {exec -- CMD...|up DIR|down DIR}" >&2; exit 2 ;;
+  *) echo "usage: $0 {exec [--bare] -- CMD...|up [--bare] DIR|down DIR}" >&2; exit 2 ;;
 esac

@@ -12,6 +12,7 @@ pub mod event;
 pub mod expr;
 pub mod matching;
 pub mod metrics;
+pub mod naming;
 pub mod operator;
 pub mod routing;
 pub mod secrets;

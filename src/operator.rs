@@ -41,6 +41,8 @@ pub struct Config {
     pub instance: Option<String>,
     /// How long a shutdown waits for in-flight work.
     pub shutdown_grace: Duration,
+    /// How often a route whose target API (Tekton, Argo) is not served checks again.
+    pub api_recheck: Duration,
     /// Run the delivery executor. Without it the process only receives and records events,
     /// as a replica that is not the leader does.
     pub executor: bool,
@@ -66,6 +68,7 @@ impl Default for Config {
             },
             instance: None,
             shutdown_grace: Duration::from_secs(20),
+            api_recheck: Duration::from_secs(60),
             executor: true,
         }
     }

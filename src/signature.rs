@@ -27,7 +27,12 @@ pub enum SignatureError {
 
 /// The header value Statused sends for `body` under `secret`.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    format!("{PREFIX}{}", hex::encode(mac(secret, body)))
+    format!("{PREFIX}{}", hmac_sha256_hex(secret, body))
+}
+
+/// Lowercase hex HMAC-SHA256, as GitHub, Tekton interceptors and most webhook receivers use.
+pub fn hmac_sha256_hex(secret: &[u8], body: &[u8]) -> String {
+    hex::encode(mac(secret, body))
 }
 
 fn mac(secret: &[u8], body: &[u8]) -> [u8; 32] {

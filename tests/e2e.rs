@@ -452,10 +452,7 @@ async fn accepted_event_is_delivered_by_an_operator_started_later() {
     // Accepted and recorded by a replica that does not deliver, which then goes away.
     let receiver = env.start_receiver_only().await;
     env.apply_route("releases", issue_route(&github)).await;
-    eventually("route loaded", || async {
-        receiver.context.is_ready().then_some(())
-    })
-    .await;
+    env.wait_ready("releases", "True").await;
     let (code, answer) = env
         .post_signed(
             &receiver,

@@ -15,6 +15,7 @@ pub enum Reason {
     InvalidTarget,
     InvalidSpec,
     PathConflict,
+    TargetAPINotInstalled,
 }
 
 impl Reason {
@@ -28,6 +29,7 @@ impl Reason {
             Reason::InvalidTarget => "InvalidTarget",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::PathConflict => "PathConflict",
+            Reason::TargetAPINotInstalled => "TargetAPINotInstalled",
         }
     }
 }

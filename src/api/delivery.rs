@@ -25,6 +25,12 @@ use serde::{Deserialize, Serialize};
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Created",
+        type_ = "string",
+        json_path = ".status.targets[*].created.name",
+        priority = 1
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -137,6 +143,27 @@ pub struct TargetStatus {
     pub next_attempt_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// The PipelineRun or Workflow this target created for the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<CreatedObject>,
+    /// The `eventID` a Tekton EventListener answered with.
+    #[serde(
+        default,
+        rename = "listenerEventID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub listener_event_id: Option<String>,
+}
+
+/// A reference to an object a target created.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedObject {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 impl TargetStatus {
@@ -151,6 +178,8 @@ impl TargetStatus {
             last_error: None,
             next_attempt_at: None,
             completed_at: None,
+            created: None,
+            listener_event_id: None,
         }
     }
 }

@@ -6,8 +6,8 @@ pub mod route;
 pub mod schema;
 
 pub use delivery::{
-    DeliveredEvent, DeliveryPhase, MatchedTarget, StatusedDelivery, StatusedDeliverySpec,
-    StatusedDeliveryStatus, TargetStatus,
+    CreatedObject, DeliveredEvent, DeliveryPhase, MatchedTarget, StatusedDelivery,
+    StatusedDeliverySpec, StatusedDeliveryStatus, TargetStatus,
 };
 pub use route::{
     LastDelivery, LastEvent, Rule, RuleMatch, SecretKeySelector, StatusedRoute, StatusedRouteSpec,

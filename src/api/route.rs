@@ -5,7 +5,11 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::targets::{github::GithubDispatchTarget, webhook::WebhookTarget};
+use crate::targets::argo::ArgoWorkflowTarget;
+use crate::targets::github::GithubDispatchTarget;
+use crate::targets::listener::ListenerTarget;
+use crate::targets::tekton::TektonTarget;
+use crate::targets::webhook::WebhookTarget;
 
 /// One Statused webhook endpoint (`/hooks/<namespace>/<name>`) and the rules that decide what
 /// each of its events triggers.
@@ -111,6 +115,18 @@ pub struct Target {
     /// Any HTTP endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookTarget>,
+    /// A Tekton PipelineRun, created in the route's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tekton: Option<TektonTarget>,
+    /// An Argo Workflow from a (Cluster)WorkflowTemplate, created in the route's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argo_workflow: Option<ArgoWorkflowTarget>,
+    /// A Tekton Triggers EventListener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tekton_event_listener: Option<ListenerTarget>,
+    /// An Argo Events webhook EventSource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argo_events_webhook: Option<ListenerTarget>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

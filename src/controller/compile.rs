@@ -10,7 +10,7 @@ use crate::api::{StatusedRoute, Target};
 use crate::matching::Matcher;
 use crate::routing::{CompiledRoute, CompiledRule, RouteKey};
 use crate::secrets::{SecretSet, SecretValue};
-use crate::targets::{self, CompileError};
+use crate::targets::{self, ApiRef, CompileError};
 
 /// Names of every Secret the route reads, so that the reconciler fetches exactly those and a
 /// change to any of them re-reconciles the route.
@@ -33,6 +33,10 @@ fn target_secrets(target: &Target) -> Vec<String> {
     let Target {
         github_dispatch,
         webhook,
+        tekton: _,
+        argo_workflow: _,
+        tekton_event_listener,
+        argo_events_webhook,
     } = target;
     let mut out = Vec::new();
     if let Some(t) = github_dispatch {
@@ -41,13 +45,35 @@ fn target_secrets(target: &Target) -> Vec<String> {
     if let Some(t) = webhook {
         out.extend(t.url_secret_ref.iter().map(|s| s.name.clone()));
         out.extend(t.headers_secret_ref.iter().map(|s| s.name.clone()));
+        out.extend(t.signature.iter().map(|s| s.secret_ref.name.clone()));
+    }
+    for t in [tekton_event_listener, argo_events_webhook]
+        .into_iter()
+        .flatten()
+    {
+        out.extend(t.url_secret_ref.iter().map(|s| s.name.clone()));
+        out.extend(t.signature.iter().map(|s| s.secret_ref.name.clone()));
     }
     out
 }
 
+/// The in-cluster APIs the route's targets create objects of.
+pub fn required_apis(route: &StatusedRoute) -> BTreeSet<&'static ApiRef> {
+    route
+        .spec
+        .rules
+        .iter()
+        .flat_map(|r| &r.targets)
+        .filter_map(targets::required_api)
+        .collect()
+}
+
+/// Compiles `route` against its Secrets. `missing_apis` are the in-cluster APIs the cluster
+/// does not serve (see [`required_apis`]).
 pub fn compile_route(
     route: &StatusedRoute,
     secrets: &SecretSet,
+    missing_apis: &BTreeSet<&'static ApiRef>,
 ) -> Result<CompiledRoute, CompileError> {
     let key = RouteKey::new(route.namespace().unwrap_or_default(), route.name_any());
     let spec = &route.spec;
@@ -104,7 +130,21 @@ pub fn compile_route(
             .targets
             .iter()
             .enumerate()
-            .map(|(j, t)| targets::compile(&format!("{field}.targets[{j}]"), t, secrets))
+            .map(|(j, t)| {
+                let target_field = format!("{field}.targets[{j}]");
+                if let Some(api) = targets::required_api(t).filter(|a| missing_apis.contains(a)) {
+                    return Err(CompileError {
+                        reason: Reason::TargetAPINotInstalled,
+                        message: format!(
+                            "{target_field}: the cluster does not serve {} {} ({}); install it or remove this target",
+                            api.api_version(),
+                            api.plural,
+                            api.kind
+                        ),
+                    });
+                }
+                targets::compile(&target_field, t, secrets)
+            })
             .collect::<Result<_, _>>()?;
         rules.push(CompiledRule {
             name: rule.name.clone(),
@@ -167,7 +207,7 @@ mod tests {
 
     #[test]
     fn the_issue_example_compiles_and_matches_samples() {
-        let compiled = compile_route(&issue_example(), &all_secrets()).unwrap();
+        let compiled = compile_route(&issue_example(), &all_secrets(), &BTreeSet::new()).unwrap();
         let body = std::fs::read(format!(
             "{}/tests/fixtures/samples/build-valid.json",
             env!("CARGO_MANIFEST_DIR")
@@ -192,7 +232,7 @@ mod tests {
     #[test]
     fn missing_signing_secret_is_secret_not_found() {
         let secrets = SecretSet::new("mobile-ci").with("github-token", &[("token", "x")]);
-        let err = compile_route(&issue_example(), &secrets).unwrap_err();
+        let err = compile_route(&issue_example(), &secrets, &BTreeSet::new()).unwrap_err();
         assert_eq!(err.reason, Reason::SecretNotFound);
         assert_eq!(err.message, "Secret mobile-ci/statused-webhook not found");
     }
@@ -201,7 +241,7 @@ mod tests {
     fn cel_compile_errors_surface_as_invalid_expression() {
         let mut r = issue_example();
         r.spec.rules[1].match_.expression = Some("data.version.startsWith(".into());
-        let err = compile_route(&r, &all_secrets()).unwrap_err();
+        let err = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap_err();
         assert_eq!(err.reason, Reason::InvalidExpression);
         assert!(
             err.message.starts_with("spec.rules[1].match.expression"),
@@ -214,7 +254,7 @@ mod tests {
     fn a_target_with_two_kinds_is_invalid() {
         let mut r = issue_example();
         r.spec.rules[0].targets[0].webhook = r.spec.rules[1].targets[0].webhook.clone();
-        let err = compile_route(&r, &all_secrets()).unwrap_err();
+        let err = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap_err();
         assert_eq!(err.reason, Reason::InvalidTarget);
         assert!(
             err.message.contains("spec.rules[0].targets[0]"),
@@ -228,7 +268,9 @@ mod tests {
         let mut r = issue_example();
         r.spec.rules[1].name = r.spec.rules[0].name.clone();
         assert_eq!(
-            compile_route(&r, &all_secrets()).unwrap_err().reason,
+            compile_route(&r, &all_secrets(), &BTreeSet::new())
+                .unwrap_err()
+                .reason,
             Reason::InvalidSpec
         );
     }

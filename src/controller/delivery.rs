@@ -20,10 +20,12 @@ use crate::api::{
     StatusedDeliveryStatus, StatusedRoute, TargetStatus,
 };
 use crate::expr::Scope;
+use crate::naming::{IdentityInput, ObjectIdentity};
 use crate::operator::Context;
 use crate::routing::{RouteKey, RouteState};
+use crate::targets::create::create_once;
 use crate::targets::send::{Outcome, send};
-use crate::targets::{CompiledTarget, RenderContext};
+use crate::targets::{CompiledTarget, HttpRequest, HttpTarget, KubeTarget, RenderContext};
 
 /// Field manager for the route status fields the executor owns (`lastEvent`,
 /// `lastDelivery`). Separate from the route reconciler's so that neither apply removes the
@@ -89,59 +91,101 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         .map(|(i, _)| i)
         .collect();
 
-    // Requests are built synchronously (the CEL scope is not Send), then sent concurrently.
-    let mut requests = Vec::new();
+    // Requests and objects are built synchronously (the CEL scope is not Send), then sent or
+    // created concurrently.
+    let mut attempts = Vec::new();
     {
-        let scope = Scope::new(&delivery.spec.event.to_value(), &ns, &delivery.spec.route);
+        let event = &delivery.spec.event;
+        let scope = Scope::new(&event.to_value(), &ns, &delivery.spec.route);
         let render = RenderContext {
             scope: &scope,
-            event_id: &delivery.spec.event.id,
+            event_id: &event.id,
         };
+        let data_str = |k: &str| event.data.get(k).and_then(|v| v.as_str());
         for i in due {
             let t = &mut targets[i];
-            match route.target(&t.rule, t.target) {
-                Some(CompiledTarget::Http(http)) => match http.build_request(&render) {
-                    Ok(req) => requests.push((i, http.kind(), req)),
-                    Err(e) => finish(
-                        t,
-                        DeliveryPhase::Failed,
-                        None,
-                        Some(format!("cannot build request: {e}")),
-                        now,
-                    ),
-                },
-                None => finish(
+            let built = match route.target(&t.rule, t.target) {
+                Some(CompiledTarget::Http(http)) => {
+                    http.build_request(&render).map(|req| Attempt::Http {
+                        kind: http.kind(),
+                        req,
+                        target: http.as_ref(),
+                    })
+                }
+                Some(CompiledTarget::Kube(kube)) => {
+                    let id = ObjectIdentity::new(&IdentityInput {
+                        namespace: &ns,
+                        route: &delivery.spec.route,
+                        rule: &t.rule,
+                        target: t.target,
+                        delivery: &name,
+                        event_id: &event.id,
+                        event_type: &event.type_,
+                        app_name: data_str("app_name"),
+                        status: data_str("status"),
+                    });
+                    kube.build_object(&render, &id).map(|object| Attempt::Kube {
+                        target: kube.as_ref(),
+                        object,
+                        id,
+                    })
+                }
+                None => {
+                    let error = format!(
+                        "rule {} target {} is no longer in the route",
+                        t.rule, t.target
+                    );
+                    finish(t, DeliveryPhase::Failed, None, Some(error), now);
+                    continue;
+                }
+            };
+            match built {
+                Ok(attempt) => attempts.push((i, attempt)),
+                Err(e) => finish(
                     t,
                     DeliveryPhase::Failed,
                     None,
-                    Some(format!(
-                        "rule {} target {} is no longer in the route",
-                        t.rule, t.target
-                    )),
+                    Some(format!("cannot build request: {e}")),
                     now,
                 ),
             }
         }
     }
 
-    let outcomes = future::join_all(requests.into_iter().map(|(i, kind, req)| {
+    let outcomes = future::join_all(attempts.into_iter().map(|(i, attempt)| {
         let ctx = ctx.clone();
         async move {
             let started = std::time::Instant::now();
-            let outcome = send(&ctx.http, req, ctx.config.request_timeout).await;
+            let (kind, outcome, listener_id) = match attempt {
+                Attempt::Http { kind, req, target } => {
+                    let outcome = send(&ctx.http, req, ctx.config.request_timeout).await;
+                    let id = match &outcome {
+                        Outcome::Succeeded { body, .. } => target.response_id(body),
+                        _ => None,
+                    };
+                    (kind, outcome, id)
+                }
+                Attempt::Kube { target, object, id } => (
+                    target.kind(),
+                    create_once(&ctx.client, target.api(), object, &id).await,
+                    None,
+                ),
+            };
             ctx.metrics
                 .target_attempt(kind, &outcome, started.elapsed());
-            (i, outcome)
+            (i, outcome, listener_id)
         }
     }))
     .await;
 
-    for (i, outcome) in outcomes {
+    for (i, outcome, listener_id) in outcomes {
         let t = &mut targets[i];
         t.attempts += 1;
         match outcome {
-            Outcome::Succeeded { code } => {
-                finish(t, DeliveryPhase::Succeeded, Some(code), None, now)
+            Outcome::Succeeded { code, created, .. } => {
+                t.created = created;
+                t.listener_event_id = listener_id;
+                finish(t, DeliveryPhase::Succeeded, code, None, now);
             }
             Outcome::Failed { code, error } => {
                 finish(t, DeliveryPhase::Failed, code, Some(error), now)
@@ -211,6 +255,20 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         None if phase.is_finished() => Action::await_change(),
         None => Action::requeue(Duration::from_secs(1)),
     })
+}
+
+/// One target's work for this reconcile, built and ready to run.
+enum Attempt<'a> {
+    Http {
+        kind: &'static str,
+        req: HttpRequest,
+        target: &'a dyn HttpTarget,
+    },
+    Kube {
+        target: &'a dyn KubeTarget,
+        object: serde_json::Value,
+        id: ObjectIdentity,
+    },
 }
 
 fn finish(

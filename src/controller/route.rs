@@ -16,13 +16,15 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
-use super::compile::{compile_route, referenced_secrets};
+use super::compile::{compile_route, referenced_secrets, required_apis};
 use super::status::{route_status, route_status_changed};
 use super::{Error, scoped_api};
 use crate::api::{FIELD_MANAGER, StatusedRoute};
 use crate::operator::Context;
 use crate::routing::{RouteKey, RouteState};
 use crate::secrets::{SecretSet, SecretValue};
+use crate::targets::ApiRef;
+use std::collections::BTreeSet;
 
 pub fn route_key(route: &StatusedRoute) -> RouteKey {
     RouteKey::new(route.namespace().unwrap_or_default(), route.name_any())
@@ -100,7 +102,10 @@ async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Actio
     let key = route_key(&route);
     let ns = route.namespace().ok_or(Error::NoNamespace)?;
     let secrets = read_secrets(&ctx, &ns, &route).await?;
-    let compiled = compile_route(&route, &secrets);
+    let missing_apis = missing_apis(&ctx, &route).await?;
+    let compiled = compile_route(&route, &secrets, &missing_apis);
+    // Nothing tells us when Tekton or Argo gets installed; look again now and then.
+    let recheck = !missing_apis.is_empty();
     let path = StatusedRoute::webhook_path(&key.namespace, &key.name);
 
     let message;
@@ -151,7 +156,37 @@ async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Actio
     }
     ctx.metrics.reconcile("route", "success");
     ctx.reconcile_failures.reset(&format!("route:{key}"));
-    Ok(Action::await_change())
+    Ok(if recheck {
+        Action::requeue(ctx.config.api_recheck)
+    } else {
+        Action::await_change()
+    })
+}
+
+/// Which in-cluster APIs the route needs that the cluster does not serve. Discovery is
+/// readable by every authenticated user, so this needs no extra RBAC.
+async fn missing_apis(
+    ctx: &Context,
+    route: &StatusedRoute,
+) -> Result<BTreeSet<&'static ApiRef>, Error> {
+    let mut missing = BTreeSet::new();
+    for api in required_apis(route) {
+        match ctx
+            .client
+            .list_api_group_resources(&api.api_version())
+            .await
+        {
+            Ok(list) if list.resources.iter().any(|r| r.name == api.plural) => {}
+            Ok(_) => {
+                missing.insert(api);
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                missing.insert(api);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(missing)
 }
 
 async fn read_secrets(ctx: &Context, ns: &str, route: &StatusedRoute) -> Result<SecretSet, Error> {

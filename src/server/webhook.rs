@@ -14,13 +14,13 @@ use axum::response::{IntoResponse, Response};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Resource};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::{info, instrument, warn};
 
 use crate::api::{
     DeliveredEvent, MatchedTarget, StatusedDelivery, StatusedDeliverySpec, StatusedRoute,
 };
 use crate::event::Envelope;
+use crate::naming::{LABEL_EVENT_TYPE, LABEL_ROUTE, delivery_name, label_value};
 use crate::operator::Context;
 use crate::routing::{CompiledRoute, RouteKey, RouteState};
 use crate::signature::{self, SIGNATURE_HEADER};
@@ -193,14 +193,6 @@ async fn handle(
     }
 }
 
-/// `<route>-<first 10 hex of sha256(event id)>`, so a redelivered event maps to the same name.
-pub fn delivery_name(route: &str, event_id: &str) -> String {
-    let hash = hex::encode(Sha256::digest(event_id.as_bytes()));
-    // 253 is the limit for names; keep room for "-" and the hash.
-    let prefix: String = route.chars().take(253 - 11).collect();
-    format!("{}-{}", prefix.trim_end_matches(['-', '.']), &hash[..10])
-}
-
 fn new_delivery(
     route: &CompiledRoute,
     envelope: &Envelope<'_>,
@@ -221,14 +213,8 @@ fn new_delivery(
             "app.kubernetes.io/managed-by".to_string(),
             "statused-operator".to_string(),
         ),
-        (
-            "statused.dev/route".to_string(),
-            label_value(&route.key.name),
-        ),
-        (
-            "statused.dev/event-type".to_string(),
-            label_value(&envelope.type_),
-        ),
+        (LABEL_ROUTE.to_string(), label_value(&route.key.name)),
+        (LABEL_EVENT_TYPE.to_string(), label_value(&envelope.type_)),
     ]
     .into_iter()
     .collect();
@@ -253,50 +239,5 @@ fn new_delivery(
             matched,
         },
         status: None,
-    }
-}
-
-/// A label value (at most 63 characters of `[A-Za-z0-9._-]`, alphanumeric at both ends).
-fn label_value(s: &str) -> String {
-    let cleaned: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(63)
-        .collect();
-    cleaned
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delivery_names_are_deterministic_and_valid() {
-        let a = delivery_name("releases", "b7a1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d");
-        assert_eq!(
-            a,
-            delivery_name("releases", "b7a1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d")
-        );
-        assert_ne!(a, delivery_name("releases", "other"));
-        assert!(a.starts_with("releases-") && a.len() == "releases-".len() + 10);
-        assert!(delivery_name(&"r".repeat(300), "x").len() <= 253);
-    }
-
-    #[test]
-    fn label_values_are_sanitised() {
-        assert_eq!(
-            label_value("com.statused.build.status.updated"),
-            "com.statused.build.status.updated"
-        );
-        assert_eq!(label_value("a b/c"), "a_b_c");
-        assert!(label_value(&"x".repeat(100)).len() <= 63);
     }
 }

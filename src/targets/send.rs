@@ -5,14 +5,22 @@
 use std::time::Duration;
 
 use super::HttpRequest;
+use crate::api::CreatedObject;
 
 /// How many bytes of a failed response body are kept on the delivery.
 const BODY_EXCERPT: usize = 256;
 
+/// How many bytes of a successful answer are kept for the target to read an id from.
+const SUCCESS_BODY: usize = 4096;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded {
-        code: u16,
+        code: Option<u16>,
+        /// The start of the answer's body (HTTP targets).
+        body: Vec<u8>,
+        /// The object an in-cluster target created (or found already created).
+        created: Option<CreatedObject>,
     },
     /// Worth trying again; `after` is the server's `Retry-After`, if it gave one.
     Retry {
@@ -24,6 +32,24 @@ pub enum Outcome {
         code: Option<u16>,
         error: String,
     },
+}
+
+impl Outcome {
+    pub fn created(object: CreatedObject, code: u16) -> Self {
+        Outcome::Succeeded {
+            code: Some(code),
+            body: Vec::new(),
+            created: Some(object),
+        }
+    }
+
+    pub fn failed(code: Option<u16>, error: String) -> Self {
+        Outcome::Failed { code, error }
+    }
+
+    pub fn retry(code: Option<u16>, error: String, after: Option<Duration>) -> Self {
+        Outcome::Retry { code, error, after }
+    }
 }
 
 pub fn classify_status(code: u16) -> Class {
@@ -81,7 +107,13 @@ pub async fn send(client: &reqwest::Client, req: HttpRequest, timeout: Duration)
     let code = response.status().as_u16();
     let class = classify_status(code);
     if class == Class::Success {
-        return Outcome::Succeeded { code };
+        let mut body = response.bytes().await.unwrap_or_default().to_vec();
+        body.truncate(SUCCESS_BODY);
+        return Outcome::Succeeded {
+            code: Some(code),
+            body,
+            created: None,
+        };
     }
     let after = response
         .headers()

@@ -7,6 +7,7 @@ use reqwest::{Method, Url};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::signing::{BodySignature, BodySigner};
 use super::{
     CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
@@ -38,9 +39,21 @@ pub struct WebhookTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::api::schema::any_json")]
     pub body: Option<serde_json::Value>,
+    /// Re-sign the body sent with HMAC-SHA256; header defaults to `X-Statused-Signature`,
+    /// prefix to `sha256=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<BodySignature>,
+    /// Send `Idempotency-Key: <event id>` so the receiver can drop repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<bool>,
 }
 
 pub struct Webhook {
+    kind: &'static str,
+    /// Field of a JSON success answer recorded on the delivery (Tekton's `eventID`).
+    pub(super) response_id_field: Option<&'static str>,
+    pub(super) signer: Option<BodySigner>,
+    idempotency_key: bool,
     method: Method,
     url: Url,
     headers: Vec<(HeaderName, Template)>,
@@ -60,6 +73,26 @@ impl std::fmt::Debug for Webhook {
 const METHODS: &[&str] = &["POST", "PUT", "PATCH", "GET", "DELETE"];
 
 pub fn compile(
+    field: &str,
+    spec: &WebhookTarget,
+    secrets: &SecretSet,
+) -> Result<Webhook, CompileError> {
+    let mut w = compile_kind("webhook", field, spec, secrets)?;
+    if let Some(sig) = &spec.signature {
+        w.signer = Some(BodySigner::compile(
+            &format!("{field}.signature"),
+            sig,
+            secrets,
+            crate::signature::SIGNATURE_HEADER,
+            "sha256=",
+        )?);
+    }
+    Ok(w)
+}
+
+/// The request-building core shared by every kind that POSTs JSON to a URL.
+pub(super) fn compile_kind(
+    kind: &'static str,
     field: &str,
     spec: &WebhookTarget,
     secrets: &SecretSet,
@@ -120,6 +153,10 @@ pub fn compile(
         .transpose()
         .map_err(|e| CompileError::template(&format!("{field}.body"), e))?;
     Ok(Webhook {
+        kind,
+        response_id_field: None,
+        signer: None,
+        idempotency_key: spec.idempotency_key.unwrap_or(false),
         method,
         url,
         headers,
@@ -130,7 +167,13 @@ pub fn compile(
 
 impl HttpTarget for Webhook {
     fn kind(&self) -> &'static str {
-        "webhook"
+        self.kind
+    }
+
+    fn response_id(&self, body: &[u8]) -> Option<String> {
+        let field = self.response_id_field?;
+        let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+        answer.get(field)?.as_str().map(str::to_string)
     }
 
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
@@ -153,11 +196,24 @@ impl HttpTarget for Webhook {
             })?;
             headers.insert(name.clone(), sensitive(text.trim())?);
         }
+        if self.idempotency_key {
+            headers.insert(
+                HeaderName::from_static("idempotency-key"),
+                HeaderValue::from_str(ctx.event_id).map_err(|_| {
+                    RenderError::Invalid("event id is not a valid header value".into())
+                })?,
+            );
+        }
+        let body = body.to_string().into_bytes();
+        if let Some(signer) = &self.signer {
+            let (name, value) = signer.sign(&body)?;
+            headers.insert(name, value);
+        }
         Ok(HttpRequest {
             method: self.method.clone(),
             url: self.url.clone(),
             headers,
-            body: body.to_string().into_bytes(),
+            body,
         })
     }
 }

@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use statused_operator::api::{StatusedDelivery, StatusedRoute};
@@ -84,6 +88,51 @@ impl TestEnv {
             .unwrap()
     }
 
+    /// The operator with the RBAC the chart renders for `tekton.enabled=false`.
+    pub async fn start_operator_without_tekton_rbac(&self) -> Running {
+        let client = client_from("STATUSED_TEST_NOTEKTON_KUBECONFIG").await;
+        operator::start(client, self.operator_config())
+            .await
+            .unwrap()
+    }
+
+    /// Objects of an arbitrary kind in this namespace (PipelineRuns, Workflows).
+    pub fn dynamic(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+    ) -> Api<DynamicObject> {
+        let ar = ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: format!("{group}/{version}"),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        Api::namespaced_with(self.admin.clone(), &self.ns, &ar)
+    }
+
+    /// Registers the stand-in CRDs under tests/fixtures/crds, as if Tekton and Argo were
+    /// installed.
+    pub async fn install_stand_in_crds(&self) {
+        let crds: Api<CustomResourceDefinition> = Api::all(self.admin.clone());
+        for file in ["tekton-pipelinerun.yaml", "argo-workflow.yaml"] {
+            let path = format!("{}/tests/fixtures/crds/{file}", env!("CARGO_MANIFEST_DIR"));
+            let crd: CustomResourceDefinition =
+                serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            let name = crd.metadata.name.clone().unwrap();
+            crds.patch(
+                &name,
+                &PatchParams::apply("tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap();
+        }
+    }
+
     /// A replica that receives and records events but does not deliver them.
     pub async fn start_receiver_only(&self) -> Running {
         let config = operator::Config {
@@ -106,6 +155,7 @@ impl TestEnv {
             },
             request_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(3),
+            api_recheck: Duration::from_secs(1),
             ..operator::Config::default()
         }
     }
@@ -252,32 +302,67 @@ impl Recorded {
     }
 }
 
+/// What a [`Sink`] answers.
+#[derive(Clone, Default)]
+struct Answers {
+    script: VecDeque<u16>,
+    /// JSON body sent with every 2xx answer.
+    success_body: Option<String>,
+    /// `(header, key)`: answer 403 unless the header holds `sha256=<hex HMAC of the body>`,
+    /// as a Tekton GitHub interceptor does.
+    require_signature: Option<(String, String)>,
+}
+
 /// An HTTP server on 127.0.0.1 that records every request and answers with scripted status
 /// codes (then `default_status`). It stops with the test's runtime.
 #[derive(Clone)]
 pub struct Sink {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
-    script: Arc<Mutex<VecDeque<u16>>>,
+    answers: Arc<Mutex<Answers>>,
 }
 
 impl Sink {
     pub async fn start(default_status: u16) -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(VecDeque::new()));
-        let (r, s) = (requests.clone(), script.clone());
+        let answers = Arc::new(Mutex::new(Answers::default()));
+        let (r, a) = (requests.clone(), answers.clone());
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let (r, s) = (r.clone(), s.clone());
+                let (r, a) = (r.clone(), a.clone());
                 async move {
+                    let mut answers = a.lock().unwrap();
+                    let signed_ok =
+                        answers
+                            .require_signature
+                            .as_ref()
+                            .is_none_or(|(header, key)| {
+                                let expected =
+                                    statused_operator::signature::sign(key.as_bytes(), &body);
+                                headers
+                                    .get(header.as_str())
+                                    .is_some_and(|v| v.as_bytes() == expected.as_bytes())
+                            });
                     r.lock().unwrap().push(Recorded {
                         method,
                         uri,
                         headers,
                         body,
                     });
-                    let code = s.lock().unwrap().pop_front().unwrap_or(default_status);
-                    StatusCode::from_u16(code).unwrap()
+                    if !signed_ok {
+                        return (StatusCode::FORBIDDEN, String::from("bad signature"))
+                            .into_response();
+                    }
+                    let code =
+                        StatusCode::from_u16(answers.script.pop_front().unwrap_or(default_status))
+                            .unwrap();
+                    match (&answers.success_body, code.is_success()) {
+                        (Some(body), true) => {
+                            (code, [("content-type", "application/json")], body.clone())
+                                .into_response()
+                        }
+                        _ => code.into_response(),
+                    }
                 }
             },
         );
@@ -287,7 +372,7 @@ impl Sink {
         Self {
             addr,
             requests,
-            script,
+            answers,
         }
     }
 
@@ -297,7 +382,16 @@ impl Sink {
 
     /// The next answers, in order, before falling back to the default.
     pub fn answer_with(&self, codes: &[u16]) {
-        self.script.lock().unwrap().extend(codes);
+        self.answers.lock().unwrap().script.extend(codes);
+    }
+
+    pub fn answer_body(&self, json: serde_json::Value) {
+        self.answers.lock().unwrap().success_body = Some(json.to_string());
+    }
+
+    pub fn require_signature(&self, header: &str, key: &str) {
+        self.answers.lock().unwrap().require_signature =
+            Some((header.to_string(), key.to_string()));
     }
 
     pub fn requests(&self) -> Vec<Recorded> {

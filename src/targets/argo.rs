@@ -1,0 +1,203 @@
+//! `argoWorkflow`: creates an `argoproj.io/v1alpha1` Workflow from a WorkflowTemplate or
+//! ClusterWorkflowTemplate in the route's namespace.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{ApiRef, CompileError, KubeTarget, RenderContext, RenderError, TemplateMap};
+use crate::expr::Template;
+use crate::naming::ObjectIdentity;
+
+pub const WORKFLOW: ApiRef = ApiRef {
+    group: "argoproj.io",
+    version: "v1alpha1",
+    kind: "Workflow",
+    plural: "workflows",
+    chart_switch: "argo.enabled",
+};
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgoWorkflowTarget {
+    pub workflow_template_ref: WorkflowTemplateRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Arguments>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Extra labels on the Workflow; values are templated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on the Workflow; values are templated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowTemplateRef {
+    pub name: String,
+    /// Reference a ClusterWorkflowTemplate instead of a namespaced WorkflowTemplate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_scope: Option<bool>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+pub struct Arguments {
+    /// Workflow parameters; values are templated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<Parameter>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema)]
+pub struct Parameter {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug)]
+pub struct ArgoWorkflow {
+    template: String,
+    cluster_scope: bool,
+    parameters: Vec<(String, Template)>,
+    service_account_name: Option<String>,
+    labels: TemplateMap,
+    annotations: TemplateMap,
+}
+
+pub fn compile(field: &str, spec: &ArgoWorkflowTarget) -> Result<ArgoWorkflow, CompileError> {
+    if spec.workflow_template_ref.name.trim().is_empty() {
+        return Err(CompileError::invalid(
+            &format!("{field}.workflowTemplateRef.name"),
+            "must not be empty",
+        ));
+    }
+    let mut parameters = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, p) in spec
+        .arguments
+        .iter()
+        .flat_map(|a| &a.parameters)
+        .enumerate()
+    {
+        let pf = format!("{field}.arguments.parameters[{i}]");
+        if p.name.trim().is_empty() || !seen.insert(p.name.as_str()) {
+            return Err(CompileError::invalid(
+                &format!("{pf}.name"),
+                "parameter names must be non-empty and unique",
+            ));
+        }
+        let value = Template::compile(&p.value)
+            .map_err(|e| CompileError::template(&format!("{pf}.value"), e))?;
+        parameters.push((p.name.clone(), value));
+    }
+    Ok(ArgoWorkflow {
+        template: spec.workflow_template_ref.name.clone(),
+        cluster_scope: spec.workflow_template_ref.cluster_scope.unwrap_or(false),
+        parameters,
+        service_account_name: spec.service_account_name.clone(),
+        labels: TemplateMap::compile(&format!("{field}.labels"), &spec.labels)?,
+        annotations: TemplateMap::compile(&format!("{field}.annotations"), &spec.annotations)?,
+    })
+}
+
+impl KubeTarget for ArgoWorkflow {
+    fn kind(&self) -> &'static str {
+        "argoWorkflow"
+    }
+
+    fn api(&self) -> &'static ApiRef {
+        &WORKFLOW
+    }
+
+    fn build_object(
+        &self,
+        ctx: &RenderContext<'_>,
+        id: &ObjectIdentity,
+    ) -> Result<Value, RenderError> {
+        let mut template_ref = json!({"name": self.template});
+        if self.cluster_scope {
+            template_ref["clusterScope"] = true.into();
+        }
+        let mut spec = json!({"workflowTemplateRef": template_ref});
+        if !self.parameters.is_empty() {
+            let parameters = self
+                .parameters
+                .iter()
+                .map(|(n, t)| Ok(json!({"name": n, "value": t.render(ctx.scope)?})))
+                .collect::<Result<Vec<_>, RenderError>>()?;
+            spec["arguments"] = json!({"parameters": parameters});
+        }
+        if let Some(sa) = &self.service_account_name {
+            spec["serviceAccountName"] = sa.as_str().into();
+        }
+        Ok(json!({
+            "apiVersion": WORKFLOW.api_version(),
+            "kind": WORKFLOW.kind,
+            "metadata": super::metadata(ctx, id, &self.labels, &self.annotations)?,
+            "spec": spec,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::tests::{identity, scope};
+
+    #[test]
+    fn workflow_references_the_template_with_interpolated_parameters() {
+        let spec: ArgoWorkflowTarget = serde_json::from_value(json!({
+            "workflowTemplateRef": {"name": "ship-it", "clusterScope": true},
+            "arguments": {"parameters": [{"name": "version", "value": "$(data.version)"},
+                                         {"name": "app", "value": "$(data.app_name)"}]},
+            "serviceAccountName": "argo-runner"
+        }))
+        .unwrap();
+        let w = compile("t", &spec).unwrap();
+        let scope = scope();
+        let obj = w
+            .build_object(
+                &RenderContext {
+                    scope: &scope,
+                    event_id: "e",
+                },
+                &identity(),
+            )
+            .unwrap();
+        assert_eq!(obj["apiVersion"], "argoproj.io/v1alpha1");
+        assert_eq!(obj["kind"], "Workflow");
+        assert_eq!(
+            obj["spec"],
+            json!({"workflowTemplateRef": {"name": "ship-it", "clusterScope": true},
+                   "arguments": {"parameters": [{"name": "version", "value": "1.2.3"},
+                                                {"name": "app", "value": "Markdown Email"}]},
+                   "serviceAccountName": "argo-runner"})
+        );
+        assert_eq!(obj["metadata"]["labels"]["statused.dev/event-id"], "ev-1");
+    }
+
+    #[test]
+    fn empty_names_are_invalid_targets() {
+        let spec: ArgoWorkflowTarget =
+            serde_json::from_value(json!({"workflowTemplateRef": {"name": ""}})).unwrap();
+        assert!(
+            compile("t", &spec)
+                .unwrap_err()
+                .message
+                .contains("workflowTemplateRef.name")
+        );
+        let spec: ArgoWorkflowTarget = serde_json::from_value(json!({
+            "workflowTemplateRef": {"name": "x"}, "arguments": {"parameters": [{"name": "", "value": "v"}]}
+        }))
+        .unwrap();
+        assert!(
+            compile("t", &spec)
+                .unwrap_err()
+                .message
+                .contains("parameters[0].name")
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Front doors users may already run: `tektonEventListener` (a Tekton Triggers
+//! EventListener) and `argoEventsWebhook` (an Argo Events webhook EventSource). Both get the
+//! event (or a templated body) POSTed as JSON, optionally HMAC-signed in the header their
+//! interceptor checks.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::CompileError;
+use super::signing::{BodySignature, BodySigner};
+use super::webhook::{self, Webhook, WebhookTarget};
+use crate::api::SecretKeySelector;
+use crate::secrets::SecretSet;
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerTarget {
+    /// The listener's URL, e.g. `http://el-mobile.ci.svc:8080` or an Argo Events
+    /// `http://webhook-eventsource-svc.argo-events:12000/statused`. Set this or `urlSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Secret key holding the URL (key defaults to `url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<SecretKeySelector>,
+    /// Extra headers (e.g. `X-GitHub-Event` for a GitHub interceptor); values are templated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// JSON body; strings are templated. Defaults to the whole CloudEvent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::any_json")]
+    pub body: Option<serde_json::Value>,
+    /// HMAC-SHA256 of the body; header defaults to `X-Hub-Signature-256`, prefix to `sha256=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<BodySignature>,
+}
+
+pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
+pub const DEFAULT_SIGNATURE_PREFIX: &str = "sha256=";
+
+fn compile(
+    kind: &'static str,
+    field: &str,
+    spec: &ListenerTarget,
+    secrets: &SecretSet,
+) -> Result<Webhook, CompileError> {
+    let as_webhook = WebhookTarget {
+        url: spec.url.clone(),
+        url_secret_ref: spec.url_secret_ref.clone(),
+        method: None,
+        headers: spec.headers.clone(),
+        headers_secret_ref: None,
+        body: spec.body.clone(),
+        signature: None,
+        idempotency_key: None,
+    };
+    let mut compiled = webhook::compile_kind(kind, field, &as_webhook, secrets)?;
+    if let Some(sig) = &spec.signature {
+        compiled.signer = Some(BodySigner::compile(
+            &format!("{field}.signature"),
+            sig,
+            secrets,
+            DEFAULT_SIGNATURE_HEADER,
+            DEFAULT_SIGNATURE_PREFIX,
+        )?);
+    }
+    Ok(compiled)
+}
+
+/// A Tekton EventListener answers 202 with `{"eventListener", "namespace", "eventID", ...}`;
+/// the `eventID` is recorded on the delivery.
+pub fn compile_tekton(
+    field: &str,
+    spec: &ListenerTarget,
+    secrets: &SecretSet,
+) -> Result<Webhook, CompileError> {
+    let mut w = compile("tektonEventListener", field, spec, secrets)?;
+    w.response_id_field = Some("eventID");
+    Ok(w)
+}
+
+pub fn compile_argo_events(
+    field: &str,
+    spec: &ListenerTarget,
+    secrets: &SecretSet,
+) -> Result<Webhook, CompileError> {
+    compile("argoEventsWebhook", field, spec, secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::tests::scope;
+    use crate::targets::{HttpTarget, RenderContext};
+    use serde_json::json;
+
+    #[test]
+    fn event_listener_request_is_signed_like_a_github_interceptor_expects() {
+        let spec: ListenerTarget = serde_json::from_value(json!({
+            "url": "http://127.0.0.1:8080",
+            "headers": {"X-GitHub-Event": "statused"},
+            "signature": {"secretRef": {"name": "el-secret"}}
+        }))
+        .unwrap();
+        let secrets = SecretSet::new("ns").with("el-secret", &[("secret", "s3cret")]);
+        let t = compile_tekton("t", &spec, &secrets).unwrap();
+        let scope = scope();
+        let req = t
+            .build_request(&RenderContext {
+                scope: &scope,
+                event_id: "ev-1",
+            })
+            .unwrap();
+        let expected = format!(
+            "sha256={}",
+            crate::signature::hmac_sha256_hex(b"s3cret", &req.body)
+        );
+        assert_eq!(req.headers["x-hub-signature-256"], expected.as_str());
+        assert_eq!(req.headers["x-github-event"], "statused");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&req.body).unwrap()["id"],
+            "b7a1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"
+        );
+        assert_eq!(t.kind(), "tektonEventListener");
+        assert_eq!(
+            t.response_id(br#"{"eventListener":"el","eventID":"abc-123"}"#)
+                .as_deref(),
+            Some("abc-123")
+        );
+        assert!(!format!("{t:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn header_and_prefix_are_configurable() {
+        let spec: ListenerTarget = serde_json::from_value(json!({
+            "url": "http://127.0.0.1:12000/statused",
+            "body": {"app": "$(data.app_name)"},
+            "signature": {"secretRef": {"name": "k", "key": "hmac"}, "header": "X-Signature", "prefix": ""}
+        }))
+        .unwrap();
+        let secrets = SecretSet::new("ns").with("k", &[("hmac", "key")]);
+        let t = compile_argo_events("t", &spec, &secrets).unwrap();
+        let scope = scope();
+        let req = t
+            .build_request(&RenderContext {
+                scope: &scope,
+                event_id: "ev-1",
+            })
+            .unwrap();
+        assert_eq!(
+            req.headers["x-signature"],
+            crate::signature::hmac_sha256_hex(b"key", &req.body).as_str()
+        );
+        assert_eq!(t.response_id(br#"{"eventID":"x"}"#), None);
+    }
+
+    #[test]
+    fn missing_signing_key_is_reported() {
+        let spec: ListenerTarget = serde_json::from_value(json!({
+            "url": "http://127.0.0.1:8080", "signature": {"secretRef": {"name": "absent"}}
+        }))
+        .unwrap();
+        let err = compile_tekton("t", &spec, &SecretSet::new("ns")).unwrap_err();
+        assert_eq!(err.message, "Secret ns/absent not found");
+    }
+}

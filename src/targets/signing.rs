@@ -1,0 +1,94 @@
+//! HMAC-SHA256 signing of the body a target sends, in the header its receiver checks
+//! (e.g. GitHub-style `X-Hub-Signature-256: sha256=<hex>` for a Tekton GitHub interceptor).
+
+use reqwest::header::{HeaderName, HeaderValue};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{CompileError, RenderError};
+use crate::api::SecretKeySelector;
+use crate::secrets::{SecretSet, SecretValue};
+use crate::signature::hmac_sha256_hex;
+
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BodySignature {
+    /// Secret key holding the HMAC key (key defaults to `secret`).
+    pub secret_ref: SecretKeySelector,
+    /// Header carrying the signature. Each kind documents its default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Text before the hex digest. Each kind documents its default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+pub struct BodySigner {
+    header: HeaderName,
+    prefix: String,
+    key: SecretValue,
+}
+
+impl std::fmt::Debug for BodySigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodySigner")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BodySigner {
+    pub fn compile(
+        field: &str,
+        spec: &BodySignature,
+        secrets: &SecretSet,
+        default_header: &str,
+        default_prefix: &str,
+    ) -> Result<Self, CompileError> {
+        let header_name = spec.header.as_deref().unwrap_or(default_header);
+        let header = HeaderName::from_bytes(header_name.as_bytes()).map_err(|_| {
+            CompileError::invalid(
+                &format!("{field}.header"),
+                format!("{header_name:?} is not a valid header name"),
+            )
+        })?;
+        let prefix = spec
+            .prefix
+            .clone()
+            .unwrap_or_else(|| default_prefix.to_string());
+        if HeaderValue::from_str(&prefix).is_err() {
+            return Err(CompileError::invalid(
+                &format!("{field}.prefix"),
+                "not valid in a header",
+            ));
+        }
+        let key = SecretValue::new(
+            secrets
+                .get(&spec.secret_ref, "secret")?
+                .as_bytes()
+                .trim_ascii(),
+        );
+        if key.as_bytes().is_empty() {
+            return Err(CompileError::invalid(
+                &format!("{field}.secretRef"),
+                "the signing key is empty",
+            ));
+        }
+        Ok(Self {
+            header,
+            prefix,
+            key,
+        })
+    }
+
+    pub fn sign(&self, body: &[u8]) -> Result<(HeaderName, HeaderValue), RenderError> {
+        let value = format!(
+            "{}{}",
+            self.prefix,
+            hmac_sha256_hex(self.key.as_bytes(), body)
+        );
+        let value = HeaderValue::from_str(&value)
+            .map_err(|_| RenderError::Invalid("signature header".into()))?;
+        Ok((self.header.clone(), value))
+    }
+}

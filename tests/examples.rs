@@ -1,0 +1,60 @@
+//! Every route under examples/ is a valid StatusedRoute that compiles against the Secrets
+//! declared next to it, so the documentation cannot rot.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use statused_operator::api::StatusedRoute;
+use statused_operator::controller::compile::compile_route;
+use statused_operator::secrets::{SecretSet, SecretValue};
+
+#[test]
+fn every_example_route_compiles_against_its_secrets() {
+    let dir = format!("{}/examples", env!("CARGO_MANIFEST_DIR"));
+    let mut routes = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("SINK_URL", "http://127.0.0.1:1");
+        let mut secrets = None::<SecretSet>;
+        let mut file_routes = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(doc).unwrap();
+            match value["kind"].as_str() {
+                Some("Secret") => {
+                    let ns = value["metadata"]["namespace"].as_str().unwrap_or("default");
+                    let set = secrets.get_or_insert_with(|| SecretSet::new(ns));
+                    let data = value["stringData"]
+                        .as_mapping()
+                        .unwrap()
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().unwrap().to_string(),
+                                SecretValue::new(v.as_str().unwrap()),
+                            )
+                        })
+                        .collect();
+                    set.insert(value["metadata"]["name"].as_str().unwrap(), data);
+                }
+                Some("StatusedRoute") => {
+                    file_routes.push(serde_yaml::from_value::<StatusedRoute>(value).unwrap())
+                }
+                other => panic!("{}: unexpected kind {other:?}", path.display()),
+            }
+        }
+        let secrets = secrets.unwrap_or_default();
+        for route in file_routes {
+            if let Err(e) = compile_route(&route, &secrets, &BTreeSet::new()) {
+                panic!("{}: {e}", path.display());
+            }
+            routes += 1;
+        }
+    }
+    assert!(routes >= 6, "expected a route per kind, found {routes}");
+}

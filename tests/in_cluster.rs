@@ -1,0 +1,345 @@
+//! Tekton PipelineRuns and Argo Workflows created through the real API server (with stand-in
+//! CRDs), exactly once per event, and the EventListener / Argo Events front doors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use support::{SIGNING_SECRET, Sink, TestEnv, sample};
+
+fn tekton_route() -> serde_json::Value {
+    json!({
+        "signingSecrets": [{"name": "statused-webhook"}],
+        "rules": [{
+            "name": "build-valid",
+            "match": {"types": ["com.statused.build.status.updated"], "statuses": ["Valid"]},
+            "targets": [{"tekton": {
+                "pipelineRef": {"name": "ios-release"},
+                "params": [
+                    {"name": "app", "value": "$(data.app_name)"},
+                    {"name": "build", "value": "$(data.build_version)"},
+                    {"name": "tags", "value": ["v$(data.version)", "latest"]}
+                ],
+                "taskRunTemplate": {"serviceAccountName": "release-bot"},
+                "workspaces": [{"name": "source", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}}}}}],
+                "timeouts": {"pipeline": "1h0m0s"},
+                "labels": {"team": "mobile"}
+            }}]
+        }]
+    })
+}
+
+async fn tekton_env(prefix: &str) -> TestEnv {
+    let env = TestEnv::new(prefix).await;
+    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
+        .await;
+    env
+}
+
+fn pipeline_runs(env: &TestEnv) -> kube::Api<kube::api::DynamicObject> {
+    env.dynamic("tekton.dev", "v1", "PipelineRun", "pipelineruns")
+}
+
+#[tokio::test]
+async fn valid_build_creates_exactly_one_pipeline_run() {
+    let env = tekton_env("tekton").await;
+    let op = env.start_operator().await;
+    env.apply_route("ios", tekton_route()).await;
+    env.wait_ready("ios", "True").await;
+
+    let body = sample("build-valid.json");
+    let (code, answer) = env.post_signed(&op, "ios", &body, SIGNING_SECRET).await;
+    assert_eq!(code, 202, "{answer}");
+    let delivery = env
+        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .await;
+    let target = &delivery.status.unwrap().targets[0];
+    assert_eq!(
+        target.phase.as_str(),
+        "Succeeded",
+        "{:?}",
+        target.last_error
+    );
+
+    let runs = pipeline_runs(&env)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    let created = target.created.as_ref().unwrap();
+    assert_eq!(
+        (created.api_version.as_str(), created.kind.as_str()),
+        ("tekton.dev/v1", "PipelineRun")
+    );
+    assert_eq!(created.name, run.name_any());
+    assert_eq!(created.uid, run.uid());
+    assert_eq!(run.namespace().as_deref(), Some(env.ns.as_str()));
+    let labels = run.labels();
+    assert_eq!(labels["statused.dev/route"], "ios");
+    assert_eq!(
+        labels["statused.dev/event-id"],
+        "b7a1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"
+    );
+    assert_eq!(
+        labels["statused.dev/event-type"],
+        "com.statused.build.status.updated"
+    );
+    assert_eq!(labels["team"], "mobile");
+    assert_eq!(run.annotations()["statused.dev/app"], "Markdown Email");
+    assert_eq!(run.annotations()["statused.dev/status"], "Valid");
+    let spec = &run.data["spec"];
+    assert_eq!(spec["pipelineRef"], json!({"name": "ios-release"}));
+    assert_eq!(
+        spec["params"],
+        json!([{"name": "app", "value": "Markdown Email"}, {"name": "build", "value": "456"},
+               {"name": "tags", "value": ["v1.2.3", "latest"]}])
+    );
+    assert_eq!(spec["taskRunTemplate"]["serviceAccountName"], "release-bot");
+    assert_eq!(spec["workspaces"][0]["name"], "source");
+    assert_eq!(spec["timeouts"]["pipeline"], "1h0m0s");
+
+    // Statused sends the same event again: nothing new is created.
+    let (code, _) = env.post_signed(&op, "ios", &body, SIGNING_SECRET).await;
+    assert_eq!(code, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        pipeline_runs(&env)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    op.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_finds_the_pipeline_run_instead_of_creating_another() {
+    let env = tekton_env("tekton-crash").await;
+    // Accepted by a replica that does not deliver, then delivered by a fresh operator.
+    let receiver = env.start_receiver_only().await;
+    env.apply_route("ios", tekton_route()).await;
+    env.wait_ready("ios", "True").await;
+    let (code, answer) = env
+        .post_signed(
+            &receiver,
+            "ios",
+            &sample("build-valid.json"),
+            SIGNING_SECRET,
+        )
+        .await;
+    assert_eq!(code, 202);
+    let name = answer["delivery"].as_str().unwrap().to_string();
+    receiver.shutdown().await;
+    let op = env.start_operator().await;
+    let first = env
+        .wait_delivery_finished(&name)
+        .await
+        .status
+        .unwrap()
+        .targets[0]
+        .created
+        .clone()
+        .unwrap();
+    op.shutdown().await;
+
+    // The operator dies after creating the PipelineRun but before recording it: the status
+    // is lost. The next operator tries again and must find the existing run.
+    env.deliveries()
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": null})),
+        )
+        .await
+        .unwrap();
+    let op = env.start_operator().await;
+    let again = env.wait_delivery_finished(&name).await.status.unwrap();
+    assert_eq!(again.phase.as_str(), "Succeeded");
+    assert_eq!(again.targets[0].created.as_ref(), Some(&first));
+    assert_eq!(
+        pipeline_runs(&env)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    op.shutdown().await;
+}
+
+#[tokio::test]
+async fn argo_target_creates_one_workflow_from_the_template() {
+    let env = tekton_env("argo").await;
+    let op = env.start_operator().await;
+    env.apply_route(
+        "ios",
+        json!({
+            "signingSecrets": [{"name": "statused-webhook"}],
+            "rules": [{"name": "live", "match": {"statuses": ["Ready for Sale"]},
+                "targets": [{"argoWorkflow": {
+                    "workflowTemplateRef": {"name": "announce-release"},
+                    "arguments": {"parameters": [{"name": "app", "value": "$(data.app_name)"},
+                                                 {"name": "version", "value": "$(data.version)"}]},
+                    "serviceAccountName": "argo-workflow"}}]}]
+        }),
+    )
+    .await;
+    env.wait_ready("ios", "True").await;
+    let (code, answer) = env
+        .post_signed(
+            &op,
+            "ios",
+            &sample("app-ready-for-distribution.json"),
+            SIGNING_SECRET,
+        )
+        .await;
+    assert_eq!(code, 202, "{answer}");
+    let delivery = env
+        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .await;
+    assert_eq!(delivery.status.unwrap().phase.as_str(), "Succeeded");
+    let workflows = env
+        .dynamic("argoproj.io", "v1alpha1", "Workflow", "workflows")
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(workflows.len(), 1);
+    assert_eq!(
+        workflows[0].data["spec"],
+        json!({"workflowTemplateRef": {"name": "announce-release"},
+               "arguments": {"parameters": [{"name": "app", "value": "Pocket Ledger"},
+                                            {"name": "version", "value": "4.0.0"}]},
+               "serviceAccountName": "argo-workflow"})
+    );
+    assert_eq!(workflows[0].labels()["statused.dev/route"], "ios");
+    op.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_rbac_for_tekton_the_delivery_fails_naming_the_permission() {
+    let env = tekton_env("no-rbac").await;
+    let op = env.start_operator_without_tekton_rbac().await;
+    env.apply_route("ios", tekton_route()).await;
+    env.wait_ready("ios", "True").await;
+    let (_, answer) = env
+        .post_signed(&op, "ios", &sample("build-valid.json"), SIGNING_SECRET)
+        .await;
+    let delivery = env
+        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .await;
+    let target = &delivery.status.unwrap().targets[0];
+    assert_eq!(target.phase.as_str(), "Failed");
+    assert_eq!(target.attempts, 1, "a missing permission is not retried");
+    let error = target.last_error.as_deref().unwrap();
+    assert!(
+        error.contains(&format!(
+            "may not create pipelineruns.tekton.dev in namespace {}",
+            env.ns
+        )),
+        "{error}"
+    );
+    assert!(error.contains("tekton.enabled=true"), "{error}");
+    assert!(
+        pipeline_runs(&env)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    op.shutdown().await;
+}
+
+#[tokio::test]
+async fn event_listener_gets_the_signed_event_and_its_event_id_is_recorded() {
+    let listener = Sink::start(202).await;
+    listener.require_signature("X-Hub-Signature-256", "el-hmac-key");
+    listener.answer_body(json!({"eventListener": "mobile", "namespace": "ci", "eventListenerUID": "u-1", "eventID": "el-7f3a"}));
+    let env = tekton_env("listener").await;
+    env.apply_secret("el-secret", &[("secret", "el-hmac-key")])
+        .await;
+    let op = env.start_operator().await;
+    env.apply_route(
+        "ios",
+        json!({
+            "signingSecrets": [{"name": "statused-webhook"}],
+            "rules": [{"name": "all", "targets": [
+                {"tektonEventListener": {"url": listener.url(), "headers": {"X-GitHub-Event": "statused"},
+                                         "signature": {"secretRef": {"name": "el-secret"}}}},
+                {"argoEventsWebhook": {"url": format!("{}/statused", listener.url()),
+                                       "body": {"app": "$(data.app_name)", "status": "$(data.status)"},
+                                       "signature": {"secretRef": {"name": "el-secret"}}}}
+            ]}]
+        }),
+    )
+    .await;
+    env.wait_ready("ios", "True").await;
+    let body = sample("app-rejected.json");
+    let (code, answer) = env.post_signed(&op, "ios", &body, SIGNING_SECRET).await;
+    assert_eq!(code, 202, "{answer}");
+    let delivery = env
+        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .await;
+    let status = delivery.status.unwrap();
+    assert_eq!(status.phase.as_str(), "Succeeded", "{:?}", status.targets);
+    assert_eq!(
+        status.targets[0].listener_event_id.as_deref(),
+        Some("el-7f3a")
+    );
+    assert_eq!(status.targets[1].listener_event_id, None);
+
+    let requests = listener.requests();
+    assert_eq!(requests.len(), 2);
+    let el = requests.iter().find(|r| r.uri.path() == "/").unwrap();
+    assert_eq!(el.header("x-github-event"), "statused");
+    assert_eq!(el.json()["type"], "com.statused.app.status.updated");
+    assert_eq!(el.json()["data"]["status"], "Rejected");
+    let argo = requests
+        .iter()
+        .find(|r| r.uri.path() == "/statused")
+        .unwrap();
+    assert_eq!(
+        argo.json(),
+        json!({"app": "Markdown Email", "status": "Rejected"})
+    );
+    op.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_listener_that_rejects_the_signature_fails_the_delivery() {
+    let listener = Sink::start(202).await;
+    listener.require_signature("X-Hub-Signature-256", "the-listeners-key");
+    let env = tekton_env("listener-bad").await;
+    env.apply_secret("el-secret", &[("secret", "a-different-key")])
+        .await;
+    let op = env.start_operator().await;
+    env.apply_route(
+        "ios",
+        json!({
+            "signingSecrets": [{"name": "statused-webhook"}],
+            "rules": [{"name": "all", "targets": [
+                {"tektonEventListener": {"url": listener.url(), "signature": {"secretRef": {"name": "el-secret"}}}}]}]
+        }),
+    )
+    .await;
+    env.wait_ready("ios", "True").await;
+    let (_, answer) = env
+        .post_signed(&op, "ios", &sample("app-rejected.json"), SIGNING_SECRET)
+        .await;
+    let delivery = env
+        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .await;
+    let target = &delivery.status.unwrap().targets[0];
+    assert_eq!(target.phase.as_str(), "Failed");
+    assert_eq!(target.last_response_code, Some(403));
+    op.shutdown().await;
+}
