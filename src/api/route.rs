@@ -6,8 +6,15 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::targets::argo::ArgoWorkflowTarget;
+use crate::targets::azure_devops::AzureDevOpsTarget;
+use crate::targets::bitrise::BitriseTarget;
+use crate::targets::circleci::CircleciTarget;
 use crate::targets::github::GithubDispatchTarget;
+use crate::targets::gitlab::GitlabPipelineTarget;
+use crate::targets::jenkins::JenkinsTarget;
 use crate::targets::listener::ListenerTarget;
+use crate::targets::slack::SlackTarget;
+use crate::targets::teams::TeamsTarget;
 use crate::targets::tekton::TektonTarget;
 use crate::targets::webhook::WebhookTarget;
 
@@ -58,7 +65,7 @@ pub struct StatusedRouteSpec {
 }
 
 /// A key of a Secret in the route's namespace.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct SecretKeySelector {
     /// Name of the Secret, in the route's namespace.
     #[schemars(length(min = 1))]
@@ -105,11 +112,15 @@ pub struct RuleMatch {
     pub expression: Option<String>,
 }
 
-/// One thing to trigger. Exactly one field must be set.
+/// One thing to trigger. Exactly one kind must be set.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
-    /// A GitHub Actions `repository_dispatch`.
+    /// Timeout of one call for HTTP kinds, 1 to 300 seconds (default: the operator's
+    /// `--request-timeout-seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+    /// GitHub Actions: `repository_dispatch` or `workflow_dispatch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github_dispatch: Option<GithubDispatchTarget>,
     /// Any HTTP endpoint.
@@ -127,6 +138,60 @@ pub struct Target {
     /// An Argo Events webhook EventSource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub argo_events_webhook: Option<ListenerTarget>,
+    /// A GitLab pipeline, through a pipeline trigger token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitlab_pipeline: Option<GitlabPipelineTarget>,
+    /// A Bitrise build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrise: Option<BitriseTarget>,
+    /// A CircleCI pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circleci: Option<CircleciTarget>,
+    /// A Jenkins job, through the Generic Webhook Trigger plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jenkins: Option<JenkinsTarget>,
+    /// An Azure Pipelines run, through an Incoming WebHook service connection.
+    #[serde(
+        default,
+        rename = "azureDevOps",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub azure_devops: Option<AzureDevOpsTarget>,
+    /// A Slack incoming webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackTarget>,
+    /// A Microsoft Teams Workflows webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teams: Option<TeamsTarget>,
+}
+
+impl Target {
+    /// Every kind a target entry can set, as spelled in YAML.
+    pub const KINDS: &[&str] = &[
+        "githubDispatch",
+        "webhook",
+        "tekton",
+        "argoWorkflow",
+        "tektonEventListener",
+        "argoEventsWebhook",
+        "gitlabPipeline",
+        "bitrise",
+        "circleci",
+        "jenkins",
+        "azureDevOps",
+        "slack",
+        "teams",
+    ];
+
+    /// The kinds this entry sets (exactly one in a valid route).
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let set = serde_json::to_value(self).unwrap_or_default();
+        Self::KINDS
+            .iter()
+            .copied()
+            .filter(|k| set.get(k).is_some())
+            .collect()
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use kube::ResourceExt;
 
+use crate::api::StatusedRoute;
 use crate::api::conditions::Reason;
-use crate::api::{StatusedRoute, Target};
 use crate::matching::Matcher;
 use crate::routing::{CompiledRoute, CompiledRule, RouteKey};
 use crate::secrets::{SecretSet, SecretValue};
@@ -14,6 +14,10 @@ use crate::targets::{self, ApiRef, CompileError};
 
 /// Names of every Secret the route reads, so that the reconciler fetches exactly those and a
 /// change to any of them re-reconciles the route.
+///
+/// By convention every Secret reference in the API is a field named `*SecretRef` /
+/// `secretRef` (or the `signingSecrets` list), so the spec is walked as JSON and no target
+/// kind can be forgotten here.
 pub fn referenced_secrets(route: &StatusedRoute) -> BTreeSet<String> {
     let mut names: BTreeSet<String> = route
         .spec
@@ -21,40 +25,28 @@ pub fn referenced_secrets(route: &StatusedRoute) -> BTreeSet<String> {
         .iter()
         .map(|s| s.name.clone())
         .collect();
-    for rule in &route.spec.rules {
-        for target in &rule.targets {
-            names.extend(target_secrets(target));
-        }
+    if let Ok(rules) = serde_json::to_value(&route.spec.rules) {
+        collect_secret_refs(&rules, &mut names);
     }
     names
 }
 
-fn target_secrets(target: &Target) -> Vec<String> {
-    let Target {
-        github_dispatch,
-        webhook,
-        tekton: _,
-        argo_workflow: _,
-        tekton_event_listener,
-        argo_events_webhook,
-    } = target;
-    let mut out = Vec::new();
-    if let Some(t) = github_dispatch {
-        out.push(t.token_secret_ref.name.clone());
+fn collect_secret_refs(value: &serde_json::Value, names: &mut BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                let is_ref = key == "secretRef" || key.ends_with("SecretRef");
+                match v.get("name").and_then(|n| n.as_str()) {
+                    Some(name) if is_ref => {
+                        names.insert(name.to_string());
+                    }
+                    _ => collect_secret_refs(v, names),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_secret_refs(v, names)),
+        _ => {}
     }
-    if let Some(t) = webhook {
-        out.extend(t.url_secret_ref.iter().map(|s| s.name.clone()));
-        out.extend(t.headers_secret_ref.iter().map(|s| s.name.clone()));
-        out.extend(t.signature.iter().map(|s| s.secret_ref.name.clone()));
-    }
-    for t in [tekton_event_listener, argo_events_webhook]
-        .into_iter()
-        .flatten()
-    {
-        out.extend(t.url_secret_ref.iter().map(|s| s.name.clone()));
-        out.extend(t.signature.iter().map(|s| s.secret_ref.name.clone()));
-    }
-    out
 }
 
 /// The in-cluster APIs the route's targets create objects of.

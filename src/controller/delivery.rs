@@ -195,14 +195,13 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
                     let error = format!("{error} (gave up after {} attempts)", t.attempts);
                     finish(t, DeliveryPhase::Failed, code, Some(error), now);
                 } else {
+                    // The server's Retry-After wins over our own backoff, up to an hour.
                     let delay = after
-                        .map(|a| a.min(ctx.config.retry_backoff.max))
+                        .map(|a| a.min(MAX_RETRY_AFTER))
                         .unwrap_or_else(|| ctx.config.retry_backoff.delay(t.attempts));
                     t.last_response_code = code;
                     t.last_error = Some(error);
-                    t.next_attempt_at = Some(Time(
-                        now + jiff::SignedDuration::try_from(delay).unwrap_or_default(),
-                    ));
+                    t.next_attempt_at = Some(Time(next_attempt(now, delay)));
                 }
             }
         }
@@ -255,6 +254,18 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         None if phase.is_finished() => Action::await_change(),
         None => Action::requeue(Duration::from_secs(1)),
     })
+}
+
+/// The longest `Retry-After` honoured; a server asking for more is retried after this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `now + delay`, rounded up to a whole second: status timestamps have second precision, and
+/// a retry must never happen before the time a server asked for.
+fn next_attempt(now: jiff::Timestamp, delay: Duration) -> jiff::Timestamp {
+    let at =
+        now + jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::from_secs(1));
+    let whole = at.as_second() + i64::from(at.subsec_nanosecond() > 0);
+    jiff::Timestamp::from_second(whole).unwrap_or(at)
 }
 
 /// One target's work for this reconcile, built and ready to run.
@@ -396,4 +407,26 @@ fn error_policy(delivery: Arc<StatusedDelivery>, error: &Error, ctx: Arc<Context
     warn!(delivery = %key, %error, retry_in = ?delay, "delivery reconcile failed");
     ctx.metrics.reconcile("delivery", "error");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_attempts_round_up_to_whole_seconds() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:00.400Z".parse().unwrap();
+        assert_eq!(
+            next_attempt(now, Duration::from_millis(100)).to_string(),
+            "2026-01-01T00:00:01Z"
+        );
+        assert_eq!(
+            next_attempt(now, Duration::from_millis(600)).to_string(),
+            "2026-01-01T00:00:01Z"
+        );
+        assert_eq!(
+            next_attempt(now, Duration::from_secs(2)).to_string(),
+            "2026-01-01T00:00:03Z"
+        );
+    }
 }

@@ -12,7 +12,7 @@ use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
@@ -63,7 +63,9 @@ pub async fn run(
             _ => {}
         })
         .default_backoff()
-        .applied_objects();
+        .applied_objects()
+        // Status writes (ours and the executor's) do not change what a route compiles to.
+        .predicate_filter(predicates::generation, Default::default());
 
     // Secrets are watched by metadata only: their values are read on reconcile, never cached
     // by a watch stream.

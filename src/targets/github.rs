@@ -1,11 +1,18 @@
 //! `githubDispatch`: GitHub Actions `repository_dispatch`
-//! (`POST {apiURL}/repos/{owner}/{repo}/dispatches`).
+//! (`POST {apiURL}/repos/{owner}/{repo}/dispatches`) or `workflow_dispatch`
+//! (`POST {apiURL}/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches`), with a token
+//! or as a GitHub App.
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
-use reqwest::{Method, Url};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use reqwest::Url;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
+use super::github_app::{GithubApp, GithubAppAuth};
 use super::{
     CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
@@ -16,33 +23,67 @@ use crate::secrets::{SecretSet, SecretValue};
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 /// GitHub rejects a `client_payload` with more top-level properties.
 pub const MAX_CLIENT_PAYLOAD_KEYS: usize = 10;
+/// GitHub's limit on `workflow_dispatch` inputs (raised from 10 to 25 in December 2025).
+pub const MAX_WORKFLOW_INPUTS: usize = 25;
 /// GitHub's limit on `event_type`.
 pub const MAX_EVENT_TYPE_LEN: usize = 100;
-const API_VERSION: &str = "2022-11-28";
+pub const API_VERSION: &str = "2022-11-28";
 
-#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GithubDispatchTarget {
-    /// `owner/name` of the repository whose workflows listen for `repository_dispatch`.
+    /// `owner/name` of the repository.
     pub repository: String,
-    /// The `event_type` the workflow filters on (`on.repository_dispatch.types`). Templated.
-    pub event_type: String,
-    /// Up to 10 top-level properties, values templated with `$(...)`.
+    /// `repository_dispatch`: the `event_type` workflows filter on
+    /// (`on.repository_dispatch.types`). Templated. Set this or `workflow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// `repository_dispatch`: up to 10 top-level properties, values templated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::api::schema::any_object")]
-    pub client_payload: Option<serde_json::Value>,
-    /// Secret key holding a token allowed to dispatch (key defaults to `token`).
-    pub token_secret_ref: SecretKeySelector,
+    pub client_payload: Option<Value>,
+    /// `workflow_dispatch`: the workflow file name (`release.yml`) or id. Set this or
+    /// `eventType`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// `workflow_dispatch`: branch or tag to run on. Templated.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// `workflow_dispatch`: string inputs (at most 25), values templated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, String>,
+    /// Secret key holding a token allowed to dispatch (key defaults to `token`). Set this or
+    /// `app`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeySelector>,
+    /// Authenticate as a GitHub App installation instead of with a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<GithubAppAuth>,
     /// API base URL, for GitHub Enterprise Server (`https://ghe.example.com/api/v3`).
     #[serde(default, rename = "apiURL", skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,
 }
 
+enum Dispatch {
+    Repository {
+        event_type: Template,
+        client_payload: Option<JsonTemplate>,
+    },
+    Workflow {
+        git_ref: Template,
+        inputs: Vec<(String, Template)>,
+    },
+}
+
+enum Auth {
+    Token(SecretValue),
+    App(Arc<GithubApp>),
+}
+
 pub struct GithubDispatch {
     url: Url,
-    token: SecretValue,
-    event_type: Template,
-    client_payload: Option<JsonTemplate>,
+    auth: Auth,
+    dispatch: Dispatch,
 }
 
 impl std::fmt::Debug for GithubDispatch {
@@ -58,67 +99,151 @@ pub fn compile(
     spec: &GithubDispatchTarget,
     secrets: &SecretSet,
 ) -> Result<GithubDispatch, CompileError> {
+    let f = |name: &str| format!("{field}.{name}");
     let (owner, repo) = split_repository(&spec.repository).ok_or_else(|| {
         CompileError::invalid(
-            &format!("{field}.repository"),
+            &f("repository"),
             format!("{:?} is not of the form owner/name", spec.repository),
         )
     })?;
-    if spec.event_type.trim().is_empty() {
-        return Err(CompileError::invalid(
-            &format!("{field}.eventType"),
-            "must not be empty",
-        ));
-    }
-    if spec.event_type.len() > MAX_EVENT_TYPE_LEN {
-        return Err(CompileError::invalid(
-            &format!("{field}.eventType"),
-            format!("at most {MAX_EVENT_TYPE_LEN} characters"),
-        ));
-    }
-    let event_type = Template::compile(&spec.event_type)
-        .map_err(|e| CompileError::template(&format!("{field}.eventType"), e))?;
-    let client_payload = match &spec.client_payload {
-        None => None,
-        Some(serde_json::Value::Object(map)) if map.len() > MAX_CLIENT_PAYLOAD_KEYS => {
-            return Err(CompileError::invalid(
-                &format!("{field}.clientPayload"),
-                format!(
-                    "has {} top-level properties; GitHub accepts at most {MAX_CLIENT_PAYLOAD_KEYS} (nest the rest in an object)",
-                    map.len()
+    let base = super::parse_http_url(
+        &f("apiURL"),
+        spec.api_url.as_deref().unwrap_or(DEFAULT_API_URL),
+    )?;
+    let base = base.as_str().trim_end_matches('/').to_string();
+    let template = |name: &str, source: &str| {
+        Template::compile(source).map_err(|e| CompileError::template(&f(name), e))
+    };
+
+    let (path, dispatch) = match (&spec.event_type, &spec.workflow) {
+        (Some(event_type), None) => {
+            if !spec.inputs.is_empty() || spec.git_ref.is_some() {
+                return Err(CompileError::invalid(
+                    field,
+                    "ref and inputs belong to workflow dispatches; use clientPayload",
+                ));
+            }
+            if event_type.trim().is_empty() || event_type.len() > MAX_EVENT_TYPE_LEN {
+                return Err(CompileError::invalid(
+                    &f("eventType"),
+                    format!("must be 1 to {MAX_EVENT_TYPE_LEN} characters"),
+                ));
+            }
+            let client_payload = match &spec.client_payload {
+                None => None,
+                Some(Value::Object(map)) if map.len() > MAX_CLIENT_PAYLOAD_KEYS => {
+                    return Err(CompileError::invalid(
+                        &f("clientPayload"),
+                        format!(
+                            "has {} top-level properties; GitHub accepts at most {MAX_CLIENT_PAYLOAD_KEYS} (nest the rest in an object)",
+                            map.len()
+                        ),
+                    ));
+                }
+                Some(v @ Value::Object(_)) => Some(
+                    JsonTemplate::compile(v)
+                        .map_err(|e| CompileError::template(&f("clientPayload"), e))?,
                 ),
-            ));
+                Some(_) => {
+                    return Err(CompileError::invalid(
+                        &f("clientPayload"),
+                        "must be an object",
+                    ));
+                }
+            };
+            let dispatch = Dispatch::Repository {
+                event_type: template("eventType", event_type)?,
+                client_payload,
+            };
+            (format!("repos/{owner}/{repo}/dispatches"), dispatch)
         }
-        Some(v @ serde_json::Value::Object(_)) => Some(
-            JsonTemplate::compile(v)
-                .map_err(|e| CompileError::template(&format!("{field}.clientPayload"), e))?,
-        ),
-        Some(_) => {
+        (None, Some(workflow)) => {
+            if spec.client_payload.is_some() {
+                return Err(CompileError::invalid(
+                    field,
+                    "clientPayload belongs to repository dispatches; use inputs",
+                ));
+            }
+            let valid = !workflow.is_empty()
+                && workflow
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Err(CompileError::invalid(
+                    &f("workflow"),
+                    "must be a workflow file name like release.yml, or its id",
+                ));
+            }
+            let git_ref = spec
+                .git_ref
+                .as_deref()
+                .filter(|r| !r.trim().is_empty())
+                .ok_or_else(|| {
+                    CompileError::invalid(
+                        &f("ref"),
+                        "a workflow dispatch needs the branch or tag to run on",
+                    )
+                })?;
+            if spec.inputs.len() > MAX_WORKFLOW_INPUTS {
+                return Err(CompileError::invalid(
+                    &f("inputs"),
+                    format!(
+                        "has {} inputs; GitHub accepts at most {MAX_WORKFLOW_INPUTS}",
+                        spec.inputs.len()
+                    ),
+                ));
+            }
+            let inputs = spec
+                .inputs
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), template(&format!("inputs.{k}"), v)?)))
+                .collect::<Result<_, CompileError>>()?;
+            let dispatch = Dispatch::Workflow {
+                git_ref: template("ref", git_ref)?,
+                inputs,
+            };
+            (
+                format!("repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches"),
+                dispatch,
+            )
+        }
+        _ => {
             return Err(CompileError::invalid(
-                &format!("{field}.clientPayload"),
-                "must be an object",
+                field,
+                "set exactly one of eventType (repository_dispatch) and workflow (workflow_dispatch)",
             ));
         }
     };
-    let base = spec.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
-    let base = super::parse_http_url(&format!("{field}.apiURL"), base)?;
-    let url = Url::parse(&format!(
-        "{}/repos/{owner}/{repo}/dispatches",
-        base.as_str().trim_end_matches('/')
-    ))
-    .map_err(|e| CompileError::invalid(&format!("{field}.repository"), e))?;
-    let token = secrets.text(&spec.token_secret_ref, "token")?;
-    if token.is_empty() {
-        return Err(CompileError::invalid(
-            &format!("{field}.tokenSecretRef"),
-            "token is empty",
-        ));
-    }
+    let url = Url::parse(&format!("{base}/{path}"))
+        .map_err(|e| CompileError::invalid(&f("repository"), e))?;
+    let auth = match (&spec.token_secret_ref, &spec.app) {
+        (Some(sel), None) => {
+            let token = secrets.text(sel, "token")?;
+            if token.is_empty() {
+                return Err(CompileError::invalid(
+                    &f("tokenSecretRef"),
+                    "token is empty",
+                ));
+            }
+            Auth::Token(SecretValue::new(token))
+        }
+        (None, Some(app)) => Auth::App(Arc::new(GithubApp::compile(
+            &f("app"),
+            app,
+            &base,
+            secrets,
+        )?)),
+        _ => {
+            return Err(CompileError::invalid(
+                field,
+                "set exactly one of tokenSecretRef and app",
+            ));
+        }
+    };
     Ok(GithubDispatch {
         url,
-        token: SecretValue::new(token),
-        event_type,
-        client_payload,
+        auth,
+        dispatch,
     })
 }
 
@@ -132,37 +257,59 @@ fn split_repository(repository: &str) -> Option<(&str, &str)> {
     (valid(owner) && valid(repo) && repo != "." && repo != "..").then_some((owner, repo))
 }
 
+/// Headers every GitHub REST call carries.
+pub fn github_headers(mut headers: HeaderMap) -> HeaderMap {
+    headers.insert(
+        ACCEPT,
+        HeaderValue::from_static("application/vnd.github+json"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-github-api-version"),
+        HeaderValue::from_static(API_VERSION),
+    );
+    headers
+}
+
 impl HttpTarget for GithubDispatch {
     fn kind(&self) -> &'static str {
         "githubDispatch"
     }
 
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
-        let event_type = self.event_type.render(ctx.scope)?;
-        let client_payload = match &self.client_payload {
-            Some(t) => t.render(ctx.scope)?,
-            None => serde_json::json!({}),
+        let body = match &self.dispatch {
+            Dispatch::Repository {
+                event_type,
+                client_payload,
+            } => json!({
+                "event_type": event_type.render(ctx.scope)?,
+                "client_payload": match client_payload {
+                    Some(t) => t.render(ctx.scope)?,
+                    None => json!({}),
+                },
+            }),
+            Dispatch::Workflow { git_ref, inputs } => {
+                let inputs = inputs
+                    .iter()
+                    .map(|(k, t)| Ok((k.clone(), Value::String(t.render(ctx.scope)?))))
+                    .collect::<Result<serde_json::Map<_, _>, RenderError>>()?;
+                json!({"ref": git_ref.render(ctx.scope)?, "inputs": inputs})
+            }
         };
-        let body = serde_json::json!({"event_type": event_type, "client_payload": client_payload});
-        let mut headers = base_headers(ctx)?;
-        let token = std::str::from_utf8(self.token.as_bytes())
-            .map_err(|_| RenderError::Invalid("token is not text".into()))?;
-        headers.insert(AUTHORIZATION, sensitive(&format!("Bearer {token}"))?);
-        headers.insert(
-            ACCEPT,
-            HeaderValue::from_static("application/vnd.github+json"),
-        );
-        headers.insert(
-            HeaderName::from_static("x-github-api-version"),
-            HeaderValue::from_static(API_VERSION),
-        );
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        Ok(HttpRequest {
-            method: Method::POST,
-            url: self.url.clone(),
-            headers,
-            body: body.to_string().into_bytes(),
-        })
+        let mut headers = github_headers(base_headers(ctx)?);
+        let request = match &self.auth {
+            Auth::Token(token) => {
+                let token = std::str::from_utf8(token.as_bytes())
+                    .map_err(|_| RenderError::Invalid("token is not text".into()))?;
+                headers.insert(AUTHORIZATION, sensitive(&format!("Bearer {token}"))?);
+                HttpRequest::post_json(self.url.clone(), headers, &body).secret(token)
+            }
+            Auth::App(app) => {
+                let mut r = HttpRequest::post_json(self.url.clone(), headers, &body);
+                r.auth = Some(app.clone());
+                r
+            }
+        };
+        Ok(request)
     }
 }
 
@@ -170,52 +317,41 @@ impl HttpTarget for GithubDispatch {
 mod tests {
     use super::*;
     use crate::api::conditions::Reason;
-    use crate::expr::Scope;
-    use serde_json::json;
+    use crate::targets::tests::scope;
 
-    fn spec(payload: serde_json::Value) -> GithubDispatchTarget {
-        serde_json::from_value(json!({
-            "repository": "acme/ios-app",
-            "eventType": "submit-for-review",
-            "clientPayload": payload,
-            "tokenSecretRef": {"name": "github-token", "key": "token"},
-            "apiURL": "http://127.0.0.1:9999/"
-        }))
-        .unwrap()
+    fn spec(v: Value) -> GithubDispatchTarget {
+        let mut base = json!({"repository": "acme/ios-app", "tokenSecretRef": {"name": "github-token", "key": "token"},
+                              "apiURL": "http://127.0.0.1:9999/"});
+        for (k, val) in v.as_object().unwrap() {
+            base[k] = val.clone();
+        }
+        serde_json::from_value(base).unwrap()
     }
 
     fn secrets() -> SecretSet {
         SecretSet::new("mobile-ci").with("github-token", &[("token", "ghp_test")])
     }
 
-    fn scope() -> Scope {
-        let body = std::fs::read(format!(
-            "{}/tests/fixtures/samples/build-valid.json",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
-        let env = crate::event::Envelope::parse(&body).unwrap();
-        Scope::new(&env.to_value(), "mobile-ci", "releases")
+    fn build(t: &GithubDispatch) -> HttpRequest {
+        let scope = scope();
+        t.build_request(&RenderContext {
+            scope: &scope,
+            event_id: "ev-1",
+        })
+        .unwrap()
     }
 
     #[test]
     fn repository_dispatch_request_is_exactly_what_github_documents() {
         let t = compile(
             "t",
-            &spec(
-                json!({"app_name": "$(data.app_name)", "build_version": "$(data.build_version)"}),
-            ),
+            &spec(json!({"eventType": "submit-for-review",
+                         "clientPayload": {"app_name": "$(data.app_name)", "build_version": "$(data.build_version)"}})),
             &secrets(),
         )
         .unwrap();
-        let scope = scope();
-        let req = t
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "ev-1",
-            })
-            .unwrap();
-        assert_eq!(req.method, Method::POST);
+        let req = build(&t);
+        assert_eq!(req.method, reqwest::Method::POST);
         assert_eq!(
             req.url.as_str(),
             "http://127.0.0.1:9999/repos/acme/ios-app/dispatches"
@@ -224,7 +360,7 @@ mod tests {
         assert_eq!(req.headers["accept"], "application/vnd.github+json");
         assert_eq!(req.headers["x-github-api-version"], "2022-11-28");
         assert_eq!(req.headers["x-statused-event-id"], "ev-1");
-        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(
             body,
             json!({"event_type": "submit-for-review",
@@ -232,28 +368,81 @@ mod tests {
         );
         assert!(!format!("{req:?}").contains("ghp_test"));
         assert!(!format!("{t:?}").contains("ghp_test"));
+        assert_eq!(
+            req.redact("bad credentials ghp_test"),
+            "bad credentials [redacted]"
+        );
     }
 
     #[test]
-    fn more_than_ten_payload_keys_is_an_invalid_target() {
-        let payload: serde_json::Map<_, _> =
-            (0..11).map(|i| (format!("k{i}"), json!("v"))).collect();
-        let err = compile(
-            "rules[0].targets[0].githubDispatch",
-            &spec(payload.into()),
+    fn workflow_dispatch_sends_ref_and_string_inputs() {
+        let t = compile(
+            "t",
+            &spec(
+                json!({"workflow": "release.yml", "ref": "release/$(data.version)",
+                         "inputs": {"build": "$(data.build_version)", "app": "$(data.app_name)"}}),
+            ),
             &secrets(),
         )
-        .unwrap_err();
-        assert_eq!(err.reason, Reason::InvalidTarget);
-        assert!(err.message.contains("clientPayload"), "{}", err.message);
+        .unwrap();
+        let req = build(&t);
+        assert_eq!(
+            req.url.as_str(),
+            "http://127.0.0.1:9999/repos/acme/ios-app/actions/workflows/release.yml/dispatches"
+        );
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"ref": "release/1.2.3", "inputs": {"app": "Markdown Email", "build": "456"}})
+        );
     }
 
     #[test]
-    fn repository_must_be_owner_slash_name() {
+    fn invalid_dispatches_name_the_field() {
+        let many: BTreeMap<String, String> = (0..26)
+            .map(|i| (format!("i{i}"), "v".to_string()))
+            .collect();
+        let payload: serde_json::Map<_, _> =
+            (0..11).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let cases = [
+            (
+                json!({"eventType": "x", "clientPayload": payload}),
+                "t.clientPayload",
+            ),
+            (
+                json!({"workflow": "release.yml", "ref": "main", "inputs": many}),
+                "t.inputs",
+            ),
+            (json!({"workflow": "release.yml"}), "t.ref"),
+            (json!({"workflow": "../x", "ref": "main"}), "t.workflow"),
+            (
+                json!({"eventType": "x", "workflow": "a.yml", "ref": "main"}),
+                "exactly one of eventType",
+            ),
+            (json!({}), "exactly one of eventType"),
+            (
+                json!({"eventType": "x", "repository": "acme"}),
+                "t.repository",
+            ),
+            (json!({"eventType": "x", "apiURL": "ftp://x"}), "t.apiURL"),
+            (
+                json!({"eventType": "x", "app": {"appId": "1", "installationId": "2",
+                    "privateKeySecretRef": {"name": "k"}}}),
+                "exactly one of tokenSecretRef and app",
+            ),
+        ];
+        for (s, needle) in cases {
+            let err = compile("t", &spec(s.clone()), &secrets()).unwrap_err();
+            assert_eq!(err.reason, Reason::InvalidTarget, "{s}");
+            assert!(err.message.contains(needle), "{s}: {}", err.message);
+        }
         for bad in ["acme", "acme/", "/x", "a/b/c", "acme/ios app"] {
-            let mut s = spec(json!({}));
-            s.repository = bad.into();
-            let err = compile("t", &s, &secrets()).unwrap_err();
+            let err = compile(
+                "t",
+                &spec(json!({"eventType": "x", "repository": bad})),
+                &secrets(),
+            )
+            .unwrap_err();
             assert_eq!(err.reason, Reason::InvalidTarget, "{bad}");
         }
     }
@@ -261,7 +450,7 @@ mod tests {
     #[test]
     fn missing_token_key_is_reported_without_its_value() {
         let secrets = SecretSet::new("mobile-ci").with("github-token", &[("other", "ghp_test")]);
-        let err = compile("t", &spec(json!({})), &secrets).unwrap_err();
+        let err = compile("t", &spec(json!({"eventType": "x"})), &secrets).unwrap_err();
         assert_eq!(err.reason, Reason::SecretKeyMissing);
         assert_eq!(
             err.message,
@@ -271,7 +460,12 @@ mod tests {
 
     #[test]
     fn bad_interpolation_is_an_invalid_template() {
-        let err = compile("t", &spec(json!({"a": "$(data.app_name"})), &secrets()).unwrap_err();
+        let err = compile(
+            "t",
+            &spec(json!({"eventType": "x", "clientPayload": {"a": "$(data.app_name"}})),
+            &secrets(),
+        )
+        .unwrap_err();
         assert_eq!(err.reason, Reason::InvalidTemplate);
     }
 }

@@ -3,18 +3,31 @@
 //! Sending and the response policy live in [`send`].
 
 pub mod argo;
+pub mod azure_devops;
+pub mod bitrise;
+pub mod circleci;
 pub mod create;
 pub mod github;
+pub mod github_app;
+pub mod gitlab;
+pub mod jenkins;
 pub mod listener;
+pub mod message;
 pub mod send;
 pub mod signing;
+pub mod slack;
+pub mod teams;
 pub mod tekton;
 pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 
 use crate::api::Target;
@@ -34,6 +47,59 @@ pub struct HttpRequest {
     pub url: Url,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// Overrides the operator-wide request timeout (the target's `timeoutSeconds`).
+    pub timeout: Option<Duration>,
+    /// Credentials and secret URLs to scrub from anything recorded about the answer.
+    pub secrets: Vec<String>,
+    /// Credentials obtained at send time (a GitHub App installation token).
+    pub auth: Option<Arc<dyn DeferredAuth>>,
+}
+
+impl HttpRequest {
+    pub fn new(method: Method, url: Url, headers: HeaderMap, body: Vec<u8>) -> Self {
+        Self {
+            method,
+            url,
+            headers,
+            body,
+            timeout: None,
+            secrets: Vec::new(),
+            auth: None,
+        }
+    }
+
+    /// A JSON POST.
+    pub fn post_json(url: Url, mut headers: HeaderMap, body: &serde_json::Value) -> Self {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Self::new(Method::POST, url, headers, body.to_string().into_bytes())
+    }
+
+    /// Marks `value` as secret: it is scrubbed from recorded error text. (Values shorter than
+    /// four characters are not credentials and would scrub ordinary text.)
+    pub fn secret(mut self, value: impl Into<String>) -> Self {
+        let value = value.into();
+        if value.len() >= 4 {
+            self.secrets.push(value);
+        }
+        self
+    }
+
+    /// `text` with every secret of this request replaced by `[redacted]`.
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .fold(text.to_string(), |t, s| t.replace(s.as_str(), "[redacted]"))
+    }
+}
+
+/// Credentials that need a network call before the request can be sent.
+pub trait DeferredAuth: Send + Sync {
+    /// The `Authorization` header value, or the outcome to record when it cannot be had.
+    fn authorization<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<HeaderValue, send::Outcome>>;
 }
 
 impl fmt::Debug for HttpRequest {
@@ -44,7 +110,8 @@ impl fmt::Debug for HttpRequest {
             .field("host", &self.url.host_str())
             .field("headers", &self.headers)
             .field("body_len", &self.body.len())
-            .finish()
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -180,84 +247,116 @@ pub enum RenderError {
     Invalid(String),
 }
 
-/// The kinds a target entry can set, in the order of the spec's fields.
-pub const KINDS: &[&str] = &[
-    "githubDispatch",
-    "webhook",
-    "tekton",
-    "argoWorkflow",
-    "tektonEventListener",
-    "argoEventsWebhook",
-];
-
 /// Compiles one target entry of a rule. `field` is its path, e.g. `rules[0].targets[1]`.
 pub fn compile(
     field: &str,
     target: &Target,
     secrets: &SecretSet,
 ) -> Result<CompiledTarget, CompileError> {
-    let Target {
-        github_dispatch,
-        webhook,
-        tekton,
-        argo_workflow,
-        tekton_event_listener,
-        argo_events_webhook,
-    } = target;
-    let set = [
-        github_dispatch.is_some(),
-        webhook.is_some(),
-        tekton.is_some(),
-        argo_workflow.is_some(),
-        tekton_event_listener.is_some(),
-        argo_events_webhook.is_some(),
-    ]
-    .iter()
-    .filter(|s| **s)
-    .count();
-    if set != 1 {
+    let kinds = target.kinds();
+    let [kind] = kinds.as_slice() else {
         return Err(CompileError::invalid(
             field,
             format!(
-                "set exactly one target kind ({}), found {set}",
-                KINDS.join(", ")
+                "set exactly one target kind ({}), found {}",
+                Target::KINDS.join(", "),
+                kinds.len()
             ),
         ));
+    };
+    let f = format!("{field}.{kind}");
+    let http: Box<dyn HttpTarget> = match target {
+        Target {
+            tekton: Some(spec), ..
+        } => return Ok(CompiledTarget::Kube(Box::new(tekton::compile(&f, spec)?))),
+        Target {
+            argo_workflow: Some(spec),
+            ..
+        } => {
+            return Ok(CompiledTarget::Kube(Box::new(argo::compile(&f, spec)?)));
+        }
+        Target {
+            github_dispatch: Some(spec),
+            ..
+        } => Box::new(github::compile(&f, spec, secrets)?),
+        Target {
+            webhook: Some(spec),
+            ..
+        } => Box::new(webhook::compile(&f, spec, secrets)?),
+        Target {
+            tekton_event_listener: Some(spec),
+            ..
+        } => Box::new(listener::compile_tekton(&f, spec, secrets)?),
+        Target {
+            argo_events_webhook: Some(spec),
+            ..
+        } => Box::new(listener::compile_argo_events(&f, spec, secrets)?),
+        Target {
+            gitlab_pipeline: Some(spec),
+            ..
+        } => Box::new(gitlab::compile(&f, spec, secrets)?),
+        Target {
+            bitrise: Some(spec),
+            ..
+        } => Box::new(bitrise::compile(&f, spec, secrets)?),
+        Target {
+            circleci: Some(spec),
+            ..
+        } => Box::new(circleci::compile(&f, spec, secrets)?),
+        Target {
+            jenkins: Some(spec),
+            ..
+        } => Box::new(jenkins::compile(&f, spec, secrets)?),
+        Target {
+            azure_devops: Some(spec),
+            ..
+        } => Box::new(azure_devops::compile(&f, spec, secrets)?),
+        Target {
+            slack: Some(spec), ..
+        } => Box::new(slack::compile(&f, spec, secrets)?),
+        Target {
+            teams: Some(spec), ..
+        } => Box::new(teams::compile(&f, spec, secrets)?),
+        _ => unreachable!("kinds() found exactly one kind"),
+    };
+    match target.timeout_seconds {
+        None => Ok(CompiledTarget::Http(http)),
+        Some(secs @ 1..=MAX_TIMEOUT_SECONDS) => Ok(CompiledTarget::Http(Box::new(Timed {
+            inner: http,
+            timeout: Duration::from_secs(secs.into()),
+        }))),
+        Some(_) => Err(CompileError::invalid(
+            &format!("{field}.timeoutSeconds"),
+            format!("must be between 1 and {MAX_TIMEOUT_SECONDS}"),
+        )),
     }
-    let at = |kind: &str| format!("{field}.{kind}");
-    let http = |t: Box<dyn HttpTarget>| Ok(CompiledTarget::Http(t));
-    let kube = |t: Box<dyn KubeTarget>| Ok(CompiledTarget::Kube(t));
-    if let Some(spec) = github_dispatch {
-        return http(Box::new(github::compile(
-            &at("githubDispatch"),
-            spec,
-            secrets,
-        )?));
+}
+
+/// The longest per-target timeout; a slower target should answer 202 and work in the
+/// background.
+pub const MAX_TIMEOUT_SECONDS: u32 = 300;
+
+/// An HTTP target with its own timeout (`timeoutSeconds`).
+#[derive(Debug)]
+struct Timed {
+    inner: Box<dyn HttpTarget>,
+    timeout: Duration,
+}
+
+impl HttpTarget for Timed {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
     }
-    if let Some(spec) = webhook {
-        return http(Box::new(webhook::compile(&at("webhook"), spec, secrets)?));
+
+    fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
+        let mut request = self.inner.build_request(ctx)?;
+        request.timeout = Some(self.timeout);
+        Ok(request)
     }
-    if let Some(spec) = tekton {
-        return kube(Box::new(tekton::compile(&at("tekton"), spec)?));
+
+    fn response_id(&self, body: &[u8]) -> Option<String> {
+        self.inner.response_id(body)
     }
-    if let Some(spec) = argo_workflow {
-        return kube(Box::new(argo::compile(&at("argoWorkflow"), spec)?));
-    }
-    if let Some(spec) = tekton_event_listener {
-        return http(Box::new(listener::compile_tekton(
-            &at("tektonEventListener"),
-            spec,
-            secrets,
-        )?));
-    }
-    if let Some(spec) = argo_events_webhook {
-        return http(Box::new(listener::compile_argo_events(
-            &at("argoEventsWebhook"),
-            spec,
-            secrets,
-        )?));
-    }
-    unreachable!("exactly one kind is set")
 }
 
 /// Parses an http(s) URL, for reconcile-time validation. The URL itself is not echoed because
@@ -381,6 +480,93 @@ pub fn check_duration(field: &str, value: &str) -> Result<(), CompileError> {
         rest = &rest[unit.len()..];
     }
     Ok(())
+}
+
+/// `(name, template)` pairs from a map of templated strings (variables, inputs, parameters).
+pub fn compile_templates(
+    field: &str,
+    map: &BTreeMap<String, String>,
+) -> Result<Vec<(String, Template)>, CompileError> {
+    map.iter()
+        .map(|(k, v)| {
+            if k.trim().is_empty() {
+                return Err(CompileError::invalid(field, "names must not be empty"));
+            }
+            let t = Template::compile(v)
+                .map_err(|e| CompileError::template(&format!("{field}.{k}"), e))?;
+            Ok((k.clone(), t))
+        })
+        .collect()
+}
+
+pub fn render_templates(
+    templates: &[(String, Template)],
+    scope: &Scope,
+) -> Result<Vec<(String, String)>, RenderError> {
+    templates
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.render(scope)?)))
+        .collect()
+}
+
+/// An optional templated string field.
+pub fn compile_opt(field: &str, value: Option<&str>) -> Result<Option<Template>, CompileError> {
+    value
+        .map(|v| Template::compile(v).map_err(|e| CompileError::template(field, e)))
+        .transpose()
+}
+
+pub fn render_opt(t: &Option<Template>, scope: &Scope) -> Result<Option<String>, RenderError> {
+    t.as_ref()
+        .map(|t| t.render(scope))
+        .transpose()
+        .map_err(Into::into)
+}
+
+/// A base URL (default or user override), without its trailing slash.
+pub fn base_url(field: &str, value: Option<&str>, default: &str) -> Result<String, CompileError> {
+    let url = parse_http_url(field, value.unwrap_or(default))?;
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// `base` joined with `path` (which starts with `/`).
+pub fn join_url(field: &str, base: &str, path: &str) -> Result<Url, CompileError> {
+    Url::parse(&format!("{base}{path}")).map_err(|e| CompileError::invalid(field, e))
+}
+
+/// A non-empty credential from a Secret.
+pub fn credential(
+    field: &str,
+    sel: &crate::api::SecretKeySelector,
+    default_key: &str,
+    secrets: &SecretSet,
+) -> Result<crate::secrets::SecretValue, CompileError> {
+    let value = secrets.text(sel, default_key)?;
+    if value.is_empty() {
+        return Err(CompileError::invalid(
+            field,
+            format!(
+                "Secret {} key {} is empty",
+                sel.name,
+                sel.key_or(default_key)
+            ),
+        ));
+    }
+    Ok(crate::secrets::SecretValue::new(value))
+}
+
+/// A credential's text (Secrets are checked to be UTF-8 when read).
+pub fn credential_text(value: &crate::secrets::SecretValue) -> &str {
+    std::str::from_utf8(value.as_bytes()).unwrap_or_default()
+}
+
+/// A field that must be set and non-empty.
+pub fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, CompileError> {
+    if value.trim().is_empty() {
+        Err(CompileError::invalid(field, "is required"))
+    } else {
+        Ok(value)
+    }
 }
 
 #[cfg(test)]

@@ -67,47 +67,55 @@ pub enum Class {
     Permanent,
 }
 
-/// `Retry-After` as delta-seconds (the HTTP-date form is rare for APIs and treated as absent).
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// `Retry-After` as delta-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(value)
+        .ok()?;
+    Some(Duration::try_from(at.duration_since(now)).unwrap_or_default())
 }
 
-/// Sends `req` and classifies the answer. Errors never include the URL, which may hold a token.
-pub async fn send(client: &reqwest::Client, req: HttpRequest, timeout: Duration) -> Outcome {
-    let HttpRequest {
-        method,
-        url,
-        headers,
-        body,
-    } = req;
+/// Sends `req` and classifies the answer. Recorded text never includes the URL (it may hold
+/// a token) and has the request's secrets scrubbed.
+pub async fn send(
+    client: &reqwest::Client,
+    req: HttpRequest,
+    default_timeout: Duration,
+) -> Outcome {
+    let timeout = req.timeout.unwrap_or(default_timeout);
+    let mut headers = req.headers.clone();
+    if let Some(auth) = &req.auth {
+        match auth.authorization(client, timeout).await {
+            Ok(value) => {
+                headers.insert(reqwest::header::AUTHORIZATION, value);
+            }
+            Err(outcome) => return outcome,
+        }
+    }
     let result = client
-        .request(method, url)
+        .request(req.method.clone(), req.url.clone())
         .headers(headers)
-        .body(body)
+        .body(req.body.clone())
         .timeout(timeout)
         .send()
         .await;
     let response = match result {
         Ok(r) => r,
-        Err(e) => {
-            let error = if e.is_timeout() {
-                format!("no response within {}s", timeout.as_secs_f32())
-            } else if e.is_connect() {
-                "connection failed".to_string()
-            } else {
-                "request failed".to_string()
-            };
-            return Outcome::Retry {
-                code: None,
-                error,
-                after: None,
-            };
-        }
+        Err(e) => return Outcome::retry(None, transport_error(&e, timeout), None),
     };
     let code = response.status().as_u16();
     let class = classify_status(code);
+    let after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()));
+    let mut body = response.bytes().await.unwrap_or_default().to_vec();
     if class == Class::Success {
-        let mut body = response.bytes().await.unwrap_or_default().to_vec();
         body.truncate(SUCCESS_BODY);
         return Outcome::Succeeded {
             code: Some(code),
@@ -115,30 +123,29 @@ pub async fn send(client: &reqwest::Client, req: HttpRequest, timeout: Duration)
             created: None,
         };
     }
-    let after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
-    let body = response.bytes().await.unwrap_or_default();
     let excerpt = String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)])
         .trim()
         .to_string();
+    let excerpt = req.redact(&excerpt);
     let error = if excerpt.is_empty() {
         format!("HTTP {code}")
     } else {
         format!("HTTP {code}: {excerpt}")
     };
     match class {
-        Class::Retry => Outcome::Retry {
-            code: Some(code),
-            error,
-            after,
-        },
-        _ => Outcome::Failed {
-            code: Some(code),
-            error,
-        },
+        Class::Retry => Outcome::retry(Some(code), error, after),
+        _ => Outcome::failed(Some(code), error),
+    }
+}
+
+/// A transport failure in words, without the URL reqwest would include.
+pub fn transport_error(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!("no response within {}s", timeout.as_secs_f32())
+    } else if e.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
     }
 }
 
@@ -160,8 +167,17 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_seconds_parse() {
-        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    fn retry_after_takes_seconds_or_a_date() {
+        let now: jiff::Timestamp = "2015-10-21T07:27:00Z".parse().unwrap();
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:20:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -27,6 +27,15 @@ pub struct BodySigner {
     header: HeaderName,
     prefix: String,
     key: SecretValue,
+    algorithm: Algorithm,
+}
+
+/// The digest behind the HMAC. SHA-1 only where a service documents nothing else (Azure
+/// DevOps incoming webhooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Sha256,
+    Sha1,
 }
 
 impl std::fmt::Debug for BodySigner {
@@ -44,6 +53,24 @@ impl BodySigner {
         secrets: &SecretSet,
         default_header: &str,
         default_prefix: &str,
+    ) -> Result<Self, CompileError> {
+        Self::compile_with(
+            field,
+            spec,
+            secrets,
+            default_header,
+            default_prefix,
+            Algorithm::Sha256,
+        )
+    }
+
+    pub fn compile_with(
+        field: &str,
+        spec: &BodySignature,
+        secrets: &SecretSet,
+        default_header: &str,
+        default_prefix: &str,
+        algorithm: Algorithm,
     ) -> Result<Self, CompileError> {
         let header_name = spec.header.as_deref().unwrap_or(default_header);
         let header = HeaderName::from_bytes(header_name.as_bytes()).map_err(|_| {
@@ -78,16 +105,22 @@ impl BodySigner {
             header,
             prefix,
             key,
+            algorithm,
         })
     }
 
     pub fn sign(&self, body: &[u8]) -> Result<(HeaderName, HeaderValue), RenderError> {
-        let value = format!(
-            "{}{}",
-            self.prefix,
-            hmac_sha256_hex(self.key.as_bytes(), body)
-        );
-        let value = HeaderValue::from_str(&value)
+        let digest = match self.algorithm {
+            Algorithm::Sha256 => hmac_sha256_hex(self.key.as_bytes(), body),
+            Algorithm::Sha1 => {
+                use hmac::Mac;
+                let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(self.key.as_bytes())
+                    .map_err(|_| RenderError::Invalid("HMAC key".into()))?;
+                mac.update(body);
+                hex::encode(mac.finalize().into_bytes())
+            }
+        };
+        let value = HeaderValue::from_str(&format!("{}{digest}", self.prefix))
             .map_err(|_| RenderError::Invalid("signature header".into()))?;
         Ok((self.header.clone(), value))
     }

@@ -50,6 +50,7 @@ pub struct WebhookTarget {
 
 pub struct Webhook {
     kind: &'static str,
+    url_from_secret: bool,
     /// Field of a JSON success answer recorded on the delivery (Tekton's `eventID`).
     pub(super) response_id_field: Option<&'static str>,
     pub(super) signer: Option<BodySigner>,
@@ -154,6 +155,7 @@ pub(super) fn compile_kind(
         .map_err(|e| CompileError::template(&format!("{field}.body"), e))?;
     Ok(Webhook {
         kind,
+        url_from_secret: spec.url_secret_ref.is_some(),
         response_id_field: None,
         signer: None,
         idempotency_key: spec.idempotency_key.unwrap_or(false),
@@ -209,12 +211,19 @@ impl HttpTarget for Webhook {
             let (name, value) = signer.sign(&body)?;
             headers.insert(name, value);
         }
-        Ok(HttpRequest {
-            method: self.method.clone(),
-            url: self.url.clone(),
-            headers,
-            body,
-        })
+        let mut request = HttpRequest::new(self.method.clone(), self.url.clone(), headers, body);
+        for (_, value) in &self.secret_headers {
+            request = request.secret(String::from_utf8_lossy(value.as_bytes()).trim());
+        }
+        if self.url_from_secret {
+            // Incoming-webhook URLs carry their token in the path or query.
+            let path = self.url.path();
+            if path.len() > 8 {
+                request = request.secret(path);
+            }
+            request = request.secret(self.url.query().unwrap_or_default());
+        }
+        Ok(request)
     }
 }
 

@@ -287,11 +287,16 @@ pub struct Recorded {
     pub uri: Uri,
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).unwrap()
     }
 
     pub fn header(&self, name: &str) -> &str {
@@ -302,11 +307,21 @@ impl Recorded {
     }
 }
 
+/// One scripted answer.
+#[derive(Clone, Default)]
+struct Scripted {
+    code: u16,
+    headers: Vec<(String, String)>,
+    delay: Duration,
+}
+
 /// What a [`Sink`] answers.
 #[derive(Clone, Default)]
 struct Answers {
-    script: VecDeque<u16>,
-    /// JSON body sent with every 2xx answer.
+    script: VecDeque<Scripted>,
+    /// Fixed answers (code, JSON body) for some paths, before the script applies.
+    by_path: std::collections::HashMap<String, (u16, String)>,
+    /// JSON body sent with every scripted 2xx answer.
     success_body: Option<String>,
     /// `(header, key)`: answer 403 unless the header holds `sha256=<hex HMAC of the body>`,
     /// as a Tekton GitHub interceptor does.
@@ -331,38 +346,65 @@ impl Sink {
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let (r, a) = (r.clone(), a.clone());
                 async move {
-                    let mut answers = a.lock().unwrap();
-                    let signed_ok =
-                        answers
-                            .require_signature
-                            .as_ref()
-                            .is_none_or(|(header, key)| {
-                                let expected =
-                                    statused_operator::signature::sign(key.as_bytes(), &body);
-                                headers
-                                    .get(header.as_str())
-                                    .is_some_and(|v| v.as_bytes() == expected.as_bytes())
-                            });
+                    let (scripted, fixed, success_body, signed_ok) = {
+                        let mut answers = a.lock().unwrap();
+                        let signed_ok =
+                            answers
+                                .require_signature
+                                .as_ref()
+                                .is_none_or(|(header, key)| {
+                                    let expected =
+                                        statused_operator::signature::sign(key.as_bytes(), &body);
+                                    headers
+                                        .get(header.as_str())
+                                        .is_some_and(|v| v.as_bytes() == expected.as_bytes())
+                                });
+                        let fixed = answers.by_path.get(uri.path()).cloned();
+                        let scripted = if fixed.is_none() {
+                            answers.script.pop_front()
+                        } else {
+                            None
+                        };
+                        (scripted, fixed, answers.success_body.clone(), signed_ok)
+                    };
+                    let path = uri.path().to_string();
                     r.lock().unwrap().push(Recorded {
                         method,
                         uri,
                         headers,
                         body,
+                        at: std::time::Instant::now(),
                     });
                     if !signed_ok {
                         return (StatusCode::FORBIDDEN, String::from("bad signature"))
                             .into_response();
                     }
-                    let code =
-                        StatusCode::from_u16(answers.script.pop_front().unwrap_or(default_status))
-                            .unwrap();
-                    match (&answers.success_body, code.is_success()) {
+                    if let Some((code, body)) = fixed {
+                        let code = StatusCode::from_u16(code).unwrap();
+                        return (code, [("content-type", "application/json")], body)
+                            .into_response();
+                    }
+                    let scripted = scripted.unwrap_or(Scripted {
+                        code: default_status,
+                        ..Default::default()
+                    });
+                    tokio::time::sleep(scripted.delay).await;
+                    let code = StatusCode::from_u16(scripted.code).unwrap();
+                    let mut response = match (&success_body, code.is_success()) {
                         (Some(body), true) => {
                             (code, [("content-type", "application/json")], body.clone())
                                 .into_response()
                         }
-                        _ => code.into_response(),
+                        // Like many servers, echo the path in errors (it may hold a token).
+                        _ => (code, format!("answer {} for {path}", code.as_u16())).into_response(),
+                    };
+                    for (k, v) in scripted.headers {
+                        response.headers_mut().insert(
+                            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                            axum::http::HeaderValue::from_str(&v).unwrap(),
+                        );
                     }
+                    response
                 }
             },
         );
@@ -382,7 +424,39 @@ impl Sink {
 
     /// The next answers, in order, before falling back to the default.
     pub fn answer_with(&self, codes: &[u16]) {
-        self.answers.lock().unwrap().script.extend(codes);
+        let mut answers = self.answers.lock().unwrap();
+        answers.script.extend(codes.iter().map(|c| Scripted {
+            code: *c,
+            ..Default::default()
+        }));
+    }
+
+    /// The next answer: `code` with one extra header.
+    pub fn answer_with_header(&self, code: u16, name: &str, value: &str) {
+        let headers = vec![(name.to_string(), value.to_string())];
+        self.answers.lock().unwrap().script.push_back(Scripted {
+            code,
+            headers,
+            ..Default::default()
+        });
+    }
+
+    /// The next answer: `code`, but only after `delay`.
+    pub fn answer_late(&self, code: u16, delay: Duration) {
+        self.answers.lock().unwrap().script.push_back(Scripted {
+            code,
+            delay,
+            ..Default::default()
+        });
+    }
+
+    /// Always answer requests to `path` with `code` and `body`.
+    pub fn route(&self, path: &str, code: u16, body: serde_json::Value) {
+        self.answers
+            .lock()
+            .unwrap()
+            .by_path
+            .insert(path.to_string(), (code, body.to_string()));
     }
 
     pub fn answer_body(&self, json: serde_json::Value) {
@@ -396,5 +470,12 @@ impl Sink {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
+    }
+
+    pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.uri.path() == path)
+            .collect()
     }
 }

@@ -1,0 +1,178 @@
+//! `azureDevOps`: an "Incoming WebHook" service connection,
+//! `POST {baseURL}/{organization}/_apis/public/distributedtask/webhooks/{webhookName}?api-version=...`,
+//! optionally signed with HMAC-SHA1 of the body in the header the connection names.
+
+use reqwest::Url;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::signing::{Algorithm, BodySignature, BodySigner};
+use super::{
+    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, base_url,
+    required,
+};
+use crate::expr::JsonTemplate;
+use crate::secrets::SecretSet;
+
+pub const DEFAULT_BASE_URL: &str = "https://dev.azure.com";
+pub const DEFAULT_API_VERSION: &str = "6.0-preview";
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureDevOpsTarget {
+    pub organization: String,
+    /// The service connection's "WebHook Name" (what `resources.webhooks[].webhook` uses).
+    pub webhook_name: String,
+    /// Default `6.0-preview`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// JSON body; strings are templated. Defaults to the whole CloudEvent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::any_json")]
+    pub body: Option<serde_json::Value>,
+    /// The connection's Secret: HMAC-SHA1 of the body in its "Http Header" (header defaults
+    /// to `X-Hub-Signature`, prefix to `sha1=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<BodySignature>,
+    /// For Azure DevOps Server (default `https://dev.azure.com`).
+    #[serde(default, rename = "baseURL", skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct AzureDevOps {
+    url: Url,
+    body: Option<JsonTemplate>,
+    signer: Option<BodySigner>,
+}
+
+fn name_like(field: &str, value: &str) -> Result<String, CompileError> {
+    let value = required(field, value.trim())?;
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(CompileError::invalid(
+            field,
+            "may only contain letters, digits, '-', '_' and '.'",
+        ));
+    }
+    Ok(value.to_string())
+}
+
+pub fn compile(
+    field: &str,
+    spec: &AzureDevOpsTarget,
+    secrets: &SecretSet,
+) -> Result<AzureDevOps, CompileError> {
+    let f = |name: &str| format!("{field}.{name}");
+    let org = name_like(&f("organization"), &spec.organization)?;
+    let hook = name_like(&f("webhookName"), &spec.webhook_name)?;
+    let api_version = name_like(
+        &f("apiVersion"),
+        spec.api_version.as_deref().unwrap_or(DEFAULT_API_VERSION),
+    )?;
+    let base = base_url(&f("baseURL"), spec.base_url.as_deref(), DEFAULT_BASE_URL)?;
+    let mut url = Url::parse(&format!(
+        "{base}/{org}/_apis/public/distributedtask/webhooks/{hook}"
+    ))
+    .map_err(|e| CompileError::invalid(&f("organization"), e))?;
+    url.query_pairs_mut()
+        .append_pair("api-version", &api_version);
+    let body = spec
+        .body
+        .as_ref()
+        .map(JsonTemplate::compile)
+        .transpose()
+        .map_err(|e| CompileError::template(&f("body"), e))?;
+    let signer = spec
+        .signature
+        .as_ref()
+        .map(|s| {
+            BodySigner::compile_with(
+                &f("signature"),
+                s,
+                secrets,
+                "X-Hub-Signature",
+                "sha1=",
+                Algorithm::Sha1,
+            )
+        })
+        .transpose()?;
+    Ok(AzureDevOps { url, body, signer })
+}
+
+impl HttpTarget for AzureDevOps {
+    fn kind(&self) -> &'static str {
+        "azureDevOps"
+    }
+
+    fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
+        let body = match &self.body {
+            Some(t) => t.render(ctx.scope)?,
+            None => ctx.scope.event().clone(),
+        };
+        let mut request = HttpRequest::post_json(self.url.clone(), base_headers(ctx)?, &body);
+        if let Some(signer) = &self.signer {
+            let (name, value) = signer.sign(&request.body)?;
+            request.headers.insert(name, value);
+        }
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::tests::scope;
+    use hmac::Mac;
+    use serde_json::json;
+
+    #[test]
+    fn incoming_webhook_url_and_sha1_signature() {
+        let spec: AzureDevOpsTarget = serde_json::from_value(json!({
+            "organization": "acme", "webhookName": "statusedEvents",
+            "body": {"resource": {"app": "$(data.app_name)", "status": "$(data.status)"}},
+            "signature": {"secretRef": {"name": "ado"}, "header": "X-Statused-Checksum"}
+        }))
+        .unwrap();
+        let t = compile(
+            "t",
+            &spec,
+            &SecretSet::new("ns").with("ado", &[("secret", "hmac-key")]),
+        )
+        .unwrap();
+        let scope = scope();
+        let req = t
+            .build_request(&RenderContext {
+                scope: &scope,
+                event_id: "e",
+            })
+            .unwrap();
+        assert_eq!(
+            req.url.as_str(),
+            "https://dev.azure.com/acme/_apis/public/distributedtask/webhooks/statusedEvents?api-version=6.0-preview"
+        );
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(b"hmac-key").unwrap();
+        mac.update(&req.body);
+        let expected = format!("sha1={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(req.headers["x-statused-checksum"], expected.as_str());
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&req.body).unwrap(),
+            json!({"resource": {"app": "Markdown Email", "status": "Valid"}})
+        );
+    }
+
+    #[test]
+    fn names_with_path_characters_are_rejected() {
+        let spec: AzureDevOpsTarget =
+            serde_json::from_value(json!({"organization": "acme/../x", "webhookName": "h"}))
+                .unwrap();
+        assert!(
+            compile("t", &spec, &SecretSet::new("ns"))
+                .unwrap_err()
+                .message
+                .contains("t.organization")
+        );
+    }
+}

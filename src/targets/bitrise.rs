@@ -1,0 +1,205 @@
+//! `bitrise`: Bitrise's "trigger a build" API, `POST {baseURL}/v0.1/apps/{appSlug}/builds`
+//! with `Authorization: <token>` (no `Bearer`) and `hook_info.type = "bitrise"`.
+
+use std::collections::BTreeMap;
+
+use reqwest::Url;
+use reqwest::header::AUTHORIZATION;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{
+    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, base_url,
+    compile_opt, compile_templates, credential, credential_text, join_url, render_templates,
+    required, sensitive,
+};
+use crate::api::SecretKeySelector;
+use crate::expr::Template;
+use crate::secrets::{SecretSet, SecretValue};
+
+pub const DEFAULT_BASE_URL: &str = "https://api.bitrise.io";
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BitriseTarget {
+    /// The app's slug (from its Bitrise URL).
+    pub app_slug: String,
+    /// What to build: at least one of `branch`, `tag` and `commitHash`. Templated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_hash: Option<String>,
+    /// Workflow to run; set at most one of `workflowId` and `pipelineId` (neither: the
+    /// trigger map decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_id: Option<String>,
+    /// Shown as the build's commit message. Templated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_message: Option<String>,
+    /// Environment variables for the build; values are templated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, String>,
+    /// Secret key holding a personal access or workspace API token (key defaults to `token`).
+    pub token_secret_ref: SecretKeySelector,
+    #[serde(default, rename = "baseURL", skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+}
+
+pub struct Bitrise {
+    url: Url,
+    token: SecretValue,
+    fields: Vec<(&'static str, Template)>,
+    environments: Vec<(String, Template)>,
+}
+
+impl std::fmt::Debug for Bitrise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bitrise")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn compile(
+    field: &str,
+    spec: &BitriseTarget,
+    secrets: &SecretSet,
+) -> Result<Bitrise, CompileError> {
+    let f = |name: &str| format!("{field}.{name}");
+    let slug = required(&f("appSlug"), spec.app_slug.trim())?;
+    if !slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(CompileError::invalid(&f("appSlug"), "is not an app slug"));
+    }
+    if spec.branch.is_none() && spec.tag.is_none() && spec.commit_hash.is_none() {
+        return Err(CompileError::invalid(
+            field,
+            "set at least one of branch, tag and commitHash",
+        ));
+    }
+    if spec.workflow_id.is_some() && spec.pipeline_id.is_some() {
+        return Err(CompileError::invalid(
+            field,
+            "set at most one of workflowId and pipelineId",
+        ));
+    }
+    let base = base_url(&f("baseURL"), spec.base_url.as_deref(), DEFAULT_BASE_URL)?;
+    let mut fields = Vec::new();
+    for (name, wire, value) in [
+        ("branch", "branch", &spec.branch),
+        ("tag", "tag", &spec.tag),
+        ("commitHash", "commit_hash", &spec.commit_hash),
+        ("workflowId", "workflow_id", &spec.workflow_id),
+        ("pipelineId", "pipeline_id", &spec.pipeline_id),
+        ("commitMessage", "commit_message", &spec.commit_message),
+    ] {
+        if let Some(t) = compile_opt(&f(name), value.as_deref())? {
+            fields.push((wire, t));
+        }
+    }
+    Ok(Bitrise {
+        url: join_url(&f("appSlug"), &base, &format!("/v0.1/apps/{slug}/builds"))?,
+        token: credential(
+            &f("tokenSecretRef"),
+            &spec.token_secret_ref,
+            "token",
+            secrets,
+        )?,
+        fields,
+        environments: compile_templates(&f("environments"), &spec.environments)?,
+    })
+}
+
+impl HttpTarget for Bitrise {
+    fn kind(&self) -> &'static str {
+        "bitrise"
+    }
+
+    fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
+        let mut params = serde_json::Map::new();
+        for (wire, t) in &self.fields {
+            params.insert((*wire).to_string(), Value::String(t.render(ctx.scope)?));
+        }
+        let environments = render_templates(&self.environments, ctx.scope)?;
+        if !environments.is_empty() {
+            let list: Vec<Value> = environments
+                .into_iter()
+                .map(|(k, v)| json!({"mapped_to": k, "value": v, "is_expand": false}))
+                .collect();
+            params.insert("environments".into(), list.into());
+        }
+        let body = json!({"hook_info": {"type": "bitrise"}, "build_params": params, "triggered_by": "statused-operator"});
+        let token = credential_text(&self.token);
+        let mut headers = base_headers(ctx)?;
+        headers.insert(AUTHORIZATION, sensitive(token)?);
+        Ok(HttpRequest::post_json(self.url.clone(), headers, &body).secret(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::tests::scope;
+
+    #[test]
+    fn build_request_matches_the_bitrise_api() {
+        let spec: BitriseTarget = serde_json::from_value(json!({
+            "appSlug": "a1b2c3d4e5", "branch": "main", "workflowId": "deploy-testflight",
+            "commitMessage": "Statused: $(data.app_name) build $(data.build_version) is $(data.status)",
+            "environments": {"BUILD_NUMBER": "$(data.build_version)"},
+            "tokenSecretRef": {"name": "bitrise"}
+        }))
+        .unwrap();
+        let t = compile(
+            "t",
+            &spec,
+            &SecretSet::new("ns").with("bitrise", &[("token", "bt-secret")]),
+        )
+        .unwrap();
+        let scope = scope();
+        let req = t
+            .build_request(&RenderContext {
+                scope: &scope,
+                event_id: "e",
+            })
+            .unwrap();
+        assert_eq!(
+            req.url.as_str(),
+            "https://api.bitrise.io/v0.1/apps/a1b2c3d4e5/builds"
+        );
+        assert_eq!(req.headers["authorization"], "bt-secret");
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "hook_info": {"type": "bitrise"},
+                "build_params": {"branch": "main", "workflow_id": "deploy-testflight",
+                                 "commit_message": "Statused: Markdown Email build 456 is Valid",
+                                 "environments": [{"mapped_to": "BUILD_NUMBER", "value": "456", "is_expand": false}]},
+                "triggered_by": "statused-operator"
+            })
+        );
+    }
+
+    #[test]
+    fn what_to_build_is_required() {
+        let spec: BitriseTarget =
+            serde_json::from_value(json!({"appSlug": "a1", "tokenSecretRef": {"name": "b"}}))
+                .unwrap();
+        let err = compile(
+            "t",
+            &spec,
+            &SecretSet::new("ns").with("b", &[("token", "x")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("branch, tag and commitHash"),
+            "{}",
+            err.message
+        );
+    }
+}

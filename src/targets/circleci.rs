@@ -1,0 +1,235 @@
+//! `circleci`: CircleCI API v2. With `definitionId`, the pipeline run endpoint
+//! (`POST /api/v2/project/{provider}/{org}/{project}/pipeline/run`); otherwise the older
+//! `POST /api/v2/project/{slug}/pipeline`. Auth header `Circle-Token`.
+
+use std::collections::BTreeMap;
+
+use reqwest::Url;
+use reqwest::header::HeaderName;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{
+    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, base_url,
+    credential, credential_text, join_url, required, sensitive,
+};
+use crate::api::SecretKeySelector;
+use crate::expr::{JsonTemplate, Template};
+use crate::secrets::{SecretSet, SecretValue};
+
+pub const DEFAULT_BASE_URL: &str = "https://circleci.com";
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CircleciTarget {
+    /// `{vcs}/{org}/{project}`, e.g. `gh/acme/ios-app` or `circleci/<org-id>/<project-id>`.
+    pub project_slug: String,
+    /// The pipeline definition to run (Project Settings → Pipelines). When set, the pipeline
+    /// run endpoint is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition_id: Option<String>,
+    /// Branch to build (templated). Set this or `tag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Tag to build (templated). Set this or `branch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Pipeline parameters: strings are templated, numbers and booleans pass as they are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "crate::api::schema::any_object")]
+    pub parameters: BTreeMap<String, Value>,
+    /// Secret key holding a personal API token (key defaults to `token`).
+    pub token_secret_ref: SecretKeySelector,
+    #[serde(default, rename = "baseURL", skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+}
+
+enum Revision {
+    Branch(Template),
+    Tag(Template),
+}
+
+pub struct Circleci {
+    url: Url,
+    token: SecretValue,
+    definition_id: Option<String>,
+    revision: Revision,
+    parameters: Option<JsonTemplate>,
+}
+
+impl std::fmt::Debug for Circleci {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Circleci")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn compile(
+    field: &str,
+    spec: &CircleciTarget,
+    secrets: &SecretSet,
+) -> Result<Circleci, CompileError> {
+    let f = |name: &str| format!("{field}.{name}");
+    let slug = required(&f("projectSlug"), spec.project_slug.trim())?;
+    let parts: Vec<&str> = slug.split('/').collect();
+    let valid_part = |p: &&str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if parts.len() != 3 || !parts.iter().all(valid_part) {
+        return Err(CompileError::invalid(
+            &f("projectSlug"),
+            "must be {vcs}/{org}/{project}, e.g. gh/acme/ios-app",
+        ));
+    }
+    let template =
+        |name: &str, v: &str| Template::compile(v).map_err(|e| CompileError::template(&f(name), e));
+    let revision = match (&spec.branch, &spec.tag) {
+        (Some(b), None) => Revision::Branch(template("branch", required(&f("branch"), b)?)?),
+        (None, Some(t)) => Revision::Tag(template("tag", required(&f("tag"), t)?)?),
+        _ => {
+            return Err(CompileError::invalid(
+                field,
+                "set exactly one of branch and tag",
+            ));
+        }
+    };
+    let base = base_url(&f("baseURL"), spec.base_url.as_deref(), DEFAULT_BASE_URL)?;
+    let path = match &spec.definition_id {
+        Some(id) => {
+            required(&f("definitionId"), id)?;
+            format!("/api/v2/project/{slug}/pipeline/run")
+        }
+        None => format!("/api/v2/project/{slug}/pipeline"),
+    };
+    let parameters = if spec.parameters.is_empty() {
+        None
+    } else {
+        let map: serde_json::Map<String, Value> = spec.parameters.clone().into_iter().collect();
+        Some(
+            JsonTemplate::compile(&Value::Object(map))
+                .map_err(|e| CompileError::template(&f("parameters"), e))?,
+        )
+    };
+    Ok(Circleci {
+        url: join_url(&f("projectSlug"), &base, &path)?,
+        token: credential(
+            &f("tokenSecretRef"),
+            &spec.token_secret_ref,
+            "token",
+            secrets,
+        )?,
+        definition_id: spec.definition_id.clone(),
+        revision,
+        parameters,
+    })
+}
+
+impl HttpTarget for Circleci {
+    fn kind(&self) -> &'static str {
+        "circleci"
+    }
+
+    fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
+        let revision = match &self.revision {
+            Revision::Branch(t) => json!({"branch": t.render(ctx.scope)?}),
+            Revision::Tag(t) => json!({"tag": t.render(ctx.scope)?}),
+        };
+        let mut body = match &self.definition_id {
+            Some(id) => json!({"definition_id": id, "config": revision, "checkout": revision}),
+            None => revision,
+        };
+        if let Some(p) = &self.parameters {
+            body["parameters"] = p.render(ctx.scope)?;
+        }
+        let token = credential_text(&self.token);
+        let mut headers = base_headers(ctx)?;
+        headers.insert(HeaderName::from_static("circle-token"), sensitive(token)?);
+        Ok(HttpRequest::post_json(self.url.clone(), headers, &body).secret(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::tests::scope;
+
+    fn build(v: Value) -> HttpRequest {
+        let spec: CircleciTarget = serde_json::from_value(v).unwrap();
+        let t = compile(
+            "t",
+            &spec,
+            &SecretSet::new("ns").with("cci", &[("token", "CCIPAT_x")]),
+        )
+        .unwrap();
+        let scope = scope();
+        t.build_request(&RenderContext {
+            scope: &scope,
+            event_id: "e",
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn pipeline_run_endpoint_with_definition_id() {
+        let req = build(
+            json!({"projectSlug": "gh/acme/ios-app", "definitionId": "2f5e8c3a", "branch": "main",
+                               "parameters": {"build": "$(data.build_version)", "deploy": true},
+                               "tokenSecretRef": {"name": "cci"}}),
+        );
+        assert_eq!(
+            req.url.as_str(),
+            "https://circleci.com/api/v2/project/gh/acme/ios-app/pipeline/run"
+        );
+        assert_eq!(req.headers["circle-token"], "CCIPAT_x");
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"definition_id": "2f5e8c3a", "config": {"branch": "main"}, "checkout": {"branch": "main"},
+                                "parameters": {"build": "456", "deploy": true}})
+        );
+    }
+
+    #[test]
+    fn older_pipeline_endpoint_without_definition_id() {
+        let req = build(
+            json!({"projectSlug": "gh/acme/ios-app", "tag": "v$(data.version)", "tokenSecretRef": {"name": "cci"}}),
+        );
+        assert_eq!(
+            req.url.as_str(),
+            "https://circleci.com/api/v2/project/gh/acme/ios-app/pipeline"
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&req.body).unwrap(),
+            json!({"tag": "v1.2.3"})
+        );
+    }
+
+    #[test]
+    fn slug_and_revision_are_checked() {
+        let secrets = SecretSet::new("ns").with("cci", &[("token", "x")]);
+        for (v, needle) in [
+            (
+                json!({"projectSlug": "acme/ios-app", "branch": "main"}),
+                "projectSlug",
+            ),
+            (
+                json!({"projectSlug": "gh/acme/ios-app"}),
+                "exactly one of branch and tag",
+            ),
+            (
+                json!({"projectSlug": "gh/acme/ios-app", "branch": "a", "tag": "b"}),
+                "exactly one of branch and tag",
+            ),
+        ] {
+            let mut v = v;
+            v["tokenSecretRef"] = json!({"name": "cci"});
+            let spec: CircleciTarget = serde_json::from_value(v.clone()).unwrap();
+            let err = compile("t", &spec, &secrets).unwrap_err();
+            assert!(err.message.contains(needle), "{v}: {}", err.message);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! `gitlabPipeline`: GitLab's pipeline trigger API,
+//! `POST {baseURL}/api/v4/projects/{id or URL-encoded path}/trigger/pipeline` with form fields
+//! `token`, `ref` and `variables[KEY]=value`.
+
+use std::collections::BTreeMap;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::{Method, Url};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, base_url,
+    compile_templates, credential, credential_text, join_url, render_templates, required,
+};
+use crate::api::SecretKeySelector;
+use crate::expr::Template;
+use crate::secrets::{SecretSet, SecretValue};
+
+pub const DEFAULT_BASE_URL: &str = "https://gitlab.com";
+/// A project path as one URL path segment: `/` becomes `%2F`, unreserved characters stay.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitlabPipelineTarget {
+    /// Numeric project ID or full path (`mobile/ios-app`).
+    pub project: String,
+    /// Branch or tag to run the pipeline for. Templated.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// CI/CD variables; values are templated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+    /// Secret key holding the pipeline trigger token (key defaults to `token`).
+    pub token_secret_ref: SecretKeySelector,
+    /// For self-managed GitLab (default `https://gitlab.com`).
+    #[serde(default, rename = "baseURL", skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+}
+
+pub struct GitlabPipeline {
+    url: Url,
+    token: SecretValue,
+    git_ref: Template,
+    variables: Vec<(String, Template)>,
+}
+
+impl std::fmt::Debug for GitlabPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitlabPipeline")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn compile(
+    field: &str,
+    spec: &GitlabPipelineTarget,
+    secrets: &SecretSet,
+) -> Result<GitlabPipeline, CompileError> {
+    let f = |name: &str| format!("{field}.{name}");
+    let project = required(&f("project"), spec.project.trim())?;
+    let is_path = project.split('/').count() >= 2 && project.split('/').all(|s| !s.is_empty());
+    if !project.chars().all(|c| c.is_ascii_digit()) && !is_path {
+        return Err(CompileError::invalid(
+            &f("project"),
+            "must be a numeric project ID or a path like group/project",
+        ));
+    }
+    let base = base_url(&f("baseURL"), spec.base_url.as_deref(), DEFAULT_BASE_URL)?;
+    let encoded = utf8_percent_encode(project, PATH_SEGMENT).to_string();
+    let url = join_url(
+        &f("project"),
+        &base,
+        &format!("/api/v4/projects/{encoded}/trigger/pipeline"),
+    )?;
+    let git_ref = Template::compile(required(&f("ref"), &spec.git_ref)?)
+        .map_err(|e| CompileError::template(&f("ref"), e))?;
+    Ok(GitlabPipeline {
+        url,
+        token: credential(
+            &f("tokenSecretRef"),
+            &spec.token_secret_ref,
+            "token",
+            secrets,
+        )?,
+        git_ref,
+        variables: compile_templates(&f("variables"), &spec.variables)?,
+    })
+}
+
+impl HttpTarget for GitlabPipeline {
+    fn kind(&self) -> &'static str {
+        "gitlabPipeline"
+    }
+
+    fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
+        let token = credential_text(&self.token);
+        let mut form = percent_encoding_form();
+        form.append_pair("token", token);
+        form.append_pair("ref", &self.git_ref.render(ctx.scope)?);
+        for (k, v) in render_templates(&self.variables, ctx.scope)? {
+            form.append_pair(&format!("variables[{k}]"), &v);
+        }
+        let mut headers = base_headers(ctx)?;
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        Ok(HttpRequest::new(
+            Method::POST,
+            self.url.clone(),
+            headers,
+            form.finish().into_bytes(),
+        )
+        .secret(token))
+    }
+}
+
+fn percent_encoding_form() -> url::form_urlencoded::Serializer<'static, String> {
+    url::form_urlencoded::Serializer::new(String::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::tests::scope;
+    use serde_json::json;
+
+    #[test]
+    fn trigger_is_a_form_post_with_token_ref_and_variables() {
+        let spec: GitlabPipelineTarget = serde_json::from_value(json!({
+            "project": "mobile/ios-app", "ref": "main",
+            "variables": {"APP": "$(data.app_name)", "STATUS": "$(data.status)"},
+            "tokenSecretRef": {"name": "gl"}, "baseURL": "https://gitlab.example.com/"
+        }))
+        .unwrap();
+        let t = compile(
+            "t",
+            &spec,
+            &SecretSet::new("ns").with("gl", &[("token", "glptt-123")]),
+        )
+        .unwrap();
+        let scope = scope();
+        let req = t
+            .build_request(&RenderContext {
+                scope: &scope,
+                event_id: "e",
+            })
+            .unwrap();
+        assert_eq!(
+            req.url.as_str(),
+            "https://gitlab.example.com/api/v4/projects/mobile%2Fios-app/trigger/pipeline"
+        );
+        assert_eq!(
+            req.headers["content-type"],
+            "application/x-www-form-urlencoded"
+        );
+        assert_eq!(
+            String::from_utf8(req.body.clone()).unwrap(),
+            "token=glptt-123&ref=main&variables%5BAPP%5D=Markdown+Email&variables%5BSTATUS%5D=Valid"
+        );
+        assert!(!format!("{t:?}{req:?}").contains("glptt-123"));
+    }
+
+    #[test]
+    fn project_and_ref_are_checked() {
+        let secrets = SecretSet::new("ns").with("gl", &[("token", "x")]);
+        for (project, git_ref, needle) in [
+            ("", "main", "t.project"),
+            ("a//b", "main", "t.project"),
+            ("42", "", "t.ref"),
+        ] {
+            let spec: GitlabPipelineTarget = serde_json::from_value(json!({
+                "project": project, "ref": git_ref, "tokenSecretRef": {"name": "gl"}}))
+            .unwrap();
+            let err = compile("t", &spec, &secrets).unwrap_err();
+            assert!(err.message.contains(needle), "{project}: {}", err.message);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! `slack`: a Slack incoming webhook (URL from a Secret) with `text` and optional `blocks`;
+//! without either, a default message per event type in an attachment coloured with the
+//! event's `status_color`.
+
+use reqwest::Url;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::message::default_message;
+use super::{
+    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, compile_opt,
+    parse_http_url, render_opt,
+};
+use crate::api::SecretKeySelector;
+use crate::expr::{JsonTemplate, Template};
+use crate::secrets::SecretSet;
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlackTarget {
+    /// Secret key holding the incoming webhook URL (key defaults to `url`).
+    pub url_secret_ref: SecretKeySelector,
+    /// Message text (mrkdwn), templated. Defaults to a message for the event type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Block Kit blocks; strings are templated. `text` is then the notification fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::any_json")]
+    pub blocks: Option<Value>,
+}
+
+pub struct Slack {
+    url: Url,
+    text: Option<Template>,
+    blocks: Option<JsonTemplate>,
+}
+
+impl std::fmt::Debug for Slack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slack")
+            .field("host", &self.url.host_str())
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn compile(
+    field: &str,
+    spec: &SlackTarget,
+    secrets: &SecretSet,
+) -> Result<Slack, CompileError> {
+    let f = |name: &str| format!("{field}.{name}");
+    let url = parse_http_url(
+        &f("urlSecretRef"),
+        &secrets.text(&spec.url_secret_ref, "url")?,
+    )?;
+    let blocks = match &spec.blocks {
+        None => None,
+        Some(v @ Value::Array(_)) => {
+            Some(JsonTemplate::compile(v).map_err(|e| CompileError::template(&f("blocks"), e))?)
+        }
+        Some(_) => {
+            return Err(CompileError::invalid(
+                &f("blocks"),
+                "must be a list of Block Kit blocks",
+            ));
+        }
+    };
+    Ok(Slack {
+        url,
+        text: compile_opt(&f("text"), spec.text.as_deref())?,
+        blocks,
+    })
+}
+
+impl HttpTarget for Slack {
+    fn kind(&self) -> &'static str {
+        "slack"
+    }
+
+    fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
+        let default = default_message(ctx.scope.event());
+        let body = match (render_opt(&self.text, ctx.scope)?, &self.blocks) {
+            (None, None) => {
+                let mut attachment = json!({"color": default.color, "fallback": default.title});
+                if let Some(text) = &default.text {
+                    attachment["text"] = text.as_str().into();
+                }
+                json!({"text": default.title, "attachments": [attachment]})
+            }
+            (text, blocks) => {
+                let mut body = json!({"text": text.unwrap_or(default.title)});
+                if let Some(b) = blocks {
+                    body["blocks"] = b.render(ctx.scope)?;
+                }
+                body
+            }
+        };
+        let path = self.url.path().to_string();
+        Ok(HttpRequest::post_json(self.url.clone(), base_headers(ctx)?, &body).secret(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::tests::scope;
+
+    fn secrets() -> SecretSet {
+        SecretSet::new("ns").with(
+            "slack",
+            &[("url", "https://hooks.slack.com/services/T000/B000/XXXX")],
+        )
+    }
+
+    fn body(v: Value) -> Value {
+        let t = compile("t", &serde_json::from_value(v).unwrap(), &secrets()).unwrap();
+        let scope = scope();
+        let req = t
+            .build_request(&RenderContext {
+                scope: &scope,
+                event_id: "e",
+            })
+            .unwrap();
+        assert_eq!(
+            req.url.as_str(),
+            "https://hooks.slack.com/services/T000/B000/XXXX"
+        );
+        assert_eq!(
+            req.redact("no_service /services/T000/B000/XXXX"),
+            "no_service [redacted]"
+        );
+        serde_json::from_slice(&req.body).unwrap()
+    }
+
+    #[test]
+    fn default_message_is_a_coloured_attachment() {
+        let b = body(json!({"urlSecretRef": {"name": "slack"}}));
+        assert_eq!(b["text"], "✅ Build 1.2.3 (456) of Markdown Email is valid");
+        assert_eq!(b["attachments"][0]["color"], "#2eb67d");
+        assert_eq!(
+            b["attachments"][0]["text"],
+            "Build 1.2.3 (456) of Markdown Email is Valid"
+        );
+    }
+
+    #[test]
+    fn text_and_blocks_are_templated() {
+        let b = body(
+            json!({"urlSecretRef": {"name": "slack"}, "text": "$(data.app_name) is $(data.status)",
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "*$(data.app_name)* build $(data.build_version)"}}]}),
+        );
+        assert_eq!(
+            b,
+            json!({"text": "Markdown Email is Valid",
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "*Markdown Email* build 456"}}]})
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! `teams`: a Microsoft Teams Workflows webhook ("When a Teams webhook request is received"),
+//! sent a message with one Adaptive Card attachment.
+
+use reqwest::Url;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::message::{Tone, default_message};
+use super::{
+    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, compile_opt,
+    parse_http_url, render_opt,
+};
+use crate::api::SecretKeySelector;
+use crate::expr::{JsonTemplate, Template};
+use crate::secrets::SecretSet;
+
+pub const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamsTarget {
+    /// Secret key holding the workflow's webhook URL (key defaults to `url`).
+    pub url_secret_ref: SecretKeySelector,
+    /// Card title, templated. Defaults to a title for the event type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Card text, templated. Defaults to the event's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// A whole Adaptive Card (`{"type": "AdaptiveCard", ...}`) instead; strings are templated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::any_object")]
+    pub card: Option<Value>,
+}
+
+pub struct Teams {
+    url: Url,
+    title: Option<Template>,
+    text: Option<Template>,
+    card: Option<JsonTemplate>,
+}
+
+impl std::fmt::Debug for Teams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Teams")
+            .field("host", &self.url.host_str())
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn compile(
+    field: &str,
+    spec: &TeamsTarget,
+    secrets: &SecretSet,
+) -> Result<Teams, CompileError> {
+    let f = |name: &str| format!("{field}.{name}");
+    let url = parse_http_url(
+        &f("urlSecretRef"),
+        &secrets.text(&spec.url_secret_ref, "url")?,
+    )?;
+    let card = match &spec.card {
+        None => None,
+        Some(v) if v.get("type").and_then(Value::as_str) == Some("AdaptiveCard") => {
+            if spec.title.is_some() || spec.text.is_some() {
+                return Err(CompileError::invalid(
+                    field,
+                    "set either card or title/text",
+                ));
+            }
+            Some(JsonTemplate::compile(v).map_err(|e| CompileError::template(&f("card"), e))?)
+        }
+        Some(_) => {
+            return Err(CompileError::invalid(
+                &f("card"),
+                "must be an Adaptive Card with type AdaptiveCard",
+            ));
+        }
+    };
+    Ok(Teams {
+        url,
+        title: compile_opt(&f("title"), spec.title.as_deref())?,
+        text: compile_opt(&f("text"), spec.text.as_deref())?,
+        card,
+    })
+}
+
+impl HttpTarget for Teams {
+    fn kind(&self) -> &'static str {
+        "teams"
+    }
+
+    fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
+        let content = match &self.card {
+            Some(card) => card.render(ctx.scope)?,
+            None => {
+                let default = default_message(ctx.scope.event());
+                let title = render_opt(&self.title, ctx.scope)?.unwrap_or(default.title);
+                let text = render_opt(&self.text, ctx.scope)?.or(default.text);
+                let color = match default.tone {
+                    Tone::Good => "Good",
+                    Tone::Bad => "Attention",
+                    Tone::Neutral => "Accent",
+                };
+                let mut body = vec![
+                    json!({"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium",
+                                           "color": color, "wrap": true}),
+                ];
+                if let Some(text) = text {
+                    body.push(json!({"type": "TextBlock", "text": text, "wrap": true}));
+                }
+                if !default.facts.is_empty() {
+                    let facts: Vec<Value> = default
+                        .facts
+                        .iter()
+                        .map(|(t, v)| json!({"title": t, "value": v}))
+                        .collect();
+                    body.push(json!({"type": "FactSet", "facts": facts}));
+                }
+                json!({"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
+                       "version": "1.4", "body": body})
+            }
+        };
+        let message = json!({"type": "message", "attachments": [{"contentType": ADAPTIVE_CARD, "contentUrl": null, "content": content}]});
+        let path = self.url.path().to_string();
+        let query = self.url.query().unwrap_or_default().to_string();
+        Ok(
+            HttpRequest::post_json(self.url.clone(), base_headers(ctx)?, &message)
+                .secret(path)
+                .secret(query),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::tests::scope;
+
+    #[test]
+    fn message_has_one_adaptive_card_with_title_and_facts() {
+        let secrets = SecretSet::new("ns").with("teams", &[("url", "https://prod-1.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?sig=SECRET")]);
+        let t = compile(
+            "t",
+            &serde_json::from_value(json!({"urlSecretRef": {"name": "teams"}})).unwrap(),
+            &secrets,
+        )
+        .unwrap();
+        let scope = scope();
+        let req = t
+            .build_request(&RenderContext {
+                scope: &scope,
+                event_id: "e",
+            })
+            .unwrap();
+        let b: Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(b["type"], "message");
+        assert_eq!(b["attachments"].as_array().unwrap().len(), 1);
+        let a = &b["attachments"][0];
+        assert_eq!(a["contentType"], "application/vnd.microsoft.card.adaptive");
+        assert_eq!(a["contentUrl"], Value::Null);
+        assert_eq!(a["content"]["type"], "AdaptiveCard");
+        assert_eq!(
+            a["content"]["body"][0]["text"],
+            "✅ Build 1.2.3 (456) of Markdown Email is valid"
+        );
+        assert_eq!(
+            a["content"]["body"][2]["facts"][0],
+            json!({"title": "App", "value": "Markdown Email"})
+        );
+        assert_eq!(req.redact("bad sig=SECRET"), "bad [redacted]");
+    }
+
+    #[test]
+    fn a_card_that_is_not_adaptive_is_rejected() {
+        let secrets = SecretSet::new("ns").with("teams", &[("url", "https://example.com/x")]);
+        let spec = serde_json::from_value(
+            json!({"urlSecretRef": {"name": "teams"}, "card": {"type": "MessageCard"}}),
+        )
+        .unwrap();
+        assert!(
+            compile("t", &spec, &secrets)
+                .unwrap_err()
+                .message
+                .contains("t.card")
+        );
+    }
+}
