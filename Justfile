@@ -14,6 +14,7 @@ test: tools
     hack/cluster.sh exec -- cargo test --locked --test e2e --test in_cluster --test external_targets -- --test-threads 4
     # Tekton and Argo not installed: a cluster of its own, without their CRDs.
     hack/cluster.sh exec --bare -- cargo test --locked --test api_not_installed
+    helm lint --strict charts/statused-operator
     cargo clippy --locked --all-targets -- -D warnings
     cargo fmt --check
 
