@@ -22,6 +22,7 @@ fn every_example_route_compiles_against_its_secrets() {
             .unwrap()
             .replace("SINK_URL", "http://127.0.0.1:1");
         let mut secrets = None::<SecretSet>;
+        let mut secret_values: Vec<String> = Vec::new();
         let mut file_routes = Vec::new();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let value = serde_yaml::Value::deserialize(doc).unwrap();
@@ -54,8 +55,19 @@ fn every_example_route_compiles_against_its_secrets() {
         }
         let secrets = secrets.unwrap_or_default();
         for route in file_routes {
-            if let Err(e) = compile_route(&route, &secrets, &BTreeSet::new()) {
-                panic!("{}: {e}", path.display());
+            let compiled = match compile_route(&route, &secrets, &BTreeSet::new()) {
+                Ok(c) => c,
+                Err(e) => panic!("{}: {e}", path.display()),
+            };
+            // Compiled routes hold Secret values; their Debug output (what a log line would
+            // show) must not.
+            let debug = format!("{compiled:?}");
+            for value in &secret_values {
+                assert!(
+                    !debug.contains(value.as_str()),
+                    "{}: Debug output shows a Secret value",
+                    path.display()
+                );
             }
             kinds.extend(
                 route

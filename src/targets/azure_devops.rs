@@ -6,12 +6,12 @@ use reqwest::Url;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::EventBody;
 use super::signing::{Algorithm, BodySignature, BodySigner};
 use super::{
     CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, base_url,
     required,
 };
-use crate::expr::JsonTemplate;
 use crate::secrets::SecretSet;
 
 pub const DEFAULT_BASE_URL: &str = "https://dev.azure.com";
@@ -42,7 +42,7 @@ pub struct AzureDevOpsTarget {
 #[derive(Debug)]
 pub struct AzureDevOps {
     url: Url,
-    body: Option<JsonTemplate>,
+    body: EventBody,
     signer: Option<BodySigner>,
 }
 
@@ -79,12 +79,7 @@ pub fn compile(
     .map_err(|e| CompileError::invalid(&f("organization"), e))?;
     url.query_pairs_mut()
         .append_pair("api-version", &api_version);
-    let body = spec
-        .body
-        .as_ref()
-        .map(JsonTemplate::compile)
-        .transpose()
-        .map_err(|e| CompileError::template(&f("body"), e))?;
+    let body = EventBody::compile(&f("body"), spec.body.as_ref())?;
     let signer = spec
         .signature
         .as_ref()
@@ -108,10 +103,7 @@ impl HttpTarget for AzureDevOps {
     }
 
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
-        let body = match &self.body {
-            Some(t) => t.render(ctx.scope)?,
-            None => ctx.scope.event().clone(),
-        };
+        let body = self.body.render(ctx.scope)?;
         let mut request = HttpRequest::post_json(self.url.clone(), base_headers(ctx)?, &body);
         if let Some(signer) = &self.signer {
             let (name, value) = signer.sign(&request.body)?;

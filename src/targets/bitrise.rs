@@ -50,19 +50,12 @@ pub struct BitriseTarget {
     pub base_url: Option<String>,
 }
 
+#[derive(Debug)]
 pub struct Bitrise {
     url: Url,
     token: SecretValue,
     fields: Vec<(&'static str, Template)>,
     environments: Vec<(String, Template)>,
-}
-
-impl std::fmt::Debug for Bitrise {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bitrise")
-            .field("url", &self.url.as_str())
-            .finish_non_exhaustive()
-    }
 }
 
 pub fn compile(

@@ -45,25 +45,19 @@ pub struct CircleciTarget {
     pub base_url: Option<String>,
 }
 
+#[derive(Debug)]
 enum Revision {
     Branch(Template),
     Tag(Template),
 }
 
+#[derive(Debug)]
 pub struct Circleci {
     url: Url,
     token: SecretValue,
     definition_id: Option<String>,
     revision: Revision,
     parameters: Option<JsonTemplate>,
-}
-
-impl std::fmt::Debug for Circleci {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Circleci")
-            .field("url", &self.url.as_str())
-            .finish_non_exhaustive()
-    }
 }
 
 pub fn compile(

@@ -64,6 +64,7 @@ pub struct GithubDispatchTarget {
     pub api_url: Option<String>,
 }
 
+#[derive(Debug)]
 enum Dispatch {
     Repository {
         event_type: Template,
@@ -75,23 +76,17 @@ enum Dispatch {
     },
 }
 
+#[derive(Debug)]
 enum Auth {
     Token(SecretValue),
     App(Arc<GithubApp>),
 }
 
+#[derive(Debug)]
 pub struct GithubDispatch {
     url: Url,
     auth: Auth,
     dispatch: Dispatch,
-}
-
-impl std::fmt::Debug for GithubDispatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GithubDispatch")
-            .field("url", &self.url.as_str())
-            .finish_non_exhaustive()
-    }
 }
 
 pub fn compile(

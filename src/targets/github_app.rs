@@ -185,6 +185,14 @@ impl GithubApp {
     }
 }
 
+impl std::fmt::Debug for GithubApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubApp")
+            .field("token_url", &self.token_url)
+            .finish_non_exhaustive()
+    }
+}
+
 impl DeferredAuth for GithubApp {
     fn authorization<'a>(
         &'a self,

@@ -44,19 +44,12 @@ pub struct GitlabPipelineTarget {
     pub base_url: Option<String>,
 }
 
+#[derive(Debug)]
 pub struct GitlabPipeline {
     url: Url,
     token: SecretValue,
     git_ref: Template,
     variables: Vec<(String, Template)>,
-}
-
-impl std::fmt::Debug for GitlabPipeline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GitlabPipeline")
-            .field("url", &self.url.as_str())
-            .finish_non_exhaustive()
-    }
 }
 
 pub fn compile(

@@ -7,12 +7,12 @@ use reqwest::header::HeaderName;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::EventBody;
 use super::{
     CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, credential,
     credential_text, join_url, parse_http_url, sensitive,
 };
 use crate::api::SecretKeySelector;
-use crate::expr::JsonTemplate;
 use crate::secrets::{SecretSet, SecretValue};
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
@@ -30,18 +30,11 @@ pub struct JenkinsTarget {
     pub body: Option<serde_json::Value>,
 }
 
+#[derive(Debug)]
 pub struct Jenkins {
     url: Url,
     token: SecretValue,
-    body: Option<JsonTemplate>,
-}
-
-impl std::fmt::Debug for Jenkins {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Jenkins")
-            .field("url", &self.url.as_str())
-            .finish_non_exhaustive()
-    }
+    body: EventBody,
 }
 
 pub fn compile(
@@ -52,12 +45,7 @@ pub fn compile(
     let f = |name: &str| format!("{field}.{name}");
     let base = parse_http_url(&f("baseURL"), &spec.base_url)?;
     let base = base.as_str().trim_end_matches('/').to_string();
-    let body = spec
-        .body
-        .as_ref()
-        .map(JsonTemplate::compile)
-        .transpose()
-        .map_err(|e| CompileError::template(&f("body"), e))?;
+    let body = EventBody::compile(&f("body"), spec.body.as_ref())?;
     Ok(Jenkins {
         url: join_url(&f("baseURL"), &base, "/generic-webhook-trigger/invoke")?,
         token: credential(
@@ -76,10 +64,7 @@ impl HttpTarget for Jenkins {
     }
 
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
-        let body = match &self.body {
-            Some(t) => t.render(ctx.scope)?,
-            None => ctx.scope.event().clone(),
-        };
+        let body = self.body.render(ctx.scope)?;
         let token = credential_text(&self.token);
         let mut headers = base_headers(ctx)?;
         headers.insert(HeaderName::from_static("token"), sensitive(token)?);

@@ -32,7 +32,7 @@ use reqwest::{Method, Url};
 
 use crate::api::Target;
 use crate::api::conditions::Reason;
-use crate::expr::{ExprError, Scope, Template};
+use crate::expr::{ExprError, JsonTemplate, Scope, Template};
 use crate::naming::ObjectIdentity;
 use crate::secrets::{SecretError, SecretSet};
 
@@ -480,6 +480,39 @@ pub fn check_duration(field: &str, value: &str) -> Result<(), CompileError> {
         rest = &rest[unit.len()..];
     }
     Ok(())
+}
+
+/// A JSON body whose strings are templates; without one, the whole CloudEvent is sent.
+#[derive(Debug)]
+pub struct EventBody(Option<JsonTemplate>);
+
+impl EventBody {
+    pub fn compile(field: &str, spec: Option<&serde_json::Value>) -> Result<Self, CompileError> {
+        spec.map(JsonTemplate::compile)
+            .transpose()
+            .map(Self)
+            .map_err(|e| CompileError::template(field, e))
+    }
+
+    pub fn render(&self, scope: &Scope) -> Result<serde_json::Value, RenderError> {
+        match &self.0 {
+            Some(t) => Ok(t.render(scope)?),
+            None => Ok(scope.event().clone()),
+        }
+    }
+}
+
+/// A URL read from a Secret (incoming-webhook URLs embed their token): `Debug` shows only
+/// the host.
+#[derive(Clone)]
+pub struct SecretUrl(pub Url);
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SecretUrl")
+            .field(&self.0.host_str())
+            .finish()
+    }
 }
 
 /// `(name, template)` pairs from a map of templated strings (variables, inputs, parameters).

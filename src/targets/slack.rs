@@ -2,15 +2,14 @@
 //! without either, a default message per event type in an attachment coloured with the
 //! event's `status_color`.
 
-use reqwest::Url;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::message::default_message;
 use super::{
-    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, compile_opt,
-    parse_http_url, render_opt,
+    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, SecretUrl, base_headers,
+    compile_opt, parse_http_url, render_opt,
 };
 use crate::api::SecretKeySelector;
 use crate::expr::{JsonTemplate, Template};
@@ -30,18 +29,11 @@ pub struct SlackTarget {
     pub blocks: Option<Value>,
 }
 
+#[derive(Debug)]
 pub struct Slack {
-    url: Url,
+    url: SecretUrl,
     text: Option<Template>,
     blocks: Option<JsonTemplate>,
-}
-
-impl std::fmt::Debug for Slack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slack")
-            .field("host", &self.url.host_str())
-            .finish_non_exhaustive()
-    }
 }
 
 pub fn compile(
@@ -67,7 +59,7 @@ pub fn compile(
         }
     };
     Ok(Slack {
-        url,
+        url: SecretUrl(url),
         text: compile_opt(&f("text"), spec.text.as_deref())?,
         blocks,
     })
@@ -96,8 +88,8 @@ impl HttpTarget for Slack {
                 body
             }
         };
-        let path = self.url.path().to_string();
-        Ok(HttpRequest::post_json(self.url.clone(), base_headers(ctx)?, &body).secret(path))
+        let path = self.url.0.path().to_string();
+        Ok(HttpRequest::post_json(self.url.0.clone(), base_headers(ctx)?, &body).secret(path))
     }
 }
 

@@ -1,15 +1,14 @@
 //! `teams`: a Microsoft Teams Workflows webhook ("When a Teams webhook request is received"),
 //! sent a message with one Adaptive Card attachment.
 
-use reqwest::Url;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::message::{Tone, default_message};
 use super::{
-    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, compile_opt,
-    parse_http_url, render_opt,
+    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, SecretUrl, base_headers,
+    compile_opt, parse_http_url, render_opt,
 };
 use crate::api::SecretKeySelector;
 use crate::expr::{JsonTemplate, Template};
@@ -34,19 +33,12 @@ pub struct TeamsTarget {
     pub card: Option<Value>,
 }
 
+#[derive(Debug)]
 pub struct Teams {
-    url: Url,
+    url: SecretUrl,
     title: Option<Template>,
     text: Option<Template>,
     card: Option<JsonTemplate>,
-}
-
-impl std::fmt::Debug for Teams {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Teams")
-            .field("host", &self.url.host_str())
-            .finish_non_exhaustive()
-    }
 }
 
 pub fn compile(
@@ -78,7 +70,7 @@ pub fn compile(
         }
     };
     Ok(Teams {
-        url,
+        url: SecretUrl(url),
         title: compile_opt(&f("title"), spec.title.as_deref())?,
         text: compile_opt(&f("text"), spec.text.as_deref())?,
         card,
@@ -122,10 +114,10 @@ impl HttpTarget for Teams {
             }
         };
         let message = json!({"type": "message", "attachments": [{"contentType": ADAPTIVE_CARD, "contentUrl": null, "content": content}]});
-        let path = self.url.path().to_string();
-        let query = self.url.query().unwrap_or_default().to_string();
+        let path = self.url.0.path().to_string();
+        let query = self.url.0.query().unwrap_or_default().to_string();
         Ok(
-            HttpRequest::post_json(self.url.clone(), base_headers(ctx)?, &message)
+            HttpRequest::post_json(self.url.0.clone(), base_headers(ctx)?, &message)
                 .secret(path)
                 .secret(query),
         )

@@ -7,12 +7,13 @@ use reqwest::{Method, Url};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::EventBody;
 use super::signing::{BodySignature, BodySigner};
 use super::{
     CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
 use crate::api::SecretKeySelector;
-use crate::expr::{JsonTemplate, Template};
+use crate::expr::Template;
 use crate::secrets::{SecretSet, SecretValue};
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
@@ -59,7 +60,7 @@ pub struct Webhook {
     url: Url,
     headers: Vec<(HeaderName, Template)>,
     secret_headers: Vec<(HeaderName, SecretValue)>,
-    body: Option<JsonTemplate>,
+    body: EventBody,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -147,12 +148,7 @@ pub(super) fn compile_kind(
             secret_headers.push((name, value.clone()));
         }
     }
-    let body = spec
-        .body
-        .as_ref()
-        .map(JsonTemplate::compile)
-        .transpose()
-        .map_err(|e| CompileError::template(&format!("{field}.body"), e))?;
+    let body = EventBody::compile(&format!("{field}.body"), spec.body.as_ref())?;
     Ok(Webhook {
         kind,
         url_from_secret: spec.url_secret_ref.is_some(),
@@ -179,10 +175,7 @@ impl HttpTarget for Webhook {
     }
 
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
-        let body = match &self.body {
-            Some(t) => t.render(ctx.scope)?,
-            None => ctx.scope.event().clone(),
-        };
+        let body = self.body.render(ctx.scope)?;
         let mut headers = base_headers(ctx)?;
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, template) in &self.headers {
