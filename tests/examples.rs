@@ -42,6 +42,7 @@ fn every_example_route_compiles_against_its_secrets() {
                             } else {
                                 v.as_str().unwrap().to_string()
                             };
+                            secret_values.push(v.trim().to_string());
                             (key, SecretValue::new(v))
                         })
                         .collect();
