@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod duration;
 pub mod event;
 pub mod expr;
 pub mod matching;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::api::MatchedTarget;
+use crate::controller::history::HistoryLimits;
 use crate::event::Envelope;
 use crate::matching::{EventView, Matcher};
 use crate::secrets::SecretValue;
@@ -39,6 +40,7 @@ pub struct CompiledRoute {
     pub uid: Option<String>,
     pub signing_keys: Vec<SecretValue>,
     pub rules: Vec<CompiledRule>,
+    pub history: HistoryLimits,
 }
 
 #[derive(Debug)]

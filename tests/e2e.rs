@@ -520,3 +520,43 @@ async fn probes_and_metrics_are_served() {
     );
     op.shutdown().await;
 }
+
+#[tokio::test]
+async fn finished_deliveries_beyond_the_history_limit_are_pruned() {
+    let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
+    let env = env_with_secrets("history", &chat).await;
+    let op = env.start_operator().await;
+    let mut spec = issue_route(&github);
+    spec["history"] = json!({"succeeded": 1});
+    env.apply_route("releases", spec).await;
+    env.wait_ready("releases", "True").await;
+    let mut last = String::new();
+    for i in 0..3 {
+        let mut event: serde_json::Value =
+            serde_json::from_slice(&sample("build-valid.json")).unwrap();
+        event["id"] = json!(format!("build-event-{i}"));
+        let (code, answer) = env
+            .post_signed(
+                &op,
+                "releases",
+                &serde_json::to_vec(&event).unwrap(),
+                SIGNING_SECRET,
+            )
+            .await;
+        assert_eq!(code, 202, "{answer}");
+        last = answer["delivery"].as_str().unwrap().to_string();
+        env.wait_delivery_finished(&last).await;
+    }
+    let kept = eventually("pruning", || async {
+        let items = env.deliveries().list(&Default::default()).await.ok()?.items;
+        (items.len() == 1).then_some(items)
+    })
+    .await;
+    assert_eq!(
+        kept[0].metadata.name.as_deref(),
+        Some(last.as_str()),
+        "the newest is kept"
+    );
+    assert_eq!(github.requests().len(), 3);
+    op.shutdown().await;
+}

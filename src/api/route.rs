@@ -62,6 +62,24 @@ pub struct StatusedRouteSpec {
     /// Rules are evaluated in order; every matching rule triggers its targets.
     #[schemars(length(min = 1))]
     pub rules: Vec<Rule>,
+    /// How many finished deliveries to keep, and for how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
+}
+
+/// Finished deliveries kept per route, like a CronJob's history limits.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    /// Succeeded deliveries kept (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succeeded: Option<u32>,
+    /// Failed deliveries kept (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<u32>,
+    /// Finished deliveries older than this are deleted (Go duration, default `168h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
 }
 
 /// A key of a Secret in the route's namespace.

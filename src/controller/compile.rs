@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use kube::ResourceExt;
 
+use super::history::HistoryLimits;
 use crate::api::StatusedRoute;
 use crate::api::conditions::Reason;
 use crate::matching::Matcher;
@@ -149,6 +150,7 @@ pub fn compile_route(
         uid: route.uid(),
         signing_keys,
         rules,
+        history: HistoryLimits::compile(spec.history.as_ref())?,
     })
 }
 

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use futures::{StreamExt, future};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
+use super::history::{Finished, HistoryLimits, to_prune};
 use super::status::delivery_phase;
 use super::{Error, scoped_api};
 use crate::api::{
@@ -20,7 +21,7 @@ use crate::api::{
     StatusedDeliveryStatus, StatusedRoute, TargetStatus,
 };
 use crate::expr::Scope;
-use crate::naming::{IdentityInput, ObjectIdentity};
+use crate::naming::{IdentityInput, LABEL_ROUTE, ObjectIdentity, label_value};
 use crate::operator::Context;
 use crate::routing::{RouteKey, RouteState};
 use crate::targets::create::create_once;
@@ -53,7 +54,7 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
     let name = delivery.name_any();
     let current = delivery.status.clone().unwrap_or_default();
     if current.phase.is_finished() {
-        return Ok(Action::await_change());
+        return expire(&ctx, &delivery, &current).await;
     }
     let route_key = RouteKey::new(&ns, &delivery.spec.route);
     let route = match ctx.table.lookup(&route_key) {
@@ -234,6 +235,7 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
     if phase.is_finished() {
         announce(&ctx, &delivery, &desired).await;
         ctx.metrics.delivery(phase.as_str());
+        prune(&ctx, &ns, &delivery.spec.route, &route.history, &name).await;
     }
     ctx.reconcile_failures
         .reset(&format!("delivery:{ns}/{name}"));
@@ -254,6 +256,92 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         None if phase.is_finished() => Action::await_change(),
         None => Action::requeue(Duration::from_secs(1)),
     })
+}
+
+/// The history limits of the delivery's route (defaults while the route is not loaded).
+fn history_of(ctx: &Context, delivery: &StatusedDelivery) -> HistoryLimits {
+    let key = RouteKey::new(
+        delivery.namespace().unwrap_or_default(),
+        &delivery.spec.route,
+    );
+    match ctx.table.lookup(&key) {
+        Some(RouteState::Ready(route)) => route.history,
+        _ => HistoryLimits::default(),
+    }
+}
+
+fn finished_at(delivery: &StatusedDelivery, status: &StatusedDeliveryStatus) -> jiff::Timestamp {
+    status
+        .completed_at
+        .as_ref()
+        .or(delivery.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0)
+        .unwrap_or_else(jiff::Timestamp::now)
+}
+
+/// A finished delivery is deleted once older than its route's `history.maxAge`; until then
+/// it is looked at again when that time comes.
+async fn expire(
+    ctx: &Context,
+    delivery: &StatusedDelivery,
+    status: &StatusedDeliveryStatus,
+) -> Result<Action, Error> {
+    let limits = history_of(ctx, delivery);
+    let expires = finished_at(delivery, status)
+        + jiff::SignedDuration::try_from(limits.max_age).unwrap_or(jiff::SignedDuration::MAX);
+    let now = jiff::Timestamp::now();
+    if expires <= now {
+        let api: Api<StatusedDelivery> = Api::namespaced(
+            ctx.client.clone(),
+            &delivery.namespace().unwrap_or_default(),
+        );
+        match api
+            .delete(&delivery.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(Action::await_change());
+    }
+    let wait = Duration::try_from(expires.duration_since(now)).unwrap_or_default();
+    // Requeue at most daily, so a limit lowered later is noticed.
+    Ok(Action::requeue(wait.min(Duration::from_secs(24 * 3600))))
+}
+
+/// Deletes the route's finished deliveries beyond its history limits. Best effort: a failure
+/// is logged and the next finished delivery tries again.
+async fn prune(ctx: &Context, ns: &str, route: &str, limits: &HistoryLimits, newest: &str) {
+    let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{LABEL_ROUTE}={}", label_value(route));
+    let list = match api.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => list,
+        Err(e) => {
+            warn!(error = %e, route, "could not list deliveries to prune");
+            return;
+        }
+    };
+    let finished = list
+        .items
+        .iter()
+        .filter(|d| d.spec.route == route)
+        .filter_map(|d| {
+            let status = d.status.as_ref()?;
+            status.phase.is_finished().then(|| Finished {
+                name: d.name_any(),
+                phase: status.phase,
+                at: finished_at(d, status),
+            })
+        })
+        .collect();
+    for name in to_prune(finished, limits, jiff::Timestamp::now(), newest) {
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => debug!(delivery = %name, "pruned"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => warn!(error = %e, delivery = %name, "could not prune delivery"),
+        }
+    }
 }
 
 /// The longest `Retry-After` honoured; a server asking for more is retried after this.

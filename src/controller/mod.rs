@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod compile;
 pub mod delivery;
+pub mod history;
 pub mod route;
 pub mod status;
 

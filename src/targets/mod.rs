@@ -450,36 +450,14 @@ pub fn metadata(
 
 /// A Go duration as Tekton and Argo accept it: `1h30m`, `45s`, `1.5h`, `0`.
 pub fn check_duration(field: &str, value: &str) -> Result<(), CompileError> {
-    const UNITS: [&str; 7] = ["ns", "us", "µs", "ms", "s", "m", "h"];
-    let invalid = || {
-        CompileError::invalid(
-            field,
-            format!("{value:?} is not a duration like 1h30m or 45m"),
-        )
-    };
-    if value == "0" {
-        return Ok(());
-    }
-    if value.is_empty() {
-        return Err(invalid());
-    }
-    let mut rest = value;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(invalid)?;
-        if digits == 0 || rest[..digits].parse::<f64>().is_err() {
-            return Err(invalid());
-        }
-        rest = &rest[digits..];
-        let unit = UNITS
-            .iter()
-            .filter(|u| rest.starts_with(**u))
-            .max_by_key(|u| u.len())
-            .ok_or_else(invalid)?;
-        rest = &rest[unit.len()..];
-    }
-    Ok(())
+    crate::duration::parse_go_duration(value)
+        .map(|_| ())
+        .ok_or_else(|| {
+            CompileError::invalid(
+                field,
+                format!("{value:?} is not a duration like 1h30m or 45m"),
+            )
+        })
 }
 
 /// A JSON body whose strings are templates; without one, the whole CloudEvent is sent.

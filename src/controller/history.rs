@@ -1,0 +1,185 @@
+//! How many finished deliveries a route keeps, and for how long (like a CronJob's history
+//! limits). Pure: the executor lists and deletes.
+
+use std::time::Duration;
+
+use crate::api::DeliveryPhase;
+use crate::api::History;
+use crate::api::conditions::Reason;
+use crate::targets::CompileError;
+
+pub const DEFAULT_SUCCEEDED: u32 = 20;
+pub const DEFAULT_FAILED: u32 = 50;
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    pub succeeded: usize,
+    pub failed: usize,
+    pub max_age: Duration,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        Self {
+            succeeded: DEFAULT_SUCCEEDED as usize,
+            failed: DEFAULT_FAILED as usize,
+            max_age: DEFAULT_MAX_AGE,
+        }
+    }
+}
+
+impl HistoryLimits {
+    pub fn compile(spec: Option<&History>) -> Result<Self, CompileError> {
+        let Some(h) = spec else {
+            return Ok(Self::default());
+        };
+        let max_age = match &h.max_age {
+            None => DEFAULT_MAX_AGE,
+            Some(text) => crate::duration::parse_go_duration(text).ok_or_else(|| CompileError {
+                reason: Reason::InvalidSpec,
+                message: format!(
+                    "spec.history.maxAge: {text:?} is not a duration like 168h or 30m"
+                ),
+            })?,
+        };
+        Ok(Self {
+            succeeded: h.succeeded.unwrap_or(DEFAULT_SUCCEEDED) as usize,
+            failed: h.failed.unwrap_or(DEFAULT_FAILED) as usize,
+            max_age,
+        })
+    }
+}
+
+/// A finished delivery, as pruning sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub name: String,
+    pub phase: DeliveryPhase,
+    /// When it finished (or was created, if that is all we know).
+    pub at: jiff::Timestamp,
+}
+
+/// The deliveries to delete: the oldest beyond each phase's limit, and any older than
+/// `max_age`. `newest` (the delivery that just finished) counts as the newest of all:
+/// timestamps have second precision, so ties are common.
+pub fn to_prune(
+    mut finished: Vec<Finished>,
+    limits: &HistoryLimits,
+    now: jiff::Timestamp,
+    newest: &str,
+) -> Vec<String> {
+    finished.sort_by(|a, b| (b.name == newest, b.at).cmp(&(a.name == newest, a.at)));
+    let max_age =
+        jiff::SignedDuration::try_from(limits.max_age).unwrap_or(jiff::SignedDuration::MAX);
+    let mut kept = [0usize; 2];
+    let mut prune = Vec::new();
+    for d in finished {
+        let (slot, limit) = match d.phase {
+            DeliveryPhase::Succeeded => (0, limits.succeeded),
+            _ => (1, limits.failed),
+        };
+        if kept[slot] >= limit || now.duration_since(d.at) > max_age {
+            prune.push(d.name);
+        } else {
+            kept[slot] += 1;
+        }
+    }
+    prune
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap()
+    }
+
+    fn d(name: &str, phase: DeliveryPhase, secs: i64) -> Finished {
+        Finished {
+            name: name.into(),
+            phase,
+            at: at(secs),
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_per_phase_and_drops_the_rest() {
+        let limits = HistoryLimits {
+            succeeded: 2,
+            failed: 1,
+            max_age: Duration::from_secs(3600),
+        };
+        let items = vec![
+            d("s1", DeliveryPhase::Succeeded, 1),
+            d("s3", DeliveryPhase::Succeeded, 3),
+            d("f1", DeliveryPhase::Failed, 1),
+            d("s2", DeliveryPhase::Succeeded, 2),
+            d("f2", DeliveryPhase::Failed, 2),
+        ];
+        let mut pruned = to_prune(items, &limits, at(10), "s3");
+        pruned.sort();
+        assert_eq!(pruned, ["f1", "s1"]);
+    }
+
+    #[test]
+    fn the_delivery_that_just_finished_is_kept_on_a_tie() {
+        let limits = HistoryLimits {
+            succeeded: 1,
+            failed: 1,
+            max_age: Duration::from_secs(3600),
+        };
+        let items = vec![
+            d("a", DeliveryPhase::Succeeded, 5),
+            d("b", DeliveryPhase::Succeeded, 5),
+        ];
+        assert_eq!(to_prune(items.clone(), &limits, at(10), "b"), ["a"]);
+        assert_eq!(to_prune(items, &limits, at(10), "a"), ["b"]);
+    }
+
+    #[test]
+    fn drops_what_is_older_than_max_age() {
+        let limits = HistoryLimits {
+            succeeded: 10,
+            failed: 10,
+            max_age: Duration::from_secs(60),
+        };
+        let pruned = to_prune(
+            vec![
+                d("old", DeliveryPhase::Succeeded, 0),
+                d("new", DeliveryPhase::Failed, 100),
+            ],
+            &limits,
+            at(120),
+            "new",
+        );
+        assert_eq!(pruned, ["old"]);
+    }
+
+    #[test]
+    fn limits_come_from_the_spec_with_defaults() {
+        assert_eq!(
+            HistoryLimits::compile(None).unwrap(),
+            HistoryLimits::default()
+        );
+        let h = History {
+            succeeded: Some(3),
+            failed: None,
+            max_age: Some("24h".into()),
+        };
+        let limits = HistoryLimits::compile(Some(&h)).unwrap();
+        assert_eq!(
+            (limits.succeeded, limits.failed, limits.max_age),
+            (3, 50, Duration::from_secs(86400))
+        );
+        let bad = History {
+            max_age: Some("a day".into()),
+            ..h
+        };
+        assert_eq!(
+            HistoryLimits::compile(Some(&bad)).unwrap_err().reason,
+            Reason::InvalidSpec
+        );
+    }
+}
