@@ -69,7 +69,7 @@ pub fn to_prune(
     now: jiff::Timestamp,
     newest: &str,
 ) -> Vec<String> {
-    finished.sort_by(|a, b| (b.name == newest, b.at).cmp(&(a.name == newest, a.at)));
+    finished.sort_by_key(|d| std::cmp::Reverse((d.name == newest, d.at)));
     let max_age =
         jiff::SignedDuration::try_from(limits.max_age).unwrap_or(jiff::SignedDuration::MAX);
     let mut kept = [0usize; 2];
