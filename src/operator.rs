@@ -33,6 +33,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Largest accepted webhook body, in bytes.
     pub body_limit: usize,
+    /// How long a sender may take to deliver the body (slower: 408).
+    pub body_timeout: Duration,
     pub request_timeout: Duration,
     pub max_attempts: u32,
     pub retry_backoff: Backoff,
@@ -56,6 +58,7 @@ impl Default for Config {
             namespace: None,
             public_url: None,
             body_limit: 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
             max_attempts: 5,
             retry_backoff: Backoff {
@@ -90,6 +93,15 @@ pub struct Context {
 }
 
 impl Context {
+    /// Whether `route` (this uid) is still in the watch cache, i.e. not deleted.
+    pub fn route_is_current(&self, route: &StatusedRoute) -> bool {
+        let key = route_key(route);
+        let obj = kube::runtime::reflector::ObjectRef::new(&key.name).within(&key.namespace);
+        self.routes
+            .get(&obj)
+            .is_some_and(|r| r.metadata.uid == route.metadata.uid)
+    }
+
     /// Ready when the route list has synced and every listed route has been compiled into the
     /// table (ready or not), so that a 404 really means "no such route".
     ///

@@ -111,7 +111,7 @@ impl SecretSet {
             .map_err(|_| SecretError::NotText {
                 namespace: self.namespace.clone(),
                 name: sel.name.clone(),
-                key: default_key.to_string(),
+                key: sel.key_or(default_key).to_string(),
             })
     }
 }

@@ -105,7 +105,12 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         let data_str = |k: &str| event.data.get(k).and_then(|v| v.as_str());
         for i in due {
             let t = &mut targets[i];
-            let built = match route.target(&t.rule, t.target) {
+            // A route edited since the event was accepted may have another kind at this index;
+            // sending to it would trigger something the event never matched.
+            let target = route
+                .target(&t.rule, t.target)
+                .filter(|c| c.kind() == t.kind);
+            let built = match target {
                 Some(CompiledTarget::Http(http)) => {
                     http.build_request(&render).map(|req| Attempt::Http {
                         kind: http.kind(),
@@ -133,8 +138,8 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
                 }
                 None => {
                     let error = format!(
-                        "rule {} target {} is no longer in the route",
-                        t.rule, t.target
+                        "rule {} target {} ({}) is no longer in the route",
+                        t.rule, t.target, t.kind
                     );
                     finish(t, DeliveryPhase::Failed, None, Some(error), now);
                     continue;
@@ -196,10 +201,7 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
                     let error = format!("{error} (gave up after {} attempts)", t.attempts);
                     finish(t, DeliveryPhase::Failed, code, Some(error), now);
                 } else {
-                    // The server's Retry-After wins over our own backoff, up to an hour.
-                    let delay = after
-                        .map(|a| a.min(MAX_RETRY_AFTER))
-                        .unwrap_or_else(|| ctx.config.retry_backoff.delay(t.attempts));
+                    let delay = retry_delay(after, ctx.config.retry_backoff.delay(t.attempts));
                     t.last_response_code = code;
                     t.last_error = Some(error);
                     t.next_attempt_at = Some(Time(next_attempt(now, delay)));
@@ -346,6 +348,12 @@ async fn prune(ctx: &Context, ns: &str, route: &str, limits: &HistoryLimits, new
 
 /// The longest `Retry-After` honoured; a server asking for more is retried after this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The wait before the next attempt: our backoff, or the server's `Retry-After` when that is
+/// longer (up to an hour). `Retry-After: 0` does not make a client hammer a server.
+fn retry_delay(retry_after: Option<Duration>, backoff: Duration) -> Duration {
+    retry_after.map_or(backoff, |a| a.min(MAX_RETRY_AFTER).max(backoff))
+}
 
 /// `now + delay`, rounded up to a whole second: status timestamps have second precision, and
 /// a retry must never happen before the time a server asked for.
@@ -500,6 +508,21 @@ fn error_policy(delivery: Arc<StatusedDelivery>, error: &Error, ctx: Arc<Context
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_a_minimum_capped_at_an_hour() {
+        let backoff = Duration::from_secs(4);
+        assert_eq!(retry_delay(None, backoff), backoff);
+        assert_eq!(retry_delay(Some(Duration::ZERO), backoff), backoff);
+        assert_eq!(
+            retry_delay(Some(Duration::from_secs(30)), backoff),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            retry_delay(Some(Duration::from_secs(86400)), backoff),
+            MAX_RETRY_AFTER
+        );
+    }
 
     #[test]
     fn next_attempts_round_up_to_whole_seconds() {

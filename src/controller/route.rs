@@ -132,14 +132,23 @@ async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Actio
         now,
     );
 
-    match compiled {
-        Ok(c) => ctx
-            .table
-            .upsert(key.clone(), RouteState::Ready(Arc::new(c))),
+    let state = match compiled {
+        Ok(c) => RouteState::Ready(Arc::new(c)),
         Err(ref e) => {
             info!(reason = e.reason.as_str(), message = %e.message, "route not ready");
-            ctx.table.upsert(key.clone(), RouteState::NotReady);
+            RouteState::NotReady
         }
+    };
+    // The route may have been deleted while this reconcile ran; the deletion already left
+    // the table and must not be undone. Checking again after the write closes the window
+    // between check and write.
+    if !ctx.route_is_current(&route) {
+        return Ok(Action::await_change());
+    }
+    ctx.table.upsert(key.clone(), state);
+    if !ctx.route_is_current(&route) {
+        ctx.table.remove(&key);
+        return Ok(Action::await_change());
     }
 
     if route_status_changed(route.status.as_ref(), &desired) {
@@ -149,12 +158,21 @@ async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Actio
             "kind": StatusedRoute::kind(&()),
             "status": desired,
         });
-        api.patch_status(
-            &key.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        match api
+            .patch_status(
+                &key.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                ctx.table.remove(&key);
+                return Ok(Action::await_change());
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     ctx.metrics.reconcile("route", "success");
     ctx.reconcile_failures.reset(&format!("route:{key}"));
@@ -212,7 +230,13 @@ async fn read_secrets(ctx: &Context, ns: &str, route: &StatusedRoute) -> Result<
 }
 
 fn error_policy(route: Arc<StatusedRoute>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("route:{}", route_key(&route));
+    // A route that could not even be compiled (a Secret unreadable, discovery down) is known
+    // but unusable: the receiver answers 503, and readiness does not wait for it forever.
+    let route_key = route_key(&route);
+    if !ctx.table.contains(&route_key) && ctx.route_is_current(&route) {
+        ctx.table.upsert(route_key.clone(), RouteState::NotReady);
+    }
+    let key = format!("route:{route_key}");
     let failures = ctx.reconcile_failures.fail(&key);
     let delay = ctx.config.reconcile_backoff.delay(failures);
     warn!(route = %key, %error, retry_in = ?delay, "route reconcile failed");

@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Resource};
 use serde_json::json;
@@ -38,6 +39,8 @@ pub enum ReceiveError {
     TooLarge(usize),
     #[error("could not read body")]
     BadBody,
+    #[error("body not received in time")]
+    SlowBody,
     #[error("invalid signature")]
     Signature(#[from] signature::SignatureError),
     #[error("invalid CloudEvent: {0}")]
@@ -55,6 +58,7 @@ impl ReceiveError {
             ReceiveError::UnknownRoute => StatusCode::NOT_FOUND,
             ReceiveError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ReceiveError::BadBody | ReceiveError::Envelope(_) => StatusCode::BAD_REQUEST,
+            ReceiveError::SlowBody => StatusCode::REQUEST_TIMEOUT,
             ReceiveError::Signature(_) => StatusCode::UNAUTHORIZED,
         }
     }
@@ -143,14 +147,9 @@ async fn handle(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ReceiveError::TooLarge(limit));
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // The only error with a length-limit source is the limit itself.
-        if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) {
-            ReceiveError::TooLarge(limit)
-        } else {
-            ReceiveError::BadBody
-        }
-    })?;
+    let bytes = tokio::time::timeout(ctx.config.body_timeout, read_body(body, limit))
+        .await
+        .map_err(|_| ReceiveError::SlowBody)??;
     signature::verify(
         headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()),
         &bytes,
@@ -191,6 +190,21 @@ async fn handle(
         }
         Err(e) => Err(ReceiveError::Record(e)),
     }
+}
+
+/// Reads at most `limit` bytes, counting as the chunks arrive so that an oversized body is
+/// refused without buffering it (chunked bodies have no Content-Length to check up front).
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ReceiveError> {
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ReceiveError::BadBody)?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(ReceiveError::TooLarge(limit));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 fn new_delivery(

@@ -13,7 +13,7 @@ use reqwest::header::HeaderValue;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use tokio::sync::Mutex;
 
 use super::send::{Class, Outcome, classify_status, transport_error};
@@ -44,10 +44,20 @@ pub struct GithubApp {
     cache_key: String,
 }
 
-/// Installation tokens by App, installation and key, for the whole process. A route is
-/// recompiled whenever it or one of its Secrets changes; the token outlives that.
-static TOKENS: LazyLock<Mutex<HashMap<String, (SecretValue, jiff::Timestamp)>>> =
-    LazyLock::new(Default::default);
+/// A cached installation token and when it expires.
+type Slot = Arc<Mutex<Option<(SecretValue, jiff::Timestamp)>>>;
+
+/// Installation tokens by App, installation and key, for the whole process: a route is
+/// recompiled whenever it or one of its Secrets changes, and the token outlives that. One
+/// lock per token, so one App's exchange never waits for another's.
+static TOKENS: LazyLock<std::sync::Mutex<HashMap<String, Slot>>> = LazyLock::new(Default::default);
+
+fn slot(key: &str) -> Slot {
+    let mut tokens = TOKENS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tokens.entry(key.to_string()).or_default().clone()
+}
 
 fn text(v: &IntOrString) -> String {
     match v {
@@ -118,10 +128,12 @@ impl GithubApp {
         client: &reqwest::Client,
         timeout: Duration,
     ) -> Result<SecretValue, Outcome> {
-        // Held across the exchange so that concurrent deliveries wait for one token.
-        let mut tokens = TOKENS.lock().await;
+        // Held across the exchange so that concurrent deliveries of this App wait for one
+        // token instead of each fetching their own.
+        let slot = slot(&self.cache_key);
+        let mut cached = slot.lock().await;
         let now = jiff::Timestamp::now();
-        if let Some((token, expires)) = tokens.get(&self.cache_key)
+        if let Some((token, expires)) = cached.as_ref()
             && *expires - REFRESH_MARGIN > now
         {
             return Ok(token.clone());
@@ -180,7 +192,7 @@ impl GithubApp {
             )
         })?;
         let token = SecretValue::new(answer.token);
-        tokens.insert(self.cache_key.clone(), (token.clone(), answer.expires_at));
+        *cached = Some((token.clone(), answer.expires_at));
         Ok(token)
     }
 }
@@ -194,11 +206,17 @@ impl std::fmt::Debug for GithubApp {
 }
 
 impl DeferredAuth for GithubApp {
+    fn invalidate(&self) {
+        if let Ok(mut cached) = slot(&self.cache_key).try_lock() {
+            *cached = None;
+        }
+    }
+
     fn authorization<'a>(
         &'a self,
         client: &'a reqwest::Client,
         timeout: Duration,
-    ) -> BoxFuture<'a, Result<HeaderValue, Outcome>> {
+    ) -> BoxFuture<'a, Result<(HeaderValue, String), Outcome>> {
         async move {
             let token = self.installation_token(client, timeout).await?;
             let text = std::str::from_utf8(token.as_bytes())
@@ -207,7 +225,7 @@ impl DeferredAuth for GithubApp {
                 Outcome::failed(None, "installation token is not a valid header".into())
             })?;
             value.set_sensitive(true);
-            Ok(value)
+            Ok((value, text.to_string()))
         }
         .boxed()
     }

@@ -74,32 +74,85 @@ impl HttpRequest {
         Self::new(Method::POST, url, headers, body.to_string().into_bytes())
     }
 
-    /// Marks `value` as secret: it is scrubbed from recorded error text. (Values shorter than
-    /// four characters are not credentials and would scrub ordinary text.)
+    /// Marks `value` as secret: it is scrubbed from recorded error text, also in its JSON-
+    /// and percent-encoded forms and, for `Bearer x`-style values, the bare credential.
+    /// (Values shorter than four characters are not credentials and would scrub ordinary
+    /// text.)
     pub fn secret(mut self, value: impl Into<String>) -> Self {
-        let value = value.into();
-        if value.len() >= 4 {
-            self.secrets.push(value);
+        self.add_secret(&value.into());
+        self
+    }
+
+    fn add_secret(&mut self, value: &str) {
+        let value = value.trim();
+        if value.len() < 4 {
+            return;
+        }
+        let mut forms = vec![
+            value.to_string(),
+            value.replace('/', "\\/"),
+            percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        ];
+        if let Ok(decoded) = percent_encoding::percent_decode_str(value).decode_utf8() {
+            forms.push(decoded.into_owned());
+        }
+        if let Some((_, credential)) = value.split_once(' ') {
+            forms.push(credential.trim().to_string());
+        }
+        for form in forms {
+            if form.len() >= 4 && !self.secrets.contains(&form) {
+                self.secrets.push(form);
+            }
+        }
+    }
+
+    /// Marks a URL from a Secret as secret: its path, every long path segment and every
+    /// query value (incoming-webhook URLs carry their token in either).
+    pub fn secret_url(mut self, url: &Url) -> Self {
+        if url.path().len() > 1 {
+            self.add_secret(url.path());
+        }
+        for segment in url
+            .path_segments()
+            .into_iter()
+            .flatten()
+            .filter(|s| s.len() >= 8)
+        {
+            self.add_secret(segment);
+        }
+        for (_, value) in url.query_pairs() {
+            self.add_secret(&value);
+        }
+        if let Some(query) = url.query() {
+            self.add_secret(query);
         }
         self
     }
 
-    /// `text` with every secret of this request replaced by `[redacted]`.
+    /// `text` with every secret of this request replaced by `[redacted]`, longest first so
+    /// that a secret containing another is removed whole.
     pub fn redact(&self, text: &str) -> String {
-        self.secrets
-            .iter()
+        let mut secrets: Vec<&String> = self.secrets.iter().collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets
+            .into_iter()
             .fold(text.to_string(), |t, s| t.replace(s.as_str(), "[redacted]"))
     }
 }
 
 /// Credentials that need a network call before the request can be sent.
 pub trait DeferredAuth: Send + Sync {
-    /// The `Authorization` header value, or the outcome to record when it cannot be had.
+    /// The `Authorization` header value and the credential inside it (to be redacted), or the
+    /// outcome to record when it cannot be had.
     fn authorization<'a>(
         &'a self,
         client: &'a reqwest::Client,
         timeout: Duration,
-    ) -> BoxFuture<'a, Result<HeaderValue, send::Outcome>>;
+    ) -> BoxFuture<'a, Result<(HeaderValue, String), send::Outcome>>;
+
+    /// The service rejected the credential (401): forget it so the next attempt gets a new one.
+    fn invalidate(&self);
 }
 
 impl fmt::Debug for HttpRequest {
@@ -366,9 +419,10 @@ pub fn parse_http_url(field: &str, raw: &str) -> Result<Url, CompileError> {
         .map_err(|e| CompileError::invalid(field, format!("not a valid URL ({e})")))?;
     match url.scheme() {
         "http" | "https" if url.host_str().is_some() => Ok(url),
-        scheme => Err(CompileError::invalid(
+        // The scheme is not echoed: a malformed `user:pass@host` parses as scheme `user`.
+        _ => Err(CompileError::invalid(
             field,
-            format!("URL must be http or https with a host, not {scheme}:"),
+            "URL must be http or https with a host",
         )),
     }
 }
@@ -608,6 +662,31 @@ pub(crate) mod tests {
             app_name: Some("Markdown Email"),
             status: Some("Valid"),
         })
+    }
+
+    #[test]
+    fn redaction_covers_bearer_values_encoded_forms_and_url_parts() {
+        let url =
+            Url::parse("https://hooks.example.com/services/T000/B000/XXXXSECRET?sig=qu%2Bery")
+                .unwrap();
+        let r = HttpRequest::new(Method::POST, url.clone(), HeaderMap::new(), Vec::new())
+            .secret("Bearer tok3n-value")
+            .secret_url(&url);
+        assert_eq!(r.redact("saw tok3n-value"), "saw [redacted]");
+        assert_eq!(
+            r.redact(r#"{"path":"\/services\/T000\/B000\/XXXXSECRET"}"#),
+            r#"{"path":"[redacted]"}"#
+        );
+        assert_eq!(r.redact("segment XXXXSECRET"), "segment [redacted]");
+        assert_eq!(
+            r.redact("sig qu+ery and qu%2Bery"),
+            "sig [redacted] and [redacted]"
+        );
+        assert_eq!(
+            r.redact("ab /"),
+            "ab /",
+            "short values are not treated as secrets"
+        );
     }
 
     #[test]

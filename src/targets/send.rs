@@ -83,15 +83,16 @@ pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> 
 /// a token) and has the request's secrets scrubbed.
 pub async fn send(
     client: &reqwest::Client,
-    req: HttpRequest,
+    mut req: HttpRequest,
     default_timeout: Duration,
 ) -> Outcome {
     let timeout = req.timeout.unwrap_or(default_timeout);
     let mut headers = req.headers.clone();
-    if let Some(auth) = &req.auth {
+    if let Some(auth) = req.auth.clone() {
         match auth.authorization(client, timeout).await {
-            Ok(value) => {
+            Ok((value, credential)) => {
                 headers.insert(reqwest::header::AUTHORIZATION, value);
+                req = req.secret(credential);
             }
             Err(outcome) => return outcome,
         }
@@ -132,6 +133,13 @@ pub async fn send(
     } else {
         format!("HTTP {code}: {excerpt}")
     };
+    if code == 401
+        && let Some(auth) = &req.auth
+    {
+        // A revoked or expired credential: drop it and try again with a fresh one.
+        auth.invalidate();
+        return Outcome::retry(Some(code), error, after);
+    }
     match class {
         Class::Retry => Outcome::retry(Some(code), error, after),
         _ => Outcome::failed(Some(code), error),

@@ -88,8 +88,10 @@ impl HttpTarget for Slack {
                 body
             }
         };
-        let path = self.url.0.path().to_string();
-        Ok(HttpRequest::post_json(self.url.0.clone(), base_headers(ctx)?, &body).secret(path))
+        Ok(
+            HttpRequest::post_json(self.url.0.clone(), base_headers(ctx)?, &body)
+                .secret_url(&self.url.0),
+        )
     }
 }
 

@@ -114,12 +114,9 @@ impl HttpTarget for Teams {
             }
         };
         let message = json!({"type": "message", "attachments": [{"contentType": ADAPTIVE_CARD, "contentUrl": null, "content": content}]});
-        let path = self.url.0.path().to_string();
-        let query = self.url.0.query().unwrap_or_default().to_string();
         Ok(
             HttpRequest::post_json(self.url.0.clone(), base_headers(ctx)?, &message)
-                .secret(path)
-                .secret(query),
+                .secret_url(&self.url.0),
         )
     }
 }
@@ -131,7 +128,7 @@ mod tests {
 
     #[test]
     fn message_has_one_adaptive_card_with_title_and_facts() {
-        let secrets = SecretSet::new("ns").with("teams", &[("url", "https://prod-1.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?sig=SECRET")]);
+        let secrets = SecretSet::new("ns").with("teams", &[("url", "https://prod-1.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=SECRETsig")]);
         let t = compile(
             "t",
             &serde_json::from_value(json!({"urlSecretRef": {"name": "teams"}})).unwrap(),
@@ -160,7 +157,14 @@ mod tests {
             a["content"]["body"][2]["facts"][0],
             json!({"title": "App", "value": "Markdown Email"})
         );
-        assert_eq!(req.redact("bad sig=SECRET"), "bad [redacted]");
+        assert_eq!(
+            req.redact("bad signature SECRETsig"),
+            "bad signature [redacted]"
+        );
+        assert!(
+            !req.redact(&format!("echo {}", req.url))
+                .contains("SECRETsig")
+        );
     }
 
     #[test]

@@ -209,12 +209,7 @@ impl HttpTarget for Webhook {
             request = request.secret(String::from_utf8_lossy(value.as_bytes()).trim());
         }
         if self.url_from_secret {
-            // Incoming-webhook URLs carry their token in the path or query.
-            let path = self.url.path();
-            if path.len() > 8 {
-                request = request.secret(path);
-            }
-            request = request.secret(self.url.query().unwrap_or_default());
+            request = request.secret_url(&self.url);
         }
         Ok(request)
     }

@@ -368,6 +368,9 @@ impl Sink {
                         (scripted, fixed, answers.success_body.clone(), signed_ok)
                     };
                     let path = uri.path().to_string();
+                    let auth = headers
+                        .get("authorization")
+                        .map(|v| format!(" with {}", v.to_str().unwrap_or_default()));
                     r.lock().unwrap().push(Recorded {
                         method,
                         uri,
@@ -396,7 +399,15 @@ impl Sink {
                                 .into_response()
                         }
                         // Like many servers, echo the path in errors (it may hold a token).
-                        _ => (code, format!("answer {} for {path}", code.as_u16())).into_response(),
+                        _ => (
+                            code,
+                            format!(
+                                "answer {} for {path}{}",
+                                code.as_u16(),
+                                auth.unwrap_or_default()
+                            ),
+                        )
+                            .into_response(),
                     };
                     for (k, v) in scripted.headers {
                         response.headers_mut().insert(
