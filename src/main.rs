@@ -25,7 +25,11 @@ async fn main() -> anyhow::Result<()> {
             let client = kube::Client::try_default()
                 .await
                 .context("no Kubernetes cluster found (in-cluster config or KUBECONFIG)")?;
-            let running = statused_operator::operator::start(client, args.config()).await?;
+            let running = statused_operator::operator::start(
+                client,
+                args.config().map_err(anyhow::Error::msg)?,
+            )
+            .await?;
             running.wait(shutdown_signal()).await;
         }
     }

@@ -12,6 +12,7 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -19,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::api::StatusedRoute;
 use crate::controller::backoff::{Backoff, FailureCounts};
 use crate::controller::route::route_key;
+use crate::leader::LeaseConfig;
 use crate::metrics::Metrics;
 use crate::routing::RoutingTable;
 
@@ -48,6 +50,8 @@ pub struct Config {
     /// Run the delivery executor. Without it the process only receives and records events,
     /// as a replica that is not the leader does.
     pub executor: bool,
+    /// Elect a leader through a Lease (several replicas); `None`: this process always leads.
+    pub leader_election: Option<LeaseConfig>,
 }
 
 impl Default for Config {
@@ -73,6 +77,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(20),
             api_recheck: Duration::from_secs(60),
             executor: true,
+            leader_election: None,
         }
     }
 }
@@ -90,9 +95,27 @@ pub struct Context {
     pub routes_synced: Arc<AtomicBool>,
     ready: AtomicBool,
     routes: Store<StatusedRoute>,
+    leading: watch::Receiver<bool>,
 }
 
 impl Context {
+    /// Whether this replica leads: runs the executor and writes route status.
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Yields each time this replica becomes the leader.
+    pub fn became_leader(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.leading.clone(), |mut rx| async move {
+            loop {
+                rx.changed().await.ok()?;
+                if *rx.borrow_and_update() {
+                    return Some(((), rx));
+                }
+            }
+        })
+    }
+
     /// Whether `route` (this uid) is still in the watch cache, i.e. not deleted.
     pub fn route_is_current(&self, route: &StatusedRoute) -> bool {
         let key = route_key(route);
@@ -130,6 +153,8 @@ pub struct Running {
     pub context: Arc<Context>,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
+    /// Keeps the leadership channel open when there is no election (always leading).
+    _leading: Option<watch::Sender<bool>>,
 }
 
 impl Running {
@@ -182,7 +207,9 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         instance: config.instance.clone(),
     };
     let (store, writer) = reflector::store();
+    let (leading_tx, leading) = watch::channel(config.leader_election.is_none());
     let context = Arc::new(Context {
+        leading,
         recorder: Recorder::new(client.clone(), reporter),
         client,
         http,
@@ -232,9 +259,20 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
     if context.config.executor {
         parts.push((
             "delivery executor",
-            crate::controller::delivery::run(context.clone(), stopped(&cancel)).boxed(),
+            run_executor_while_leading(context.clone(), cancel.clone()).boxed(),
         ));
     }
+    let leading_tx = match context.config.leader_election.clone() {
+        Some(lease) => {
+            parts.push((
+                "leader election",
+                crate::leader::run(context.client.clone(), lease, leading_tx, cancel.clone())
+                    .boxed(),
+            ));
+            None
+        }
+        None => Some(leading_tx),
+    };
     for (name, part) in parts {
         tasks.spawn(async move {
             part.await;
@@ -248,5 +286,40 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         context,
         cancel,
         tasks,
+        _leading: leading_tx,
     })
+}
+
+/// Runs the delivery executor whenever this replica leads, and stops it as soon as it does
+/// not, so that two replicas never deliver at once.
+async fn run_executor_while_leading(ctx: Arc<Context>, stop: CancellationToken) {
+    let mut leading = ctx.leading.clone();
+    loop {
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                changed = leading.changed() => if changed.is_err() { return },
+                () = stop.cancelled() => return,
+            }
+        }
+        let term = stop.child_token();
+        let stopped = term.clone();
+        let executor =
+            crate::controller::delivery::run(ctx.clone(), async move { stopped.cancelled().await });
+        tokio::pin!(executor);
+        loop {
+            tokio::select! {
+                () = &mut executor => return,
+                changed = leading.changed() => {
+                    if changed.is_ok() && *leading.borrow_and_update() {
+                        continue;
+                    }
+                    info!("no longer leading; stopping the delivery executor");
+                    term.cancel();
+                    // In-flight deliveries finish; a stuck stop is dropped after the grace period.
+                    let _ = tokio::time::timeout(ctx.config.shutdown_grace, &mut executor).await;
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -597,3 +597,67 @@ async fn post_chunked(addr: std::net::SocketAddr, path: &str, size: usize) -> u1
     let line = String::from_utf8_lossy(&answer[..n]).to_string();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+#[tokio::test]
+async fn two_replicas_deliver_each_event_once_and_the_follower_takes_over() {
+    let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
+    let env = env_with_secrets("replicas", &chat).await;
+    let lease = format!("lease-{}", env.ns);
+    let a = env.start_replica(&lease, "replica-a").await;
+    let b = env.start_replica(&lease, "replica-b").await;
+    env.apply_route("releases", issue_route(&github)).await;
+    env.wait_ready("releases", "True").await;
+    let (leader, follower) = eventually("one leader", || async {
+        match (a.context.is_leader(), b.context.is_leader()) {
+            (true, false) => Some((&a, &b)),
+            (false, true) => Some((&b, &a)),
+            _ => None,
+        }
+    })
+    .await;
+
+    // The follower receives; the leader delivers; exactly one dispatch.
+    let (code, answer) = env
+        .post_signed(
+            follower,
+            "releases",
+            &sample("build-valid.json"),
+            SIGNING_SECRET,
+        )
+        .await;
+    assert_eq!(code, 202, "{answer}");
+    env.wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(github.requests().len(), 1);
+
+    // The leader goes away (releasing its Lease); the follower takes over and delivers.
+    let follower_ctx = follower.context.clone();
+    let (leader, follower) = if std::ptr::eq(leader, &a) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    leader.shutdown().await;
+    eventually("takeover", || async {
+        follower_ctx.is_leader().then_some(())
+    })
+    .await;
+    let mut event: serde_json::Value = serde_json::from_slice(&sample("build-valid.json")).unwrap();
+    event["id"] = json!("after-takeover");
+    let (code, answer) = env
+        .post_signed(
+            &follower,
+            "releases",
+            &serde_json::to_vec(&event).unwrap(),
+            SIGNING_SECRET,
+        )
+        .await;
+    assert_eq!(code, 202);
+    let delivery = env
+        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .await;
+    assert_eq!(delivery.status.unwrap().phase.as_str(), "Succeeded");
+    assert_eq!(github.requests().len(), 2);
+    follower.shutdown().await;
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::controller::backoff::Backoff;
+use crate::leader::LeaseConfig;
 use crate::operator::Config;
 
 #[derive(Debug, Parser)]
@@ -67,15 +68,50 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "STATUSED_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
-    /// Name of this replica, for Kubernetes Events (the chart sets the pod name).
+    /// Name of this replica, for Kubernetes Events and leader election (the chart sets the
+    /// pod name).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+    /// Elect a leader through a Lease so that several replicas can run: all receive events,
+    /// only the leader delivers them and writes status.
+    #[arg(long, env = "STATUSED_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the Lease (the chart sets the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "STATUSED_LEADER_ELECTION_LEASE",
+        default_value = "statused-operator"
+    )]
+    pub leader_election_lease: String,
 }
 
 impl RunArgs {
-    pub fn config(&self) -> Config {
+    pub fn config(&self) -> Result<Config, String> {
         let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
-        Config {
+        let leader_election = if self.leader_election {
+            let namespace = self
+                .leader_election_namespace
+                .clone()
+                .or_else(|| self.namespace.clone())
+                .ok_or("--leader-election needs --leader-election-namespace (or POD_NAMESPACE)")?;
+            let identity = self
+                .instance
+                .clone()
+                .unwrap_or_else(|| format!("statused-operator-{:08x}", fastrand::u32(..)));
+            Some(LeaseConfig {
+                namespace,
+                name: self.leader_election_lease.clone(),
+                identity,
+                lease_duration: Duration::from_secs(15),
+                renew_every: Duration::from_secs(5),
+            })
+        } else {
+            None
+        };
+        Ok(Config {
             webhook_addr: self.webhook_addr,
             metrics_addr: self.metrics_addr,
             namespace: self.namespace.clone(),
@@ -88,8 +124,9 @@ impl RunArgs {
                 max: secs(self.retry_max_seconds),
             },
             instance: self.instance.clone(),
+            leader_election,
             ..Config::default()
-        }
+        })
     }
 }
 

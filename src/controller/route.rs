@@ -88,6 +88,8 @@ pub async fn run(
                 .map(|r| ObjectRef::from_obj(&*r))
                 .collect::<Vec<_>>()
         })
+        // A new leader writes the status its predecessor may not have.
+        .reconcile_all_on(ctx.became_leader())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
@@ -151,7 +153,8 @@ async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
 
-    if route_status_changed(route.status.as_ref(), &desired) {
+    // Only the leader writes status; every replica keeps its own routing table.
+    if ctx.is_leader() && route_status_changed(route.status.as_ref(), &desired) {
         let api: Api<StatusedRoute> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = serde_json::json!({
             "apiVersion": StatusedRoute::api_version(&()),

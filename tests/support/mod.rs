@@ -133,6 +133,24 @@ impl TestEnv {
         }
     }
 
+    /// One of several replicas electing a leader through the Lease `lease` (in the chart's
+    /// namespace, where its RBAC allows Leases), renewing every 500 ms.
+    pub async fn start_replica(&self, lease: &str, identity: &str) -> Running {
+        let config = operator::Config {
+            leader_election: Some(statused_operator::leader::LeaseConfig {
+                namespace: "statused-system".into(),
+                name: lease.into(),
+                identity: identity.into(),
+                lease_duration: Duration::from_secs(3),
+                renew_every: Duration::from_millis(500),
+            }),
+            ..self.operator_config()
+        };
+        operator::start(self.operator_client.clone(), config)
+            .await
+            .unwrap()
+    }
+
     /// A replica that receives and records events but does not deliver them.
     pub async fn start_receiver_only(&self) -> Running {
         let config = operator::Config {
