@@ -1,6 +1,6 @@
 use anyhow::Context as _;
 use clap::Parser;
-use statused_operator::cli::{Cli, Command, crd, send};
+use statused_operator::cli::{Cli, Command, RouteCommand, crd, route_test, send};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -18,6 +18,31 @@ async fn main() -> anyhow::Result<()> {
             println!("{status} {text}");
             if !(200..300).contains(&status) {
                 std::process::exit(1);
+            }
+        }
+        Command::Route(RouteCommand::Test(args)) => {
+            let mut manifests = route_test::Manifests::default();
+            for path in std::iter::once(&args.route).chain(&args.secrets) {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                manifests.load(&text).map_err(anyhow::Error::msg)?;
+            }
+            let body = send::read_body(&args.event)?;
+            anyhow::ensure!(
+                !manifests.routes.is_empty(),
+                "{} has no StatusedRoute",
+                args.route.display()
+            );
+            for route in &manifests.routes {
+                let ns = route
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into());
+                match route_test::report(route, &manifests.secret_set(&ns), &body) {
+                    Ok(report) => print!("{report}"),
+                    Err(e) => anyhow::bail!(e),
+                }
             }
         }
         Command::Run(args) => {

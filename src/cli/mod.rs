@@ -1,6 +1,7 @@
-//! Command-line interface: `run`, `crd`, `sign`, `send`.
+//! Command-line interface: `run`, `crd`, `sign`, `send`, `route test`.
 
 pub mod crd;
+pub mod route_test;
 pub mod send;
 
 use std::net::SocketAddr;
@@ -34,6 +35,27 @@ pub enum Command {
     Sign(SignArgs),
     /// Sign a body and POST it to a route, as Statused would.
     Send(SendArgs),
+    /// Work with route YAML offline.
+    #[command(subcommand)]
+    Route(RouteCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteCommand {
+    /// Show which rules an event matches and the exact requests or objects each target would
+    /// send, without sending anything. Secrets are read from the route file and `--secrets`.
+    Test(RouteTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RouteTestArgs {
+    /// YAML with the StatusedRoute (and, optionally, its Secrets).
+    pub route: PathBuf,
+    /// The event body (`-` for standard input).
+    pub event: PathBuf,
+    /// More YAML files with Secrets.
+    #[arg(long)]
+    pub secrets: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

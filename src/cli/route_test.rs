@@ -1,0 +1,245 @@
+//! `statused-operator route test ROUTE.yaml EVENT.json`: which rules an event matches and the
+//! exact requests (or objects) each target would send, without sending anything. Secrets come
+//! from the same YAML (or `--secrets`); their values are shown as `[redacted]`.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use serde::Deserialize;
+
+use crate::api::StatusedRoute;
+use crate::controller::compile::compile_route;
+use crate::event::Envelope;
+use crate::expr::Scope;
+use crate::naming::{IdentityInput, ObjectIdentity, delivery_name};
+use crate::secrets::{SecretSet, SecretValue};
+use crate::targets::{CompiledTarget, RenderContext};
+
+/// The routes and Secrets of one or more multi-document YAML files.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    pub routes: Vec<StatusedRoute>,
+    pub secrets: Vec<Secret>,
+}
+
+impl Manifests {
+    pub fn load(&mut self, text: &str) -> Result<(), String> {
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let value =
+                serde_yaml::Value::deserialize(doc).map_err(|e| format!("not YAML: {e}"))?;
+            match value.get("kind").and_then(|k| k.as_str()) {
+                Some("StatusedRoute") => self.routes.push(
+                    serde_yaml::from_value(value)
+                        .map_err(|e| format!("invalid StatusedRoute: {e}"))?,
+                ),
+                Some("Secret") => self.secrets.push(
+                    serde_yaml::from_value(value).map_err(|e| format!("invalid Secret: {e}"))?,
+                ),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The Secrets as the route in `namespace` would see them (`data` and `stringData`).
+    pub fn secret_set(&self, namespace: &str) -> SecretSet {
+        let mut set = SecretSet::new(namespace);
+        for s in &self.secrets {
+            if s.namespace().as_deref().unwrap_or("default") != namespace {
+                continue;
+            }
+            let mut data: std::collections::BTreeMap<String, SecretValue> = s
+                .data
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, SecretValue::new(v.0)))
+                .collect();
+            for (k, v) in s.string_data.clone().unwrap_or_default() {
+                data.insert(k, SecretValue::new(v));
+            }
+            set.insert(s.name_any(), data);
+        }
+        set
+    }
+}
+
+/// The report for one route and one event body. Pure.
+pub fn report(route: &StatusedRoute, secrets: &SecretSet, body: &[u8]) -> Result<String, String> {
+    let ns = route.namespace().unwrap_or_else(|| "default".into());
+    let name = route.name_any();
+    let compiled = compile_route(route, secrets, &BTreeSet::new()).map_err(|e| {
+        format!(
+            "route {ns}/{name} is not Ready ({}): {}",
+            e.reason.as_str(),
+            e.message
+        )
+    })?;
+    let envelope = Envelope::parse(body).map_err(|e| format!("the event is not valid: {e}"))?;
+    let (matched, failures) = compiled.match_event(&envelope);
+    let mut out = String::new();
+    let _ = writeln!(out, "route {ns}/{name}: Ready");
+    let _ = writeln!(out, "event {} ({})", envelope.id, envelope.type_);
+    for f in &failures {
+        let _ = writeln!(out, "rule {} skipped: {}", f.rule, f.error);
+    }
+    if matched.is_empty() {
+        let _ = writeln!(
+            out,
+            "no rule matches: the receiver would answer 200 and trigger nothing"
+        );
+        return Ok(out);
+    }
+    let event = envelope.to_value();
+    let scope = Scope::new(&event, &ns, &name);
+    let render = RenderContext {
+        scope: &scope,
+        event_id: &envelope.id,
+    };
+    let delivery = delivery_name(&name, &envelope.id);
+    let _ = writeln!(out, "delivery {delivery}");
+    for m in &matched {
+        let _ = writeln!(out, "\nrule {}, target {} ({}):", m.rule, m.target, m.kind);
+        match compiled.target(&m.rule, m.target) {
+            Some(CompiledTarget::Http(http)) => match http.build_request(&render) {
+                Ok(req) => {
+                    let _ = writeln!(out, "  {} {}", req.method, req.redact(req.url.as_str()));
+                    for (k, v) in &req.headers {
+                        let shown = if v.is_sensitive() {
+                            "[redacted]".to_string()
+                        } else {
+                            req.redact(v.to_str().unwrap_or("<binary>"))
+                        };
+                        let _ = writeln!(out, "  {k}: {shown}");
+                    }
+                    if req.auth.is_some() {
+                        let _ = writeln!(
+                            out,
+                            "  authorization: Bearer [GitHub App installation token]"
+                        );
+                    }
+                    let body = String::from_utf8_lossy(&req.body);
+                    let pretty = serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                        .unwrap_or_else(|| body.to_string());
+                    for line in req.redact(&pretty).lines() {
+                        let _ = writeln!(out, "  {line}");
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "  would fail: {e}");
+                }
+            },
+            Some(CompiledTarget::Kube(kube)) => {
+                let data = &event["data"];
+                let id = ObjectIdentity::new(&IdentityInput {
+                    namespace: &ns,
+                    route: &name,
+                    rule: &m.rule,
+                    target: m.target,
+                    delivery: &delivery,
+                    event_id: &envelope.id,
+                    event_type: &envelope.type_,
+                    app_name: data.get("app_name").and_then(|v| v.as_str()),
+                    status: data.get("status").and_then(|v| v.as_str()),
+                });
+                match kube.build_object(&render, &id) {
+                    Ok(object) => {
+                        let _ = writeln!(out, "  create {} {}/{}:", kube.api().kind, ns, id.name);
+                        let yaml = serde_yaml::to_string(&object).unwrap_or_default();
+                        for line in yaml.lines() {
+                            let _ = writeln!(out, "    {line}");
+                        }
+                    }
+                    Err(e) => {
+                        let _ = writeln!(out, "  would fail: {e}");
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifests(file: &str) -> Manifests {
+        let mut m = Manifests::default();
+        let text =
+            std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap();
+        m.load(&text.replace("SINK_URL", "http://127.0.0.1:1"))
+            .unwrap();
+        m
+    }
+
+    fn sample(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/samples/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn shows_the_exact_request_with_secrets_redacted() {
+        let m = manifests("demo-route.yaml");
+        let route = &m.routes[0];
+        let out = report(route, &m.secret_set("default"), &sample("build-valid.json")).unwrap();
+        assert!(
+            out.contains("rule submit-valid-build, target 0 (githubDispatch):"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  POST http://127.0.0.1:1/repos/acme/ios-app/dispatches"),
+            "{out}"
+        );
+        assert!(out.contains("  authorization: [redacted]"), "{out}");
+        assert!(out.contains(r#""build_version": "456""#), "{out}");
+        assert!(!out.contains("ghp_demo_token"), "{out}");
+    }
+
+    #[test]
+    fn shows_the_object_an_in_cluster_target_creates() {
+        let m = manifests("tekton.yaml");
+        let mut event: serde_json::Value =
+            serde_json::from_slice(&sample("build-valid.json")).unwrap();
+        event["data"]["version"] = "2.0.1".into();
+        let out = report(
+            &m.routes[0],
+            &m.secret_set("mobile-ci"),
+            &serde_json::to_vec(&event).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            out.contains("create PipelineRun mobile-ci/ios-release-"),
+            "{out}"
+        );
+        assert!(out.contains("- v2.0.1"), "{out}");
+    }
+
+    #[test]
+    fn says_when_nothing_matches_or_the_route_is_not_ready() {
+        let m = manifests("demo-route.yaml");
+        let out = report(
+            &m.routes[0],
+            &m.secret_set("default"),
+            &sample("account-agreement.json"),
+        )
+        .unwrap();
+        assert!(out.contains("no rule matches"), "{out}");
+        let err = report(
+            &m.routes[0],
+            &SecretSet::new("default"),
+            &sample("build-valid.json"),
+        )
+        .unwrap_err();
+        assert!(err.contains("SecretNotFound"), "{err}");
+    }
+}
