@@ -91,6 +91,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub reconcile_failures: FailureCounts,
+    pub rate_limiter: crate::server::rate_limit::RateLimiter,
     /// Set once the first list of routes has been received.
     pub routes_synced: Arc<AtomicBool>,
     ready: AtomicBool,
@@ -217,6 +218,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         table: RoutingTable::default(),
         metrics: Metrics::default(),
         reconcile_failures: FailureCounts::default(),
+        rate_limiter: Default::default(),
         routes_synced: Arc::new(AtomicBool::new(false)),
         ready: AtomicBool::new(false),
         routes: store.clone(),

@@ -10,6 +10,7 @@ use crate::controller::history::HistoryLimits;
 use crate::event::Envelope;
 use crate::matching::{EventView, Matcher};
 use crate::secrets::SecretValue;
+use crate::server::rate_limit::Limit;
 use crate::targets::CompiledTarget;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,6 +42,7 @@ pub struct CompiledRoute {
     pub signing_keys: Vec<SecretValue>,
     pub rules: Vec<CompiledRule>,
     pub history: HistoryLimits,
+    pub rate_limit: Option<Limit>,
 }
 
 #[derive(Debug)]

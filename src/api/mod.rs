@@ -10,7 +10,7 @@ pub use delivery::{
     StatusedDeliverySpec, StatusedDeliveryStatus, TargetStatus,
 };
 pub use route::{
-    History, LastDelivery, LastEvent, Rule, RuleMatch, SecretKeySelector, StatusedRoute,
+    History, LastDelivery, LastEvent, RateLimit, Rule, RuleMatch, SecretKeySelector, StatusedRoute,
     StatusedRouteSpec, StatusedRouteStatus, Target,
 };
 

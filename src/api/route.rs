@@ -62,9 +62,24 @@ pub struct StatusedRouteSpec {
     /// Rules are evaluated in order; every matching rule triggers its targets.
     #[schemars(length(min = 1))]
     pub rules: Vec<Rule>,
+    /// Limit on accepted events (per replica); over it the receiver answers 429 with
+    /// `Retry-After`, and Statused retries later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// How many finished deliveries to keep, and for how long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<History>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Average events per minute.
+    #[schemars(range(min = 1))]
+    pub requests_per_minute: u32,
+    /// Events accepted at once before the average applies (default: `requestsPerMinute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 /// Finished deliveries kept per route, like a CronJob's history limits.

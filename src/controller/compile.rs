@@ -11,6 +11,7 @@ use crate::api::conditions::Reason;
 use crate::matching::Matcher;
 use crate::routing::{CompiledRoute, CompiledRule, RouteKey};
 use crate::secrets::{SecretSet, SecretValue};
+use crate::server::rate_limit::Limit;
 use crate::targets::{self, ApiRef, CompileError};
 
 /// Names of every Secret the route reads, so that the reconciler fetches exactly those and a
@@ -151,6 +152,20 @@ pub fn compile_route(
         signing_keys,
         rules,
         history: HistoryLimits::compile(spec.history.as_ref())?,
+        rate_limit: match &spec.rate_limit {
+            None => None,
+            Some(r) if r.requests_per_minute == 0 || r.burst == Some(0) => {
+                return Err(CompileError {
+                    reason: Reason::InvalidSpec,
+                    message: "spec.rateLimit: requestsPerMinute and burst must be at least 1"
+                        .into(),
+                });
+            }
+            Some(r) => Some(Limit {
+                per_minute: f64::from(r.requests_per_minute),
+                burst: f64::from(r.burst.unwrap_or(r.requests_per_minute)),
+            }),
+        },
     })
 }
 

@@ -1,6 +1,7 @@
 //! HTTP servers: the webhook receiver, and probes plus metrics on a separate port.
 
 pub mod probes;
+pub mod rate_limit;
 pub mod webhook;
 
 use std::sync::Arc;

@@ -41,6 +41,8 @@ pub enum ReceiveError {
     BadBody,
     #[error("body not received in time")]
     SlowBody,
+    #[error("route over its rate limit")]
+    RateLimited(std::time::Duration),
     #[error("invalid signature")]
     Signature(#[from] signature::SignatureError),
     #[error("invalid CloudEvent: {0}")]
@@ -59,6 +61,7 @@ impl ReceiveError {
             ReceiveError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ReceiveError::BadBody | ReceiveError::Envelope(_) => StatusCode::BAD_REQUEST,
             ReceiveError::SlowBody => StatusCode::REQUEST_TIMEOUT,
+            ReceiveError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ReceiveError::Signature(_) => StatusCode::UNAUTHORIZED,
         }
     }
@@ -69,10 +72,14 @@ impl IntoResponse for ReceiveError {
         let status = self.status();
         // 401 says only "invalid signature": which check failed is for the log, not the caller.
         let mut response = (status, Json(json!({"error": self.to_string()}))).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
+        // Tell the sender when to try again.
+        let retry_after = match &self {
+            ReceiveError::RateLimited(wait) => Some(wait.as_secs_f64().ceil().max(1.0).to_string()),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some("10".to_string()),
+            _ => None,
+        };
+        if let Some(value) = retry_after.and_then(|v| header::HeaderValue::from_str(&v).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }
@@ -155,6 +162,11 @@ async fn handle(
         &bytes,
         &route.signing_keys,
     )?;
+    if let Some(limit) = route.rate_limit {
+        ctx.rate_limiter
+            .check(&key, limit, std::time::Instant::now())
+            .map_err(ReceiveError::RateLimited)?;
+    }
     let envelope = Envelope::parse(&bytes)?;
     let (matched, failures) = route.match_event(&envelope);
     for f in &failures {

@@ -1,0 +1,100 @@
+//! Per-route rate limiting of accepted events: a token bucket per route and replica. Only
+//! events whose signature verified count, so unsigned floods cannot use up a route's budget
+//! (those are for the ingress in front of the receiver to limit).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::routing::RouteKey;
+
+/// A route's limit: `per_minute` events on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limit {
+    pub per_minute: f64,
+    pub burst: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Buckets of every route; routes without a limit never touch it.
+#[derive(Debug, Default)]
+pub struct RateLimiter(Mutex<HashMap<RouteKey, Bucket>>);
+
+impl RateLimiter {
+    /// Takes one token for `route` at `now`; `Err(wait)` says how long until one is free.
+    pub fn check(&self, route: &RouteKey, limit: Limit, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bucket = buckets.entry(route.clone()).or_insert(Bucket {
+            tokens: limit.burst,
+            at: now,
+        });
+        let refill =
+            now.saturating_duration_since(bucket.at).as_secs_f64() * limit.per_minute / 60.0;
+        bucket.tokens = (bucket.tokens + refill).min(limit.burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let missing = 1.0 - bucket.tokens;
+            Err(Duration::from_secs_f64(
+                missing * 60.0 / limit.per_minute.max(f64::MIN_POSITIVE),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_allowed_then_the_average_rate() {
+        let limiter = RateLimiter::default();
+        let key = RouteKey::new("ns", "r");
+        let limit = Limit {
+            per_minute: 60.0,
+            burst: 2.0,
+        };
+        let t0 = Instant::now();
+        assert_eq!(limiter.check(&key, limit, t0), Ok(()));
+        assert_eq!(limiter.check(&key, limit, t0), Ok(()));
+        let wait = limiter.check(&key, limit, t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 1.0).abs() < 1e-6, "{wait:?}");
+        assert_eq!(
+            limiter.check(&key, limit, t0 + Duration::from_secs(1)),
+            Ok(())
+        );
+        assert!(
+            limiter
+                .check(&key, limit, t0 + Duration::from_secs(1))
+                .is_err()
+        );
+        // Idle time refills up to the burst, not beyond.
+        let later = t0 + Duration::from_secs(600);
+        assert_eq!(limiter.check(&key, limit, later), Ok(()));
+        assert_eq!(limiter.check(&key, limit, later), Ok(()));
+        assert!(limiter.check(&key, limit, later).is_err());
+    }
+
+    #[test]
+    fn routes_have_their_own_buckets() {
+        let limiter = RateLimiter::default();
+        let limit = Limit {
+            per_minute: 1.0,
+            burst: 1.0,
+        };
+        let t0 = Instant::now();
+        assert!(limiter.check(&RouteKey::new("a", "r"), limit, t0).is_ok());
+        assert!(limiter.check(&RouteKey::new("b", "r"), limit, t0).is_ok());
+        assert!(limiter.check(&RouteKey::new("a", "r"), limit, t0).is_err());
+    }
+}
