@@ -3,6 +3,7 @@
 //! the same run: computing the HMAC alone. Reported as a ratio, so the number means the same
 //! on any machine: how many HMACs one event costs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
