@@ -169,9 +169,9 @@ async fn invalid_routes_say_what_to_fix() {
 async fn signed_event_triggers_github_dispatch_exactly_once() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("dispatch", &chat).await;
-    let op = env.start_operator().await;
-    env.apply_route("releases", issue_route(&github)).await;
-    env.wait_ready("releases", "True").await;
+    let op = env
+        .operator_with_route("releases", issue_route(&github))
+        .await;
 
     let body = sample("build-valid.json");
     let (code, answer) = env
@@ -252,9 +252,9 @@ async fn signed_event_triggers_github_dispatch_exactly_once() {
 async fn webhook_target_posts_the_templated_body_to_the_url_from_the_secret() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("webhook", &chat).await;
-    let op = env.start_operator().await;
-    env.apply_route("releases", issue_route(&github)).await;
-    env.wait_ready("releases", "True").await;
+    let op = env
+        .operator_with_route("releases", issue_route(&github))
+        .await;
 
     // Apple's newer label matches the rule written with the old one.
     let (code, answer) = env
@@ -307,9 +307,9 @@ async fn webhook_target_posts_the_templated_body_to_the_url_from_the_secret() {
 async fn bad_requests_get_the_right_status_and_record_nothing() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("refuse", &chat).await;
-    let op = env.start_operator().await;
-    env.apply_route("releases", issue_route(&github)).await;
-    env.wait_ready("releases", "True").await;
+    let op = env
+        .operator_with_route("releases", issue_route(&github))
+        .await;
     let body = sample("build-valid.json");
 
     let (code, answer) = env
@@ -380,9 +380,9 @@ async fn failing_target_is_retried_until_it_succeeds() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     github.answer_with(&[500, 500]);
     let env = env_with_secrets("retry", &chat).await;
-    let op = env.start_operator().await;
-    env.apply_route("releases", issue_route(&github)).await;
-    env.wait_ready("releases", "True").await;
+    let op = env
+        .operator_with_route("releases", issue_route(&github))
+        .await;
 
     let (code, answer) = env
         .post_signed(&op, "releases", &sample("build-valid.json"), SIGNING_SECRET)
@@ -404,9 +404,9 @@ async fn failing_target_is_retried_until_it_succeeds() {
 async fn permanent_failure_is_recorded_without_retry_and_without_secrets() {
     let (github, chat) = (Sink::start(404).await, Sink::start(200).await);
     let env = env_with_secrets("fail", &chat).await;
-    let op = env.start_operator().await;
-    env.apply_route("releases", issue_route(&github)).await;
-    env.wait_ready("releases", "True").await;
+    let op = env
+        .operator_with_route("releases", issue_route(&github))
+        .await;
 
     let (_, answer) = env
         .post_signed(&op, "releases", &sample("build-valid.json"), SIGNING_SECRET)
@@ -434,9 +434,9 @@ async fn permanent_failure_is_recorded_without_retry_and_without_secrets() {
 async fn deleted_route_stops_accepting_events_at_once() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("delete", &chat).await;
-    let op = env.start_operator().await;
-    env.apply_route("releases", issue_route(&github)).await;
-    env.wait_ready("releases", "True").await;
+    let op = env
+        .operator_with_route("releases", issue_route(&github))
+        .await;
     env.delete_route("releases").await;
     eventually("404 after delete", || async {
         let (code, _) = env
@@ -489,9 +489,9 @@ async fn accepted_event_is_delivered_by_an_operator_started_later() {
 async fn probes_and_metrics_are_served() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("probes", &chat).await;
-    let op = env.start_operator().await;
-    env.apply_route("releases", issue_route(&github)).await;
-    env.wait_ready("releases", "True").await;
+    let op = env
+        .operator_with_route("releases", issue_route(&github))
+        .await;
     let base = format!("http://{}", op.metrics_addr);
     assert_eq!(
         reqwest::get(format!("{base}/healthz"))

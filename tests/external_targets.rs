@@ -155,9 +155,7 @@ fn only(sink: &Sink) -> support::Recorded {
 async fn seed_scenarios_reach_each_service_exactly_as_it_documents() {
     let s = Services::start().await;
     let env = mobile_env("services", &s).await;
-    let op = env.start_operator().await;
-    env.apply_route("mobile", mobile_route(&s)).await;
-    env.wait_ready("mobile", "True").await;
+    let op = env.operator_with_route("mobile", mobile_route(&s)).await;
 
     // Valid build → GitHub workflow_dispatch.
     deliver(&env, &op, "build-valid.json").await;

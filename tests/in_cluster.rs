@@ -46,16 +46,10 @@ fn pipeline_runs(env: &TestEnv) -> kube::Api<kube::api::DynamicObject> {
 #[tokio::test]
 async fn valid_build_creates_exactly_one_pipeline_run() {
     let env = tekton_env("tekton").await;
-    let op = env.start_operator().await;
-    env.apply_route("ios", tekton_route()).await;
-    env.wait_ready("ios", "True").await;
+    let op = env.operator_with_route("ios", tekton_route()).await;
 
     let body = sample("build-valid.json");
-    let (code, answer) = env.post_signed(&op, "ios", &body, SIGNING_SECRET).await;
-    assert_eq!(code, 202, "{answer}");
-    let delivery = env
-        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
-        .await;
+    let delivery = env.deliver(&op, "ios", &body).await;
     let target = &delivery.status.unwrap().targets[0];
     assert_eq!(
         target.phase.as_str(),
@@ -193,17 +187,8 @@ async fn argo_target_creates_one_workflow_from_the_template() {
     )
     .await;
     env.wait_ready("ios", "True").await;
-    let (code, answer) = env
-        .post_signed(
-            &op,
-            "ios",
-            &sample("app-ready-for-distribution.json"),
-            SIGNING_SECRET,
-        )
-        .await;
-    assert_eq!(code, 202, "{answer}");
     let delivery = env
-        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .deliver(&op, "ios", &sample("app-ready-for-distribution.json"))
         .await;
     assert_eq!(delivery.status.unwrap().phase.as_str(), "Succeeded");
     let workflows = env
@@ -284,11 +269,7 @@ async fn event_listener_gets_the_signed_event_and_its_event_id_is_recorded() {
     .await;
     env.wait_ready("ios", "True").await;
     let body = sample("app-rejected.json");
-    let (code, answer) = env.post_signed(&op, "ios", &body, SIGNING_SECRET).await;
-    assert_eq!(code, 202, "{answer}");
-    let delivery = env
-        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
-        .await;
+    let delivery = env.deliver(&op, "ios", &body).await;
     let status = delivery.status.unwrap();
     assert_eq!(status.phase.as_str(), "Succeeded", "{:?}", status.targets);
     assert_eq!(

@@ -116,7 +116,7 @@ impl HttpTarget for AzureDevOps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::scope;
+    use crate::targets::tests::request;
     use hmac::Mac;
     use serde_json::json;
 
@@ -134,13 +134,7 @@ mod tests {
             &SecretSet::new("ns").with("ado", &[("secret", "hmac-key")]),
         )
         .unwrap();
-        let scope = scope();
-        let req = t
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "e",
-            })
-            .unwrap();
+        let req = request(&t);
         assert_eq!(
             req.url.as_str(),
             "https://dev.azure.com/acme/_apis/public/distributedtask/webhooks/statusedEvents?api-version=6.0-preview"

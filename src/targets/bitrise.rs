@@ -136,7 +136,7 @@ impl HttpTarget for Bitrise {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::scope;
+    use crate::targets::tests::request;
 
     #[test]
     fn build_request_matches_the_bitrise_api() {
@@ -153,13 +153,7 @@ mod tests {
             &SecretSet::new("ns").with("bitrise", &[("token", "bt-secret")]),
         )
         .unwrap();
-        let scope = scope();
-        let req = t
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "e",
-            })
-            .unwrap();
+        let req = request(&t);
         assert_eq!(
             req.url.as_str(),
             "https://api.bitrise.io/v0.1/apps/a1b2c3d4e5/builds"

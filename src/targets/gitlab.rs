@@ -123,7 +123,7 @@ fn percent_encoding_form() -> url::form_urlencoded::Serializer<'static, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::scope;
+    use crate::targets::tests::request;
     use serde_json::json;
 
     #[test]
@@ -140,13 +140,7 @@ mod tests {
             &SecretSet::new("ns").with("gl", &[("token", "glptt-123")]),
         )
         .unwrap();
-        let scope = scope();
-        let req = t
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "e",
-            })
-            .unwrap();
+        let req = request(&t);
         assert_eq!(
             req.url.as_str(),
             "https://gitlab.example.com/api/v4/projects/mobile%2Fios-app/trigger/pipeline"

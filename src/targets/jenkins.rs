@@ -75,7 +75,7 @@ impl HttpTarget for Jenkins {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::scope;
+    use crate::targets::tests::request;
     use serde_json::json;
 
     #[test]
@@ -91,13 +91,7 @@ mod tests {
             &SecretSet::new("ns").with("j", &[("token", "ios-release-token")]),
         )
         .unwrap();
-        let scope = scope();
-        let req = t
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "e",
-            })
-            .unwrap();
+        let req = request(&t);
         assert_eq!(
             req.url.as_str(),
             "https://ci.example.com/jenkins/generic-webhook-trigger/invoke"

@@ -91,8 +91,8 @@ pub fn compile_argo_events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::scope;
-    use crate::targets::{HttpTarget, RenderContext};
+    use crate::targets::HttpTarget;
+    use crate::targets::tests::request;
     use serde_json::json;
 
     #[test]
@@ -105,13 +105,7 @@ mod tests {
         .unwrap();
         let secrets = SecretSet::new("ns").with("el-secret", &[("secret", "s3cret")]);
         let t = compile_tekton("t", &spec, &secrets).unwrap();
-        let scope = scope();
-        let req = t
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "ev-1",
-            })
-            .unwrap();
+        let req = request(&t);
         let expected = format!(
             "sha256={}",
             crate::signature::hmac_sha256_hex(b"s3cret", &req.body)
@@ -141,13 +135,7 @@ mod tests {
         .unwrap();
         let secrets = SecretSet::new("ns").with("k", &[("hmac", "key")]);
         let t = compile_argo_events("t", &spec, &secrets).unwrap();
-        let scope = scope();
-        let req = t
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "ev-1",
-            })
-            .unwrap();
+        let req = request(&t);
         assert_eq!(
             req.headers["x-signature"],
             crate::signature::hmac_sha256_hex(b"key", &req.body).as_str()

@@ -650,6 +650,17 @@ pub(crate) mod tests {
         Scope::new(&env.to_value(), "mobile-ci", "releases")
     }
 
+    /// The request `target` builds for the `build-valid` sample (event id `ev-1`).
+    pub fn request(target: &dyn HttpTarget) -> HttpRequest {
+        let scope = scope();
+        target
+            .build_request(&RenderContext {
+                scope: &scope,
+                event_id: "ev-1",
+            })
+            .unwrap()
+    }
+
     pub fn identity() -> ObjectIdentity {
         ObjectIdentity::new(&IdentityInput {
             namespace: "mobile-ci",

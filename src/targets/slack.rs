@@ -98,7 +98,7 @@ impl HttpTarget for Slack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::scope;
+    use crate::targets::tests::request;
 
     fn secrets() -> SecretSet {
         SecretSet::new("ns").with(
@@ -109,13 +109,7 @@ mod tests {
 
     fn body(v: Value) -> Value {
         let t = compile("t", &serde_json::from_value(v).unwrap(), &secrets()).unwrap();
-        let scope = scope();
-        let req = t
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "e",
-            })
-            .unwrap();
+        let req = request(&t);
         assert_eq!(
             req.url.as_str(),
             "https://hooks.slack.com/services/T000/B000/XXXX"

@@ -124,7 +124,7 @@ impl HttpTarget for Teams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::scope;
+    use crate::targets::tests::request;
 
     #[test]
     fn message_has_one_adaptive_card_with_title_and_facts() {
@@ -135,13 +135,7 @@ mod tests {
             &secrets,
         )
         .unwrap();
-        let scope = scope();
-        let req = t
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "e",
-            })
-            .unwrap();
+        let req = request(&t);
         let b: Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(b["type"], "message");
         assert_eq!(b["attachments"].as_array().unwrap().len(), 1);

@@ -247,6 +247,23 @@ impl TestEnv {
         .await
     }
 
+    /// Sends `body` signed with the test secret, expects 202 and waits for the delivery to
+    /// finish.
+    pub async fn deliver(&self, running: &Running, route: &str, body: &[u8]) -> StatusedDelivery {
+        let (code, answer) = self.post_signed(running, route, body, SIGNING_SECRET).await;
+        assert_eq!(code, 202, "{answer}");
+        self.wait_delivery_finished(answer["delivery"].as_str().unwrap())
+            .await
+    }
+
+    /// Starts an operator and applies the route, waiting until it is Ready.
+    pub async fn operator_with_route(&self, route: &str, spec: serde_json::Value) -> Running {
+        let op = self.start_operator().await;
+        self.apply_route(route, spec).await;
+        self.wait_ready(route, "True").await;
+        op
+    }
+
     /// Signs `body` with `secret` and POSTs it to the route, like Statused.
     pub async fn post_signed(
         &self,
