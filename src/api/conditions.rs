@@ -14,7 +14,6 @@ pub enum Reason {
     InvalidTemplate,
     InvalidTarget,
     InvalidSpec,
-    PathConflict,
     TargetAPINotInstalled,
 }
 
@@ -28,7 +27,6 @@ impl Reason {
             Reason::InvalidTemplate => "InvalidTemplate",
             Reason::InvalidTarget => "InvalidTarget",
             Reason::InvalidSpec => "InvalidSpec",
-            Reason::PathConflict => "PathConflict",
             Reason::TargetAPINotInstalled => "TargetAPINotInstalled",
         }
     }
