@@ -258,18 +258,29 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
             .boxed(),
         ),
     ];
+    // Cancelled once no executor runs any more: only then may the Lease be given up.
+    let executor_done = CancellationToken::new();
     if context.config.executor {
         parts.push((
             "delivery executor",
-            run_executor_while_leading(context.clone(), cancel.clone()).boxed(),
+            run_executor_while_leading(context.clone(), cancel.clone(), executor_done.clone())
+                .boxed(),
         ));
+    } else {
+        executor_done.cancel();
     }
     let leading_tx = match context.config.leader_election.clone() {
         Some(lease) => {
             parts.push((
                 "leader election",
-                crate::leader::run(context.client.clone(), lease, leading_tx, cancel.clone())
-                    .boxed(),
+                crate::leader::run(
+                    context.client.clone(),
+                    lease,
+                    leading_tx,
+                    cancel.clone(),
+                    executor_done,
+                )
+                .boxed(),
             ));
             None
         }
@@ -294,7 +305,12 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
 
 /// Runs the delivery executor whenever this replica leads, and stops it as soon as it does
 /// not, so that two replicas never deliver at once.
-async fn run_executor_while_leading(ctx: Arc<Context>, stop: CancellationToken) {
+async fn run_executor_while_leading(
+    ctx: Arc<Context>,
+    stop: CancellationToken,
+    done: CancellationToken,
+) {
+    let _done = done.drop_guard();
     let mut leading = ctx.leading.clone();
     loop {
         while !*leading.borrow_and_update() {
@@ -315,10 +331,10 @@ async fn run_executor_while_leading(ctx: Arc<Context>, stop: CancellationToken) 
                     if changed.is_ok() && *leading.borrow_and_update() {
                         continue;
                     }
+                    // Another replica may lead soon: stop at once, abandoning calls in flight
+                    // (their targets stay due and the new leader makes them).
                     info!("no longer leading; stopping the delivery executor");
                     term.cancel();
-                    // In-flight deliveries finish; a stuck stop is dropped after the grace period.
-                    let _ = tokio::time::timeout(ctx.config.shutdown_grace, &mut executor).await;
                     break;
                 }
             }

@@ -18,6 +18,10 @@ fn tool(name: &str) -> String {
 }
 
 fn render(extra: &[&str]) -> String {
+    try_render(extra).unwrap()
+}
+
+fn try_render(extra: &[&str]) -> Result<String, String> {
     let chart = format!("{}/charts/statused-operator", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(tool("helm"))
         .args([
@@ -31,12 +35,20 @@ fn render(extra: &[&str]) -> String {
         .args(extra)
         .output()
         .expect("helm runs (installed by hack/install-tools.sh)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    Ok(String::from_utf8(out.stdout).unwrap())
+}
+
+/// The rules of the operator's ClusterRole in a rendering.
+fn cluster_role_rules(manifests: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(manifests)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .find(|v| v["kind"] == "ClusterRole")
+        .map(|v| v["rules"].as_sequence().unwrap().clone())
+        .unwrap()
 }
 
 fn server_dry_run(manifests: &str) -> String {
@@ -103,7 +115,32 @@ fn switching_off_tekton_and_argo_removes_exactly_their_permissions() {
         "--set",
         "argo.enabled=false",
     ]);
-    assert!(on.contains("tekton.dev") && on.contains("argoproj.io"));
-    assert!(!off.contains("apiGroups: [tekton.dev]") && !off.contains("apiGroups: [argoproj.io]"));
+    let group = |rule: &serde_yaml::Value| rule["apiGroups"][0].as_str().unwrap().to_string();
+    let (rules_on, rules_off) = (cluster_role_rules(&on), cluster_role_rules(&off));
+    let removed: Vec<_> = rules_on
+        .iter()
+        .filter(|r| !rules_off.contains(r))
+        .map(group)
+        .collect();
+    assert_eq!(removed, ["tekton.dev", "argoproj.io"]);
+    assert!(
+        rules_off.iter().all(|r| rules_on.contains(r)),
+        "switching off adds nothing"
+    );
     server_dry_run(&off);
+}
+
+#[test]
+fn several_replicas_without_leader_election_are_refused() {
+    let err = try_render(&["--set", "leaderElection.enabled=false"]).unwrap_err();
+    assert!(err.contains("needs leaderElection.enabled=true"), "{err}");
+    assert!(
+        try_render(&[
+            "--set",
+            "leaderElection.enabled=false",
+            "--set",
+            "replicaCount=1"
+        ])
+        .is_ok()
+    );
 }

@@ -261,14 +261,19 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
 }
 
 /// The history limits of the delivery's route (defaults while the route is not loaded).
-fn history_of(ctx: &Context, delivery: &StatusedDelivery) -> HistoryLimits {
+/// The history limits of the delivery's route; `None` while they cannot be known (the route
+/// is not loaded or not Ready), when nothing must be deleted on a guess.
+fn history_of(ctx: &Context, delivery: &StatusedDelivery) -> Option<HistoryLimits> {
     let key = RouteKey::new(
         delivery.namespace().unwrap_or_default(),
         &delivery.spec.route,
     );
     match ctx.table.lookup(&key) {
-        Some(RouteState::Ready(route)) => route.history,
-        _ => HistoryLimits::default(),
+        Some(RouteState::Ready(route)) => Some(route.history),
+        // Loaded and gone: the route was deleted and its deliveries go with it (owner
+        // reference); until the garbage collector gets there, the defaults apply.
+        None if ctx.is_ready() => Some(HistoryLimits::default()),
+        _ => None,
     }
 }
 
@@ -288,9 +293,14 @@ async fn expire(
     delivery: &StatusedDelivery,
     status: &StatusedDeliveryStatus,
 ) -> Result<Action, Error> {
-    let limits = history_of(ctx, delivery);
-    let expires = finished_at(delivery, status)
-        + jiff::SignedDuration::try_from(limits.max_age).unwrap_or(jiff::SignedDuration::MAX);
+    let Some(limits) = history_of(ctx, delivery) else {
+        return Ok(Action::requeue(Duration::from_secs(600)));
+    };
+    let max_age =
+        jiff::SignedDuration::try_from(limits.max_age).unwrap_or(jiff::SignedDuration::MAX);
+    let Ok(expires) = finished_at(delivery, status).checked_add(max_age) else {
+        return Ok(Action::await_change());
+    };
     let now = jiff::Timestamp::now();
     if expires <= now {
         let api: Api<StatusedDelivery> = Api::namespaced(

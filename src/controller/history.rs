@@ -11,6 +11,8 @@ use crate::targets::CompileError;
 pub const DEFAULT_SUCCEEDED: u32 = 20;
 pub const DEFAULT_FAILED: u32 = 50;
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Ten years: longer is surely a typo, and would overflow timestamp arithmetic.
+pub const MAX_MAX_AGE: Duration = Duration::from_secs(87_600 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryLimits {
@@ -36,12 +38,14 @@ impl HistoryLimits {
         };
         let max_age = match &h.max_age {
             None => DEFAULT_MAX_AGE,
-            Some(text) => crate::duration::parse_go_duration(text).ok_or_else(|| CompileError {
-                reason: Reason::InvalidSpec,
-                message: format!(
-                    "spec.history.maxAge: {text:?} is not a duration like 168h or 30m"
-                ),
-            })?,
+            Some(text) => crate::duration::parse_go_duration(text)
+                .filter(|d| *d <= MAX_MAX_AGE)
+                .ok_or_else(|| CompileError {
+                    reason: Reason::InvalidSpec,
+                    message: format!(
+                        "spec.history.maxAge: {text:?} is not a duration like 168h or 30m, of at most 87600h (ten years)"
+                    ),
+                })?,
         };
         Ok(Self {
             succeeded: h.succeeded.unwrap_or(DEFAULT_SUCCEEDED) as usize,
@@ -172,6 +176,14 @@ mod tests {
         assert_eq!(
             (limits.succeeded, limits.failed, limits.max_age),
             (3, 50, Duration::from_secs(86400))
+        );
+        let huge = History {
+            max_age: Some("100000000h".into()),
+            ..h.clone()
+        };
+        assert_eq!(
+            HistoryLimits::compile(Some(&huge)).unwrap_err().reason,
+            Reason::InvalidSpec
         );
         let bad = History {
             max_age: Some("a day".into()),

@@ -110,6 +110,10 @@ impl HttpRequest {
     /// Marks a URL from a Secret as secret: its path, every long path segment and every
     /// query value (incoming-webhook URLs carry their token in either).
     pub fn secret_url(mut self, url: &Url) -> Self {
+        self.add_secret(url.username());
+        if let Some(password) = url.password() {
+            self.add_secret(password);
+        }
         if url.path().len() > 1 {
             self.add_secret(url.path());
         }
