@@ -181,6 +181,13 @@ impl Running {
         }
     }
 
+    /// Stops everything at once, without any of the graceful steps (no Lease release, no
+    /// finishing deliveries): what a crashed or killed replica leaves behind.
+    pub async fn kill(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
     /// Waits until the process is asked to stop (or a part ends by itself), then stops.
     pub async fn wait(mut self, stop: impl Future<Output = ()>) {
         tokio::select! {

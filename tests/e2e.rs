@@ -712,3 +712,34 @@ async fn events_over_the_routes_rate_limit_get_429_with_retry_after() {
     );
     op.shutdown().await;
 }
+
+#[tokio::test]
+async fn when_the_leader_dies_without_releasing_its_lease_a_follower_takes_over_after_it_expires() {
+    let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
+    let env = env_with_secrets("expiry", &chat).await;
+    let lease = format!("lease-{}", env.ns);
+    let a = env.start_replica(&lease, "replica-a").await;
+    eventually("a leads", || async { a.context.is_leader().then_some(()) }).await;
+    let b = env.start_replica(&lease, "replica-b").await;
+    env.apply_route("releases", issue_route(&github)).await;
+    env.wait_ready("releases", "True").await;
+    assert!(!b.context.is_leader());
+
+    // a crashes: its Lease stays held until it expires (3 s in these tests).
+    let died = std::time::Instant::now();
+    a.kill().await;
+    eventually("b takes over", || async {
+        b.context.is_leader().then_some(())
+    })
+    .await;
+    assert!(
+        died.elapsed() >= std::time::Duration::from_secs(2),
+        "took over before the Lease could expire"
+    );
+    let delivery = env
+        .deliver(&b, "releases", &sample("build-valid.json"))
+        .await;
+    assert_eq!(delivery.status.unwrap().phase.as_str(), "Succeeded");
+    assert_eq!(github.requests().len(), 1);
+    b.shutdown().await;
+}
