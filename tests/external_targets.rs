@@ -332,7 +332,36 @@ async fn too_many_requests_is_retried_after_the_servers_retry_after() {
     let sink = Sink::start(200).await;
     sink.answer_with_header(429, "Retry-After", "2");
     let (env, op) = webhook_env("policy-429", json!({"webhook": {"url": sink.url()}})).await;
-    let target = finished(&env, &op).await;
+    let (code, answer) = env
+        .post_signed(
+            &op,
+            "mobile",
+            &sample("app-ready-for-sale.json"),
+            SIGNING_SECRET,
+        )
+        .await;
+    assert_eq!(code, 202);
+    let name = answer["delivery"].as_str().unwrap().to_string();
+    // Between the attempts the delivery shows why and when it will try again.
+    let waiting = eventually("running", || async {
+        let d = env.deliveries().get(&name).await.ok()?;
+        let t = d.status?.targets.into_iter().next()?;
+        (t.phase.as_str() == "Running").then_some(t)
+    })
+    .await;
+    assert_eq!(
+        (waiting.attempts, waiting.last_response_code),
+        (1, Some(429))
+    );
+    assert!(waiting.last_error.unwrap().starts_with("HTTP 429"));
+    assert!(waiting.next_attempt_at.is_some());
+    let target = env
+        .wait_delivery_finished(&name)
+        .await
+        .status
+        .unwrap()
+        .targets
+        .remove(0);
     assert_eq!((target.phase.as_str(), target.attempts), ("Succeeded", 2));
     let requests = sink.requests();
     // The operator's own backoff is 100 ms here: a gap of 2 s is the server's Retry-After.

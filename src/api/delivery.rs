@@ -86,6 +86,9 @@ pub struct MatchedTarget {
     pub kind: String,
 }
 
+/// Pending: not tried yet. Running: tried, and due again at `nextAttemptAt` (see `lastError`).
+/// Succeeded, Failed: finished. A delivery is Succeeded when all its targets are, Failed when
+/// all are finished and any failed.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeliveryPhase {
     #[default]

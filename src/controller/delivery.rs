@@ -202,6 +202,8 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
                     finish(t, DeliveryPhase::Failed, code, Some(error), now);
                 } else {
                     let delay = retry_delay(after, ctx.config.retry_backoff.delay(t.attempts));
+                    // Tried and due again: Running until it succeeds or gives up.
+                    t.phase = DeliveryPhase::Running;
                     t.last_response_code = code;
                     t.last_error = Some(error);
                     t.next_attempt_at = Some(Time(next_attempt(now, delay)));
