@@ -144,3 +144,42 @@ fn several_replicas_without_leader_election_are_refused() {
         .is_ok()
     );
 }
+
+#[test]
+fn a_single_watched_namespace_gets_a_role_there_instead_of_cluster_wide_rights() {
+    let manifests = render(&["--set", "watchNamespace=default"]);
+    let kinds: Vec<(String, String)> = {
+        use serde::Deserialize;
+        serde_yaml::Deserializer::from_str(&manifests)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .filter(|v| {
+                v["kind"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("Role") || k.starts_with("ClusterRole"))
+            })
+            .map(|v| {
+                (
+                    v["kind"].as_str().unwrap().to_string(),
+                    v["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            })
+            .collect()
+    };
+    assert!(
+        !kinds.iter().any(|(k, _)| k.starts_with("Cluster")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("Role".to_string(), "default".to_string())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("RoleBinding".to_string(), "default".to_string())),
+        "{kinds:?}"
+    );
+    assert!(manifests.contains("name: STATUSED_NAMESPACE"));
+    server_dry_run(&manifests);
+}
