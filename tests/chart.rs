@@ -183,3 +183,15 @@ fn a_single_watched_namespace_gets_a_role_there_instead_of_cluster_wide_rights()
     assert!(manifests.contains("name: STATUSED_NAMESPACE"));
     server_dry_run(&manifests);
 }
+
+#[test]
+fn bad_values_are_refused_with_the_field_named() {
+    for (value, field) in [
+        ("logFormat=yaml", "logFormat"),
+        ("publicURL=hooks.example.com", "publicURL"),
+        ("replicaCount=0", "replicaCount"),
+    ] {
+        let err = try_render(&["--set", value]).unwrap_err();
+        assert!(err.contains(field), "{value}: {err}");
+    }
+}
