@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::json;
-use support::{SIGNING_SECRET, Sink, TestEnv, eventually, sample};
+use support::{SIGNING_SECRET, Sink, TestEnv, eventually, sample, sample_with_id};
 
 /// The route from the foundation issue, pointed at local stand-ins.
 fn issue_route(github: &Sink) -> serde_json::Value {
@@ -219,15 +219,7 @@ async fn signed_event_triggers_github_dispatch_exactly_once() {
     assert_eq!(answer["delivery"], name.as_str());
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(github.requests().len(), 1);
-    assert_eq!(
-        env.deliveries()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(env.delivery_count().await, 1);
 
     // The route shows what happened last.
     let route = eventually("route lastDelivery", || async {
@@ -291,15 +283,7 @@ async fn webhook_target_posts_the_templated_body_to_the_url_from_the_secret() {
         )
         .await;
     assert_eq!((code, answer["matched"].clone()), (200, json!([])));
-    assert_eq!(
-        env.deliveries()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(env.delivery_count().await, 1);
     op.shutdown().await;
 }
 
@@ -537,16 +521,9 @@ async fn finished_deliveries_beyond_the_history_limit_are_pruned() {
     env.wait_ready("releases", "True").await;
     let mut last = String::new();
     for i in 0..3 {
-        let mut event: serde_json::Value =
-            serde_json::from_slice(&sample("build-valid.json")).unwrap();
-        event["id"] = json!(format!("build-event-{i}"));
+        let event = sample_with_id("build-valid.json", &format!("build-event-{i}"));
         let (code, answer) = env
-            .post_signed(
-                &op,
-                "releases",
-                &serde_json::to_vec(&event).unwrap(),
-                SIGNING_SECRET,
-            )
+            .post_signed(&op, "releases", &event, SIGNING_SECRET)
             .await;
         assert_eq!(code, 202, "{answer}");
         last = answer["delivery"].as_str().unwrap().to_string();
@@ -643,15 +620,9 @@ async fn two_replicas_deliver_each_event_once_and_the_follower_takes_over() {
         follower_ctx.is_leader().then_some(())
     })
     .await;
-    let mut event: serde_json::Value = serde_json::from_slice(&sample("build-valid.json")).unwrap();
-    event["id"] = json!("after-takeover");
+    let event = sample_with_id("build-valid.json", "after-takeover");
     let (code, answer) = env
-        .post_signed(
-            &follower,
-            "releases",
-            &serde_json::to_vec(&event).unwrap(),
-            SIGNING_SECRET,
-        )
+        .post_signed(&follower, "releases", &event, SIGNING_SECRET)
         .await;
     assert_eq!(code, 202);
     let delivery = env
@@ -673,10 +644,8 @@ async fn events_over_the_routes_rate_limit_get_429_with_retry_after() {
     let send = |i: u32, secret: &'static str| {
         let url = url.clone();
         async move {
-            let mut event: serde_json::Value =
-                serde_json::from_slice(&sample("build-valid.json")).unwrap();
-            event["id"] = json!(format!("limited-{i}"));
-            let body = serde_json::to_vec(&event).unwrap();
+            let event = sample_with_id("build-valid.json", &format!("limited-{i}"));
+            let body = event;
             let signature = statused_operator::signature::sign(secret.as_bytes(), &body);
             let response = reqwest::Client::new()
                 .post(&url)
@@ -701,15 +670,7 @@ async fn events_over_the_routes_rate_limit_get_429_with_retry_after() {
     // Two per minute: the next token is at most 30 s away.
     let retry_after = retry_after.expect("Retry-After on 429");
     assert!((1..=30).contains(&retry_after), "{retry_after}");
-    assert_eq!(
-        env.deliveries()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        2
-    );
+    assert_eq!(env.delivery_count().await, 2);
     op.shutdown().await;
 }
 

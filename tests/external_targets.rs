@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{SIGNING_SECRET, Sink, TestEnv, eventually, sample};
+use support::{SIGNING_SECRET, Sink, TestEnv, eventually, sample, sample_with_id};
 
 struct Services {
     github: Sink,
@@ -535,9 +535,8 @@ async fn github_app_exchanges_a_signed_jwt_for_an_installation_token_and_reuses_
 
     // Two different events.
     let first = sample("app-in-review.json");
-    let mut second: Value = serde_json::from_slice(&first).unwrap();
-    second["id"] = json!("a-second-event");
-    for body in [first, serde_json::to_vec(&second).unwrap()] {
+    let second = sample_with_id("app-in-review.json", "a-second-event");
+    for body in [first, second] {
         let (code, answer) = env.post_signed(&op, "mobile", &body, SIGNING_SECRET).await;
         assert_eq!(code, 202, "{answer}");
         let d = env

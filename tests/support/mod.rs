@@ -182,6 +182,16 @@ impl TestEnv {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
 
+    /// How many StatusedDeliveries the namespace holds.
+    pub async fn delivery_count(&self) -> usize {
+        self.deliveries()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len()
+    }
+
     pub fn deliveries(&self) -> Api<StatusedDelivery> {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
@@ -294,6 +304,13 @@ impl TestEnv {
         let body = response.json().await.unwrap_or(serde_json::Value::Null);
         (status, body)
     }
+}
+
+/// A sample event with another id (a different event to Statused).
+pub fn sample_with_id(name: &str, id: &str) -> Vec<u8> {
+    let mut event: serde_json::Value = serde_json::from_slice(&sample(name)).unwrap();
+    event["id"] = id.into();
+    serde_json::to_vec(&event).unwrap()
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, for at most 30 seconds.
