@@ -14,6 +14,8 @@ test: tools
     hack/cluster.sh exec -- cargo test --locked --test e2e --test in_cluster --test external_targets --test chart -- --test-threads 4
     # Tekton and Argo not installed: a cluster of its own, without their CRDs.
     hack/cluster.sh exec --bare -- cargo test --locked --test api_not_installed
+    # The load benchmark's smoke (N = 200): nothing unanswered, lost or duplicated; no timing.
+    hack/cluster.sh exec -- cargo test --locked --bench load
     helm lint --strict charts/statused-operator
     cargo clippy --locked --all-targets -- -D warnings
     cargo fmt --check
@@ -21,6 +23,11 @@ test: tools
 # The receiver's per-event cost as a ratio to one HMAC measured in the same run.
 bench:
     cargo bench --locked --bench receiver
+
+# A burst of signed events through the receiver to a local sink, as ratios to raw API-server
+# creates in the same run (N = 10,000, C = 32; STATUSED_LOAD_EVENTS / _CONCURRENCY override).
+bench-load: tools
+    hack/cluster.sh exec -- cargo bench --locked --bench load
 
 # Install just, etcd, helm, kubectl and build the cached kube-apiserver.
 tools:

@@ -21,6 +21,7 @@ pub mod secrets;
 pub mod server;
 pub mod signature;
 pub mod targets;
+pub mod token_bucket;
 
 /// Installs the process-wide rustls crypto provider. kube and reqwest both use rustls with
 /// `ring`; without an explicit choice the first TLS connection panics. Safe to call twice.

@@ -44,6 +44,7 @@ pub struct Metrics {
     target_duration: Family<KindLabels, Histogram>,
     reconciles: Family<ReconcileLabels, Counter>,
     deliveries: Family<OutcomeLabels, Counter>,
+    kube_events: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -81,7 +82,14 @@ impl Default for Metrics {
             "Finished deliveries by phase",
             deliveries.clone(),
         );
+        let kube_events = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "kube_events",
+            "Kubernetes Events on deliveries: published, or skipped over the event budget",
+            kube_events.clone(),
+        );
         Self {
+            kube_events,
             registry,
             webhook_requests,
             target_attempts,
@@ -129,6 +137,14 @@ impl Metrics {
         self.deliveries
             .get_or_create(&OutcomeLabels {
                 outcome: phase.into(),
+            })
+            .inc();
+    }
+
+    pub fn kube_event(&self, outcome: &str) {
+        self.kube_events
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
             })
             .inc();
     }

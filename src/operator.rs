@@ -52,6 +52,20 @@ pub struct Config {
     pub executor: bool,
     /// Elect a leader through a Lease (several replicas); `None`: this process always leads.
     pub leader_election: Option<LeaseConfig>,
+    /// Webhook requests worked on at once; beyond, 503 with `Retry-After` at once.
+    pub max_inflight_requests: usize,
+    /// Body bytes held by the requests worked on at once; beyond, 503 with `Retry-After`.
+    pub max_inflight_bytes: usize,
+    /// How long the receiver waits for the API server to store a delivery (then 503).
+    pub record_timeout: Duration,
+    /// Deliveries the executor works on at once.
+    pub executor_concurrency: u16,
+    /// How long an event id stays a duplicate, whatever the history limits prune.
+    pub dedup_window: Duration,
+    /// How often finished deliveries beyond the history limits are pruned.
+    pub prune_interval: Duration,
+    /// How often route status (`lastEvent`, `lastDelivery`) is written, at most.
+    pub route_status_interval: Duration,
 }
 
 impl Default for Config {
@@ -78,6 +92,13 @@ impl Default for Config {
             api_recheck: Duration::from_secs(60),
             executor: true,
             leader_election: None,
+            max_inflight_requests: 128,
+            max_inflight_bytes: 32 * 1024 * 1024,
+            record_timeout: Duration::from_secs(5),
+            executor_concurrency: 16,
+            dedup_window: Duration::from_secs(72 * 3600),
+            prune_interval: Duration::from_secs(10),
+            route_status_interval: Duration::from_secs(3),
         }
     }
 }
@@ -92,6 +113,12 @@ pub struct Context {
     pub recorder: Recorder,
     pub reconcile_failures: FailureCounts,
     pub rate_limiter: crate::server::rate_limit::RateLimiter,
+    /// The receiver's budget of requests and bytes in flight.
+    pub admission: crate::server::admission::Admission,
+    /// `lastEvent` / `lastDelivery` per route, written by a coalescing flush.
+    pub route_activity: Arc<crate::controller::route_activity::RouteActivity>,
+    /// How many Kubernetes Events the executor may publish.
+    pub event_budget: crate::controller::delivery::EventBudget,
     /// Set once the first list of routes has been received.
     pub routes_synced: Arc<AtomicBool>,
     ready: AtomicBool,
@@ -216,6 +243,10 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
     };
     let (store, writer) = reflector::store();
     let (leading_tx, leading) = watch::channel(config.leader_election.is_none());
+    let admission = crate::server::admission::Admission::new(
+        config.max_inflight_requests,
+        config.max_inflight_bytes,
+    );
     let context = Arc::new(Context {
         leading,
         recorder: Recorder::new(client.clone(), reporter),
@@ -226,6 +257,9 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         metrics: Metrics::default(),
         reconcile_failures: FailureCounts::default(),
         rate_limiter: Default::default(),
+        admission,
+        route_activity: Default::default(),
+        event_budget: Default::default(),
         routes_synced: Arc::new(AtomicBool::new(false)),
         ready: AtomicBool::new(false),
         routes: store.clone(),

@@ -10,8 +10,8 @@ use crate::controller::history::HistoryLimits;
 use crate::event::Envelope;
 use crate::matching::{EventView, Matcher};
 use crate::secrets::SecretValue;
-use crate::server::rate_limit::Limit;
 use crate::targets::CompiledTarget;
+use crate::token_bucket::Limit;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteKey {

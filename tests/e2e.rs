@@ -511,10 +511,12 @@ async fn probes_and_metrics_are_served() {
 }
 
 #[tokio::test]
-async fn finished_deliveries_beyond_the_history_limit_are_pruned() {
+async fn finished_deliveries_beyond_the_history_limit_are_pruned_once_out_of_the_dedup_window() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("history", &chat).await;
-    let op = env.start_operator().await;
+    let op = env
+        .start_operator_with(|c| c.dedup_window = std::time::Duration::ZERO)
+        .await;
     let mut spec = issue_route(&github);
     spec["history"] = json!({"succeeded": 1});
     env.apply_route("releases", spec).await;

@@ -108,6 +108,30 @@ pub struct RunArgs {
         default_value = "statused-operator"
     )]
     pub leader_election_lease: String,
+    /// Webhook requests worked on at once; more are answered 503 with Retry-After at once.
+    #[arg(long, env = "STATUSED_MAX_INFLIGHT_REQUESTS", default_value_t = 128)]
+    pub max_inflight_requests: usize,
+    /// Body bytes the requests worked on at once may hold; beyond, 503 with Retry-After.
+    #[arg(long, env = "STATUSED_MAX_INFLIGHT_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_inflight_bytes: usize,
+    /// How long the receiver waits for the API server to store an event, in seconds; then
+    /// 503 with Retry-After, so the sender retries (a late store makes the retry a duplicate).
+    #[arg(long, env = "STATUSED_RECORD_TIMEOUT_SECONDS", default_value_t = 5.0)]
+    pub record_timeout_seconds: f64,
+    /// Deliveries the executor works on at once (each calls its targets, then writes status).
+    #[arg(long, env = "STATUSED_EXECUTOR_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub executor_concurrency: u16,
+    /// How long an event id is recognised as a duplicate (Go duration, e.g. 72h): no
+    /// delivery younger than this is pruned, whatever a route's history limits say.
+    #[arg(long, env = "STATUSED_DEDUP_WINDOW", default_value = "72h",
+          value_parser = parse_duration)]
+    pub dedup_window: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::duration::parse_go_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 72h, 30m or 90s"))
 }
 
 impl RunArgs {
@@ -147,6 +171,11 @@ impl RunArgs {
             },
             instance: self.instance.clone(),
             leader_election,
+            max_inflight_requests: self.max_inflight_requests.max(1),
+            max_inflight_bytes: self.max_inflight_bytes.max(1),
+            record_timeout: secs(self.record_timeout_seconds),
+            executor_concurrency: self.executor_concurrency,
+            dedup_window: self.dedup_window,
             ..Config::default()
         })
     }

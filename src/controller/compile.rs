@@ -11,8 +11,8 @@ use crate::api::conditions::Reason;
 use crate::matching::Matcher;
 use crate::routing::{CompiledRoute, CompiledRule, RouteKey};
 use crate::secrets::{SecretSet, SecretValue};
-use crate::server::rate_limit::Limit;
 use crate::targets::{self, ApiRef, CompileError};
+use crate::token_bucket::Limit;
 
 /// Names of every Secret the route reads, so that the reconciler fetches exactly those and a
 /// change to any of them re-reconciles the route.

@@ -6,37 +6,61 @@ use std::time::Duration;
 
 use futures::{StreamExt, future};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::controller::Action;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
-use super::history::{Finished, HistoryLimits, to_prune};
+use super::route_activity::Activity;
 use super::status::delivery_phase;
 use super::{Error, scoped_api};
 use crate::api::{
     DeliveryPhase, FIELD_MANAGER, LastDelivery, LastEvent, StatusedDelivery,
-    StatusedDeliveryStatus, StatusedRoute, TargetStatus,
+    StatusedDeliveryStatus, TargetStatus,
 };
 use crate::expr::Scope;
-use crate::naming::{IdentityInput, LABEL_ROUTE, ObjectIdentity, label_value};
+use crate::naming::{IdentityInput, ObjectIdentity};
 use crate::operator::Context;
 use crate::routing::{RouteKey, RouteState};
 use crate::targets::create::create_once;
 use crate::targets::send::{Outcome, send};
 use crate::targets::{CompiledTarget, HttpRequest, HttpTarget, KubeTarget, RenderContext};
+use crate::token_bucket::{Bucket, Limit};
 
-/// Field manager for the route status fields the executor owns (`lastEvent`,
-/// `lastDelivery`). Separate from the route reconciler's so that neither apply removes the
-/// other's fields.
-const ROUTE_STATUS_MANAGER: &str = "statused-operator-delivery";
-
+/// Runs the executor until `shutdown`: the delivery controller (at most
+/// `executor_concurrency` reconciles at once), the pruner and the route status flush, all
+/// over one watch of the deliveries.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let api: Api<StatusedDelivery> =
         scoped_api(ctx.client.clone(), ctx.config.namespace.as_deref());
-    Controller::new(api, watcher::Config::default())
+    let (store, writer) = reflector::store();
+    // The cache holds every stored delivery (all of the dedup window's): keep each small.
+    let deliveries = watcher(api, watcher::Config::default().any_semantic())
+        .modify(trim)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = |t: &tokio_util::sync::CancellationToken| {
+        let t = t.clone();
+        async move { t.cancelled().await }
+    };
+    let pruner = tokio::spawn(super::pruner::run(
+        ctx.clone(),
+        store.clone(),
+        ctx.config.prune_interval,
+        stopped(&stop),
+    ));
+    let flush = tokio::spawn(super::route_activity::flush_every(
+        ctx.client.clone(),
+        ctx.route_activity.clone(),
+        ctx.config.route_status_interval,
+        stopped(&stop),
+    ));
+    Controller::for_stream(deliveries, store)
+        .with_config(controller::Config::default().concurrency(ctx.config.executor_concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
@@ -46,6 +70,29 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             future::ready(())
         })
         .await;
+    stop.cancel();
+    let _ = tokio::join!(pruner, flush);
+}
+
+/// What the executor's cache keeps of a delivery: everything while it is being delivered;
+/// once finished, only what pruning needs (phase, times, route), so that a stored delivery
+/// costs a few hundred bytes, not its event. `managedFields` are never needed.
+pub fn trim(delivery: &mut StatusedDelivery) {
+    delivery.metadata.managed_fields = None;
+    if let Some(annotations) = delivery.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    let finished = delivery
+        .status
+        .as_ref()
+        .is_some_and(|s| s.phase.is_finished());
+    if finished {
+        delivery.spec.event.data = serde_json::Value::Null;
+        delivery.spec.matched = Vec::new();
+        if let Some(status) = delivery.status.as_mut() {
+            status.targets = Vec::new();
+        }
+    }
 }
 
 #[instrument(skip(delivery, ctx), fields(delivery = %delivery.name_any()))]
@@ -54,7 +101,8 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
     let name = delivery.name_any();
     let current = delivery.status.clone().unwrap_or_default();
     if current.phase.is_finished() {
-        return expire(&ctx, &delivery, &current).await;
+        // Nothing left to do; the pruner deletes it when its time comes.
+        return Ok(Action::await_change());
     }
     let route_key = RouteKey::new(&ns, &delivery.spec.route);
     let route = match ctx.table.lookup(&route_key) {
@@ -234,12 +282,12 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         .await?;
     }
     if first_look || phase.is_finished() {
-        update_route_status(&ctx, &delivery, &desired).await;
+        ctx.route_activity
+            .record(route_key.clone(), activity(&delivery, &desired));
     }
     if phase.is_finished() {
         announce(&ctx, &delivery, &desired).await;
         ctx.metrics.delivery(phase.as_str());
-        prune(&ctx, &ns, &delivery.spec.route, &route.history, &name).await;
     }
     ctx.reconcile_failures
         .reset(&format!("delivery:{ns}/{name}"));
@@ -260,102 +308,6 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         None if phase.is_finished() => Action::await_change(),
         None => Action::requeue(Duration::from_secs(1)),
     })
-}
-
-/// The history limits of the delivery's route (defaults while the route is not loaded).
-/// The history limits of the delivery's route; `None` while they cannot be known (the route
-/// is not loaded or not Ready), when nothing must be deleted on a guess.
-fn history_of(ctx: &Context, delivery: &StatusedDelivery) -> Option<HistoryLimits> {
-    let key = RouteKey::new(
-        delivery.namespace().unwrap_or_default(),
-        &delivery.spec.route,
-    );
-    match ctx.table.lookup(&key) {
-        Some(RouteState::Ready(route)) => Some(route.history),
-        // Loaded and gone: the route was deleted and its deliveries go with it (owner
-        // reference); until the garbage collector gets there, the defaults apply.
-        None if ctx.is_ready() => Some(HistoryLimits::default()),
-        _ => None,
-    }
-}
-
-fn finished_at(delivery: &StatusedDelivery, status: &StatusedDeliveryStatus) -> jiff::Timestamp {
-    status
-        .completed_at
-        .as_ref()
-        .or(delivery.metadata.creation_timestamp.as_ref())
-        .map(|t| t.0)
-        .unwrap_or_else(jiff::Timestamp::now)
-}
-
-/// A finished delivery is deleted once older than its route's `history.maxAge`; until then
-/// it is looked at again when that time comes.
-async fn expire(
-    ctx: &Context,
-    delivery: &StatusedDelivery,
-    status: &StatusedDeliveryStatus,
-) -> Result<Action, Error> {
-    let Some(limits) = history_of(ctx, delivery) else {
-        return Ok(Action::requeue(Duration::from_secs(600)));
-    };
-    let max_age =
-        jiff::SignedDuration::try_from(limits.max_age).unwrap_or(jiff::SignedDuration::MAX);
-    let Ok(expires) = finished_at(delivery, status).checked_add(max_age) else {
-        return Ok(Action::await_change());
-    };
-    let now = jiff::Timestamp::now();
-    if expires <= now {
-        let api: Api<StatusedDelivery> = Api::namespaced(
-            ctx.client.clone(),
-            &delivery.namespace().unwrap_or_default(),
-        );
-        match api
-            .delete(&delivery.name_any(), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-        return Ok(Action::await_change());
-    }
-    let wait = Duration::try_from(expires.duration_since(now)).unwrap_or_default();
-    // Requeue at most daily, so a limit lowered later is noticed.
-    Ok(Action::requeue(wait.min(Duration::from_secs(24 * 3600))))
-}
-
-/// Deletes the route's finished deliveries beyond its history limits. Best effort: a failure
-/// is logged and the next finished delivery tries again.
-async fn prune(ctx: &Context, ns: &str, route: &str, limits: &HistoryLimits, newest: &str) {
-    let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = format!("{LABEL_ROUTE}={}", label_value(route));
-    let list = match api.list(&ListParams::default().labels(&selector)).await {
-        Ok(list) => list,
-        Err(e) => {
-            warn!(error = %e, route, "could not list deliveries to prune");
-            return;
-        }
-    };
-    let finished = list
-        .items
-        .iter()
-        .filter(|d| d.spec.route == route)
-        .filter_map(|d| {
-            let status = d.status.as_ref()?;
-            status.phase.is_finished().then(|| Finished {
-                name: d.name_any(),
-                phase: status.phase,
-                at: finished_at(d, status),
-            })
-        })
-        .collect();
-    for name in to_prune(finished, limits, jiff::Timestamp::now(), newest) {
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => debug!(delivery = %name, "pruned"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => warn!(error = %e, delivery = %name, "could not prune delivery"),
-        }
-    }
 }
 
 /// The longest `Retry-After` honoured; a server asking for more is retried after this.
@@ -404,16 +356,8 @@ fn finish(
     t.completed_at = Some(Time(now));
 }
 
-/// `lastEvent` and `lastDelivery` on the route. Best effort: the delivery record is what
-/// counts, so a failure here is logged, not retried.
-async fn update_route_status(
-    ctx: &Context,
-    delivery: &StatusedDelivery,
-    status: &StatusedDeliveryStatus,
-) {
-    let Some(ns) = delivery.namespace() else {
-        return;
-    };
+/// What the route's status says about this delivery (`lastEvent`, `lastDelivery`).
+fn activity(delivery: &StatusedDelivery, status: &StatusedDeliveryStatus) -> Activity {
     let mut rules: Vec<String> = delivery
         .spec
         .matched
@@ -426,33 +370,65 @@ async fn update_route_status(
         .creation_timestamp
         .clone()
         .unwrap_or_else(|| Time(jiff::Timestamp::now()));
-    let patch = serde_json::json!({
-        "apiVersion": StatusedRoute::api_version(&()),
-        "kind": StatusedRoute::kind(&()),
-        "status": {
-            "lastEvent": LastEvent {
-                id: delivery.spec.event.id.clone(),
-                type_: delivery.spec.event.type_.clone(),
-                received_at,
-                matched_rules: rules,
-            },
-            "lastDelivery": LastDelivery {
-                name: delivery.name_any(),
-                phase: status.phase.as_str().to_string(),
-                completed_at: status.completed_at.clone(),
-            },
+    Activity {
+        last_event: LastEvent {
+            id: delivery.spec.event.id.clone(),
+            type_: delivery.spec.event.type_.clone(),
+            received_at,
+            matched_rules: rules,
         },
-    });
-    let api: Api<StatusedRoute> = Api::namespaced(ctx.client.clone(), &ns);
-    if let Err(e) = api
-        .patch_status(
-            &delivery.spec.route,
-            &PatchParams::apply(ROUTE_STATUS_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-    {
-        warn!(error = %e, route = %delivery.spec.route, "could not record last delivery on route");
+        last_delivery: LastDelivery {
+            name: delivery.name_any(),
+            phase: status.phase.as_str().to_string(),
+            completed_at: status.completed_at.clone(),
+        },
+    }
+}
+
+/// How many Kubernetes Events the executor publishes: every one at an ordinary pace, a
+/// sample during a burst (each Event is one more write to the API server, competing with the
+/// receiver's). Warnings have a budget of their own, so successes never crowd them out. The
+/// delivery's status always has the whole outcome.
+#[derive(Debug)]
+pub struct EventBudget {
+    normal: std::sync::Mutex<Option<Bucket>>,
+    warning: std::sync::Mutex<Option<Bucket>>,
+}
+
+impl Default for EventBudget {
+    fn default() -> Self {
+        Self {
+            normal: std::sync::Mutex::new(None),
+            warning: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// 30 Normal Events at once, then 2 a second.
+const NORMAL_EVENTS: Limit = Limit {
+    per_minute: 120.0,
+    burst: 30.0,
+};
+/// 100 Warning Events at once, then 10 a second.
+const WARNING_EVENTS: Limit = Limit {
+    per_minute: 600.0,
+    burst: 100.0,
+};
+
+impl EventBudget {
+    /// Whether an Event of this type may be published at `now`.
+    pub fn allow(&self, type_: EventType, now: std::time::Instant) -> bool {
+        let (bucket, limit) = match type_ {
+            EventType::Normal => (&self.normal, NORMAL_EVENTS),
+            EventType::Warning => (&self.warning, WARNING_EVENTS),
+        };
+        let mut bucket = bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        bucket
+            .get_or_insert_with(|| Bucket::full(limit, now))
+            .take(limit, now)
+            .is_ok()
     }
 }
 
@@ -488,6 +464,11 @@ async fn announce(ctx: &Context, delivery: &StatusedDelivery, status: &StatusedD
         warn!(failed = ?failed, "delivery failed");
         (EventType::Warning, "DeliveryFailed", failed.join("; "))
     };
+    if !ctx.event_budget.allow(type_, std::time::Instant::now()) {
+        ctx.metrics.kube_event("skipped");
+        return;
+    }
+    ctx.metrics.kube_event("published");
     let event = Event {
         type_,
         reason: reason.into(),

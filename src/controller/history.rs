@@ -1,5 +1,5 @@
 //! How many finished deliveries a route keeps, and for how long (like a CronJob's history
-//! limits). Pure: the executor lists and deletes.
+//! limits), never shorter than the dedup window. Pure: the pruner reads its cache and deletes.
 
 use std::time::Duration;
 
@@ -62,20 +62,31 @@ pub struct Finished {
     pub phase: DeliveryPhase,
     /// When it finished (or was created, if that is all we know).
     pub at: jiff::Timestamp,
+    /// When its event was received (the record created).
+    pub received: jiff::Timestamp,
+    /// Orders deliveries that finished within the same second (timestamps have second
+    /// precision): the API server's resourceVersion of its last write, where it is a number.
+    pub revision: u64,
 }
 
 /// The deliveries to delete: the oldest beyond each phase's limit, and any older than
-/// `max_age`. `newest` (the delivery that just finished) counts as the newest of all:
-/// timestamps have second precision, so ties are common.
+/// `max_age`, but none received within `dedup_window`: a record's name is what makes a
+/// redelivered event a duplicate, so it outlives any shorter history. Ties (timestamps have
+/// second precision) are broken by revision, then name, so every round chooses alike.
 pub fn to_prune(
     mut finished: Vec<Finished>,
     limits: &HistoryLimits,
     now: jiff::Timestamp,
-    newest: &str,
+    dedup_window: Duration,
 ) -> Vec<String> {
-    finished.sort_by_key(|d| std::cmp::Reverse((d.name == newest, d.at)));
+    finished.sort_by(|a, b| {
+        (b.at, b.revision)
+            .cmp(&(a.at, a.revision))
+            .then_with(|| b.name.cmp(&a.name))
+    });
     let max_age =
         jiff::SignedDuration::try_from(limits.max_age).unwrap_or(jiff::SignedDuration::MAX);
+    let window = jiff::SignedDuration::try_from(dedup_window).unwrap_or(jiff::SignedDuration::MAX);
     let mut kept = [0usize; 2];
     let mut prune = Vec::new();
     for d in finished {
@@ -83,7 +94,8 @@ pub fn to_prune(
             DeliveryPhase::Succeeded => (0, limits.succeeded),
             _ => (1, limits.failed),
         };
-        if kept[slot] >= limit || now.duration_since(d.at) > max_age {
+        let beyond = kept[slot] >= limit || now.duration_since(d.at) > max_age;
+        if beyond && now.duration_since(d.received) >= window {
             prune.push(d.name);
         } else {
             kept[slot] += 1;
@@ -105,6 +117,8 @@ mod tests {
             name: name.into(),
             phase,
             at: at(secs),
+            received: at(secs),
+            revision: 0,
         }
     }
 
@@ -122,13 +136,30 @@ mod tests {
             d("s2", DeliveryPhase::Succeeded, 2),
             d("f2", DeliveryPhase::Failed, 2),
         ];
-        let mut pruned = to_prune(items, &limits, at(10), "s3");
+        let mut pruned = to_prune(items, &limits, at(10), Duration::ZERO);
         pruned.sort();
         assert_eq!(pruned, ["f1", "s1"]);
     }
 
     #[test]
-    fn the_delivery_that_just_finished_is_kept_on_a_tie() {
+    fn the_last_written_of_a_second_is_the_newest() {
+        let limits = HistoryLimits {
+            succeeded: 1,
+            failed: 1,
+            max_age: Duration::from_secs(3600),
+        };
+        let mut first = d("z-first", DeliveryPhase::Succeeded, 5);
+        first.revision = 10;
+        let mut last = d("a-last", DeliveryPhase::Succeeded, 5);
+        last.revision = 12;
+        assert_eq!(
+            to_prune(vec![first, last], &limits, at(10), Duration::ZERO),
+            ["z-first"]
+        );
+    }
+
+    #[test]
+    fn ties_are_broken_by_name_so_every_round_agrees() {
         let limits = HistoryLimits {
             succeeded: 1,
             failed: 1,
@@ -138,8 +169,32 @@ mod tests {
             d("a", DeliveryPhase::Succeeded, 5),
             d("b", DeliveryPhase::Succeeded, 5),
         ];
-        assert_eq!(to_prune(items.clone(), &limits, at(10), "b"), ["a"]);
-        assert_eq!(to_prune(items, &limits, at(10), "a"), ["b"]);
+        let mut reversed = items.clone();
+        reversed.reverse();
+        assert_eq!(to_prune(items, &limits, at(10), Duration::ZERO), ["a"]);
+        assert_eq!(to_prune(reversed, &limits, at(10), Duration::ZERO), ["a"]);
+    }
+
+    #[test]
+    fn records_inside_the_dedup_window_outlive_the_history_limits() {
+        let limits = HistoryLimits {
+            succeeded: 1,
+            failed: 1,
+            max_age: Duration::from_secs(3600),
+        };
+        let items = vec![
+            d("old", DeliveryPhase::Succeeded, 0),
+            d("mid", DeliveryPhase::Succeeded, 50),
+            d("new", DeliveryPhase::Succeeded, 90),
+        ];
+        let window = Duration::from_secs(60);
+        // "mid" is beyond the count, but was received only 50 s ago.
+        assert_eq!(to_prune(items.clone(), &limits, at(100), window), ["old"]);
+        assert_eq!(
+            to_prune(items, &limits, at(200), window),
+            ["mid", "old"],
+            "once the window has passed, the limits apply"
+        );
     }
 
     #[test]
@@ -156,7 +211,7 @@ mod tests {
             ],
             &limits,
             at(120),
-            "new",
+            Duration::ZERO,
         );
         assert_eq!(pruned, ["old"]);
     }

@@ -5,7 +5,9 @@ pub mod backoff;
 pub mod compile;
 pub mod delivery;
 pub mod history;
+pub mod pruner;
 pub mod route;
+pub mod route_activity;
 pub mod status;
 
 use kube::{Api, Client, Resource};

@@ -7,19 +7,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::routing::RouteKey;
-
-/// A route's limit: `per_minute` events on average, `burst` at once.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limit {
-    pub per_minute: f64,
-    pub burst: f64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
+use crate::token_bucket::Bucket;
+pub use crate::token_bucket::Limit;
 
 /// Buckets of every route; routes without a limit never touch it.
 #[derive(Debug, Default)]
@@ -28,27 +17,12 @@ pub struct RateLimiter(Mutex<HashMap<RouteKey, Bucket>>);
 impl RateLimiter {
     /// Takes one token for `route` at `now`; `Err(wait)` says how long until one is free.
     pub fn check(&self, route: &RouteKey, limit: Limit, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self
-            .0
+        self.0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let bucket = buckets.entry(route.clone()).or_insert(Bucket {
-            tokens: limit.burst,
-            at: now,
-        });
-        let refill =
-            now.saturating_duration_since(bucket.at).as_secs_f64() * limit.per_minute / 60.0;
-        bucket.tokens = (bucket.tokens + refill).min(limit.burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let missing = 1.0 - bucket.tokens;
-            Err(Duration::from_secs_f64(
-                missing * 60.0 / limit.per_minute.max(f64::MIN_POSITIVE),
-            ))
-        }
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(route.clone())
+            .or_insert_with(|| Bucket::full(limit, now))
+            .take(limit, now)
     }
 }
 

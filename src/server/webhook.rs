@@ -15,7 +15,7 @@ use futures::StreamExt;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Resource};
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::api::{
     DeliveredEvent, MatchedTarget, StatusedDelivery, StatusedDeliverySpec, StatusedRoute,
@@ -47,16 +47,22 @@ pub enum ReceiveError {
     Signature(#[from] signature::SignatureError),
     #[error("invalid CloudEvent: {0}")]
     Envelope(#[from] crate::event::EnvelopeError),
+    #[error("receiver busy")]
+    Busy,
     #[error("could not record event")]
     Record(#[source] kube::Error),
+    #[error("could not record event in time")]
+    RecordTimeout,
 }
 
 impl ReceiveError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ReceiveError::NotReady | ReceiveError::RouteNotReady | ReceiveError::Record(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ReceiveError::NotReady
+            | ReceiveError::RouteNotReady
+            | ReceiveError::Busy
+            | ReceiveError::Record(_)
+            | ReceiveError::RecordTimeout => StatusCode::SERVICE_UNAVAILABLE,
             ReceiveError::UnknownRoute => StatusCode::NOT_FOUND,
             ReceiveError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ReceiveError::BadBody | ReceiveError::Envelope(_) => StatusCode::BAD_REQUEST,
@@ -75,6 +81,10 @@ impl IntoResponse for ReceiveError {
         // Tell the sender when to try again.
         let retry_after = match &self {
             ReceiveError::RateLimited(wait) => Some(wait.as_secs_f64().ceil().max(1.0).to_string()),
+            // Over the in-flight budget: capacity frees up within moments.
+            ReceiveError::Busy => Some("1".to_string()),
+            // The API server is slow or refusing: give it a few seconds.
+            ReceiveError::Record(_) | ReceiveError::RecordTimeout => Some("5".to_string()),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some("10".to_string()),
             _ => None,
         };
@@ -98,6 +108,9 @@ pub async fn receive(
         Err(e) => {
             match &e {
                 ReceiveError::Record(source) => warn!(error = %source, "could not record event"),
+                ReceiveError::RecordTimeout => warn!("could not record event in time"),
+                // Under overload this is every other request: not worth a line each.
+                ReceiveError::Busy => debug!("receiver busy"),
                 other => info!(status = other.status().as_u16(), reason = %other, "event refused"),
             }
             e.into_response()
@@ -154,6 +167,11 @@ async fn handle(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ReceiveError::TooLarge(limit));
     }
+    // Held until the answer: bounds the requests and body bytes worked on at once.
+    let _admitted = ctx
+        .admission
+        .try_admit(declared.map_or(limit, |len| len as usize))
+        .ok_or(ReceiveError::Busy)?;
     let bytes = tokio::time::timeout(ctx.config.body_timeout, read_body(body, limit))
         .await
         .map_err(|_| ReceiveError::SlowBody)??;
@@ -183,7 +201,15 @@ async fn handle(
     let delivery = new_delivery(&route, &envelope, matched.clone());
     let name = delivery.metadata.name.clone().unwrap_or_default();
     let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    match api.create(&PostParams::default(), &delivery).await {
+    // Bounded: a slow API server gets a 503 to the sender, not a queue. Should the create
+    // still land after the timeout, the sender's retry finds it and is answered as a duplicate.
+    let created = tokio::time::timeout(
+        ctx.config.record_timeout,
+        api.create(&PostParams::default(), &delivery),
+    )
+    .await
+    .map_err(|_| ReceiveError::RecordTimeout)?;
+    match created {
         Ok(_) => {
             info!(event = %envelope.id, delivery = %name, targets = matched.len(), "event accepted");
             Ok(Accepted {

@@ -88,6 +88,15 @@ impl TestEnv {
             .unwrap()
     }
 
+    /// The operator with some settings changed from [`Self::operator_config`].
+    pub async fn start_operator_with(&self, change: impl FnOnce(&mut operator::Config)) -> Running {
+        let mut config = self.operator_config();
+        change(&mut config);
+        operator::start(self.operator_client.clone(), config)
+            .await
+            .unwrap()
+    }
+
     /// The operator with the RBAC the chart renders for `tekton.enabled=false`.
     pub async fn start_operator_without_tekton_rbac(&self) -> Running {
         let client = client_from("STATUSED_TEST_NOTEKTON_KUBECONFIG").await;
@@ -173,6 +182,8 @@ impl TestEnv {
             },
             request_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(3),
+            prune_interval: Duration::from_millis(200),
+            route_status_interval: Duration::from_millis(200),
             api_recheck: Duration::from_secs(1),
             ..operator::Config::default()
         }
