@@ -17,8 +17,7 @@ use super::route_activity::Activity;
 use super::status::delivery_phase;
 use super::{Error, scoped_api};
 use crate::api::{
-    DeliveryPhase, FIELD_MANAGER, LastDelivery, LastEvent, StatusedDelivery,
-    StatusedDeliveryStatus, TargetStatus,
+    DeliveryPhase, LastDelivery, LastEvent, StatusedDelivery, StatusedDeliveryStatus, TargetStatus,
 };
 use crate::expr::Scope;
 use crate::naming::{IdentityInput, ObjectIdentity};
@@ -37,11 +36,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         scoped_api(ctx.client.clone(), ctx.config.namespace.as_deref());
     let (store, writer) = reflector::store();
     // The cache holds every stored delivery (all of the dedup window's): keep each small.
-    let deliveries = watcher(api, watcher::Config::default().any_semantic())
-        .modify(trim)
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects();
+    // Small pages: the first list of a large history is parsed a page at a time.
+    let deliveries = watcher(
+        api,
+        watcher::Config::default().any_semantic().page_size(100),
+    )
+    .modify(trim)
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects();
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = |t: &tokio_util::sync::CancellationToken| {
         let t = t.clone();
@@ -75,8 +78,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 }
 
 /// What the executor's cache keeps of a delivery: everything while it is being delivered;
-/// once finished, only what pruning needs (phase, times, route), so that a stored delivery
-/// costs a few hundred bytes, not its event. `managedFields` are never needed.
+/// once finished, only what pruning needs (name, uid, times, route, phase), so that a stored
+/// delivery costs a few hundred bytes, not its event. `managedFields` are never needed.
 pub fn trim(delivery: &mut StatusedDelivery) {
     delivery.metadata.managed_fields = None;
     if let Some(annotations) = delivery.metadata.annotations.as_mut() {
@@ -87,7 +90,15 @@ pub fn trim(delivery: &mut StatusedDelivery) {
         .as_ref()
         .is_some_and(|s| s.phase.is_finished());
     if finished {
-        delivery.spec.event.data = serde_json::Value::Null;
+        let meta = &mut delivery.metadata;
+        meta.labels = None;
+        meta.annotations = None;
+        meta.owner_references = None;
+        let event = &mut delivery.spec.event;
+        event.data = serde_json::Value::Null;
+        event.source = String::new();
+        event.subject = None;
+        event.time = None;
         delivery.spec.matched = Vec::new();
         if let Some(status) = delivery.status.as_mut() {
             status.targets = Vec::new();
@@ -114,6 +125,13 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
     };
+
+    // Incoming events first: while the receiver is busy, a delivery waits (a bounded time)
+    // so that its writes do not slow down the creates that senders are waiting on. Under a
+    // burst this makes events durable sooner and delivers them right after.
+    ctx.admission
+        .quiet(RECEIVER_BUSY, RECEIVER_FIRST_WAIT)
+        .await;
 
     let first_look = delivery.status.is_none();
     let mut targets: Vec<TargetStatus> = delivery
@@ -269,17 +287,17 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
     };
     if desired != current {
         let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &ns);
+        // A merge patch, not server-side apply: the executor is the only writer of a
+        // delivery's status, and apply's field bookkeeping costs the API server about as
+        // much as the receiver's create, on every delivery. The resourceVersion makes it
+        // conditional: a reconcile working from an outdated copy gets a conflict and runs
+        // again on the current one instead of overwriting newer status.
         let patch = serde_json::json!({
-            "apiVersion": StatusedDelivery::api_version(&()),
-            "kind": StatusedDelivery::kind(&()),
+            "metadata": {"resourceVersion": delivery.metadata.resource_version},
             "status": desired,
         });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
     }
     if first_look || phase.is_finished() {
         ctx.route_activity
@@ -309,6 +327,12 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         None => Action::requeue(Duration::from_secs(1)),
     })
 }
+
+/// Requests in flight at the receiver from which it counts as busy.
+const RECEIVER_BUSY: usize = 4;
+/// The longest a delivery waits for a busy receiver (its least rate under a sustained flood:
+/// `executor_concurrency` deliveries per this).
+const RECEIVER_FIRST_WAIT: Duration = Duration::from_secs(1);
 
 /// The longest `Retry-After` honoured; a server asking for more is retried after this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);

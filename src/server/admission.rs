@@ -57,6 +57,15 @@ impl Admission {
         })
     }
 
+    /// Waits until fewer than `below` requests are in flight, or for `at_most`: background
+    /// work (the executor) lets the receiver's writes go first, without waiting forever.
+    pub async fn quiet(&self, below: usize, at_most: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + at_most;
+        while self.in_flight() >= below && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Requests being worked on now.
     pub fn in_flight(&self) -> usize {
         self.max_requests - self.requests.available_permits()
@@ -65,6 +74,8 @@ impl Admission {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -86,6 +97,29 @@ mod tests {
         let _small = admission.try_admit(2 * 1024).unwrap();
         drop(big);
         assert!(admission.try_admit(4 * 1024).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_returns_when_requests_drain_or_after_the_longest_wait() {
+        let admission = Arc::new(Admission::new(10, 1 << 20));
+        let held: Vec<_> = (0..3).map(|_| admission.try_admit(1).unwrap()).collect();
+        let start = tokio::time::Instant::now();
+        admission.quiet(2, Duration::from_secs(1)).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(1),
+            "busy: waited the longest"
+        );
+        let a = admission.clone();
+        let waiter = tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            a.quiet(2, Duration::from_secs(60)).await;
+            start.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(held);
+        let waited = waiter.await.unwrap();
+        assert!(waited < Duration::from_millis(200), "{waited:?}");
     }
 
     #[test]
