@@ -45,6 +45,11 @@ for _ in $(seq 1 100); do
   [ "$phases" = "Succeeded Succeeded" ] && break
   sleep 0.2
 done
+# Route status (lastEvent/lastDelivery) is written every few seconds, coalesced.
+for _ in $(seq 1 50); do
+  [ -n "$(kubectl get statusedroute releases -o jsonpath='{.status.lastDelivery.phase}')" ] && break
+  sleep 0.2
+done
 
 echo
 echo "==> kubectl get statusedroutes,statuseddeliveries"

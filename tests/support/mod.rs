@@ -3,6 +3,8 @@
 //! service account, and HTTP sinks on 127.0.0.1 standing in for GitHub and chat services.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod proxy;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,16 +27,26 @@ use statused_operator::operator::{self, Running};
 
 pub const SIGNING_SECRET: &str = "statused-test-secret";
 
-async fn client_from(var: &str) -> Client {
+async fn config_from(var: &str) -> Config {
     statused_operator::install_crypto_provider();
     let path = std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the integration tests through `just test` (hack/cluster.sh starts the API server)")
     });
     let kubeconfig = Kubeconfig::read_from(&path).unwrap();
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .unwrap();
-    Client::try_from(config).unwrap()
+        .unwrap()
+}
+
+async fn client_from(var: &str) -> Client {
+    Client::try_from(config_from(var).await).unwrap()
+}
+
+/// The API server's address (127.0.0.1:port), to put a fault proxy in front of it.
+pub async fn api_server_addr() -> SocketAddr {
+    let config = config_from("STATUSED_TEST_OPERATOR_KUBECONFIG").await;
+    let authority = config.cluster_url.authority().unwrap().as_str().to_string();
+    authority.parse().unwrap()
 }
 
 pub fn sample(name: &str) -> Vec<u8> {
@@ -93,6 +105,22 @@ impl TestEnv {
         let mut config = self.operator_config();
         change(&mut config);
         operator::start(self.operator_client.clone(), config)
+            .await
+            .unwrap()
+    }
+
+    /// The operator (chart RBAC) with all of its API server traffic passing `proxy`, and
+    /// some settings changed.
+    pub async fn start_operator_through(
+        &self,
+        proxy: &proxy::FaultProxy,
+        change: impl FnOnce(&mut operator::Config),
+    ) -> Running {
+        let mut config = config_from("STATUSED_TEST_OPERATOR_KUBECONFIG").await;
+        config.cluster_url = format!("https://{}", proxy.addr).parse().unwrap();
+        let mut operator_config = self.operator_config();
+        change(&mut operator_config);
+        operator::start(Client::try_from(config).unwrap(), operator_config)
             .await
             .unwrap()
     }
@@ -386,6 +414,8 @@ struct Answers {
     by_path: std::collections::HashMap<String, (u16, String)>,
     /// JSON body sent with every scripted 2xx answer.
     success_body: Option<String>,
+    /// How long every answer not scripted otherwise takes.
+    default_delay: Duration,
     /// `(header, key)`: answer 403 unless the header holds `sha256=<hex HMAC of the body>`,
     /// as a Tekton GitHub interceptor does.
     require_signature: Option<(String, String)>,
@@ -398,17 +428,24 @@ pub struct Sink {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
     answers: Arc<Mutex<Answers>>,
+    /// Requests being answered now, and the most at once.
+    in_flight: Arc<InFlightCounts>,
 }
+
+/// (now, most at once).
+type InFlightCounts = (std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize);
 
 impl Sink {
     pub async fn start(default_status: u16) -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let answers = Arc::new(Mutex::new(Answers::default()));
-        let (r, a) = (requests.clone(), answers.clone());
+        let in_flight: Arc<InFlightCounts> = Arc::new(Default::default());
+        let (r, a, f) = (requests.clone(), answers.clone(), Arc::clone(&in_flight));
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let (r, a) = (r.clone(), a.clone());
+                let (r, a, f) = (r.clone(), a.clone(), f.clone());
                 async move {
+                    let _counted = InFlight::enter(f);
                     let (scripted, fixed, success_body, signed_ok) = {
                         let mut answers = a.lock().unwrap();
                         let signed_ok =
@@ -452,6 +489,7 @@ impl Sink {
                     }
                     let scripted = scripted.unwrap_or(Scripted {
                         code: default_status,
+                        delay: a.lock().unwrap().default_delay,
                         ..Default::default()
                     });
                     tokio::time::sleep(scripted.delay).await;
@@ -489,7 +527,18 @@ impl Sink {
             addr,
             requests,
             answers,
+            in_flight,
         }
+    }
+
+    /// Every answer not scripted otherwise takes `delay`.
+    pub fn answer_slowly(&self, delay: Duration) {
+        self.answers.lock().unwrap().default_delay = delay;
+    }
+
+    /// The most requests this sink was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.in_flight.1.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {
@@ -551,5 +600,23 @@ impl Sink {
             .into_iter()
             .filter(|r| r.uri.path() == path)
             .collect()
+    }
+}
+
+/// Counts a request in flight at a [`Sink`] (current, most) while alive.
+struct InFlight(Arc<InFlightCounts>);
+
+impl InFlight {
+    fn enter(counts: Arc<InFlightCounts>) -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = counts.0.fetch_add(1, SeqCst) + 1;
+        counts.1.fetch_max(now, SeqCst);
+        Self(counts)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
