@@ -59,9 +59,7 @@ async fn a_redelivered_event_stays_a_duplicate_after_the_history_limit_is_reache
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(env.delivery_count().await, 2);
 
-    let (code, answer) = env
-        .post_signed(&op, "builds", &a, SIGNING_SECRET)
-        .await;
+    let (code, answer) = env.post_signed(&op, "builds", &a, SIGNING_SECRET).await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["duplicate"], true);
     assert_eq!(answer["delivery"], first.metadata.name.unwrap().as_str());
@@ -148,16 +146,16 @@ async fn the_executor_calls_at_most_its_concurrency_and_the_receiver_keeps_recor
     let sink = Sink::start(204).await;
     sink.answer_slowly(Duration::from_millis(700));
     let env = env_with_sink_route("bounded", &sink).await;
-    let op = env.start_operator_with(|c| c.executor_concurrency = 2).await;
+    let op = env
+        .start_operator_with(|c| c.executor_concurrency = 2)
+        .await;
     env.apply_route("builds", sink_route(None)).await;
     env.wait_ready("builds", "True").await;
 
     let started = Instant::now();
     for i in 0..8 {
         let event = sample_with_id("build-valid.json", &format!("bounded-{i}"));
-        let (code, answer) = env
-            .post_signed(&op, "builds", &event, SIGNING_SECRET)
-            .await;
+        let (code, answer) = env.post_signed(&op, "builds", &event, SIGNING_SECRET).await;
         assert_eq!(code, 202, "{answer}");
     }
     // Eight slow deliveries two at a time take four rounds; recording them did not wait.

@@ -433,7 +433,10 @@ pub struct Sink {
 }
 
 /// (now, most at once).
-type InFlightCounts = (std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize);
+type InFlightCounts = (
+    std::sync::atomic::AtomicUsize,
+    std::sync::atomic::AtomicUsize,
+);
 
 impl Sink {
     pub async fn start(default_status: u16) -> Self {
