@@ -16,28 +16,21 @@
 //! which asserts correctness only: nothing unanswered, lost or duplicated, never timing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::process::Stdio;
+mod harness;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
-use statused_operator::api::{
-    DeliveredEvent, MatchedTarget, StatusedDelivery, StatusedDeliverySpec, StatusedRoute,
+use harness::{
+    Operator, Tally, burst, client_from, create_namespace, event, events, mib, percentile,
+    prepare_route, start_sink, wait_delivered, wait_ready,
 };
-use tokio::process::{Child, Command};
-
-const SECRET: &str = "statused-load-secret";
-/// How long a sender waits for an answer before it counts the request as unanswered.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest `Retry-After` a sender honours (Statused retries sooner than a careful server asks).
-const MAX_SENDER_WAIT: Duration = Duration::from_secs(5);
+use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
+use statused_operator::api::{
+    DeliveredEvent, MatchedTarget, StatusedDelivery, StatusedDeliverySpec,
+};
 
 struct Settings {
     events: usize,
@@ -61,55 +54,11 @@ impl Settings {
     }
 }
 
-async fn client_from(var: &str) -> Client {
-    let path = std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run through `just bench-load` (hack/cluster.sh starts the API server)")
-    });
-    let kubeconfig = Kubeconfig::read_from(&path).unwrap();
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
-
-async fn create_namespace(admin: &Client, prefix: &str) -> String {
-    let ns = format!("{prefix}-{:08x}", fastrand::u32(..));
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.clone()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(admin.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-    ns
-}
-
-/// A ~1 KiB build event with a unique id, as Statused sends it.
-fn event(run: u32, i: usize) -> (String, Vec<u8>) {
-    let id = format!("load-{run:08x}-{i:06}");
-    let body = serde_json::json!({
-        "specversion": "1.0", "type": "com.statused.build.status.updated", "source": "statused",
-        "id": id, "time": jiff::Timestamp::now().to_string(), "datacontenttype": "application/json",
-        "data": {
-            "app_name": "Pocket Ledger", "version": "4.0.0", "build_version": format!("{i}"),
-            "status": "Valid", "store_name": "App Store Connect", "track": "TestFlight",
-            "message": "x".repeat(700), "status_color": "#1eb6fc",
-            "app_icon_url": "https://is1-ssl.mzstatic.com/image/thumb/icon.png",
-        }
-    });
-    (id, serde_json::to_vec(&body).unwrap())
-}
-
 /// (a) The baseline: `count` creates of receiver-shaped deliveries from `concurrency` tasks.
 async fn raw_create_rate(client: &Client, ns: &str, count: usize, concurrency: usize) -> f64 {
     let api: Api<StatusedDelivery> = Api::namespaced(client.clone(), ns);
     let next = Arc::new(AtomicUsize::new(0));
-    let run = fastrand::u32(..);
-    let start = Instant::now();
+        let start = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let (api, next) = (api.clone(), next.clone());
@@ -119,7 +68,7 @@ async fn raw_create_rate(client: &Client, ns: &str, count: usize, concurrency: u
                     if i >= count {
                         break;
                     }
-                    let (id, body) = event(run, i);
+                    let (id, body) = event(&format!("raw-{i:06}"), i);
                     let envelope: serde_json::Value = serde_json::from_slice(&body).unwrap();
                     let delivery = StatusedDelivery {
                         metadata: ObjectMeta {
@@ -158,252 +107,6 @@ async fn raw_create_rate(client: &Client, ns: &str, count: usize, concurrency: u
     count as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Deliveries per event id, and when the last new one arrived.
-#[derive(Default)]
-struct Counts {
-    by_id: HashMap<String, u32>,
-    last_new: Option<Instant>,
-}
-
-async fn start_sink() -> (SocketAddr, Arc<Mutex<Counts>>) {
-    let counts = Arc::new(Mutex::new(Counts::default()));
-    let c = counts.clone();
-    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
-        let c = c.clone();
-        async move {
-            let id = headers
-                .get("x-statused-event-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let mut counts = c.lock().unwrap();
-            let n = counts.by_id.entry(id).or_default();
-            *n += 1;
-            if *n == 1 {
-                counts.last_new = Some(Instant::now());
-            }
-            axum::http::StatusCode::NO_CONTENT
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, counts)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The operator binary, as the chart runs it, scoped to `ns`.
-struct Operator {
-    child: Child,
-    webhook: SocketAddr,
-    metrics: SocketAddr,
-}
-
-impl Operator {
-    async fn start(ns: &str, log: &std::path::Path) -> Self {
-        let webhook = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_statused-operator"))
-            .args(["run", "--namespace", ns, "--log-format", "json"])
-            .args(["--webhook-addr", &webhook.to_string()])
-            .args(["--metrics-addr", &metrics.to_string()])
-            .args(["--retry-base-seconds", "0.2", "--retry-max-seconds", "2"])
-            .env(
-                "KUBECONFIG",
-                std::env::var("STATUSED_TEST_OPERATOR_KUBECONFIG").unwrap(),
-            )
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let op = Self {
-            child,
-            webhook,
-            metrics,
-        };
-        let http = reqwest::Client::new();
-        for _ in 0..300 {
-            let url = format!("http://{}/readyz", op.metrics);
-            if http
-                .get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return op;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("operator not ready after 30 s; see its log");
-    }
-
-    /// (current, peak) resident set size in bytes, from /proc.
-    fn rss(&self) -> (u64, u64) {
-        let pid = self.child.id().expect("operator running");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let kib = |field: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1024
-        };
-        (kib("VmRSS:"), kib("VmHWM:"))
-    }
-
-    async fn stop(mut self) {
-        let pid = self.child.id().expect("operator running");
-        // SIGTERM: a graceful stop, as Kubernetes does it.
-        let _ = std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status();
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
-
-/// Everything the senders saw.
-#[derive(Default)]
-struct Sent {
-    /// Event ids that got a 2xx.
-    accepted: Vec<String>,
-    /// Latency of every answered request.
-    latencies: Vec<Duration>,
-    /// Requests with no answer within [`ANSWER_TIMEOUT`].
-    unanswered: usize,
-    /// Events given up on (a permanent refusal, or still refused at the deadline).
-    refused: Vec<(String, u16)>,
-    by_status: HashMap<u16, usize>,
-    last_accept: Option<Instant>,
-}
-
-async fn burst(url: &str, run: u32, events: usize, concurrency: usize, deadline: Instant) -> Sent {
-    let http = reqwest::Client::builder()
-        .timeout(ANSWER_TIMEOUT)
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .unwrap();
-    let sent = Arc::new(Mutex::new(Sent::default()));
-    let next = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (http, sent, next, url) =
-                (http.clone(), sent.clone(), next.clone(), url.to_string());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= events {
-                        break;
-                    }
-                    let (id, body) = event(run, i);
-                    let signature = statused_operator::signature::sign(SECRET.as_bytes(), &body);
-                    loop {
-                        let started = Instant::now();
-                        let answer = http
-                            .post(&url)
-                            .header("X-Statused-Signature", &signature)
-                            .header("Content-Type", "application/cloudevents+json")
-                            .body(body.clone())
-                            .send()
-                            .await;
-                        let wait = match answer {
-                            Err(_) => {
-                                sent.lock().unwrap().unanswered += 1;
-                                Duration::from_millis(100)
-                            }
-                            Ok(response) => {
-                                let code = response.status().as_u16();
-                                let retry_after = response
-                                    .headers()
-                                    .get("retry-after")
-                                    .and_then(|v| v.to_str().ok())
-                                    .and_then(|v| v.parse::<u64>().ok())
-                                    .map(Duration::from_secs);
-                                let _ = response.bytes().await;
-                                let mut s = sent.lock().unwrap();
-                                s.latencies.push(started.elapsed());
-                                *s.by_status.entry(code).or_default() += 1;
-                                if (200..300).contains(&code) {
-                                    s.accepted.push(id.clone());
-                                    s.last_accept = Some(Instant::now());
-                                    break;
-                                }
-                                if !matches!(code, 408 | 429 | 500..=599) {
-                                    s.refused.push((id.clone(), code));
-                                    break;
-                                }
-                                retry_after
-                                    .unwrap_or(Duration::from_secs(1))
-                                    .min(MAX_SENDER_WAIT)
-                            }
-                        };
-                        if Instant::now() + wait > deadline {
-                            sent.lock().unwrap().refused.push((id.clone(), 0));
-                            break;
-                        }
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    Arc::try_unwrap(sent)
-        .ok()
-        .expect("senders done")
-        .into_inner()
-        .unwrap()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-async fn wait_route_ready(routes: &Api<StatusedRoute>, name: &str) {
-    for _ in 0..300 {
-        if let Ok(route) = routes.get(name).await
-            && let Some(status) = route.status
-            && status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("route {name} not Ready after 30 s");
-}
-
 #[tokio::main]
 async fn main() {
     statused_operator::install_crypto_provider();
@@ -426,86 +129,37 @@ async fn main() {
     // (b) The operator, a route to the sink, and the burst.
     let ns = create_namespace(&admin, "load").await;
     let (sink, counts) = start_sink().await;
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-    for (name, key, value) in [
-        ("statused-webhook", "secret", SECRET.to_string()),
-        ("sink", "url", format!("http://{sink}/deliver")),
-    ] {
-        let secret = serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-            "stringData": {key: value},
-        });
-        secrets
-            .patch(name, &PatchParams::apply("load"), &Patch::Apply(&secret))
-            .await
-            .unwrap();
-    }
+    prepare_route(&admin, &ns, sink).await;
     let op = Operator::start(&ns, &log).await;
     let idle_rss = op.rss().0;
-    let routes: Api<StatusedRoute> = Api::namespaced(admin.clone(), &ns);
-    let route = serde_json::json!({
-        "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
-        "metadata": {"name": "load"},
-        "spec": {
-            "signingSecrets": [{"name": "statused-webhook"}],
-            "rules": [{"name": "builds", "match": {"types": ["com.statused.build.status.updated"]},
-                       "targets": [{"webhook": {"urlSecretRef": {"name": "sink", "key": "url"}}}]}],
-        },
-    });
-    routes
-        .patch("load", &PatchParams::apply("load"), &Patch::Apply(&route))
-        .await
-        .unwrap();
-    wait_route_ready(&routes, "load").await;
-
+    wait_ready(&admin, &ns).await;
     let url = format!("http://{}/hooks/{ns}/load", op.webhook);
-    let run = fastrand::u32(..);
     let budget = Duration::from_secs(120) + Duration::from_millis(100 * n as u64);
+    let events = events(&format!("load-{:08x}", fastrand::u32(..)), n);
     let start = Instant::now();
-    let mut sent = burst(&url, run, n, c, start + budget).await;
+    let mut sent = burst(url, events, c, Duration::ZERO, start + budget).await;
     let accept_secs = sent
         .last_accept
         .map_or(f64::NAN, |t| (t - start).as_secs_f64());
 
-    // Until every accepted event has reached the sink, or the budget is spent.
-    let deliver_deadline = Instant::now() + budget;
-    loop {
-        let delivered = {
-            let counts = counts.lock().unwrap();
-            sent.accepted
-                .iter()
-                .filter(|id| counts.by_id.contains_key(*id))
-                .count()
-        };
-        if delivered == sent.accepted.len() || Instant::now() > deliver_deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_delivered(&counts, &sent.accepted, budget).await;
     // Late repeats would show up now.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let peak_rss = op.rss().1;
 
-    let (lost, duplicated, stray, deliver_secs) = {
+    let (tally, deliver_secs) = {
         let counts = counts.lock().unwrap();
-        let lost = sent
-            .accepted
-            .iter()
-            .filter(|id| !counts.by_id.contains_key(*id))
-            .count();
-        let duplicated = counts.by_id.values().filter(|&&k| k > 1).count();
-        // Delivered without the sender ever seeing a 2xx (a later retry was refused or none came).
-        let accepted: std::collections::HashSet<_> = sent.accepted.iter().collect();
-        let stray = counts
-            .by_id
-            .keys()
-            .filter(|id| !accepted.contains(id))
-            .count();
         let secs = counts
             .last_new
             .map_or(f64::NAN, |t| (t - start).as_secs_f64());
-        (lost, duplicated, stray, secs)
+        (counts.tally("load-", &sent.accepted), secs)
     };
+    let Tally {
+        lost,
+        duplicated,
+        unasked: stray,
+        ..
+    } = tally;
     op.stop().await;
 
     // (c) What each stored delivery costs an operator that starts with them all in place.

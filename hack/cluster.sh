@@ -11,10 +11,12 @@
 #   hack/cluster.sh exec [--bare] -- CMD...   start, run CMD with the environment below, always stop
 #   hack/cluster.sh up [--bare] DIR           start and leave running (stop: hack/cluster.sh down DIR)
 #   hack/cluster.sh down DIR
+#   hack/cluster.sh start-apiserver DIR       start a killed API server again (fault tests)
 #
 # Environment given to CMD (and written to DIR/env):
 #   STATUSED_TEST_ADMIN_KUBECONFIG, STATUSED_TEST_OPERATOR_KUBECONFIG,
-#   STATUSED_TEST_NOTEKTON_KUBECONFIG, KUBECONFIG (= admin)
+#   STATUSED_TEST_NOTEKTON_KUBECONFIG, KUBECONFIG (= admin), STATUSED_TEST_CLUSTER_DIR (its
+#   apiserver.pid lets fault tests stop, freeze and kill the API server)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -69,14 +71,15 @@ $operator_token,system:serviceaccount:$OPERATOR_NS:$OPERATOR_SA,operator,"system
 $notekton_token,system:serviceaccount:$OPERATOR_NS:$NOTEKTON_SA,notekton,"system:serviceaccounts,system:serviceaccounts:$OPERATOR_NS,system:authenticated"
 TOK
 
-  kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" --insecure-port 0 \
-    --cert-dir "$dir/certs" --token-auth-file "$dir/tokens.csv" --authorization-mode RBAC \
-    --service-account-key-file "$dir/sa.pub" --service-account-signing-key-file "$dir/sa.key" \
-    --service-account-issuer https://kubernetes.default.svc --service-cluster-ip-range 10.96.0.0/24 \
-    --endpoint-reconciler-type none --disable-admission-plugins ServiceAccount \
-    >"$dir/apiserver.log" 2>&1 &
-  echo $! >"$dir/apiserver.pid"
+  cat >"$dir/apiserver.sh" <<APISERVER
+exec "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \\
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" --insecure-port 0 \\
+  --cert-dir "$dir/certs" --token-auth-file "$dir/tokens.csv" --authorization-mode RBAC \\
+  --service-account-key-file "$dir/sa.pub" --service-account-signing-key-file "$dir/sa.key" \\
+  --service-account-issuer https://kubernetes.default.svc --service-cluster-ip-range 10.96.0.0/24 \\
+  --endpoint-reconciler-type none --disable-admission-plugins ServiceAccount
+APISERVER
+  start_apiserver "$dir"
 
   local server="https://127.0.0.1:$api_port"
   kubeconfig "$dir/admin.kubeconfig" "$server" "$admin_token" admin
@@ -87,6 +90,7 @@ export STATUSED_TEST_ADMIN_KUBECONFIG=$dir/admin.kubeconfig
 export STATUSED_TEST_OPERATOR_KUBECONFIG=$dir/operator.kubeconfig
 export STATUSED_TEST_NOTEKTON_KUBECONFIG=$dir/notekton.kubeconfig
 export KUBECONFIG=$dir/admin.kubeconfig
+export STATUSED_TEST_CLUSTER_DIR=$dir
 ENV
 
   local k="kubectl --kubeconfig $dir/admin.kubeconfig"
@@ -123,6 +127,13 @@ ENV
   echo "cluster up: $server (kubeconfigs in $dir)" >&2
 }
 
+# Starts (again) the API server of a cluster made by `up`, with the same flags and port.
+start_apiserver() {
+  local dir=$1
+  bash "$dir/apiserver.sh" >>"$dir/apiserver.log" 2>&1 &
+  echo $! >"$dir/apiserver.pid"
+}
+
 down() {
   local dir=$1
   for p in apiserver etcd; do
@@ -141,6 +152,7 @@ if [ "${1:-}" = "--bare" ]; then BARE=1; shift; fi
 case "$cmd" in
   up) up "${1:?usage: cluster.sh up [--bare] DIR}" ;;
   down) down "${1:?usage: cluster.sh down DIR}" ;;
+  start-apiserver) start_apiserver "${1:?usage: cluster.sh start-apiserver DIR}" ;;
   exec)
     [ "${1:-}" = "--" ] && shift
     dir=$(mktemp -d /tmp/statused-cluster.XXXXXX)

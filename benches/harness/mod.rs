@@ -1,0 +1,465 @@
+//! What the load and chaos benchmarks share: clients for the API server that
+//! `hack/cluster.sh` started, signed events, a sink on 127.0.0.1 counting deliveries per
+//! event id, the operator binary as a child process, and senders that retry as Statused does.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use statused_operator::api::StatusedRoute;
+use tokio::process::{Child, Command};
+
+pub const SECRET: &str = "statused-load-secret";
+/// How long a sender waits for an answer before it counts the request as unanswered.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest `Retry-After` a sender honours (Statused retries sooner than a careful server asks).
+const MAX_SENDER_WAIT: Duration = Duration::from_secs(5);
+
+pub async fn client_from(var: &str) -> Client {
+    let path = std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run through `just bench-load` (hack/cluster.sh starts the API server)")
+    });
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+pub async fn create_namespace(admin: &Client, prefix: &str) -> String {
+    let ns = format!("{prefix}-{:08x}", fastrand::u32(..));
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    ns
+}
+
+/// `count` unique signed-ready events whose ids start with `prefix`.
+pub fn events(prefix: &str, count: usize) -> Arc<Vec<(String, Vec<u8>)>> {
+    Arc::new((0..count).map(|i| event(&format!("{prefix}-{i:06}"), i)).collect())
+}
+
+/// A ~1 KiB build event with the id `id`, as Statused sends it.
+pub fn event(id: &str, i: usize) -> (String, Vec<u8>) {
+    let id = id.to_string();
+    let body = serde_json::json!({
+        "specversion": "1.0", "type": "com.statused.build.status.updated", "source": "statused",
+        "id": id, "time": jiff::Timestamp::now().to_string(), "datacontenttype": "application/json",
+        "data": {
+            "app_name": "Pocket Ledger", "version": "4.0.0", "build_version": format!("{i}"),
+            "status": "Valid", "store_name": "App Store Connect", "track": "TestFlight",
+            "message": "x".repeat(700), "status_color": "#1eb6fc",
+            "app_icon_url": "https://is1-ssl.mzstatic.com/image/thumb/icon.png",
+        }
+    });
+    (id, serde_json::to_vec(&body).unwrap())
+}
+
+/// Deliveries per event id, and when the last new one arrived.
+#[derive(Default)]
+pub struct Counts {
+    pub by_id: HashMap<String, u32>,
+    /// `Idempotency-Key` values seen per event id: a repeat must carry the same one.
+    pub keys: HashMap<String, HashSet<String>>,
+    pub last_new: Option<Instant>,
+}
+
+/// What the sink saw against what the senders were told.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Accepted (2xx) but never delivered.
+    pub lost: usize,
+    /// Delivered more than once.
+    pub duplicated: usize,
+    /// Delivered although the sender never saw a 2xx for it.
+    pub unasked: usize,
+    /// Repeats whose Idempotency-Key differed from the first call's.
+    pub key_changed: usize,
+}
+
+impl Counts {
+    /// The tally over the events whose ids start with `prefix`.
+    pub fn tally(&self, prefix: &str, accepted: &[String]) -> Tally {
+        let accepted_set: HashSet<&String> = accepted.iter().collect();
+        let mine = |id: &&String| id.starts_with(prefix);
+        Tally {
+            lost: accepted.iter().filter(|id| !self.by_id.contains_key(*id)).count(),
+            duplicated: self.by_id.iter().filter(|(id, n)| mine(id) && **n > 1).count(),
+            unasked: self
+                .by_id
+                .keys()
+                .filter(|id| mine(id) && !accepted_set.contains(id))
+                .count(),
+            key_changed: self.keys.iter().filter(|(id, k)| mine(id) && k.len() > 1).count(),
+        }
+    }
+
+    pub fn delivered(&self, accepted: &[String]) -> usize {
+        accepted.iter().filter(|id| self.by_id.contains_key(*id)).count()
+    }
+}
+
+pub async fn start_sink() -> (SocketAddr, Arc<Mutex<Counts>>) {
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    let c = counts.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let c = c.clone();
+        async move {
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let id = header("x-statused-event-id");
+            let mut counts = c.lock().unwrap();
+            let key = header("idempotency-key");
+            if !key.is_empty() {
+                counts.keys.entry(id.clone()).or_default().insert(key);
+            }
+            let n = counts.by_id.entry(id).or_default();
+            *n += 1;
+            if *n == 1 {
+                counts.last_new = Some(Instant::now());
+            }
+            axum::http::StatusCode::NO_CONTENT
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, counts)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The operator binary, as the chart runs it, scoped to `ns`.
+pub struct Operator {
+    child: Child,
+    pub webhook: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// How to start the operator.
+#[derive(Clone)]
+pub struct OperatorOptions {
+    pub namespace: String,
+    pub log: std::path::PathBuf,
+    /// Its kubeconfig (default: the chart's service account).
+    pub kubeconfig: String,
+    pub webhook: SocketAddr,
+    pub metrics: SocketAddr,
+    pub args: Vec<String>,
+}
+
+impl OperatorOptions {
+    pub fn new(namespace: &str, log: &std::path::Path) -> Self {
+        Self {
+            namespace: namespace.into(),
+            log: log.into(),
+            kubeconfig: std::env::var("STATUSED_TEST_OPERATOR_KUBECONFIG").unwrap(),
+            webhook: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            metrics: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            args: Vec::new(),
+        }
+    }
+}
+
+impl Operator {
+    pub async fn start(ns: &str, log: &std::path::Path) -> Self {
+        Self::start_with(&OperatorOptions::new(ns, log)).await
+    }
+
+    pub async fn start_with(o: &OperatorOptions) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&o.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_statused-operator"))
+            .args(["run", "--namespace", &o.namespace, "--log-format", "json"])
+            .args(["--webhook-addr", &o.webhook.to_string()])
+            .args(["--metrics-addr", &o.metrics.to_string()])
+            .args(["--retry-base-seconds", "0.2", "--retry-max-seconds", "2"])
+            .args(&o.args)
+            .env("KUBECONFIG", &o.kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let op = Self {
+            child,
+            webhook: o.webhook,
+            metrics: o.metrics,
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..600 {
+            let url = format!("http://{}/readyz", op.metrics);
+            if http
+                .get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return op;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("operator not ready after 60 s; see its log");
+    }
+
+    /// `kill -9`: what a crash or an OOM kill leaves behind.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// (current, peak) resident set size in bytes, from /proc.
+    pub fn rss(&self) -> (u64, u64) {
+        let pid = self.child.id().expect("operator running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024
+        };
+        (kib("VmRSS:"), kib("VmHWM:"))
+    }
+
+    pub async fn stop(mut self) {
+        let pid = self.child.id().expect("operator running");
+        // SIGTERM: a graceful stop, as Kubernetes does it.
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Everything the senders saw.
+#[derive(Default)]
+pub struct Sent {
+    /// Event ids that got a 2xx.
+    pub accepted: Vec<String>,
+    /// Latency of every answered request.
+    pub latencies: Vec<Duration>,
+    /// Requests with no answer within [`ANSWER_TIMEOUT`].
+    pub unanswered: usize,
+    /// Events given up on (a permanent refusal, or still refused at the deadline).
+    pub refused: Vec<(String, u16)>,
+    pub by_status: HashMap<u16, usize>,
+    pub last_accept: Option<Instant>,
+    /// Attempts that found no listener (the operator was down).
+    pub no_connection: usize,
+}
+
+/// Sends every event from `concurrency` senders, each waiting `pace` between its events, and
+/// retries each as Statused does (any non-2xx but a permanent 4xx, after `Retry-After`; no
+/// answer within 30 s; no connection) until it gets a 2xx or `deadline` passes.
+pub async fn burst(
+    url: String,
+    events: Arc<Vec<(String, Vec<u8>)>>,
+    concurrency: usize,
+    pace: Duration,
+    deadline: Instant,
+) -> Sent {
+    let http = reqwest::Client::builder()
+        .timeout(ANSWER_TIMEOUT)
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
+    let sent = Arc::new(Mutex::new(Sent::default()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, sent, next, url, events) = (
+                http.clone(),
+                sent.clone(),
+                next.clone(),
+                url.clone(),
+                events.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((id, body)) = events.get(i) else {
+                        break;
+                    };
+                    if i >= concurrency {
+                        tokio::time::sleep(pace).await;
+                    }
+                    let signature = statused_operator::signature::sign(SECRET.as_bytes(), body);
+                    loop {
+                        let started = Instant::now();
+                        let answer = http
+                            .post(&url)
+                            .header("X-Statused-Signature", &signature)
+                            .header("Content-Type", "application/cloudevents+json")
+                            .body(body.clone())
+                            .send()
+                            .await;
+                        let wait = match answer {
+                            Err(e) if e.is_timeout() => {
+                                sent.lock().unwrap().unanswered += 1;
+                                Duration::from_millis(100)
+                            }
+                            // No connection (the operator is restarting): try again soon.
+                            Err(_) => {
+                                sent.lock().unwrap().no_connection += 1;
+                                Duration::from_millis(200)
+                            }
+                            Ok(response) => {
+                                let code = response.status().as_u16();
+                                let retry_after = response
+                                    .headers()
+                                    .get("retry-after")
+                                    .and_then(|v| v.to_str().ok())
+                                    .and_then(|v| v.parse::<u64>().ok())
+                                    .map(Duration::from_secs);
+                                let _ = response.bytes().await;
+                                let mut s = sent.lock().unwrap();
+                                s.latencies.push(started.elapsed());
+                                *s.by_status.entry(code).or_default() += 1;
+                                if (200..300).contains(&code) {
+                                    s.accepted.push(id.clone());
+                                    s.last_accept = Some(Instant::now());
+                                    break;
+                                }
+                                if !matches!(code, 408 | 429 | 500..=599) {
+                                    s.refused.push((id.clone(), code));
+                                    break;
+                                }
+                                retry_after
+                                    .unwrap_or(Duration::from_secs(1))
+                                    .min(MAX_SENDER_WAIT)
+                            }
+                        };
+                        if Instant::now() + wait > deadline {
+                            sent.lock().unwrap().refused.push((id.clone(), 0));
+                            break;
+                        }
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    Arc::try_unwrap(sent)
+        .ok()
+        .expect("senders done")
+        .into_inner()
+        .unwrap()
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+pub async fn wait_route_ready(routes: &Api<StatusedRoute>, name: &str) {
+    for _ in 0..300 {
+        if let Ok(route) = routes.get(name).await
+            && let Some(status) = route.status
+            && status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("route {name} not Ready after 30 s");
+}
+
+
+/// The signing Secret, the sink's URL Secret and a route `load` sending every build event
+/// to the sink (with an `Idempotency-Key`); [`wait_ready`] once an operator runs.
+pub async fn prepare_route(admin: &Client, ns: &str, sink: SocketAddr) {
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    for (name, key, value) in [
+        ("statused-webhook", "secret", SECRET.to_string()),
+        ("sink", "url", format!("http://{sink}/deliver")),
+    ] {
+        let secret = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {key: value},
+        });
+        secrets
+            .patch(name, &PatchParams::apply("load"), &Patch::Apply(&secret))
+            .await
+            .unwrap();
+    }
+    let routes: Api<StatusedRoute> = Api::namespaced(admin.clone(), ns);
+    let route = serde_json::json!({
+        "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
+        "metadata": {"name": "load"},
+        "spec": {
+            "signingSecrets": [{"name": "statused-webhook"}],
+            "rules": [{"name": "builds", "match": {"types": ["com.statused.build.status.updated"]},
+                       "targets": [{"webhook": {"urlSecretRef": {"name": "sink", "key": "url"},
+                                                "idempotencyKey": true}}]}],
+        },
+    });
+    routes
+        .patch("load", &PatchParams::apply("load"), &Patch::Apply(&route))
+        .await
+        .unwrap();
+}
+
+/// Waits until the route `load` is Ready.
+pub async fn wait_ready(admin: &Client, ns: &str) {
+    wait_route_ready(&Api::namespaced(admin.clone(), ns), "load").await;
+}
+
+/// Waits until every accepted event reached the sink, or `budget` has passed.
+pub async fn wait_delivered(counts: &Mutex<Counts>, accepted: &[String], budget: Duration) {
+    let deadline = Instant::now() + budget;
+    while counts.lock().unwrap().delivered(accepted) < accepted.len() && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
