@@ -73,7 +73,8 @@ fn operator_kubeconfig() -> (String, SocketAddr) {
 /// A copy of the operator's kubeconfig whose server is `proxy`; returns its path.
 fn kubeconfig_through(proxy: SocketAddr) -> String {
     let (text, server) = operator_kubeconfig();
-    let out = std::env::temp_dir().join(format!("statused-chaos-{}.kubeconfig", std::process::id()));
+    let out =
+        std::env::temp_dir().join(format!("statused-chaos-{}.kubeconfig", std::process::id()));
     std::fs::write(&out, text.replace(&server.to_string(), &proxy.to_string())).unwrap();
     out.display().to_string()
 }
@@ -147,7 +148,9 @@ impl Run {
             "http://{}/hooks/{}/load",
             self.options.webhook, self.options.namespace
         );
-        let pace = self.spread.mul_f64(self.senders as f64 / self.events as f64);
+        let pace = self
+            .spread
+            .mul_f64(self.senders as f64 / self.events as f64);
         let budget = Duration::from_secs(180);
         let sending = tokio::spawn(burst(
             url,
@@ -236,7 +239,12 @@ async fn main() {
     };
 
     let mut outcomes = Vec::new();
+    // STATUSED_CHAOS_SCENARIOS=api-restarted,... runs only those.
+    let only = std::env::var("STATUSED_CHAOS_SCENARIOS").unwrap_or_default();
     for fault in [Fault::ApiFrozen, Fault::ApiRestarted, Fault::OperatorKilled] {
+        if !only.is_empty() && !only.split(',').any(|s| s == fault.name()) {
+            continue;
+        }
         outcomes.push(run.scenario(fault).await);
     }
     // Late repeats (a delivery redone minutes later) show up in the final count.
@@ -244,7 +252,14 @@ async fn main() {
 
     println!(
         "{:<16} {:>6} {:>8} {:>9} {:>5} {:>10} {:>11} {:>11}",
-        "scenario", "sent", "accepted", "delivered", "lost", "duplicated", "unanswered", "key changed"
+        "scenario",
+        "sent",
+        "accepted",
+        "delivered",
+        "lost",
+        "duplicated",
+        "unanswered",
+        "key changed"
     );
     let mut failures = Vec::new();
     for o in &outcomes {
@@ -277,16 +292,23 @@ async fn main() {
             ));
         }
         if key_changed > 0 {
-            failures.push(format!("{name}: {key_changed} repeats with another Idempotency-Key"));
+            failures.push(format!(
+                "{name}: {key_changed} repeats with another Idempotency-Key"
+            ));
         }
         if o.sent.unanswered > 0 {
             failures.push(format!("{name}: {} requests unanswered", o.sent.unanswered));
         }
         if !o.sent.refused.is_empty() {
-            failures.push(format!("{name}: {} events never accepted", o.sent.refused.len()));
+            failures.push(format!(
+                "{name}: {} events never accepted",
+                o.sent.refused.len()
+            ));
         }
         if let Some(rate) = o.dead_api_connects_per_sec {
-            println!("  {name}: {rate:.1} connection attempts/s to the dead API server (at most {MAX_DEAD_API_CONNECTS_PER_SEC})");
+            println!(
+                "  {name}: {rate:.1} connection attempts/s to the dead API server (at most {MAX_DEAD_API_CONNECTS_PER_SEC})"
+            );
             if rate > MAX_DEAD_API_CONNECTS_PER_SEC {
                 failures.push(format!("{name}: {rate:.1} connects/s to a dead API server"));
             }

@@ -58,7 +58,7 @@ impl Settings {
 async fn raw_create_rate(client: &Client, ns: &str, count: usize, concurrency: usize) -> f64 {
     let api: Api<StatusedDelivery> = Api::namespaced(client.clone(), ns);
     let next = Arc::new(AtomicUsize::new(0));
-        let start = Instant::now();
+    let start = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let (api, next) = (api.clone(), next.clone());

@@ -162,6 +162,17 @@ impl Election {
     }
 }
 
+/// How long an election round may take: a leader must know by its last successful renewal +
+/// `deadline` whether it still leads (a follower may take the Lease soon after), so its
+/// round gets only what is left of that; a follower's round gets the whole deadline.
+fn round_budget(leading: bool, since_renewal: Duration, deadline: Duration) -> Duration {
+    if leading {
+        deadline.saturating_sub(since_renewal)
+    } else {
+        deadline
+    }
+}
+
 /// Runs the election until `stop`; `leading` says whether this replica leads right now.
 /// Once stopped, the Lease is released only after `work_done` (the executor has stopped), so
 /// that a successor never starts while this replica still delivers.
@@ -181,8 +192,10 @@ pub async fn run(
     let mut last_renewal = Instant::now();
     loop {
         let started = Instant::now();
-        // A round that hangs must not keep this replica leading: it is bounded by the deadline.
-        let held = match tokio::time::timeout(deadline, election.round()).await {
+        // A round that hangs must not keep this replica leading: a leader's round ends by its
+        // last renewal + the deadline, when it steps down.
+        let budget = round_budget(*leading.borrow(), last_renewal.elapsed(), deadline);
+        let held = match tokio::time::timeout(budget, election.round()).await {
             Ok(Ok(true)) => {
                 last_renewal = started;
                 true
@@ -224,6 +237,23 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leaders_round_ends_by_its_last_renewal_plus_the_deadline() {
+        let deadline = Duration::from_secs(10);
+        assert_eq!(
+            round_budget(true, Duration::from_secs(5), deadline),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            round_budget(true, Duration::from_secs(12), deadline),
+            Duration::ZERO
+        );
+        assert_eq!(
+            round_budget(false, Duration::from_secs(12), deadline),
+            deadline
+        );
+    }
 
     fn lease(holder: Option<&str>) -> LeaseSpec {
         LeaseSpec {

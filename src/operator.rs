@@ -117,6 +117,8 @@ pub struct Context {
     pub admission: crate::server::admission::Admission,
     /// `lastEvent` / `lastDelivery` per route, written by a coalescing flush.
     pub route_activity: Arc<crate::controller::route_activity::RouteActivity>,
+    /// The executor's own status writes, beyond what its cache shows.
+    pub ledger: crate::controller::ledger::Ledger,
     /// How many Kubernetes Events the executor may publish.
     pub event_budget: crate::controller::delivery::EventBudget,
     /// Set once the first list of routes has been received.
@@ -260,6 +262,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         admission,
         route_activity: Default::default(),
         event_budget: Default::default(),
+        ledger: Default::default(),
         routes_synced: Arc::new(AtomicBool::new(false)),
         ready: AtomicBool::new(false),
         routes: store.clone(),

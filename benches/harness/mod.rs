@@ -53,7 +53,11 @@ pub async fn create_namespace(admin: &Client, prefix: &str) -> String {
 
 /// `count` unique signed-ready events whose ids start with `prefix`.
 pub fn events(prefix: &str, count: usize) -> Arc<Vec<(String, Vec<u8>)>> {
-    Arc::new((0..count).map(|i| event(&format!("{prefix}-{i:06}"), i)).collect())
+    Arc::new(
+        (0..count)
+            .map(|i| event(&format!("{prefix}-{i:06}"), i))
+            .collect(),
+    )
 }
 
 /// A ~1 KiB build event with the id `id`, as Statused sends it.
@@ -100,19 +104,33 @@ impl Counts {
         let accepted_set: HashSet<&String> = accepted.iter().collect();
         let mine = |id: &&String| id.starts_with(prefix);
         Tally {
-            lost: accepted.iter().filter(|id| !self.by_id.contains_key(*id)).count(),
-            duplicated: self.by_id.iter().filter(|(id, n)| mine(id) && **n > 1).count(),
+            lost: accepted
+                .iter()
+                .filter(|id| !self.by_id.contains_key(*id))
+                .count(),
+            duplicated: self
+                .by_id
+                .iter()
+                .filter(|(id, n)| mine(id) && **n > 1)
+                .count(),
             unasked: self
                 .by_id
                 .keys()
                 .filter(|id| mine(id) && !accepted_set.contains(id))
                 .count(),
-            key_changed: self.keys.iter().filter(|(id, k)| mine(id) && k.len() > 1).count(),
+            key_changed: self
+                .keys
+                .iter()
+                .filter(|(id, k)| mine(id) && k.len() > 1)
+                .count(),
         }
     }
 
     pub fn delivered(&self, accepted: &[String]) -> usize {
-        accepted.iter().filter(|id| self.by_id.contains_key(*id)).count()
+        accepted
+            .iter()
+            .filter(|id| self.by_id.contains_key(*id))
+            .count()
     }
 }
 
@@ -207,7 +225,10 @@ impl Operator {
             .args(["--retry-base-seconds", "0.2", "--retry-max-seconds", "2"])
             .args(&o.args)
             .env("KUBECONFIG", &o.kubeconfig)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("STATUSED_BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
@@ -415,7 +436,6 @@ pub async fn wait_route_ready(routes: &Api<StatusedRoute>, name: &str) {
     panic!("route {name} not Ready after 30 s");
 }
 
-
 /// The signing Secret, the sink's URL Secret and a route `load` sending every build event
 /// to the sink (with an `Idempotency-Key`); [`wait_ready`] once an operator runs.
 pub async fn prepare_route(admin: &Client, ns: &str, sink: SocketAddr) {
@@ -458,8 +478,7 @@ pub async fn wait_ready(admin: &Client, ns: &str) {
 /// Waits until every accepted event reached the sink, or `budget` has passed.
 pub async fn wait_delivered(counts: &Mutex<Counts>, accepted: &[String], budget: Duration) {
     let deadline = Instant::now() + budget;
-    while counts.lock().unwrap().delivered(accepted) < accepted.len() && Instant::now() < deadline
-    {
+    while counts.lock().unwrap().delivered(accepted) < accepted.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

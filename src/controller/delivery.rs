@@ -43,8 +43,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     )
     .modify(trim)
     .default_backoff()
-    .reflect(writer)
-    .applied_objects();
+    .reflect(writer);
+    let deliveries = super::triggers(deliveries, store.clone());
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = |t: &tokio_util::sync::CancellationToken| {
         let t = t.clone();
@@ -110,11 +110,29 @@ pub fn trim(delivery: &mut StatusedDelivery) {
 async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = delivery.namespace().ok_or(Error::NoNamespace)?;
     let name = delivery.name_any();
+    let delivery = if ctx.ledger.cache_behind(&delivery) {
+        // Our last write is not in the cache yet (the watch lags): work from the delivery as
+        // it is now, never from a copy on which a finished target still looks due.
+        let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &ns);
+        let fresh = api.get(&name).await?;
+        ctx.ledger.read_afresh(&fresh);
+        Arc::new(fresh)
+    } else {
+        delivery
+    };
     let current = delivery.status.clone().unwrap_or_default();
     if current.phase.is_finished() {
         // Nothing left to do; the pruner deletes it when its time comes.
+        ctx.ledger.forget(&delivery);
         return Ok(Action::await_change());
     }
+    if let Some(pending) = ctx.ledger.pending(&delivery) {
+        // Calls made, status not written yet: write it, call nothing.
+        write_status(&ctx, &delivery, &pending).await?;
+        let first_look = delivery.status.is_none();
+        return Ok(recorded(&ctx, &delivery, &pending, first_look).await);
+    }
+
     let route_key = RouteKey::new(&ns, &delivery.spec.route);
     let route = match ctx.table.lookup(&route_key) {
         Some(RouteState::Ready(route)) => route,
@@ -134,6 +152,13 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         .await;
 
     let first_look = delivery.status.is_none();
+    if ctx
+        .ledger
+        .backlog_full(usize::from(ctx.config.executor_concurrency))
+    {
+        // Status writes are failing: start no new calls until they succeed again.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let mut targets: Vec<TargetStatus> = delivery
         .spec
         .matched
@@ -285,30 +310,68 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         completed_at: phase.is_finished().then_some(Time(now)),
         targets,
     };
-    if desired != current {
-        let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &ns);
-        // A merge patch, not server-side apply: the executor is the only writer of a
-        // delivery's status, and apply's field bookkeeping costs the API server about as
-        // much as the receiver's create, on every delivery. The resourceVersion makes it
-        // conditional: a reconcile working from an outdated copy gets a conflict and runs
-        // again on the current one instead of overwriting newer status.
-        let patch = serde_json::json!({
-            "metadata": {"resourceVersion": delivery.metadata.resource_version},
-            "status": desired,
-        });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+    if desired != current
+        && let Err(e) = write_status(&ctx, &delivery, &desired).await
+    {
+        // The calls were made: remember what they did, so that the retry only writes.
+        ctx.ledger.unrecorded(&delivery, desired);
+        return Err(e);
     }
+    Ok(recorded(&ctx, &delivery, &desired, first_look).await)
+}
+
+/// Writes `desired` as the delivery's status.
+///
+/// A merge patch, not server-side apply: the executor is the only writer of a delivery's
+/// status, and apply's field bookkeeping costs the API server about as much as the
+/// receiver's create, on every delivery. The resourceVersion makes it conditional: a
+/// reconcile working from an outdated copy gets a conflict and runs again on the current
+/// one instead of overwriting newer status.
+async fn write_status(
+    ctx: &Context,
+    delivery: &StatusedDelivery,
+    desired: &StatusedDeliveryStatus,
+) -> Result<(), Error> {
+    let ns = delivery.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": delivery.metadata.resource_version},
+        "status": desired,
+    });
+    let written = api
+        .patch_status(
+            &delivery.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    ctx.ledger
+        .written(delivery, written.metadata.resource_version);
+    Ok(())
+}
+
+/// What follows a status write: route activity, the Event and metric of a finished
+/// delivery, and when to look again.
+async fn recorded(
+    ctx: &Context,
+    delivery: &StatusedDelivery,
+    desired: &StatusedDeliveryStatus,
+    first_look: bool,
+) -> Action {
+    let phase = desired.phase;
+    let ns = delivery.namespace().unwrap_or_default();
     if first_look || phase.is_finished() {
-        ctx.route_activity
-            .record(route_key.clone(), activity(&delivery, &desired));
+        ctx.route_activity.record(
+            RouteKey::new(&ns, &delivery.spec.route),
+            activity(delivery, desired),
+        );
     }
     if phase.is_finished() {
-        announce(&ctx, &delivery, &desired).await;
+        announce(ctx, delivery, desired).await;
         ctx.metrics.delivery(phase.as_str());
     }
     ctx.reconcile_failures
-        .reset(&format!("delivery:{ns}/{name}"));
+        .reset(&format!("delivery:{ns}/{}", delivery.name_any()));
 
     let next = desired
         .targets
@@ -317,7 +380,7 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         .filter_map(|t| t.next_attempt_at.as_ref())
         .map(|at| at.0.duration_since(jiff::Timestamp::now()))
         .min();
-    Ok(match next {
+    match next {
         Some(wait) => Action::requeue(
             Duration::try_from(wait)
                 .unwrap_or_default()
@@ -325,7 +388,7 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         ),
         None if phase.is_finished() => Action::await_change(),
         None => Action::requeue(Duration::from_secs(1)),
-    })
+    }
 }
 
 /// Requests in flight at the receiver from which it counts as busy.

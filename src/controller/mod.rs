@@ -5,11 +5,15 @@ pub mod backoff;
 pub mod compile;
 pub mod delivery;
 pub mod history;
+pub mod ledger;
 pub mod pruner;
 pub mod route;
 pub mod route_activity;
 pub mod status;
 
+use futures::{Stream, StreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 
 /// An `Api` over one namespace, or all namespaces when the operator is not scoped.
@@ -22,6 +26,34 @@ where
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     }
+}
+
+/// What a controller reconciles from a reflected watch: each applied object, and after
+/// every (re)list every object in the store.
+///
+/// kube's `applied_objects()` yields the objects of a relist as they arrive, before the
+/// store holds them (the new list is swapped in at `InitDone`). The controller looks each
+/// one up in the store, misses those created while the watch was down, and drops their
+/// reconcile for good: measured, after an API server restart the deliveries accepted in the
+/// meantime were never delivered. Here a relist triggers once the store has it all.
+pub fn triggers<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    store: Store<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    events.flat_map(move |event| {
+        let objects: Vec<Result<K, watcher::Error>> = match event {
+            Ok(watcher::Event::Apply(obj)) => vec![Ok(obj)],
+            Ok(watcher::Event::InitDone) => store.state().iter().map(|o| Ok(K::clone(o))).collect(),
+            // Init and InitApply: not in the store yet (see above); Delete: nothing to do.
+            Ok(_) => Vec::new(),
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(objects)
+    })
 }
 
 /// Errors a reconcile can end with; each is retried with per-object backoff.

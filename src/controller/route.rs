@@ -62,8 +62,8 @@ pub async fn run(
             }
             _ => {}
         })
-        .default_backoff()
-        .applied_objects()
+        .default_backoff();
+    let route_events = super::triggers(route_events, store.clone())
         // Status writes (ours and the executor's) do not change what a route compiles to.
         .predicate_filter(predicates::generation, Default::default());
 

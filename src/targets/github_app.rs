@@ -184,7 +184,9 @@ impl GithubApp {
             token: String,
             expires_at: jiff::Timestamp,
         }
-        let answer: Answer = response.json().await.map_err(|_| {
+        // At most READ_AT_MOST bytes: a token answer is small, whatever the server sends.
+        let body = super::send::read_capped(response, super::send::READ_AT_MOST).await;
+        let answer: Answer = serde_json::from_slice(&body).map_err(|_| {
             Outcome::retry(
                 Some(code),
                 "GitHub App token exchange: unexpected answer".into(),

@@ -13,6 +13,38 @@ const BODY_EXCERPT: usize = 256;
 /// How many bytes of a successful answer are kept for the target to read an id from.
 const SUCCESS_BODY: usize = 4096;
 
+/// The most of any answer that is read: the rest is never received (the connection is
+/// dropped), so a target streaming gigabytes costs this much memory, not gigabytes. Larger
+/// than the excerpt so that a secret echoed across the excerpt's end is still redacted whole.
+pub const READ_AT_MOST: usize = 16 * 1024;
+
+/// Reads at most `cap` bytes of `response`'s body; what does not arrive within the request's
+/// timeout, or fails, ends the read with what was had.
+pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = cap - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
+}
+
+/// The start of an answer for `lastError`: secrets redacted first, then cut to
+/// [`BODY_EXCERPT`] bytes (at a character boundary), so no prefix of a secret survives the cut.
+pub fn excerpt(body: &[u8], redact: impl Fn(&str) -> String) -> String {
+    let redacted = redact(&String::from_utf8_lossy(body));
+    let mut end = redacted.len().min(BODY_EXCERPT);
+    while !redacted.is_char_boundary(end) {
+        end -= 1;
+    }
+    redacted[..end].trim().to_string()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded {
@@ -115,19 +147,15 @@ pub async fn send(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()));
-    let mut body = response.bytes().await.unwrap_or_default().to_vec();
     if class == Class::Success {
-        body.truncate(SUCCESS_BODY);
         return Outcome::Succeeded {
             code: Some(code),
-            body,
+            body: read_capped(response, SUCCESS_BODY).await,
             created: None,
         };
     }
-    let excerpt = String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)])
-        .trim()
-        .to_string();
-    let excerpt = req.redact(&excerpt);
+    let body = read_capped(response, READ_AT_MOST).await;
+    let excerpt = excerpt(&body, |text| req.redact(text));
     let error = if excerpt.is_empty() {
         format!("HTTP {code}")
     } else {
@@ -160,6 +188,18 @@ pub fn transport_error(e: &reqwest::Error, timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_across_the_cut_is_redacted_before_cutting() {
+        let secret = "s3cr3t-t0ken-value";
+        let body = format!("{}{secret} and more", "x".repeat(BODY_EXCERPT - 6));
+        let cut = excerpt(body.as_bytes(), |t| t.replace(secret, "[redacted]"));
+        assert!(!cut.contains("s3cr3t"), "{cut}");
+        assert!(cut.len() <= BODY_EXCERPT);
+        // Multi-byte characters are never split.
+        let wide = "é".repeat(BODY_EXCERPT);
+        assert!(excerpt(wide.as_bytes(), |t| t.to_string()).len() <= BODY_EXCERPT);
+    }
 
     #[test]
     fn status_classes_follow_the_policy() {

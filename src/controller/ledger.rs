@@ -1,0 +1,147 @@
+//! What the executor knows of its own status writes, beyond what its cache shows yet.
+//!
+//! Two facts per delivery (by uid), both bounded by the deliveries being worked on:
+//! - a status whose calls were made but whose write failed: the next reconcile only writes
+//!   it, no target is called again for a call that already happened;
+//! - the resourceVersion of the last status written: a reconcile whose cached copy is not
+//!   that version reads the delivery afresh before calling anything, so a watch that lags
+//!   behind (after an API server restart, say) never makes a finished target look due.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use kube::ResourceExt;
+
+use crate::api::{StatusedDelivery, StatusedDeliveryStatus};
+
+#[derive(Debug, Default)]
+pub struct Ledger {
+    unrecorded: Mutex<HashMap<String, StatusedDeliveryStatus>>,
+    written: Mutex<HashMap<String, String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Ledger {
+    /// Calls were made for `delivery` but `status` could not be written.
+    pub fn unrecorded(&self, delivery: &StatusedDelivery, status: StatusedDeliveryStatus) {
+        if let Some(uid) = delivery.uid() {
+            lock(&self.unrecorded).insert(uid, status);
+        }
+    }
+
+    /// The status still to be written for `delivery`, if any.
+    pub fn pending(&self, delivery: &StatusedDelivery) -> Option<StatusedDeliveryStatus> {
+        lock(&self.unrecorded).get(&delivery.uid()?).cloned()
+    }
+
+    /// While this many statuses wait to be written, no new calls start: an API outage
+    /// cannot pile up outcomes that a crash would lose.
+    pub fn backlog_full(&self, limit: usize) -> bool {
+        lock(&self.unrecorded).len() >= limit
+    }
+
+    /// `delivery`'s status was written and the API server gave it `resource_version`.
+    pub fn written(&self, delivery: &StatusedDelivery, resource_version: Option<String>) {
+        let Some(uid) = delivery.uid() else { return };
+        lock(&self.unrecorded).remove(&uid);
+        match resource_version {
+            Some(rv) => lock(&self.written).insert(uid, rv),
+            None => lock(&self.written).remove(&uid),
+        };
+    }
+
+    /// `delivery` was read afresh: the cache is behind until it shows this version.
+    pub fn read_afresh(&self, delivery: &StatusedDelivery) {
+        if let (Some(uid), Some(rv)) = (delivery.uid(), delivery.metadata.resource_version.clone())
+        {
+            lock(&self.written).insert(uid, rv);
+        }
+    }
+
+    /// Whether the cached `delivery` may be older than the last status written for it.
+    /// Once the cache has caught up, the entry is dropped.
+    pub fn cache_behind(&self, delivery: &StatusedDelivery) -> bool {
+        let Some(uid) = delivery.uid() else {
+            return false;
+        };
+        let mut written = lock(&self.written);
+        match written.get(&uid) {
+            Some(rv) if Some(rv) == delivery.metadata.resource_version.as_ref() => {
+                written.remove(&uid);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// `delivery` is finished or gone: nothing to remember.
+    pub fn forget(&self, delivery: &StatusedDelivery) {
+        if let Some(uid) = delivery.uid() {
+            lock(&self.unrecorded).remove(&uid);
+            lock(&self.written).remove(&uid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::api::ObjectMeta;
+
+    use super::*;
+    use crate::api::{DeliveredEvent, StatusedDeliverySpec};
+
+    fn delivery(rv: &str) -> StatusedDelivery {
+        StatusedDelivery {
+            metadata: ObjectMeta {
+                name: Some("d".into()),
+                uid: Some("uid-1".into()),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            spec: StatusedDeliverySpec {
+                route: "r".into(),
+                event: DeliveredEvent {
+                    id: "e".into(),
+                    type_: "t".into(),
+                    source: "s".into(),
+                    time: None,
+                    subject: None,
+                    data: serde_json::Value::Null,
+                },
+                matched: vec![],
+            },
+            status: None,
+        }
+    }
+
+    #[test]
+    fn an_unwritten_status_is_kept_until_written() {
+        let ledger = Ledger::default();
+        let d = delivery("1");
+        ledger.unrecorded(&d, StatusedDeliveryStatus::default());
+        assert!(ledger.pending(&d).is_some());
+        assert!(ledger.backlog_full(1));
+        ledger.written(&d, Some("2".into()));
+        assert!(ledger.pending(&d).is_none());
+        assert!(!ledger.backlog_full(1));
+    }
+
+    #[test]
+    fn a_cache_older_than_the_last_write_is_behind_until_it_catches_up() {
+        let ledger = Ledger::default();
+        ledger.written(&delivery("1"), Some("7".into()));
+        assert!(
+            ledger.cache_behind(&delivery("1")),
+            "the cache still has the old copy"
+        );
+        assert!(!ledger.cache_behind(&delivery("7")), "caught up");
+        assert!(
+            !ledger.cache_behind(&delivery("1")),
+            "forgotten once caught up"
+        );
+    }
+}
