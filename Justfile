@@ -16,6 +16,9 @@ test: tools
     hack/cluster.sh exec --bare -- cargo test --locked --test api_not_installed
     # The load benchmark's smoke (N = 200): nothing unanswered, lost or duplicated; no timing.
     hack/cluster.sh exec -- cargo test --locked --bench load
+    # Faults (API server frozen, killed and restarted; operator killed) with N = 300 each:
+    # a cluster of its own, since it kills the API server.
+    hack/cluster.sh exec -- cargo test --locked --bench chaos
     helm lint --strict charts/statused-operator
     cargo clippy --locked --all-targets -- -D warnings
     cargo fmt --check
@@ -28,6 +31,11 @@ bench:
 # creates in the same run (N = 10,000, C = 32; STATUSED_LOAD_EVENTS / _CONCURRENCY override).
 bench-load: tools
     hack/cluster.sh exec -- cargo bench --locked --bench load
+
+# Faults injected mid-stream (API server frozen, killed and restarted; operator killed),
+# N = 2,000 per scenario: sent, accepted, delivered, lost, duplicated.
+chaos: tools
+    hack/cluster.sh exec -- cargo bench --locked --bench chaos
 
 # Install just, etcd, helm, kubectl and build the cached kube-apiserver.
 tools:

@@ -22,7 +22,7 @@ use crate::controller::backoff::{Backoff, FailureCounts};
 use crate::controller::route::route_key;
 use crate::leader::LeaseConfig;
 use crate::metrics::Metrics;
-use crate::routing::RoutingTable;
+use crate::routing::{RouteKey, RoutingTable};
 
 /// Settings of one operator process (see `statused-operator run --help`).
 #[derive(Debug, Clone)]
@@ -66,6 +66,8 @@ pub struct Config {
     pub prune_interval: Duration,
     /// How often route status (`lastEvent`, `lastDelivery`) is written, at most.
     pub route_status_interval: Duration,
+    /// How long a delivery waits for its route to become Ready before it fails.
+    pub max_pending_age: Duration,
 }
 
 impl Default for Config {
@@ -99,6 +101,7 @@ impl Default for Config {
             dedup_window: Duration::from_secs(72 * 3600),
             prune_interval: Duration::from_secs(10),
             route_status_interval: Duration::from_secs(3),
+            max_pending_age: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -153,6 +156,12 @@ impl Context {
         self.routes
             .get(&obj)
             .is_some_and(|r| r.metadata.uid == route.metadata.uid)
+    }
+
+    /// The uid of the route `key` in the watch cache; `None` when the cache has no such route.
+    pub fn cached_route_uid(&self, key: &RouteKey) -> Option<Option<String>> {
+        let obj = kube::runtime::reflector::ObjectRef::new(&key.name).within(&key.namespace);
+        self.routes.get(&obj).map(|r| r.metadata.uid.clone())
     }
 
     /// Ready when the route list has synced and every listed route has been compiled into the

@@ -122,3 +122,132 @@ async fn a_target_streaming_an_endless_answer_fails_the_delivery_after_a_bounded
     );
     op.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_writes_a_whole_oversized_body_before_reading_gets_its_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sink = Sink::start(204).await;
+    let env = env_with_url("toolarge", &format!("{}/deliver", sink.url())).await;
+    let op = env.operator_with_route("builds", route()).await;
+    for chunked in [false, true] {
+        // As Python's urllib does: the whole request goes out, then the answer is read.
+        let body = vec![b'{'; 2 * 1024 * 1024];
+        let mut stream = tokio::net::TcpStream::connect(op.webhook_addr)
+            .await
+            .unwrap();
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_string()
+        } else {
+            format!("Content-Length: {}", body.len())
+        };
+        let head = format!(
+            "POST /hooks/{}/builds HTTP/1.1\r\nHost: x\r\n{framing}\r\nConnection: close\r\n\r\n",
+            env.ns
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        if chunked {
+            for part in body.chunks(64 * 1024) {
+                let chunk = format!("{:x}\r\n", part.len());
+                stream.write_all(chunk.as_bytes()).await.unwrap();
+                stream.write_all(part).await.unwrap();
+                stream.write_all(b"\r\n").await.unwrap();
+            }
+            stream.write_all(b"0\r\n\r\n").await.unwrap();
+        } else {
+            stream.write_all(&body).await.unwrap();
+        }
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "chunked={chunked}: {answer}"
+        );
+    }
+    assert_eq!(env.delivery_count().await, 0);
+    op.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_event_whose_record_name_is_taken_by_another_event_is_recorded_under_a_second_name() {
+    let sink = Sink::start(204).await;
+    let env = env_with_url("collide", &format!("{}/deliver", sink.url())).await;
+    let op = env.operator_with_route("builds", route()).await;
+    // Another event's record already holds the name this event hashes to (a 40-bit hash
+    // collision, or a record left by an earlier route of the same name).
+    let taken = statused_operator::naming::delivery_name("builds", "collide-1");
+    let squatter = json!({
+        "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedDelivery",
+        "metadata": {"name": taken},
+        "spec": {"route": "builds", "matched": [],
+                 "event": {"id": "some-other-event", "type": "t", "source": "s"}},
+    });
+    env.deliveries()
+        .create(
+            &Default::default(),
+            &serde_json::from_value(squatter).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let event = sample_with_id("build-valid.json", "collide-1");
+    let (code, answer) = env.post_signed(&op, "builds", &event, SIGNING_SECRET).await;
+    assert_eq!(code, 202, "not taken for a duplicate: {answer}");
+    let second = answer["delivery"].as_str().unwrap().to_string();
+    assert_ne!(second, taken);
+    env.wait_delivery_finished(&second).await;
+    // The same event again is a duplicate of the second record.
+    let (code, answer) = env.post_signed(&op, "builds", &event, SIGNING_SECRET).await;
+    assert_eq!(
+        (code, answer["delivery"].as_str()),
+        (200, Some(second.as_str()))
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.requests().len(), 1);
+    op.shutdown().await;
+}
+
+#[tokio::test]
+async fn deliveries_whose_route_is_gone_or_never_ready_fail_instead_of_waiting_forever() {
+    let env = TestEnv::new("waiting").await;
+    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
+        .await;
+    // No Secret "sink": the route is never Ready.
+    let op = env
+        .start_operator_with(|c| c.max_pending_age = Duration::from_secs(1))
+        .await;
+    env.apply_route("builds", route()).await;
+    env.wait_ready("builds", "False").await;
+    for (name, route) in [("for-unready", "builds"), ("for-missing", "no-such-route")] {
+        let delivery = json!({
+            "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedDelivery",
+            "metadata": {"name": name},
+            "spec": {"route": route,
+                     "matched": [{"rule": "builds", "target": 0, "kind": "webhook"}],
+                     "event": {"id": name, "type": "com.statused.build.status.updated", "source": "s"}},
+        });
+        env.deliveries()
+            .create(
+                &Default::default(),
+                &serde_json::from_value(delivery).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let error = |d: statused_operator::api::StatusedDelivery| {
+        let status = d.status.unwrap();
+        assert_eq!(status.phase.as_str(), "Failed");
+        status.targets[0].last_error.clone().unwrap()
+    };
+    let gone = error(env.wait_delivery_finished("for-missing").await);
+    assert!(
+        gone.starts_with("RouteGone: route no-such-route no longer exists"),
+        "{gone}"
+    );
+    let unready = error(env.wait_delivery_finished("for-unready").await);
+    assert!(
+        unready.starts_with("RouteNotReady: route builds was not Ready"),
+        "{unready}"
+    );
+    op.shutdown().await;
+}

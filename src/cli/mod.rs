@@ -127,6 +127,11 @@ pub struct RunArgs {
     #[arg(long, env = "STATUSED_DEDUP_WINDOW", default_value = "72h",
           value_parser = parse_duration)]
     pub dedup_window: Duration,
+    /// How long a delivery waits for its route to become Ready (a Secret missing, say)
+    /// before it fails with RouteNotReady (Go duration).
+    #[arg(long, env = "STATUSED_MAX_PENDING_AGE", default_value = "24h",
+          value_parser = parse_duration)]
+    pub max_pending_age: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -176,6 +181,7 @@ impl RunArgs {
             record_timeout: secs(self.record_timeout_seconds),
             executor_concurrency: self.executor_concurrency,
             dedup_window: self.dedup_window,
+            max_pending_age: self.max_pending_age,
             ..Config::default()
         })
     }

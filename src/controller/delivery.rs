@@ -134,11 +134,43 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
     }
 
     let route_key = RouteKey::new(&ns, &delivery.spec.route);
+    let owner = delivery
+        .metadata
+        .owner_references
+        .as_ref()
+        .and_then(|o| o.first())
+        .map(|o| o.uid.clone());
     let route = match ctx.table.lookup(&route_key) {
-        Some(RouteState::Ready(route)) => route,
-        // Not ready (a Secret is missing) or not loaded yet: wait, the targets keep their
-        // Pending phase until the route can be used.
+        Some(RouteState::Ready(route)) if owner.is_none() || owner == route.uid => route,
+        // A route of the same name, but not the one that accepted the event.
+        Some(RouteState::Ready(_)) => {
+            let why = format!(
+                "RouteGone: route {} was deleted and created again; this delivery belonged to the earlier one",
+                delivery.spec.route
+            );
+            return give_up(&ctx, &delivery, &current, why).await;
+        }
+        None if ctx.is_ready() && ctx.cached_route_uid(&route_key).is_none() => {
+            let why = format!("RouteGone: route {} no longer exists", delivery.spec.route);
+            return give_up(&ctx, &delivery, &current, why).await;
+        }
+        // Not Ready (a Secret is missing) or not loaded yet: wait, but not forever.
         _ => {
+            let age = delivery
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| jiff::Timestamp::now().duration_since(t.0))
+                .and_then(|d| Duration::try_from(d).ok())
+                .unwrap_or_default();
+            if age > ctx.config.max_pending_age {
+                let why = format!(
+                    "RouteNotReady: route {} was not Ready within --max-pending-age ({}s) of the event",
+                    delivery.spec.route,
+                    ctx.config.max_pending_age.as_secs()
+                );
+                return give_up(&ctx, &delivery, &current, why).await;
+            }
             debug!(route = %route_key, "route not ready; delivery waits");
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
@@ -318,6 +350,42 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         return Err(e);
     }
     Ok(recorded(&ctx, &delivery, &desired, first_look).await)
+}
+
+/// Fails every unfinished target of `delivery` with `why`, calling nothing.
+async fn give_up(
+    ctx: &Context,
+    delivery: &StatusedDelivery,
+    current: &StatusedDeliveryStatus,
+    why: String,
+) -> Result<Action, Error> {
+    let now = jiff::Timestamp::now();
+    let mut targets: Vec<TargetStatus> = delivery
+        .spec
+        .matched
+        .iter()
+        .map(|m| {
+            current
+                .targets
+                .iter()
+                .find(|t| t.rule == m.rule && t.target == m.target)
+                .cloned()
+                .unwrap_or_else(|| TargetStatus::pending(m))
+        })
+        .collect();
+    for t in targets.iter_mut().filter(|t| !t.phase.is_finished()) {
+        finish(t, DeliveryPhase::Failed, None, Some(why.clone()), now);
+    }
+    let phase = delivery_phase(&targets);
+    let desired = StatusedDeliveryStatus {
+        phase,
+        attempts: targets.iter().map(|t| t.attempts).sum(),
+        completed_at: Some(Time(now)),
+        targets,
+    };
+    warn!(delivery = %delivery.name_any(), reason = %why, "delivery given up");
+    write_status(ctx, delivery, &desired).await?;
+    Ok(recorded(ctx, delivery, &desired, delivery.status.is_none()).await)
 }
 
 /// Writes `desired` as the delivery's status.

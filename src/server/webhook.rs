@@ -53,6 +53,8 @@ pub enum ReceiveError {
     Record(#[source] kube::Error),
     #[error("could not record event in time")]
     RecordTimeout,
+    #[error("could not record event")]
+    NameTaken,
 }
 
 impl ReceiveError {
@@ -62,7 +64,8 @@ impl ReceiveError {
             | ReceiveError::RouteNotReady
             | ReceiveError::Busy
             | ReceiveError::Record(_)
-            | ReceiveError::RecordTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            | ReceiveError::RecordTimeout
+            | ReceiveError::NameTaken => StatusCode::SERVICE_UNAVAILABLE,
             ReceiveError::UnknownRoute => StatusCode::NOT_FOUND,
             ReceiveError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ReceiveError::BadBody | ReceiveError::Envelope(_) => StatusCode::BAD_REQUEST,
@@ -154,10 +157,16 @@ async fn handle(
     if !ctx.is_ready() {
         return Err(ReceiveError::NotReady);
     }
-    let route = match ctx.table.lookup(&key) {
-        None => return Err(ReceiveError::UnknownRoute),
-        Some(RouteState::NotReady) => return Err(ReceiveError::RouteNotReady),
-        Some(RouteState::Ready(route)) => route,
+    // The table (compiled routes) and the watch cache can disagree for a moment around a
+    // route's delete or re-create: answer 503 then (the sender retries), never a 404 for a
+    // route that exists nor a record owned by a route that is gone.
+    let route = match (ctx.table.lookup(&key), ctx.cached_route_uid(&key)) {
+        (None, None) => return Err(ReceiveError::UnknownRoute),
+        (None, Some(_)) | (Some(RouteState::NotReady), _) => {
+            return Err(ReceiveError::RouteNotReady);
+        }
+        (Some(RouteState::Ready(route)), Some(uid)) if uid == route.uid => route,
+        (Some(RouteState::Ready(_)), _) => return Err(ReceiveError::RouteNotReady),
     };
     let limit = ctx.config.body_limit;
     let declared = headers
@@ -165,6 +174,7 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
+        drain(body.into_data_stream()).await;
         return Err(ReceiveError::TooLarge(limit));
     }
     // Held until the answer: bounds the requests and body bytes worked on at once.
@@ -198,36 +208,98 @@ async fn handle(
             matched,
         });
     }
-    let delivery = new_delivery(&route, &envelope, matched.clone());
-    let name = delivery.metadata.name.clone().unwrap_or_default();
-    let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    // Bounded: a slow API server gets a 503 to the sender, not a queue. Should the create
-    // still land after the timeout, the sender's retry finds it and is answered as a duplicate.
-    let created = tokio::time::timeout(
-        ctx.config.record_timeout,
-        api.create(&PostParams::default(), &delivery),
-    )
-    .await
-    .map_err(|_| ReceiveError::RecordTimeout)?;
-    match created {
-        Ok(_) => {
-            info!(event = %envelope.id, delivery = %name, targets = matched.len(), "event accepted");
-            Ok(Accepted {
-                delivery: Some(name),
-                duplicate: false,
-                matched,
-            })
+    record(ctx, &route, &envelope, matched).await
+}
+
+/// Stores the delivery. A name already taken is a duplicate only if the record there is
+/// this event for this route (names hash the event id; a route re-created under the same
+/// name has another uid): otherwise the event is stored under a second name derived from
+/// the route's uid too, so it is never dropped.
+async fn record(
+    ctx: &Context,
+    route: &CompiledRoute,
+    envelope: &Envelope<'_>,
+    matched: Vec<MatchedTarget>,
+) -> Result<Accepted, ReceiveError> {
+    let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &route.key.namespace);
+    for second_name in [false, true] {
+        let delivery = new_delivery(route, envelope, matched.clone(), second_name);
+        let name = delivery.metadata.name.clone().unwrap_or_default();
+        // Bounded: a slow API server gets a 503 to the sender, not a queue. Should the
+        // create still land after the timeout, the sender's retry finds it (a duplicate).
+        let created = tokio::time::timeout(
+            ctx.config.record_timeout,
+            api.create(&PostParams::default(), &delivery),
+        )
+        .await
+        .map_err(|_| ReceiveError::RecordTimeout)?;
+        match created {
+            Ok(_) => {
+                info!(event = %envelope.id, delivery = %name, targets = matched.len(), "event accepted");
+                return Ok(Accepted {
+                    delivery: Some(name),
+                    duplicate: false,
+                    matched,
+                });
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let existing = tokio::time::timeout(ctx.config.record_timeout, api.get(&name))
+                    .await
+                    .map_err(|_| ReceiveError::RecordTimeout)?
+                    .map_err(ReceiveError::Record)?;
+                if same_event(&existing, route, envelope) {
+                    info!(event = %envelope.id, delivery = %name, "duplicate event");
+                    return Ok(Accepted {
+                        delivery: Some(name),
+                        duplicate: true,
+                        matched,
+                    });
+                }
+                warn!(event = %envelope.id, delivery = %name, "name taken by another event; recording under a second name");
+            }
+            Err(e) => return Err(ReceiveError::Record(e)),
         }
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            info!(event = %envelope.id, delivery = %name, "duplicate event");
-            Ok(Accepted {
-                delivery: Some(name),
-                duplicate: true,
-                matched,
-            })
-        }
-        Err(e) => Err(ReceiveError::Record(e)),
     }
+    Err(ReceiveError::NameTaken)
+}
+
+/// Whether `existing` records this event for this route (this uid, when both are known).
+fn same_event(existing: &StatusedDelivery, route: &CompiledRoute, envelope: &Envelope<'_>) -> bool {
+    let owner = existing
+        .metadata
+        .owner_references
+        .as_ref()
+        .and_then(|o| o.first())
+        .map(|o| o.uid.as_str());
+    existing.spec.event.id == envelope.id
+        && existing.spec.route == route.key.name
+        && match (owner, route.uid.as_deref()) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+}
+
+/// The most of an oversized body read (and thrown away) before answering 413, and for how
+/// long. A client that writes its whole body before reading (Python's urllib does) would
+/// otherwise see the connection reset instead of the 413, and retry forever.
+const DRAIN_AT_MOST: usize = 8 * 1024 * 1024;
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and discards what is left of a refused body, within [`DRAIN_AT_MOST`] and
+/// [`DRAIN_FOR`]; beyond, the connection is closed.
+async fn drain(
+    mut stream: impl futures::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin,
+) {
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(DRAIN_FOR, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len();
+            if read > DRAIN_AT_MOST {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Reads at most `limit` bytes, counting as the chunks arrive so that an oversized body is
@@ -238,6 +310,8 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ReceiveError> {
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| ReceiveError::BadBody)?;
         if bytes.len() + chunk.len() > limit {
+            drop(bytes);
+            drain(stream).await;
             return Err(ReceiveError::TooLarge(limit));
         }
         bytes.extend_from_slice(&chunk);
@@ -249,7 +323,14 @@ fn new_delivery(
     route: &CompiledRoute,
     envelope: &Envelope<'_>,
     matched: Vec<MatchedTarget>,
+    second_name: bool,
 ) -> StatusedDelivery {
+    let name = if second_name {
+        let uid = route.uid.as_deref().unwrap_or_default();
+        delivery_name(&route.key.name, &format!("{}\u{0}{uid}", envelope.id))
+    } else {
+        delivery_name(&route.key.name, &envelope.id)
+    };
     let owner = route.uid.as_ref().map(|uid| {
         k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
             api_version: StatusedRoute::api_version(&()).into_owned(),
@@ -272,7 +353,7 @@ fn new_delivery(
     .collect();
     StatusedDelivery {
         metadata: ObjectMeta {
-            name: Some(delivery_name(&route.key.name, &envelope.id)),
+            name: Some(name),
             namespace: Some(route.key.namespace.clone()),
             labels: Some(labels),
             owner_references: owner.map(|o| vec![o]),
