@@ -11,6 +11,7 @@ pub mod controller;
 pub mod duration;
 pub mod event;
 pub mod expr;
+pub mod health;
 pub mod leader;
 pub mod matching;
 pub mod metrics;

@@ -45,6 +45,7 @@ pub struct Metrics {
     reconciles: Family<ReconcileLabels, Counter>,
     deliveries: Family<OutcomeLabels, Counter>,
     kube_events: Family<OutcomeLabels, Counter>,
+    watches_failing: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Default for Metrics {
@@ -88,7 +89,14 @@ impl Default for Metrics {
             "Kubernetes Events on deliveries: published, or skipped over the event budget",
             kube_events.clone(),
         );
+        let watches_failing = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "watches_failing",
+            "Watches (routes, deliveries) failing right now, as of the last /healthz",
+            watches_failing.clone(),
+        );
         Self {
+            watches_failing,
             kube_events,
             registry,
             webhook_requests,
@@ -139,6 +147,11 @@ impl Metrics {
                 outcome: phase.into(),
             })
             .inc();
+    }
+
+    pub fn watches_failing(&self, n: usize) {
+        self.watches_failing
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn kube_event(&self, outcome: &str) {

@@ -68,6 +68,8 @@ pub struct Config {
     pub route_status_interval: Duration,
     /// How long a delivery waits for its route to become Ready before it fails.
     pub max_pending_age: Duration,
+    /// How long a watch may keep failing before `/healthz` fails.
+    pub unhealthy_after: Duration,
 }
 
 impl Default for Config {
@@ -102,6 +104,7 @@ impl Default for Config {
             prune_interval: Duration::from_secs(10),
             route_status_interval: Duration::from_secs(3),
             max_pending_age: Duration::from_secs(24 * 3600),
+            unhealthy_after: Duration::from_secs(300),
         }
     }
 }
@@ -120,6 +123,8 @@ pub struct Context {
     pub admission: crate::server::admission::Admission,
     /// `lastEvent` / `lastDelivery` per route, written by a coalescing flush.
     pub route_activity: Arc<crate::controller::route_activity::RouteActivity>,
+    /// Whether the watches work (for `/healthz`).
+    pub health: Arc<crate::health::Health>,
     /// The executor's own status writes, beyond what its cache shows.
     pub ledger: crate::controller::ledger::Ledger,
     /// How many Kubernetes Events the executor may publish.
@@ -272,6 +277,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         route_activity: Default::default(),
         event_budget: Default::default(),
         ledger: Default::default(),
+        health: Default::default(),
         routes_synced: Arc::new(AtomicBool::new(false)),
         ready: AtomicBool::new(false),
         routes: store.clone(),

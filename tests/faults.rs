@@ -251,3 +251,46 @@ async fn deliveries_whose_route_is_gone_or_never_ready_fail_instead_of_waiting_f
     );
     op.shutdown().await;
 }
+
+#[tokio::test]
+async fn healthz_fails_while_the_api_server_stays_unreachable_and_recovers_without_a_restart() {
+    let sink = Sink::start(204).await;
+    let env = env_with_url("health", &format!("{}/deliver", sink.url())).await;
+    let proxy = FaultProxy::start(support::api_server_addr().await).await;
+    let op = env
+        .start_operator_through(&proxy, |c| c.unhealthy_after = Duration::from_secs(1))
+        .await;
+    env.apply_route("builds", route()).await;
+    env.wait_ready("builds", "True").await;
+    let healthz = format!("http://{}/healthz", op.metrics_addr);
+    let probe = || async {
+        let r = reqwest::get(&healthz).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(probe().await.0, 200);
+
+    proxy.set(Mode::Cut);
+    let (code, text) = eventually("healthz failing", || async {
+        let answer = probe().await;
+        (answer.0 == 503).then_some(answer)
+    })
+    .await;
+    assert_eq!(code, 503);
+    assert!(text.starts_with("watch of "), "{text}");
+
+    proxy.set(Mode::Pass);
+    // A resumed watch says nothing until something changes: healthy again once no error
+    // has come for QUIET_ENDS_STREAK.
+    let deadline = std::time::Instant::now()
+        + statused_operator::health::QUIET_ENDS_STREAK
+        + Duration::from_secs(30);
+    while probe().await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "healthz not ok again");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The same process delivers again.
+    let event = sample_with_id("build-valid.json", "health-1");
+    env.deliver(&op, "builds", &event).await;
+    assert_eq!(sink.requests().len(), 1);
+    op.shutdown().await;
+}

@@ -132,6 +132,11 @@ pub struct RunArgs {
     #[arg(long, env = "STATUSED_MAX_PENDING_AGE", default_value = "24h",
           value_parser = parse_duration)]
     pub max_pending_age: Duration,
+    /// How long a watch (routes, deliveries) may keep failing before /healthz fails and
+    /// Kubernetes restarts the process (Go duration).
+    #[arg(long, env = "STATUSED_UNHEALTHY_AFTER", default_value = "5m",
+          value_parser = parse_duration)]
+    pub unhealthy_after: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -182,6 +187,7 @@ impl RunArgs {
             executor_concurrency: self.executor_concurrency,
             dedup_window: self.dedup_window,
             max_pending_age: self.max_pending_age,
+            unhealthy_after: self.unhealthy_after,
             ..Config::default()
         })
     }

@@ -42,9 +42,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         watcher::Config::default().any_semantic().page_size(100),
     )
     .modify(trim)
-    .default_backoff()
     .reflect(writer);
-    let deliveries = super::triggers(deliveries, store.clone());
+    let deliveries = super::triggers("deliveries", deliveries, store.clone(), ctx.health.clone());
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = |t: &tokio_util::sync::CancellationToken| {
         let t = t.clone();
@@ -62,6 +61,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         ctx.config.route_status_interval,
         stopped(&stop),
     ));
+    // The controller backs the watch off after an error (kube's default: 0.8 s doubling to
+    // 30 s, reset after 2 min of success): no hot loop towards a dead API server.
     Controller::for_stream(deliveries, store)
         .with_config(controller::Config::default().concurrency(ctx.config.executor_concurrency))
         .graceful_shutdown_on(shutdown)

@@ -36,15 +36,26 @@ where
 /// one up in the store, misses those created while the watch was down, and drops their
 /// reconcile for good: measured, after an API server restart the deliveries accepted in the
 /// meantime were never delivered. Here a relist triggers once the store has it all.
+///
+/// Each event also tells `health` whether the watch `name` works.
 pub fn triggers<K>(
+    name: &'static str,
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     store: Store<K>,
+    health: std::sync::Arc<crate::health::Health>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: std::hash::Hash + Eq + Clone,
 {
     events.flat_map(move |event| {
+        match &event {
+            Ok(_) => health.ok(name),
+            Err(e) => {
+                tracing::debug!(watch = name, error = %e, "watch failed; retrying with backoff");
+                health.failed(name, std::time::Instant::now());
+            }
+        }
         let objects: Vec<Result<K, watcher::Error>> = match event {
             Ok(watcher::Event::Apply(obj)) => vec![Ok(obj)],
             Ok(watcher::Event::InitDone) => store.state().iter().map(|o| Ok(K::clone(o))).collect(),

@@ -61,9 +61,10 @@ pub async fn run(
                 synced.store(true, Ordering::Release);
             }
             _ => {}
-        })
-        .default_backoff();
-    let route_events = super::triggers(route_events, store.clone())
+        });
+    // Backed off after errors by the controller (kube's default backoff), like the Secret
+    // watch below.
+    let route_events = super::triggers("routes", route_events, store.clone(), ctx.health.clone())
         // Status writes (ours and the executor's) do not change what a route compiles to.
         .predicate_filter(predicates::generation, Default::default());
 

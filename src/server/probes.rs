@@ -8,8 +8,24 @@ use axum::response::IntoResponse;
 
 use crate::operator::Context;
 
-pub async fn healthz() -> &'static str {
-    "ok"
+/// Fails once a watch has kept failing for `--unhealthy-after`: the controllers cannot see
+/// routes or deliveries, and a restart is the way out that Kubernetes knows.
+pub async fn healthz(State(ctx): State<Arc<Context>>) -> (StatusCode, String) {
+    let now = std::time::Instant::now();
+    ctx.metrics.watches_failing(ctx.health.failing(now));
+    match ctx
+        .health
+        .failing_longer_than(ctx.config.unhealthy_after, now)
+    {
+        None => (StatusCode::OK, "ok".into()),
+        Some((watch, for_)) => {
+            tracing::error!(watch, failing_for = ?for_, "watch failing too long; reporting unhealthy");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("watch of {watch} failing for {}s", for_.as_secs()),
+            )
+        }
+    }
 }
 
 /// Ready once every route has been loaded into the routing table.
