@@ -38,6 +38,8 @@ pub enum ExprError {
     NotBool { expr: String, got: String },
     #[error("template {template:?}: {message}")]
     Template { template: String, message: String },
+    #[error("expression {expr:?} is too complex: {message}")]
+    TooComplex { expr: String, message: String },
 }
 
 /// One compiled CEL expression and its source text.
@@ -52,12 +54,90 @@ impl fmt::Debug for Expression {
     }
 }
 
+/// Bounds on an expression, checked when a route is compiled, so that evaluating one costs
+/// a bounded amount per event on every replica. The interpreter has no step budget of its
+/// own; these limits are what bounds it: a comprehension (`all`, `exists`, `map`, `filter`)
+/// runs once per element of a list, and a list is either a literal (bounded by the node
+/// count) or part of a signed event (bounded by the body limit). Three nested levels over
+/// 100 elements measured 0.55 s per evaluation; two are allowed, three are refused.
+pub const MAX_SOURCE_BYTES: usize = 4096;
+pub const MAX_NODES: usize = 500;
+pub const MAX_COMPREHENSION_DEPTH: usize = 2;
+/// The longest text a template may render to.
+pub const MAX_RENDERED_BYTES: usize = 64 * 1024;
+
+/// (nodes, deepest nesting of comprehensions) of an expression tree.
+fn complexity(e: &cel::IdedExpr) -> (usize, usize) {
+    use cel::common::ast::{EntryExpr, Expr};
+    let children: Vec<&cel::IdedExpr> = match &e.expr {
+        Expr::Call(c) => c.target.iter().map(|t| t.as_ref()).chain(&c.args).collect(),
+        Expr::Comprehension(c) => vec![
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ],
+        Expr::List(l) => l.elements.iter().collect(),
+        Expr::Map(m) => m
+            .entries
+            .iter()
+            .flat_map(|entry| match &entry.expr {
+                EntryExpr::MapEntry(m) => vec![&m.key, &m.value],
+                EntryExpr::StructField(f) => vec![&f.value],
+            })
+            .collect(),
+        Expr::Struct(s) => s
+            .entries
+            .iter()
+            .flat_map(|entry| match &entry.expr {
+                EntryExpr::MapEntry(m) => vec![&m.key, &m.value],
+                EntryExpr::StructField(f) => vec![&f.value],
+            })
+            .collect(),
+        Expr::Select(s) => vec![s.operand.as_ref()],
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Vec::new(),
+    };
+    let (mut nodes, mut depth) = (1, 0);
+    for child in children {
+        let (n, d) = complexity(child);
+        nodes += n;
+        depth = depth.max(d);
+    }
+    let own = usize::from(matches!(e.expr, Expr::Comprehension(_)));
+    (nodes, depth + own)
+}
+
+fn check_limits(source: &str, program: &Program) -> Result<(), ExprError> {
+    let too_complex = |message: String| ExprError::TooComplex {
+        expr: source.chars().take(80).collect(),
+        message,
+    };
+    let (nodes, depth) = complexity(program.expression());
+    if nodes > MAX_NODES {
+        return Err(too_complex(format!("{nodes} terms, at most {MAX_NODES}")));
+    }
+    if depth > MAX_COMPREHENSION_DEPTH {
+        return Err(too_complex(format!(
+            "{depth} nested all/exists/map/filter, at most {MAX_COMPREHENSION_DEPTH}"
+        )));
+    }
+    Ok(())
+}
+
 impl Expression {
     pub fn compile(source: &str) -> Result<Self, ExprError> {
+        if source.len() > MAX_SOURCE_BYTES {
+            return Err(ExprError::TooComplex {
+                expr: source.chars().take(80).collect(),
+                message: format!("{} bytes, at most {MAX_SOURCE_BYTES}", source.len()),
+            });
+        }
         let program = Program::compile(source).map_err(|e| ExprError::Compile {
             expr: source.to_string(),
             message: e.to_string().lines().next().unwrap_or_default().to_string(),
         })?;
+        check_limits(source, &program)?;
         let references = program.references();
         let mut unknown: BTreeSet<&str> = BTreeSet::new();
         for name in references.variables() {
@@ -304,6 +384,12 @@ impl Template {
                 Part::Literal(s) => out.push_str(s),
                 Part::Expr(e) => out.push_str(&cel_to_string(&e.eval(scope)?)),
             }
+            if out.len() > MAX_RENDERED_BYTES {
+                return Err(ExprError::Template {
+                    template: self.source.chars().take(80).collect(),
+                    message: format!("renders to more than {MAX_RENDERED_BYTES} bytes"),
+                });
+            }
         }
         Ok(out)
     }
@@ -454,6 +540,48 @@ mod tests {
         ));
         let ok = Expression::compile("data.missing_field == 'x'").unwrap();
         assert!(ok.check_bool(&Scope::probe()).is_ok());
+    }
+
+    #[test]
+    fn expressions_beyond_the_limits_are_refused_at_compile_time() {
+        // The issue's hostile route: three nested comprehensions over 100 items.
+        let items = (0..100)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let hostile =
+            format!("[{items}].all(a, [{items}].all(b, [{items}].all(c, a + b + c >= 0)))");
+        let err = Expression::compile(&hostile).unwrap_err();
+        assert!(matches!(err, ExprError::TooComplex { .. }), "{err}");
+        let two = "data.builds.exists(b, b.tags.exists(t, t == 'x'))";
+        assert!(Expression::compile(two).is_ok());
+        let three = "data.a.exists(x, x.b.exists(y, y.c.exists(z, z == 1)))";
+        let err = Expression::compile(three).unwrap_err().to_string();
+        assert!(
+            err.contains("3 nested all/exists/map/filter, at most 2"),
+            "{err}"
+        );
+        let wide = (0..600)
+            .map(|i| format!("data.v == {i}"))
+            .collect::<Vec<_>>()
+            .join(" || ");
+        assert!(matches!(
+            Expression::compile(&wide),
+            Err(ExprError::TooComplex { .. })
+        ));
+        let long = format!("data.x == '{}'", "y".repeat(MAX_SOURCE_BYTES));
+        assert!(matches!(
+            Expression::compile(&long),
+            Err(ExprError::TooComplex { .. })
+        ));
+    }
+
+    #[test]
+    fn rendered_output_is_capped() {
+        let t = Template::compile("$(data.message)$(data.message)").unwrap();
+        let big = "m".repeat(MAX_RENDERED_BYTES / 2 + 1);
+        let scope = Scope::new(&serde_json::json!({"data": {"message": big}}), "ns", "r");
+        assert!(matches!(t.render(&scope), Err(ExprError::Template { .. })));
     }
 
     #[test]

@@ -294,3 +294,38 @@ async fn healthz_fails_while_the_api_server_stays_unreachable_and_recovers_witho
     assert_eq!(sink.requests().len(), 1);
     op.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_hostile_expression_makes_the_route_not_ready_without_stalling_the_probes() {
+    let sink = Sink::start(204).await;
+    let env = env_with_url("hostile", &format!("{}/deliver", sink.url())).await;
+    let op = env.start_operator().await;
+    let items = (0..100)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut spec = route();
+    spec["rules"][0]["match"]["expression"] =
+        format!("[{items}].all(a, [{items}].all(b, [{items}].all(c, a + b + c >= 0)))").into();
+    let healthz = format!("http://{}/healthz", op.metrics_addr);
+    let probing = tokio::spawn(async move {
+        let mut slowest = Duration::ZERO;
+        for _ in 0..30 {
+            let started = std::time::Instant::now();
+            assert!(reqwest::get(&healthz).await.unwrap().status().is_success());
+            slowest = slowest.max(started.elapsed());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        slowest
+    });
+    env.apply_route("builds", spec).await;
+    let (reason, message) = env.wait_ready("builds", "False").await;
+    assert_eq!(reason, "InvalidExpression");
+    assert!(message.contains("too complex: 3 nested"), "{message}");
+    let slowest = probing.await.unwrap();
+    assert!(
+        slowest < Duration::from_millis(250),
+        "a probe took {slowest:?}"
+    );
+    op.shutdown().await;
+}
