@@ -70,6 +70,9 @@ pub struct Config {
     pub max_pending_age: Duration,
     /// How long a watch may keep failing before `/healthz` fails.
     pub unhealthy_after: Duration,
+    /// On shutdown, how long `/readyz` fails while the receiver still serves, so that the
+    /// Service stops sending before the listener closes.
+    pub shutdown_drain: Duration,
 }
 
 impl Default for Config {
@@ -105,6 +108,7 @@ impl Default for Config {
             route_status_interval: Duration::from_secs(3),
             max_pending_age: Duration::from_secs(24 * 3600),
             unhealthy_after: Duration::from_secs(300),
+            shutdown_drain: Duration::from_secs(5),
         }
     }
 }
@@ -131,6 +135,8 @@ pub struct Context {
     pub event_budget: crate::controller::delivery::EventBudget,
     /// Set once the first list of routes has been received.
     pub routes_synced: Arc<AtomicBool>,
+    /// Set when shutdown begins: `/readyz` fails from then on.
+    pub stopping: AtomicBool,
     ready: AtomicBool,
     routes: Store<StatusedRoute>,
     leading: watch::Receiver<bool>,
@@ -208,6 +214,14 @@ impl Running {
     /// never become ready (its watch is already gone); nothing is in flight then, so parts still
     /// running after the grace period are aborted.
     pub async fn shutdown(mut self) {
+        // Not ready first, still serving: endpoints drop this replica before the listener
+        // closes, so a sender in flight is answered rather than reset.
+        self.context.stopping.store(true, Ordering::Release);
+        let drain = self.context.config.shutdown_drain;
+        if !drain.is_zero() {
+            info!(?drain, "stopping: not ready, still receiving");
+            tokio::time::sleep(drain).await;
+        }
         self.cancel.cancel();
         let grace = self.context.config.shutdown_grace;
         let tasks = &mut self.tasks;
@@ -279,6 +293,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         ledger: Default::default(),
         health: Default::default(),
         routes_synced: Arc::new(AtomicBool::new(false)),
+        stopping: AtomicBool::new(false),
         ready: AtomicBool::new(false),
         routes: store.clone(),
     });

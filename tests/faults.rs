@@ -329,3 +329,39 @@ async fn a_hostile_expression_makes_the_route_not_ready_without_stalling_the_pro
     );
     op.shutdown().await;
 }
+
+#[tokio::test]
+async fn on_shutdown_readiness_fails_first_while_events_are_still_received() {
+    let sink = Sink::start(204).await;
+    let env = env_with_url("draining", &format!("{}/deliver", sink.url())).await;
+    let op = env
+        .start_operator_with(|c| c.shutdown_drain = Duration::from_secs(2))
+        .await;
+    env.apply_route("builds", route()).await;
+    env.wait_ready("builds", "True").await;
+    let (webhook, metrics) = (op.webhook_addr, op.metrics_addr);
+    let stopping = tokio::spawn(op.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = reqwest::get(format!("http://{metrics}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    assert_eq!(ready.text().await.unwrap(), "stopping");
+    // Still receiving: a sender routed here before the endpoint dropped gets its answer.
+    let event = sample_with_id("build-valid.json", "draining-1");
+    let signature = statused_operator::signature::sign(SIGNING_SECRET.as_bytes(), &event);
+    let answer = reqwest::Client::new()
+        .post(format!("http://{webhook}/hooks/{}/builds", env.ns))
+        .header("X-Statused-Signature", signature)
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 202);
+    stopping.await.unwrap();
+    assert_eq!(
+        env.delivery_count().await,
+        1,
+        "recorded, to be delivered by the next leader"
+    );
+}

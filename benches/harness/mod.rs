@@ -223,6 +223,7 @@ impl Operator {
             .args(["--webhook-addr", &o.webhook.to_string()])
             .args(["--metrics-addr", &o.metrics.to_string()])
             .args(["--retry-base-seconds", "0.2", "--retry-max-seconds", "2"])
+            .args(["--shutdown-drain", "0s"])
             .args(&o.args)
             .env("KUBECONFIG", &o.kubeconfig)
             .env(

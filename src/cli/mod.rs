@@ -137,6 +137,11 @@ pub struct RunArgs {
     #[arg(long, env = "STATUSED_UNHEALTHY_AFTER", default_value = "5m",
           value_parser = parse_duration)]
     pub unhealthy_after: Duration,
+    /// On SIGTERM, how long /readyz fails while the receiver keeps serving, before the
+    /// listeners close (Go duration; keep it below the pod's termination grace period).
+    #[arg(long, env = "STATUSED_SHUTDOWN_DRAIN", default_value = "5s",
+          value_parser = parse_duration)]
+    pub shutdown_drain: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -188,6 +193,7 @@ impl RunArgs {
             dedup_window: self.dedup_window,
             max_pending_age: self.max_pending_age,
             unhealthy_after: self.unhealthy_after,
+            shutdown_drain: self.shutdown_drain,
             ..Config::default()
         })
     }

@@ -13,11 +13,12 @@ use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
+use super::retry::{self, RetryPolicy, finish};
 use super::route_activity::Activity;
 use super::status::delivery_phase;
 use super::{Error, scoped_api};
 use crate::api::{
-    DeliveryPhase, LastDelivery, LastEvent, StatusedDelivery, StatusedDeliveryStatus, TargetStatus,
+    DeliveryPhase, LastDelivery, LastEvent, StatusedDelivery, StatusedDeliveryStatus,
 };
 use crate::expr::Scope;
 use crate::naming::{IdentityInput, ObjectIdentity};
@@ -125,6 +126,8 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
     if current.phase.is_finished() {
         // Nothing left to do; the pruner deletes it when its time comes.
         ctx.ledger.forget(&delivery);
+        ctx.reconcile_failures
+            .reset(&format!("delivery:{ns}/{name}"));
         return Ok(Action::await_change());
     }
     if let Some(pending) = ctx.ledger.pending(&delivery) {
@@ -192,29 +195,10 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         // Status writes are failing: start no new calls until they succeed again.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let mut targets: Vec<TargetStatus> = delivery
-        .spec
-        .matched
-        .iter()
-        .map(|m| {
-            current
-                .targets
-                .iter()
-                .find(|t| t.rule == m.rule && t.target == m.target)
-                .cloned()
-                .unwrap_or_else(|| TargetStatus::pending(m))
-        })
-        .collect();
+    let mut targets = retry::targets(&delivery.spec.matched, &current);
 
     let now = jiff::Timestamp::now();
-    let due: Vec<usize> = targets
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| {
-            !t.phase.is_finished() && t.next_attempt_at.as_ref().is_none_or(|at| at.0 <= now)
-        })
-        .map(|(i, _)| i)
-        .collect();
+    let due = retry::due(&targets, now);
 
     // Requests and objects are built synchronously (the CEL scope is not Send), then sent or
     // created concurrently.
@@ -308,32 +292,16 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
     }))
     .await;
 
+    let policy = RetryPolicy {
+        max_attempts: ctx.config.max_attempts,
+        backoff: ctx.config.retry_backoff,
+    };
     for (i, outcome, listener_id) in outcomes {
         let t = &mut targets[i];
-        t.attempts += 1;
-        match outcome {
-            Outcome::Succeeded { code, created, .. } => {
-                t.created = created;
-                t.listener_event_id = listener_id;
-                finish(t, DeliveryPhase::Succeeded, code, None, now);
-            }
-            Outcome::Failed { code, error } => {
-                finish(t, DeliveryPhase::Failed, code, Some(error), now)
-            }
-            Outcome::Retry { code, error, after } => {
-                if t.attempts >= ctx.config.max_attempts {
-                    let error = format!("{error} (gave up after {} attempts)", t.attempts);
-                    finish(t, DeliveryPhase::Failed, code, Some(error), now);
-                } else {
-                    let delay = retry_delay(after, ctx.config.retry_backoff.delay(t.attempts));
-                    // Tried and due again: Running until it succeeds or gives up.
-                    t.phase = DeliveryPhase::Running;
-                    t.last_response_code = code;
-                    t.last_error = Some(error);
-                    t.next_attempt_at = Some(Time(next_attempt(now, delay)));
-                }
-            }
+        if matches!(outcome, Outcome::Succeeded { .. }) {
+            t.listener_event_id = listener_id;
         }
+        policy.apply(t, outcome, now);
     }
 
     let phase = delivery_phase(&targets);
@@ -361,19 +329,7 @@ async fn give_up(
     why: String,
 ) -> Result<Action, Error> {
     let now = jiff::Timestamp::now();
-    let mut targets: Vec<TargetStatus> = delivery
-        .spec
-        .matched
-        .iter()
-        .map(|m| {
-            current
-                .targets
-                .iter()
-                .find(|t| t.rule == m.rule && t.target == m.target)
-                .cloned()
-                .unwrap_or_else(|| TargetStatus::pending(m))
-        })
-        .collect();
+    let mut targets = retry::targets(&delivery.spec.matched, &current);
     for t in targets.iter_mut().filter(|t| !t.phase.is_finished()) {
         finish(t, DeliveryPhase::Failed, None, Some(why.clone()), now);
     }
@@ -466,24 +422,6 @@ const RECEIVER_BUSY: usize = 4;
 /// `executor_concurrency` deliveries per this).
 const RECEIVER_FIRST_WAIT: Duration = Duration::from_secs(1);
 
-/// The longest `Retry-After` honoured; a server asking for more is retried after this.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// The wait before the next attempt: our backoff, or the server's `Retry-After` when that is
-/// longer (up to an hour). `Retry-After: 0` does not make a client hammer a server.
-fn retry_delay(retry_after: Option<Duration>, backoff: Duration) -> Duration {
-    retry_after.map_or(backoff, |a| a.min(MAX_RETRY_AFTER).max(backoff))
-}
-
-/// `now + delay`, rounded up to a whole second: status timestamps have second precision, and
-/// a retry must never happen before the time a server asked for.
-fn next_attempt(now: jiff::Timestamp, delay: Duration) -> jiff::Timestamp {
-    let at =
-        now + jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::from_secs(1));
-    let whole = at.as_second() + i64::from(at.subsec_nanosecond() > 0);
-    jiff::Timestamp::from_second(whole).unwrap_or(at)
-}
-
 /// One target's work for this reconcile, built and ready to run.
 enum Attempt<'a> {
     Http {
@@ -496,20 +434,6 @@ enum Attempt<'a> {
         object: serde_json::Value,
         id: ObjectIdentity,
     },
-}
-
-fn finish(
-    t: &mut TargetStatus,
-    phase: DeliveryPhase,
-    code: Option<u16>,
-    error: Option<String>,
-    now: jiff::Timestamp,
-) {
-    t.phase = phase;
-    t.last_response_code = code.or(t.last_response_code);
-    t.last_error = error;
-    t.next_attempt_at = None;
-    t.completed_at = Some(Time(now));
 }
 
 /// What the route's status says about this delivery (`lastEvent`, `lastDelivery`).
@@ -652,41 +576,4 @@ fn error_policy(delivery: Arc<StatusedDelivery>, error: &Error, ctx: Arc<Context
     warn!(delivery = %key, %error, retry_in = ?delay, "delivery reconcile failed");
     ctx.metrics.reconcile("delivery", "error");
     Action::requeue(delay)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_is_a_minimum_capped_at_an_hour() {
-        let backoff = Duration::from_secs(4);
-        assert_eq!(retry_delay(None, backoff), backoff);
-        assert_eq!(retry_delay(Some(Duration::ZERO), backoff), backoff);
-        assert_eq!(
-            retry_delay(Some(Duration::from_secs(30)), backoff),
-            Duration::from_secs(30)
-        );
-        assert_eq!(
-            retry_delay(Some(Duration::from_secs(86400)), backoff),
-            MAX_RETRY_AFTER
-        );
-    }
-
-    #[test]
-    fn next_attempts_round_up_to_whole_seconds() {
-        let now: jiff::Timestamp = "2026-01-01T00:00:00.400Z".parse().unwrap();
-        assert_eq!(
-            next_attempt(now, Duration::from_millis(100)).to_string(),
-            "2026-01-01T00:00:01Z"
-        );
-        assert_eq!(
-            next_attempt(now, Duration::from_millis(600)).to_string(),
-            "2026-01-01T00:00:01Z"
-        );
-        assert_eq!(
-            next_attempt(now, Duration::from_secs(2)).to_string(),
-            "2026-01-01T00:00:03Z"
-        );
-    }
 }

@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod history;
 pub mod ledger;
 pub mod pruner;
+pub mod retry;
 pub mod route;
 pub mod route_activity;
 pub mod status;

@@ -44,12 +44,18 @@ pub async fn run(
     let table = ctx.table.clone();
     let synced = ctx.routes_synced.clone();
     let reader = store.clone();
+    let forget = ctx.clone();
     let route_events = reflector::reflector(writer, watcher(routes, watcher::Config::default()))
         .inspect(move |event| match event {
             // Deletions leave the table at once; the controller never sees them.
             Ok(watcher::Event::Delete(route)) => {
-                info!(route = %route_key(route), "route deleted");
-                table.remove(&route_key(route));
+                let key = route_key(route);
+                info!(route = %key, "route deleted");
+                table.remove(&key);
+                // Per-route state of a deleted route must not outlive it.
+                forget.rate_limiter.forget(&key);
+                forget.route_activity.forget(&key);
+                forget.reconcile_failures.reset(&format!("route:{key}"));
             }
             // After a (re)list, drop routes that vanished while the watch was down.
             Ok(watcher::Event::InitDone) => {

@@ -30,7 +30,9 @@ pub async fn healthz(State(ctx): State<Arc<Context>>) -> (StatusCode, String) {
 
 /// Ready once every route has been loaded into the routing table.
 pub async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {
-    if ctx.is_ready() {
+    if ctx.stopping.load(std::sync::atomic::Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+    } else if ctx.is_ready() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "routes not synced")

@@ -24,6 +24,25 @@ impl RateLimiter {
             .or_insert_with(|| Bucket::full(limit, now))
             .take(limit, now)
     }
+
+    /// The route is gone: drop its bucket.
+    pub fn forget(&self, route: &RouteKey) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(route);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]
@@ -57,6 +76,19 @@ mod tests {
         assert_eq!(limiter.check(&key, limit, later), Ok(()));
         assert_eq!(limiter.check(&key, limit, later), Ok(()));
         assert!(limiter.check(&key, limit, later).is_err());
+    }
+
+    #[test]
+    fn a_forgotten_route_leaves_no_bucket() {
+        let limiter = RateLimiter::default();
+        let key = RouteKey::new("ns", "r");
+        let limit = Limit {
+            per_minute: 1.0,
+            burst: 1.0,
+        };
+        assert!(limiter.check(&key, limit, Instant::now()).is_ok());
+        limiter.forget(&key);
+        assert!(limiter.is_empty());
     }
 
     #[test]

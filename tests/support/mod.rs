@@ -211,6 +211,7 @@ impl TestEnv {
             request_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(3),
             prune_interval: Duration::from_millis(200),
+            shutdown_drain: Duration::ZERO,
             route_status_interval: Duration::from_millis(200),
             api_recheck: Duration::from_secs(1),
             ..operator::Config::default()
