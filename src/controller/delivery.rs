@@ -329,7 +329,7 @@ async fn give_up(
     why: String,
 ) -> Result<Action, Error> {
     let now = jiff::Timestamp::now();
-    let mut targets = retry::targets(&delivery.spec.matched, &current);
+    let mut targets = retry::targets(&delivery.spec.matched, current);
     for t in targets.iter_mut().filter(|t| !t.phase.is_finished()) {
         finish(t, DeliveryPhase::Failed, None, Some(why.clone()), now);
     }
