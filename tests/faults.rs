@@ -365,3 +365,83 @@ async fn on_shutdown_readiness_fails_first_while_events_are_still_received() {
         "recorded, to be delivered by the next leader"
     );
 }
+
+#[tokio::test]
+async fn a_partitioned_leader_stops_calling_before_the_new_leader_starts() {
+    let sink = Sink::start(204).await;
+    sink.answer_slowly(Duration::from_millis(300));
+    let env = env_with_url("partition", &format!("{}/deliver", sink.url())).await;
+    let lease = format!("lease-{}", env.ns);
+    let api = support::api_server_addr().await;
+    let (pa, pb) = (FaultProxy::start(api).await, FaultProxy::start(api).await);
+    let replica = |identity: &'static str| {
+        let lease = lease.clone();
+        move |c: &mut statused_operator::operator::Config| {
+            // One call at a time per replica: two at once at the sink means two executors.
+            c.executor_concurrency = 1;
+            c.leader_election = Some(statused_operator::leader::LeaseConfig {
+                namespace: "statused-system".into(),
+                name: lease,
+                identity: identity.into(),
+                lease_duration: Duration::from_secs(3),
+                renew_every: Duration::from_millis(500),
+            });
+        }
+    };
+    let a = env.start_operator_through(&pa, replica("replica-a")).await;
+    let b = env.start_operator_through(&pb, replica("replica-b")).await;
+    env.apply_route("builds", route()).await;
+    env.wait_ready("builds", "True").await;
+    let a_leads = eventually("one leader", || async {
+        match (a.context.is_leader(), b.context.is_leader()) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            _ => None,
+        }
+    })
+    .await;
+    let (leader_proxy, follower) = if a_leads { (&pa, &b) } else { (&pb, &a) };
+
+    // A stream of events into the follower's receiver, while the leader's API traffic is
+    // frozen (a partition: it cannot renew, but still reaches the target).
+    let mut accepted = Vec::new();
+    for i in 0..16 {
+        if i == 4 {
+            leader_proxy.set(Mode::Freeze);
+        }
+        let event = sample_with_id("build-valid.json", &format!("partition-{i}"));
+        let (code, answer) = env
+            .post_signed(follower, "builds", &event, SIGNING_SECRET)
+            .await;
+        assert_eq!(code, 202, "{answer}");
+        accepted.push(answer["delivery"].as_str().unwrap().to_string());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eventually("the follower took over", || async {
+        follower.context.is_leader().then_some(())
+    })
+    .await;
+    for name in &accepted {
+        env.wait_delivery_finished(name).await;
+    }
+    assert_eq!(
+        sink.max_in_flight(),
+        1,
+        "two executors called at the same time"
+    );
+    for i in 0..16 {
+        let calls = sink
+            .requests()
+            .iter()
+            .filter(|r| r.header("x-statused-event-id") == format!("partition-{i}"))
+            .count();
+        // At most the old leader's one call in flight at the partition is repeated.
+        assert!(
+            (1..=2).contains(&calls),
+            "partition-{i} called {calls} times"
+        );
+    }
+    leader_proxy.set(Mode::Pass);
+    a.shutdown().await;
+    b.shutdown().await;
+}

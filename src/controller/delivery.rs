@@ -50,13 +50,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         let t = t.clone();
         async move { t.cancelled().await }
     };
-    let pruner = tokio::spawn(super::pruner::run(
+    // Held in a JoinSet: when this replica stops leading, the executor future is dropped
+    // and the pruner and the route status flush are aborted with it (a follower writes
+    // nothing).
+    let mut helpers = tokio::task::JoinSet::new();
+    helpers.spawn(super::pruner::run(
         ctx.clone(),
         store.clone(),
         ctx.config.prune_interval,
         stopped(&stop),
     ));
-    let flush = tokio::spawn(super::route_activity::flush_every(
+    helpers.spawn(super::route_activity::flush_every(
         ctx.client.clone(),
         ctx.route_activity.clone(),
         ctx.config.route_status_interval,
@@ -76,7 +80,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         })
         .await;
     stop.cancel();
-    let _ = tokio::join!(pruner, flush);
+    while helpers.join_next().await.is_some() {}
 }
 
 /// What the executor's cache keeps of a delivery: everything while it is being delivered;
