@@ -445,3 +445,70 @@ async fn a_partitioned_leader_stops_calling_before_the_new_leader_starts() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_call_in_flight_at_a_crash_is_never_repeated_for_an_at_most_once_target() {
+    let sink = Sink::start(204).await;
+    // Slow: the operator dies while the call is under way.
+    sink.answer_slowly(Duration::from_secs(2));
+    let env = env_with_url("uncertain", &format!("{}/deliver", sink.url())).await;
+    let mut spec = route();
+    spec["rules"][0]["targets"][0]["onUncertain"] = "fail".into();
+    let op = env.operator_with_route("builds", spec).await;
+    let event = sample_with_id("build-valid.json", "uncertain-1");
+    let (code, answer) = env.post_signed(&op, "builds", &event, SIGNING_SECRET).await;
+    assert_eq!(code, 202, "{answer}");
+    eventually("the call", || async {
+        (!sink.requests().is_empty()).then_some(())
+    })
+    .await;
+    op.kill().await;
+
+    let op = env.start_operator().await;
+    let delivery = env
+        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .await;
+    let status = delivery.status.unwrap();
+    assert_eq!(status.phase.as_str(), "Failed");
+    let error = status.targets[0].last_error.clone().unwrap();
+    assert!(error.starts_with("outcome unknown"), "{error}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.requests().len(), 1, "called at most once");
+    op.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_call_in_flight_at_a_crash_is_repeated_with_the_same_ids_by_default() {
+    let sink = Sink::start(204).await;
+    sink.answer_slowly(Duration::from_secs(2));
+    let env = env_with_url("repeat", &format!("{}/deliver", sink.url())).await;
+    let mut spec = route();
+    spec["rules"][0]["targets"][0]["webhook"]["idempotencyKey"] = true.into();
+    let op = env.operator_with_route("builds", spec).await;
+    let event = sample_with_id("build-valid.json", "repeat-1");
+    let (code, answer) = env.post_signed(&op, "builds", &event, SIGNING_SECRET).await;
+    assert_eq!(code, 202, "{answer}");
+    eventually("the call", || async {
+        (!sink.requests().is_empty()).then_some(())
+    })
+    .await;
+    op.kill().await;
+
+    sink.answer_slowly(Duration::ZERO);
+    let op = env.start_operator().await;
+    let delivery = env
+        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .await;
+    assert_eq!(delivery.status.unwrap().phase.as_str(), "Succeeded");
+    let calls = sink.requests();
+    assert_eq!(
+        calls.len(),
+        2,
+        "at least once: the uncertain call is made again"
+    );
+    for call in &calls {
+        assert_eq!(call.header("x-statused-event-id"), "repeat-1");
+        assert_eq!(call.header("idempotency-key"), "repeat-1");
+    }
+    op.shutdown().await;
+}

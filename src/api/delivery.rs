@@ -144,6 +144,10 @@ pub struct TargetStatus {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<Time>,
+    /// Set before a call to a target with `onUncertain: fail`, cleared with its outcome: a
+    /// delivery found with it set was in flight when the operator stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_started_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
     /// The PipelineRun or Workflow this target created for the event.
@@ -180,6 +184,7 @@ impl TargetStatus {
             last_response_code: None,
             last_error: None,
             next_attempt_at: None,
+            call_started_at: None,
             completed_at: None,
             created: None,
             listener_event_id: None,

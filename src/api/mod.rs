@@ -10,8 +10,8 @@ pub use delivery::{
     StatusedDeliverySpec, StatusedDeliveryStatus, TargetStatus,
 };
 pub use route::{
-    History, LastDelivery, LastEvent, RateLimit, Rule, RuleMatch, SecretKeySelector, StatusedRoute,
-    StatusedRouteSpec, StatusedRouteStatus, Target,
+    History, LastDelivery, LastEvent, OnUncertain, RateLimit, Rule, RuleMatch, SecretKeySelector,
+    StatusedRoute, StatusedRouteSpec, StatusedRouteStatus, Target,
 };
 
 /// API group of every resource this operator serves.

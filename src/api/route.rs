@@ -145,6 +145,21 @@ pub struct RuleMatch {
     pub expression: Option<String>,
 }
 
+/// What to do with a call whose outcome is unknown (see `Target::on_uncertain`).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUncertain {
+    #[default]
+    Retry,
+    Fail,
+}
+
+impl OnUncertain {
+    pub fn is_retry(&self) -> bool {
+        *self == OnUncertain::Retry
+    }
+}
+
 /// One thing to trigger. Exactly one kind must be set.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -153,6 +168,13 @@ pub struct Target {
     /// `--request-timeout-seconds`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u32>,
+    /// HTTP kinds: what to do with a call whose outcome is unknown because the operator
+    /// stopped while it was in flight. `retry` (default) calls again, with the same
+    /// `X-Statused-Event-Id` / `Idempotency-Key`; `fail` never calls twice (at most once):
+    /// the delivery fails saying the outcome is unknown. `fail` costs one more status write
+    /// per call, made before it.
+    #[serde(default, skip_serializing_if = "OnUncertain::is_retry")]
+    pub on_uncertain: OnUncertain,
     /// GitHub Actions: `repository_dispatch` or `workflow_dispatch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github_dispatch: Option<GithubDispatchTarget>,

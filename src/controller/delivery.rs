@@ -223,6 +223,15 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
                 .target(&t.rule, t.target)
                 .filter(|c| c.kind() == t.kind);
             let built = match target {
+                // At most once, and a call was started that has no recorded outcome: the
+                // operator stopped while it was in flight. Never call twice.
+                Some(CompiledTarget::Http(http))
+                    if http.at_most_once() && t.call_started_at.is_some() =>
+                {
+                    let error = "outcome unknown: the operator stopped while this call was in flight (onUncertain: fail)".to_string();
+                    finish(t, DeliveryPhase::Failed, None, Some(error), now);
+                    continue;
+                }
                 Some(CompiledTarget::Http(http)) => {
                     http.build_request(&render).map(|req| Attempt::Http {
                         kind: http.kind(),
@@ -268,6 +277,30 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
                 ),
             }
         }
+    }
+
+    // Calls that must happen at most once are marked in the status before they are made,
+    // with the same conditional write: a crash then leaves the mark, and the next look at
+    // the delivery knows the outcome is unknown.
+    let at_most_once: Vec<usize> = attempts
+        .iter()
+        .filter(|(_, a)| matches!(a, Attempt::Http { target, .. } if target.at_most_once()))
+        .map(|(i, _)| *i)
+        .collect();
+    let mut delivery = delivery;
+    if !at_most_once.is_empty() {
+        let mut marked = current.clone();
+        marked.targets = targets.clone();
+        for &i in &at_most_once {
+            marked.targets[i].call_started_at = Some(Time(now));
+        }
+        marked.phase = DeliveryPhase::Running;
+        let rv = write_status(&ctx, &delivery, &marked).await?;
+        // The outcome is written on top of the mark, conditional on the mark's version.
+        let mut next = StatusedDelivery::clone(&delivery);
+        next.metadata.resource_version = rv;
+        next.status = Some(marked);
+        delivery = Arc::new(next);
     }
 
     let outcomes = future::join_all(attempts.into_iter().map(|(i, attempt)| {
@@ -360,7 +393,7 @@ async fn write_status(
     ctx: &Context,
     delivery: &StatusedDelivery,
     desired: &StatusedDeliveryStatus,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let ns = delivery.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &ns);
     let patch = serde_json::json!({
@@ -374,9 +407,9 @@ async fn write_status(
             &Patch::Merge(&patch),
         )
         .await?;
-    ctx.ledger
-        .written(delivery, written.metadata.resource_version);
-    Ok(())
+    let rv = written.metadata.resource_version;
+    ctx.ledger.written(delivery, rv.clone());
+    Ok(rv)
 }
 
 /// What follows a status write: route activity, the Event and metric of a finished

@@ -24,6 +24,8 @@ impl RetryPolicy {
     /// Records one attempt's `outcome` on `t` at `now`.
     pub fn apply(&self, t: &mut TargetStatus, outcome: Outcome, now: jiff::Timestamp) {
         t.attempts += 1;
+        // The outcome is known: the call is no longer in flight.
+        t.call_started_at = None;
         match outcome {
             Outcome::Succeeded { code, created, .. } => {
                 t.created = created;

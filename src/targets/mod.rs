@@ -187,6 +187,10 @@ pub trait HttpTarget: Send + Sync + fmt::Debug {
     fn response_id(&self, _body: &[u8]) -> Option<String> {
         None
     }
+    /// Never call twice, even when an outcome is unknown (`onUncertain: fail`).
+    fn at_most_once(&self) -> bool {
+        false
+    }
 }
 
 /// A target that is triggered by creating one object through the Kubernetes API, in the
@@ -322,6 +326,12 @@ pub fn compile(
         ));
     };
     let f = format!("{field}.{kind}");
+    if !target.on_uncertain.is_retry() && matches!(*kind, "tekton" | "argoWorkflow") {
+        return Err(CompileError::invalid(
+            &format!("{field}.onUncertain"),
+            "applies to HTTP kinds only: Tekton and Argo objects are created exactly once",
+        ));
+    }
     let http: Box<dyn HttpTarget> = match target {
         Target {
             tekton: Some(spec), ..
@@ -376,43 +386,59 @@ pub fn compile(
         } => Box::new(teams::compile(&f, spec, secrets)?),
         _ => unreachable!("kinds() found exactly one kind"),
     };
-    match target.timeout_seconds {
-        None => Ok(CompiledTarget::Http(http)),
-        Some(secs @ 1..=MAX_TIMEOUT_SECONDS) => Ok(CompiledTarget::Http(Box::new(Timed {
-            inner: http,
-            timeout: Duration::from_secs(secs.into()),
-        }))),
-        Some(_) => Err(CompileError::invalid(
-            &format!("{field}.timeoutSeconds"),
-            format!("must be between 1 and {MAX_TIMEOUT_SECONDS}"),
-        )),
+    let timeout = match target.timeout_seconds {
+        None => None,
+        Some(secs @ 1..=MAX_TIMEOUT_SECONDS) => Some(Duration::from_secs(secs.into())),
+        Some(_) => {
+            return Err(CompileError::invalid(
+                &format!("{field}.timeoutSeconds"),
+                format!("must be between 1 and {MAX_TIMEOUT_SECONDS}"),
+            ));
+        }
+    };
+    let at_most_once = target.on_uncertain == crate::api::OnUncertain::Fail;
+    if timeout.is_none() && !at_most_once {
+        return Ok(CompiledTarget::Http(http));
     }
+    Ok(CompiledTarget::Http(Box::new(Configured {
+        inner: http,
+        timeout,
+        at_most_once,
+    })))
 }
 
 /// The longest per-target timeout; a slower target should answer 202 and work in the
 /// background.
 pub const MAX_TIMEOUT_SECONDS: u32 = 300;
 
-/// An HTTP target with its own timeout (`timeoutSeconds`).
+/// An HTTP target with the settings every kind shares: its own timeout (`timeoutSeconds`)
+/// and at-most-once calls (`onUncertain: fail`).
 #[derive(Debug)]
-struct Timed {
+struct Configured {
     inner: Box<dyn HttpTarget>,
-    timeout: Duration,
+    timeout: Option<Duration>,
+    at_most_once: bool,
 }
 
-impl HttpTarget for Timed {
+impl HttpTarget for Configured {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
 
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         let mut request = self.inner.build_request(ctx)?;
-        request.timeout = Some(self.timeout);
+        if let Some(timeout) = self.timeout {
+            request.timeout = Some(timeout);
+        }
         Ok(request)
     }
 
     fn response_id(&self, body: &[u8]) -> Option<String> {
         self.inner.response_id(body)
+    }
+
+    fn at_most_once(&self) -> bool {
+        self.at_most_once
     }
 }
 
