@@ -11,11 +11,12 @@ use serde::Deserialize;
 
 use crate::api::StatusedRoute;
 use crate::controller::compile::compile_route;
+use crate::controller::plan::{PlanInput, Planned, plan};
 use crate::event::Envelope;
 use crate::expr::Scope;
-use crate::naming::{IdentityInput, ObjectIdentity, delivery_name};
+use crate::naming::delivery_name;
 use crate::secrets::{SecretSet, SecretValue};
-use crate::targets::{CompiledTarget, RenderContext};
+use crate::targets::RenderContext;
 
 /// The routes and Secrets of one or more multi-document YAML files.
 #[derive(Debug, Default)]
@@ -100,66 +101,64 @@ pub fn report(route: &StatusedRoute, secrets: &SecretSet, body: &[u8]) -> Result
     };
     let delivery = delivery_name(&name, &envelope.id);
     let _ = writeln!(out, "delivery {delivery}");
+    let input = PlanInput {
+        namespace: &ns,
+        route: &name,
+        delivery: &delivery,
+        event_id: &envelope.id,
+        event_type: &envelope.type_,
+        data: &event["data"],
+    };
     for m in &matched {
         let _ = writeln!(out, "\nrule {}, target {} ({}):", m.rule, m.target, m.kind);
-        match compiled.target(&m.rule, m.target) {
-            Some(CompiledTarget::Http(http)) => match http.build_request(&render) {
-                Ok(req) => {
-                    let _ = writeln!(out, "  {} {}", req.method, req.redact(req.url.as_str()));
-                    for (k, v) in &req.headers {
-                        let shown = if v.is_sensitive() {
-                            "[redacted]".to_string()
-                        } else {
-                            req.redact(v.to_str().unwrap_or("<binary>"))
-                        };
-                        let _ = writeln!(out, "  {k}: {shown}");
-                    }
-                    if req.auth.is_some() {
-                        let _ = writeln!(
-                            out,
-                            "  authorization: Bearer [GitHub App installation token]"
-                        );
-                    }
-                    let body = String::from_utf8_lossy(&req.body);
-                    let pretty = serde_json::from_str::<serde_json::Value>(&body)
-                        .ok()
-                        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-                        .unwrap_or_else(|| body.to_string());
-                    for line in req.redact(&pretty).lines() {
-                        let _ = writeln!(out, "  {line}");
-                    }
+        // The executor's own plan: what is printed is what it would send.
+        match plan(&compiled, &input, &render, m) {
+            Planned::Http { request: req, .. } => {
+                let _ = writeln!(out, "  {} {}", req.method, req.redact(req.url.as_str()));
+                for (k, v) in &req.headers {
+                    let shown = if v.is_sensitive() {
+                        "[redacted]".to_string()
+                    } else {
+                        req.redact(v.to_str().unwrap_or("<binary>"))
+                    };
+                    let _ = writeln!(out, "  {k}: {shown}");
                 }
-                Err(e) => {
-                    let _ = writeln!(out, "  would fail: {e}");
+                if req.auth.is_some() {
+                    let _ = writeln!(
+                        out,
+                        "  authorization: Bearer [GitHub App installation token]"
+                    );
                 }
-            },
-            Some(CompiledTarget::Kube(kube)) => {
-                let data = &event["data"];
-                let id = ObjectIdentity::new(&IdentityInput {
-                    namespace: &ns,
-                    route: &name,
-                    rule: &m.rule,
-                    target: m.target,
-                    delivery: &delivery,
-                    event_id: &envelope.id,
-                    event_type: &envelope.type_,
-                    app_name: data.get("app_name").and_then(|v| v.as_str()),
-                    status: data.get("status").and_then(|v| v.as_str()),
-                });
-                match kube.build_object(&render, &id) {
-                    Ok(object) => {
-                        let _ = writeln!(out, "  create {} {}/{}:", kube.api().kind, ns, id.name);
-                        let yaml = serde_yaml::to_string(&object).unwrap_or_default();
-                        for line in yaml.lines() {
-                            let _ = writeln!(out, "    {line}");
-                        }
-                    }
-                    Err(e) => {
-                        let _ = writeln!(out, "  would fail: {e}");
-                    }
+                let body = String::from_utf8_lossy(&req.body);
+                let pretty = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                    .unwrap_or_else(|| body.to_string());
+                for line in req.redact(&pretty).lines() {
+                    let _ = writeln!(out, "  {line}");
                 }
             }
-            None => {}
+            Planned::Kube {
+                target,
+                object,
+                identity,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  create {} {}/{}:",
+                    target.api().kind,
+                    ns,
+                    identity.name
+                );
+                let yaml = serde_yaml::to_string(&object).unwrap_or_default();
+                for line in yaml.lines() {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+            Planned::Unbuildable(e) => {
+                let _ = writeln!(out, "  would fail: {e}");
+            }
+            Planned::Gone(_) => {}
         }
     }
     Ok(out)

@@ -13,20 +13,21 @@ use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
+use super::plan::{PlanInput, Planned, plan};
 use super::retry::{self, RetryPolicy, finish};
 use super::route_activity::Activity;
 use super::status::delivery_phase;
 use super::{Error, scoped_api};
 use crate::api::{
-    DeliveryPhase, LastDelivery, LastEvent, StatusedDelivery, StatusedDeliveryStatus,
+    DeliveryPhase, LastDelivery, LastEvent, MatchedTarget, StatusedDelivery, StatusedDeliveryStatus,
 };
 use crate::expr::Scope;
-use crate::naming::{IdentityInput, ObjectIdentity};
+use crate::naming::ObjectIdentity;
 use crate::operator::Context;
 use crate::routing::{RouteKey, RouteState};
 use crate::targets::create::create_once;
 use crate::targets::send::{Outcome, send};
-use crate::targets::{CompiledTarget, HttpRequest, HttpTarget, KubeTarget, RenderContext};
+use crate::targets::{HttpRequest, HttpTarget, KubeTarget, RenderContext};
 use crate::token_bucket::{Bucket, Limit};
 
 /// Runs the executor until `shutdown`: the delivery controller (at most
@@ -214,67 +215,53 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
             scope: &scope,
             event_id: &event.id,
         };
-        let data_str = |k: &str| event.data.get(k).and_then(|v| v.as_str());
+        let input = PlanInput {
+            namespace: &ns,
+            route: &delivery.spec.route,
+            delivery: &name,
+            event_id: &event.id,
+            event_type: &event.type_,
+            data: &event.data,
+        };
         for i in due {
             let t = &mut targets[i];
-            // A route edited since the event was accepted may have another kind at this index;
-            // sending to it would trigger something the event never matched.
-            let target = route
-                .target(&t.rule, t.target)
-                .filter(|c| c.kind() == t.kind);
-            let built = match target {
+            let matched = MatchedTarget {
+                rule: t.rule.clone(),
+                target: t.target,
+                kind: t.kind.clone(),
+            };
+            match plan(&route, &input, &render, &matched) {
                 // At most once, and a call was started that has no recorded outcome: the
                 // operator stopped while it was in flight. Never call twice.
-                Some(CompiledTarget::Http(http))
-                    if http.at_most_once() && t.call_started_at.is_some() =>
+                Planned::Http { target, .. }
+                    if target.at_most_once() && t.call_started_at.is_some() =>
                 {
                     let error = "outcome unknown: the operator stopped while this call was in flight (onUncertain: fail)".to_string();
                     finish(t, DeliveryPhase::Failed, None, Some(error), now);
-                    continue;
                 }
-                Some(CompiledTarget::Http(http)) => {
-                    http.build_request(&render).map(|req| Attempt::Http {
-                        kind: http.kind(),
-                        req,
-                        target: http.as_ref(),
-                    })
-                }
-                Some(CompiledTarget::Kube(kube)) => {
-                    let id = ObjectIdentity::new(&IdentityInput {
-                        namespace: &ns,
-                        route: &delivery.spec.route,
-                        rule: &t.rule,
-                        target: t.target,
-                        delivery: &name,
-                        event_id: &event.id,
-                        event_type: &event.type_,
-                        app_name: data_str("app_name"),
-                        status: data_str("status"),
-                    });
-                    kube.build_object(&render, &id).map(|object| Attempt::Kube {
-                        target: kube.as_ref(),
+                Planned::Http { target, request } => attempts.push((
+                    i,
+                    Attempt::Http {
+                        kind: target.kind(),
+                        req: request,
+                        target,
+                    },
+                )),
+                Planned::Kube {
+                    target,
+                    object,
+                    identity,
+                } => attempts.push((
+                    i,
+                    Attempt::Kube {
+                        target,
                         object,
-                        id,
-                    })
+                        id: identity,
+                    },
+                )),
+                Planned::Gone(error) | Planned::Unbuildable(error) => {
+                    finish(t, DeliveryPhase::Failed, None, Some(error), now)
                 }
-                None => {
-                    let error = format!(
-                        "rule {} target {} ({}) is no longer in the route",
-                        t.rule, t.target, t.kind
-                    );
-                    finish(t, DeliveryPhase::Failed, None, Some(error), now);
-                    continue;
-                }
-            };
-            match built {
-                Ok(attempt) => attempts.push((i, attempt)),
-                Err(e) => finish(
-                    t,
-                    DeliveryPhase::Failed,
-                    None,
-                    Some(format!("cannot build request: {e}")),
-                    now,
-                ),
             }
         }
     }

@@ -6,6 +6,7 @@ pub mod compile;
 pub mod delivery;
 pub mod history;
 pub mod ledger;
+pub mod plan;
 pub mod pruner;
 pub mod retry;
 pub mod route;
