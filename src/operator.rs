@@ -123,6 +123,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub reconcile_failures: FailureCounts,
     pub rate_limiter: crate::server::rate_limit::RateLimiter,
+    /// Rule evaluations (CEL) running at once on the blocking pool.
+    pub evaluations: tokio::sync::Semaphore,
     /// The receiver's budget of requests and bytes in flight.
     pub admission: crate::server::admission::Admission,
     /// `lastEvent` / `lastDelivery` per route, written by a coalescing flush.
@@ -288,6 +290,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         reconcile_failures: FailureCounts::default(),
         rate_limiter: Default::default(),
         admission,
+        evaluations: tokio::sync::Semaphore::new(crate::server::webhook::EVALUATIONS),
         route_activity: Default::default(),
         event_budget: Default::default(),
         ledger: Default::default(),

@@ -196,7 +196,7 @@ async fn handle(
             .map_err(ReceiveError::RateLimited)?;
     }
     let envelope = Envelope::parse(&bytes)?;
-    let (matched, failures) = route.match_event(&envelope);
+    let (matched, failures) = match_off_the_workers(ctx, &route, &bytes).await?;
     for f in &failures {
         warn!(rule = %f.rule, error = %f.error, event = %envelope.id, "rule expression failed; rule skipped");
     }
@@ -210,6 +210,35 @@ async fn handle(
     }
     record(ctx, &route, &envelope, matched).await
 }
+
+/// Rule matching (CEL) runs on the blocking pool, at most [`EVALUATIONS`] at once and for
+/// at most [`EVALUATION_TIME`]: an expensive route costs its own events time, never the
+/// async workers that serve other routes, probes and lease renewal. Compile-time limits
+/// (see `expr.rs`) keep each evaluation small; this bounds what is left.
+async fn match_off_the_workers(
+    ctx: &Context,
+    route: &Arc<CompiledRoute>,
+    bytes: &[u8],
+) -> Result<(Vec<MatchedTarget>, Vec<crate::routing::MatchFailure>), ReceiveError> {
+    let _permit = tokio::time::timeout(EVALUATION_TIME, ctx.evaluations.acquire())
+        .await
+        .map_err(|_| ReceiveError::Busy)?
+        .map_err(|_| ReceiveError::Busy)?;
+    let (route, bytes) = (route.clone(), bytes.to_vec());
+    let matching = tokio::task::spawn_blocking(move || {
+        Envelope::parse(&bytes).map(|envelope| route.match_event(&envelope))
+    });
+    match tokio::time::timeout(EVALUATION_TIME, matching).await {
+        Ok(Ok(result)) => Ok(result?),
+        // Too slow (the evaluation finishes on its own thread) or it panicked.
+        _ => Err(ReceiveError::Busy),
+    }
+}
+
+/// Rule evaluations at once, across all routes.
+pub const EVALUATIONS: usize = 4;
+/// The longest one event's rule matching may take before the sender is told to retry.
+pub const EVALUATION_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Stores the delivery. A name already taken is a duplicate only if the record there is
 /// this event for this route (names hash the event id; a route re-created under the same
