@@ -455,13 +455,17 @@ pub async fn prepare_route(admin: &Client, ns: &str, sink: SocketAddr) {
             .unwrap();
     }
     let routes: Api<StatusedRoute> = Api::namespaced(admin.clone(), ns);
+    // STATUSED_BENCH_ON_UNCERTAIN=fail measures at-most-once targets (a write before each call).
+    let on_uncertain =
+        std::env::var("STATUSED_BENCH_ON_UNCERTAIN").unwrap_or_else(|_| "retry".into());
     let route = serde_json::json!({
         "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
         "metadata": {"name": "load"},
         "spec": {
             "signingSecrets": [{"name": "statused-webhook"}],
             "rules": [{"name": "builds", "match": {"types": ["com.statused.build.status.updated"]},
-                       "targets": [{"webhook": {"urlSecretRef": {"name": "sink", "key": "url"},
+                       "targets": [{"onUncertain": on_uncertain,
+                                    "webhook": {"urlSecretRef": {"name": "sink", "key": "url"},
                                                 "idempotencyKey": true}}]}],
         },
     });
