@@ -20,6 +20,13 @@ async fn env_with_url(prefix: &str, url: &str) -> TestEnv {
     env
 }
 
+/// A sink on 127.0.0.1 and a namespace whose Secrets point the route at it.
+async fn sink_and_env(prefix: &str) -> (Sink, TestEnv) {
+    let sink = Sink::start(204).await;
+    let env = env_with_url(prefix, &format!("{}/deliver", sink.url())).await;
+    (sink, env)
+}
+
 fn route() -> serde_json::Value {
     json!({
         "signingSecrets": [{"name": "statused-webhook"}],
@@ -126,8 +133,7 @@ async fn a_target_streaming_an_endless_answer_fails_the_delivery_after_a_bounded
 #[tokio::test]
 async fn a_client_that_writes_a_whole_oversized_body_before_reading_gets_its_413() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let sink = Sink::start(204).await;
-    let env = env_with_url("toolarge", &format!("{}/deliver", sink.url())).await;
+    let (_sink, env) = sink_and_env("toolarge").await;
     let op = env.operator_with_route("builds", route()).await;
     for chunked in [false, true] {
         // As Python's urllib does: the whole request goes out, then the answer is read.
@@ -170,8 +176,7 @@ async fn a_client_that_writes_a_whole_oversized_body_before_reading_gets_its_413
 
 #[tokio::test]
 async fn an_event_whose_record_name_is_taken_by_another_event_is_recorded_under_a_second_name() {
-    let sink = Sink::start(204).await;
-    let env = env_with_url("collide", &format!("{}/deliver", sink.url())).await;
+    let (sink, env) = sink_and_env("collide").await;
     let op = env.operator_with_route("builds", route()).await;
     // Another event's record already holds the name this event hashes to (a 40-bit hash
     // collision, or a record left by an earlier route of the same name).
@@ -254,8 +259,7 @@ async fn deliveries_whose_route_is_gone_or_never_ready_fail_instead_of_waiting_f
 
 #[tokio::test]
 async fn healthz_fails_while_the_api_server_stays_unreachable_and_recovers_without_a_restart() {
-    let sink = Sink::start(204).await;
-    let env = env_with_url("health", &format!("{}/deliver", sink.url())).await;
+    let (sink, env) = sink_and_env("health").await;
     let proxy = FaultProxy::start(support::api_server_addr().await).await;
     let op = env
         .start_operator_through(&proxy, |c| c.unhealthy_after = Duration::from_secs(1))
@@ -297,8 +301,7 @@ async fn healthz_fails_while_the_api_server_stays_unreachable_and_recovers_witho
 
 #[tokio::test]
 async fn a_hostile_expression_makes_the_route_not_ready_without_stalling_the_probes() {
-    let sink = Sink::start(204).await;
-    let env = env_with_url("hostile", &format!("{}/deliver", sink.url())).await;
+    let (_sink, env) = sink_and_env("hostile").await;
     let op = env.start_operator().await;
     let items = (0..100)
         .map(|i| i.to_string())
@@ -332,8 +335,7 @@ async fn a_hostile_expression_makes_the_route_not_ready_without_stalling_the_pro
 
 #[tokio::test]
 async fn on_shutdown_readiness_fails_first_while_events_are_still_received() {
-    let sink = Sink::start(204).await;
-    let env = env_with_url("draining", &format!("{}/deliver", sink.url())).await;
+    let (_sink, env) = sink_and_env("draining").await;
     let op = env
         .start_operator_with(|c| c.shutdown_drain = Duration::from_secs(2))
         .await;
@@ -368,9 +370,8 @@ async fn on_shutdown_readiness_fails_first_while_events_are_still_received() {
 
 #[tokio::test]
 async fn a_partitioned_leader_stops_calling_before_the_new_leader_starts() {
-    let sink = Sink::start(204).await;
+    let (sink, env) = sink_and_env("partition").await;
     sink.answer_slowly(Duration::from_millis(300));
-    let env = env_with_url("partition", &format!("{}/deliver", sink.url())).await;
     let lease = format!("lease-{}", env.ns);
     let api = support::api_server_addr().await;
     let (pa, pb) = (FaultProxy::start(api).await, FaultProxy::start(api).await);
@@ -446,16 +447,14 @@ async fn a_partitioned_leader_stops_calling_before_the_new_leader_starts() {
     b.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_call_in_flight_at_a_crash_is_never_repeated_for_an_at_most_once_target() {
-    let sink = Sink::start(204).await;
+/// An operator with the route `spec` (a slow sink behind it) is killed while calling the
+/// target for the event `<prefix>-1`; returns the sink, the namespace and the delivery.
+async fn killed_during_a_call(prefix: &str, spec: serde_json::Value) -> (Sink, TestEnv, String) {
+    let (sink, env) = sink_and_env(prefix).await;
     // Slow: the operator dies while the call is under way.
     sink.answer_slowly(Duration::from_secs(2));
-    let env = env_with_url("uncertain", &format!("{}/deliver", sink.url())).await;
-    let mut spec = route();
-    spec["rules"][0]["targets"][0]["onUncertain"] = "fail".into();
     let op = env.operator_with_route("builds", spec).await;
-    let event = sample_with_id("build-valid.json", "uncertain-1");
+    let event = sample_with_id("build-valid.json", &format!("{prefix}-1"));
     let (code, answer) = env.post_signed(&op, "builds", &event, SIGNING_SECRET).await;
     assert_eq!(code, 202, "{answer}");
     eventually("the call", || async {
@@ -463,11 +462,16 @@ async fn a_call_in_flight_at_a_crash_is_never_repeated_for_an_at_most_once_targe
     })
     .await;
     op.kill().await;
+    (sink, env, answer["delivery"].as_str().unwrap().to_string())
+}
 
+#[tokio::test]
+async fn a_call_in_flight_at_a_crash_is_never_repeated_for_an_at_most_once_target() {
+    let mut spec = route();
+    spec["rules"][0]["targets"][0]["onUncertain"] = "fail".into();
+    let (sink, env, name) = killed_during_a_call("uncertain", spec).await;
     let op = env.start_operator().await;
-    let delivery = env
-        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
-        .await;
+    let delivery = env.wait_delivery_finished(&name).await;
     let status = delivery.status.unwrap();
     assert_eq!(status.phase.as_str(), "Failed");
     let error = status.targets[0].last_error.clone().unwrap();
@@ -479,26 +483,12 @@ async fn a_call_in_flight_at_a_crash_is_never_repeated_for_an_at_most_once_targe
 
 #[tokio::test]
 async fn a_call_in_flight_at_a_crash_is_repeated_with_the_same_ids_by_default() {
-    let sink = Sink::start(204).await;
-    sink.answer_slowly(Duration::from_secs(2));
-    let env = env_with_url("repeat", &format!("{}/deliver", sink.url())).await;
     let mut spec = route();
     spec["rules"][0]["targets"][0]["webhook"]["idempotencyKey"] = true.into();
-    let op = env.operator_with_route("builds", spec).await;
-    let event = sample_with_id("build-valid.json", "repeat-1");
-    let (code, answer) = env.post_signed(&op, "builds", &event, SIGNING_SECRET).await;
-    assert_eq!(code, 202, "{answer}");
-    eventually("the call", || async {
-        (!sink.requests().is_empty()).then_some(())
-    })
-    .await;
-    op.kill().await;
-
+    let (sink, env, name) = killed_during_a_call("repeat", spec).await;
     sink.answer_slowly(Duration::ZERO);
     let op = env.start_operator().await;
-    let delivery = env
-        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
-        .await;
+    let delivery = env.wait_delivery_finished(&name).await;
     assert_eq!(delivery.status.unwrap().phase.as_str(), "Succeeded");
     let calls = sink.requests();
     assert_eq!(

@@ -173,6 +173,44 @@ pub struct CreatedObject {
     pub uid: Option<String>,
 }
 
+impl StatusedDelivery {
+    /// A delivery of event `name` for `route` in namespace `ns`, no status: a fixture for
+    /// unit tests.
+    #[cfg(test)]
+    pub fn fixture(name: &str, route: &str) -> Self {
+        Self {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(format!("uid-{name}")),
+                ..Default::default()
+            },
+            spec: StatusedDeliverySpec {
+                route: route.into(),
+                event: DeliveredEvent {
+                    id: name.into(),
+                    type_: "t".into(),
+                    source: "s".into(),
+                    time: None,
+                    subject: None,
+                    data: serde_json::Value::Null,
+                },
+                matched: vec![],
+            },
+            status: None,
+        }
+    }
+
+    /// The uid of the route that accepted the event (its owner), when recorded.
+    pub fn route_uid(&self) -> Option<&str> {
+        self.metadata
+            .owner_references
+            .as_ref()
+            .and_then(|o| o.first())
+            .map(|o| o.uid.as_str())
+    }
+}
+
 impl TargetStatus {
     pub fn pending(m: &MatchedTarget) -> Self {
         Self {

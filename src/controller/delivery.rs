@@ -143,14 +143,9 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
     }
 
     let route_key = RouteKey::new(&ns, &delivery.spec.route);
-    let owner = delivery
-        .metadata
-        .owner_references
-        .as_ref()
-        .and_then(|o| o.first())
-        .map(|o| o.uid.clone());
+    let owner = delivery.route_uid();
     let route = match ctx.table.lookup(&route_key) {
-        Some(RouteState::Ready(route)) if owner.is_none() || owner == route.uid => route,
+        Some(RouteState::Ready(route)) if owner.is_none() || owner == route.uid.as_deref() => route,
         // A route of the same name, but not the one that accepted the event.
         Some(RouteState::Ready(_)) => {
             let why = format!(

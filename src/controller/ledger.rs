@@ -89,33 +89,12 @@ impl Ledger {
 
 #[cfg(test)]
 mod tests {
-    use kube::api::ObjectMeta;
-
     use super::*;
-    use crate::api::{DeliveredEvent, StatusedDeliverySpec};
 
     fn delivery(rv: &str) -> StatusedDelivery {
-        StatusedDelivery {
-            metadata: ObjectMeta {
-                name: Some("d".into()),
-                uid: Some("uid-1".into()),
-                resource_version: Some(rv.into()),
-                ..Default::default()
-            },
-            spec: StatusedDeliverySpec {
-                route: "r".into(),
-                event: DeliveredEvent {
-                    id: "e".into(),
-                    type_: "t".into(),
-                    source: "s".into(),
-                    time: None,
-                    subject: None,
-                    data: serde_json::Value::Null,
-                },
-                matched: vec![],
-            },
-            status: None,
-        }
+        let mut d = StatusedDelivery::fixture("d", "r");
+        d.metadata.resource_version = Some(rv.into());
+        d
     }
 
     #[test]

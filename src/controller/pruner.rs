@@ -173,10 +173,9 @@ async fn delete(ctx: &Context, d: Doomed) -> bool {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use kube::api::ObjectMeta;
 
     use super::*;
-    use crate::api::{DeliveredEvent, DeliveryPhase, StatusedDeliverySpec, StatusedDeliveryStatus};
+    use crate::api::{DeliveryPhase, StatusedDeliveryStatus};
 
     fn at(secs: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap()
@@ -188,32 +187,14 @@ mod tests {
         phase: Option<DeliveryPhase>,
         secs: i64,
     ) -> Arc<StatusedDelivery> {
-        Arc::new(StatusedDelivery {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("ns".into()),
-                uid: Some(format!("uid-{name}")),
-                creation_timestamp: Some(Time(at(secs))),
-                ..Default::default()
-            },
-            spec: StatusedDeliverySpec {
-                route: route.into(),
-                event: DeliveredEvent {
-                    id: name.into(),
-                    type_: "t".into(),
-                    source: "s".into(),
-                    time: None,
-                    subject: None,
-                    data: serde_json::Value::Null,
-                },
-                matched: vec![],
-            },
-            status: phase.map(|phase| StatusedDeliveryStatus {
-                phase,
-                completed_at: Some(Time(at(secs + 1))),
-                ..Default::default()
-            }),
-        })
+        let mut d = StatusedDelivery::fixture(name, route);
+        d.metadata.creation_timestamp = Some(Time(at(secs)));
+        d.status = phase.map(|phase| StatusedDeliveryStatus {
+            phase,
+            completed_at: Some(Time(at(secs + 1))),
+            ..Default::default()
+        });
+        Arc::new(d)
     }
 
     fn limits(succeeded: usize) -> HistoryLimits {

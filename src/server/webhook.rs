@@ -294,12 +294,7 @@ async fn record(
 
 /// Whether `existing` records this event for this route (this uid, when both are known).
 fn same_event(existing: &StatusedDelivery, route: &CompiledRoute, envelope: &Envelope<'_>) -> bool {
-    let owner = existing
-        .metadata
-        .owner_references
-        .as_ref()
-        .and_then(|o| o.first())
-        .map(|o| o.uid.as_str());
+    let owner = existing.route_uid();
     existing.spec.event.id == envelope.id
         && existing.spec.route == route.key.name
         && match (owner, route.uid.as_deref()) {
