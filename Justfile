@@ -19,6 +19,9 @@ test: tools
     # Faults (API server frozen, killed and restarted; operator killed) with N = 300 each:
     # a cluster of its own, since it kills the API server.
     hack/cluster.sh exec -- cargo test --locked --bench chaos
+    # The image, built as `just image` builds it, run with runc as the chart runs it.
+    bash hack/image.sh
+    STATUSED_TEST_IMAGE="$(cat target/image/ref)" hack/cluster.sh exec -- cargo test --locked --test image
     helm lint --strict charts/statused-operator
     cargo clippy --locked --all-targets -- -D warnings
     cargo fmt --check
@@ -31,6 +34,11 @@ bench:
 # creates in the same run (N = 10,000, C = 32; STATUSED_LOAD_EVENTS / _CONCURRENCY override).
 bench-load: tools
     hack/cluster.sh exec -- cargo bench --locked --bench load
+
+# The operator's OCI image without a daemon (umoci + skopeo): target/image/oci (OCI layout)
+# and target/image/statused-operator.tar (docker-archive, `docker load -i`).
+image: tools
+    bash hack/image.sh
 
 # Faults injected mid-stream (API server frozen, killed and restarted; operator killed),
 # N = 2,000 per scenario: sent, accepted, delivered, lost, duplicated.

@@ -50,6 +50,8 @@ install_etcd() {
 
 install_misc() {
   command -v openssl >/dev/null 2>&1 || apt_install openssl
+  # The image: built without a daemon (umoci, skopeo), run in the tests with runc.
+  apt_install umoci skopeo runc
   command -v npm >/dev/null 2>&1 || apt_install npm
   command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
   return 0
