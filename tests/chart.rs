@@ -31,6 +31,10 @@ fn try_render(extra: &[&str]) -> Result<String, String> {
             "--namespace",
             "statused-system",
             "--include-crds",
+            // The test API server's version: version-dependent templates (the PDB's API)
+            // render for it.
+            "--kube-version",
+            "1.20.2",
         ])
         .args(extra)
         .output()
@@ -96,6 +100,8 @@ fn chart_defaults_are_accepted_by_the_api_server() {
         "role.rbac.authorization.k8s.io/statused-operator-leader-election",
         "deployment.apps/statused-operator",
         "service/statused-operator",
+        "service/statused-operator-metrics",
+        "poddisruptionbudget.policy/statused-operator",
     ] {
         assert!(applied.contains(kind), "{kind} missing from:\n{applied}");
     }
@@ -190,8 +196,74 @@ fn bad_values_are_refused_with_the_field_named() {
         ("logFormat=yaml", "logFormat"),
         ("publicURL=hooks.example.com", "publicURL"),
         ("replicaCount=0", "replicaCount"),
+        // A typo is refused, not rendered silently.
+        ("replicas=3", "replicas"),
+        ("executor.concurency=3", "concurency"),
+        ("image.digest=latest", "digest"),
     ] {
         let err = try_render(&["--set", value]).unwrap_err();
         assert!(err.contains(field), "{value}: {err}");
     }
+}
+
+/// Every Service in a rendering: (name, type, port names).
+fn services(manifests: &str) -> Vec<(String, String, Vec<String>)> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(manifests)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .filter(|v| v["kind"] == "Service")
+        .map(|v| {
+            let ports = v["spec"]["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect();
+            (
+                v["metadata"]["name"].as_str().unwrap().to_string(),
+                v["spec"]["type"].as_str().unwrap().to_string(),
+                ports,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn exposing_the_receiver_never_exposes_metrics() {
+    let manifests = render(&["--set", "service.type=LoadBalancer"]);
+    let mut found = services(&manifests);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (
+                "statused-operator".to_string(),
+                "LoadBalancer".to_string(),
+                vec!["webhook".to_string()]
+            ),
+            (
+                "statused-operator-metrics".to_string(),
+                "ClusterIP".to_string(),
+                vec!["metrics".to_string()]
+            ),
+        ]
+    );
+}
+
+#[test]
+fn one_replica_gets_no_disruption_budget_and_spreading_is_soft() {
+    let single = render(&[
+        "--set",
+        "replicaCount=1",
+        "--set",
+        "leaderElection.enabled=false",
+    ]);
+    assert!(!single.contains("kind: PodDisruptionBudget"));
+    let spread = render(&[]);
+    assert!(spread.contains("preferredDuringSchedulingIgnoredDuringExecution"));
+    assert!(spread.contains("whenUnsatisfiable: ScheduleAnyway"));
+    assert!(!spread.contains("requiredDuringScheduling"));
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let pinned = render(&["--set", &format!("image.digest={digest}")]);
+    assert!(pinned.contains(&format!("statused-operator@{digest}")));
 }
