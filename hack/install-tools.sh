@@ -48,6 +48,13 @@ install_etcd() {
   apt_install etcd-server
 }
 
+install_validators() {
+  # Strict schema checks of the rendered chart for given Kubernetes versions (PyPI).
+  command -v kubernetes-validate >/dev/null 2>&1 && return 0
+  log "installing kubernetes-validate (PyPI)"
+  python3 -m pip install -q --disable-pip-version-check kubernetes-validate
+}
+
 install_misc() {
   command -v openssl >/dev/null 2>&1 || apt_install openssl
   # The image: built without a daemon (umoci, skopeo), run in the tests with runc.
@@ -94,6 +101,7 @@ SRC
 }
 
 install_misc
+install_validators
 install_just
 install_helm
 install_etcd

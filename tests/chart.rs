@@ -320,3 +320,80 @@ fn namespace_users_can_read_deliveries_but_only_the_operator_writes_them() {
     assert!(reads_deliveries);
     server_dry_run(&manifests);
 }
+
+/// `kubernetes-validate` (PyPI, installed by hack/install-tools.sh) on a rendering, for one
+/// Kubernetes version (`None`: the newest it knows).
+fn strictly_valid(manifests: &str, version: Option<&str>) -> Result<(), String> {
+    let path = std::env::temp_dir().join(format!("statused-chart-{:08x}.yaml", fastrand::u32(..)));
+    std::fs::write(&path, manifests).unwrap();
+    let mut cmd = Command::new("kubernetes-validate");
+    cmd.args(["--strict", "--quiet"]);
+    if let Some(v) = version {
+        cmd.args(["-k", v]);
+    }
+    let out = cmd
+        .arg(&path)
+        .output()
+        .expect("kubernetes-validate runs (installed by hack/install-tools.sh)");
+    let _ = std::fs::remove_file(&path);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+#[test]
+fn renderings_pass_strict_schema_validation_for_1_30_and_the_newest_kubernetes() {
+    let combos: [&[&str]; 5] = [
+        &[],
+        &["--set", "watchNamespace=mobile-ci"],
+        &[
+            "--set",
+            "replicaCount=1",
+            "--set",
+            "leaderElection.enabled=false",
+        ],
+        &["--set", "replicaCount=3"],
+        &[
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "ingress.enabled=true",
+            "--set",
+            "priorityClassName=high",
+            "--set",
+            "service.type=LoadBalancer",
+        ],
+    ];
+    for version in ["1.30.0", "1.37.0"] {
+        for values in combos {
+            let chart = format!("{}/charts/statused-operator", env!("CARGO_MANIFEST_DIR"));
+            let out = Command::new(tool("helm"))
+                .args([
+                    "template",
+                    "statused-operator",
+                    &chart,
+                    "--namespace",
+                    "statused-system",
+                ])
+                .args(["--include-crds", "--kube-version", version])
+                .args(values)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let manifests = String::from_utf8(out.stdout).unwrap();
+            if let Err(e) = strictly_valid(&manifests, Some(version)) {
+                panic!("Kubernetes {version}, values {values:?}:\n{e}");
+            }
+        }
+    }
+}
