@@ -52,7 +52,7 @@ tools:
 # Regenerate the CRD YAML from the Rust types.
 crds:
     cargo run --quiet -- crd > crds/statused.dev.yaml
-    cp crds/statused.dev.yaml charts/statused-operator/crds/statused.dev.yaml
+    cargo run --quiet -- crd --helm > charts/statused-operator/templates/crds.yaml
 
 # Lint the Helm chart.
 lint-chart: tools

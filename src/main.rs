@@ -7,7 +7,8 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     statused_operator::install_crypto_provider();
     match Cli::parse().command {
-        Command::Crd => print!("{}", crd::crds_yaml()?),
+        Command::Crd { helm: false } => print!("{}", crd::crds_yaml()?),
+        Command::Crd { helm: true } => print!("{}", crd::chart_crds_yaml()?),
         Command::Sign(args) => println!(
             "{}",
             send::sign(&args.secret, &send::read_body(&args.body)?)

@@ -397,3 +397,26 @@ fn renderings_pass_strict_schema_validation_for_1_30_and_the_newest_kubernetes()
         }
     }
 }
+
+#[test]
+fn crds_are_templates_that_upgrade_with_the_release_and_are_kept_on_uninstall() {
+    use serde::Deserialize;
+    // No --include-crds: Helm's crds/ directory is never upgraded, so the chart has none.
+    let chart = format!("{}/charts/statused-operator", env!("CARGO_MANIFEST_DIR"));
+    assert!(!std::path::Path::new(&format!("{chart}/crds")).exists());
+    let crds = |extra: &[&str]| -> Vec<serde_yaml::Value> {
+        serde_yaml::Deserializer::from_str(&render(extra))
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .filter(|v| v["kind"] == "CustomResourceDefinition")
+            .collect()
+    };
+    let installed = crds(&[]);
+    assert_eq!(installed.len(), 2);
+    for crd in &installed {
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{crd:?}"
+        );
+    }
+    assert!(crds(&["--set", "crds.install=false"]).is_empty());
+}

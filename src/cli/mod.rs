@@ -30,7 +30,11 @@ pub enum Command {
     /// Run the receiver, the controllers and the metrics/probe server.
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
-    Crd,
+    Crd {
+        /// As the chart's template (kept on uninstall, switched by crds.install).
+        #[arg(long)]
+        helm: bool,
+    },
     /// Print the X-Statused-Signature header value for a body.
     Sign(SignArgs),
     /// Sign a body and POST it to a route, as Statused would.
