@@ -46,6 +46,15 @@ pub struct Metrics {
     deliveries: Family<OutcomeLabels, Counter>,
     kube_events: Family<OutcomeLabels, Counter>,
     watches_failing: prometheus_client::metrics::gauge::Gauge,
+    leader: prometheus_client::metrics::gauge::Gauge,
+    routes: Family<ReadyLabels, prometheus_client::metrics::gauge::Gauge>,
+    pending: prometheus_client::metrics::gauge::Gauge,
+    backlog_oldest: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabels {
+    ready: String,
 }
 
 impl Default for Metrics {
@@ -95,7 +104,37 @@ impl Default for Metrics {
             "Watches (routes, deliveries) failing right now, as of the last /healthz",
             watches_failing.clone(),
         );
+        let leader = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "leader",
+            "1 when this replica leads (delivers and writes status)",
+            leader.clone(),
+        );
+        let routes = Family::<ReadyLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "routes",
+            "Routes known to this replica, by readiness",
+            routes.clone(),
+        );
+        let pending = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "deliveries_pending",
+            "Deliveries not finished yet (the leader's view)",
+            pending.clone(),
+        );
+        let backlog_oldest =
+            prometheus_client::metrics::gauge::Gauge::<f64, std::sync::atomic::AtomicU64>::default(
+            );
+        registry.register(
+            "delivery_backlog_oldest_seconds",
+            "Age of the oldest unfinished delivery (the leader's view; 0 when none)",
+            backlog_oldest.clone(),
+        );
         Self {
+            leader,
+            routes,
+            pending,
+            backlog_oldest,
             watches_failing,
             kube_events,
             registry,
@@ -147,6 +186,24 @@ impl Metrics {
                 outcome: phase.into(),
             })
             .inc();
+    }
+
+    /// What is read from state at scrape time: leadership and routes by readiness.
+    pub fn scrape_state(&self, leading: bool, ready: usize, not_ready: usize) {
+        self.leader.set(i64::from(leading));
+        for (label, n) in [("true", ready), ("false", not_ready)] {
+            self.routes
+                .get_or_create(&ReadyLabels {
+                    ready: label.into(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The executor's backlog, as its pruner last saw it.
+    pub fn backlog(&self, pending: usize, oldest: Duration) {
+        self.pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.backlog_oldest.set(oldest.as_secs_f64());
     }
 
     pub fn watches_failing(&self, n: usize) {

@@ -412,6 +412,8 @@ async fn run_executor_while_leading(
                     // (their targets stay due and the new leader makes them).
                     info!("no longer leading; stopping the delivery executor");
                     term.cancel();
+                    // A follower has no backlog of its own to report.
+                    ctx.metrics.backlog(0, Duration::ZERO);
                     break;
                 }
             }

@@ -133,6 +133,16 @@ impl RoutingTable {
         self.read().len()
     }
 
+    /// (Ready, not Ready) routes.
+    pub fn readiness(&self) -> (usize, usize) {
+        let table = self.read();
+        let ready = table
+            .values()
+            .filter(|s| matches!(s, RouteState::Ready(_)))
+            .count();
+        (ready, table.len() - ready)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -420,3 +420,74 @@ fn crds_are_templates_that_upgrade_with_the_release_and_are_kept_on_uninstall() 
     }
     assert!(crds(&["--set", "crds.install=false"]).is_empty());
 }
+
+#[test]
+fn alerts_and_the_dashboard_use_only_metrics_the_operator_exports() {
+    let manifests = render(&[
+        "--set",
+        "monitoring.prometheusRule.enabled=true",
+        "--set",
+        "monitoring.dashboard.enabled=true",
+        "--set",
+        "monitoring.podMonitor.enabled=true",
+    ]);
+    assert!(manifests.contains("kind: PrometheusRule"));
+    assert!(manifests.contains("kind: PodMonitor"));
+    assert!(manifests.contains("grafana_dashboard: \"1\""));
+    // Every family the operator registers, with its type, from its own exposition (each
+    // recorded once: a labelled family shows up once it has a sample).
+    let metrics = statused_operator::metrics::Metrics::default();
+    metrics.webhook_request(202);
+    metrics.target_attempt(
+        "webhook",
+        &statused_operator::targets::send::Outcome::Failed {
+            code: Some(500),
+            error: "e".into(),
+        },
+        std::time::Duration::from_millis(5),
+    );
+    metrics.reconcile("delivery", "error");
+    metrics.delivery("Failed");
+    metrics.kube_event("published");
+    metrics.scrape_state(true, 1, 1);
+    metrics.backlog(1, std::time::Duration::from_secs(1));
+    metrics.watches_failing(0);
+    let exposition = metrics.encode();
+    let families: std::collections::HashMap<&str, &str> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    let exported = |name: &str| {
+        families.contains_key(name)
+            || [
+                ("_total", "counter"),
+                ("_bucket", "histogram"),
+                ("_sum", "histogram"),
+                ("_count", "histogram"),
+            ]
+            .iter()
+            .any(|(suffix, kind)| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|base| families.get(base) == Some(kind))
+            })
+    };
+    let mut used = std::collections::BTreeSet::new();
+    for (i, _) in manifests.match_indices("statused_") {
+        let name: String = manifests[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        // Only metric names in expressions (`statused_...{` / `statused_...[` / `statused_...)`).
+        let after = manifests[i + name.len()..].chars().next();
+        if matches!(after, Some('{' | '[' | ')')) {
+            used.insert(name);
+        }
+    }
+    assert!(used.len() >= 8, "expressions found: {used:?}");
+    let missing: Vec<_> = used.iter().filter(|n| !exported(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "not exported: {missing:?} (exported: {families:?})"
+    );
+}

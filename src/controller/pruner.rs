@@ -97,6 +97,23 @@ pub fn plan(
     doomed
 }
 
+/// How many cached deliveries are unfinished, and the age of the oldest.
+pub fn backlog(deliveries: &[Arc<StatusedDelivery>], now: jiff::Timestamp) -> (usize, Duration) {
+    let unfinished = deliveries
+        .iter()
+        .filter(|d| !d.status.as_ref().is_some_and(|s| s.phase.is_finished()));
+    let mut count = 0;
+    let mut oldest = Duration::ZERO;
+    for d in unfinished {
+        count += 1;
+        if let Some(created) = &d.metadata.creation_timestamp {
+            let age = Duration::try_from(now.duration_since(created.0)).unwrap_or_default();
+            oldest = oldest.max(age);
+        }
+    }
+    (count, oldest)
+}
+
 /// A route's history limits as the executor knows them.
 fn limits_of(ctx: &Context, route: &RouteKey) -> Option<HistoryLimits> {
     match ctx.table.lookup(route) {
@@ -122,8 +139,11 @@ pub async fn run(
             () = &mut stop => return,
             () = tokio::time::sleep(wait) => {}
         }
+        let cached = store.state();
+        let (pending, oldest) = backlog(&cached, jiff::Timestamp::now());
+        ctx.metrics.backlog(pending, oldest);
         let doomed = plan(
-            &store.state(),
+            &cached,
             |route| limits_of(&ctx, route),
             ctx.config.dedup_window,
             jiff::Timestamp::now(),
@@ -219,6 +239,17 @@ mod tests {
         let names: Vec<_> = doomed.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["a1", "a2"]);
         assert_eq!(doomed[0].uid.as_deref(), Some("uid-a1"));
+    }
+
+    #[test]
+    fn the_backlog_counts_unfinished_deliveries_and_the_oldest_age() {
+        let cached = vec![
+            delivery("a", "done", Some(DeliveryPhase::Succeeded), 0),
+            delivery("a", "waiting", None, 40),
+            delivery("a", "retrying", Some(DeliveryPhase::Running), 70),
+        ];
+        assert_eq!(backlog(&cached, at(100)), (2, Duration::from_secs(60)));
+        assert_eq!(backlog(&[], at(100)), (0, Duration::ZERO));
     }
 
     #[test]
