@@ -491,3 +491,125 @@ fn alerts_and_the_dashboard_use_only_metrics_the_operator_exports() {
         "not exported: {missing:?} (exported: {families:?})"
     );
 }
+
+#[test]
+fn the_chart_and_the_operator_have_one_version() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let chart =
+        std::fs::read_to_string(format!("{root}/charts/statused-operator/Chart.yaml")).unwrap();
+    let field = |name: &str| {
+        chart
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .trim_matches('"')
+            .to_string()
+    };
+    assert_eq!(field("version:"), env!("CARGO_PKG_VERSION"));
+    assert_eq!(field("appVersion:"), env!("CARGO_PKG_VERSION"));
+}
+
+fn kubectl(args: &[&str]) -> String {
+    let kubeconfig = std::env::var("STATUSED_TEST_ADMIN_KUBECONFIG").unwrap();
+    let out = Command::new(tool("kubectl"))
+        .args(["--kubeconfig", &kubeconfig])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn helm(args: &[&str]) {
+    let kubeconfig = std::env::var("STATUSED_TEST_ADMIN_KUBECONFIG").unwrap();
+    let out = Command::new(tool("helm"))
+        .args(["--kubeconfig", &kubeconfig])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn delivery_short_names() -> String {
+    kubectl(&[
+        "get",
+        "crd",
+        "statuseddeliveries.statused.dev",
+        "-o",
+        "jsonpath={.spec.names.shortNames}",
+    ])
+}
+
+#[test]
+fn helm_upgrade_upgrades_the_crds_and_uninstall_keeps_them() {
+    let ns = format!("helm-{:08x}", fastrand::u32(..));
+    let release = format!("it-{:06x}", fastrand::u32(..) & 0xffffff);
+    kubectl(&["create", "namespace", &ns]);
+    // The test API server already has the CRDs (hack/cluster.sh): let this release adopt
+    // them, as `helm install` adopts resources labelled and annotated for it.
+    for crd in [
+        "statusedroutes.statused.dev",
+        "statuseddeliveries.statused.dev",
+    ] {
+        kubectl(&[
+            "annotate",
+            "crd",
+            crd,
+            "--overwrite",
+            &format!("meta.helm.sh/release-name={release}"),
+            &format!("meta.helm.sh/release-namespace={ns}"),
+        ]);
+        kubectl(&[
+            "label",
+            "crd",
+            crd,
+            "--overwrite",
+            "app.kubernetes.io/managed-by=Helm",
+        ]);
+    }
+    // "The previous version": the same chart whose delivery CRD lacks the sdel short name.
+    let chart = format!("{}/charts/statused-operator", env!("CARGO_MANIFEST_DIR"));
+    let old = std::env::temp_dir().join(format!("statused-chart-{release}"));
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(&chart)
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let crds = old.join("templates/crds.yaml");
+    let text = std::fs::read_to_string(&crds).unwrap();
+    std::fs::write(&crds, text.replace("    shortNames:\n    - sdel\n", "")).unwrap();
+
+    // The cluster as that version left it.
+    kubectl(&[
+        "patch",
+        "crd",
+        "statuseddeliveries.statused.dev",
+        "--type=json",
+        "-p",
+        r#"[{"op": "remove", "path": "/spec/names/shortNames"}]"#,
+    ]);
+    helm(&["install", &release, old.to_str().unwrap(), "-n", &ns]);
+    assert!(!delivery_short_names().contains("sdel"));
+    helm(&["upgrade", &release, &chart, "-n", &ns, "--reuse-values"]);
+    assert!(
+        delivery_short_names().contains("sdel"),
+        "the upgrade upgraded the CRD"
+    );
+    helm(&["uninstall", &release, "-n", &ns]);
+    assert!(
+        delivery_short_names().contains("sdel"),
+        "the CRD outlives the release"
+    );
+    let _ = std::fs::remove_dir_all(&old);
+}
