@@ -49,10 +49,11 @@ install_etcd() {
 }
 
 install_validators() {
-  # Strict schema checks of the rendered chart for given Kubernetes versions (PyPI).
-  command -v kubernetes-validate >/dev/null 2>&1 && return 0
-  log "installing kubernetes-validate (PyPI)"
-  python3 -m pip install -q --disable-pip-version-check kubernetes-validate
+  # The rendered chart's checks (PyPI): strict schemas for given Kubernetes versions, and
+  # the checkov policy linter.
+  command -v kubernetes-validate >/dev/null 2>&1 && command -v checkov >/dev/null 2>&1 && return 0
+  log "installing kubernetes-validate and checkov (PyPI)"
+  python3 -m pip install -q --disable-pip-version-check kubernetes-validate checkov
 }
 
 install_misc() {

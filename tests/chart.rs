@@ -613,3 +613,37 @@ fn helm_upgrade_upgrades_the_crds_and_uninstall_keeps_them() {
     );
     let _ = std::fs::remove_dir_all(&old);
 }
+
+#[test]
+fn the_policy_linter_finds_nothing_it_was_not_told_why() {
+    let digest = format!("image.digest=sha256:{}", "a".repeat(64));
+    let combos: [&[&str]; 3] = [
+        &[],
+        &["--set", "watchNamespace=mobile-ci"],
+        &["--set", "networkPolicy.enabled=true", "--set", &digest],
+    ];
+    for values in combos {
+        let path =
+            std::env::temp_dir().join(format!("statused-checkov-{:08x}.yaml", fastrand::u32(..)));
+        std::fs::write(&path, render(values)).unwrap();
+        // --skip-download: checkov's policies ship with it; nothing leaves this machine.
+        let out = Command::new("checkov")
+            .args([
+                "--framework",
+                "kubernetes",
+                "--compact",
+                "--skip-download",
+                "-f",
+            ])
+            .arg(&path)
+            .output()
+            .expect("checkov runs (installed by hack/install-tools.sh)");
+        let _ = std::fs::remove_file(&path);
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            report.contains("Failed checks: 0,"),
+            "values {values:?}:\n{report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
