@@ -194,5 +194,12 @@ async fn the_image_runs_read_only_as_65532_and_delivers_a_signed_event() {
             .any(|o| o == "ro"),
         "{root}"
     );
+    // Its text log goes to a file here, as to `kubectl logs`: plain, no colour codes.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("statused-operator started"), "{logged}");
+    assert!(
+        !logged.contains('\u{1b}'),
+        "ANSI escape codes in a non-terminal log"
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
