@@ -510,33 +510,28 @@ fn the_chart_and_the_operator_have_one_version() {
     assert_eq!(field("appVersion:"), env!("CARGO_PKG_VERSION"));
 }
 
-fn kubectl(args: &[&str]) -> String {
+/// Runs `helm` or `kubectl` as the test API server's admin; fails the test on an error.
+fn admin(tool_name: &str, args: &[&str]) -> String {
     let kubeconfig = std::env::var("STATUSED_TEST_ADMIN_KUBECONFIG").unwrap();
-    let out = Command::new(tool("kubectl"))
+    let out = Command::new(tool(tool_name))
         .args(["--kubeconfig", &kubeconfig])
         .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "kubectl {args:?}: {}",
+        "{tool_name} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
 }
 
+fn kubectl(args: &[&str]) -> String {
+    admin("kubectl", args)
+}
+
 fn helm(args: &[&str]) {
-    let kubeconfig = std::env::var("STATUSED_TEST_ADMIN_KUBECONFIG").unwrap();
-    let out = Command::new(tool("helm"))
-        .args(["--kubeconfig", &kubeconfig])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    admin("helm", args);
 }
 
 fn delivery_short_names() -> String {
