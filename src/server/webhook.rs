@@ -195,8 +195,10 @@ async fn handle(
             .check(&key, limit, std::time::Instant::now())
             .map_err(ReceiveError::RateLimited)?;
     }
+    // Parsed and matched on the blocking pool; the body comes back (not copied) to be
+    // parsed once more, cheaply, for the record.
+    let (bytes, (matched, failures)) = match_off_the_workers(ctx, &route, bytes).await?;
     let envelope = Envelope::parse(&bytes)?;
-    let (matched, failures) = match_off_the_workers(ctx, &route, &bytes).await?;
     for f in &failures {
         warn!(rule = %f.rule, error = %f.error, event = %envelope.id, "rule expression failed; rule skipped");
     }
@@ -215,21 +217,24 @@ async fn handle(
 /// at most [`EVALUATION_TIME`]: an expensive route costs its own events time, never the
 /// async workers that serve other routes, probes and lease renewal. Compile-time limits
 /// (see `expr.rs`) keep each evaluation small; this bounds what is left.
+type Matches = (Vec<MatchedTarget>, Vec<crate::routing::MatchFailure>);
+
 async fn match_off_the_workers(
     ctx: &Context,
     route: &Arc<CompiledRoute>,
-    bytes: &[u8],
-) -> Result<(Vec<MatchedTarget>, Vec<crate::routing::MatchFailure>), ReceiveError> {
+    bytes: Vec<u8>,
+) -> Result<(Vec<u8>, Matches), ReceiveError> {
     let _permit = tokio::time::timeout(EVALUATION_TIME, ctx.evaluations.acquire())
         .await
         .map_err(|_| ReceiveError::Busy)?
         .map_err(|_| ReceiveError::Busy)?;
-    let (route, bytes) = (route.clone(), bytes.to_vec());
+    let route = route.clone();
     let matching = tokio::task::spawn_blocking(move || {
-        Envelope::parse(&bytes).map(|envelope| route.match_event(&envelope))
+        let matches = Envelope::parse(&bytes).map(|envelope| route.match_event(&envelope));
+        (bytes, matches)
     });
     match tokio::time::timeout(EVALUATION_TIME, matching).await {
-        Ok(Ok(result)) => Ok(result?),
+        Ok(Ok((bytes, matches))) => Ok((bytes, matches?)),
         // Too slow (the evaluation finishes on its own thread) or it panicked.
         _ => Err(ReceiveError::Busy),
     }
