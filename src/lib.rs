@@ -1,7 +1,7 @@
 //! statused-operator: turns signed Statused webhooks into pipelines, workflows and messages.
 //!
-//! Layout: `api` (CRD types), `event` / `signature` / `expr` / `matching` / `routing` (pure
-//! core), `targets` (one file per kind), `controller` (route reconciler, delivery executor),
+//! Layout: `api` (CRD types), `event` / `signature` / `expr` / `matching` / `route` (pure
+//! core), `routing` (the table of compiled routes), `targets` (one file per kind), `controller` (route reconciler, delivery executor),
 //! `server` (receiver, probes, metrics), `cli` (subcommands), `operator` (wiring).
 #![forbid(unsafe_code)]
 
@@ -17,6 +17,7 @@ pub mod matching;
 pub mod metrics;
 pub mod naming;
 pub mod operator;
+pub mod route;
 pub mod routing;
 pub mod secrets;
 pub mod server;

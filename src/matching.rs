@@ -6,7 +6,7 @@ use crate::api::RuleMatch;
 use crate::api::conditions::Reason;
 use crate::event::{Envelope, MatchFields, normalize_status};
 use crate::expr::{ExprError, Expression, Scope};
-use crate::targets::CompileError;
+use crate::route::error::CompileError;
 
 /// A rule's `match`, compiled.
 #[derive(Debug)]

@@ -19,10 +19,10 @@ use tracing::{debug, info, warn};
 
 use crate::api::StatusedRoute;
 use crate::controller::backoff::{Backoff, FailureCounts};
-use crate::controller::route::route_key;
 use crate::leader::LeaseConfig;
 use crate::metrics::Metrics;
-use crate::routing::{RouteKey, RoutingTable};
+use crate::route::RouteKey;
+use crate::routing::RoutingTable;
 
 /// Settings of one operator process (see `statused-operator run --help`).
 #[derive(Debug, Clone)]
@@ -164,7 +164,7 @@ impl Context {
 
     /// Whether `route` (this uid) is still in the watch cache, i.e. not deleted.
     pub fn route_is_current(&self, route: &StatusedRoute) -> bool {
-        let key = route_key(route);
+        let key = RouteKey::of(route);
         let obj = kube::runtime::reflector::ObjectRef::new(&key.name).within(&key.namespace);
         self.routes
             .get(&obj)
@@ -190,7 +190,7 @@ impl Context {
                 .routes
                 .state()
                 .iter()
-                .all(|r| self.table.contains(&route_key(r)));
+                .all(|r| self.table.contains(&RouteKey::of(r)));
         if ready {
             self.ready.store(true, Ordering::Release);
         }

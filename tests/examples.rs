@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use kube::ResourceExt;
 use statused_operator::api::Target;
 use statused_operator::cli::route_test::Manifests;
-use statused_operator::controller::compile::compile_route;
+use statused_operator::route::compile::compile_route;
 
 #[test]
 fn every_example_route_compiles_against_its_secrets() {

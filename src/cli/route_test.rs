@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use serde::Deserialize;
 
 use crate::api::StatusedRoute;
-use crate::controller::compile::compile_route;
+use crate::route::compile::compile_route;
 use crate::controller::plan::{PlanInput, Planned, plan};
 use crate::event::Envelope;
 use crate::expr::Scope;

@@ -24,7 +24,8 @@ use crate::api::{
 use crate::expr::Scope;
 use crate::naming::ObjectIdentity;
 use crate::operator::Context;
-use crate::routing::{RouteKey, RouteState};
+use crate::route::RouteKey;
+use crate::routing::RouteState;
 use crate::targets::create::create_once;
 use crate::targets::send::{Outcome, send};
 use crate::targets::{HttpRequest, HttpTarget, KubeTarget, RenderContext};

@@ -2,7 +2,6 @@
 //! status) and the delivery executor (deliveries into target calls).
 
 pub mod backoff;
-pub mod compile;
 pub mod delivery;
 pub mod history;
 pub mod ledger;

@@ -4,7 +4,7 @@
 
 use crate::api::MatchedTarget;
 use crate::naming::{IdentityInput, ObjectIdentity};
-use crate::routing::CompiledRoute;
+use crate::route::CompiledRoute;
 use crate::targets::{CompiledTarget, HttpRequest, HttpTarget, KubeTarget, RenderContext};
 
 /// The event a plan is for, and the delivery that records it.
@@ -88,7 +88,7 @@ mod tests {
 
     use super::*;
     use crate::api::StatusedRoute;
-    use crate::controller::compile::compile_route;
+    use crate::route::compile::compile_route;
     use crate::expr::Scope;
     use crate::secrets::{SecretSet, SecretValue};
 

@@ -16,10 +16,12 @@ use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use tracing::{debug, info, warn};
 
-use super::history::{Finished, HistoryLimits, to_prune};
+use super::history::{Finished, to_prune};
+use crate::route::history::HistoryLimits;
 use crate::api::StatusedDelivery;
 use crate::operator::Context;
-use crate::routing::{RouteKey, RouteState};
+use crate::route::RouteKey;
+use crate::routing::RouteState;
 
 /// Most deletes per round; the rest wait for the next round (one second later).
 pub const PRUNE_BATCH: usize = 200;

@@ -16,19 +16,16 @@ use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
-use super::compile::{compile_route, referenced_secrets, required_apis};
+use crate::route::compile::{compile_route, referenced_secrets, required_apis};
 use super::status::{route_status, route_status_changed};
 use super::{Error, scoped_api};
 use crate::api::{FIELD_MANAGER, StatusedRoute};
 use crate::operator::Context;
-use crate::routing::{RouteKey, RouteState};
+use crate::route::RouteKey;
+use crate::routing::RouteState;
 use crate::secrets::{SecretSet, SecretValue};
 use crate::targets::ApiRef;
 use std::collections::BTreeSet;
-
-pub fn route_key(route: &StatusedRoute) -> RouteKey {
-    RouteKey::new(route.namespace().unwrap_or_default(), route.name_any())
-}
 
 /// Runs until `shutdown` resolves.
 pub async fn run(
@@ -49,7 +46,7 @@ pub async fn run(
         .inspect(move |event| match event {
             // Deletions leave the table at once; the controller never sees them.
             Ok(watcher::Event::Delete(route)) => {
-                let key = route_key(route);
+                let key = RouteKey::of(route);
                 info!(route = %key, "route deleted");
                 table.remove(&key);
                 // Per-route state of a deleted route must not outlive it.
@@ -108,9 +105,9 @@ pub async fn run(
         .await;
 }
 
-#[instrument(skip(route, ctx), fields(route = %route_key(&route)))]
+#[instrument(skip(route, ctx), fields(route = %RouteKey::of(&route)))]
 async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let key = route_key(&route);
+    let key = RouteKey::of(&route);
     let ns = route.namespace().ok_or(Error::NoNamespace)?;
     let secrets = read_secrets(&ctx, &ns, &route).await?;
     let missing_apis = missing_apis(&ctx, &route).await?;
@@ -242,7 +239,7 @@ async fn read_secrets(ctx: &Context, ns: &str, route: &StatusedRoute) -> Result<
 fn error_policy(route: Arc<StatusedRoute>, error: &Error, ctx: Arc<Context>) -> Action {
     // A route that could not even be compiled (a Secret unreadable, discovery down) is known
     // but unusable: the receiver answers 503, and readiness does not wait for it forever.
-    let route_key = route_key(&route);
+    let route_key = RouteKey::of(&route);
     if !ctx.table.contains(&route_key) && ctx.route_is_current(&route) {
         ctx.table.upsert(route_key.clone(), RouteState::NotReady);
     }

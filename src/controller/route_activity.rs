@@ -14,7 +14,7 @@ use kube::{Api, Client, Resource};
 use tracing::{debug, warn};
 
 use crate::api::{LastDelivery, LastEvent, StatusedRoute};
-use crate::routing::RouteKey;
+use crate::route::RouteKey;
 
 /// Field manager for the route status fields the executor owns. Separate from the route
 /// reconciler's so that neither apply removes the other's fields.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::routing::RouteKey;
+use crate::route::RouteKey;
 use crate::token_bucket::Bucket;
 pub use crate::token_bucket::Limit;
 

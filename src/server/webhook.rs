@@ -23,7 +23,8 @@ use crate::api::{
 use crate::event::Envelope;
 use crate::naming::{LABEL_EVENT_TYPE, LABEL_ROUTE, delivery_name, label_value};
 use crate::operator::Context;
-use crate::routing::{CompiledRoute, RouteKey, RouteState};
+use crate::route::{CompiledRoute, RouteKey};
+use crate::routing::RouteState;
 use crate::signature::{self, SIGNATURE_HEADER};
 
 /// Every way a request can be refused. Bodies are short and never carry internal detail.
@@ -217,7 +218,7 @@ async fn handle(
 /// at most [`EVALUATION_TIME`]: an expensive route costs its own events time, never the
 /// async workers that serve other routes, probes and lease renewal. Compile-time limits
 /// (see `expr.rs`) keep each evaluation small; this bounds what is left.
-type Matches = (Vec<MatchedTarget>, Vec<crate::routing::MatchFailure>);
+type Matches = (Vec<MatchedTarget>, Vec<crate::route::MatchFailure>);
 
 async fn match_off_the_workers(
     ctx: &Context,

@@ -31,10 +31,10 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 
 use crate::api::Target;
-use crate::api::conditions::Reason;
 use crate::expr::{ExprError, JsonTemplate, Scope, Template};
 use crate::naming::ObjectIdentity;
-use crate::secrets::{SecretError, SecretSet};
+use crate::secrets::SecretSet;
+pub use crate::route::error::CompileError;
 
 /// Header every HTTP target sends so that a receiver can deduplicate.
 pub const EVENT_ID_HEADER: &str = "x-statused-event-id";
@@ -257,45 +257,6 @@ pub fn required_api(target: &Target) -> Option<&'static ApiRef> {
         Some(&argo::WORKFLOW)
     } else {
         None
-    }
-}
-
-/// Why a target could not be compiled; becomes the route's Ready condition.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct CompileError {
-    pub reason: Reason,
-    pub message: String,
-}
-
-impl CompileError {
-    pub fn invalid(field: &str, problem: impl fmt::Display) -> Self {
-        Self {
-            reason: Reason::InvalidTarget,
-            message: format!("{field}: {problem}"),
-        }
-    }
-
-    pub fn template(field: &str, err: ExprError) -> Self {
-        Self {
-            reason: Reason::InvalidTemplate,
-            message: format!("{field}: {err}"),
-        }
-    }
-}
-
-impl From<SecretError> for CompileError {
-    fn from(err: SecretError) -> Self {
-        let reason = match err {
-            SecretError::NotFound { .. } => Reason::SecretNotFound,
-            SecretError::KeyMissing { .. } | SecretError::NotText { .. } => {
-                Reason::SecretKeyMissing
-            }
-        };
-        Self {
-            reason,
-            message: err.to_string(),
-        }
     }
 }
 

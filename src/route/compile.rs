@@ -6,12 +6,13 @@ use std::collections::BTreeSet;
 use kube::ResourceExt;
 
 use super::history::HistoryLimits;
+use super::error::CompileError;
 use crate::api::StatusedRoute;
 use crate::api::conditions::Reason;
 use crate::matching::Matcher;
-use crate::routing::{CompiledRoute, CompiledRule, RouteKey};
+use super::{CompiledRoute, CompiledRule, RouteKey};
 use crate::secrets::{SecretSet, SecretValue};
-use crate::targets::{self, ApiRef, CompileError};
+use crate::targets::{self, ApiRef};
 use crate::token_bucket::Limit;
 
 /// Names of every Secret the route reads, so that the reconciler fetches exactly those and a

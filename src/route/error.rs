@@ -1,0 +1,47 @@
+//! Why a route could not be compiled: the reason and message of its Ready condition.
+
+use std::fmt;
+
+use crate::api::conditions::Reason;
+use crate::expr::ExprError;
+use crate::secrets::SecretError;
+
+/// Why a target could not be compiled; becomes the route's Ready condition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CompileError {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl CompileError {
+    pub fn invalid(field: &str, problem: impl fmt::Display) -> Self {
+        Self {
+            reason: Reason::InvalidTarget,
+            message: format!("{field}: {problem}"),
+        }
+    }
+
+    pub fn template(field: &str, err: ExprError) -> Self {
+        Self {
+            reason: Reason::InvalidTemplate,
+            message: format!("{field}: {err}"),
+        }
+    }
+}
+
+impl From<SecretError> for CompileError {
+    fn from(err: SecretError) -> Self {
+        let reason = match err {
+            SecretError::NotFound { .. } => Reason::SecretNotFound,
+            SecretError::KeyMissing { .. } | SecretError::NotText { .. } => {
+                Reason::SecretKeyMissing
+            }
+        };
+        Self {
+            reason,
+            message: err.to_string(),
+        }
+    }
+}
+

@@ -1,0 +1,104 @@
+//! A route as compiled from its spec and Secrets: pure data, no I/O. The route reconciler
+//! builds it ([`compile`]), the routing table holds it, the receiver matches events with it
+//! and the executor finds each target in it. It depends on the API types and the target
+//! kinds, never on the controllers or the servers.
+
+pub mod compile;
+pub mod error;
+pub mod history;
+
+use crate::api::MatchedTarget;
+use crate::api::StatusedRoute;
+use crate::event::Envelope;
+use crate::matching::{EventView, Matcher};
+use crate::secrets::SecretValue;
+use crate::targets::CompiledTarget;
+use crate::token_bucket::Limit;
+use history::HistoryLimits;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl RouteKey {
+    /// The key of a route object.
+    pub fn of(route: &StatusedRoute) -> Self {
+        use kube::ResourceExt;
+        Self::new(route.namespace().unwrap_or_default(), route.name_any())
+    }
+
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A route resolved against its Secrets, with every expression compiled.
+#[derive(Debug)]
+pub struct CompiledRoute {
+    pub key: RouteKey,
+    pub uid: Option<String>,
+    pub signing_keys: Vec<SecretValue>,
+    pub rules: Vec<CompiledRule>,
+    pub history: HistoryLimits,
+    pub rate_limit: Option<Limit>,
+}
+
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub name: String,
+    pub matcher: Matcher,
+    pub targets: Vec<CompiledTarget>,
+}
+
+/// A rule whose expression could not be evaluated for one event; the rule is skipped.
+#[derive(Debug)]
+pub struct MatchFailure {
+    pub rule: String,
+    pub error: String,
+}
+
+impl CompiledRoute {
+    /// Every (rule, target) pair the event triggers, in route order.
+    pub fn match_event(&self, envelope: &Envelope<'_>) -> (Vec<MatchedTarget>, Vec<MatchFailure>) {
+        let view = EventView::new(envelope, &self.key.namespace, &self.key.name);
+        let mut matched = Vec::new();
+        let mut failures = Vec::new();
+        for rule in &self.rules {
+            match rule.matcher.matches(&view) {
+                Ok(true) => {
+                    matched.extend(rule.targets.iter().enumerate().map(|(i, t)| MatchedTarget {
+                        rule: rule.name.clone(),
+                        target: u32::try_from(i).unwrap_or(u32::MAX),
+                        kind: t.kind().to_string(),
+                    }))
+                }
+                Ok(false) => {}
+                Err(e) => failures.push(MatchFailure {
+                    rule: rule.name.clone(),
+                    error: e.to_string(),
+                }),
+            }
+        }
+        (matched, failures)
+    }
+
+    pub fn target(&self, rule: &str, index: u32) -> Option<&CompiledTarget> {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)?
+            .targets
+            .get(index as usize)
+    }
+}
+
