@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use statused_operator::api::StatusedRoute;
-use statused_operator::route::compile::compile_route;
 use statused_operator::event::Envelope;
+use statused_operator::route::compile::compile_route;
 use statused_operator::secrets::SecretSet;
 use statused_operator::signature;
 

@@ -265,7 +265,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
     let metrics_addr = metrics_listener.local_addr()?;
 
     let http = reqwest::Client::builder()
-        .user_agent(crate::targets::USER_AGENT)
+        .user_agent(crate::targets::request::USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(std::io::Error::other)?;

@@ -1,9 +1,28 @@
-//! Secret values read from the route's namespace: never printed, never logged.
+//! Secret values read from the route's namespace: never printed, never logged; and the
+//! selector of one Secret key, as routes spell it.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::api::SecretKeySelector;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A key of a Secret in the route's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SecretKeySelector {
+    /// Name of the Secret, in the route's namespace.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key within the Secret. Each field documents its default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl SecretKeySelector {
+    pub fn key_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.key.as_deref().unwrap_or(default)
+    }
+}
 
 /// Bytes from a Secret. `Debug` prints `<redacted>` so that a value cannot reach a log line
 /// through a derived `Debug` of a struct that holds it.

@@ -159,6 +159,26 @@ async fn invalid_routes_say_what_to_fix() {
         format!("Secret {}/github-token has no key nope", env.ns)
     );
 
+    // A target entry must set exactly one kind: the CRD's schema refuses two, or none, when
+    // the route is applied.
+    let two = json!({"webhook": {"url": "http://127.0.0.1:1/"}, "slack": {"urlSecretRef": {"name": "chat-hook"}}});
+    for (entry, found) in [(two, "2"), (json!({"timeoutSeconds": 5}), "0")] {
+        let mut spec = issue_route(&github);
+        spec["rules"][0]["targets"][0] = entry;
+        match env.try_apply_route("bad-kinds", spec).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{status:?}");
+                assert!(
+                    status.message.contains("spec.rules.targets")
+                        && status.message.contains("one and only one schema (oneOf)"),
+                    "{found} kinds: {}",
+                    status.message
+                );
+            }
+            other => panic!("an entry with {found} kinds was not refused: {other:?}"),
+        }
+    }
+
     // Fixing the route makes it Ready again, with a new observedGeneration.
     env.apply_route("bad-key", issue_route(&github)).await;
     env.wait_ready("bad-key", "True").await;

@@ -6,9 +6,10 @@
 use std::collections::BTreeSet;
 
 use kube::ResourceExt;
-use statused_operator::api::Target;
+use statused_operator::api::route::TargetKind;
 use statused_operator::cli::route_test::Manifests;
 use statused_operator::route::compile::compile_route;
+use statused_operator::targets::registry;
 
 #[test]
 fn every_example_route_compiles_against_its_secrets() {
@@ -61,11 +62,11 @@ fn every_example_route_compiles_against_its_secrets() {
                     .rules
                     .iter()
                     .flat_map(|r| &r.targets)
-                    .flat_map(Target::kinds),
+                    .map(|t| registry::kind(&t.kind).name()),
             );
         }
     }
-    let missing: Vec<_> = Target::KINDS
+    let missing: Vec<_> = TargetKind::names()
         .iter()
         .filter(|k| !kinds.contains(*k))
         .collect();

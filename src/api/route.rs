@@ -5,14 +5,15 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::secrets::SecretKeySelector;
 use crate::targets::argo::ArgoWorkflowTarget;
 use crate::targets::azure_devops::AzureDevOpsTarget;
 use crate::targets::bitrise::BitriseTarget;
 use crate::targets::circleci::CircleciTarget;
-use crate::targets::github::GithubDispatchTarget;
+use crate::targets::github::dispatch::GithubDispatchTarget;
 use crate::targets::gitlab::GitlabPipelineTarget;
 use crate::targets::jenkins::JenkinsTarget;
-use crate::targets::listener::ListenerTarget;
+use crate::targets::listener::{ArgoEventsWebhookTarget, TektonEventListenerTarget};
 use crate::targets::slack::SlackTarget;
 use crate::targets::teams::TeamsTarget;
 use crate::targets::tekton::TektonTarget;
@@ -97,23 +98,6 @@ pub struct History {
     pub max_age: Option<String>,
 }
 
-/// A key of a Secret in the route's namespace.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub struct SecretKeySelector {
-    /// Name of the Secret, in the route's namespace.
-    #[schemars(length(min = 1))]
-    pub name: String,
-    /// Key within the Secret. Each field documents its default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-}
-
-impl SecretKeySelector {
-    pub fn key_or<'a>(&'a self, default: &'a str) -> &'a str {
-        self.key.as_deref().unwrap_or(default)
-    }
-}
-
 #[derive(Deserialize, Serialize, Clone, Debug, JsonSchema)]
 pub struct Rule {
     /// Unique within the route; shown in deliveries.
@@ -161,7 +145,7 @@ impl OnUncertain {
 }
 
 /// One thing to trigger. Exactly one kind must be set.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[derive(Serialize, Clone, Debug, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     /// Timeout of one call for HTTP kinds, 1 to 300 seconds (default: the operator's
@@ -175,78 +159,99 @@ pub struct Target {
     /// per call, made before it.
     #[serde(default, skip_serializing_if = "OnUncertain::is_retry")]
     pub on_uncertain: OnUncertain,
-    /// GitHub Actions: `repository_dispatch` or `workflow_dispatch`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub github_dispatch: Option<GithubDispatchTarget>,
-    /// Any HTTP endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<WebhookTarget>,
-    /// A Tekton PipelineRun, created in the route's namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tekton: Option<TektonTarget>,
-    /// An Argo Workflow from a (Cluster)WorkflowTemplate, created in the route's namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub argo_workflow: Option<ArgoWorkflowTarget>,
-    /// A Tekton Triggers EventListener.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tekton_event_listener: Option<ListenerTarget>,
-    /// An Argo Events webhook EventSource.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub argo_events_webhook: Option<ListenerTarget>,
-    /// A GitLab pipeline, through a pipeline trigger token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gitlab_pipeline: Option<GitlabPipelineTarget>,
-    /// A Bitrise build.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bitrise: Option<BitriseTarget>,
-    /// A CircleCI pipeline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub circleci: Option<CircleciTarget>,
-    /// A Jenkins job, through the Generic Webhook Trigger plugin.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jenkins: Option<JenkinsTarget>,
-    /// An Azure Pipelines run, through an Incoming WebHook service connection.
-    #[serde(
-        default,
-        rename = "azureDevOps",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub azure_devops: Option<AzureDevOpsTarget>,
-    /// A Slack incoming webhook.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slack: Option<SlackTarget>,
-    /// A Microsoft Teams Workflows webhook.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub teams: Option<TeamsTarget>,
+    /// The kind: one key per kind, its value the kind's settings.
+    #[serde(flatten)]
+    pub kind: TargetKind,
 }
 
-impl Target {
-    /// Every kind a target entry can set, as spelled in YAML.
-    pub const KINDS: &[&str] = &[
-        "githubDispatch",
-        "webhook",
-        "tekton",
-        "argoWorkflow",
-        "tektonEventListener",
-        "argoEventsWebhook",
-        "gitlabPipeline",
-        "bitrise",
-        "circleci",
-        "jenkins",
-        "azureDevOps",
-        "slack",
-        "teams",
-    ];
+/// Read by hand to say what is wrong when an entry sets no kind or several: a flattened
+/// enum would take the first kind it meets and drop the others. (The CRD's `oneOf` refuses
+/// such an entry at apply time; this guards what that cannot, e.g. `route test` files.)
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
 
-    /// The kinds this entry sets (exactly one in a valid route).
-    pub fn kinds(&self) -> Vec<&'static str> {
-        let set = serde_json::to_value(self).unwrap_or_default();
-        Self::KINDS
-            .iter()
-            .copied()
-            .filter(|k| set.get(k).is_some())
-            .collect()
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Entry {
+            #[serde(default)]
+            timeout_seconds: Option<u32>,
+            #[serde(default)]
+            on_uncertain: OnUncertain,
+            #[serde(flatten)]
+            rest: serde_json::Map<String, serde_json::Value>,
+        }
+        let entry = Entry::deserialize(deserializer)?;
+        let names = TargetKind::names();
+        let kinds: serde_json::Map<String, serde_json::Value> = entry
+            .rest
+            .into_iter()
+            .filter(|(k, _)| names.contains(&k.as_str()))
+            .collect();
+        if kinds.len() != 1 {
+            return Err(D::Error::custom(format!(
+                "set exactly one target kind ({}), found {}",
+                names.join(", "),
+                kinds.len()
+            )));
+        }
+        Ok(Target {
+            timeout_seconds: entry.timeout_seconds,
+            on_uncertain: entry.on_uncertain,
+            kind: TargetKind::deserialize(serde_json::Value::Object(kinds))
+                .map_err(D::Error::custom)?,
+        })
     }
+}
+
+impl TargetKind {
+    /// Every kind as spelled in YAML, read from the enum's own schema.
+    pub fn names() -> &'static [&'static str] {
+        static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+        NAMES.get_or_init(|| {
+            let schema = schemars::schema_for!(TargetKind).to_value();
+            schema["oneOf"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|variant| variant["required"][0].as_str())
+                .map(|name| &*Box::leak(name.to_string().into_boxed_str()))
+                .collect()
+        })
+    }
+}
+
+/// Every target kind, one variant each, spelled in YAML as the variant's camelCase name.
+/// A kind is this variant plus its file under `src/targets/` (see ARCHITECTURE.md).
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TargetKind {
+    /// GitHub Actions: `repository_dispatch` or `workflow_dispatch`.
+    GithubDispatch(GithubDispatchTarget),
+    /// Any HTTP endpoint.
+    Webhook(WebhookTarget),
+    /// A Tekton PipelineRun, created in the route's namespace.
+    Tekton(TektonTarget),
+    /// An Argo Workflow from a (Cluster)WorkflowTemplate, created in the route's namespace.
+    ArgoWorkflow(ArgoWorkflowTarget),
+    /// A Tekton Triggers EventListener.
+    TektonEventListener(TektonEventListenerTarget),
+    /// An Argo Events webhook EventSource.
+    ArgoEventsWebhook(ArgoEventsWebhookTarget),
+    /// A GitLab pipeline, through a pipeline trigger token.
+    GitlabPipeline(GitlabPipelineTarget),
+    /// A Bitrise build.
+    Bitrise(BitriseTarget),
+    /// A CircleCI pipeline.
+    Circleci(CircleciTarget),
+    /// A Jenkins job, through the Generic Webhook Trigger plugin.
+    Jenkins(JenkinsTarget),
+    /// An Azure Pipelines run, through an Incoming WebHook service connection.
+    AzureDevOps(AzureDevOpsTarget),
+    /// A Slack incoming webhook.
+    Slack(SlackTarget),
+    /// A Microsoft Teams Workflows webhook.
+    Teams(TeamsTarget),
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -10,13 +10,13 @@ use kube::ResourceExt;
 use serde::Deserialize;
 
 use crate::api::StatusedRoute;
-use crate::route::compile::compile_route;
 use crate::controller::plan::{PlanInput, Planned, plan};
 use crate::event::Envelope;
 use crate::expr::Scope;
 use crate::naming::delivery_name;
+use crate::route::compile::compile_route;
 use crate::secrets::{SecretSet, SecretValue};
-use crate::targets::RenderContext;
+use crate::targets::request::RenderContext;
 
 /// The routes and Secrets of one or more multi-document YAML files.
 #[derive(Debug, Default)]

@@ -27,8 +27,9 @@ use crate::operator::Context;
 use crate::route::RouteKey;
 use crate::routing::RouteState;
 use crate::targets::create::create_once;
+use crate::targets::objects::KubeTarget;
+use crate::targets::request::{HttpRequest, HttpTarget, RenderContext};
 use crate::targets::send::{Outcome, send};
-use crate::targets::{HttpRequest, HttpTarget, KubeTarget, RenderContext};
 use crate::token_bucket::{Bucket, Limit};
 
 /// Runs the executor until `shutdown`: the delivery controller (at most
@@ -229,18 +230,23 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
             match plan(&route, &input, &render, &matched) {
                 // At most once, and a call was started that has no recorded outcome: the
                 // operator stopped while it was in flight. Never call twice.
-                Planned::Http { target, .. }
-                    if target.at_most_once() && t.call_started_at.is_some() =>
-                {
+                Planned::Http {
+                    at_most_once: true, ..
+                } if t.call_started_at.is_some() => {
                     let error = "outcome unknown: the operator stopped while this call was in flight (onUncertain: fail)".to_string();
                     finish(t, DeliveryPhase::Failed, None, Some(error), now);
                 }
-                Planned::Http { target, request } => attempts.push((
+                Planned::Http {
+                    target,
+                    request,
+                    at_most_once,
+                } => attempts.push((
                     i,
                     Attempt::Http {
-                        kind: target.kind(),
+                        kind: t.kind.clone(),
                         req: request,
                         target,
+                        at_most_once,
                     },
                 )),
                 Planned::Kube {
@@ -250,6 +256,7 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
                 } => attempts.push((
                     i,
                     Attempt::Kube {
+                        kind: t.kind.clone(),
                         target,
                         object,
                         id: identity,
@@ -267,7 +274,15 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
     // the delivery knows the outcome is unknown.
     let at_most_once: Vec<usize> = attempts
         .iter()
-        .filter(|(_, a)| matches!(a, Attempt::Http { target, .. } if target.at_most_once()))
+        .filter(|(_, a)| {
+            matches!(
+                a,
+                Attempt::Http {
+                    at_most_once: true,
+                    ..
+                }
+            )
+        })
         .map(|(i, _)| *i)
         .collect();
     let mut delivery = delivery;
@@ -291,7 +306,9 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         async move {
             let started = std::time::Instant::now();
             let (kind, outcome, listener_id) = match attempt {
-                Attempt::Http { kind, req, target } => {
+                Attempt::Http {
+                    kind, req, target, ..
+                } => {
                     let outcome = send(&ctx.http, req, ctx.config.request_timeout).await;
                     let id = match &outcome {
                         Outcome::Succeeded { body, .. } => target.response_id(body),
@@ -299,14 +316,19 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
                     };
                     (kind, outcome, id)
                 }
-                Attempt::Kube { target, object, id } => (
-                    target.kind(),
+                Attempt::Kube {
+                    kind,
+                    target,
+                    object,
+                    id,
+                } => (
+                    kind,
                     create_once(&ctx.client, target.api(), object, &id).await,
                     None,
                 ),
             };
             ctx.metrics
-                .target_attempt(kind, &outcome, started.elapsed());
+                .target_attempt(&kind, &outcome, started.elapsed());
             (i, outcome, listener_id)
         }
     }))
@@ -445,11 +467,13 @@ const RECEIVER_FIRST_WAIT: Duration = Duration::from_secs(1);
 /// One target's work for this reconcile, built and ready to run.
 enum Attempt<'a> {
     Http {
-        kind: &'static str,
+        kind: String,
         req: HttpRequest,
         target: &'a dyn HttpTarget,
+        at_most_once: bool,
     },
     Kube {
+        kind: String,
         target: &'a dyn KubeTarget,
         object: serde_json::Value,
         id: ObjectIdentity,

@@ -5,7 +5,9 @@
 use crate::api::MatchedTarget;
 use crate::naming::{IdentityInput, ObjectIdentity};
 use crate::route::CompiledRoute;
-use crate::targets::{CompiledTarget, HttpRequest, HttpTarget, KubeTarget, RenderContext};
+use crate::targets::kind::Trigger;
+use crate::targets::objects::KubeTarget;
+use crate::targets::request::{HttpRequest, HttpTarget, RenderContext};
 
 /// The event a plan is for, and the delivery that records it.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +25,8 @@ pub enum Planned<'r> {
     Http {
         target: &'r dyn HttpTarget,
         request: HttpRequest,
+        /// Never call twice, even when an outcome is unknown (`onUncertain: fail`).
+        at_most_once: bool,
     },
     Kube {
         target: &'r dyn KubeTarget,
@@ -42,18 +46,26 @@ pub fn plan<'r>(
     render: &RenderContext<'_>,
     m: &MatchedTarget,
 ) -> Planned<'r> {
-    let target = route
-        .target(&m.rule, m.target)
-        .filter(|c| c.kind() == m.kind);
-    match target {
-        Some(CompiledTarget::Http(http)) => match http.build_request(render) {
-            Ok(request) => Planned::Http {
-                target: http.as_ref(),
-                request,
-            },
+    let target = route.target(&m.rule, m.target).filter(|c| c.kind == m.kind);
+    let Some(compiled) = target else {
+        return Planned::Gone(format!(
+            "rule {} target {} ({}) is no longer in the route",
+            m.rule, m.target, m.kind
+        ));
+    };
+    match &compiled.trigger {
+        Trigger::Http(http) => match http.build_request(render) {
+            Ok(mut request) => {
+                request.timeout = compiled.timeout;
+                Planned::Http {
+                    target: http.as_ref(),
+                    request,
+                    at_most_once: compiled.at_most_once,
+                }
+            }
             Err(e) => Planned::Unbuildable(format!("cannot build request: {e}")),
         },
-        Some(CompiledTarget::Kube(kube)) => {
+        Trigger::Kube(kube) => {
             let text = |k: &str| input.data.get(k).and_then(|v| v.as_str());
             let identity = ObjectIdentity::new(&IdentityInput {
                 namespace: input.namespace,
@@ -75,10 +87,6 @@ pub fn plan<'r>(
                 Err(e) => Planned::Unbuildable(format!("cannot build request: {e}")),
             }
         }
-        None => Planned::Gone(format!(
-            "rule {} target {} ({}) is no longer in the route",
-            m.rule, m.target, m.kind
-        )),
     }
 }
 
@@ -88,8 +96,8 @@ mod tests {
 
     use super::*;
     use crate::api::StatusedRoute;
-    use crate::route::compile::compile_route;
     use crate::expr::Scope;
+    use crate::route::compile::compile_route;
     use crate::secrets::{SecretSet, SecretValue};
 
     fn route() -> CompiledRoute {

@@ -17,10 +17,10 @@ use kube::{Api, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::history::{Finished, to_prune};
-use crate::route::history::HistoryLimits;
 use crate::api::StatusedDelivery;
 use crate::operator::Context;
 use crate::route::RouteKey;
+use crate::route::history::HistoryLimits;
 use crate::routing::RouteState;
 
 /// Most deletes per round; the rest wait for the next round (one second later).

@@ -16,15 +16,15 @@ use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
-use crate::route::compile::{compile_route, referenced_secrets, required_apis};
 use super::status::{route_status, route_status_changed};
 use super::{Error, scoped_api};
 use crate::api::{FIELD_MANAGER, StatusedRoute};
 use crate::operator::Context;
 use crate::route::RouteKey;
+use crate::route::compile::{compile_route, referenced_secrets, required_apis};
 use crate::routing::RouteState;
 use crate::secrets::{SecretSet, SecretValue};
-use crate::targets::ApiRef;
+use crate::targets::objects::ApiRef;
 use std::collections::BTreeSet;
 
 /// Runs until `shutdown` resolves.

@@ -5,51 +5,29 @@ use std::collections::BTreeSet;
 
 use kube::ResourceExt;
 
-use super::history::HistoryLimits;
 use super::error::CompileError;
+use super::history::HistoryLimits;
+use super::{CompiledRoute, CompiledRule, RouteKey};
 use crate::api::StatusedRoute;
 use crate::api::conditions::Reason;
 use crate::matching::Matcher;
-use super::{CompiledRoute, CompiledRule, RouteKey};
 use crate::secrets::{SecretSet, SecretValue};
-use crate::targets::{self, ApiRef};
+use crate::targets::fields::Field;
+use crate::targets::objects::ApiRef;
+use crate::targets::registry;
 use crate::token_bucket::Limit;
 
-/// Names of every Secret the route reads, so that the reconciler fetches exactly those and a
-/// change to any of them re-reconciles the route.
-///
-/// By convention every Secret reference in the API is a field named `*SecretRef` /
-/// `secretRef` (or the `signingSecrets` list), so the spec is walked as JSON and no target
-/// kind can be forgotten here.
+/// Every Secret the route reads: its signing Secrets and each target's, as the targets'
+/// kinds name them.
 pub fn referenced_secrets(route: &StatusedRoute) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = route
+    let targets = route.spec.rules.iter().flat_map(|r| &r.targets);
+    route
         .spec
         .signing_secrets
         .iter()
+        .chain(targets.flat_map(|t| registry::kind(&t.kind).secret_refs()))
         .map(|s| s.name.clone())
-        .collect();
-    if let Ok(rules) = serde_json::to_value(&route.spec.rules) {
-        collect_secret_refs(&rules, &mut names);
-    }
-    names
-}
-
-fn collect_secret_refs(value: &serde_json::Value, names: &mut BTreeSet<String>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (key, v) in map {
-                let is_ref = key == "secretRef" || key.ends_with("SecretRef");
-                match v.get("name").and_then(|n| n.as_str()) {
-                    Some(name) if is_ref => {
-                        names.insert(name.to_string());
-                    }
-                    _ => collect_secret_refs(v, names),
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_secret_refs(v, names)),
-        _ => {}
-    }
+        .collect()
 }
 
 /// The in-cluster APIs the route's targets create objects of.
@@ -59,7 +37,7 @@ pub fn required_apis(route: &StatusedRoute) -> BTreeSet<&'static ApiRef> {
         .rules
         .iter()
         .flat_map(|r| &r.targets)
-        .filter_map(targets::required_api)
+        .filter_map(|t| registry::kind(&t.kind).required_api())
         .collect()
 }
 
@@ -116,7 +94,7 @@ pub fn compile_route(
         }
         if rule.targets.is_empty() {
             return Err(CompileError::invalid(
-                &format!("{field}.targets"),
+                format!("{field}.targets"),
                 "at least one target is required",
             ));
         }
@@ -126,8 +104,9 @@ pub fn compile_route(
             .iter()
             .enumerate()
             .map(|(j, t)| {
-                let target_field = format!("{field}.targets[{j}]");
-                if let Some(api) = targets::required_api(t).filter(|a| missing_apis.contains(a)) {
+                let target_field = Field::new(format!("{field}.targets[{j}]"));
+                let kind = registry::kind(&t.kind);
+                if let Some(api) = kind.required_api().filter(|a| missing_apis.contains(a)) {
                     return Err(CompileError {
                         reason: Reason::TargetAPINotInstalled,
                         message: format!(
@@ -138,7 +117,7 @@ pub fn compile_route(
                         ),
                     });
                 }
-                targets::compile(&target_field, t, secrets)
+                registry::compile(&target_field, t, secrets)
             })
             .collect::<Result<_, _>>()?;
         rules.push(CompiledRule {
@@ -255,19 +234,6 @@ mod tests {
         assert_eq!(err.reason, Reason::InvalidExpression);
         assert!(
             err.message.starts_with("spec.rules[1].match.expression"),
-            "{}",
-            err.message
-        );
-    }
-
-    #[test]
-    fn a_target_with_two_kinds_is_invalid() {
-        let mut r = issue_example();
-        r.spec.rules[0].targets[0].webhook = r.spec.rules[1].targets[0].webhook.clone();
-        let err = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap_err();
-        assert_eq!(err.reason, Reason::InvalidTarget);
-        assert!(
-            err.message.contains("spec.rules[0].targets[0]"),
             "{}",
             err.message
         );

@@ -15,14 +15,14 @@ pub struct CompileError {
 }
 
 impl CompileError {
-    pub fn invalid(field: &str, problem: impl fmt::Display) -> Self {
+    pub fn invalid(field: impl fmt::Display, problem: impl fmt::Display) -> Self {
         Self {
             reason: Reason::InvalidTarget,
             message: format!("{field}: {problem}"),
         }
     }
 
-    pub fn template(field: &str, err: ExprError) -> Self {
+    pub fn template(field: impl fmt::Display, err: ExprError) -> Self {
         Self {
             reason: Reason::InvalidTemplate,
             message: format!("{field}: {err}"),
@@ -44,4 +44,3 @@ impl From<SecretError> for CompileError {
         }
     }
 }
-

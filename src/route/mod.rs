@@ -12,7 +12,7 @@ use crate::api::StatusedRoute;
 use crate::event::Envelope;
 use crate::matching::{EventView, Matcher};
 use crate::secrets::SecretValue;
-use crate::targets::CompiledTarget;
+use crate::targets::kind::CompiledTarget;
 use crate::token_bucket::Limit;
 use history::HistoryLimits;
 
@@ -80,7 +80,7 @@ impl CompiledRoute {
                     matched.extend(rule.targets.iter().enumerate().map(|(i, t)| MatchedTarget {
                         rule: rule.name.clone(),
                         target: u32::try_from(i).unwrap_or(u32::MAX),
-                        kind: t.kind().to_string(),
+                        kind: t.kind.to_string(),
                     }))
                 }
                 Ok(false) => {}
@@ -101,4 +101,3 @@ impl CompiledRoute {
             .get(index as usize)
     }
 }
-

@@ -7,9 +7,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ApiRef, CompileError, KubeTarget, RenderContext, RenderError, TemplateMap};
+use super::fields::Field;
+use super::kind::{Kind, Trigger};
+use super::objects::{ApiRef, KubeTarget, TemplateMap};
+use super::request::{RenderContext, RenderError};
 use crate::expr::Template;
 use crate::naming::ObjectIdentity;
+use crate::route::error::CompileError;
+use crate::secrets::{SecretKeySelector, SecretSet};
 
 pub const WORKFLOW: ApiRef = ApiRef {
     group: "argoproj.io",
@@ -67,10 +72,10 @@ pub struct ArgoWorkflow {
     annotations: TemplateMap,
 }
 
-pub fn compile(field: &str, spec: &ArgoWorkflowTarget) -> Result<ArgoWorkflow, CompileError> {
+pub fn compile(field: &Field, spec: &ArgoWorkflowTarget) -> Result<ArgoWorkflow, CompileError> {
     if spec.workflow_template_ref.name.trim().is_empty() {
         return Err(CompileError::invalid(
-            &format!("{field}.workflowTemplateRef.name"),
+            format!("{field}.workflowTemplateRef.name"),
             "must not be empty",
         ));
     }
@@ -85,12 +90,12 @@ pub fn compile(field: &str, spec: &ArgoWorkflowTarget) -> Result<ArgoWorkflow, C
         let pf = format!("{field}.arguments.parameters[{i}]");
         if p.name.trim().is_empty() || !seen.insert(p.name.as_str()) {
             return Err(CompileError::invalid(
-                &format!("{pf}.name"),
+                format!("{pf}.name"),
                 "parameter names must be non-empty and unique",
             ));
         }
         let value = Template::compile(&p.value)
-            .map_err(|e| CompileError::template(&format!("{pf}.value"), e))?;
+            .map_err(|e| CompileError::template(format!("{pf}.value"), e))?;
         parameters.push((p.name.clone(), value));
     }
     Ok(ArgoWorkflow {
@@ -98,16 +103,12 @@ pub fn compile(field: &str, spec: &ArgoWorkflowTarget) -> Result<ArgoWorkflow, C
         cluster_scope: spec.workflow_template_ref.cluster_scope.unwrap_or(false),
         parameters,
         service_account_name: spec.service_account_name.clone(),
-        labels: TemplateMap::compile(&format!("{field}.labels"), &spec.labels)?,
-        annotations: TemplateMap::compile(&format!("{field}.annotations"), &spec.annotations)?,
+        labels: TemplateMap::compile(&field.at("labels"), &spec.labels)?,
+        annotations: TemplateMap::compile(&field.at("annotations"), &spec.annotations)?,
     })
 }
 
 impl KubeTarget for ArgoWorkflow {
-    fn kind(&self) -> &'static str {
-        "argoWorkflow"
-    }
-
     fn api(&self) -> &'static ApiRef {
         &WORKFLOW
     }
@@ -136,16 +137,34 @@ impl KubeTarget for ArgoWorkflow {
         Ok(json!({
             "apiVersion": WORKFLOW.api_version(),
             "kind": WORKFLOW.kind,
-            "metadata": super::metadata(ctx, id, &self.labels, &self.annotations)?,
+            "metadata": super::objects::metadata(ctx, id, &self.labels, &self.annotations)?,
             "spec": spec,
         }))
+    }
+}
+
+impl Kind for ArgoWorkflowTarget {
+    fn name(&self) -> &'static str {
+        "argoWorkflow"
+    }
+
+    fn compile(&self, field: &Field, _secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        Ok(Trigger::kube(compile(field, self)?))
+    }
+
+    fn required_api(&self) -> Option<&'static ApiRef> {
+        Some(&WORKFLOW)
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::{identity, scope};
+    use crate::targets::test_support::{identity, scope};
 
     #[test]
     fn workflow_references_the_template_with_interpolated_parameters() {
@@ -156,7 +175,7 @@ mod tests {
             "serviceAccountName": "argo-runner"
         }))
         .unwrap();
-        let w = compile("t", &spec).unwrap();
+        let w = compile(&Field::new("t"), &spec).unwrap();
         let scope = scope();
         let obj = w
             .build_object(
@@ -184,7 +203,7 @@ mod tests {
         let spec: ArgoWorkflowTarget =
             serde_json::from_value(json!({"workflowTemplateRef": {"name": ""}})).unwrap();
         assert!(
-            compile("t", &spec)
+            compile(&Field::new("t"), &spec)
                 .unwrap_err()
                 .message
                 .contains("workflowTemplateRef.name")
@@ -194,7 +213,7 @@ mod tests {
         }))
         .unwrap();
         assert!(
-            compile("t", &spec)
+            compile(&Field::new("t"), &spec)
                 .unwrap_err()
                 .message
                 .contains("parameters[0].name")

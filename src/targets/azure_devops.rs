@@ -6,13 +6,13 @@ use reqwest::Url;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::EventBody;
+use super::fields::EventBody;
+use super::fields::{Field, base_url, required};
+use super::kind::{Kind, Trigger};
+use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use super::signing::{Algorithm, BodySignature, BodySigner};
-use super::{
-    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, base_url,
-    required,
-};
-use crate::secrets::SecretSet;
+use crate::route::error::CompileError;
+use crate::secrets::{SecretKeySelector, SecretSet};
 
 pub const DEFAULT_BASE_URL: &str = "https://dev.azure.com";
 pub const DEFAULT_API_VERSION: &str = "6.0-preview";
@@ -46,7 +46,7 @@ pub struct AzureDevOps {
     signer: Option<BodySigner>,
 }
 
-fn name_like(field: &str, value: &str) -> Result<String, CompileError> {
+fn name_like(field: &Field, value: &str) -> Result<String, CompileError> {
     let value = required(field, value.trim())?;
     if !value
         .chars()
@@ -61,31 +61,34 @@ fn name_like(field: &str, value: &str) -> Result<String, CompileError> {
 }
 
 pub fn compile(
-    field: &str,
+    field: &Field,
     spec: &AzureDevOpsTarget,
     secrets: &SecretSet,
 ) -> Result<AzureDevOps, CompileError> {
-    let f = |name: &str| format!("{field}.{name}");
-    let org = name_like(&f("organization"), &spec.organization)?;
-    let hook = name_like(&f("webhookName"), &spec.webhook_name)?;
+    let org = name_like(&field.at("organization"), &spec.organization)?;
+    let hook = name_like(&field.at("webhookName"), &spec.webhook_name)?;
     let api_version = name_like(
-        &f("apiVersion"),
+        &field.at("apiVersion"),
         spec.api_version.as_deref().unwrap_or(DEFAULT_API_VERSION),
     )?;
-    let base = base_url(&f("baseURL"), spec.base_url.as_deref(), DEFAULT_BASE_URL)?;
+    let base = base_url(
+        &field.at("baseURL"),
+        spec.base_url.as_deref(),
+        DEFAULT_BASE_URL,
+    )?;
     let mut url = Url::parse(&format!(
         "{base}/{org}/_apis/public/distributedtask/webhooks/{hook}"
     ))
-    .map_err(|e| CompileError::invalid(&f("organization"), e))?;
+    .map_err(|e| CompileError::invalid(field.at("organization"), e))?;
     url.query_pairs_mut()
         .append_pair("api-version", &api_version);
-    let body = EventBody::compile(&f("body"), spec.body.as_ref())?;
+    let body = EventBody::compile(&field.at("body"), spec.body.as_ref())?;
     let signer = spec
         .signature
         .as_ref()
         .map(|s| {
             BodySigner::compile_with(
-                &f("signature"),
+                &field.at("signature"),
                 s,
                 secrets,
                 "X-Hub-Signature",
@@ -98,10 +101,6 @@ pub fn compile(
 }
 
 impl HttpTarget for AzureDevOps {
-    fn kind(&self) -> &'static str {
-        "azureDevOps"
-    }
-
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         let body = self.body.render(ctx.scope)?;
         let mut request = HttpRequest::post_json(self.url.clone(), base_headers(ctx)?, &body);
@@ -113,10 +112,24 @@ impl HttpTarget for AzureDevOps {
     }
 }
 
+impl Kind for AzureDevOpsTarget {
+    fn name(&self) -> &'static str {
+        "azureDevOps"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        Ok(Trigger::http(compile(field, self, secrets)?))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        self.signature.iter().map(|s| &s.secret_ref).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::request;
+    use crate::targets::test_support::request;
     use hmac::Mac;
     use serde_json::json;
 
@@ -129,7 +142,7 @@ mod tests {
         }))
         .unwrap();
         let t = compile(
-            "t",
+            &Field::new("t"),
             &spec,
             &SecretSet::new("ns").with("ado", &[("secret", "hmac-key")]),
         )
@@ -155,7 +168,7 @@ mod tests {
             serde_json::from_value(json!({"organization": "acme/../x", "webhookName": "h"}))
                 .unwrap();
         assert!(
-            compile("t", &spec, &SecretSet::new("ns"))
+            compile(&Field::new("t"), &spec, &SecretSet::new("ns"))
                 .unwrap_err()
                 .message
                 .contains("t.organization")

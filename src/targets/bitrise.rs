@@ -9,13 +9,17 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{
-    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, base_url,
-    compile_opt, compile_templates, credential, credential_text, join_url, render_templates,
-    required, sensitive,
+use super::fields::{
+    Field, base_url, compile_opt, compile_templates, credential, credential_text, join_url,
+    render_templates, required,
 };
-use crate::api::SecretKeySelector;
+use super::kind::{Kind, Trigger};
+use super::request::{
+    HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
+};
 use crate::expr::Template;
+use crate::route::error::CompileError;
+use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.bitrise.io";
@@ -59,14 +63,16 @@ pub struct Bitrise {
 }
 
 pub fn compile(
-    field: &str,
+    field: &Field,
     spec: &BitriseTarget,
     secrets: &SecretSet,
 ) -> Result<Bitrise, CompileError> {
-    let f = |name: &str| format!("{field}.{name}");
-    let slug = required(&f("appSlug"), spec.app_slug.trim())?;
+    let slug = required(&field.at("appSlug"), spec.app_slug.trim())?;
     if !slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(CompileError::invalid(&f("appSlug"), "is not an app slug"));
+        return Err(CompileError::invalid(
+            field.at("appSlug"),
+            "is not an app slug",
+        ));
     }
     if spec.branch.is_none() && spec.tag.is_none() && spec.commit_hash.is_none() {
         return Err(CompileError::invalid(
@@ -80,7 +86,11 @@ pub fn compile(
             "set at most one of workflowId and pipelineId",
         ));
     }
-    let base = base_url(&f("baseURL"), spec.base_url.as_deref(), DEFAULT_BASE_URL)?;
+    let base = base_url(
+        &field.at("baseURL"),
+        spec.base_url.as_deref(),
+        DEFAULT_BASE_URL,
+    )?;
     let mut fields = Vec::new();
     for (name, wire, value) in [
         ("branch", "branch", &spec.branch),
@@ -90,28 +100,28 @@ pub fn compile(
         ("pipelineId", "pipeline_id", &spec.pipeline_id),
         ("commitMessage", "commit_message", &spec.commit_message),
     ] {
-        if let Some(t) = compile_opt(&f(name), value.as_deref())? {
+        if let Some(t) = compile_opt(&field.at(name), value.as_deref())? {
             fields.push((wire, t));
         }
     }
     Ok(Bitrise {
-        url: join_url(&f("appSlug"), &base, &format!("/v0.1/apps/{slug}/builds"))?,
+        url: join_url(
+            &field.at("appSlug"),
+            &base,
+            &format!("/v0.1/apps/{slug}/builds"),
+        )?,
         token: credential(
-            &f("tokenSecretRef"),
+            &field.at("tokenSecretRef"),
             &spec.token_secret_ref,
             "token",
             secrets,
         )?,
         fields,
-        environments: compile_templates(&f("environments"), &spec.environments)?,
+        environments: compile_templates(&field.at("environments"), &spec.environments)?,
     })
 }
 
 impl HttpTarget for Bitrise {
-    fn kind(&self) -> &'static str {
-        "bitrise"
-    }
-
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         let mut params = serde_json::Map::new();
         for (wire, t) in &self.fields {
@@ -133,10 +143,24 @@ impl HttpTarget for Bitrise {
     }
 }
 
+impl Kind for BitriseTarget {
+    fn name(&self) -> &'static str {
+        "bitrise"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        Ok(Trigger::http(compile(field, self, secrets)?))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![&self.token_secret_ref]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::request;
+    use crate::targets::test_support::request;
 
     #[test]
     fn build_request_matches_the_bitrise_api() {
@@ -148,7 +172,7 @@ mod tests {
         }))
         .unwrap();
         let t = compile(
-            "t",
+            &Field::new("t"),
             &spec,
             &SecretSet::new("ns").with("bitrise", &[("token", "bt-secret")]),
         )
@@ -178,7 +202,7 @@ mod tests {
             serde_json::from_value(json!({"appSlug": "a1", "tokenSecretRef": {"name": "b"}}))
                 .unwrap();
         let err = compile(
-            "t",
+            &Field::new("t"),
             &spec,
             &SecretSet::new("ns").with("b", &[("token", "x")]),
         )

@@ -10,12 +10,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{
-    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, base_url,
-    credential, credential_text, join_url, required, sensitive,
+use super::fields::{Field, base_url, credential, credential_text, join_url, required};
+use super::kind::{Kind, Trigger};
+use super::request::{
+    HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
-use crate::api::SecretKeySelector;
 use crate::expr::{JsonTemplate, Template};
+use crate::route::error::CompileError;
+use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://circleci.com";
@@ -61,12 +63,11 @@ pub struct Circleci {
 }
 
 pub fn compile(
-    field: &str,
+    field: &Field,
     spec: &CircleciTarget,
     secrets: &SecretSet,
 ) -> Result<Circleci, CompileError> {
-    let f = |name: &str| format!("{field}.{name}");
-    let slug = required(&f("projectSlug"), spec.project_slug.trim())?;
+    let slug = required(&field.at("projectSlug"), spec.project_slug.trim())?;
     let parts: Vec<&str> = slug.split('/').collect();
     let valid_part = |p: &&str| {
         !p.is_empty()
@@ -75,15 +76,16 @@ pub fn compile(
     };
     if parts.len() != 3 || !parts.iter().all(valid_part) {
         return Err(CompileError::invalid(
-            &f("projectSlug"),
+            field.at("projectSlug"),
             "must be {vcs}/{org}/{project}, e.g. gh/acme/ios-app",
         ));
     }
-    let template =
-        |name: &str, v: &str| Template::compile(v).map_err(|e| CompileError::template(&f(name), e));
+    let template = |name: &str, v: &str| {
+        Template::compile(v).map_err(|e| CompileError::template(field.at(name), e))
+    };
     let revision = match (&spec.branch, &spec.tag) {
-        (Some(b), None) => Revision::Branch(template("branch", required(&f("branch"), b)?)?),
-        (None, Some(t)) => Revision::Tag(template("tag", required(&f("tag"), t)?)?),
+        (Some(b), None) => Revision::Branch(template("branch", required(&field.at("branch"), b)?)?),
+        (None, Some(t)) => Revision::Tag(template("tag", required(&field.at("tag"), t)?)?),
         _ => {
             return Err(CompileError::invalid(
                 field,
@@ -91,10 +93,14 @@ pub fn compile(
             ));
         }
     };
-    let base = base_url(&f("baseURL"), spec.base_url.as_deref(), DEFAULT_BASE_URL)?;
+    let base = base_url(
+        &field.at("baseURL"),
+        spec.base_url.as_deref(),
+        DEFAULT_BASE_URL,
+    )?;
     let path = match &spec.definition_id {
         Some(id) => {
-            required(&f("definitionId"), id)?;
+            required(&field.at("definitionId"), id)?;
             format!("/api/v2/project/{slug}/pipeline/run")
         }
         None => format!("/api/v2/project/{slug}/pipeline"),
@@ -105,13 +111,13 @@ pub fn compile(
         let map: serde_json::Map<String, Value> = spec.parameters.clone().into_iter().collect();
         Some(
             JsonTemplate::compile(&Value::Object(map))
-                .map_err(|e| CompileError::template(&f("parameters"), e))?,
+                .map_err(|e| CompileError::template(field.at("parameters"), e))?,
         )
     };
     Ok(Circleci {
-        url: join_url(&f("projectSlug"), &base, &path)?,
+        url: join_url(&field.at("projectSlug"), &base, &path)?,
         token: credential(
-            &f("tokenSecretRef"),
+            &field.at("tokenSecretRef"),
             &spec.token_secret_ref,
             "token",
             secrets,
@@ -123,10 +129,6 @@ pub fn compile(
 }
 
 impl HttpTarget for Circleci {
-    fn kind(&self) -> &'static str {
-        "circleci"
-    }
-
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         let revision = match &self.revision {
             Revision::Branch(t) => json!({"branch": t.render(ctx.scope)?}),
@@ -146,15 +148,29 @@ impl HttpTarget for Circleci {
     }
 }
 
+impl Kind for CircleciTarget {
+    fn name(&self) -> &'static str {
+        "circleci"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        Ok(Trigger::http(compile(field, self, secrets)?))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![&self.token_secret_ref]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::scope;
+    use crate::targets::test_support::scope;
 
     fn build(v: Value) -> HttpRequest {
         let spec: CircleciTarget = serde_json::from_value(v).unwrap();
         let t = compile(
-            "t",
+            &Field::new("t"),
             &spec,
             &SecretSet::new("ns").with("cci", &[("token", "CCIPAT_x")]),
         )
@@ -222,7 +238,7 @@ mod tests {
             let mut v = v;
             v["tokenSecretRef"] = json!({"name": "cci"});
             let spec: CircleciTarget = serde_json::from_value(v.clone()).unwrap();
-            let err = compile("t", &spec, &secrets).unwrap_err();
+            let err = compile(&Field::new("t"), &spec, &secrets).unwrap_err();
             assert!(err.message.contains(needle), "{v}: {}", err.message);
         }
     }

@@ -5,9 +5,9 @@
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::{Client, ResourceExt};
 
-use super::ApiRef;
+use super::objects::ApiRef;
 use super::send::Outcome;
-use crate::api::CreatedObject;
+use crate::api::delivery::CreatedObject;
 use crate::naming::{LABEL_EVENT_ID, ObjectIdentity};
 
 pub async fn create_once(

@@ -10,12 +10,15 @@ use reqwest::{Method, Url};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, base_url,
-    compile_templates, credential, credential_text, join_url, render_templates, required,
+use super::fields::{
+    Field, base_url, compile_templates, credential, credential_text, join_url, render_templates,
+    required,
 };
-use crate::api::SecretKeySelector;
+use super::kind::{Kind, Trigger};
+use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use crate::expr::Template;
+use crate::route::error::CompileError;
+use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://gitlab.com";
@@ -53,46 +56,45 @@ pub struct GitlabPipeline {
 }
 
 pub fn compile(
-    field: &str,
+    field: &Field,
     spec: &GitlabPipelineTarget,
     secrets: &SecretSet,
 ) -> Result<GitlabPipeline, CompileError> {
-    let f = |name: &str| format!("{field}.{name}");
-    let project = required(&f("project"), spec.project.trim())?;
+    let project = required(&field.at("project"), spec.project.trim())?;
     let is_path = project.split('/').count() >= 2 && project.split('/').all(|s| !s.is_empty());
     if !project.chars().all(|c| c.is_ascii_digit()) && !is_path {
         return Err(CompileError::invalid(
-            &f("project"),
+            field.at("project"),
             "must be a numeric project ID or a path like group/project",
         ));
     }
-    let base = base_url(&f("baseURL"), spec.base_url.as_deref(), DEFAULT_BASE_URL)?;
+    let base = base_url(
+        &field.at("baseURL"),
+        spec.base_url.as_deref(),
+        DEFAULT_BASE_URL,
+    )?;
     let encoded = utf8_percent_encode(project, PATH_SEGMENT).to_string();
     let url = join_url(
-        &f("project"),
+        &field.at("project"),
         &base,
         &format!("/api/v4/projects/{encoded}/trigger/pipeline"),
     )?;
-    let git_ref = Template::compile(required(&f("ref"), &spec.git_ref)?)
-        .map_err(|e| CompileError::template(&f("ref"), e))?;
+    let git_ref = Template::compile(required(&field.at("ref"), &spec.git_ref)?)
+        .map_err(|e| CompileError::template(field.at("ref"), e))?;
     Ok(GitlabPipeline {
         url,
         token: credential(
-            &f("tokenSecretRef"),
+            &field.at("tokenSecretRef"),
             &spec.token_secret_ref,
             "token",
             secrets,
         )?,
         git_ref,
-        variables: compile_templates(&f("variables"), &spec.variables)?,
+        variables: compile_templates(&field.at("variables"), &spec.variables)?,
     })
 }
 
 impl HttpTarget for GitlabPipeline {
-    fn kind(&self) -> &'static str {
-        "gitlabPipeline"
-    }
-
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         let token = credential_text(&self.token);
         let mut form = percent_encoding_form();
@@ -120,10 +122,24 @@ fn percent_encoding_form() -> url::form_urlencoded::Serializer<'static, String> 
     url::form_urlencoded::Serializer::new(String::new())
 }
 
+impl Kind for GitlabPipelineTarget {
+    fn name(&self) -> &'static str {
+        "gitlabPipeline"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        Ok(Trigger::http(compile(field, self, secrets)?))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![&self.token_secret_ref]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::request;
+    use crate::targets::test_support::request;
     use serde_json::json;
 
     #[test]
@@ -135,7 +151,7 @@ mod tests {
         }))
         .unwrap();
         let t = compile(
-            "t",
+            &Field::new("t"),
             &spec,
             &SecretSet::new("ns").with("gl", &[("token", "glptt-123")]),
         )
@@ -167,7 +183,7 @@ mod tests {
             let spec: GitlabPipelineTarget = serde_json::from_value(json!({
                 "project": project, "ref": git_ref, "tokenSecretRef": {"name": "gl"}}))
             .unwrap();
-            let err = compile("t", &spec, &secrets).unwrap_err();
+            let err = compile(&Field::new("t"), &spec, &secrets).unwrap_err();
             assert!(err.message.contains(needle), "{project}: {}", err.message);
         }
     }

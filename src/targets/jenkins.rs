@@ -7,13 +7,14 @@ use reqwest::header::HeaderName;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::EventBody;
-use super::{
-    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, credential,
-    credential_text, join_url, parse_http_url, sensitive,
+use super::fields::EventBody;
+use super::fields::{Field, credential, credential_text, join_url, parse_http_url};
+use super::kind::{Kind, Trigger};
+use super::request::{
+    HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
-use crate::api::SecretKeySelector;
-use crate::secrets::{SecretSet, SecretValue};
+use crate::route::error::CompileError;
+use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -38,18 +39,21 @@ pub struct Jenkins {
 }
 
 pub fn compile(
-    field: &str,
+    field: &Field,
     spec: &JenkinsTarget,
     secrets: &SecretSet,
 ) -> Result<Jenkins, CompileError> {
-    let f = |name: &str| format!("{field}.{name}");
-    let base = parse_http_url(&f("baseURL"), &spec.base_url)?;
+    let base = parse_http_url(&field.at("baseURL"), &spec.base_url)?;
     let base = base.as_str().trim_end_matches('/').to_string();
-    let body = EventBody::compile(&f("body"), spec.body.as_ref())?;
+    let body = EventBody::compile(&field.at("body"), spec.body.as_ref())?;
     Ok(Jenkins {
-        url: join_url(&f("baseURL"), &base, "/generic-webhook-trigger/invoke")?,
+        url: join_url(
+            &field.at("baseURL"),
+            &base,
+            "/generic-webhook-trigger/invoke",
+        )?,
         token: credential(
-            &f("tokenSecretRef"),
+            &field.at("tokenSecretRef"),
             &spec.token_secret_ref,
             "token",
             secrets,
@@ -59,10 +63,6 @@ pub fn compile(
 }
 
 impl HttpTarget for Jenkins {
-    fn kind(&self) -> &'static str {
-        "jenkins"
-    }
-
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         let body = self.body.render(ctx.scope)?;
         let token = credential_text(&self.token);
@@ -72,10 +72,24 @@ impl HttpTarget for Jenkins {
     }
 }
 
+impl Kind for JenkinsTarget {
+    fn name(&self) -> &'static str {
+        "jenkins"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        Ok(Trigger::http(compile(field, self, secrets)?))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![&self.token_secret_ref]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::request;
+    use crate::targets::test_support::request;
     use serde_json::json;
 
     #[test]
@@ -86,7 +100,7 @@ mod tests {
         }))
         .unwrap();
         let t = compile(
-            "t",
+            &Field::new("t"),
             &spec,
             &SecretSet::new("ns").with("j", &[("token", "ios-release-token")]),
         )

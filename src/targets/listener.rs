@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::CompileError;
+use super::fields::Field;
+use super::kind::{Kind, Trigger};
 use super::signing::{BodySignature, BodySigner};
 use super::webhook::{self, Webhook, WebhookTarget};
-use crate::api::SecretKeySelector;
-use crate::secrets::SecretSet;
+use crate::route::error::CompileError;
+use crate::secrets::{SecretKeySelector, SecretSet};
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -40,8 +41,7 @@ pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
 pub const DEFAULT_SIGNATURE_PREFIX: &str = "sha256=";
 
 fn compile(
-    kind: &'static str,
-    field: &str,
+    field: &Field,
     spec: &ListenerTarget,
     secrets: &SecretSet,
 ) -> Result<Webhook, CompileError> {
@@ -55,10 +55,10 @@ fn compile(
         signature: None,
         idempotency_key: None,
     };
-    let mut compiled = webhook::compile_kind(kind, field, &as_webhook, secrets)?;
+    let mut compiled = webhook::compile_kind(field, &as_webhook, secrets)?;
     if let Some(sig) = &spec.signature {
         compiled.signer = Some(BodySigner::compile(
-            &format!("{field}.signature"),
+            &field.at("signature"),
             sig,
             secrets,
             DEFAULT_SIGNATURE_HEADER,
@@ -68,31 +68,60 @@ fn compile(
     Ok(compiled)
 }
 
-/// A Tekton EventListener answers 202 with `{"eventListener", "namespace", "eventID", ...}`;
-/// the `eventID` is recorded on the delivery.
-pub fn compile_tekton(
-    field: &str,
-    spec: &ListenerTarget,
-    secrets: &SecretSet,
-) -> Result<Webhook, CompileError> {
-    let mut w = compile("tektonEventListener", field, spec, secrets)?;
-    w.response_id_field = Some("eventID");
-    Ok(w)
+/// A Tekton Triggers EventListener. It answers 202 with `{"eventListener", "namespace",
+/// "eventID", ...}`; the `eventID` is recorded on the delivery.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(transparent)]
+pub struct TektonEventListenerTarget(pub ListenerTarget);
+
+/// An Argo Events webhook EventSource.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(transparent)]
+pub struct ArgoEventsWebhookTarget(pub ListenerTarget);
+
+impl Kind for TektonEventListenerTarget {
+    fn name(&self) -> &'static str {
+        "tektonEventListener"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        let mut w = compile(field, &self.0, secrets)?;
+        w.response_id_field = Some("eventID");
+        Ok(Trigger::http(w))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        self.0.secret_refs()
+    }
 }
 
-pub fn compile_argo_events(
-    field: &str,
-    spec: &ListenerTarget,
-    secrets: &SecretSet,
-) -> Result<Webhook, CompileError> {
-    compile("argoEventsWebhook", field, spec, secrets)
+impl Kind for ArgoEventsWebhookTarget {
+    fn name(&self) -> &'static str {
+        "argoEventsWebhook"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        Ok(Trigger::http(compile(field, &self.0, secrets)?))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        self.0.secret_refs()
+    }
+}
+
+impl ListenerTarget {
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        self.url_secret_ref
+            .iter()
+            .chain(self.signature.iter().map(|s| &s.secret_ref))
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::HttpTarget;
-    use crate::targets::tests::request;
+    use crate::targets::test_support::{compile_http, request};
     use serde_json::json;
 
     #[test]
@@ -104,8 +133,9 @@ mod tests {
         }))
         .unwrap();
         let secrets = SecretSet::new("ns").with("el-secret", &[("secret", "s3cret")]);
-        let t = compile_tekton("t", &spec, &secrets).unwrap();
-        let req = request(&t);
+        let kind = TektonEventListenerTarget(spec);
+        let t = compile_http(&kind, &secrets).unwrap();
+        let req = request(t.as_ref());
         let expected = format!(
             "sha256={}",
             crate::signature::hmac_sha256_hex(b"s3cret", &req.body)
@@ -116,7 +146,7 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(&req.body).unwrap()["id"],
             "b7a1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"
         );
-        assert_eq!(t.kind(), "tektonEventListener");
+        assert_eq!(kind.name(), "tektonEventListener");
         assert_eq!(
             t.response_id(br#"{"eventListener":"el","eventID":"abc-123"}"#)
                 .as_deref(),
@@ -134,8 +164,8 @@ mod tests {
         }))
         .unwrap();
         let secrets = SecretSet::new("ns").with("k", &[("hmac", "key")]);
-        let t = compile_argo_events("t", &spec, &secrets).unwrap();
-        let req = request(&t);
+        let t = compile_http(&ArgoEventsWebhookTarget(spec), &secrets).unwrap();
+        let req = request(t.as_ref());
         assert_eq!(
             req.headers["x-signature"],
             crate::signature::hmac_sha256_hex(b"key", &req.body).as_str()
@@ -149,7 +179,8 @@ mod tests {
             "url": "http://127.0.0.1:8080", "signature": {"secretRef": {"name": "absent"}}
         }))
         .unwrap();
-        let err = compile_tekton("t", &spec, &SecretSet::new("ns")).unwrap_err();
+        let err =
+            compile_http(&TektonEventListenerTarget(spec), &SecretSet::new("ns")).unwrap_err();
         assert_eq!(err.message, "Secret ns/absent not found");
     }
 }

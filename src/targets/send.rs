@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use super::HttpRequest;
-use crate::api::CreatedObject;
+pub use super::outcome::Outcome;
+use super::request::HttpRequest;
 
 /// How many bytes of a failed response body are kept on the delivery.
 const BODY_EXCERPT: usize = 256;
@@ -43,45 +43,6 @@ pub fn excerpt(body: &[u8], redact: impl Fn(&str) -> String) -> String {
         end -= 1;
     }
     redacted[..end].trim().to_string()
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded {
-        code: Option<u16>,
-        /// The start of the answer's body (HTTP targets).
-        body: Vec<u8>,
-        /// The object an in-cluster target created (or found already created).
-        created: Option<CreatedObject>,
-    },
-    /// Worth trying again; `after` is the server's `Retry-After`, if it gave one.
-    Retry {
-        code: Option<u16>,
-        error: String,
-        after: Option<Duration>,
-    },
-    Failed {
-        code: Option<u16>,
-        error: String,
-    },
-}
-
-impl Outcome {
-    pub fn created(object: CreatedObject, code: u16) -> Self {
-        Outcome::Succeeded {
-            code: Some(code),
-            body: Vec::new(),
-            created: Some(object),
-        }
-    }
-
-    pub fn failed(code: Option<u16>, error: String) -> Self {
-        Outcome::Failed { code, error }
-    }
-
-    pub fn retry(code: Option<u16>, error: String, after: Option<Duration>) -> Self {
-        Outcome::Retry { code, error, after }
-    }
 }
 
 pub fn classify_status(code: u16) -> Class {

@@ -5,8 +5,10 @@ use reqwest::header::{HeaderName, HeaderValue};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CompileError, RenderError};
-use crate::api::SecretKeySelector;
+use super::fields::Field;
+use super::request::RenderError;
+use crate::route::error::CompileError;
+use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 use crate::signature::hmac_sha256_hex;
 
@@ -48,7 +50,7 @@ impl std::fmt::Debug for BodySigner {
 
 impl BodySigner {
     pub fn compile(
-        field: &str,
+        field: &Field,
         spec: &BodySignature,
         secrets: &SecretSet,
         default_header: &str,
@@ -65,7 +67,7 @@ impl BodySigner {
     }
 
     pub fn compile_with(
-        field: &str,
+        field: &Field,
         spec: &BodySignature,
         secrets: &SecretSet,
         default_header: &str,
@@ -75,7 +77,7 @@ impl BodySigner {
         let header_name = spec.header.as_deref().unwrap_or(default_header);
         let header = HeaderName::from_bytes(header_name.as_bytes()).map_err(|_| {
             CompileError::invalid(
-                &format!("{field}.header"),
+                field.at("header"),
                 format!("{header_name:?} is not a valid header name"),
             )
         })?;
@@ -85,7 +87,7 @@ impl BodySigner {
             .unwrap_or_else(|| default_prefix.to_string());
         if HeaderValue::from_str(&prefix).is_err() {
             return Err(CompileError::invalid(
-                &format!("{field}.prefix"),
+                field.at("prefix"),
                 "not valid in a header",
             ));
         }
@@ -97,7 +99,7 @@ impl BodySigner {
         );
         if key.as_bytes().is_empty() {
             return Err(CompileError::invalid(
-                &format!("{field}.secretRef"),
+                field.at("secretRef"),
                 "the signing key is empty",
             ));
         }

@@ -6,13 +6,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::fields::{Field, SecretUrl, compile_opt, parse_http_url, render_opt};
+use super::kind::{Kind, Trigger};
 use super::message::default_message;
-use super::{
-    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, SecretUrl, base_headers,
-    compile_opt, parse_http_url, render_opt,
-};
-use crate::api::SecretKeySelector;
+use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use crate::expr::{JsonTemplate, Template};
+use crate::route::error::CompileError;
+use crate::secrets::SecretKeySelector;
 use crate::secrets::SecretSet;
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
@@ -37,39 +37,34 @@ pub struct Slack {
 }
 
 pub fn compile(
-    field: &str,
+    field: &Field,
     spec: &SlackTarget,
     secrets: &SecretSet,
 ) -> Result<Slack, CompileError> {
-    let f = |name: &str| format!("{field}.{name}");
     let url = parse_http_url(
-        &f("urlSecretRef"),
+        &field.at("urlSecretRef"),
         &secrets.text(&spec.url_secret_ref, "url")?,
     )?;
     let blocks = match &spec.blocks {
         None => None,
-        Some(v @ Value::Array(_)) => {
-            Some(JsonTemplate::compile(v).map_err(|e| CompileError::template(&f("blocks"), e))?)
-        }
+        Some(v @ Value::Array(_)) => Some(
+            JsonTemplate::compile(v).map_err(|e| CompileError::template(field.at("blocks"), e))?,
+        ),
         Some(_) => {
             return Err(CompileError::invalid(
-                &f("blocks"),
+                field.at("blocks"),
                 "must be a list of Block Kit blocks",
             ));
         }
     };
     Ok(Slack {
         url: SecretUrl(url),
-        text: compile_opt(&f("text"), spec.text.as_deref())?,
+        text: compile_opt(&field.at("text"), spec.text.as_deref())?,
         blocks,
     })
 }
 
 impl HttpTarget for Slack {
-    fn kind(&self) -> &'static str {
-        "slack"
-    }
-
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         let default = default_message(ctx.scope.event());
         let body = match (render_opt(&self.text, ctx.scope)?, &self.blocks) {
@@ -95,10 +90,24 @@ impl HttpTarget for Slack {
     }
 }
 
+impl Kind for SlackTarget {
+    fn name(&self) -> &'static str {
+        "slack"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        Ok(Trigger::http(compile(field, self, secrets)?))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![&self.url_secret_ref]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::request;
+    use crate::targets::test_support::request;
 
     fn secrets() -> SecretSet {
         SecretSet::new("ns").with(
@@ -108,7 +117,12 @@ mod tests {
     }
 
     fn body(v: Value) -> Value {
-        let t = compile("t", &serde_json::from_value(v).unwrap(), &secrets()).unwrap();
+        let t = compile(
+            &Field::new("t"),
+            &serde_json::from_value(v).unwrap(),
+            &secrets(),
+        )
+        .unwrap();
         let req = request(&t);
         assert_eq!(
             req.url.as_str(),

@@ -5,13 +5,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::fields::{Field, SecretUrl, compile_opt, parse_http_url, render_opt};
+use super::kind::{Kind, Trigger};
 use super::message::{Tone, default_message};
-use super::{
-    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, SecretUrl, base_headers,
-    compile_opt, parse_http_url, render_opt,
-};
-use crate::api::SecretKeySelector;
+use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use crate::expr::{JsonTemplate, Template};
+use crate::route::error::CompileError;
+use crate::secrets::SecretKeySelector;
 use crate::secrets::SecretSet;
 
 pub const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
@@ -42,13 +42,12 @@ pub struct Teams {
 }
 
 pub fn compile(
-    field: &str,
+    field: &Field,
     spec: &TeamsTarget,
     secrets: &SecretSet,
 ) -> Result<Teams, CompileError> {
-    let f = |name: &str| format!("{field}.{name}");
     let url = parse_http_url(
-        &f("urlSecretRef"),
+        &field.at("urlSecretRef"),
         &secrets.text(&spec.url_secret_ref, "url")?,
     )?;
     let card = match &spec.card {
@@ -60,28 +59,27 @@ pub fn compile(
                     "set either card or title/text",
                 ));
             }
-            Some(JsonTemplate::compile(v).map_err(|e| CompileError::template(&f("card"), e))?)
+            Some(
+                JsonTemplate::compile(v)
+                    .map_err(|e| CompileError::template(field.at("card"), e))?,
+            )
         }
         Some(_) => {
             return Err(CompileError::invalid(
-                &f("card"),
+                field.at("card"),
                 "must be an Adaptive Card with type AdaptiveCard",
             ));
         }
     };
     Ok(Teams {
         url: SecretUrl(url),
-        title: compile_opt(&f("title"), spec.title.as_deref())?,
-        text: compile_opt(&f("text"), spec.text.as_deref())?,
+        title: compile_opt(&field.at("title"), spec.title.as_deref())?,
+        text: compile_opt(&field.at("text"), spec.text.as_deref())?,
         card,
     })
 }
 
 impl HttpTarget for Teams {
-    fn kind(&self) -> &'static str {
-        "teams"
-    }
-
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         let content = match &self.card {
             Some(card) => card.render(ctx.scope)?,
@@ -121,16 +119,30 @@ impl HttpTarget for Teams {
     }
 }
 
+impl Kind for TeamsTarget {
+    fn name(&self) -> &'static str {
+        "teams"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        Ok(Trigger::http(compile(field, self, secrets)?))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![&self.url_secret_ref]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::tests::request;
+    use crate::targets::test_support::request;
 
     #[test]
     fn message_has_one_adaptive_card_with_title_and_facts() {
         let secrets = SecretSet::new("ns").with("teams", &[("url", "https://prod-1.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=SECRETsig")]);
         let t = compile(
-            "t",
+            &Field::new("t"),
             &serde_json::from_value(json!({"urlSecretRef": {"name": "teams"}})).unwrap(),
             &secrets,
         )
@@ -169,7 +181,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            compile("t", &spec, &secrets)
+            compile(&Field::new("t"), &spec, &secrets)
                 .unwrap_err()
                 .message
                 .contains("t.card")

@@ -6,11 +6,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{
-    ApiRef, CompileError, KubeTarget, RenderContext, RenderError, TemplateMap, check_duration,
-};
+use super::fields::{Field, check_duration};
+use super::kind::{Kind, Trigger};
+use super::objects::{ApiRef, KubeTarget, TemplateMap};
+use super::request::{RenderContext, RenderError};
 use crate::expr::Template;
 use crate::naming::ObjectIdentity;
+use crate::route::error::CompileError;
+use crate::secrets::{SecretKeySelector, SecretSet};
 
 pub const PIPELINE_RUN: ApiRef = ApiRef {
     group: "tekton.dev",
@@ -162,13 +165,13 @@ fn template(field: &str, source: &str) -> Result<Template, CompileError> {
     Template::compile(source).map_err(|e| CompileError::template(field, e))
 }
 
-pub fn compile(field: &str, spec: &TektonTarget) -> Result<Tekton, CompileError> {
+pub fn compile(field: &Field, spec: &TektonTarget) -> Result<Tekton, CompileError> {
     let r = &spec.pipeline_ref;
     let pipeline_ref = match (&r.name, &r.resolver) {
         (Some(name), None) if !name.trim().is_empty() => {
             if !r.params.is_empty() {
                 return Err(CompileError::invalid(
-                    &format!("{field}.pipelineRef.params"),
+                    format!("{field}.pipelineRef.params"),
                     "only allowed with a resolver",
                 ));
             }
@@ -183,7 +186,7 @@ pub fn compile(field: &str, spec: &TektonTarget) -> Result<Tekton, CompileError>
         },
         _ => {
             return Err(CompileError::invalid(
-                &format!("{field}.pipelineRef"),
+                field.at("pipelineRef"),
                 "set exactly one of name and resolver",
             ));
         }
@@ -194,7 +197,7 @@ pub fn compile(field: &str, spec: &TektonTarget) -> Result<Tekton, CompileError>
         let pf = format!("{field}.params[{i}]");
         if p.name.trim().is_empty() || !seen.insert(p.name.as_str()) {
             return Err(CompileError::invalid(
-                &format!("{pf}.name"),
+                format!("{pf}.name"),
                 "parameter names must be non-empty and unique",
             ));
         }
@@ -207,7 +210,7 @@ pub fn compile(field: &str, spec: &TektonTarget) -> Result<Tekton, CompileError>
                     .map(|(j, v)| match v {
                         Value::String(s) => template(&format!("{pf}.value[{j}]"), s),
                         _ => Err(CompileError::invalid(
-                            &format!("{pf}.value[{j}]"),
+                            format!("{pf}.value[{j}]"),
                             "array items must be strings",
                         )),
                     })
@@ -220,7 +223,7 @@ pub fn compile(field: &str, spec: &TektonTarget) -> Result<Tekton, CompileError>
                             Ok((k.clone(), template(&format!("{pf}.value.{k}"), s)?))
                         }
                         _ => Err(CompileError::invalid(
-                            &format!("{pf}.value.{k}"),
+                            format!("{pf}.value.{k}"),
                             "object values must be strings",
                         )),
                     })
@@ -228,7 +231,7 @@ pub fn compile(field: &str, spec: &TektonTarget) -> Result<Tekton, CompileError>
             ),
             _ => {
                 return Err(CompileError::invalid(
-                    &format!("{pf}.value"),
+                    format!("{pf}.value"),
                     "must be a string, an array of strings or an object of strings",
                 ));
             }
@@ -240,7 +243,7 @@ pub fn compile(field: &str, spec: &TektonTarget) -> Result<Tekton, CompileError>
         let wf = format!("{field}.workspaces[{i}]");
         if w.name.trim().is_empty() {
             return Err(CompileError::invalid(
-                &format!("{wf}.name"),
+                format!("{wf}.name"),
                 "must not be empty",
             ));
         }
@@ -273,7 +276,7 @@ pub fn compile(field: &str, spec: &TektonTarget) -> Result<Tekton, CompileError>
             }
             Some(
                 serde_json::to_value(t)
-                    .map_err(|e| CompileError::invalid(&format!("{field}.timeouts"), e))?,
+                    .map_err(|e| CompileError::invalid(field.at("timeouts"), e))?,
             )
         }
     };
@@ -286,8 +289,8 @@ pub fn compile(field: &str, spec: &TektonTarget) -> Result<Tekton, CompileError>
             .and_then(|t| t.service_account_name.clone()),
         workspaces,
         timeouts,
-        labels: TemplateMap::compile(&format!("{field}.labels"), &spec.labels)?,
-        annotations: TemplateMap::compile(&format!("{field}.annotations"), &spec.annotations)?,
+        labels: TemplateMap::compile(&field.at("labels"), &spec.labels)?,
+        annotations: TemplateMap::compile(&field.at("annotations"), &spec.annotations)?,
     })
 }
 
@@ -300,7 +303,7 @@ fn named_templates<'a>(
         .map(|(i, (name, value))| {
             if name.trim().is_empty() {
                 return Err(CompileError::invalid(
-                    &format!("{field}[{i}].name"),
+                    format!("{field}[{i}].name"),
                     "must not be empty",
                 ));
             }
@@ -313,10 +316,6 @@ fn named_templates<'a>(
 }
 
 impl KubeTarget for Tekton {
-    fn kind(&self) -> &'static str {
-        "tekton"
-    }
-
     fn api(&self) -> &'static ApiRef {
         &PIPELINE_RUN
     }
@@ -355,9 +354,27 @@ impl KubeTarget for Tekton {
         Ok(json!({
             "apiVersion": PIPELINE_RUN.api_version(),
             "kind": PIPELINE_RUN.kind,
-            "metadata": super::metadata(ctx, id, &self.labels, &self.annotations)?,
+            "metadata": super::objects::metadata(ctx, id, &self.labels, &self.annotations)?,
             "spec": spec,
         }))
+    }
+}
+
+impl Kind for TektonTarget {
+    fn name(&self) -> &'static str {
+        "tekton"
+    }
+
+    fn compile(&self, field: &Field, _secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        Ok(Trigger::kube(compile(field, self)?))
+    }
+
+    fn required_api(&self) -> Option<&'static ApiRef> {
+        Some(&PIPELINE_RUN)
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![]
     }
 }
 
@@ -365,7 +382,7 @@ impl KubeTarget for Tekton {
 mod tests {
     use super::*;
     use crate::api::conditions::Reason;
-    use crate::targets::tests::{identity, scope};
+    use crate::targets::test_support::{identity, scope};
 
     fn spec(v: Value) -> TektonTarget {
         serde_json::from_value(v).unwrap()
@@ -374,7 +391,7 @@ mod tests {
     #[test]
     fn pipeline_run_has_ref_params_account_workspaces_timeouts_and_identity() {
         let t = compile(
-            "t",
+            &Field::new("t"),
             &spec(json!({
                 "pipelineRef": {"name": "release"},
                 "params": [
@@ -424,7 +441,7 @@ mod tests {
     #[test]
     fn resolver_refs_are_rendered() {
         let t = compile(
-            "t",
+            &Field::new("t"),
             &spec(json!({"pipelineRef": {"resolver": "git", "params": [
                 {"name": "url", "value": "https://example.com/ci.git"},
                 {"name": "revision", "value": "release-$(data.version)"}]}})),
@@ -492,7 +509,7 @@ mod tests {
             ),
         ];
         for (s, reason, needle) in cases {
-            let err = compile("t", &spec(s.clone())).unwrap_err();
+            let err = compile(&Field::new("t"), &spec(s.clone())).unwrap_err();
             assert_eq!(err.reason, reason, "{s}");
             assert!(err.message.contains(needle), "{s}: {}", err.message);
         }

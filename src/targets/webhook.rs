@@ -7,13 +7,15 @@ use reqwest::{Method, Url};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::EventBody;
-use super::signing::{BodySignature, BodySigner};
-use super::{
-    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
+use super::fields::{EventBody, Field};
+use super::kind::{Kind, Trigger};
+use super::request::{
+    HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
-use crate::api::SecretKeySelector;
+use super::signing::{BodySignature, BodySigner};
 use crate::expr::Template;
+use crate::route::error::CompileError;
+use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
@@ -50,7 +52,6 @@ pub struct WebhookTarget {
 }
 
 pub struct Webhook {
-    kind: &'static str,
     url_from_secret: bool,
     /// Field of a JSON success answer recorded on the delivery (Tekton's `eventID`).
     pub(super) response_id_field: Option<&'static str>,
@@ -75,14 +76,14 @@ impl std::fmt::Debug for Webhook {
 const METHODS: &[&str] = &["POST", "PUT", "PATCH", "GET", "DELETE"];
 
 pub fn compile(
-    field: &str,
+    field: &Field,
     spec: &WebhookTarget,
     secrets: &SecretSet,
 ) -> Result<Webhook, CompileError> {
-    let mut w = compile_kind("webhook", field, spec, secrets)?;
+    let mut w = compile_kind(field, spec, secrets)?;
     if let Some(sig) = &spec.signature {
         w.signer = Some(BodySigner::compile(
-            &format!("{field}.signature"),
+            &field.at("signature"),
             sig,
             secrets,
             crate::signature::SIGNATURE_HEADER,
@@ -94,15 +95,14 @@ pub fn compile(
 
 /// The request-building core shared by every kind that POSTs JSON to a URL.
 pub(super) fn compile_kind(
-    kind: &'static str,
-    field: &str,
+    field: &Field,
     spec: &WebhookTarget,
     secrets: &SecretSet,
 ) -> Result<Webhook, CompileError> {
     let url = match (&spec.url, &spec.url_secret_ref) {
-        (Some(url), None) => super::parse_http_url(&format!("{field}.url"), url)?,
+        (Some(url), None) => super::fields::parse_http_url(&field.at("url"), url)?,
         (None, Some(sel)) => {
-            super::parse_http_url(&format!("{field}.urlSecretRef"), &secrets.text(sel, "url")?)?
+            super::fields::parse_http_url(&field.at("urlSecretRef"), &secrets.text(sel, "url")?)?
         }
         _ => {
             return Err(CompileError::invalid(
@@ -118,12 +118,12 @@ pub(super) fn compile_kind(
         .to_ascii_uppercase();
     if !METHODS.contains(&method_name.as_str()) {
         return Err(CompileError::invalid(
-            &format!("{field}.method"),
+            field.at("method"),
             format!("{method_name:?} is not one of {}", METHODS.join(", ")),
         ));
     }
     let method = Method::from_bytes(method_name.as_bytes())
-        .map_err(|e| CompileError::invalid(&format!("{field}.method"), e))?;
+        .map_err(|e| CompileError::invalid(field.at("method"), e))?;
     let mut headers = Vec::new();
     for (name, value) in &spec.headers {
         let header_field = format!("{field}.headers.{name}");
@@ -138,7 +138,7 @@ pub(super) fn compile_kind(
         for (name, value) in secrets.all(&sel.name)? {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 CompileError::invalid(
-                    &format!("{field}.headersSecretRef"),
+                    field.at("headersSecretRef"),
                     format!(
                         "Secret {} key {name:?} is not a valid header name",
                         sel.name
@@ -148,9 +148,8 @@ pub(super) fn compile_kind(
             secret_headers.push((name, value.clone()));
         }
     }
-    let body = EventBody::compile(&format!("{field}.body"), spec.body.as_ref())?;
+    let body = EventBody::compile(&field.at("body"), spec.body.as_ref())?;
     Ok(Webhook {
-        kind,
         url_from_secret: spec.url_secret_ref.is_some(),
         response_id_field: None,
         signer: None,
@@ -164,10 +163,6 @@ pub(super) fn compile_kind(
 }
 
 impl HttpTarget for Webhook {
-    fn kind(&self) -> &'static str {
-        self.kind
-    }
-
     fn response_id(&self, body: &[u8]) -> Option<String> {
         let field = self.response_id_field?;
         let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -215,6 +210,24 @@ impl HttpTarget for Webhook {
     }
 }
 
+impl Kind for WebhookTarget {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        Ok(Trigger::http(compile(field, self, secrets)?))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        self.url_secret_ref
+            .iter()
+            .chain(&self.headers_secret_ref)
+            .chain(self.signature.iter().map(|s| &s.secret_ref))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,7 +257,7 @@ mod tests {
     #[test]
     fn renders_url_from_secret_templated_body_and_secret_headers() {
         let t = compile(
-            "t",
+            &Field::new("t"),
             &spec(json!({"urlSecretRef": {"name": "chat-hook"}, "headersSecretRef": {"name": "hook-headers"},
                          "headers": {"X-App": "$(data.app_name)"},
                          "body": {"text": "$(data.app_name) v$(data.version) is live"}})),
@@ -275,7 +288,7 @@ mod tests {
     #[test]
     fn default_body_is_the_event() {
         let t = compile(
-            "t",
+            &Field::new("t"),
             &spec(json!({"url": "http://127.0.0.1:1/x", "method": "put"})),
             &secrets(),
         )
@@ -329,7 +342,7 @@ mod tests {
             ),
         ];
         for (s, reason, needle) in cases {
-            let err = compile("t", &spec(s.clone()), &secrets()).unwrap_err();
+            let err = compile(&Field::new("t"), &spec(s.clone()), &secrets()).unwrap_err();
             assert_eq!(err.reason, reason, "{s}");
             assert!(err.message.contains(needle), "{s}: {}", err.message);
         }
@@ -338,8 +351,12 @@ mod tests {
     #[test]
     fn url_from_secret_is_not_echoed_when_invalid() {
         let secrets = SecretSet::new("ns").with("h", &[("url", "not a url T0K3N")]);
-        let err =
-            compile("t", &spec(json!({"urlSecretRef": {"name": "h"}})), &secrets).unwrap_err();
+        let err = compile(
+            &Field::new("t"),
+            &spec(json!({"urlSecretRef": {"name": "h"}})),
+            &secrets,
+        )
+        .unwrap_err();
         assert!(!err.message.contains("T0K3N"), "{}", err.message);
     }
 }

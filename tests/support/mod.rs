@@ -254,6 +254,15 @@ impl TestEnv {
     }
 
     pub async fn apply_route(&self, name: &str, spec: serde_json::Value) {
+        self.try_apply_route(name, spec).await.unwrap();
+    }
+
+    /// Applies a route, returning the API server's refusal if it gives one.
+    pub async fn try_apply_route(
+        &self,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> Result<(), kube::Error> {
         let route = serde_json::json!({
             "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
             "metadata": {"name": name}, "spec": spec,
@@ -265,7 +274,7 @@ impl TestEnv {
                 &Patch::Apply(&route),
             )
             .await
-            .unwrap();
+            .map(|_| ())
     }
 
     pub async fn delete_route(&self, name: &str) {

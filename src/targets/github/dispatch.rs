@@ -7,27 +7,29 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use reqwest::Url;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::AUTHORIZATION;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::github_app::{GithubApp, GithubAppAuth};
-use super::{
-    CompileError, HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
+use super::super::fields::Field;
+use super::super::kind::{Kind, Trigger};
+use super::super::request::{
+    HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
-use crate::api::SecretKeySelector;
+use super::app::{GithubApp, GithubAppAuth};
+use super::{DEFAULT_API_URL, github_headers};
 use crate::expr::{JsonTemplate, Template};
+use crate::route::error::CompileError;
+use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
-pub const DEFAULT_API_URL: &str = "https://api.github.com";
 /// GitHub rejects a `client_payload` with more top-level properties.
 pub const MAX_CLIENT_PAYLOAD_KEYS: usize = 10;
 /// GitHub's limit on `workflow_dispatch` inputs (raised from 10 to 25 in December 2025).
 pub const MAX_WORKFLOW_INPUTS: usize = 25;
 /// GitHub's limit on `event_type`.
 pub const MAX_EVENT_TYPE_LEN: usize = 100;
-pub const API_VERSION: &str = "2022-11-28";
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -90,24 +92,23 @@ pub struct GithubDispatch {
 }
 
 pub fn compile(
-    field: &str,
+    field: &Field,
     spec: &GithubDispatchTarget,
     secrets: &SecretSet,
 ) -> Result<GithubDispatch, CompileError> {
-    let f = |name: &str| format!("{field}.{name}");
     let (owner, repo) = split_repository(&spec.repository).ok_or_else(|| {
         CompileError::invalid(
-            &f("repository"),
+            field.at("repository"),
             format!("{:?} is not of the form owner/name", spec.repository),
         )
     })?;
-    let base = super::parse_http_url(
-        &f("apiURL"),
+    let base = super::super::fields::parse_http_url(
+        &field.at("apiURL"),
         spec.api_url.as_deref().unwrap_or(DEFAULT_API_URL),
     )?;
     let base = base.as_str().trim_end_matches('/').to_string();
     let template = |name: &str, source: &str| {
-        Template::compile(source).map_err(|e| CompileError::template(&f(name), e))
+        Template::compile(source).map_err(|e| CompileError::template(field.at(name), e))
     };
 
     let (path, dispatch) = match (&spec.event_type, &spec.workflow) {
@@ -120,7 +121,7 @@ pub fn compile(
             }
             if event_type.trim().is_empty() || event_type.len() > MAX_EVENT_TYPE_LEN {
                 return Err(CompileError::invalid(
-                    &f("eventType"),
+                    field.at("eventType"),
                     format!("must be 1 to {MAX_EVENT_TYPE_LEN} characters"),
                 ));
             }
@@ -128,7 +129,7 @@ pub fn compile(
                 None => None,
                 Some(Value::Object(map)) if map.len() > MAX_CLIENT_PAYLOAD_KEYS => {
                     return Err(CompileError::invalid(
-                        &f("clientPayload"),
+                        field.at("clientPayload"),
                         format!(
                             "has {} top-level properties; GitHub accepts at most {MAX_CLIENT_PAYLOAD_KEYS} (nest the rest in an object)",
                             map.len()
@@ -137,11 +138,11 @@ pub fn compile(
                 }
                 Some(v @ Value::Object(_)) => Some(
                     JsonTemplate::compile(v)
-                        .map_err(|e| CompileError::template(&f("clientPayload"), e))?,
+                        .map_err(|e| CompileError::template(field.at("clientPayload"), e))?,
                 ),
                 Some(_) => {
                     return Err(CompileError::invalid(
-                        &f("clientPayload"),
+                        field.at("clientPayload"),
                         "must be an object",
                     ));
                 }
@@ -165,7 +166,7 @@ pub fn compile(
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !valid {
                 return Err(CompileError::invalid(
-                    &f("workflow"),
+                    field.at("workflow"),
                     "must be a workflow file name like release.yml, or its id",
                 ));
             }
@@ -175,13 +176,13 @@ pub fn compile(
                 .filter(|r| !r.trim().is_empty())
                 .ok_or_else(|| {
                     CompileError::invalid(
-                        &f("ref"),
+                        field.at("ref"),
                         "a workflow dispatch needs the branch or tag to run on",
                     )
                 })?;
             if spec.inputs.len() > MAX_WORKFLOW_INPUTS {
                 return Err(CompileError::invalid(
-                    &f("inputs"),
+                    field.at("inputs"),
                     format!(
                         "has {} inputs; GitHub accepts at most {MAX_WORKFLOW_INPUTS}",
                         spec.inputs.len()
@@ -210,20 +211,20 @@ pub fn compile(
         }
     };
     let url = Url::parse(&format!("{base}/{path}"))
-        .map_err(|e| CompileError::invalid(&f("repository"), e))?;
+        .map_err(|e| CompileError::invalid(field.at("repository"), e))?;
     let auth = match (&spec.token_secret_ref, &spec.app) {
         (Some(sel), None) => {
             let token = secrets.text(sel, "token")?;
             if token.is_empty() {
                 return Err(CompileError::invalid(
-                    &f("tokenSecretRef"),
+                    field.at("tokenSecretRef"),
                     "token is empty",
                 ));
             }
             Auth::Token(SecretValue::new(token))
         }
         (None, Some(app)) => Auth::App(Arc::new(GithubApp::compile(
-            &f("app"),
+            &field.at("app"),
             app,
             &base,
             secrets,
@@ -252,24 +253,7 @@ fn split_repository(repository: &str) -> Option<(&str, &str)> {
     (valid(owner) && valid(repo) && repo != "." && repo != "..").then_some((owner, repo))
 }
 
-/// Headers every GitHub REST call carries.
-pub fn github_headers(mut headers: HeaderMap) -> HeaderMap {
-    headers.insert(
-        ACCEPT,
-        HeaderValue::from_static("application/vnd.github+json"),
-    );
-    headers.insert(
-        HeaderName::from_static("x-github-api-version"),
-        HeaderValue::from_static(API_VERSION),
-    );
-    headers
-}
-
 impl HttpTarget for GithubDispatch {
-    fn kind(&self) -> &'static str {
-        "githubDispatch"
-    }
-
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         let body = match &self.dispatch {
             Dispatch::Repository {
@@ -308,11 +292,28 @@ impl HttpTarget for GithubDispatch {
     }
 }
 
+impl Kind for GithubDispatchTarget {
+    fn name(&self) -> &'static str {
+        "githubDispatch"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        Ok(Trigger::http(compile(field, self, secrets)?))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        self.token_secret_ref
+            .iter()
+            .chain(self.app.iter().map(|a| &a.private_key_secret_ref))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::conditions::Reason;
-    use crate::targets::tests::scope;
+    use crate::targets::test_support::scope;
 
     fn spec(v: Value) -> GithubDispatchTarget {
         let mut base = json!({"repository": "acme/ios-app", "tokenSecretRef": {"name": "github-token", "key": "token"},
@@ -339,7 +340,7 @@ mod tests {
     #[test]
     fn repository_dispatch_request_is_exactly_what_github_documents() {
         let t = compile(
-            "t",
+            &Field::new("t"),
             &spec(json!({"eventType": "submit-for-review",
                          "clientPayload": {"app_name": "$(data.app_name)", "build_version": "$(data.build_version)"}})),
             &secrets(),
@@ -372,7 +373,7 @@ mod tests {
     #[test]
     fn workflow_dispatch_sends_ref_and_string_inputs() {
         let t = compile(
-            "t",
+            &Field::new("t"),
             &spec(
                 json!({"workflow": "release.yml", "ref": "release/$(data.version)",
                          "inputs": {"build": "$(data.build_version)", "app": "$(data.app_name)"}}),
@@ -427,13 +428,13 @@ mod tests {
             ),
         ];
         for (s, needle) in cases {
-            let err = compile("t", &spec(s.clone()), &secrets()).unwrap_err();
+            let err = compile(&Field::new("t"), &spec(s.clone()), &secrets()).unwrap_err();
             assert_eq!(err.reason, Reason::InvalidTarget, "{s}");
             assert!(err.message.contains(needle), "{s}: {}", err.message);
         }
         for bad in ["acme", "acme/", "/x", "a/b/c", "acme/ios app"] {
             let err = compile(
-                "t",
+                &Field::new("t"),
                 &spec(json!({"eventType": "x", "repository": bad})),
                 &secrets(),
             )
@@ -445,7 +446,8 @@ mod tests {
     #[test]
     fn missing_token_key_is_reported_without_its_value() {
         let secrets = SecretSet::new("mobile-ci").with("github-token", &[("other", "ghp_test")]);
-        let err = compile("t", &spec(json!({"eventType": "x"})), &secrets).unwrap_err();
+        let err =
+            compile(&Field::new("t"), &spec(json!({"eventType": "x"})), &secrets).unwrap_err();
         assert_eq!(err.reason, Reason::SecretKeyMissing);
         assert_eq!(
             err.message,
@@ -456,7 +458,7 @@ mod tests {
     #[test]
     fn bad_interpolation_is_an_invalid_template() {
         let err = compile(
-            "t",
+            &Field::new("t"),
             &spec(json!({"eventType": "x", "clientPayload": {"a": "$(data.app_name"}})),
             &secrets(),
         )

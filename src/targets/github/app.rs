@@ -16,9 +16,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use tokio::sync::Mutex;
 
-use super::send::{Class, Outcome, classify_status, transport_error};
-use super::{CompileError, DeferredAuth, USER_AGENT};
-use crate::api::SecretKeySelector;
+use super::super::fields::Field;
+use super::super::request::{DeferredAuth, USER_AGENT};
+use super::super::send::{Class, Outcome, classify_status, transport_error};
+use crate::route::error::CompileError;
+use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
 /// Refresh the installation token this long before GitHub says it expires.
@@ -68,7 +70,7 @@ fn text(v: &IntOrString) -> String {
 
 impl GithubApp {
     pub fn compile(
-        field: &str,
+        field: &Field,
         spec: &GithubAppAuth,
         api_base: &str,
         secrets: &SecretSet,
@@ -76,21 +78,21 @@ impl GithubApp {
         let app_id = text(&spec.app_id);
         if app_id.is_empty() || !app_id.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(CompileError::invalid(
-                &format!("{field}.appId"),
+                field.at("appId"),
                 "must be the App's numeric ID or client ID",
             ));
         }
         let installation = text(&spec.installation_id);
         if installation.is_empty() || !installation.chars().all(|c| c.is_ascii_digit()) {
             return Err(CompileError::invalid(
-                &format!("{field}.installationId"),
+                field.at("installationId"),
                 "must be a number",
             ));
         }
         let pem = secrets.get(&spec.private_key_secret_ref, "private-key")?;
         let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
             CompileError::invalid(
-                &format!("{field}.privateKeySecretRef"),
+                field.at("privateKeySecretRef"),
                 format!(
                     "Secret {} does not hold an RSA private key in PEM form",
                     spec.private_key_secret_ref.name
@@ -145,7 +147,7 @@ impl GithubApp {
             .post(&self.token_url)
             .bearer_auth(&jwt)
             .header(reqwest::header::ACCEPT, "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", super::github::API_VERSION)
+            .header("X-GitHub-Api-Version", super::API_VERSION)
             .header(reqwest::header::USER_AGENT, USER_AGENT)
             .timeout(timeout)
             .send()
@@ -185,7 +187,8 @@ impl GithubApp {
             expires_at: jiff::Timestamp,
         }
         // At most READ_AT_MOST bytes: a token answer is small, whatever the server sends.
-        let body = super::send::read_capped(response, super::send::READ_AT_MOST).await;
+        let body =
+            super::super::send::read_capped(response, super::super::send::READ_AT_MOST).await;
         let answer: Answer = serde_json::from_slice(&body).map_err(|_| {
             Outcome::retry(
                 Some(code),

@@ -1,0 +1,58 @@
+//! What a target kind does, and what compiling one target entry yields.
+//!
+//! Each kind's spec type (one variant of the API's `TargetKind`) implements
+//! [`Kind`] in the kind's own file; the registry maps the variant to it.
+
+use std::time::Duration;
+
+use super::fields::Field;
+use super::objects::{ApiRef, KubeTarget};
+use super::request::HttpTarget;
+use crate::route::error::CompileError;
+use crate::secrets::{SecretKeySelector, SecretSet};
+
+/// One target kind.
+pub trait Kind {
+    /// The kind as spelled in YAML.
+    fn name(&self) -> &'static str;
+    /// Checks the spec and reads its Secrets, at reconcile time; `field` is the kind's path
+    /// in the route (`spec.rules[0].targets[1].gitlabPipeline`).
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError>;
+    /// The in-cluster API it creates objects in, which the cluster must serve.
+    fn required_api(&self) -> Option<&'static ApiRef> {
+        None
+    }
+    /// Every Secret key it reads, so that the reconciler watches those Secrets.
+    fn secret_refs(&self) -> Vec<&SecretKeySelector>;
+}
+
+/// How a compiled target is triggered.
+#[derive(Debug)]
+pub enum Trigger {
+    /// One HTTP request.
+    Http(Box<dyn HttpTarget>),
+    /// One object created through the Kubernetes API.
+    Kube(Box<dyn KubeTarget>),
+}
+
+impl Trigger {
+    pub fn http(target: impl HttpTarget + 'static) -> Self {
+        Trigger::Http(Box::new(target))
+    }
+
+    pub fn kube(target: impl KubeTarget + 'static) -> Self {
+        Trigger::Kube(Box::new(target))
+    }
+}
+
+/// A target compiled from its spec and Secrets when the route was reconciled.
+#[derive(Debug)]
+pub struct CompiledTarget {
+    /// The kind, as spelled in YAML.
+    pub kind: &'static str,
+    pub trigger: Trigger,
+    /// This target's call timeout (`timeoutSeconds`); the operator's default when `None`.
+    pub timeout: Option<Duration>,
+    /// Never call twice, even when an outcome is unknown (`onUncertain: fail`).
+    pub at_most_once: bool,
+}

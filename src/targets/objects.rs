@@ -1,0 +1,104 @@
+//! What the in-cluster kinds (Tekton, Argo) share: the trait, the API they create in, and the
+//! object metadata that carries the exactly-once identity.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::request::{RenderContext, RenderError};
+use crate::expr::Template;
+use crate::naming::ObjectIdentity;
+use crate::route::error::CompileError;
+
+/// A target that is triggered by creating one object through the Kubernetes API, in the
+/// route's namespace, under a name derived from route, rule, target and event.
+pub trait KubeTarget: Send + Sync + fmt::Debug {
+    fn api(&self) -> &'static ApiRef;
+    /// Builds the exact object this event creates. Pure.
+    fn build_object(
+        &self,
+        ctx: &RenderContext<'_>,
+        identity: &ObjectIdentity,
+    ) -> Result<serde_json::Value, RenderError>;
+}
+
+/// A resource an in-cluster target creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiRef {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    /// The Helm value that grants the operator access to it.
+    pub chart_switch: &'static str,
+}
+
+impl ApiRef {
+    pub fn api_version(&self) -> String {
+        format!("{}/{}", self.group, self.version)
+    }
+
+    pub fn api_resource(&self) -> kube::discovery::ApiResource {
+        kube::discovery::ApiResource {
+            group: self.group.into(),
+            version: self.version.into(),
+            api_version: self.api_version(),
+            kind: self.kind.into(),
+            plural: self.plural.into(),
+        }
+    }
+}
+
+/// Label or annotation values with templates; keys are checked at compile time.
+#[derive(Debug, Default)]
+pub struct TemplateMap(Vec<(String, Template)>);
+
+impl TemplateMap {
+    pub fn compile(
+        field: impl fmt::Display + Copy,
+        map: &BTreeMap<String, String>,
+    ) -> Result<Self, CompileError> {
+        map.iter()
+            .map(|(k, v)| {
+                crate::naming::check_user_key(k).map_err(|e| CompileError::invalid(field, e))?;
+                let t = Template::compile(v)
+                    .map_err(|e| CompileError::template(format!("{field}.{k}"), e))?;
+                Ok((k.clone(), t))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    fn render_into(
+        &self,
+        ctx: &RenderContext<'_>,
+        out: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), RenderError> {
+        for (k, t) in &self.0 {
+            out.insert(k.clone(), t.render(ctx.scope)?.into());
+        }
+        Ok(())
+    }
+}
+
+/// `metadata` for a created object: the user's labels and annotations, then the operator's
+/// identity, which wins so that the exactly-once labels cannot be overridden.
+pub fn metadata(
+    ctx: &RenderContext<'_>,
+    id: &ObjectIdentity,
+    labels: &TemplateMap,
+    annotations: &TemplateMap,
+) -> Result<serde_json::Value, RenderError> {
+    let mut l = serde_json::Map::new();
+    labels.render_into(ctx, &mut l)?;
+    for (k, v) in &id.labels {
+        l.insert(k.clone(), v.as_str().into());
+    }
+    let mut a = serde_json::Map::new();
+    annotations.render_into(ctx, &mut a)?;
+    for (k, v) in &id.annotations {
+        a.insert(k.clone(), v.as_str().into());
+    }
+    Ok(
+        serde_json::json!({"name": id.name, "namespace": id.namespace, "labels": l, "annotations": a}),
+    )
+}

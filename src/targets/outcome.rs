@@ -1,0 +1,45 @@
+//! What one attempt at a target came to: succeeded, worth retrying, or failed for good.
+
+use std::time::Duration;
+
+use crate::api::delivery::CreatedObject;
+
+/// One attempt's outcome, as the retry policy reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded {
+        code: Option<u16>,
+        /// The start of the answer's body (HTTP targets).
+        body: Vec<u8>,
+        /// The object an in-cluster target created (or found already created).
+        created: Option<CreatedObject>,
+    },
+    /// Worth trying again; `after` is the server's `Retry-After`, if it gave one.
+    Retry {
+        code: Option<u16>,
+        error: String,
+        after: Option<Duration>,
+    },
+    Failed {
+        code: Option<u16>,
+        error: String,
+    },
+}
+
+impl Outcome {
+    pub fn created(object: CreatedObject, code: u16) -> Self {
+        Outcome::Succeeded {
+            code: Some(code),
+            body: Vec::new(),
+            created: Some(object),
+        }
+    }
+
+    pub fn failed(code: Option<u16>, error: String) -> Self {
+        Outcome::Failed { code, error }
+    }
+
+    pub fn retry(code: Option<u16>, error: String, after: Option<Duration>) -> Self {
+        Outcome::Retry { code, error, after }
+    }
+}

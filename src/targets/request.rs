@@ -1,0 +1,227 @@
+//! One HTTP request as a target builds it: method, URL, headers, body, and the secrets to
+//! scrub from anything recorded about its answer. Also the trait every HTTP kind implements.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, Url};
+
+use crate::expr::{ExprError, Scope};
+
+/// Header every HTTP target sends so that a receiver can deduplicate.
+pub const EVENT_ID_HEADER: &str = "x-statused-event-id";
+pub const USER_AGENT: &str = concat!("statused-operator/", env!("CARGO_PKG_VERSION"));
+
+/// A request ready to send. Header values that carry credentials are marked sensitive, which
+/// keeps them out of `Debug` output.
+pub struct HttpRequest {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    /// Overrides the operator-wide request timeout (the compiled target's `timeout`, set
+    /// when the call is planned).
+    pub timeout: Option<Duration>,
+    /// Credentials and secret URLs to scrub from anything recorded about the answer.
+    pub secrets: Vec<String>,
+    /// Credentials obtained at send time (a GitHub App installation token).
+    pub auth: Option<Arc<dyn DeferredAuth>>,
+}
+
+impl HttpRequest {
+    pub fn new(method: Method, url: Url, headers: HeaderMap, body: Vec<u8>) -> Self {
+        Self {
+            method,
+            url,
+            headers,
+            body,
+            timeout: None,
+            secrets: Vec::new(),
+            auth: None,
+        }
+    }
+
+    /// A JSON POST.
+    pub fn post_json(url: Url, mut headers: HeaderMap, body: &serde_json::Value) -> Self {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Self::new(Method::POST, url, headers, body.to_string().into_bytes())
+    }
+
+    /// Marks `value` as secret: it is scrubbed from recorded error text, also in its JSON-
+    /// and percent-encoded forms and, for `Bearer x`-style values, the bare credential.
+    /// (Values shorter than four characters are not credentials and would scrub ordinary
+    /// text.)
+    pub fn secret(mut self, value: impl Into<String>) -> Self {
+        self.add_secret(&value.into());
+        self
+    }
+
+    fn add_secret(&mut self, value: &str) {
+        let value = value.trim();
+        if value.len() < 4 {
+            return;
+        }
+        let mut forms = vec![
+            value.to_string(),
+            value.replace('/', "\\/"),
+            percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        ];
+        if let Ok(decoded) = percent_encoding::percent_decode_str(value).decode_utf8() {
+            forms.push(decoded.into_owned());
+        }
+        if let Some((_, credential)) = value.split_once(' ') {
+            forms.push(credential.trim().to_string());
+        }
+        for form in forms {
+            if form.len() >= 4 && !self.secrets.contains(&form) {
+                self.secrets.push(form);
+            }
+        }
+    }
+
+    /// Marks a URL from a Secret as secret: its path, every long path segment and every
+    /// query value (incoming-webhook URLs carry their token in either).
+    pub fn secret_url(mut self, url: &Url) -> Self {
+        self.add_secret(url.username());
+        if let Some(password) = url.password() {
+            self.add_secret(password);
+        }
+        if url.path().len() > 1 {
+            self.add_secret(url.path());
+        }
+        for segment in url
+            .path_segments()
+            .into_iter()
+            .flatten()
+            .filter(|s| s.len() >= 8)
+        {
+            self.add_secret(segment);
+        }
+        for (_, value) in url.query_pairs() {
+            self.add_secret(&value);
+        }
+        if let Some(query) = url.query() {
+            self.add_secret(query);
+        }
+        self
+    }
+
+    /// `text` with every secret of this request replaced by `[redacted]`, longest first so
+    /// that a secret containing another is removed whole.
+    pub fn redact(&self, text: &str) -> String {
+        let mut secrets: Vec<&String> = self.secrets.iter().collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets
+            .into_iter()
+            .fold(text.to_string(), |t, s| t.replace(s.as_str(), "[redacted]"))
+    }
+}
+
+/// Credentials that need a network call before the request can be sent.
+pub trait DeferredAuth: Send + Sync {
+    /// The `Authorization` header value and the credential inside it (to be redacted), or the
+    /// outcome to record when it cannot be had.
+    fn authorization<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(HeaderValue, String), super::outcome::Outcome>>;
+
+    /// The service rejected the credential (401): forget it so the next attempt gets a new one.
+    fn invalidate(&self);
+}
+
+impl fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may come from a Secret (incoming-webhook URLs embed their token).
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("host", &self.url.host_str())
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a target needs to render its request for one event.
+pub struct RenderContext<'a> {
+    pub scope: &'a Scope,
+    pub event_id: &'a str,
+}
+
+/// A target that is triggered by one HTTP request.
+pub trait HttpTarget: Send + Sync + fmt::Debug {
+    /// Builds the exact request this event sends. Pure.
+    fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError>;
+    /// An identifier the service returned in a successful answer, worth recording.
+    fn response_id(&self, _body: &[u8]) -> Option<String> {
+        None
+    }
+}
+
+/// Why a request could not be rendered for one event (a permanent failure for that target).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Expr(#[from] ExprError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A header value holding a credential.
+pub fn sensitive(value: &str) -> Result<HeaderValue, RenderError> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| RenderError::Invalid("credential is not a valid header value".into()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// Headers every HTTP target sends.
+pub fn base_headers(ctx: &RenderContext<'_>) -> Result<HeaderMap, RenderError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        reqwest::header::USER_AGENT,
+        HeaderValue::from_static(USER_AGENT),
+    );
+    headers.insert(
+        HeaderName::from_static(EVENT_ID_HEADER),
+        HeaderValue::from_str(ctx.event_id)
+            .map_err(|_| RenderError::Invalid("event id is not a valid header value".into()))?,
+    );
+    Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_covers_bearer_values_encoded_forms_and_url_parts() {
+        let url =
+            Url::parse("https://hooks.example.com/services/T000/B000/XXXXSECRET?sig=qu%2Bery")
+                .unwrap();
+        let r = HttpRequest::new(Method::POST, url.clone(), HeaderMap::new(), Vec::new())
+            .secret("Bearer tok3n-value")
+            .secret_url(&url);
+        assert_eq!(r.redact("saw tok3n-value"), "saw [redacted]");
+        assert_eq!(
+            r.redact(r#"{"path":"\/services\/T000\/B000\/XXXXSECRET"}"#),
+            r#"{"path":"[redacted]"}"#
+        );
+        assert_eq!(r.redact("segment XXXXSECRET"), "segment [redacted]");
+        assert_eq!(
+            r.redact("sig qu+ery and qu%2Bery"),
+            "sig [redacted] and [redacted]"
+        );
+        assert_eq!(
+            r.redact("ab /"),
+            "ab /",
+            "short values are not treated as secrets"
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! What the kinds' unit tests share: the sample event, the request a target builds for it,
+//! and an object identity.
+
+use super::fields::Field;
+use super::kind::{Kind, Trigger};
+use super::request::{HttpRequest, HttpTarget, RenderContext};
+use crate::expr::Scope;
+use crate::naming::{IdentityInput, ObjectIdentity};
+use crate::route::error::CompileError;
+use crate::secrets::SecretSet;
+
+/// The `build-valid` sample as targets see it.
+pub fn scope() -> Scope {
+    let body = std::fs::read(format!(
+        "{}/tests/fixtures/samples/build-valid.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let env = crate::event::Envelope::parse(&body).unwrap();
+    Scope::new(&env.to_value(), "mobile-ci", "releases")
+}
+
+/// The request `target` builds for the `build-valid` sample (event id `ev-1`).
+pub fn request(target: &dyn HttpTarget) -> HttpRequest {
+    let scope = scope();
+    target
+        .build_request(&RenderContext {
+            scope: &scope,
+            event_id: "ev-1",
+        })
+        .unwrap()
+}
+
+pub fn identity() -> ObjectIdentity {
+    ObjectIdentity::new(&IdentityInput {
+        namespace: "mobile-ci",
+        route: "releases",
+        rule: "ship",
+        target: 0,
+        delivery: "releases-0123456789",
+        event_id: "ev-1",
+        event_type: "com.statused.build.status.updated",
+        app_name: Some("Markdown Email"),
+        status: Some("Valid"),
+    })
+}
+
+/// Compiles a kind's spec at field `t` into its HTTP target.
+pub fn compile_http(
+    kind: &dyn Kind,
+    secrets: &SecretSet,
+) -> Result<Box<dyn HttpTarget>, CompileError> {
+    match kind.compile(&Field::new("t"), secrets)? {
+        Trigger::Http(target) => Ok(target),
+        Trigger::Kube(_) => panic!("{} is not an HTTP kind", kind.name()),
+    }
+}
