@@ -7,6 +7,8 @@
 
 pub mod api;
 pub mod cli;
+pub mod config;
+pub mod context;
 pub mod controller;
 pub mod duration;
 pub mod event;

@@ -10,193 +10,20 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::api::StatusedRoute;
-use crate::controller::backoff::{Backoff, FailureCounts};
-use crate::leader::LeaseConfig;
+pub use crate::config::Config;
+use crate::context::Context;
+use crate::controller::backoff::FailureCounts;
 use crate::metrics::Metrics;
-use crate::route::RouteKey;
 use crate::routing::RoutingTable;
-
-/// Settings of one operator process (see `statused-operator run --help`).
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub webhook_addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
-    /// Only watch this namespace; all namespaces when `None`.
-    pub namespace: Option<String>,
-    /// Public base URL Statused reaches the receiver at, shown in route status.
-    pub public_url: Option<String>,
-    /// Largest accepted webhook body, in bytes.
-    pub body_limit: usize,
-    /// How long a sender may take to deliver the body (slower: 408).
-    pub body_timeout: Duration,
-    pub request_timeout: Duration,
-    pub max_attempts: u32,
-    pub retry_backoff: Backoff,
-    pub reconcile_backoff: Backoff,
-    /// Name of this replica (pod name), for Kubernetes Events.
-    pub instance: Option<String>,
-    /// How long a shutdown waits for in-flight work.
-    pub shutdown_grace: Duration,
-    /// How often a route whose target API (Tekton, Argo) is not served checks again.
-    pub api_recheck: Duration,
-    /// Run the delivery executor. Without it the process only receives and records events,
-    /// as a replica that is not the leader does.
-    pub executor: bool,
-    /// Elect a leader through a Lease (several replicas); `None`: this process always leads.
-    pub leader_election: Option<LeaseConfig>,
-    /// Webhook requests worked on at once; beyond, 503 with `Retry-After` at once.
-    pub max_inflight_requests: usize,
-    /// Body bytes held by the requests worked on at once; beyond, 503 with `Retry-After`.
-    pub max_inflight_bytes: usize,
-    /// How long the receiver waits for the API server to store a delivery (then 503).
-    pub record_timeout: Duration,
-    /// Deliveries the executor works on at once.
-    pub executor_concurrency: u16,
-    /// How long an event id stays a duplicate, whatever the history limits prune.
-    pub dedup_window: Duration,
-    /// How often finished deliveries beyond the history limits are pruned.
-    pub prune_interval: Duration,
-    /// How often route status (`lastEvent`, `lastDelivery`) is written, at most.
-    pub route_status_interval: Duration,
-    /// How long a delivery waits for its route to become Ready before it fails.
-    pub max_pending_age: Duration,
-    /// How long a watch may keep failing before `/healthz` fails.
-    pub unhealthy_after: Duration,
-    /// On shutdown, how long `/readyz` fails while the receiver still serves, so that the
-    /// Service stops sending before the listener closes.
-    pub shutdown_drain: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            webhook_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
-            namespace: None,
-            public_url: None,
-            body_limit: 1024 * 1024,
-            body_timeout: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(10),
-            max_attempts: 5,
-            retry_backoff: Backoff {
-                base: Duration::from_secs(2),
-                max: Duration::from_secs(300),
-            },
-            reconcile_backoff: Backoff {
-                base: Duration::from_millis(500),
-                max: Duration::from_secs(300),
-            },
-            instance: None,
-            shutdown_grace: Duration::from_secs(20),
-            api_recheck: Duration::from_secs(60),
-            executor: true,
-            leader_election: None,
-            max_inflight_requests: 128,
-            max_inflight_bytes: 32 * 1024 * 1024,
-            record_timeout: Duration::from_secs(5),
-            executor_concurrency: 16,
-            dedup_window: Duration::from_secs(72 * 3600),
-            prune_interval: Duration::from_secs(10),
-            route_status_interval: Duration::from_secs(3),
-            max_pending_age: Duration::from_secs(24 * 3600),
-            unhealthy_after: Duration::from_secs(300),
-            shutdown_drain: Duration::from_secs(5),
-        }
-    }
-}
-
-/// What the controllers and servers share.
-pub struct Context {
-    pub client: Client,
-    pub http: reqwest::Client,
-    pub config: Config,
-    pub table: RoutingTable,
-    pub metrics: Metrics,
-    pub recorder: Recorder,
-    pub reconcile_failures: FailureCounts,
-    pub rate_limiter: crate::server::rate_limit::RateLimiter,
-    /// Rule evaluations (CEL) running at once on the blocking pool.
-    pub evaluations: tokio::sync::Semaphore,
-    /// The receiver's budget of requests and bytes in flight.
-    pub admission: crate::server::admission::Admission,
-    /// `lastEvent` / `lastDelivery` per route, written by a coalescing flush.
-    pub route_activity: Arc<crate::controller::route_activity::RouteActivity>,
-    /// Whether the watches work (for `/healthz`).
-    pub health: Arc<crate::health::Health>,
-    /// The executor's own status writes, beyond what its cache shows.
-    pub ledger: crate::controller::ledger::Ledger,
-    /// How many Kubernetes Events the executor may publish.
-    pub event_budget: crate::controller::delivery::EventBudget,
-    /// Set once the first list of routes has been received.
-    pub routes_synced: Arc<AtomicBool>,
-    /// Set when shutdown begins: `/readyz` fails from then on.
-    pub stopping: AtomicBool,
-    ready: AtomicBool,
-    routes: Store<StatusedRoute>,
-    leading: watch::Receiver<bool>,
-}
-
-impl Context {
-    /// Whether this replica leads: runs the executor and writes route status.
-    pub fn is_leader(&self) -> bool {
-        *self.leading.borrow()
-    }
-
-    /// Yields each time this replica becomes the leader.
-    pub fn became_leader(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
-        futures::stream::unfold(self.leading.clone(), |mut rx| async move {
-            loop {
-                rx.changed().await.ok()?;
-                if *rx.borrow_and_update() {
-                    return Some(((), rx));
-                }
-            }
-        })
-    }
-
-    /// Whether `route` (this uid) is still in the watch cache, i.e. not deleted.
-    pub fn route_is_current(&self, route: &StatusedRoute) -> bool {
-        let key = RouteKey::of(route);
-        let obj = kube::runtime::reflector::ObjectRef::new(&key.name).within(&key.namespace);
-        self.routes
-            .get(&obj)
-            .is_some_and(|r| r.metadata.uid == route.metadata.uid)
-    }
-
-    /// The uid of the route `key` in the watch cache; `None` when the cache has no such route.
-    pub fn cached_route_uid(&self, key: &RouteKey) -> Option<Option<String>> {
-        let obj = kube::runtime::reflector::ObjectRef::new(&key.name).within(&key.namespace);
-        self.routes.get(&obj).map(|r| r.metadata.uid.clone())
-    }
-
-    /// Ready when the route list has synced and every listed route has been compiled into the
-    /// table (ready or not), so that a 404 really means "no such route".
-    ///
-    /// Latched: once ready, the hot path is a single atomic load.
-    pub fn is_ready(&self) -> bool {
-        if self.ready.load(Ordering::Acquire) {
-            return true;
-        }
-        let ready = self.routes_synced.load(Ordering::Acquire)
-            && self
-                .routes
-                .state()
-                .iter()
-                .all(|r| self.table.contains(&RouteKey::of(r)));
-        if ready {
-            self.ready.store(true, Ordering::Release);
-        }
-        ready
-    }
-}
+use crate::server::record::KubeDeliveries;
+use crate::server::webhook::{Limits, Receiver};
 
 /// A running operator; dropping it does not stop it, [`Running::shutdown`] does.
 pub struct Running {
@@ -275,10 +102,10 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
     };
     let (store, writer) = reflector::store();
     let (leading_tx, leading) = watch::channel(config.leader_election.is_none());
-    let admission = crate::server::admission::Admission::new(
+    let admission = Arc::new(crate::server::admission::Admission::new(
         config.max_inflight_requests,
         config.max_inflight_bytes,
-    );
+    ));
     let context = Arc::new(Context {
         leading,
         recorder: Recorder::new(client.clone(), reporter),
@@ -286,11 +113,10 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         http,
         config,
         table: RoutingTable::default(),
-        metrics: Metrics::default(),
+        metrics: Arc::new(Metrics::default()),
         reconcile_failures: FailureCounts::default(),
         rate_limiter: Default::default(),
         admission,
-        evaluations: tokio::sync::Semaphore::new(crate::server::webhook::EVALUATIONS),
         route_activity: Default::default(),
         event_budget: Default::default(),
         ledger: Default::default(),
@@ -299,6 +125,21 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         stopping: AtomicBool::new(false),
         ready: AtomicBool::new(false),
         routes: store.clone(),
+    });
+
+    let receiver = Arc::new(Receiver {
+        table: context.table.clone(),
+        routes: context.clone(),
+        store: Arc::new(KubeDeliveries(context.client.clone())),
+        rate_limiter: context.rate_limiter.clone(),
+        admission: context.admission.clone(),
+        evaluations: tokio::sync::Semaphore::new(crate::server::webhook::EVALUATIONS),
+        metrics: context.metrics.clone(),
+        limits: Limits {
+            body_limit: context.config.body_limit,
+            body_timeout: context.config.body_timeout,
+            record_timeout: context.config.record_timeout,
+        },
     });
 
     let cancel = CancellationToken::new();
@@ -314,14 +155,11 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         ),
         (
             "webhook server",
-            axum::serve(
-                webhook_listener,
-                crate::server::webhook_router(context.clone()),
-            )
-            .with_graceful_shutdown(stopped(&cancel))
-            .into_future()
-            .map(|_| ())
-            .boxed(),
+            axum::serve(webhook_listener, crate::server::webhook_router(receiver))
+                .with_graceful_shutdown(stopped(&cancel))
+                .into_future()
+                .map(|_| ())
+                .boxed(),
         ),
         (
             "metrics server",

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::Config;
 use crate::controller::backoff::Backoff;
 use crate::leader::LeaseConfig;
-use crate::operator::Config;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -21,16 +21,15 @@ use super::{Error, scoped_api};
 use crate::api::{
     DeliveryPhase, LastDelivery, LastEvent, MatchedTarget, StatusedDelivery, StatusedDeliveryStatus,
 };
+use crate::context::Context;
 use crate::expr::Scope;
 use crate::naming::ObjectIdentity;
-use crate::operator::Context;
 use crate::route::RouteKey;
 use crate::routing::RouteState;
 use crate::targets::create::create_once;
 use crate::targets::objects::KubeTarget;
 use crate::targets::request::{HttpRequest, HttpTarget, RenderContext};
 use crate::targets::send::{Outcome, send};
-use crate::token_bucket::{Bucket, Limit};
 
 /// Runs the executor until `shutdown`: the delivery controller (at most
 /// `executor_concurrency` reconciles at once), the pruner and the route status flush, all
@@ -506,53 +505,6 @@ fn activity(delivery: &StatusedDelivery, status: &StatusedDeliveryStatus) -> Act
             phase: status.phase.as_str().to_string(),
             completed_at: status.completed_at.clone(),
         },
-    }
-}
-
-/// How many Kubernetes Events the executor publishes: every one at an ordinary pace, a
-/// sample during a burst (each Event is one more write to the API server, competing with the
-/// receiver's). Warnings have a budget of their own, so successes never crowd them out. The
-/// delivery's status always has the whole outcome.
-#[derive(Debug)]
-pub struct EventBudget {
-    normal: std::sync::Mutex<Option<Bucket>>,
-    warning: std::sync::Mutex<Option<Bucket>>,
-}
-
-impl Default for EventBudget {
-    fn default() -> Self {
-        Self {
-            normal: std::sync::Mutex::new(None),
-            warning: std::sync::Mutex::new(None),
-        }
-    }
-}
-
-/// 30 Normal Events at once, then 2 a second.
-const NORMAL_EVENTS: Limit = Limit {
-    per_minute: 120.0,
-    burst: 30.0,
-};
-/// 100 Warning Events at once, then 10 a second.
-const WARNING_EVENTS: Limit = Limit {
-    per_minute: 600.0,
-    burst: 100.0,
-};
-
-impl EventBudget {
-    /// Whether an Event of this type may be published at `now`.
-    pub fn allow(&self, type_: EventType, now: std::time::Instant) -> bool {
-        let (bucket, limit) = match type_ {
-            EventType::Normal => (&self.normal, NORMAL_EVENTS),
-            EventType::Warning => (&self.warning, WARNING_EVENTS),
-        };
-        let mut bucket = bucket
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        bucket
-            .get_or_insert_with(|| Bucket::full(limit, now))
-            .take(limit, now)
-            .is_ok()
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod delivery;
+pub mod event_budget;
 pub mod history;
 pub mod ledger;
 pub mod plan;

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::history::{Finished, to_prune};
 use crate::api::StatusedDelivery;
-use crate::operator::Context;
+use crate::context::Context;
 use crate::route::RouteKey;
 use crate::route::history::HistoryLimits;
 use crate::routing::RouteState;

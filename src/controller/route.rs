@@ -19,7 +19,7 @@ use tracing::{debug, info, instrument, warn};
 use super::status::{route_status, route_status_changed};
 use super::{Error, scoped_api};
 use crate::api::{FIELD_MANAGER, StatusedRoute};
-use crate::operator::Context;
+use crate::context::Context;
 use crate::route::RouteKey;
 use crate::route::compile::{compile_route, referenced_secrets, required_apis};
 use crate::routing::RouteState;

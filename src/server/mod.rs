@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod probes;
 pub mod rate_limit;
+pub mod record;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -10,13 +11,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 
-use crate::operator::Context;
+use crate::context::Context;
 
 /// `POST /hooks/{namespace}/{name}`; any other method on that path is 405.
-pub fn webhook_router(ctx: Arc<Context>) -> Router {
+pub fn webhook_router(receiver: Arc<webhook::Receiver>) -> Router {
     Router::new()
         .route("/hooks/{namespace}/{name}", post(webhook::receive))
-        .with_state(ctx)
+        .with_state(receiver)
 }
 
 /// `/healthz`, `/readyz`, `/metrics`.

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
-use crate::operator::Context;
+use crate::context::Context;
 
 /// Fails once a watch has kept failing for `--unhealthy-after`: the controllers cannot see
 /// routes or deliveries, and a restart is the way out that Kubernetes knows.

@@ -12,20 +12,82 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use kube::api::{ObjectMeta, PostParams};
-use kube::{Api, Resource};
+use futures::future::BoxFuture;
+use kube::Resource;
+use kube::api::ObjectMeta;
 use serde_json::json;
+use tokio::sync::Semaphore;
 use tracing::{debug, info, instrument, warn};
 
+use super::admission::Admission;
+use super::rate_limit::RateLimiter;
 use crate::api::{
     DeliveredEvent, MatchedTarget, StatusedDelivery, StatusedDeliverySpec, StatusedRoute,
 };
 use crate::event::Envelope;
+use crate::metrics::Metrics;
 use crate::naming::{LABEL_EVENT_TYPE, LABEL_ROUTE, delivery_name, label_value};
-use crate::operator::Context;
 use crate::route::{CompiledRoute, RouteKey};
-use crate::routing::RouteState;
+use crate::routing::{RouteState, RoutingTable};
 use crate::signature::{self, SIGNATURE_HEADER};
+
+/// What the receiver needs, and nothing more: no kube client, no leadership. Tests build it
+/// with an in-memory store (see the tests below); `operator.rs` with the API server's.
+pub struct Receiver {
+    pub table: RoutingTable,
+    /// The watch cache of routes, to tell "no such route" from "not compiled yet".
+    pub routes: Arc<dyn RouteIndex>,
+    /// Where accepted events are recorded.
+    pub store: Arc<dyn DeliveryStore>,
+    pub rate_limiter: Arc<RateLimiter>,
+    /// The budget of requests and body bytes in flight.
+    pub admission: Arc<Admission>,
+    /// Rule evaluations (CEL) running at once on the blocking pool ([`EVALUATIONS`]).
+    pub evaluations: Semaphore,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+}
+
+/// The receiver's own settings (flags of `statused-operator run`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest accepted body, in bytes (larger: 413).
+    pub body_limit: usize,
+    /// How long a sender may take to deliver the body (slower: 408).
+    pub body_timeout: std::time::Duration,
+    /// How long the store may take to record a delivery (slower: 503).
+    pub record_timeout: std::time::Duration,
+}
+
+/// The routes the watch cache holds.
+pub trait RouteIndex: Send + Sync {
+    /// The route list has synced and every listed route is in the table (ready or not), so
+    /// that a 404 really means "no such route".
+    fn is_ready(&self) -> bool;
+    /// The uid of route `key` in the watch cache; `None` when the cache has no such route.
+    fn cached_uid(&self, key: &RouteKey) -> Option<Option<String>>;
+}
+
+/// Records accepted events durably: a 2xx is only given once `create` succeeded.
+pub trait DeliveryStore: Send + Sync {
+    fn create<'a>(
+        &'a self,
+        delivery: &'a StatusedDelivery,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn get<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<StatusedDelivery, StoreError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a delivery of that name exists")]
+    AlreadyExists,
+    #[error("{0}")]
+    Unavailable(String),
+}
 
 /// Every way a request can be refused. Bodies are short and never carry internal detail.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +113,7 @@ pub enum ReceiveError {
     #[error("receiver busy")]
     Busy,
     #[error("could not record event")]
-    Record(#[source] kube::Error),
+    Record(#[source] StoreError),
     #[error("could not record event in time")]
     RecordTimeout,
     #[error("could not record event")]
@@ -101,7 +163,7 @@ impl IntoResponse for ReceiveError {
 
 #[instrument(skip_all, fields(route = %format!("{namespace}/{name}")))]
 pub async fn receive(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Receiver>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -150,18 +212,18 @@ impl IntoResponse for Accepted {
 }
 
 async fn handle(
-    ctx: &Context,
+    ctx: &Receiver,
     key: RouteKey,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Accepted, ReceiveError> {
-    if !ctx.is_ready() {
+    if !ctx.routes.is_ready() {
         return Err(ReceiveError::NotReady);
     }
     // The table (compiled routes) and the watch cache can disagree for a moment around a
     // route's delete or re-create: answer 503 then (the sender retries), never a 404 for a
     // route that exists nor a record owned by a route that is gone.
-    let route = match (ctx.table.lookup(&key), ctx.cached_route_uid(&key)) {
+    let route = match (ctx.table.lookup(&key), ctx.routes.cached_uid(&key)) {
         (None, None) => return Err(ReceiveError::UnknownRoute),
         (None, Some(_)) | (Some(RouteState::NotReady), _) => {
             return Err(ReceiveError::RouteNotReady);
@@ -169,7 +231,7 @@ async fn handle(
         (Some(RouteState::Ready(route)), Some(uid)) if uid == route.uid => route,
         (Some(RouteState::Ready(_)), _) => return Err(ReceiveError::RouteNotReady),
     };
-    let limit = ctx.config.body_limit;
+    let limit = ctx.limits.body_limit;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -183,7 +245,7 @@ async fn handle(
         .admission
         .try_admit(declared.map_or(limit, |len| len as usize))
         .ok_or(ReceiveError::Busy)?;
-    let bytes = tokio::time::timeout(ctx.config.body_timeout, read_body(body, limit))
+    let bytes = tokio::time::timeout(ctx.limits.body_timeout, read_body(body, limit))
         .await
         .map_err(|_| ReceiveError::SlowBody)??;
     signature::verify(
@@ -221,7 +283,7 @@ async fn handle(
 type Matches = (Vec<MatchedTarget>, Vec<crate::route::MatchFailure>);
 
 async fn match_off_the_workers(
-    ctx: &Context,
+    ctx: &Receiver,
     route: &Arc<CompiledRoute>,
     bytes: Vec<u8>,
 ) -> Result<(Vec<u8>, Matches), ReceiveError> {
@@ -251,23 +313,19 @@ pub const EVALUATION_TIME: std::time::Duration = std::time::Duration::from_secs(
 /// name has another uid): otherwise the event is stored under a second name derived from
 /// the route's uid too, so it is never dropped.
 async fn record(
-    ctx: &Context,
+    ctx: &Receiver,
     route: &CompiledRoute,
     envelope: &Envelope<'_>,
     matched: Vec<MatchedTarget>,
 ) -> Result<Accepted, ReceiveError> {
-    let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &route.key.namespace);
     for second_name in [false, true] {
         let delivery = new_delivery(route, envelope, matched.clone(), second_name);
         let name = delivery.metadata.name.clone().unwrap_or_default();
         // Bounded: a slow API server gets a 503 to the sender, not a queue. Should the
         // create still land after the timeout, the sender's retry finds it (a duplicate).
-        let created = tokio::time::timeout(
-            ctx.config.record_timeout,
-            api.create(&PostParams::default(), &delivery),
-        )
-        .await
-        .map_err(|_| ReceiveError::RecordTimeout)?;
+        let created = tokio::time::timeout(ctx.limits.record_timeout, ctx.store.create(&delivery))
+            .await
+            .map_err(|_| ReceiveError::RecordTimeout)?;
         match created {
             Ok(_) => {
                 info!(event = %envelope.id, delivery = %name, targets = matched.len(), "event accepted");
@@ -277,11 +335,14 @@ async fn record(
                     matched,
                 });
             }
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                let existing = tokio::time::timeout(ctx.config.record_timeout, api.get(&name))
-                    .await
-                    .map_err(|_| ReceiveError::RecordTimeout)?
-                    .map_err(ReceiveError::Record)?;
+            Err(StoreError::AlreadyExists) => {
+                let existing = tokio::time::timeout(
+                    ctx.limits.record_timeout,
+                    ctx.store.get(&route.key.namespace, &name),
+                )
+                .await
+                .map_err(|_| ReceiveError::RecordTimeout)?
+                .map_err(ReceiveError::Record)?;
                 if same_event(&existing, route, envelope) {
                     info!(event = %envelope.id, delivery = %name, "duplicate event");
                     return Ok(Accepted {

@@ -191,10 +191,7 @@ pub fn credential_text(value: &SecretValue) -> &str {
 }
 
 /// A field that must be set and non-empty.
-pub fn required(
-    field: impl fmt::Display + Copy,
-    value: &str,
-) -> Result<&str, CompileError> {
+pub fn required(field: impl fmt::Display + Copy, value: &str) -> Result<&str, CompileError> {
     if value.trim().is_empty() {
         Err(CompileError::invalid(field, "is required"))
     } else {

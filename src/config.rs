@@ -1,0 +1,96 @@
+//! Settings of one operator process: what `statused-operator run` takes as flags.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::controller::backoff::Backoff;
+use crate::leader::LeaseConfig;
+
+/// Settings of one operator process (see `statused-operator run --help`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub webhook_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// Only watch this namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Public base URL Statused reaches the receiver at, shown in route status.
+    pub public_url: Option<String>,
+    /// Largest accepted webhook body, in bytes.
+    pub body_limit: usize,
+    /// How long a sender may take to deliver the body (slower: 408).
+    pub body_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_backoff: Backoff,
+    pub reconcile_backoff: Backoff,
+    /// Name of this replica (pod name), for Kubernetes Events.
+    pub instance: Option<String>,
+    /// How long a shutdown waits for in-flight work.
+    pub shutdown_grace: Duration,
+    /// How often a route whose target API (Tekton, Argo) is not served checks again.
+    pub api_recheck: Duration,
+    /// Run the delivery executor. Without it the process only receives and records events,
+    /// as a replica that is not the leader does.
+    pub executor: bool,
+    /// Elect a leader through a Lease (several replicas); `None`: this process always leads.
+    pub leader_election: Option<LeaseConfig>,
+    /// Webhook requests worked on at once; beyond, 503 with `Retry-After` at once.
+    pub max_inflight_requests: usize,
+    /// Body bytes held by the requests worked on at once; beyond, 503 with `Retry-After`.
+    pub max_inflight_bytes: usize,
+    /// How long the receiver waits for the API server to store a delivery (then 503).
+    pub record_timeout: Duration,
+    /// Deliveries the executor works on at once.
+    pub executor_concurrency: u16,
+    /// How long an event id stays a duplicate, whatever the history limits prune.
+    pub dedup_window: Duration,
+    /// How often finished deliveries beyond the history limits are pruned.
+    pub prune_interval: Duration,
+    /// How often route status (`lastEvent`, `lastDelivery`) is written, at most.
+    pub route_status_interval: Duration,
+    /// How long a delivery waits for its route to become Ready before it fails.
+    pub max_pending_age: Duration,
+    /// How long a watch may keep failing before `/healthz` fails.
+    pub unhealthy_after: Duration,
+    /// On shutdown, how long `/readyz` fails while the receiver still serves, so that the
+    /// Service stops sending before the listener closes.
+    pub shutdown_drain: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            webhook_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            namespace: None,
+            public_url: None,
+            body_limit: 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+            max_attempts: 5,
+            retry_backoff: Backoff {
+                base: Duration::from_secs(2),
+                max: Duration::from_secs(300),
+            },
+            reconcile_backoff: Backoff {
+                base: Duration::from_millis(500),
+                max: Duration::from_secs(300),
+            },
+            instance: None,
+            shutdown_grace: Duration::from_secs(20),
+            api_recheck: Duration::from_secs(60),
+            executor: true,
+            leader_election: None,
+            max_inflight_requests: 128,
+            max_inflight_bytes: 32 * 1024 * 1024,
+            record_timeout: Duration::from_secs(5),
+            executor_concurrency: 16,
+            dedup_window: Duration::from_secs(72 * 3600),
+            prune_interval: Duration::from_secs(10),
+            route_status_interval: Duration::from_secs(3),
+            max_pending_age: Duration::from_secs(24 * 3600),
+            unhealthy_after: Duration::from_secs(300),
+            shutdown_drain: Duration::from_secs(5),
+        }
+    }
+}
