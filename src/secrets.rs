@@ -8,13 +8,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A key of a Secret in the route's namespace.
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct SecretKeySelector {
     /// Name of the Secret, in the route's namespace.
     #[schemars(length(min = 1))]
     pub name: String,
     /// Key within the Secret. Each field documents its default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }
 

@@ -43,6 +43,7 @@ pub struct StatusedDeliverySpec {
 }
 
 /// The event as received (CloudEvents attributes and data).
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveredEvent {
@@ -50,9 +51,7 @@ pub struct DeliveredEvent {
     #[serde(rename = "type")]
     pub type_: String,
     pub source: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_json")]
@@ -113,6 +112,7 @@ impl DeliveryPhase {
     }
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusedDeliveryStatus {
@@ -123,10 +123,10 @@ pub struct StatusedDeliveryStatus {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetStatus {
@@ -137,21 +137,15 @@ pub struct TargetStatus {
     pub phase: DeliveryPhase,
     #[serde(default)]
     pub attempts: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_response_code: Option<u16>,
     /// Short description of the last failure; never contains secrets.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<Time>,
     /// Set before a call to a target with `onUncertain: fail`, cleared with its outcome: a
     /// delivery found with it set was in flight when the operator stopped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_started_at: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
     /// The PipelineRun or Workflow this target created for the event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<CreatedObject>,
     /// The `eventID` a Tekton EventListener answered with.
     #[serde(
@@ -163,13 +157,13 @@ pub struct TargetStatus {
 }
 
 /// A reference to an object a target created.
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedObject {
     pub api_version: String,
     pub kind: String,
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
 }
 

@@ -21,6 +21,7 @@ use crate::targets::webhook::WebhookTarget;
 
 /// One Statused webhook endpoint (`/hooks/<namespace>/<name>`) and the rules that decide what
 /// each of its events triggers.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
 #[kube(
     group = "statused.dev",
@@ -65,13 +66,12 @@ pub struct StatusedRouteSpec {
     pub rules: Vec<Rule>,
     /// Limit on accepted events (per replica); over it the receiver answers 429 with
     /// `Retry-After`, and Statused retries later.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
     /// How many finished deliveries to keep, and for how long.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<History>,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimit {
@@ -79,22 +79,19 @@ pub struct RateLimit {
     #[schemars(range(min = 1))]
     pub requests_per_minute: u32,
     /// Events accepted at once before the average applies (default: `requestsPerMinute`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
 }
 
 /// Finished deliveries kept per route, like a CronJob's history limits.
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct History {
     /// Succeeded deliveries kept (default 20).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub succeeded: Option<u32>,
     /// Failed deliveries kept (default 50).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<u32>,
     /// Finished deliveries older than this are deleted (Go duration, default `168h`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
 }
 
@@ -111,6 +108,7 @@ pub struct Rule {
     pub targets: Vec<Target>,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 pub struct RuleMatch {
     /// CloudEvents types, e.g. `com.statused.build.status.updated`.
@@ -125,7 +123,6 @@ pub struct RuleMatch {
     pub apps: Vec<String>,
     /// A CEL expression over `id`, `type`, `source`, `time`, `data` and `route` that must
     /// evaluate to a bool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expression: Option<String>,
 }
 
@@ -145,12 +142,12 @@ impl OnUncertain {
 }
 
 /// One thing to trigger. Exactly one kind must be set.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Clone, Debug, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     /// Timeout of one call for HTTP kinds, 1 to 300 seconds (default: the operator's
     /// `--request-timeout-seconds`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u32>,
     /// HTTP kinds: what to do with a call whose outcome is unknown because the operator
     /// stopped while it was in flight. `retry` (default) calls again, with the same
@@ -254,23 +251,19 @@ pub enum TargetKind {
     Teams(TeamsTarget),
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusedRouteStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Path Statused must POST to on the operator's webhook address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_path: Option<String>,
     /// Full URL, when the operator knows its public URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::api::schema::conditions")]
     pub conditions: Vec<Condition>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event: Option<LastEvent>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_delivery: Option<LastDelivery>,
 }
 
@@ -285,12 +278,12 @@ pub struct LastEvent {
     pub matched_rules: Vec<String>,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LastDelivery {
     pub name: String,
     pub phase: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
 }
 

@@ -24,13 +24,12 @@ pub const WORKFLOW: ApiRef = ApiRef {
     chart_switch: "argo.enabled",
 };
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArgoWorkflowTarget {
     pub workflow_template_ref: WorkflowTemplateRef,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Arguments>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
     /// Extra labels on the Workflow; values are templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -40,12 +39,12 @@ pub struct ArgoWorkflowTarget {
     pub annotations: BTreeMap<String, String>,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowTemplateRef {
     pub name: String,
     /// Reference a ClusterWorkflowTemplate instead of a namespaced WorkflowTemplate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_scope: Option<bool>,
 }
 

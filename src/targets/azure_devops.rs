@@ -17,6 +17,7 @@ use crate::secrets::{SecretKeySelector, SecretSet};
 pub const DEFAULT_BASE_URL: &str = "https://dev.azure.com";
 pub const DEFAULT_API_VERSION: &str = "6.0-preview";
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AzureDevOpsTarget {
@@ -24,18 +25,16 @@ pub struct AzureDevOpsTarget {
     /// The service connection's "WebHook Name" (what `resources.webhooks[].webhook` uses).
     pub webhook_name: String,
     /// Default `6.0-preview`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// JSON body; strings are templated. Defaults to the whole CloudEvent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_json")]
     pub body: Option<serde_json::Value>,
     /// The connection's Secret: HMAC-SHA1 of the body in its "Http Header" (header defaults
     /// to `X-Hub-Signature`, prefix to `sha1=`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<BodySignature>,
     /// For Azure DevOps Server (default `https://dev.azure.com`).
-    #[serde(default, rename = "baseURL", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "baseURL")]
     pub base_url: Option<String>,
 }
 

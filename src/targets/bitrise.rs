@@ -24,33 +24,28 @@ use crate::secrets::{SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.bitrise.io";
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BitriseTarget {
     /// The app's slug (from its Bitrise URL).
     pub app_slug: String,
     /// What to build: at least one of `branch`, `tag` and `commitHash`. Templated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_hash: Option<String>,
     /// Workflow to run; set at most one of `workflowId` and `pipelineId` (neither: the
     /// trigger map decides).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline_id: Option<String>,
     /// Shown as the build's commit message. Templated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_message: Option<String>,
     /// Environment variables for the build; values are templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environments: BTreeMap<String, String>,
     /// Secret key holding a personal access or workspace API token (key defaults to `token`).
     pub token_secret_ref: SecretKeySelector,
-    #[serde(default, rename = "baseURL", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "baseURL")]
     pub base_url: Option<String>,
 }
 

@@ -22,6 +22,7 @@ use crate::secrets::{SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://circleci.com";
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CircleciTarget {
@@ -29,13 +30,10 @@ pub struct CircleciTarget {
     pub project_slug: String,
     /// The pipeline definition to run (Project Settings → Pipelines). When set, the pipeline
     /// run endpoint is used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub definition_id: Option<String>,
     /// Branch to build (templated). Set this or `tag`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// Tag to build (templated). Set this or `branch`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     /// Pipeline parameters: strings are templated, numbers and booleans pass as they are.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -43,7 +41,7 @@ pub struct CircleciTarget {
     pub parameters: BTreeMap<String, Value>,
     /// Secret key holding a personal API token (key defaults to `token`).
     pub token_secret_ref: SecretKeySelector,
-    #[serde(default, rename = "baseURL", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "baseURL")]
     pub base_url: Option<String>,
 }
 

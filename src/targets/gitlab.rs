@@ -29,6 +29,7 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitlabPipelineTarget {
@@ -43,7 +44,7 @@ pub struct GitlabPipelineTarget {
     /// Secret key holding the pipeline trigger token (key defaults to `token`).
     pub token_secret_ref: SecretKeySelector,
     /// For self-managed GitLab (default `https://gitlab.com`).
-    #[serde(default, rename = "baseURL", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "baseURL")]
     pub base_url: Option<String>,
 }
 

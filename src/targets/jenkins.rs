@@ -16,6 +16,7 @@ use super::request::{
 use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JenkinsTarget {
@@ -26,7 +27,7 @@ pub struct JenkinsTarget {
     /// (key defaults to `token`).
     pub token_secret_ref: SecretKeySelector,
     /// JSON body; strings are templated. Defaults to the whole CloudEvent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_json")]
     pub body: Option<serde_json::Value>,
 }

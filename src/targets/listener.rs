@@ -15,25 +15,23 @@ use super::webhook::{self, Webhook, WebhookTarget};
 use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet};
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListenerTarget {
     /// The listener's URL, e.g. `http://el-mobile.ci.svc:8080` or an Argo Events
     /// `http://webhook-eventsource-svc.argo-events:12000/statused`. Set this or `urlSecretRef`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Secret key holding the URL (key defaults to `url`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_secret_ref: Option<SecretKeySelector>,
     /// Extra headers (e.g. `X-GitHub-Event` for a GitHub interceptor); values are templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// JSON body; strings are templated. Defaults to the whole CloudEvent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_json")]
     pub body: Option<serde_json::Value>,
     /// HMAC-SHA256 of the body; header defaults to `X-Hub-Signature-256`, prefix to `sha256=`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<BodySignature>,
 }
 

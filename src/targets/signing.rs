@@ -12,16 +12,15 @@ use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 use crate::signature::hmac_sha256_hex;
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BodySignature {
     /// Secret key holding the HMAC key (key defaults to `secret`).
     pub secret_ref: SecretKeySelector,
     /// Header carrying the signature. Each kind documents its default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
     /// Text before the hex digest. Each kind documents its default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
 }
 

@@ -15,16 +15,16 @@ use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::SecretSet;
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SlackTarget {
     /// Secret key holding the incoming webhook URL (key defaults to `url`).
     pub url_secret_ref: SecretKeySelector,
     /// Message text (mrkdwn), templated. Defaults to a message for the event type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// Block Kit blocks; strings are templated. `text` is then the notification fallback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_json")]
     pub blocks: Option<Value>,
 }

@@ -16,19 +16,18 @@ use crate::secrets::SecretSet;
 
 pub const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TeamsTarget {
     /// Secret key holding the workflow's webhook URL (key defaults to `url`).
     pub url_secret_ref: SecretKeySelector,
     /// Card title, templated. Defaults to a title for the event type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     /// Card text, templated. Defaults to the event's message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// A whole Adaptive Card (`{"type": "AdaptiveCard", ...}`) instead; strings are templated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_object")]
     pub card: Option<Value>,
 }

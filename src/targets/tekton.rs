@@ -23,6 +23,7 @@ pub const PIPELINE_RUN: ApiRef = ApiRef {
     chart_switch: "tekton.enabled",
 };
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TektonTarget {
@@ -32,12 +33,10 @@ pub struct TektonTarget {
     /// every string is templated with `$(...)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<TektonParam>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_run_template: Option<TaskRunTemplate>,
     /// Workspace bindings, passed to the PipelineRun as written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workspaces: Vec<WorkspaceBinding>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
     /// Extra labels on the PipelineRun; values are templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -47,11 +46,10 @@ pub struct TektonTarget {
     pub annotations: BTreeMap<String, String>,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 pub struct PipelineRef {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolver: Option<String>,
     /// Resolver parameters; values are templated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -72,45 +70,43 @@ pub struct TektonParam {
     pub value: Value,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskRunTemplate {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
 }
 
 /// One workspace and exactly one volume source for it.
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceBinding {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_object")]
     pub volume_claim_template: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_object")]
     pub empty_dir: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_object")]
     pub secret: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_object")]
     pub config_map: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_object")]
     pub persistent_volume_claim: Option<Value>,
 }
 
 /// Go durations, e.g. `1h30m`, `45m0s`.
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 pub struct Timeouts {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finally: Option<String>,
 }
 

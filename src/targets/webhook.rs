@@ -18,36 +18,31 @@ use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookTarget {
     /// Secret key holding the URL (key defaults to `url`). Incoming-webhook URLs usually embed
     /// a token, so they belong in a Secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_secret_ref: Option<SecretKeySelector>,
     /// The URL, when it is not secret. Set this or `urlSecretRef`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// HTTP method, default `POST`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     /// Extra headers; values are templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// A Secret whose every key is a header name and whose value is that header's value
     /// (for `Authorization` and API keys). Only `name` is used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers_secret_ref: Option<SecretKeySelector>,
     /// JSON body; strings are templated. Defaults to the whole CloudEvent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_json")]
     pub body: Option<serde_json::Value>,
     /// Re-sign the body sent with HMAC-SHA256; header defaults to `X-Statused-Signature`,
     /// prefix to `sha256=`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<BodySignature>,
     /// Send `Idempotency-Key: <event id>` so the receiver can drop repeats.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<bool>,
 }
 

@@ -31,6 +31,7 @@ pub const MAX_WORKFLOW_INPUTS: usize = 25;
 /// GitHub's limit on `event_type`.
 pub const MAX_EVENT_TYPE_LEN: usize = 100;
 
+#[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GithubDispatchTarget {
@@ -38,31 +39,27 @@ pub struct GithubDispatchTarget {
     pub repository: String,
     /// `repository_dispatch`: the `event_type` workflows filter on
     /// (`on.repository_dispatch.types`). Templated. Set this or `workflow`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_type: Option<String>,
     /// `repository_dispatch`: up to 10 top-level properties, values templated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_object")]
     pub client_payload: Option<Value>,
     /// `workflow_dispatch`: the workflow file name (`release.yml`) or id. Set this or
     /// `eventType`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
     /// `workflow_dispatch`: branch or tag to run on. Templated.
-    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     /// `workflow_dispatch`: string inputs (at most 25), values templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, String>,
     /// Secret key holding a token allowed to dispatch (key defaults to `token`). Set this or
     /// `app`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<SecretKeySelector>,
     /// Authenticate as a GitHub App installation instead of with a token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<GithubAppAuth>,
     /// API base URL, for GitHub Enterprise Server (`https://ghe.example.com/api/v3`).
-    #[serde(default, rename = "apiURL", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "apiURL")]
     pub api_url: Option<String>,
 }
 
