@@ -71,40 +71,55 @@ pub struct ArgoWorkflow {
     annotations: TemplateMap,
 }
 
-pub fn compile(field: &Field, spec: &ArgoWorkflowTarget) -> Result<ArgoWorkflow, CompileError> {
-    if spec.workflow_template_ref.name.trim().is_empty() {
-        return Err(CompileError::invalid(
-            format!("{field}.workflowTemplateRef.name"),
-            "must not be empty",
-        ));
+impl Kind for ArgoWorkflowTarget {
+    fn name(&self) -> &'static str {
+        "argoWorkflow"
     }
-    let mut parameters = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, p) in spec
-        .arguments
-        .iter()
-        .flat_map(|a| &a.parameters)
-        .enumerate()
-    {
-        let pf = format!("{field}.arguments.parameters[{i}]");
-        if p.name.trim().is_empty() || !seen.insert(p.name.as_str()) {
+
+    fn compile(&self, field: &Field, _secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        let spec = self;
+        if spec.workflow_template_ref.name.trim().is_empty() {
             return Err(CompileError::invalid(
-                format!("{pf}.name"),
-                "parameter names must be non-empty and unique",
+                format!("{field}.workflowTemplateRef.name"),
+                "must not be empty",
             ));
         }
-        let value = Template::compile(&p.value)
-            .map_err(|e| CompileError::template(format!("{pf}.value"), e))?;
-        parameters.push((p.name.clone(), value));
+        let mut parameters = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in spec
+            .arguments
+            .iter()
+            .flat_map(|a| &a.parameters)
+            .enumerate()
+        {
+            let pf = format!("{field}.arguments.parameters[{i}]");
+            if p.name.trim().is_empty() || !seen.insert(p.name.as_str()) {
+                return Err(CompileError::invalid(
+                    format!("{pf}.name"),
+                    "parameter names must be non-empty and unique",
+                ));
+            }
+            let value = Template::compile(&p.value)
+                .map_err(|e| CompileError::template(format!("{pf}.value"), e))?;
+            parameters.push((p.name.clone(), value));
+        }
+        Ok(Trigger::kube(ArgoWorkflow {
+            template: spec.workflow_template_ref.name.clone(),
+            cluster_scope: spec.workflow_template_ref.cluster_scope.unwrap_or(false),
+            parameters,
+            service_account_name: spec.service_account_name.clone(),
+            labels: TemplateMap::compile(&field.at("labels"), &spec.labels)?,
+            annotations: TemplateMap::compile(&field.at("annotations"), &spec.annotations)?,
+        }))
     }
-    Ok(ArgoWorkflow {
-        template: spec.workflow_template_ref.name.clone(),
-        cluster_scope: spec.workflow_template_ref.cluster_scope.unwrap_or(false),
-        parameters,
-        service_account_name: spec.service_account_name.clone(),
-        labels: TemplateMap::compile(&field.at("labels"), &spec.labels)?,
-        annotations: TemplateMap::compile(&field.at("annotations"), &spec.annotations)?,
-    })
+
+    fn required_api(&self) -> Option<&'static ApiRef> {
+        Some(&WORKFLOW)
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![]
+    }
 }
 
 impl KubeTarget for ArgoWorkflow {
@@ -142,28 +157,10 @@ impl KubeTarget for ArgoWorkflow {
     }
 }
 
-impl Kind for ArgoWorkflowTarget {
-    fn name(&self) -> &'static str {
-        "argoWorkflow"
-    }
-
-    fn compile(&self, field: &Field, _secrets: &SecretSet) -> Result<Trigger, CompileError> {
-        Ok(Trigger::kube(compile(field, self)?))
-    }
-
-    fn required_api(&self) -> Option<&'static ApiRef> {
-        Some(&WORKFLOW)
-    }
-
-    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        vec![]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::{identity, scope};
+    use crate::targets::test_support::{compile_kube, identity, scope};
 
     #[test]
     fn workflow_references_the_template_with_interpolated_parameters() {
@@ -174,7 +171,7 @@ mod tests {
             "serviceAccountName": "argo-runner"
         }))
         .unwrap();
-        let w = compile(&Field::new("t"), &spec).unwrap();
+        let w = compile_kube(&spec).unwrap();
         let scope = scope();
         let obj = w
             .build_object(
@@ -202,7 +199,7 @@ mod tests {
         let spec: ArgoWorkflowTarget =
             serde_json::from_value(json!({"workflowTemplateRef": {"name": ""}})).unwrap();
         assert!(
-            compile(&Field::new("t"), &spec)
+            compile_kube(&spec)
                 .unwrap_err()
                 .message
                 .contains("workflowTemplateRef.name")
@@ -212,7 +209,7 @@ mod tests {
         }))
         .unwrap();
         assert!(
-            compile(&Field::new("t"), &spec)
+            compile_kube(&spec)
                 .unwrap_err()
                 .message
                 .contains("parameters[0].name")

@@ -59,44 +59,51 @@ fn name_like(field: &Field, value: &str) -> Result<String, CompileError> {
     Ok(value.to_string())
 }
 
-pub fn compile(
-    field: &Field,
-    spec: &AzureDevOpsTarget,
-    secrets: &SecretSet,
-) -> Result<AzureDevOps, CompileError> {
-    let org = name_like(&field.at("organization"), &spec.organization)?;
-    let hook = name_like(&field.at("webhookName"), &spec.webhook_name)?;
-    let api_version = name_like(
-        &field.at("apiVersion"),
-        spec.api_version.as_deref().unwrap_or(DEFAULT_API_VERSION),
-    )?;
-    let base = base_url(
-        &field.at("baseURL"),
-        spec.base_url.as_deref(),
-        DEFAULT_BASE_URL,
-    )?;
-    let mut url = Url::parse(&format!(
-        "{base}/{org}/_apis/public/distributedtask/webhooks/{hook}"
-    ))
-    .map_err(|e| CompileError::invalid(field.at("organization"), e))?;
-    url.query_pairs_mut()
-        .append_pair("api-version", &api_version);
-    let body = EventBody::compile(&field.at("body"), spec.body.as_ref())?;
-    let signer = spec
-        .signature
-        .as_ref()
-        .map(|s| {
-            BodySigner::compile_with(
-                &field.at("signature"),
-                s,
-                secrets,
-                "X-Hub-Signature",
-                "sha1=",
-                Algorithm::Sha1,
-            )
-        })
-        .transpose()?;
-    Ok(AzureDevOps { url, body, signer })
+impl Kind for AzureDevOpsTarget {
+    fn name(&self) -> &'static str {
+        "azureDevOps"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        let spec = self;
+        let org = name_like(&field.at("organization"), &spec.organization)?;
+        let hook = name_like(&field.at("webhookName"), &spec.webhook_name)?;
+        let api_version = name_like(
+            &field.at("apiVersion"),
+            spec.api_version.as_deref().unwrap_or(DEFAULT_API_VERSION),
+        )?;
+        let base = base_url(
+            &field.at("baseURL"),
+            spec.base_url.as_deref(),
+            DEFAULT_BASE_URL,
+        )?;
+        let mut url = Url::parse(&format!(
+            "{base}/{org}/_apis/public/distributedtask/webhooks/{hook}"
+        ))
+        .map_err(|e| CompileError::invalid(field.at("organization"), e))?;
+        url.query_pairs_mut()
+            .append_pair("api-version", &api_version);
+        let body = EventBody::compile(&field.at("body"), spec.body.as_ref())?;
+        let signer = spec
+            .signature
+            .as_ref()
+            .map(|s| {
+                BodySigner::compile_with(
+                    &field.at("signature"),
+                    s,
+                    secrets,
+                    "X-Hub-Signature",
+                    "sha1=",
+                    Algorithm::Sha1,
+                )
+            })
+            .transpose()?;
+        Ok(Trigger::http(AzureDevOps { url, body, signer }))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        self.signature.iter().map(|s| &s.secret_ref).collect()
+    }
 }
 
 impl HttpTarget for AzureDevOps {
@@ -111,24 +118,10 @@ impl HttpTarget for AzureDevOps {
     }
 }
 
-impl Kind for AzureDevOpsTarget {
-    fn name(&self) -> &'static str {
-        "azureDevOps"
-    }
-
-    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
-        Ok(Trigger::http(compile(field, self, secrets)?))
-    }
-
-    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        self.signature.iter().map(|s| &s.secret_ref).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::request;
+    use crate::targets::test_support::{compile_http, request};
     use hmac::Mac;
     use serde_json::json;
 
@@ -140,8 +133,7 @@ mod tests {
             "signature": {"secretRef": {"name": "ado"}, "header": "X-Statused-Checksum"}
         }))
         .unwrap();
-        let t = compile(
-            &Field::new("t"),
+        let t = compile_http(
             &spec,
             &SecretSet::new("ns").with("ado", &[("secret", "hmac-key")]),
         )
@@ -167,7 +159,7 @@ mod tests {
             serde_json::from_value(json!({"organization": "acme/../x", "webhookName": "h"}))
                 .unwrap();
         assert!(
-            compile(&Field::new("t"), &spec, &SecretSet::new("ns"))
+            compile_http(&spec, &SecretSet::new("ns"))
                 .unwrap_err()
                 .message
                 .contains("t.organization")

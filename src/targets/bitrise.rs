@@ -57,63 +57,70 @@ pub struct Bitrise {
     environments: Vec<(String, Template)>,
 }
 
-pub fn compile(
-    field: &Field,
-    spec: &BitriseTarget,
-    secrets: &SecretSet,
-) -> Result<Bitrise, CompileError> {
-    let slug = required(&field.at("appSlug"), spec.app_slug.trim())?;
-    if !slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(CompileError::invalid(
-            field.at("appSlug"),
-            "is not an app slug",
-        ));
+impl Kind for BitriseTarget {
+    fn name(&self) -> &'static str {
+        "bitrise"
     }
-    if spec.branch.is_none() && spec.tag.is_none() && spec.commit_hash.is_none() {
-        return Err(CompileError::invalid(
-            field,
-            "set at least one of branch, tag and commitHash",
-        ));
-    }
-    if spec.workflow_id.is_some() && spec.pipeline_id.is_some() {
-        return Err(CompileError::invalid(
-            field,
-            "set at most one of workflowId and pipelineId",
-        ));
-    }
-    let base = base_url(
-        &field.at("baseURL"),
-        spec.base_url.as_deref(),
-        DEFAULT_BASE_URL,
-    )?;
-    let mut fields = Vec::new();
-    for (name, wire, value) in [
-        ("branch", "branch", &spec.branch),
-        ("tag", "tag", &spec.tag),
-        ("commitHash", "commit_hash", &spec.commit_hash),
-        ("workflowId", "workflow_id", &spec.workflow_id),
-        ("pipelineId", "pipeline_id", &spec.pipeline_id),
-        ("commitMessage", "commit_message", &spec.commit_message),
-    ] {
-        if let Some(t) = compile_opt(&field.at(name), value.as_deref())? {
-            fields.push((wire, t));
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        let spec = self;
+        let slug = required(&field.at("appSlug"), spec.app_slug.trim())?;
+        if !slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(CompileError::invalid(
+                field.at("appSlug"),
+                "is not an app slug",
+            ));
         }
+        if spec.branch.is_none() && spec.tag.is_none() && spec.commit_hash.is_none() {
+            return Err(CompileError::invalid(
+                field,
+                "set at least one of branch, tag and commitHash",
+            ));
+        }
+        if spec.workflow_id.is_some() && spec.pipeline_id.is_some() {
+            return Err(CompileError::invalid(
+                field,
+                "set at most one of workflowId and pipelineId",
+            ));
+        }
+        let base = base_url(
+            &field.at("baseURL"),
+            spec.base_url.as_deref(),
+            DEFAULT_BASE_URL,
+        )?;
+        let mut fields = Vec::new();
+        for (name, wire, value) in [
+            ("branch", "branch", &spec.branch),
+            ("tag", "tag", &spec.tag),
+            ("commitHash", "commit_hash", &spec.commit_hash),
+            ("workflowId", "workflow_id", &spec.workflow_id),
+            ("pipelineId", "pipeline_id", &spec.pipeline_id),
+            ("commitMessage", "commit_message", &spec.commit_message),
+        ] {
+            if let Some(t) = compile_opt(&field.at(name), value.as_deref())? {
+                fields.push((wire, t));
+            }
+        }
+        Ok(Trigger::http(Bitrise {
+            url: join_url(
+                &field.at("appSlug"),
+                &base,
+                &format!("/v0.1/apps/{slug}/builds"),
+            )?,
+            token: credential(
+                &field.at("tokenSecretRef"),
+                &spec.token_secret_ref,
+                "token",
+                secrets,
+            )?,
+            fields,
+            environments: compile_templates(&field.at("environments"), &spec.environments)?,
+        }))
     }
-    Ok(Bitrise {
-        url: join_url(
-            &field.at("appSlug"),
-            &base,
-            &format!("/v0.1/apps/{slug}/builds"),
-        )?,
-        token: credential(
-            &field.at("tokenSecretRef"),
-            &spec.token_secret_ref,
-            "token",
-            secrets,
-        )?,
-        fields,
-        environments: compile_templates(&field.at("environments"), &spec.environments)?,
-    })
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![&self.token_secret_ref]
+    }
 }
 
 impl HttpTarget for Bitrise {
@@ -138,24 +145,10 @@ impl HttpTarget for Bitrise {
     }
 }
 
-impl Kind for BitriseTarget {
-    fn name(&self) -> &'static str {
-        "bitrise"
-    }
-
-    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
-        Ok(Trigger::http(compile(field, self, secrets)?))
-    }
-
-    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        vec![&self.token_secret_ref]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::request;
+    use crate::targets::test_support::{compile_http, request};
 
     #[test]
     fn build_request_matches_the_bitrise_api() {
@@ -166,8 +159,7 @@ mod tests {
             "tokenSecretRef": {"name": "bitrise"}
         }))
         .unwrap();
-        let t = compile(
-            &Field::new("t"),
+        let t = compile_http(
             &spec,
             &SecretSet::new("ns").with("bitrise", &[("token", "bt-secret")]),
         )
@@ -196,12 +188,8 @@ mod tests {
         let spec: BitriseTarget =
             serde_json::from_value(json!({"appSlug": "a1", "tokenSecretRef": {"name": "b"}}))
                 .unwrap();
-        let err = compile(
-            &Field::new("t"),
-            &spec,
-            &SecretSet::new("ns").with("b", &[("token", "x")]),
-        )
-        .unwrap_err();
+        let err =
+            compile_http(&spec, &SecretSet::new("ns").with("b", &[("token", "x")])).unwrap_err();
         assert!(
             err.message.contains("branch, tag and commitHash"),
             "{}",

@@ -60,70 +60,79 @@ pub struct Circleci {
     parameters: Option<JsonTemplate>,
 }
 
-pub fn compile(
-    field: &Field,
-    spec: &CircleciTarget,
-    secrets: &SecretSet,
-) -> Result<Circleci, CompileError> {
-    let slug = required(&field.at("projectSlug"), spec.project_slug.trim())?;
-    let parts: Vec<&str> = slug.split('/').collect();
-    let valid_part = |p: &&str| {
-        !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    if parts.len() != 3 || !parts.iter().all(valid_part) {
-        return Err(CompileError::invalid(
-            field.at("projectSlug"),
-            "must be {vcs}/{org}/{project}, e.g. gh/acme/ios-app",
-        ));
+impl Kind for CircleciTarget {
+    fn name(&self) -> &'static str {
+        "circleci"
     }
-    let template = |name: &str, v: &str| {
-        Template::compile(v).map_err(|e| CompileError::template(field.at(name), e))
-    };
-    let revision = match (&spec.branch, &spec.tag) {
-        (Some(b), None) => Revision::Branch(template("branch", required(&field.at("branch"), b)?)?),
-        (None, Some(t)) => Revision::Tag(template("tag", required(&field.at("tag"), t)?)?),
-        _ => {
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        let spec = self;
+        let slug = required(&field.at("projectSlug"), spec.project_slug.trim())?;
+        let parts: Vec<&str> = slug.split('/').collect();
+        let valid_part = |p: &&str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if parts.len() != 3 || !parts.iter().all(valid_part) {
             return Err(CompileError::invalid(
-                field,
-                "set exactly one of branch and tag",
+                field.at("projectSlug"),
+                "must be {vcs}/{org}/{project}, e.g. gh/acme/ios-app",
             ));
         }
-    };
-    let base = base_url(
-        &field.at("baseURL"),
-        spec.base_url.as_deref(),
-        DEFAULT_BASE_URL,
-    )?;
-    let path = match &spec.definition_id {
-        Some(id) => {
-            required(&field.at("definitionId"), id)?;
-            format!("/api/v2/project/{slug}/pipeline/run")
-        }
-        None => format!("/api/v2/project/{slug}/pipeline"),
-    };
-    let parameters = if spec.parameters.is_empty() {
-        None
-    } else {
-        let map: serde_json::Map<String, Value> = spec.parameters.clone().into_iter().collect();
-        Some(
-            JsonTemplate::compile(&Value::Object(map))
-                .map_err(|e| CompileError::template(field.at("parameters"), e))?,
-        )
-    };
-    Ok(Circleci {
-        url: join_url(&field.at("projectSlug"), &base, &path)?,
-        token: credential(
-            &field.at("tokenSecretRef"),
-            &spec.token_secret_ref,
-            "token",
-            secrets,
-        )?,
-        definition_id: spec.definition_id.clone(),
-        revision,
-        parameters,
-    })
+        let template = |name: &str, v: &str| {
+            Template::compile(v).map_err(|e| CompileError::template(field.at(name), e))
+        };
+        let revision = match (&spec.branch, &spec.tag) {
+            (Some(b), None) => {
+                Revision::Branch(template("branch", required(&field.at("branch"), b)?)?)
+            }
+            (None, Some(t)) => Revision::Tag(template("tag", required(&field.at("tag"), t)?)?),
+            _ => {
+                return Err(CompileError::invalid(
+                    field,
+                    "set exactly one of branch and tag",
+                ));
+            }
+        };
+        let base = base_url(
+            &field.at("baseURL"),
+            spec.base_url.as_deref(),
+            DEFAULT_BASE_URL,
+        )?;
+        let path = match &spec.definition_id {
+            Some(id) => {
+                required(&field.at("definitionId"), id)?;
+                format!("/api/v2/project/{slug}/pipeline/run")
+            }
+            None => format!("/api/v2/project/{slug}/pipeline"),
+        };
+        let parameters = if spec.parameters.is_empty() {
+            None
+        } else {
+            let map: serde_json::Map<String, Value> = spec.parameters.clone().into_iter().collect();
+            Some(
+                JsonTemplate::compile(&Value::Object(map))
+                    .map_err(|e| CompileError::template(field.at("parameters"), e))?,
+            )
+        };
+        Ok(Trigger::http(Circleci {
+            url: join_url(&field.at("projectSlug"), &base, &path)?,
+            token: credential(
+                &field.at("tokenSecretRef"),
+                &spec.token_secret_ref,
+                "token",
+                secrets,
+            )?,
+            definition_id: spec.definition_id.clone(),
+            revision,
+            parameters,
+        }))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![&self.token_secret_ref]
+    }
 }
 
 impl HttpTarget for Circleci {
@@ -146,29 +155,14 @@ impl HttpTarget for Circleci {
     }
 }
 
-impl Kind for CircleciTarget {
-    fn name(&self) -> &'static str {
-        "circleci"
-    }
-
-    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
-        Ok(Trigger::http(compile(field, self, secrets)?))
-    }
-
-    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        vec![&self.token_secret_ref]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::scope;
+    use crate::targets::test_support::{compile_http, scope};
 
     fn build(v: Value) -> HttpRequest {
         let spec: CircleciTarget = serde_json::from_value(v).unwrap();
-        let t = compile(
-            &Field::new("t"),
+        let t = compile_http(
             &spec,
             &SecretSet::new("ns").with("cci", &[("token", "CCIPAT_x")]),
         )
@@ -236,7 +230,7 @@ mod tests {
             let mut v = v;
             v["tokenSecretRef"] = json!({"name": "cci"});
             let spec: CircleciTarget = serde_json::from_value(v.clone()).unwrap();
-            let err = compile(&Field::new("t"), &spec, &secrets).unwrap_err();
+            let err = compile_http(&spec, &secrets).unwrap_err();
             assert!(err.message.contains(needle), "{v}: {}", err.message);
         }
     }

@@ -56,43 +56,50 @@ pub struct GitlabPipeline {
     variables: Vec<(String, Template)>,
 }
 
-pub fn compile(
-    field: &Field,
-    spec: &GitlabPipelineTarget,
-    secrets: &SecretSet,
-) -> Result<GitlabPipeline, CompileError> {
-    let project = required(&field.at("project"), spec.project.trim())?;
-    let is_path = project.split('/').count() >= 2 && project.split('/').all(|s| !s.is_empty());
-    if !project.chars().all(|c| c.is_ascii_digit()) && !is_path {
-        return Err(CompileError::invalid(
-            field.at("project"),
-            "must be a numeric project ID or a path like group/project",
-        ));
+impl Kind for GitlabPipelineTarget {
+    fn name(&self) -> &'static str {
+        "gitlabPipeline"
     }
-    let base = base_url(
-        &field.at("baseURL"),
-        spec.base_url.as_deref(),
-        DEFAULT_BASE_URL,
-    )?;
-    let encoded = utf8_percent_encode(project, PATH_SEGMENT).to_string();
-    let url = join_url(
-        &field.at("project"),
-        &base,
-        &format!("/api/v4/projects/{encoded}/trigger/pipeline"),
-    )?;
-    let git_ref = Template::compile(required(&field.at("ref"), &spec.git_ref)?)
-        .map_err(|e| CompileError::template(field.at("ref"), e))?;
-    Ok(GitlabPipeline {
-        url,
-        token: credential(
-            &field.at("tokenSecretRef"),
-            &spec.token_secret_ref,
-            "token",
-            secrets,
-        )?,
-        git_ref,
-        variables: compile_templates(&field.at("variables"), &spec.variables)?,
-    })
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        let spec = self;
+        let project = required(&field.at("project"), spec.project.trim())?;
+        let is_path = project.split('/').count() >= 2 && project.split('/').all(|s| !s.is_empty());
+        if !project.chars().all(|c| c.is_ascii_digit()) && !is_path {
+            return Err(CompileError::invalid(
+                field.at("project"),
+                "must be a numeric project ID or a path like group/project",
+            ));
+        }
+        let base = base_url(
+            &field.at("baseURL"),
+            spec.base_url.as_deref(),
+            DEFAULT_BASE_URL,
+        )?;
+        let encoded = utf8_percent_encode(project, PATH_SEGMENT).to_string();
+        let url = join_url(
+            &field.at("project"),
+            &base,
+            &format!("/api/v4/projects/{encoded}/trigger/pipeline"),
+        )?;
+        let git_ref = Template::compile(required(&field.at("ref"), &spec.git_ref)?)
+            .map_err(|e| CompileError::template(field.at("ref"), e))?;
+        Ok(Trigger::http(GitlabPipeline {
+            url,
+            token: credential(
+                &field.at("tokenSecretRef"),
+                &spec.token_secret_ref,
+                "token",
+                secrets,
+            )?,
+            git_ref,
+            variables: compile_templates(&field.at("variables"), &spec.variables)?,
+        }))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![&self.token_secret_ref]
+    }
 }
 
 impl HttpTarget for GitlabPipeline {
@@ -123,24 +130,10 @@ fn percent_encoding_form() -> url::form_urlencoded::Serializer<'static, String> 
     url::form_urlencoded::Serializer::new(String::new())
 }
 
-impl Kind for GitlabPipelineTarget {
-    fn name(&self) -> &'static str {
-        "gitlabPipeline"
-    }
-
-    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
-        Ok(Trigger::http(compile(field, self, secrets)?))
-    }
-
-    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        vec![&self.token_secret_ref]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::request;
+    use crate::targets::test_support::{compile_http, request};
     use serde_json::json;
 
     #[test]
@@ -151,8 +144,7 @@ mod tests {
             "tokenSecretRef": {"name": "gl"}, "baseURL": "https://gitlab.example.com/"
         }))
         .unwrap();
-        let t = compile(
-            &Field::new("t"),
+        let t = compile_http(
             &spec,
             &SecretSet::new("ns").with("gl", &[("token", "glptt-123")]),
         )
@@ -184,7 +176,7 @@ mod tests {
             let spec: GitlabPipelineTarget = serde_json::from_value(json!({
                 "project": project, "ref": git_ref, "tokenSecretRef": {"name": "gl"}}))
             .unwrap();
-            let err = compile(&Field::new("t"), &spec, &secrets).unwrap_err();
+            let err = compile_http(&spec, &secrets).unwrap_err();
             assert!(err.message.contains(needle), "{project}: {}", err.message);
         }
     }

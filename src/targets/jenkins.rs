@@ -39,28 +39,35 @@ pub struct Jenkins {
     body: EventBody,
 }
 
-pub fn compile(
-    field: &Field,
-    spec: &JenkinsTarget,
-    secrets: &SecretSet,
-) -> Result<Jenkins, CompileError> {
-    let base = parse_http_url(&field.at("baseURL"), &spec.base_url)?;
-    let base = base.as_str().trim_end_matches('/').to_string();
-    let body = EventBody::compile(&field.at("body"), spec.body.as_ref())?;
-    Ok(Jenkins {
-        url: join_url(
-            &field.at("baseURL"),
-            &base,
-            "/generic-webhook-trigger/invoke",
-        )?,
-        token: credential(
-            &field.at("tokenSecretRef"),
-            &spec.token_secret_ref,
-            "token",
-            secrets,
-        )?,
-        body,
-    })
+impl Kind for JenkinsTarget {
+    fn name(&self) -> &'static str {
+        "jenkins"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        let spec = self;
+        let base = parse_http_url(&field.at("baseURL"), &spec.base_url)?;
+        let base = base.as_str().trim_end_matches('/').to_string();
+        let body = EventBody::compile(&field.at("body"), spec.body.as_ref())?;
+        Ok(Trigger::http(Jenkins {
+            url: join_url(
+                &field.at("baseURL"),
+                &base,
+                "/generic-webhook-trigger/invoke",
+            )?,
+            token: credential(
+                &field.at("tokenSecretRef"),
+                &spec.token_secret_ref,
+                "token",
+                secrets,
+            )?,
+            body,
+        }))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![&self.token_secret_ref]
+    }
 }
 
 impl HttpTarget for Jenkins {
@@ -73,24 +80,10 @@ impl HttpTarget for Jenkins {
     }
 }
 
-impl Kind for JenkinsTarget {
-    fn name(&self) -> &'static str {
-        "jenkins"
-    }
-
-    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
-        Ok(Trigger::http(compile(field, self, secrets)?))
-    }
-
-    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        vec![&self.token_secret_ref]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::request;
+    use crate::targets::test_support::{compile_http, request};
     use serde_json::json;
 
     #[test]
@@ -100,8 +93,7 @@ mod tests {
             "body": {"app": "$(data.app_name)", "status": "$(data.status)"}
         }))
         .unwrap();
-        let t = compile(
-            &Field::new("t"),
+        let t = compile_http(
             &spec,
             &SecretSet::new("ns").with("j", &[("token", "ios-release-token")]),
         )

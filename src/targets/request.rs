@@ -164,6 +164,17 @@ pub trait HttpTarget: Send + Sync + fmt::Debug {
     }
 }
 
+/// A compiled target as the registry holds it.
+impl<T: HttpTarget + ?Sized> HttpTarget for Box<T> {
+    fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
+        (**self).build_request(ctx)
+    }
+
+    fn response_id(&self, body: &[u8]) -> Option<String> {
+        (**self).response_id(body)
+    }
+}
+
 /// Why a request could not be rendered for one event (a permanent failure for that target).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {

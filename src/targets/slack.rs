@@ -36,32 +36,40 @@ pub struct Slack {
     blocks: Option<JsonTemplate>,
 }
 
-pub fn compile(
-    field: &Field,
-    spec: &SlackTarget,
-    secrets: &SecretSet,
-) -> Result<Slack, CompileError> {
-    let url = parse_http_url(
-        &field.at("urlSecretRef"),
-        &secrets.text(&spec.url_secret_ref, "url")?,
-    )?;
-    let blocks = match &spec.blocks {
-        None => None,
-        Some(v @ Value::Array(_)) => Some(
-            JsonTemplate::compile(v).map_err(|e| CompileError::template(field.at("blocks"), e))?,
-        ),
-        Some(_) => {
-            return Err(CompileError::invalid(
-                field.at("blocks"),
-                "must be a list of Block Kit blocks",
-            ));
-        }
-    };
-    Ok(Slack {
-        url: SecretUrl(url),
-        text: compile_opt(&field.at("text"), spec.text.as_deref())?,
-        blocks,
-    })
+impl Kind for SlackTarget {
+    fn name(&self) -> &'static str {
+        "slack"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        let spec = self;
+        let url = parse_http_url(
+            &field.at("urlSecretRef"),
+            &secrets.text(&spec.url_secret_ref, "url")?,
+        )?;
+        let blocks = match &spec.blocks {
+            None => None,
+            Some(v @ Value::Array(_)) => Some(
+                JsonTemplate::compile(v)
+                    .map_err(|e| CompileError::template(field.at("blocks"), e))?,
+            ),
+            Some(_) => {
+                return Err(CompileError::invalid(
+                    field.at("blocks"),
+                    "must be a list of Block Kit blocks",
+                ));
+            }
+        };
+        Ok(Trigger::http(Slack {
+            url: SecretUrl(url),
+            text: compile_opt(&field.at("text"), spec.text.as_deref())?,
+            blocks,
+        }))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![&self.url_secret_ref]
+    }
 }
 
 impl HttpTarget for Slack {
@@ -90,24 +98,10 @@ impl HttpTarget for Slack {
     }
 }
 
-impl Kind for SlackTarget {
-    fn name(&self) -> &'static str {
-        "slack"
-    }
-
-    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
-        Ok(Trigger::http(compile(field, self, secrets)?))
-    }
-
-    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        vec![&self.url_secret_ref]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::request;
+    use crate::targets::test_support::{compile_http, request};
 
     fn secrets() -> SecretSet {
         SecretSet::new("ns").with(
@@ -117,9 +111,8 @@ mod tests {
     }
 
     fn body(v: Value) -> Value {
-        let t = compile(
-            &Field::new("t"),
-            &serde_json::from_value(v).unwrap(),
+        let t = compile_http(
+            &serde_json::from_value::<SlackTarget>(v).unwrap(),
             &secrets(),
         )
         .unwrap();

@@ -40,42 +40,49 @@ pub struct Teams {
     card: Option<JsonTemplate>,
 }
 
-pub fn compile(
-    field: &Field,
-    spec: &TeamsTarget,
-    secrets: &SecretSet,
-) -> Result<Teams, CompileError> {
-    let url = parse_http_url(
-        &field.at("urlSecretRef"),
-        &secrets.text(&spec.url_secret_ref, "url")?,
-    )?;
-    let card = match &spec.card {
-        None => None,
-        Some(v) if v.get("type").and_then(Value::as_str) == Some("AdaptiveCard") => {
-            if spec.title.is_some() || spec.text.is_some() {
+impl Kind for TeamsTarget {
+    fn name(&self) -> &'static str {
+        "teams"
+    }
+
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        let spec = self;
+        let url = parse_http_url(
+            &field.at("urlSecretRef"),
+            &secrets.text(&spec.url_secret_ref, "url")?,
+        )?;
+        let card = match &spec.card {
+            None => None,
+            Some(v) if v.get("type").and_then(Value::as_str) == Some("AdaptiveCard") => {
+                if spec.title.is_some() || spec.text.is_some() {
+                    return Err(CompileError::invalid(
+                        field,
+                        "set either card or title/text",
+                    ));
+                }
+                Some(
+                    JsonTemplate::compile(v)
+                        .map_err(|e| CompileError::template(field.at("card"), e))?,
+                )
+            }
+            Some(_) => {
                 return Err(CompileError::invalid(
-                    field,
-                    "set either card or title/text",
+                    field.at("card"),
+                    "must be an Adaptive Card with type AdaptiveCard",
                 ));
             }
-            Some(
-                JsonTemplate::compile(v)
-                    .map_err(|e| CompileError::template(field.at("card"), e))?,
-            )
-        }
-        Some(_) => {
-            return Err(CompileError::invalid(
-                field.at("card"),
-                "must be an Adaptive Card with type AdaptiveCard",
-            ));
-        }
-    };
-    Ok(Teams {
-        url: SecretUrl(url),
-        title: compile_opt(&field.at("title"), spec.title.as_deref())?,
-        text: compile_opt(&field.at("text"), spec.text.as_deref())?,
-        card,
-    })
+        };
+        Ok(Trigger::http(Teams {
+            url: SecretUrl(url),
+            title: compile_opt(&field.at("title"), spec.title.as_deref())?,
+            text: compile_opt(&field.at("text"), spec.text.as_deref())?,
+            card,
+        }))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![&self.url_secret_ref]
+    }
 }
 
 impl HttpTarget for Teams {
@@ -118,31 +125,17 @@ impl HttpTarget for Teams {
     }
 }
 
-impl Kind for TeamsTarget {
-    fn name(&self) -> &'static str {
-        "teams"
-    }
-
-    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
-        Ok(Trigger::http(compile(field, self, secrets)?))
-    }
-
-    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        vec![&self.url_secret_ref]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::request;
+    use crate::targets::test_support::{compile_http, request};
 
     #[test]
     fn message_has_one_adaptive_card_with_title_and_facts() {
         let secrets = SecretSet::new("ns").with("teams", &[("url", "https://prod-1.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=SECRETsig")]);
-        let t = compile(
-            &Field::new("t"),
-            &serde_json::from_value(json!({"urlSecretRef": {"name": "teams"}})).unwrap(),
+        let t = compile_http(
+            &serde_json::from_value::<TeamsTarget>(json!({"urlSecretRef": {"name": "teams"}}))
+                .unwrap(),
             &secrets,
         )
         .unwrap();
@@ -175,12 +168,12 @@ mod tests {
     #[test]
     fn a_card_that_is_not_adaptive_is_rejected() {
         let secrets = SecretSet::new("ns").with("teams", &[("url", "https://example.com/x")]);
-        let spec = serde_json::from_value(
+        let spec: TeamsTarget = serde_json::from_value(
             json!({"urlSecretRef": {"name": "teams"}, "card": {"type": "MessageCard"}}),
         )
         .unwrap();
         assert!(
-            compile(&Field::new("t"), &spec, &secrets)
+            compile_http(&spec, &secrets)
                 .unwrap_err()
                 .message
                 .contains("t.card")

@@ -161,133 +161,148 @@ fn template(field: &str, source: &str) -> Result<Template, CompileError> {
     Template::compile(source).map_err(|e| CompileError::template(field, e))
 }
 
-pub fn compile(field: &Field, spec: &TektonTarget) -> Result<Tekton, CompileError> {
-    let r = &spec.pipeline_ref;
-    let pipeline_ref = match (&r.name, &r.resolver) {
-        (Some(name), None) if !name.trim().is_empty() => {
-            if !r.params.is_empty() {
-                return Err(CompileError::invalid(
-                    format!("{field}.pipelineRef.params"),
-                    "only allowed with a resolver",
-                ));
+impl Kind for TektonTarget {
+    fn name(&self) -> &'static str {
+        "tekton"
+    }
+
+    fn compile(&self, field: &Field, _secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        let spec = self;
+        let r = &spec.pipeline_ref;
+        let pipeline_ref = match (&r.name, &r.resolver) {
+            (Some(name), None) if !name.trim().is_empty() => {
+                if !r.params.is_empty() {
+                    return Err(CompileError::invalid(
+                        format!("{field}.pipelineRef.params"),
+                        "only allowed with a resolver",
+                    ));
+                }
+                CompiledRef::Name(name.clone())
             }
-            CompiledRef::Name(name.clone())
-        }
-        (None, Some(resolver)) if !resolver.trim().is_empty() => CompiledRef::Resolver {
-            resolver: resolver.clone(),
-            params: named_templates(
-                &format!("{field}.pipelineRef.params"),
-                r.params.iter().map(|p| (&p.name, &p.value)),
-            )?,
-        },
-        _ => {
-            return Err(CompileError::invalid(
-                field.at("pipelineRef"),
-                "set exactly one of name and resolver",
-            ));
-        }
-    };
-    let mut params = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, p) in spec.params.iter().enumerate() {
-        let pf = format!("{field}.params[{i}]");
-        if p.name.trim().is_empty() || !seen.insert(p.name.as_str()) {
-            return Err(CompileError::invalid(
-                format!("{pf}.name"),
-                "parameter names must be non-empty and unique",
-            ));
-        }
-        let value = match &p.value {
-            Value::String(s) => ParamValue::String(template(&format!("{pf}.value"), s)?),
-            Value::Array(items) => ParamValue::Array(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(j, v)| match v {
-                        Value::String(s) => template(&format!("{pf}.value[{j}]"), s),
-                        _ => Err(CompileError::invalid(
-                            format!("{pf}.value[{j}]"),
-                            "array items must be strings",
-                        )),
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::Object(map) => ParamValue::Object(
-                map.iter()
-                    .map(|(k, v)| match v {
-                        Value::String(s) => {
-                            Ok((k.clone(), template(&format!("{pf}.value.{k}"), s)?))
-                        }
-                        _ => Err(CompileError::invalid(
-                            format!("{pf}.value.{k}"),
-                            "object values must be strings",
-                        )),
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
+            (None, Some(resolver)) if !resolver.trim().is_empty() => CompiledRef::Resolver {
+                resolver: resolver.clone(),
+                params: named_templates(
+                    &format!("{field}.pipelineRef.params"),
+                    r.params.iter().map(|p| (&p.name, &p.value)),
+                )?,
+            },
             _ => {
                 return Err(CompileError::invalid(
-                    format!("{pf}.value"),
-                    "must be a string, an array of strings or an object of strings",
+                    field.at("pipelineRef"),
+                    "set exactly one of name and resolver",
                 ));
             }
         };
-        params.push((p.name.clone(), value));
-    }
-    let mut workspaces = Vec::new();
-    for (i, w) in spec.workspaces.iter().enumerate() {
-        let wf = format!("{field}.workspaces[{i}]");
-        if w.name.trim().is_empty() {
-            return Err(CompileError::invalid(
-                format!("{wf}.name"),
-                "must not be empty",
-            ));
-        }
-        let sources = [
-            &w.volume_claim_template,
-            &w.empty_dir,
-            &w.secret,
-            &w.config_map,
-            &w.persistent_volume_claim,
-        ];
-        if sources.iter().filter(|s| s.is_some()).count() != 1 {
-            return Err(CompileError::invalid(
-                &wf,
-                "set exactly one of volumeClaimTemplate, emptyDir, secret, configMap, persistentVolumeClaim",
-            ));
-        }
-        workspaces.push(serde_json::to_value(w).map_err(|e| CompileError::invalid(&wf, e))?);
-    }
-    let timeouts = match &spec.timeouts {
-        None => None,
-        Some(t) => {
-            for (name, value) in [
-                ("pipeline", &t.pipeline),
-                ("tasks", &t.tasks),
-                ("finally", &t.finally),
-            ] {
-                if let Some(v) = value {
-                    check_duration(&format!("{field}.timeouts.{name}"), v)?;
-                }
+        let mut params = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in spec.params.iter().enumerate() {
+            let pf = format!("{field}.params[{i}]");
+            if p.name.trim().is_empty() || !seen.insert(p.name.as_str()) {
+                return Err(CompileError::invalid(
+                    format!("{pf}.name"),
+                    "parameter names must be non-empty and unique",
+                ));
             }
-            Some(
-                serde_json::to_value(t)
-                    .map_err(|e| CompileError::invalid(field.at("timeouts"), e))?,
-            )
+            let value = match &p.value {
+                Value::String(s) => ParamValue::String(template(&format!("{pf}.value"), s)?),
+                Value::Array(items) => ParamValue::Array(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(j, v)| match v {
+                            Value::String(s) => template(&format!("{pf}.value[{j}]"), s),
+                            _ => Err(CompileError::invalid(
+                                format!("{pf}.value[{j}]"),
+                                "array items must be strings",
+                            )),
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                Value::Object(map) => ParamValue::Object(
+                    map.iter()
+                        .map(|(k, v)| match v {
+                            Value::String(s) => {
+                                Ok((k.clone(), template(&format!("{pf}.value.{k}"), s)?))
+                            }
+                            _ => Err(CompileError::invalid(
+                                format!("{pf}.value.{k}"),
+                                "object values must be strings",
+                            )),
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                _ => {
+                    return Err(CompileError::invalid(
+                        format!("{pf}.value"),
+                        "must be a string, an array of strings or an object of strings",
+                    ));
+                }
+            };
+            params.push((p.name.clone(), value));
         }
-    };
-    Ok(Tekton {
-        pipeline_ref,
-        params,
-        service_account_name: spec
-            .task_run_template
-            .as_ref()
-            .and_then(|t| t.service_account_name.clone()),
-        workspaces,
-        timeouts,
-        labels: TemplateMap::compile(&field.at("labels"), &spec.labels)?,
-        annotations: TemplateMap::compile(&field.at("annotations"), &spec.annotations)?,
-    })
+        let mut workspaces = Vec::new();
+        for (i, w) in spec.workspaces.iter().enumerate() {
+            let wf = format!("{field}.workspaces[{i}]");
+            if w.name.trim().is_empty() {
+                return Err(CompileError::invalid(
+                    format!("{wf}.name"),
+                    "must not be empty",
+                ));
+            }
+            let sources = [
+                &w.volume_claim_template,
+                &w.empty_dir,
+                &w.secret,
+                &w.config_map,
+                &w.persistent_volume_claim,
+            ];
+            if sources.iter().filter(|s| s.is_some()).count() != 1 {
+                return Err(CompileError::invalid(
+                    &wf,
+                    "set exactly one of volumeClaimTemplate, emptyDir, secret, configMap, persistentVolumeClaim",
+                ));
+            }
+            workspaces.push(serde_json::to_value(w).map_err(|e| CompileError::invalid(&wf, e))?);
+        }
+        let timeouts = match &spec.timeouts {
+            None => None,
+            Some(t) => {
+                for (name, value) in [
+                    ("pipeline", &t.pipeline),
+                    ("tasks", &t.tasks),
+                    ("finally", &t.finally),
+                ] {
+                    if let Some(v) = value {
+                        check_duration(&format!("{field}.timeouts.{name}"), v)?;
+                    }
+                }
+                Some(
+                    serde_json::to_value(t)
+                        .map_err(|e| CompileError::invalid(field.at("timeouts"), e))?,
+                )
+            }
+        };
+        Ok(Trigger::kube(Tekton {
+            pipeline_ref,
+            params,
+            service_account_name: spec
+                .task_run_template
+                .as_ref()
+                .and_then(|t| t.service_account_name.clone()),
+            workspaces,
+            timeouts,
+            labels: TemplateMap::compile(&field.at("labels"), &spec.labels)?,
+            annotations: TemplateMap::compile(&field.at("annotations"), &spec.annotations)?,
+        }))
+    }
+
+    fn required_api(&self) -> Option<&'static ApiRef> {
+        Some(&PIPELINE_RUN)
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        vec![]
+    }
 }
 
 fn named_templates<'a>(
@@ -356,29 +371,11 @@ impl KubeTarget for Tekton {
     }
 }
 
-impl Kind for TektonTarget {
-    fn name(&self) -> &'static str {
-        "tekton"
-    }
-
-    fn compile(&self, field: &Field, _secrets: &SecretSet) -> Result<Trigger, CompileError> {
-        Ok(Trigger::kube(compile(field, self)?))
-    }
-
-    fn required_api(&self) -> Option<&'static ApiRef> {
-        Some(&PIPELINE_RUN)
-    }
-
-    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        vec![]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::conditions::Reason;
-    use crate::targets::test_support::{identity, scope};
+    use crate::targets::test_support::{compile_kube, identity, scope};
 
     fn spec(v: Value) -> TektonTarget {
         serde_json::from_value(v).unwrap()
@@ -386,9 +383,7 @@ mod tests {
 
     #[test]
     fn pipeline_run_has_ref_params_account_workspaces_timeouts_and_identity() {
-        let t = compile(
-            &Field::new("t"),
-            &spec(json!({
+        let t = compile_kube(&spec(json!({
                 "pipelineRef": {"name": "release"},
                 "params": [
                     {"name": "app", "value": "$(data.app_name)"},
@@ -401,8 +396,7 @@ mod tests {
                 "timeouts": {"pipeline": "1h30m"},
                 "labels": {"team": "mobile"},
                 "annotations": {"example.com/why": "$(data.status)"}
-            })),
-        )
+            })))
         .unwrap();
         let scope = scope();
         let ctx = RenderContext {
@@ -436,12 +430,9 @@ mod tests {
 
     #[test]
     fn resolver_refs_are_rendered() {
-        let t = compile(
-            &Field::new("t"),
-            &spec(json!({"pipelineRef": {"resolver": "git", "params": [
+        let t = compile_kube(&spec(json!({"pipelineRef": {"resolver": "git", "params": [
                 {"name": "url", "value": "https://example.com/ci.git"},
-                {"name": "revision", "value": "release-$(data.version)"}]}})),
-        )
+                {"name": "revision", "value": "release-$(data.version)"}]}})))
         .unwrap();
         let scope = scope();
         let obj = t
@@ -505,7 +496,7 @@ mod tests {
             ),
         ];
         for (s, reason, needle) in cases {
-            let err = compile(&Field::new("t"), &spec(s.clone())).unwrap_err();
+            let err = compile_kube(&spec(s.clone())).unwrap_err();
             assert_eq!(err.reason, reason, "{s}");
             assert!(err.message.contains(needle), "{s}: {}", err.message);
         }

@@ -3,6 +3,7 @@
 
 use super::fields::Field;
 use super::kind::{Kind, Trigger};
+use super::objects::KubeTarget;
 use super::request::{HttpRequest, HttpTarget, RenderContext};
 use crate::expr::Scope;
 use crate::naming::{IdentityInput, ObjectIdentity};
@@ -53,5 +54,13 @@ pub fn compile_http(
     match kind.compile(&Field::new("t"), secrets)? {
         Trigger::Http(target) => Ok(target),
         Trigger::Kube(_) => panic!("{} is not an HTTP kind", kind.name()),
+    }
+}
+
+/// Compiles an in-cluster kind's spec at field `t` into its object builder.
+pub fn compile_kube(kind: &dyn Kind) -> Result<Box<dyn KubeTarget>, CompileError> {
+    match kind.compile(&Field::new("t"), &SecretSet::new("ns"))? {
+        Trigger::Kube(target) => Ok(target),
+        Trigger::Http(_) => panic!("{} is not an in-cluster kind", kind.name()),
     }
 }

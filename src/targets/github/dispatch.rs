@@ -88,156 +88,166 @@ pub struct GithubDispatch {
     dispatch: Dispatch,
 }
 
-pub fn compile(
-    field: &Field,
-    spec: &GithubDispatchTarget,
-    secrets: &SecretSet,
-) -> Result<GithubDispatch, CompileError> {
-    let (owner, repo) = split_repository(&spec.repository).ok_or_else(|| {
-        CompileError::invalid(
-            field.at("repository"),
-            format!("{:?} is not of the form owner/name", spec.repository),
-        )
-    })?;
-    let base = super::super::fields::parse_http_url(
-        &field.at("apiURL"),
-        spec.api_url.as_deref().unwrap_or(DEFAULT_API_URL),
-    )?;
-    let base = base.as_str().trim_end_matches('/').to_string();
-    let template = |name: &str, source: &str| {
-        Template::compile(source).map_err(|e| CompileError::template(field.at(name), e))
-    };
+impl Kind for GithubDispatchTarget {
+    fn name(&self) -> &'static str {
+        "githubDispatch"
+    }
 
-    let (path, dispatch) = match (&spec.event_type, &spec.workflow) {
-        (Some(event_type), None) => {
-            if !spec.inputs.is_empty() || spec.git_ref.is_some() {
-                return Err(CompileError::invalid(
-                    field,
-                    "ref and inputs belong to workflow dispatches; use clientPayload",
-                ));
-            }
-            if event_type.trim().is_empty() || event_type.len() > MAX_EVENT_TYPE_LEN {
-                return Err(CompileError::invalid(
-                    field.at("eventType"),
-                    format!("must be 1 to {MAX_EVENT_TYPE_LEN} characters"),
-                ));
-            }
-            let client_payload = match &spec.client_payload {
-                None => None,
-                Some(Value::Object(map)) if map.len() > MAX_CLIENT_PAYLOAD_KEYS => {
+    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
+        let spec = self;
+        let (owner, repo) = split_repository(&spec.repository).ok_or_else(|| {
+            CompileError::invalid(
+                field.at("repository"),
+                format!("{:?} is not of the form owner/name", spec.repository),
+            )
+        })?;
+        let base = super::super::fields::parse_http_url(
+            &field.at("apiURL"),
+            spec.api_url.as_deref().unwrap_or(DEFAULT_API_URL),
+        )?;
+        let base = base.as_str().trim_end_matches('/').to_string();
+        let template = |name: &str, source: &str| {
+            Template::compile(source).map_err(|e| CompileError::template(field.at(name), e))
+        };
+
+        let (path, dispatch) = match (&spec.event_type, &spec.workflow) {
+            (Some(event_type), None) => {
+                if !spec.inputs.is_empty() || spec.git_ref.is_some() {
                     return Err(CompileError::invalid(
-                        field.at("clientPayload"),
+                        field,
+                        "ref and inputs belong to workflow dispatches; use clientPayload",
+                    ));
+                }
+                if event_type.trim().is_empty() || event_type.len() > MAX_EVENT_TYPE_LEN {
+                    return Err(CompileError::invalid(
+                        field.at("eventType"),
+                        format!("must be 1 to {MAX_EVENT_TYPE_LEN} characters"),
+                    ));
+                }
+                let client_payload = match &spec.client_payload {
+                    None => None,
+                    Some(Value::Object(map)) if map.len() > MAX_CLIENT_PAYLOAD_KEYS => {
+                        return Err(CompileError::invalid(
+                            field.at("clientPayload"),
+                            format!(
+                                "has {} top-level properties; GitHub accepts at most {MAX_CLIENT_PAYLOAD_KEYS} (nest the rest in an object)",
+                                map.len()
+                            ),
+                        ));
+                    }
+                    Some(v @ Value::Object(_)) => Some(
+                        JsonTemplate::compile(v)
+                            .map_err(|e| CompileError::template(field.at("clientPayload"), e))?,
+                    ),
+                    Some(_) => {
+                        return Err(CompileError::invalid(
+                            field.at("clientPayload"),
+                            "must be an object",
+                        ));
+                    }
+                };
+                let dispatch = Dispatch::Repository {
+                    event_type: template("eventType", event_type)?,
+                    client_payload,
+                };
+                (format!("repos/{owner}/{repo}/dispatches"), dispatch)
+            }
+            (None, Some(workflow)) => {
+                if spec.client_payload.is_some() {
+                    return Err(CompileError::invalid(
+                        field,
+                        "clientPayload belongs to repository dispatches; use inputs",
+                    ));
+                }
+                let valid = !workflow.is_empty()
+                    && workflow
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                if !valid {
+                    return Err(CompileError::invalid(
+                        field.at("workflow"),
+                        "must be a workflow file name like release.yml, or its id",
+                    ));
+                }
+                let git_ref = spec
+                    .git_ref
+                    .as_deref()
+                    .filter(|r| !r.trim().is_empty())
+                    .ok_or_else(|| {
+                        CompileError::invalid(
+                            field.at("ref"),
+                            "a workflow dispatch needs the branch or tag to run on",
+                        )
+                    })?;
+                if spec.inputs.len() > MAX_WORKFLOW_INPUTS {
+                    return Err(CompileError::invalid(
+                        field.at("inputs"),
                         format!(
-                            "has {} top-level properties; GitHub accepts at most {MAX_CLIENT_PAYLOAD_KEYS} (nest the rest in an object)",
-                            map.len()
+                            "has {} inputs; GitHub accepts at most {MAX_WORKFLOW_INPUTS}",
+                            spec.inputs.len()
                         ),
                     ));
                 }
-                Some(v @ Value::Object(_)) => Some(
-                    JsonTemplate::compile(v)
-                        .map_err(|e| CompileError::template(field.at("clientPayload"), e))?,
-                ),
-                Some(_) => {
-                    return Err(CompileError::invalid(
-                        field.at("clientPayload"),
-                        "must be an object",
-                    ));
-                }
-            };
-            let dispatch = Dispatch::Repository {
-                event_type: template("eventType", event_type)?,
-                client_payload,
-            };
-            (format!("repos/{owner}/{repo}/dispatches"), dispatch)
-        }
-        (None, Some(workflow)) => {
-            if spec.client_payload.is_some() {
+                let inputs = spec
+                    .inputs
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), template(&format!("inputs.{k}"), v)?)))
+                    .collect::<Result<_, CompileError>>()?;
+                let dispatch = Dispatch::Workflow {
+                    git_ref: template("ref", git_ref)?,
+                    inputs,
+                };
+                (
+                    format!("repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches"),
+                    dispatch,
+                )
+            }
+            _ => {
                 return Err(CompileError::invalid(
                     field,
-                    "clientPayload belongs to repository dispatches; use inputs",
+                    "set exactly one of eventType (repository_dispatch) and workflow (workflow_dispatch)",
                 ));
             }
-            let valid = !workflow.is_empty()
-                && workflow
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if !valid {
+        };
+        let url = Url::parse(&format!("{base}/{path}"))
+            .map_err(|e| CompileError::invalid(field.at("repository"), e))?;
+        let auth = match (&spec.token_secret_ref, &spec.app) {
+            (Some(sel), None) => {
+                let token = secrets.text(sel, "token")?;
+                if token.is_empty() {
+                    return Err(CompileError::invalid(
+                        field.at("tokenSecretRef"),
+                        "token is empty",
+                    ));
+                }
+                Auth::Token(SecretValue::new(token))
+            }
+            (None, Some(app)) => Auth::App(Arc::new(GithubApp::compile(
+                &field.at("app"),
+                app,
+                &base,
+                secrets,
+            )?)),
+            _ => {
                 return Err(CompileError::invalid(
-                    field.at("workflow"),
-                    "must be a workflow file name like release.yml, or its id",
+                    field,
+                    "set exactly one of tokenSecretRef and app",
                 ));
             }
-            let git_ref = spec
-                .git_ref
-                .as_deref()
-                .filter(|r| !r.trim().is_empty())
-                .ok_or_else(|| {
-                    CompileError::invalid(
-                        field.at("ref"),
-                        "a workflow dispatch needs the branch or tag to run on",
-                    )
-                })?;
-            if spec.inputs.len() > MAX_WORKFLOW_INPUTS {
-                return Err(CompileError::invalid(
-                    field.at("inputs"),
-                    format!(
-                        "has {} inputs; GitHub accepts at most {MAX_WORKFLOW_INPUTS}",
-                        spec.inputs.len()
-                    ),
-                ));
-            }
-            let inputs = spec
-                .inputs
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), template(&format!("inputs.{k}"), v)?)))
-                .collect::<Result<_, CompileError>>()?;
-            let dispatch = Dispatch::Workflow {
-                git_ref: template("ref", git_ref)?,
-                inputs,
-            };
-            (
-                format!("repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches"),
-                dispatch,
-            )
-        }
-        _ => {
-            return Err(CompileError::invalid(
-                field,
-                "set exactly one of eventType (repository_dispatch) and workflow (workflow_dispatch)",
-            ));
-        }
-    };
-    let url = Url::parse(&format!("{base}/{path}"))
-        .map_err(|e| CompileError::invalid(field.at("repository"), e))?;
-    let auth = match (&spec.token_secret_ref, &spec.app) {
-        (Some(sel), None) => {
-            let token = secrets.text(sel, "token")?;
-            if token.is_empty() {
-                return Err(CompileError::invalid(
-                    field.at("tokenSecretRef"),
-                    "token is empty",
-                ));
-            }
-            Auth::Token(SecretValue::new(token))
-        }
-        (None, Some(app)) => Auth::App(Arc::new(GithubApp::compile(
-            &field.at("app"),
-            app,
-            &base,
-            secrets,
-        )?)),
-        _ => {
-            return Err(CompileError::invalid(
-                field,
-                "set exactly one of tokenSecretRef and app",
-            ));
-        }
-    };
-    Ok(GithubDispatch {
-        url,
-        auth,
-        dispatch,
-    })
+        };
+        Ok(Trigger::http(GithubDispatch {
+            url,
+            auth,
+            dispatch,
+        }))
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        self.token_secret_ref
+            .iter()
+            .chain(self.app.iter().map(|a| &a.private_key_secret_ref))
+            .collect()
+    }
 }
 
 fn split_repository(repository: &str) -> Option<(&str, &str)> {
@@ -289,28 +299,11 @@ impl HttpTarget for GithubDispatch {
     }
 }
 
-impl Kind for GithubDispatchTarget {
-    fn name(&self) -> &'static str {
-        "githubDispatch"
-    }
-
-    fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
-        Ok(Trigger::http(compile(field, self, secrets)?))
-    }
-
-    fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        self.token_secret_ref
-            .iter()
-            .chain(self.app.iter().map(|a| &a.private_key_secret_ref))
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::conditions::Reason;
-    use crate::targets::test_support::scope;
+    use crate::targets::test_support::{compile_http, scope};
 
     fn spec(v: Value) -> GithubDispatchTarget {
         let mut base = json!({"repository": "acme/ios-app", "tokenSecretRef": {"name": "github-token", "key": "token"},
@@ -325,7 +318,7 @@ mod tests {
         SecretSet::new("mobile-ci").with("github-token", &[("token", "ghp_test")])
     }
 
-    fn build(t: &GithubDispatch) -> HttpRequest {
+    fn build(t: &dyn HttpTarget) -> HttpRequest {
         let scope = scope();
         t.build_request(&RenderContext {
             scope: &scope,
@@ -336,12 +329,8 @@ mod tests {
 
     #[test]
     fn repository_dispatch_request_is_exactly_what_github_documents() {
-        let t = compile(
-            &Field::new("t"),
-            &spec(json!({"eventType": "submit-for-review",
-                         "clientPayload": {"app_name": "$(data.app_name)", "build_version": "$(data.build_version)"}})),
-            &secrets(),
-        )
+        let t = compile_http(&spec(json!({"eventType": "submit-for-review",
+                         "clientPayload": {"app_name": "$(data.app_name)", "build_version": "$(data.build_version)"}})), &secrets())
         .unwrap();
         let req = build(&t);
         assert_eq!(req.method, reqwest::Method::POST);
@@ -369,8 +358,7 @@ mod tests {
 
     #[test]
     fn workflow_dispatch_sends_ref_and_string_inputs() {
-        let t = compile(
-            &Field::new("t"),
+        let t = compile_http(
             &spec(
                 json!({"workflow": "release.yml", "ref": "release/$(data.version)",
                          "inputs": {"build": "$(data.build_version)", "app": "$(data.app_name)"}}),
@@ -425,13 +413,12 @@ mod tests {
             ),
         ];
         for (s, needle) in cases {
-            let err = compile(&Field::new("t"), &spec(s.clone()), &secrets()).unwrap_err();
+            let err = compile_http(&spec(s.clone()), &secrets()).unwrap_err();
             assert_eq!(err.reason, Reason::InvalidTarget, "{s}");
             assert!(err.message.contains(needle), "{s}: {}", err.message);
         }
         for bad in ["acme", "acme/", "/x", "a/b/c", "acme/ios app"] {
-            let err = compile(
-                &Field::new("t"),
+            let err = compile_http(
                 &spec(json!({"eventType": "x", "repository": bad})),
                 &secrets(),
             )
@@ -443,8 +430,7 @@ mod tests {
     #[test]
     fn missing_token_key_is_reported_without_its_value() {
         let secrets = SecretSet::new("mobile-ci").with("github-token", &[("other", "ghp_test")]);
-        let err =
-            compile(&Field::new("t"), &spec(json!({"eventType": "x"})), &secrets).unwrap_err();
+        let err = compile_http(&spec(json!({"eventType": "x"})), &secrets).unwrap_err();
         assert_eq!(err.reason, Reason::SecretKeyMissing);
         assert_eq!(
             err.message,
@@ -454,8 +440,7 @@ mod tests {
 
     #[test]
     fn bad_interpolation_is_an_invalid_template() {
-        let err = compile(
-            &Field::new("t"),
+        let err = compile_http(
             &spec(json!({"eventType": "x", "clientPayload": {"a": "$(data.app_name"}})),
             &secrets(),
         )
