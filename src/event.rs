@@ -120,14 +120,8 @@ pub fn normalize_status(label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::sample;
 
-    fn sample(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/samples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
 
     #[test]
     fn build_event_parses_with_borrowed_fields() {

@@ -25,6 +25,8 @@ pub mod secrets;
 pub mod server;
 pub mod signature;
 pub mod targets;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod token_bucket;
 
 /// Installs the process-wide rustls crypto provider. kube and reqwest both use rustls with

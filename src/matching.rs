@@ -125,14 +125,8 @@ impl<'e, 'b> EventView<'e, 'b> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::sample;
 
-    fn sample(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/samples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
 
     fn matcher(v: serde_json::Value) -> Matcher {
         Matcher::compile("rules[0].match", &serde_json::from_value(v).unwrap()).unwrap()

@@ -167,6 +167,7 @@ pub fn report(route: &StatusedRoute, secrets: &SecretSet, body: &[u8]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::sample;
 
     fn manifests(file: &str) -> Manifests {
         let mut m = Manifests::default();
@@ -178,13 +179,6 @@ mod tests {
         m
     }
 
-    fn sample(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/samples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
 
     #[test]
     fn shows_the_exact_request_with_secrets_redacted() {

@@ -197,11 +197,7 @@ mod tests {
     #[test]
     fn the_issue_example_compiles_and_matches_samples() {
         let compiled = compile_route(&issue_example(), &all_secrets(), &BTreeSet::new()).unwrap();
-        let body = std::fs::read(format!(
-            "{}/tests/fixtures/samples/build-valid.json",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
+        let body = crate::test_support::sample("build-valid.json");
         let (matched, failures) = compiled.match_event(&Envelope::parse(&body).unwrap());
         assert!(failures.is_empty());
         assert_eq!(matched.len(), 1);
@@ -209,11 +205,7 @@ mod tests {
             (matched[0].rule.as_str(), matched[0].kind.as_str()),
             ("submit-valid-build", "githubDispatch")
         );
-        let body = std::fs::read(format!(
-            "{}/tests/fixtures/samples/app-ready-for-distribution.json",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
+        let body = crate::test_support::sample("app-ready-for-distribution.json");
         let (matched, _) = compiled.match_event(&Envelope::parse(&body).unwrap());
         assert_eq!(matched[0].rule, "announce-release");
     }

@@ -12,11 +12,7 @@ use crate::secrets::SecretSet;
 
 /// The `build-valid` sample as targets see it.
 pub fn scope() -> Scope {
-    let body = std::fs::read(format!(
-        "{}/tests/fixtures/samples/build-valid.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let body = crate::test_support::sample("build-valid.json");
     let env = crate::event::Envelope::parse(&body).unwrap();
     Scope::new(&env.to_value(), "mobile-ci", "releases")
 }
