@@ -122,7 +122,6 @@ mod tests {
     use super::*;
     use crate::test_support::sample;
 
-
     #[test]
     fn build_event_parses_with_borrowed_fields() {
         let body = sample("build-valid.json");

@@ -9,8 +9,8 @@ use std::fmt;
 use cel::{Context, Program, Value};
 use serde_json::Value as Json;
 
-/// The variables an expression may use.
-pub const VARIABLES: &[&str] = &[
+/// The CloudEvent attributes an expression sees as variables of their own.
+const ATTRIBUTES: [&str; 7] = [
     "id",
     "type",
     "source",
@@ -18,9 +18,20 @@ pub const VARIABLES: &[&str] = &[
     "subject",
     "specversion",
     "data",
-    "route",
-    "event",
 ];
+
+/// The variables an expression may use.
+pub const VARIABLES: [&str; 9] = {
+    let mut all = [""; 9];
+    let mut i = 0;
+    while i < ATTRIBUTES.len() {
+        all[i] = ATTRIBUTES[i];
+        i += 1;
+    }
+    all[7] = "route";
+    all[8] = "event";
+    all
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExprError {
@@ -231,15 +242,7 @@ impl Scope {
     pub fn new(event: &Json, route_namespace: &str, route_name: &str) -> Self {
         let mut context = Context::with_env(STDLIB.clone());
         let attr = |name: &str| event.get(name).cloned().unwrap_or(Json::Null);
-        for name in [
-            "id",
-            "type",
-            "source",
-            "time",
-            "subject",
-            "specversion",
-            "data",
-        ] {
+        for name in ATTRIBUTES {
             context.add_variable_from_value(name, json_to_cel(&attr(name)));
         }
         context.add_variable_from_value("event", json_to_cel(event));

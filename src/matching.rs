@@ -127,7 +127,6 @@ mod tests {
     use super::*;
     use crate::test_support::sample;
 
-
     fn matcher(v: serde_json::Value) -> Matcher {
         Matcher::compile("rules[0].match", &serde_json::from_value(v).unwrap()).unwrap()
     }

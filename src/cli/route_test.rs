@@ -179,7 +179,6 @@ mod tests {
         m
     }
 
-
     #[test]
     fn shows_the_exact_request_with_secrets_redacted() {
         let m = manifests("demo-route.yaml");

@@ -59,6 +59,15 @@ pub fn to_prune(
 mod tests {
     use super::*;
 
+    /// Keep `succeeded` and `failed` deliveries, none older than `max_age_secs`.
+    fn keep(succeeded: usize, failed: usize, max_age_secs: u64) -> HistoryLimits {
+        HistoryLimits {
+            succeeded,
+            failed,
+            max_age: Duration::from_secs(max_age_secs),
+        }
+    }
+
     fn at(secs: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap()
     }
@@ -75,11 +84,7 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_per_phase_and_drops_the_rest() {
-        let limits = HistoryLimits {
-            succeeded: 2,
-            failed: 1,
-            max_age: Duration::from_secs(3600),
-        };
+        let limits = keep(2, 1, 3600);
         let items = vec![
             d("s1", DeliveryPhase::Succeeded, 1),
             d("s3", DeliveryPhase::Succeeded, 3),
@@ -94,11 +99,7 @@ mod tests {
 
     #[test]
     fn the_last_written_of_a_second_is_the_newest() {
-        let limits = HistoryLimits {
-            succeeded: 1,
-            failed: 1,
-            max_age: Duration::from_secs(3600),
-        };
+        let limits = keep(1, 1, 3600);
         let mut first = d("z-first", DeliveryPhase::Succeeded, 5);
         first.revision = 10;
         let mut last = d("a-last", DeliveryPhase::Succeeded, 5);
@@ -111,11 +112,7 @@ mod tests {
 
     #[test]
     fn ties_are_broken_by_name_so_every_round_agrees() {
-        let limits = HistoryLimits {
-            succeeded: 1,
-            failed: 1,
-            max_age: Duration::from_secs(3600),
-        };
+        let limits = keep(1, 1, 3600);
         let items = vec![
             d("a", DeliveryPhase::Succeeded, 5),
             d("b", DeliveryPhase::Succeeded, 5),
@@ -128,11 +125,7 @@ mod tests {
 
     #[test]
     fn records_inside_the_dedup_window_outlive_the_history_limits() {
-        let limits = HistoryLimits {
-            succeeded: 1,
-            failed: 1,
-            max_age: Duration::from_secs(3600),
-        };
+        let limits = keep(1, 1, 3600);
         let items = vec![
             d("old", DeliveryPhase::Succeeded, 0),
             d("mid", DeliveryPhase::Succeeded, 50),
@@ -150,11 +143,7 @@ mod tests {
 
     #[test]
     fn drops_what_is_older_than_max_age() {
-        let limits = HistoryLimits {
-            succeeded: 10,
-            failed: 10,
-            max_age: Duration::from_secs(60),
-        };
+        let limits = keep(10, 10, 60);
         let pruned = to_prune(
             vec![
                 d("old", DeliveryPhase::Succeeded, 0),

@@ -1,15 +1,13 @@
 //! `argoWorkflow`: creates an `argoproj.io/v1alpha1` Workflow from a WorkflowTemplate or
 //! ClusterWorkflowTemplate in the route's namespace.
 
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::fields::Field;
 use super::kind::{Kind, Trigger};
-use super::objects::{ApiRef, KubeTarget, TemplateMap};
+use super::objects::{ApiRef, CompiledMetadata, ExtraMetadata, KubeTarget};
 use super::request::{RenderContext, RenderError};
 use crate::expr::Template;
 use crate::naming::ObjectIdentity;
@@ -31,12 +29,8 @@ pub struct ArgoWorkflowTarget {
     pub workflow_template_ref: WorkflowTemplateRef,
     pub arguments: Option<Arguments>,
     pub service_account_name: Option<String>,
-    /// Extra labels on the Workflow; values are templated.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// Extra annotations on the Workflow; values are templated.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub metadata: ExtraMetadata,
 }
 
 #[serde_with::skip_serializing_none]
@@ -67,8 +61,7 @@ pub struct ArgoWorkflow {
     cluster_scope: bool,
     parameters: Vec<(String, Template)>,
     service_account_name: Option<String>,
-    labels: TemplateMap,
-    annotations: TemplateMap,
+    metadata: CompiledMetadata,
 }
 
 impl Kind for ArgoWorkflowTarget {
@@ -108,8 +101,7 @@ impl Kind for ArgoWorkflowTarget {
             cluster_scope: spec.workflow_template_ref.cluster_scope.unwrap_or(false),
             parameters,
             service_account_name: spec.service_account_name.clone(),
-            labels: TemplateMap::compile(&field.at("labels"), &spec.labels)?,
-            annotations: TemplateMap::compile(&field.at("annotations"), &spec.annotations)?,
+            metadata: spec.metadata.compile(field)?,
         }))
     }
 
@@ -151,7 +143,7 @@ impl KubeTarget for ArgoWorkflow {
         Ok(json!({
             "apiVersion": WORKFLOW.api_version(),
             "kind": WORKFLOW.kind,
-            "metadata": super::objects::metadata(ctx, id, &self.labels, &self.annotations)?,
+            "metadata": self.metadata.render(ctx, id)?,
             "spec": spec,
         }))
     }

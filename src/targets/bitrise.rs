@@ -10,13 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::fields::{
-    Field, base_url, compile_opt, compile_templates, credential, credential_text, join_url,
-    render_templates, required,
+    Field, base_url, compile_opt, compile_templates, credential_text, join_url, render_templates,
+    required, token,
 };
 use super::kind::{Kind, Trigger};
-use super::request::{
-    HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
-};
+use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
 use crate::expr::Template;
 use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
@@ -107,12 +105,7 @@ impl Kind for BitriseTarget {
                 &base,
                 &format!("/v0.1/apps/{slug}/builds"),
             )?,
-            token: credential(
-                &field.at("tokenSecretRef"),
-                &spec.token_secret_ref,
-                "token",
-                secrets,
-            )?,
+            token: token(field, &spec.token_secret_ref, secrets)?,
             fields,
             environments: compile_templates(&field.at("environments"), &spec.environments)?,
         }))
@@ -139,9 +132,7 @@ impl HttpTarget for Bitrise {
         }
         let body = json!({"hook_info": {"type": "bitrise"}, "build_params": params, "triggered_by": "statused-operator"});
         let token = credential_text(&self.token);
-        let mut headers = base_headers(ctx)?;
-        headers.insert(AUTHORIZATION, sensitive(token)?);
-        Ok(HttpRequest::post_json(self.url.clone(), headers, &body).secret(token))
+        token_post(ctx, &self.url, AUTHORIZATION, token, &body)
     }
 }
 

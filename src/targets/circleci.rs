@@ -10,11 +10,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::fields::{Field, base_url, credential, credential_text, join_url, required};
+use super::fields::{Field, base_url, credential_text, join_url, required, token};
 use super::kind::{Kind, Trigger};
-use super::request::{
-    HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
-};
+use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
 use crate::expr::{JsonTemplate, Template};
 use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
@@ -118,12 +116,7 @@ impl Kind for CircleciTarget {
         };
         Ok(Trigger::http(Circleci {
             url: join_url(&field.at("projectSlug"), &base, &path)?,
-            token: credential(
-                &field.at("tokenSecretRef"),
-                &spec.token_secret_ref,
-                "token",
-                secrets,
-            )?,
+            token: token(field, &spec.token_secret_ref, secrets)?,
             definition_id: spec.definition_id.clone(),
             revision,
             parameters,
@@ -149,9 +142,13 @@ impl HttpTarget for Circleci {
             body["parameters"] = p.render(ctx.scope)?;
         }
         let token = credential_text(&self.token);
-        let mut headers = base_headers(ctx)?;
-        headers.insert(HeaderName::from_static("circle-token"), sensitive(token)?);
-        Ok(HttpRequest::post_json(self.url.clone(), headers, &body).secret(token))
+        token_post(
+            ctx,
+            &self.url,
+            HeaderName::from_static("circle-token"),
+            token,
+            &body,
+        )
     }
 }
 

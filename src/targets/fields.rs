@@ -185,6 +185,15 @@ pub fn credential(
     Ok(SecretValue::new(value))
 }
 
+/// The token a kind reads from `tokenSecretRef` (key defaults to `token`).
+pub fn token(
+    field: &Field,
+    sel: &SecretKeySelector,
+    secrets: &SecretSet,
+) -> Result<SecretValue, CompileError> {
+    credential(&field.at("tokenSecretRef"), sel, "token", secrets)
+}
+
 /// A credential's text (Secrets are checked to be UTF-8 when read).
 pub fn credential_text(value: &SecretValue) -> &str {
     std::str::from_utf8(value.as_bytes()).unwrap_or_default()

@@ -11,8 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::fields::{
-    Field, base_url, compile_templates, credential, credential_text, join_url, render_templates,
-    required,
+    Field, base_url, compile_templates, credential_text, join_url, render_templates, required,
+    token,
 };
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
@@ -86,12 +86,7 @@ impl Kind for GitlabPipelineTarget {
             .map_err(|e| CompileError::template(field.at("ref"), e))?;
         Ok(Trigger::http(GitlabPipeline {
             url,
-            token: credential(
-                &field.at("tokenSecretRef"),
-                &spec.token_secret_ref,
-                "token",
-                secrets,
-            )?,
+            token: token(field, &spec.token_secret_ref, secrets)?,
             git_ref,
             variables: compile_templates(&field.at("variables"), &spec.variables)?,
         }))

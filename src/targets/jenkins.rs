@@ -8,11 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::fields::EventBody;
-use super::fields::{Field, credential, credential_text, join_url, parse_http_url};
+use super::fields::{Field, credential_text, join_url, parse_http_url, token};
 use super::kind::{Kind, Trigger};
-use super::request::{
-    HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
-};
+use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
 use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
@@ -55,12 +53,7 @@ impl Kind for JenkinsTarget {
                 &base,
                 "/generic-webhook-trigger/invoke",
             )?,
-            token: credential(
-                &field.at("tokenSecretRef"),
-                &spec.token_secret_ref,
-                "token",
-                secrets,
-            )?,
+            token: token(field, &spec.token_secret_ref, secrets)?,
             body,
         }))
     }
@@ -74,9 +67,13 @@ impl HttpTarget for Jenkins {
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         let body = self.body.render(ctx.scope)?;
         let token = credential_text(&self.token);
-        let mut headers = base_headers(ctx)?;
-        headers.insert(HeaderName::from_static("token"), sensitive(token)?);
-        Ok(HttpRequest::post_json(self.url.clone(), headers, &body).secret(token))
+        token_post(
+            ctx,
+            &self.url,
+            HeaderName::from_static("token"),
+            token,
+            &body,
+        )
     }
 }
 

@@ -4,6 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::fields::Field;
 use super::request::{RenderContext, RenderError};
 use crate::expr::Template;
 use crate::naming::ObjectIdentity;
@@ -77,6 +81,45 @@ impl TemplateMap {
             out.insert(k.clone(), t.render(ctx.scope)?.into());
         }
         Ok(())
+    }
+}
+
+/// Labels and annotations a user adds to the object an in-cluster kind creates.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+pub struct ExtraMetadata {
+    /// Extra labels on the created Workflow or PipelineRun; values are templated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on the created Workflow or PipelineRun; values are templated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ExtraMetadata {
+    /// Checks the keys and compiles the templated values; `field` is the kind's path.
+    pub fn compile(&self, field: &Field) -> Result<CompiledMetadata, CompileError> {
+        Ok(CompiledMetadata {
+            labels: TemplateMap::compile(&field.at("labels"), &self.labels)?,
+            annotations: TemplateMap::compile(&field.at("annotations"), &self.annotations)?,
+        })
+    }
+}
+
+/// [`ExtraMetadata`], compiled.
+#[derive(Debug)]
+pub struct CompiledMetadata {
+    labels: TemplateMap,
+    annotations: TemplateMap,
+}
+
+impl CompiledMetadata {
+    /// The object's `metadata` for one event (see [`metadata`]).
+    pub fn render(
+        &self,
+        ctx: &RenderContext<'_>,
+        id: &ObjectIdentity,
+    ) -> Result<serde_json::Value, RenderError> {
+        metadata(ctx, id, &self.labels, &self.annotations)
     }
 }
 

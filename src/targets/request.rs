@@ -192,6 +192,20 @@ pub fn sensitive(value: &str) -> Result<HeaderValue, RenderError> {
     Ok(v)
 }
 
+/// A JSON POST that carries `token` in header `name`: the header is marked sensitive and
+/// the token is redacted from anything recorded about the answer.
+pub fn token_post(
+    ctx: &RenderContext<'_>,
+    url: &Url,
+    name: HeaderName,
+    token: &str,
+    body: &serde_json::Value,
+) -> Result<HttpRequest, RenderError> {
+    let mut headers = base_headers(ctx)?;
+    headers.insert(name, sensitive(token)?);
+    Ok(HttpRequest::post_json(url.clone(), headers, body).secret(token))
+}
+
 /// Headers every HTTP target sends.
 pub fn base_headers(ctx: &RenderContext<'_>) -> Result<HeaderMap, RenderError> {
     let mut headers = HeaderMap::new();

@@ -1,14 +1,12 @@
 //! `tekton`: creates a `tekton.dev/v1` PipelineRun in the route's namespace.
 
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::fields::{Field, check_duration};
 use super::kind::{Kind, Trigger};
-use super::objects::{ApiRef, KubeTarget, TemplateMap};
+use super::objects::{ApiRef, CompiledMetadata, ExtraMetadata, KubeTarget};
 use super::request::{RenderContext, RenderError};
 use crate::expr::Template;
 use crate::naming::ObjectIdentity;
@@ -38,12 +36,8 @@ pub struct TektonTarget {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workspaces: Vec<WorkspaceBinding>,
     pub timeouts: Option<Timeouts>,
-    /// Extra labels on the PipelineRun; values are templated.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// Extra annotations on the PipelineRun; values are templated.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub metadata: ExtraMetadata,
 }
 
 #[serde_with::skip_serializing_none]
@@ -153,8 +147,7 @@ pub struct Tekton {
     service_account_name: Option<String>,
     workspaces: Vec<Value>,
     timeouts: Option<Value>,
-    labels: TemplateMap,
-    annotations: TemplateMap,
+    metadata: CompiledMetadata,
 }
 
 fn template(field: &str, source: &str) -> Result<Template, CompileError> {
@@ -291,8 +284,7 @@ impl Kind for TektonTarget {
                 .and_then(|t| t.service_account_name.clone()),
             workspaces,
             timeouts,
-            labels: TemplateMap::compile(&field.at("labels"), &spec.labels)?,
-            annotations: TemplateMap::compile(&field.at("annotations"), &spec.annotations)?,
+            metadata: spec.metadata.compile(field)?,
         }))
     }
 
@@ -365,7 +357,7 @@ impl KubeTarget for Tekton {
         Ok(json!({
             "apiVersion": PIPELINE_RUN.api_version(),
             "kind": PIPELINE_RUN.kind,
-            "metadata": super::objects::metadata(ctx, id, &self.labels, &self.annotations)?,
+            "metadata": self.metadata.render(ctx, id)?,
             "spec": spec,
         }))
     }

@@ -230,6 +230,16 @@ mod tests {
     use crate::expr::Scope;
     use serde_json::json;
 
+    /// The request `t` builds for this module's event (`ev-9`).
+    fn build(t: &dyn HttpTarget) -> HttpRequest {
+        let scope = scope();
+        t.build_request(&RenderContext {
+            scope: &scope,
+            event_id: "ev-9",
+        })
+        .unwrap()
+    }
+
     fn scope() -> Scope {
         let event = json!({"specversion": "1.0", "id": "ev-9", "type": "com.statused.app.status.updated",
             "source": "statused", "data": {"app_name": "Markdown Email", "version": "1.2.3"}});
@@ -259,13 +269,7 @@ mod tests {
             &secrets(),
         )
         .unwrap();
-        let scope = scope();
-        let req = t
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "ev-9",
-            })
-            .unwrap();
+        let req = build(&t);
         assert_eq!(req.method, Method::POST);
         assert_eq!(req.url.as_str(), "https://chat.example.test/hooks/T0K3N");
         assert_eq!(req.headers["authorization"], "Bearer s3cr3t");
@@ -288,13 +292,7 @@ mod tests {
             &secrets(),
         )
         .unwrap();
-        let scope = scope();
-        let req = t
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "ev-9",
-            })
-            .unwrap();
+        let req = build(&t);
         assert_eq!(req.method, Method::PUT);
         let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(body["id"], "ev-9");
