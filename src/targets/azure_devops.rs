@@ -121,24 +121,20 @@ impl HttpTarget for AzureDevOps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::{compile_http, request};
+    use crate::targets::test_support::{compile_http, sent};
     use hmac::Mac;
     use serde_json::json;
 
     #[test]
     fn incoming_webhook_url_and_sha1_signature() {
-        let spec: AzureDevOpsTarget = serde_json::from_value(json!({
-            "organization": "acme", "webhookName": "statusedEvents",
-            "body": {"resource": {"app": "$(data.app_name)", "status": "$(data.status)"}},
-            "signature": {"secretRef": {"name": "ado"}, "header": "X-Statused-Checksum"}
-        }))
-        .unwrap();
-        let t = compile_http(
-            &spec,
+        let (_t, req) = sent::<AzureDevOpsTarget>(
+            json!({
+                "organization": "acme", "webhookName": "statusedEvents",
+                "body": {"resource": {"app": "$(data.app_name)", "status": "$(data.status)"}},
+                "signature": {"secretRef": {"name": "ado"}, "header": "X-Statused-Checksum"}
+            }),
             &SecretSet::new("ns").with("ado", &[("secret", "hmac-key")]),
-        )
-        .unwrap();
-        let req = request(&t);
+        );
         assert_eq!(
             req.url.as_str(),
             "https://dev.azure.com/acme/_apis/public/distributedtask/webhooks/statusedEvents?api-version=6.0-preview"

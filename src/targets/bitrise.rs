@@ -139,23 +139,19 @@ impl HttpTarget for Bitrise {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::{compile_http, request};
+    use crate::targets::test_support::{compile_http, sent};
 
     #[test]
     fn build_request_matches_the_bitrise_api() {
-        let spec: BitriseTarget = serde_json::from_value(json!({
-            "appSlug": "a1b2c3d4e5", "branch": "main", "workflowId": "deploy-testflight",
-            "commitMessage": "Statused: $(data.app_name) build $(data.build_version) is $(data.status)",
-            "environments": {"BUILD_NUMBER": "$(data.build_version)"},
-            "tokenSecretRef": {"name": "bitrise"}
-        }))
-        .unwrap();
-        let t = compile_http(
-            &spec,
+        let (_t, req) = sent::<BitriseTarget>(
+            json!({
+                "appSlug": "a1b2c3d4e5", "branch": "main", "workflowId": "deploy-testflight",
+                "commitMessage": "Statused: $(data.app_name) build $(data.build_version) is $(data.status)",
+                "environments": {"BUILD_NUMBER": "$(data.build_version)"},
+                "tokenSecretRef": {"name": "bitrise"}
+            }),
             &SecretSet::new("ns").with("bitrise", &[("token", "bt-secret")]),
-        )
-        .unwrap();
-        let req = request(&t);
+        );
         assert_eq!(
             req.url.as_str(),
             "https://api.bitrise.io/v0.1/apps/a1b2c3d4e5/builds"

@@ -128,23 +128,19 @@ fn percent_encoding_form() -> url::form_urlencoded::Serializer<'static, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::{compile_http, request};
+    use crate::targets::test_support::{compile_http, sent};
     use serde_json::json;
 
     #[test]
     fn trigger_is_a_form_post_with_token_ref_and_variables() {
-        let spec: GitlabPipelineTarget = serde_json::from_value(json!({
-            "project": "mobile/ios-app", "ref": "main",
-            "variables": {"APP": "$(data.app_name)", "STATUS": "$(data.status)"},
-            "tokenSecretRef": {"name": "gl"}, "baseURL": "https://gitlab.example.com/"
-        }))
-        .unwrap();
-        let t = compile_http(
-            &spec,
+        let (t, req) = sent::<GitlabPipelineTarget>(
+            json!({
+                "project": "mobile/ios-app", "ref": "main",
+                "variables": {"APP": "$(data.app_name)", "STATUS": "$(data.status)"},
+                "tokenSecretRef": {"name": "gl"}, "baseURL": "https://gitlab.example.com/"
+            }),
             &SecretSet::new("ns").with("gl", &[("token", "glptt-123")]),
-        )
-        .unwrap();
-        let req = request(&t);
+        );
         assert_eq!(
             req.url.as_str(),
             "https://gitlab.example.com/api/v4/projects/mobile%2Fios-app/trigger/pipeline"

@@ -80,22 +80,18 @@ impl HttpTarget for Jenkins {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::{compile_http, request};
+    use crate::targets::test_support::sent;
     use serde_json::json;
 
     #[test]
     fn token_travels_in_a_header_not_the_query() {
-        let spec: JenkinsTarget = serde_json::from_value(json!({
-            "baseURL": "https://ci.example.com/jenkins/", "tokenSecretRef": {"name": "j"},
-            "body": {"app": "$(data.app_name)", "status": "$(data.status)"}
-        }))
-        .unwrap();
-        let t = compile_http(
-            &spec,
+        let (_t, req) = sent::<JenkinsTarget>(
+            json!({
+                "baseURL": "https://ci.example.com/jenkins/", "tokenSecretRef": {"name": "j"},
+                "body": {"app": "$(data.app_name)", "status": "$(data.status)"}
+            }),
             &SecretSet::new("ns").with("j", &[("token", "ios-release-token")]),
-        )
-        .unwrap();
-        let req = request(&t);
+        );
         assert_eq!(
             req.url.as_str(),
             "https://ci.example.com/jenkins/generic-webhook-trigger/invoke"

@@ -60,3 +60,15 @@ pub fn compile_kube(kind: &dyn Kind) -> Result<Box<dyn KubeTarget>, CompileError
         Trigger::Http(_) => panic!("{} is not an in-cluster kind", kind.name()),
     }
 }
+
+/// A kind's spec read from JSON and compiled with `secrets` at field `t`, and the request it
+/// builds for the `build-valid` sample (event id `ev-1`).
+pub fn sent<K: Kind + serde::de::DeserializeOwned>(
+    spec: serde_json::Value,
+    secrets: &SecretSet,
+) -> (Box<dyn HttpTarget>, HttpRequest) {
+    let spec: K = serde_json::from_value(spec).unwrap();
+    let target = compile_http(&spec, secrets).unwrap();
+    let request = request(&target);
+    (target, request)
+}
