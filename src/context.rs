@@ -36,6 +36,8 @@ pub struct Context {
     pub health: Arc<crate::health::Health>,
     /// The executor's own status writes, beyond what its cache shows.
     pub ledger: crate::controller::ledger::Ledger,
+    /// Credentials the executor obtained at send time (GitHub App installation tokens).
+    pub credentials: crate::targets::credentials::CredentialCache,
     /// How many Kubernetes Events the executor may publish.
     pub event_budget: crate::controller::event_budget::EventBudget,
     /// Set once the first list of routes has been received.

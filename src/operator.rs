@@ -119,6 +119,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         admission,
         route_activity: Default::default(),
         event_budget: Default::default(),
+        credentials: Default::default(),
         ledger: Default::default(),
         health: Default::default(),
         routes_synced: Arc::new(AtomicBool::new(false)),

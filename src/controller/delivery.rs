@@ -308,7 +308,8 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
                 Attempt::Http {
                     kind, req, target, ..
                 } => {
-                    let outcome = send(&ctx.http, req, ctx.config.request_timeout).await;
+                    let outcome =
+                        send(&ctx.http, &ctx.credentials, req, ctx.config.request_timeout).await;
                     let id = match &outcome {
                         Outcome::Succeeded { body, .. } => target.response_id(body),
                         _ => None,

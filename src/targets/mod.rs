@@ -12,6 +12,7 @@ pub mod azure_devops;
 pub mod bitrise;
 pub mod circleci;
 pub mod create;
+pub mod credentials;
 pub mod fields;
 pub mod github;
 pub mod gitlab;

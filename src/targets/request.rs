@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 
+use super::credentials::CredentialCache;
 use crate::expr::{ExprError, Scope};
 
 /// Header every HTTP target sends so that a receiver can deduplicate.
@@ -125,14 +126,16 @@ impl HttpRequest {
 pub trait DeferredAuth: Send + Sync {
     /// The `Authorization` header value and the credential inside it (to be redacted), or the
     /// outcome to record when it cannot be had.
+    /// `credentials` is the executor's cache of them.
     fn authorization<'a>(
         &'a self,
         client: &'a reqwest::Client,
+        credentials: &'a CredentialCache,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(HeaderValue, String), super::outcome::Outcome>>;
 
     /// The service rejected the credential (401): forget it so the next attempt gets a new one.
-    fn invalidate(&self);
+    fn invalidate(&self, credentials: &CredentialCache);
 }
 
 impl fmt::Debug for HttpRequest {

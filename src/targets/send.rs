@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::credentials::CredentialCache;
 pub use super::outcome::Outcome;
 use super::request::HttpRequest;
 
@@ -76,13 +77,14 @@ pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> 
 /// a token) and has the request's secrets scrubbed.
 pub async fn send(
     client: &reqwest::Client,
+    credentials: &CredentialCache,
     mut req: HttpRequest,
     default_timeout: Duration,
 ) -> Outcome {
     let timeout = req.timeout.unwrap_or(default_timeout);
     let mut headers = req.headers.clone();
     if let Some(auth) = req.auth.clone() {
-        match auth.authorization(client, timeout).await {
+        match auth.authorization(client, credentials, timeout).await {
             Ok((value, credential)) => {
                 headers.insert(reqwest::header::AUTHORIZATION, value);
                 req = req.secret(credential);
@@ -126,7 +128,7 @@ pub async fn send(
         && let Some(auth) = &req.auth
     {
         // A revoked or expired credential: drop it and try again with a fresh one.
-        auth.invalidate();
+        auth.invalidate(credentials);
         return Outcome::retry(Some(code), error, after);
     }
     match class {

@@ -12,10 +12,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use reqwest::header::HeaderValue;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
-use tokio::sync::Mutex;
 
+use super::super::credentials::CredentialCache;
 use super::super::fields::Field;
 use super::super::request::{DeferredAuth, USER_AGENT};
 use super::super::send::{Class, Outcome, classify_status, transport_error};
@@ -41,24 +39,10 @@ pub struct GithubApp {
     token_url: String,
     issuer: serde_json::Value,
     key: EncodingKey,
-    /// Identifies the installation token in [`TOKENS`]: the same App, installation and key
+    /// Identifies the installation token in the executor's credential cache: the same App,
+    /// installation and key
     /// share one token however often the route is recompiled.
     cache_key: String,
-}
-
-/// A cached installation token and when it expires.
-type Slot = Arc<Mutex<Option<(SecretValue, jiff::Timestamp)>>>;
-
-/// Installation tokens by App, installation and key, for the whole process: a route is
-/// recompiled whenever it or one of its Secrets changes, and the token outlives that. One
-/// lock per token, so one App's exchange never waits for another's.
-static TOKENS: LazyLock<std::sync::Mutex<HashMap<String, Slot>>> = LazyLock::new(Default::default);
-
-fn slot(key: &str) -> Slot {
-    let mut tokens = TOKENS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    tokens.entry(key.to_string()).or_default().clone()
 }
 
 fn text(v: &IntOrString) -> String {
@@ -128,11 +112,12 @@ impl GithubApp {
     async fn installation_token(
         &self,
         client: &reqwest::Client,
+        credentials: &CredentialCache,
         timeout: Duration,
     ) -> Result<SecretValue, Outcome> {
         // Held across the exchange so that concurrent deliveries of this App wait for one
         // token instead of each fetching their own.
-        let slot = slot(&self.cache_key);
+        let slot = credentials.slot(&self.cache_key);
         let mut cached = slot.lock().await;
         let now = jiff::Timestamp::now();
         if let Some((token, expires)) = cached.as_ref()
@@ -211,8 +196,8 @@ impl std::fmt::Debug for GithubApp {
 }
 
 impl DeferredAuth for GithubApp {
-    fn invalidate(&self) {
-        if let Ok(mut cached) = slot(&self.cache_key).try_lock() {
+    fn invalidate(&self, credentials: &CredentialCache) {
+        if let Ok(mut cached) = credentials.slot(&self.cache_key).try_lock() {
             *cached = None;
         }
     }
@@ -220,10 +205,13 @@ impl DeferredAuth for GithubApp {
     fn authorization<'a>(
         &'a self,
         client: &'a reqwest::Client,
+        credentials: &'a CredentialCache,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(HeaderValue, String), Outcome>> {
         async move {
-            let token = self.installation_token(client, timeout).await?;
+            let token = self
+                .installation_token(client, credentials, timeout)
+                .await?;
             let text = std::str::from_utf8(token.as_bytes())
                 .map_err(|_| Outcome::failed(None, "installation token is not text".into()))?;
             let mut value = HeaderValue::from_str(&format!("Bearer {text}")).map_err(|_| {
