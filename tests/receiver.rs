@@ -1,0 +1,1031 @@
+//! The webhook receiver on its own: every status code it can answer, driven through the axum
+//! router with `tower::ServiceExt::oneshot` (no socket, no API server, no kube client). The
+//! store of deliveries and the watch cache of routes are in-memory doubles; routes are
+//! compiled from `StatusedRoute`s the way the route reconciler compiles them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use serde_json::{Value, json};
+use statused_operator::api::{StatusedDelivery, StatusedRoute};
+use statused_operator::metrics::Metrics;
+use statused_operator::naming::delivery_name;
+use statused_operator::route::compile::compile_route;
+use statused_operator::route::{CompiledRoute, RouteKey};
+use statused_operator::routing::{RouteState, RoutingTable};
+use statused_operator::secrets::SecretSet;
+use statused_operator::server::admission::Admission;
+use statused_operator::server::rate_limit::RateLimiter;
+use statused_operator::server::webhook::{
+    DeliveryStore, EVALUATIONS, Limits, Receiver, RouteIndex, StoreError,
+};
+use statused_operator::server::webhook_router;
+use statused_operator::signature::{SIGNATURE_HEADER, hmac_sha256_hex};
+use tower::ServiceExt;
+
+const NS: &str = "mobile-ci";
+const SIGNING_SECRET_NAME: &str = "statused-webhook";
+const SIGNING_SECRET: &str = "statused-test-secret";
+const BUILD_UPDATED: &str = "com.statused.build.status.updated";
+const BODY_LIMIT: usize = 64 * 1024;
+const BODY_TIMEOUT: Duration = Duration::from_millis(200);
+const RECORD_TIMEOUT: Duration = Duration::from_millis(200);
+
+fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/samples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// `build-valid.json` (a Valid build of Markdown Email) under another event id.
+fn build_valid_with_id(id: &str) -> Vec<u8> {
+    let mut event: Value = serde_json::from_slice(&sample("build-valid.json")).unwrap();
+    event["id"] = id.into();
+    serde_json::to_vec(&event).unwrap()
+}
+
+fn event_id(body: &[u8]) -> String {
+    let event: Value = serde_json::from_slice(body).unwrap();
+    event["id"].as_str().unwrap().to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// The store of deliveries.
+
+/// What a store call does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Mode {
+    #[default]
+    Works,
+    /// Answers `StoreError::Unavailable` at once.
+    Fails,
+    /// Never answers.
+    Hangs,
+}
+
+/// `StatusedDelivery`s by (namespace, name), as the API server would keep them: a create of a
+/// name that is taken is `AlreadyExists`.
+#[derive(Default)]
+struct MemoryStore {
+    deliveries: Mutex<BTreeMap<(String, String), StatusedDelivery>>,
+    create_mode: Mutex<Mode>,
+    get_mode: Mutex<Mode>,
+    /// `create` calls, whatever their outcome.
+    create_calls: AtomicUsize,
+    /// `create` calls that stored a delivery.
+    creates: AtomicUsize,
+}
+
+impl MemoryStore {
+    fn set_create(&self, mode: Mode) {
+        *self.create_mode.lock().unwrap() = mode;
+    }
+
+    fn set_get(&self, mode: Mode) {
+        *self.get_mode.lock().unwrap() = mode;
+    }
+
+    /// Puts a delivery in directly, as if an earlier create had stored it.
+    fn insert(&self, delivery: StatusedDelivery) {
+        let key = (
+            delivery.metadata.namespace.clone().unwrap(),
+            delivery.metadata.name.clone().unwrap(),
+        );
+        self.deliveries.lock().unwrap().insert(key, delivery);
+    }
+
+    fn stored(&self, name: &str) -> Option<StatusedDelivery> {
+        self.deliveries
+            .lock()
+            .unwrap()
+            .get(&(NS.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    fn len(&self) -> usize {
+        self.deliveries.lock().unwrap().len()
+    }
+
+    fn creates(&self) -> usize {
+        self.creates.load(Ordering::SeqCst)
+    }
+
+    fn create_calls(&self) -> usize {
+        self.create_calls.load(Ordering::SeqCst)
+    }
+}
+
+fn unavailable() -> StoreError {
+    StoreError::Unavailable("the store is down".into())
+}
+
+impl DeliveryStore for MemoryStore {
+    fn create<'a>(
+        &'a self,
+        delivery: &'a StatusedDelivery,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.create_calls.fetch_add(1, Ordering::SeqCst);
+        let result = match *self.create_mode.lock().unwrap() {
+            Mode::Hangs => return futures::future::pending().boxed(),
+            Mode::Fails => Err(unavailable()),
+            Mode::Works => {
+                let key = (
+                    delivery.metadata.namespace.clone().unwrap_or_default(),
+                    delivery.metadata.name.clone().unwrap_or_default(),
+                );
+                match self.deliveries.lock().unwrap().entry(key) {
+                    Entry::Occupied(_) => Err(StoreError::AlreadyExists),
+                    Entry::Vacant(free) => {
+                        free.insert(delivery.clone());
+                        self.creates.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    }
+                }
+            }
+        };
+        futures::future::ready(result).boxed()
+    }
+
+    fn get<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<StatusedDelivery, StoreError>> {
+        let result = match *self.get_mode.lock().unwrap() {
+            Mode::Hangs => return futures::future::pending().boxed(),
+            Mode::Fails => Err(unavailable()),
+            Mode::Works => self
+                .deliveries
+                .lock()
+                .unwrap()
+                .get(&(namespace.to_string(), name.to_string()))
+                .cloned()
+                .ok_or_else(|| StoreError::Unavailable(format!("{namespace}/{name} not found"))),
+        };
+        futures::future::ready(result).boxed()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The watch cache of routes.
+
+/// Whether the route list has synced, and the uid of each route the cache holds.
+struct CachedRoutes {
+    ready: AtomicBool,
+    uids: Mutex<BTreeMap<RouteKey, Option<String>>>,
+}
+
+impl CachedRoutes {
+    fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    fn cache(&self, name: &str, uid: Option<&str>) {
+        self.uids
+            .lock()
+            .unwrap()
+            .insert(RouteKey::new(NS, name), uid.map(str::to_string));
+    }
+}
+
+impl RouteIndex for CachedRoutes {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn cached_uid(&self, key: &RouteKey) -> Option<Option<String>> {
+        self.uids.lock().unwrap().get(key).cloned()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Routes.
+
+/// A `StatusedRoute` in [`NS`], signed with [`SIGNING_SECRET`], whose targets are webhooks to
+/// a port nothing listens on (the receiver only records; it never calls a target).
+struct RouteBuilder {
+    name: String,
+    uid: Option<String>,
+    rules: Vec<Value>,
+    rate_limit: Option<Value>,
+}
+
+fn route(name: &str) -> RouteBuilder {
+    RouteBuilder {
+        name: name.to_string(),
+        uid: None,
+        rules: Vec::new(),
+        rate_limit: None,
+    }
+}
+
+impl RouteBuilder {
+    fn uid(mut self, uid: &str) -> Self {
+        self.uid = Some(uid.to_string());
+        self
+    }
+
+    fn rule(mut self, name: &str, types: &[&str], statuses: &[&str]) -> Self {
+        self.rules.push(json!({
+            "name": name,
+            "match": {"types": types, "statuses": statuses},
+            "targets": [{"webhook": {"url": "http://127.0.0.1:9/"}}],
+        }));
+        self
+    }
+
+    fn rate_limit(mut self, requests_per_minute: u32, burst: u32) -> Self {
+        self.rate_limit = Some(json!({"requestsPerMinute": requests_per_minute, "burst": burst}));
+        self
+    }
+
+    fn build(self) -> StatusedRoute {
+        let mut spec = json!({
+            "signingSecrets": [{"name": SIGNING_SECRET_NAME}],
+            "rules": self.rules,
+        });
+        if let Some(limit) = self.rate_limit {
+            spec["rateLimit"] = limit;
+        }
+        let mut metadata = json!({"name": self.name, "namespace": NS});
+        if let Some(uid) = self.uid {
+            metadata["uid"] = uid.into();
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
+            "metadata": metadata,
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+}
+
+/// The route most tests use: Valid builds go to one webhook.
+fn releases() -> StatusedRoute {
+    route("releases")
+        .uid("u1")
+        .rule("ship", &[BUILD_UPDATED], &["Valid"])
+        .build()
+}
+
+fn compile(route: &StatusedRoute) -> CompiledRoute {
+    let secrets = SecretSet::new(NS).with(SIGNING_SECRET_NAME, &[("secret", SIGNING_SECRET)]);
+    compile_route(route, &secrets, &BTreeSet::new()).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// The receiver.
+
+struct Harness {
+    receiver: Arc<Receiver>,
+    store: Arc<MemoryStore>,
+    routes: Arc<CachedRoutes>,
+}
+
+/// One answer of the receiver.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    /// The body as JSON; `Null` when empty.
+    json: Value,
+}
+
+impl Reply {
+    fn retry_after(&self) -> Option<&str> {
+        self.headers
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap())
+    }
+
+    fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or_else(|| {
+            panic!("no error in {:?} ({})", self.json, self.status);
+        })
+    }
+}
+
+impl Harness {
+    /// A ready receiver with no routes yet.
+    fn new() -> Self {
+        Self::with_admission(Admission::new(16, 1 << 20))
+    }
+
+    fn with_admission(admission: Admission) -> Self {
+        let store = Arc::new(MemoryStore::default());
+        let routes = Arc::new(CachedRoutes {
+            ready: AtomicBool::new(true),
+            uids: Mutex::default(),
+        });
+        let receiver = Arc::new(Receiver {
+            table: RoutingTable::default(),
+            routes: routes.clone(),
+            store: store.clone(),
+            rate_limiter: Arc::new(RateLimiter::default()),
+            admission: Arc::new(admission),
+            evaluations: tokio::sync::Semaphore::new(EVALUATIONS),
+            metrics: Arc::new(Metrics::default()),
+            limits: Limits {
+                body_limit: BODY_LIMIT,
+                body_timeout: BODY_TIMEOUT,
+                record_timeout: RECORD_TIMEOUT,
+            },
+        });
+        Self {
+            receiver,
+            store,
+            routes,
+        }
+    }
+
+    /// A ready receiver serving `route`.
+    fn serving(route: &StatusedRoute) -> Self {
+        let h = Self::new();
+        h.serve(route);
+        h
+    }
+
+    /// `route` compiled into the table and in the watch cache, as once the route reconciler
+    /// has seen it.
+    fn serve(&self, route: &StatusedRoute) {
+        self.compile_into_table(route);
+        let key = RouteKey::of(route);
+        self.routes.cache(&key.name, route.metadata.uid.as_deref());
+    }
+
+    /// `route` compiled into the table only.
+    fn compile_into_table(&self, route: &StatusedRoute) {
+        let compiled = compile(route);
+        self.receiver
+            .table
+            .upsert(compiled.key.clone(), RouteState::Ready(Arc::new(compiled)));
+    }
+
+    async fn send(&self, request: Request<Body>) -> Reply {
+        // Bounded, so that a receiver that never answers fails the test instead of hanging it.
+        let response = tokio::time::timeout(
+            Duration::from_secs(5),
+            webhook_router(self.receiver.clone()).oneshot(request),
+        )
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!("{status}: body is not JSON ({e}): {bytes:?}");
+            })
+        };
+        Reply {
+            status,
+            headers,
+            json,
+        }
+    }
+
+    /// POSTs `body` to route `name`, signed with the signing secret.
+    async fn post(&self, name: &str, body: &[u8]) -> Reply {
+        self.send(signed(name, body.to_vec())).await
+    }
+
+    /// How many answers of `code` the receiver counted in its metrics.
+    fn counted(&self, code: u16) -> u64 {
+        let line = format!("statused_webhook_requests_total{{code=\"{code}\"}} ");
+        self.receiver
+            .metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .map_or(0, |n| n.parse().unwrap())
+    }
+}
+
+fn hook(name: &str) -> String {
+    format!("/hooks/{NS}/{name}")
+}
+
+fn signature_of(body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hmac_sha256_hex(SIGNING_SECRET.as_bytes(), body)
+    )
+}
+
+/// A POST to route `name` declaring a body of `len` bytes (as a client with the whole body
+/// at hand does), not signed yet.
+fn post_to(name: &str, len: usize) -> axum::http::request::Builder {
+    Request::builder()
+        .method(Method::POST)
+        .uri(hook(name))
+        .header(header::CONTENT_TYPE, "application/cloudevents+json")
+        .header(header::CONTENT_LENGTH, len)
+}
+
+fn signed(name: &str, body: Vec<u8>) -> Request<Body> {
+    post_to(name, body.len())
+        .header(SIGNATURE_HEADER, signature_of(&body))
+        .body(Body::from(body))
+        .unwrap()
+}
+
+/// A signed POST whose body arrives as `chunks`, with no Content-Length (chunked encoding).
+fn chunked<S>(name: &str, signature: &str, chunks: S) -> Request<Body>
+where
+    S: futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    Request::builder()
+        .method(Method::POST)
+        .uri(hook(name))
+        .header(SIGNATURE_HEADER, signature)
+        .body(Body::from_stream(chunks))
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// 2xx
+
+#[tokio::test]
+async fn a_new_event_is_recorded_once_and_answered_202() {
+    let h = Harness::serving(&releases());
+    let body = sample("build-valid.json");
+    let id = event_id(&body);
+
+    let reply = h.post("releases", &body).await;
+
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+    let name = delivery_name("releases", &id);
+    assert_eq!(
+        reply.json,
+        json!({"delivery": name, "matched": [{"rule": "ship", "target": 0, "kind": "webhook"}]})
+    );
+    assert_eq!(reply.retry_after(), None);
+    assert_eq!(h.store.creates(), 1);
+    assert_eq!(h.store.len(), 1);
+    let stored = h
+        .store
+        .stored(&name)
+        .expect("recorded under the first name");
+    let labels = stored.metadata.labels.clone().unwrap();
+    assert_eq!(
+        labels,
+        BTreeMap::from([
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "statused-operator".to_string()
+            ),
+            ("statused.dev/route".to_string(), "releases".to_string()),
+            (
+                "statused.dev/event-type".to_string(),
+                BUILD_UPDATED.to_string()
+            ),
+        ])
+    );
+    let owners = stored.metadata.owner_references.clone().unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].kind, "StatusedRoute");
+    assert_eq!(owners[0].api_version, "statused.dev/v1alpha1");
+    assert_eq!(owners[0].name, "releases");
+    assert_eq!(owners[0].uid, "u1");
+    assert_eq!(owners[0].controller, Some(true));
+    assert_eq!(stored.route_uid(), Some("u1"));
+    assert_eq!(stored.spec.route, "releases");
+    assert_eq!(stored.spec.event.id, id);
+    assert_eq!(stored.spec.event.type_, BUILD_UPDATED);
+    assert_eq!(stored.spec.event.data["build_version"], "456");
+    assert_eq!(stored.spec.matched.len(), 1);
+    assert_eq!(h.counted(202), 1);
+}
+
+#[tokio::test]
+async fn the_same_event_again_is_a_duplicate_answered_200() {
+    let h = Harness::serving(&releases());
+    let body = sample("build-valid.json");
+    let name = delivery_name("releases", &event_id(&body));
+    assert_eq!(h.post("releases", &body).await.status, StatusCode::ACCEPTED);
+
+    let reply = h.post("releases", &body).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    assert_eq!(reply.json["duplicate"], true);
+    assert_eq!(reply.json["delivery"], name.as_str());
+    assert_eq!(reply.json["matched"][0]["rule"], "ship");
+    assert_eq!(h.store.creates(), 1, "recorded once");
+    assert_eq!(h.store.len(), 1);
+}
+
+#[tokio::test]
+async fn an_event_no_rule_matches_is_answered_200_without_a_delivery() {
+    let h = Harness::serving(&releases());
+
+    let reply = h
+        .post("releases", &sample("app-ready-for-distribution.json"))
+        .await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    assert_eq!(reply.json, json!({"matched": []}));
+    assert_eq!(h.store.create_calls(), 0, "the store is not touched");
+}
+
+#[tokio::test]
+async fn a_name_taken_by_another_event_records_under_the_second_name() {
+    let h = Harness::serving(&releases());
+    let body = sample("build-valid.json");
+    let id = event_id(&body);
+    // The first name holds a record of this event id for an earlier route of that name.
+    let (first, second) = names_for(&id, "u1");
+    h.store
+        .insert(recorded(&first, &id, "uid-of-a-deleted-route"));
+
+    let reply = h.post("releases", &body).await;
+
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+    assert_eq!(reply.json["delivery"], second.as_str());
+    assert_eq!(reply.json.get("duplicate"), None);
+    assert_eq!(h.store.stored(&second).unwrap().route_uid(), Some("u1"));
+    assert_eq!(h.store.creates(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Which route (503 / 404)
+
+#[tokio::test]
+async fn before_the_route_list_syncs_every_request_is_503() {
+    let h = Harness::serving(&releases());
+    h.routes.set_ready(false);
+
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error(), "operator not ready");
+    assert_eq!(reply.retry_after(), Some("10"));
+    assert_eq!(h.store.create_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_route_neither_table_nor_cache_has_is_404() {
+    let h = Harness::serving(&releases());
+
+    let reply = h.post("nope", &sample("build-valid.json")).await;
+
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.error(), "no such route");
+    assert_eq!(reply.retry_after(), None);
+}
+
+#[tokio::test]
+async fn a_route_the_table_holds_as_not_ready_is_503() {
+    let h = Harness::new();
+    h.receiver
+        .table
+        .upsert(RouteKey::new(NS, "releases"), RouteState::NotReady);
+    h.routes.cache("releases", Some("u1"));
+
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error(), "route is not ready");
+    assert_eq!(reply.retry_after(), Some("10"));
+}
+
+#[tokio::test]
+async fn a_route_cached_but_not_compiled_yet_is_503() {
+    let h = Harness::new();
+    h.routes.cache("releases", Some("u1"));
+
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error(), "route is not ready");
+    assert_eq!(reply.retry_after(), Some("10"));
+}
+
+#[tokio::test]
+async fn a_compiled_route_gone_from_the_cache_is_503() {
+    let h = Harness::new();
+    h.compile_into_table(&releases());
+
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error(), "route is not ready");
+    assert_eq!(
+        h.store.create_calls(),
+        0,
+        "no record owned by a route that is gone"
+    );
+}
+
+#[tokio::test]
+async fn a_route_re_created_under_the_same_name_is_503_until_recompiled() {
+    let h = Harness::new();
+    // The table still holds the route compiled from uid u1; the cache already has u2.
+    h.compile_into_table(&releases());
+    h.routes.cache("releases", Some("u2"));
+
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error(), "route is not ready");
+    assert_eq!(reply.retry_after(), Some("10"));
+    assert_eq!(h.store.create_calls(), 0, "no record owned by the old uid");
+
+    // Once the reconciler compiles u2 the two agree again.
+    h.serve(
+        &route("releases")
+            .uid("u2")
+            .rule("ship", &[BUILD_UPDATED], &["Valid"])
+            .build(),
+    );
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+}
+
+// ---------------------------------------------------------------------------------------
+// The body (413 / 408 / 400)
+
+#[tokio::test]
+async fn a_declared_content_length_over_the_limit_is_413() {
+    // One request at a time, and that one is taken: a declared length over the limit is
+    // refused before the request takes any of the budget (and before its body is read).
+    let h = Harness::with_admission(Admission::new(1, 1 << 20));
+    h.serve(&releases());
+    let _held = h.receiver.admission.try_admit(1).expect("budget free");
+    let body = vec![b' '; BODY_LIMIT + 1];
+
+    let reply = h.post("releases", &body).await;
+
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        reply.error(),
+        format!("body larger than {BODY_LIMIT} bytes")
+    );
+    assert_eq!(reply.retry_after(), None);
+    assert_eq!(h.store.create_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_413() {
+    let h = Harness::serving(&releases());
+    // 17 chunks of 4 KiB: one over the limit, and no Content-Length to tell up front.
+    let chunks = (0..17).map(|_| Ok(Bytes::from(vec![b' '; 4096])));
+    let request = chunked(
+        "releases",
+        &signature_of(b"whatever"),
+        futures::stream::iter(chunks),
+    );
+    assert!(request.headers().get(header::CONTENT_LENGTH).is_none());
+
+    let reply = h.send(request).await;
+
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        reply.error(),
+        format!("body larger than {BODY_LIMIT} bytes")
+    );
+    assert_eq!(h.store.create_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_chunked_body_within_the_limit_is_accepted() {
+    let h = Harness::serving(&releases());
+    let body = sample("build-valid.json");
+    let signature = signature_of(&body);
+    let chunks: Vec<_> = body
+        .chunks(16)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+
+    let reply = h
+        .send(chunked(
+            "releases",
+            &signature,
+            futures::stream::iter(chunks),
+        ))
+        .await;
+
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+    assert_eq!(h.store.creates(), 1);
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_past_the_body_timeout_is_408() {
+    let h = Harness::serving(&releases());
+    let first = futures::stream::once(async { Ok(Bytes::from_static(b"{\"specversion\":")) });
+    let stalls = first.chain(futures::stream::pending());
+    let started = std::time::Instant::now();
+
+    let reply = h
+        .send(chunked("releases", &signature_of(b"x"), stalls))
+        .await;
+
+    assert_eq!(reply.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(reply.error(), "body not received in time");
+    assert_eq!(reply.retry_after(), None);
+    let waited = started.elapsed();
+    assert!(
+        waited >= BODY_TIMEOUT && waited < BODY_TIMEOUT * 10,
+        "{waited:?}"
+    );
+    assert_eq!(h.store.create_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_off_is_400() {
+    let h = Harness::serving(&releases());
+    let broken = futures::stream::iter([
+        Ok(Bytes::from_static(b"{\"specversion\":")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )),
+    ]);
+
+    let reply = h
+        .send(chunked("releases", &signature_of(b"x"), broken))
+        .await;
+
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.error(), "could not read body");
+}
+
+// ---------------------------------------------------------------------------------------
+// The signature (401) and the event (400)
+
+#[tokio::test]
+async fn an_unsigned_event_is_401() {
+    let h = Harness::serving(&releases());
+    let body = sample("build-valid.json");
+    let request = post_to("releases", body.len())
+        .body(Body::from(body))
+        .unwrap();
+
+    let reply = h.send(request).await;
+
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.json, json!({"error": "invalid signature"}));
+    assert_eq!(reply.retry_after(), None);
+    assert_eq!(h.store.create_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_wrong_signature_is_401_and_says_only_invalid_signature() {
+    let h = Harness::serving(&releases());
+    let body = sample("build-valid.json");
+    let wrong = [
+        // Another secret.
+        format!("sha256={}", hmac_sha256_hex(b"not-the-secret", &body)),
+        // The secret, over another body.
+        signature_of(b"another body"),
+        // Not of the form sha256=<64 hex>.
+        "sha256=abc".to_string(),
+        hmac_sha256_hex(SIGNING_SECRET.as_bytes(), &body),
+    ];
+    for signature in wrong {
+        let request = post_to("releases", body.len())
+            .header(SIGNATURE_HEADER, &signature)
+            .body(Body::from(body.clone()))
+            .unwrap();
+
+        let reply = h.send(request).await;
+
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{signature}");
+        assert_eq!(
+            reply.json,
+            json!({"error": "invalid signature"}),
+            "{signature}"
+        );
+    }
+    assert_eq!(h.store.create_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_signed_body_that_is_not_a_cloudevent_is_400() {
+    let h = Harness::serving(&releases());
+    for body in [
+        &b"not json"[..],
+        br#"{"hello": "world"}"#,
+        br#"{"specversion":"0.3","id":"1","type":"t","source":"s"}"#,
+        br#"{"specversion":"1.0","id":"","type":"t","source":"s"}"#,
+    ] {
+        let reply = h.post("releases", body).await;
+
+        let text = String::from_utf8_lossy(body);
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(
+            reply.error().starts_with("invalid CloudEvent: "),
+            "{text}: {}",
+            reply.error()
+        );
+        assert_eq!(reply.retry_after(), None);
+    }
+    assert_eq!(h.store.create_calls(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Load (429 / 503)
+
+#[tokio::test]
+async fn over_the_route_rate_limit_is_429_with_retry_after() {
+    let h = Harness::serving(
+        &route("releases")
+            .uid("u1")
+            .rule("ship", &[BUILD_UPDATED], &["Valid"])
+            .rate_limit(1, 1)
+            .build(),
+    );
+    // Unsigned requests do not use up the route's budget.
+    let body = build_valid_with_id("first");
+    let not_signed = post_to("releases", body.len())
+        .body(Body::from(body.clone()))
+        .unwrap();
+    assert_eq!(h.send(not_signed).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.post("releases", &body).await.status, StatusCode::ACCEPTED);
+
+    let reply = h.post("releases", &build_valid_with_id("second")).await;
+
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reply.error(), "route over its rate limit");
+    // One event a minute, the one token just taken: the next is a minute away.
+    assert_eq!(reply.retry_after(), Some("60"));
+    assert_eq!(h.store.creates(), 1);
+}
+
+#[tokio::test]
+async fn over_the_admission_budget_is_503_retry_after_1() {
+    let h = Harness::with_admission(Admission::new(1, 1 << 20));
+    h.serve(&releases());
+    let held = h.receiver.admission.try_admit(1).expect("budget free");
+
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error(), "receiver busy");
+    assert_eq!(reply.retry_after(), Some("1"));
+    assert_eq!(h.store.create_calls(), 0);
+
+    drop(held);
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+}
+
+#[tokio::test]
+async fn no_rule_evaluation_slot_is_503_retry_after_1() {
+    let h = Harness::serving(&releases());
+    // A closed semaphore refuses at once, as a full one does after `EVALUATION_TIME`.
+    h.receiver.evaluations.close();
+
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error(), "receiver busy");
+    assert_eq!(reply.retry_after(), Some("1"));
+    assert_eq!(h.store.create_calls(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// The store (503)
+
+#[tokio::test]
+async fn a_store_that_fails_is_503_retry_after_5() {
+    let h = Harness::serving(&releases());
+    h.store.set_create(Mode::Fails);
+
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        reply.error(),
+        "could not record event",
+        "no internal detail"
+    );
+    assert_eq!(reply.retry_after(), Some("5"));
+    assert_eq!(h.store.create_calls(), 1);
+    assert_eq!(h.store.len(), 0);
+}
+
+#[tokio::test]
+async fn a_store_that_hangs_past_the_record_timeout_is_503_retry_after_5() {
+    let h = Harness::serving(&releases());
+    h.store.set_create(Mode::Hangs);
+    let started = std::time::Instant::now();
+
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error(), "could not record event in time");
+    assert_eq!(reply.retry_after(), Some("5"));
+    let waited = started.elapsed();
+    assert!(
+        waited >= RECORD_TIMEOUT && waited < RECORD_TIMEOUT * 10,
+        "{waited:?}"
+    );
+    assert_eq!(h.store.len(), 0);
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_read_back_a_taken_name_is_503_retry_after_5() {
+    for (mode, error) in [
+        (Mode::Fails, "could not record event"),
+        (Mode::Hangs, "could not record event in time"),
+    ] {
+        let h = Harness::serving(&releases());
+        let body = sample("build-valid.json");
+        assert_eq!(h.post("releases", &body).await.status, StatusCode::ACCEPTED);
+        h.store.set_get(mode);
+
+        let reply = h.post("releases", &body).await;
+
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{mode:?}");
+        assert_eq!(reply.error(), error, "{mode:?}");
+        assert_eq!(reply.retry_after(), Some("5"), "{mode:?}");
+        assert_eq!(h.store.creates(), 1, "{mode:?}");
+    }
+}
+
+/// The two names `new_delivery` gives event `id` of route `releases` (uid `uid`).
+fn names_for(id: &str, uid: &str) -> (String, String) {
+    (
+        delivery_name("releases", id),
+        delivery_name("releases", &format!("{id}\u{0}{uid}")),
+    )
+}
+
+/// A delivery of event `id` for route `releases` (uid `uid`) stored under `name`.
+fn recorded(name: &str, id: &str, uid: &str) -> StatusedDelivery {
+    serde_json::from_value(json!({
+        "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedDelivery",
+        "metadata": {
+            "name": name, "namespace": NS,
+            "ownerReferences": [{"apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
+                                 "name": "releases", "uid": uid, "controller": true}],
+        },
+        "spec": {
+            "route": "releases",
+            "event": {"id": id, "type": BUILD_UPDATED, "source": "statused", "data": {}},
+            "matched": [{"rule": "ship", "target": 0, "kind": "webhook"}],
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn both_names_taken_by_other_events_is_503() {
+    let h = Harness::serving(&releases());
+    let body = sample("build-valid.json");
+    let (first, second) = names_for(&event_id(&body), "u1");
+    h.store.insert(recorded(&first, "another-event", "u1"));
+    h.store.insert(recorded(&second, "yet-another-event", "u1"));
+
+    let reply = h.post("releases", &body).await;
+
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error(), "could not record event");
+    assert_eq!(reply.retry_after(), Some("10"));
+    assert_eq!(h.store.create_calls(), 2, "both names tried");
+    assert_eq!(h.store.creates(), 0);
+    assert_eq!(
+        h.store.stored(&first).unwrap().spec.event.id,
+        "another-event"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The method (405)
+
+#[tokio::test]
+async fn get_on_the_hook_path_is_405() {
+    let h = Harness::serving(&releases());
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(hook("releases"))
+        .body(Body::empty())
+        .unwrap();
+
+    let reply = h.send(request).await;
+
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        reply
+            .headers
+            .get(header::ALLOW)
+            .map(|v| v.to_str().unwrap()),
+        Some("POST")
+    );
+    assert_eq!(h.store.create_calls(), 0);
+}
