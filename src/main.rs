@@ -26,7 +26,9 @@ async fn main() -> anyhow::Result<()> {
             for path in std::iter::once(&args.route).chain(&args.secrets) {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                manifests.load(&text).map_err(anyhow::Error::msg)?;
+                manifests
+                    .load(&text)
+                    .with_context(|| format!("reading {}", path.display()))?;
             }
             let body = send::read_body(&args.event)?;
             anyhow::ensure!(
@@ -40,10 +42,10 @@ async fn main() -> anyhow::Result<()> {
                     .namespace
                     .clone()
                     .unwrap_or_else(|| "default".into());
-                match route_test::report(route, &manifests.secret_set(&ns), &body) {
-                    Ok(report) => print!("{report}"),
-                    Err(e) => anyhow::bail!(e),
-                }
+                print!(
+                    "{}",
+                    route_test::report(route, &manifests.secret_set(&ns), &body)?
+                );
             }
         }
         Command::Run(args) => {
@@ -51,11 +53,7 @@ async fn main() -> anyhow::Result<()> {
             let client = kube::Client::try_default()
                 .await
                 .context("no Kubernetes cluster found (in-cluster config or KUBECONFIG)")?;
-            let running = statused_operator::operator::start(
-                client,
-                args.config().map_err(anyhow::Error::msg)?,
-            )
-            .await?;
+            let running = statused_operator::operator::start(client, args.config()?).await?;
             running.wait(shutdown_signal()).await;
         }
     }

@@ -148,20 +148,31 @@ pub struct RunArgs {
     pub shutdown_drain: Duration,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    crate::duration::parse_go_duration(text)
-        .ok_or_else(|| format!("{text:?} is not a duration like 72h, 30m or 90s"))
+/// A flag's value that is not a Go duration.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a duration like 72h, 30m or 90s")]
+pub struct NotADuration(String);
+
+fn parse_duration(text: &str) -> Result<Duration, NotADuration> {
+    crate::duration::parse_go_duration(text).ok_or_else(|| NotADuration(text.to_string()))
+}
+
+/// Flags that do not make a configuration together.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--leader-election needs --leader-election-namespace (or POD_NAMESPACE)")]
+    LeaderElectionNamespace,
 }
 
 impl RunArgs {
-    pub fn config(&self) -> Result<Config, String> {
+    pub fn config(&self) -> Result<Config, ConfigError> {
         let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
         let leader_election = if self.leader_election {
             let namespace = self
                 .leader_election_namespace
                 .clone()
                 .or_else(|| self.namespace.clone())
-                .ok_or("--leader-election needs --leader-election-namespace (or POD_NAMESPACE)")?;
+                .ok_or(ConfigError::LeaderElectionNamespace)?;
             let identity = self
                 .instance
                 .clone()

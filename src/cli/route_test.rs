@@ -11,12 +11,33 @@ use serde::Deserialize;
 
 use crate::api::StatusedRoute;
 use crate::controller::plan::{PlanInput, Planned, plan};
-use crate::event::Envelope;
+use crate::event::{Envelope, EnvelopeError};
 use crate::expr::Scope;
 use crate::naming::delivery_name;
 use crate::route::compile::compile_route;
+use crate::route::error::CompileError;
 use crate::secrets::{SecretSet, SecretValue};
 use crate::targets::request::RenderContext;
+
+/// Why a manifest file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not YAML: {0}")]
+    NotYaml(serde_yaml::Error),
+    #[error("invalid StatusedRoute: {0}")]
+    InvalidRoute(serde_yaml::Error),
+    #[error("invalid Secret: {0}")]
+    InvalidSecret(serde_yaml::Error),
+}
+
+/// Why no report could be made for a route and an event.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("route {route} is not Ready ({}): {}", .error.reason.as_str(), .error.message)]
+    RouteNotReady { route: String, error: CompileError },
+    #[error("the event is not valid: {0}")]
+    InvalidEvent(#[from] EnvelopeError),
+}
 
 /// The routes and Secrets of one or more multi-document YAML files.
 #[derive(Debug, Default)]
@@ -26,18 +47,16 @@ pub struct Manifests {
 }
 
 impl Manifests {
-    pub fn load(&mut self, text: &str) -> Result<(), String> {
+    pub fn load(&mut self, text: &str) -> Result<(), LoadError> {
         for doc in serde_yaml::Deserializer::from_str(text) {
-            let value =
-                serde_yaml::Value::deserialize(doc).map_err(|e| format!("not YAML: {e}"))?;
+            let value = serde_yaml::Value::deserialize(doc).map_err(LoadError::NotYaml)?;
             match value.get("kind").and_then(|k| k.as_str()) {
-                Some("StatusedRoute") => self.routes.push(
-                    serde_yaml::from_value(value)
-                        .map_err(|e| format!("invalid StatusedRoute: {e}"))?,
-                ),
-                Some("Secret") => self.secrets.push(
-                    serde_yaml::from_value(value).map_err(|e| format!("invalid Secret: {e}"))?,
-                ),
+                Some("StatusedRoute") => self
+                    .routes
+                    .push(serde_yaml::from_value(value).map_err(LoadError::InvalidRoute)?),
+                Some("Secret") => self
+                    .secrets
+                    .push(serde_yaml::from_value(value).map_err(LoadError::InvalidSecret)?),
                 _ => {}
             }
         }
@@ -68,17 +87,20 @@ impl Manifests {
 }
 
 /// The report for one route and one event body. Pure.
-pub fn report(route: &StatusedRoute, secrets: &SecretSet, body: &[u8]) -> Result<String, String> {
+pub fn report(
+    route: &StatusedRoute,
+    secrets: &SecretSet,
+    body: &[u8],
+) -> Result<String, ReportError> {
     let ns = route.namespace().unwrap_or_else(|| "default".into());
     let name = route.name_any();
-    let compiled = compile_route(route, secrets, &BTreeSet::new()).map_err(|e| {
-        format!(
-            "route {ns}/{name} is not Ready ({}): {}",
-            e.reason.as_str(),
-            e.message
-        )
+    let compiled = compile_route(route, secrets, &BTreeSet::new()).map_err(|error| {
+        ReportError::RouteNotReady {
+            route: format!("{ns}/{name}"),
+            error,
+        }
     })?;
-    let envelope = Envelope::parse(body).map_err(|e| format!("the event is not valid: {e}"))?;
+    let envelope = Envelope::parse(body)?;
     let (matched, failures) = compiled.match_event(&envelope);
     let mut out = String::new();
     let _ = writeln!(out, "route {ns}/{name}: Ready");
@@ -232,6 +254,11 @@ mod tests {
             &sample("build-valid.json"),
         )
         .unwrap_err();
-        assert!(err.contains("SecretNotFound"), "{err}");
+        assert!(err.to_string().contains("SecretNotFound"), "{err}");
+        assert!(
+            matches!(&err, ReportError::RouteNotReady { error, .. }
+                if error.reason == crate::api::conditions::Reason::SecretNotFound),
+            "{err:?}"
+        );
     }
 }
