@@ -22,12 +22,12 @@ use crate::targets::request::RenderContext;
 /// Why a manifest file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("not YAML: {0}")]
-    NotYaml(serde_yaml::Error),
-    #[error("invalid StatusedRoute: {0}")]
-    InvalidRoute(serde_yaml::Error),
-    #[error("invalid Secret: {0}")]
-    InvalidSecret(serde_yaml::Error),
+    #[error("not YAML")]
+    NotYaml(#[source] serde_yaml::Error),
+    #[error("invalid StatusedRoute")]
+    InvalidRoute(#[source] serde_yaml::Error),
+    #[error("invalid Secret")]
+    InvalidSecret(#[source] serde_yaml::Error),
 }
 
 /// Why no report could be made for a route and an event.
@@ -35,7 +35,7 @@ pub enum LoadError {
 pub enum ReportError {
     #[error("route {route} is not Ready ({}): {}", .error.reason.as_str(), .error.message)]
     RouteNotReady { route: String, error: CompileError },
-    #[error("the event is not valid: {0}")]
+    #[error("the event is not valid")]
     InvalidEvent(#[from] EnvelopeError),
 }
 
