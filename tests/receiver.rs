@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
+use statused_operator::api::fixtures::{RuleBuilder, route, rule, webhook};
 use statused_operator::api::{StatusedDelivery, StatusedRoute};
 use statused_operator::metrics::Metrics;
 use statused_operator::naming::delivery_name;
@@ -211,71 +212,18 @@ impl RouteIndex for CachedRoutes {
 // ---------------------------------------------------------------------------------------
 // Routes.
 
-/// A `StatusedRoute` in [`NS`], signed with [`SIGNING_SECRET`], whose targets are webhooks to
-/// a port nothing listens on (the receiver only records; it never calls a target).
-struct RouteBuilder {
-    name: String,
-    uid: Option<String>,
-    rules: Vec<Value>,
-    rate_limit: Option<Value>,
-}
-
-fn route(name: &str) -> RouteBuilder {
-    RouteBuilder {
-        name: name.to_string(),
-        uid: None,
-        rules: Vec::new(),
-        rate_limit: None,
-    }
-}
-
-impl RouteBuilder {
-    fn uid(mut self, uid: &str) -> Self {
-        self.uid = Some(uid.to_string());
-        self
-    }
-
-    fn rule(mut self, name: &str, types: &[&str], statuses: &[&str]) -> Self {
-        self.rules.push(json!({
-            "name": name,
-            "match": {"types": types, "statuses": statuses},
-            "targets": [{"webhook": {"url": "http://127.0.0.1:9/"}}],
-        }));
-        self
-    }
-
-    fn rate_limit(mut self, requests_per_minute: u32, burst: u32) -> Self {
-        self.rate_limit = Some(json!({"requestsPerMinute": requests_per_minute, "burst": burst}));
-        self
-    }
-
-    fn build(self) -> StatusedRoute {
-        let mut spec = json!({
-            "signingSecrets": [{"name": SIGNING_SECRET_NAME}],
-            "rules": self.rules,
-        });
-        if let Some(limit) = self.rate_limit {
-            spec["rateLimit"] = limit;
-        }
-        let mut metadata = json!({"name": self.name, "namespace": NS});
-        if let Some(uid) = self.uid {
-            metadata["uid"] = uid.into();
-        }
-        serde_json::from_value(json!({
-            "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
-            "metadata": metadata,
-            "spec": spec,
-        }))
-        .unwrap()
-    }
+/// A rule that sends `types` x `statuses` to a webhook on a port nothing listens on (the
+/// receiver only records; it never calls a target).
+fn ship(id: &str) -> RuleBuilder {
+    rule(id)
+        .types(&[BUILD_UPDATED])
+        .statuses(&["Valid"])
+        .target(webhook("http://127.0.0.1:9/"))
 }
 
 /// The route most tests use: Valid builds go to one webhook.
 fn releases() -> StatusedRoute {
-    route("releases")
-        .uid("u1")
-        .rule("ship", &[BUILD_UPDATED], &["Valid"])
-        .build()
+    route(NS, "releases").uid("u1").rule(ship("ship")).build()
 }
 
 fn compile(route: &StatusedRoute) -> CompiledRoute {
@@ -646,12 +594,7 @@ async fn a_route_re_created_under_the_same_name_is_503_until_recompiled() {
     assert_eq!(h.store.create_calls(), 0, "no record owned by the old uid");
 
     // Once the reconciler compiles u2 the two agree again.
-    h.serve(
-        &route("releases")
-            .uid("u2")
-            .rule("ship", &[BUILD_UPDATED], &["Valid"])
-            .build(),
-    );
+    h.serve(&route(NS, "releases").uid("u2").rule(ship("ship")).build());
     let reply = h.post("releases", &sample("build-valid.json")).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
 }
@@ -843,9 +786,9 @@ async fn a_signed_body_that_is_not_a_cloudevent_is_400() {
 #[tokio::test]
 async fn over_the_route_rate_limit_is_429_with_retry_after() {
     let h = Harness::serving(
-        &route("releases")
+        &route(NS, "releases")
             .uid("u1")
-            .rule("ship", &[BUILD_UPDATED], &["Valid"])
+            .rule(ship("ship"))
             .rate_limit(1, 1)
             .build(),
     );

@@ -2,6 +2,7 @@
 
 pub mod conditions;
 pub mod delivery;
+pub mod fixtures;
 pub mod route;
 pub mod schema;
 

@@ -95,21 +95,23 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::api::StatusedRoute;
+    use crate::api::fixtures;
     use crate::expr::Scope;
     use crate::route::compile::compile_route;
     use crate::secrets::{SecretSet, SecretValue};
 
     fn route() -> CompiledRoute {
-        let route: StatusedRoute = serde_json::from_value(serde_json::json!({
-            "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
-            "metadata": {"name": "r", "namespace": "ns"},
-            "spec": {"signingSecrets": [{"name": "hook"}], "rules": [
-                {"name": "a", "targets": [
-                    {"webhook": {"url": "http://127.0.0.1:1/x", "body": {"v": "$(data.version)"}}},
-                    {"tekton": {"pipelineRef": {"name": "release"}}}]}]},
-        }))
-        .unwrap();
+        let route = fixtures::route("ns", "r")
+            .signing(&["hook"])
+            .rule(
+                fixtures::rule("a")
+                    .target(fixtures::kind(serde_json::json!({"webhook": {
+                        "url": "http://127.0.0.1:1/x", "body": {"v": "$(data.version)"}}})))
+                    .target(fixtures::kind(
+                        serde_json::json!({"tekton": {"pipelineRef": {"name": "release"}}}),
+                    )),
+            )
+            .build();
         let mut secrets = SecretSet::new("ns");
         secrets.insert(
             "hook",

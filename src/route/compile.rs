@@ -152,33 +152,30 @@ pub fn compile_route(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::fixtures::{kind, route, rule};
     use crate::event::Envelope;
     use serde_json::json;
 
-    pub fn route(spec: serde_json::Value) -> StatusedRoute {
-        serde_json::from_value(json!({
-            "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
-            "metadata": {"name": "releases", "namespace": "mobile-ci"},
-            "spec": spec,
-        }))
-        .unwrap()
-    }
-
     fn issue_example() -> StatusedRoute {
-        route(json!({
-            "signingSecrets": [{"name": "statused-webhook"}],
-            "rules": [
-                {"name": "submit-valid-build",
-                 "match": {"types": ["com.statused.build.status.updated"], "statuses": ["Valid"]},
-                 "targets": [{"githubDispatch": {"repository": "acme/ios-app", "eventType": "submit-for-review",
-                    "clientPayload": {"app_name": "$(data.app_name)", "build_version": "$(data.build_version)"},
-                    "tokenSecretRef": {"name": "github-token", "key": "token"}}}]},
-                {"name": "announce-release",
-                 "match": {"types": ["com.statused.app.status.updated"], "statuses": ["Ready for Sale"]},
-                 "targets": [{"webhook": {"urlSecretRef": {"name": "chat-hook", "key": "url"},
-                    "body": {"text": "$(data.app_name) v$(data.version) is live"}}}]}
-            ]
-        }))
+        route("mobile-ci", "releases")
+            .rule(
+                rule("submit-valid-build")
+                    .types(&["com.statused.build.status.updated"])
+                    .statuses(&["Valid"])
+                    .target(kind(json!({"githubDispatch": {
+                        "repository": "acme/ios-app", "eventType": "submit-for-review",
+                        "clientPayload": {"app_name": "$(data.app_name)", "build_version": "$(data.build_version)"},
+                        "tokenSecretRef": {"name": "github-token", "key": "token"}}}))),
+            )
+            .rule(
+                rule("announce-release")
+                    .types(&["com.statused.app.status.updated"])
+                    .statuses(&["Ready for Sale"])
+                    .target(kind(json!({"webhook": {
+                        "urlSecretRef": {"name": "chat-hook", "key": "url"},
+                        "body": {"text": "$(data.app_name) v$(data.version) is live"}}}))),
+            )
+            .build()
     }
 
     fn all_secrets() -> SecretSet {
