@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::fields::EventBody;
-use super::fields::{Field, credential_text, join_url, parse_http_url, token};
+use super::fields::{Field, base_url, credential_text, join_url, token};
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
 use crate::route::error::CompileError;
@@ -44,8 +44,7 @@ impl Kind for JenkinsTarget {
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let spec = self;
-        let base = parse_http_url(&field.at("baseURL"), &spec.base_url)?;
-        let base = base.as_str().trim_end_matches('/').to_string();
+        let base = base_url(&field.at("baseURL"), Some(&spec.base_url), "")?;
         let body = EventBody::compile(&field.at("body"), spec.body.as_ref())?;
         Ok(Trigger::http(Jenkins {
             url: join_url(

@@ -9,7 +9,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use reqwest::header::HeaderValue;
+use reqwest::header::{HeaderMap, HeaderValue};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -131,8 +131,7 @@ impl GithubApp {
         let response = client
             .post(&self.token_url)
             .bearer_auth(&jwt)
-            .header(reqwest::header::ACCEPT, "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", super::API_VERSION)
+            .headers(super::github_headers(HeaderMap::new()))
             .header(reqwest::header::USER_AGENT, USER_AGENT)
             .timeout(timeout)
             .send()

@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::super::fields::Field;
+use super::super::fields::{Field, base_url};
 use super::super::kind::{Kind, Trigger};
 use super::super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
@@ -101,11 +101,11 @@ impl Kind for GithubDispatchTarget {
                 format!("{:?} is not of the form owner/name", spec.repository),
             )
         })?;
-        let base = super::super::fields::parse_http_url(
+        let base = base_url(
             &field.at("apiURL"),
-            spec.api_url.as_deref().unwrap_or(DEFAULT_API_URL),
+            spec.api_url.as_deref(),
+            DEFAULT_API_URL,
         )?;
-        let base = base.as_str().trim_end_matches('/').to_string();
         let template = |name: &str, source: &str| {
             Template::compile(source).map_err(|e| CompileError::template(field.at(name), e))
         };
