@@ -27,6 +27,7 @@ python3 hack/sink.py "$sink_port" >"$dir/sink.log" 2>&1 &
 pids+=($!)
 KUBECONFIG="$dir/operator.kubeconfig" "$OPERATOR" run \
   --webhook-addr "127.0.0.1:$webhook_port" --metrics-addr "127.0.0.1:$metrics_port" \
+  --egress-allow 127.0.0.1/32 \
   >"$dir/operator.log" 2>&1 &
 pids+=($!)
 
@@ -37,7 +38,7 @@ kubectl wait --for=condition=Ready --timeout=60s statusedroute/releases >/dev/nu
 url="http://127.0.0.1:$webhook_port/hooks/default/releases"
 for sample in build-valid.json app-ready-for-sale.json; do
   echo "==> POST signed $sample to $url"
-  "$OPERATOR" send "tests/fixtures/samples/$sample" --url "$url" --secret statused-test-secret
+  "$OPERATOR" send "tests/fixtures/samples/$sample" --now --url "$url" --secret statused-test-secret
 done
 
 for _ in $(seq 1 100); do

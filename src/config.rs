@@ -52,6 +52,17 @@ pub struct Config {
     pub max_pending_age: Duration,
     /// How long a watch may keep failing before `/healthz` fails.
     pub unhealthy_after: Duration,
+    /// Allowed for HTTP targets even inside a refused address class (`--egress-allow`).
+    pub egress_allow: Vec<ipnet::IpNet>,
+    /// Refused for HTTP targets on top of the default classes (`--egress-deny`).
+    pub egress_deny: Vec<ipnet::IpNet>,
+    /// The API server's own addresses, which no target may call.
+    pub api_server: Vec<std::net::SocketAddr>,
+    /// Events whose signed time is older are refused; zero: no limit. A route may set its
+    /// own (`spec.replayWindow`), never longer than the dedup window.
+    pub replay_window: Duration,
+    /// Which Secrets a route may use.
+    pub secret_access: SecretAccess,
     /// On shutdown, how long `/readyz` fails while the receiver still serves, so that the
     /// Service stops sending before the listener closes.
     pub shutdown_drain: Duration,
@@ -91,6 +102,24 @@ impl Default for Config {
             max_pending_age: Duration::from_secs(24 * 3600),
             unhealthy_after: Duration::from_secs(300),
             shutdown_drain: Duration::from_secs(5),
+            egress_allow: Vec::new(),
+            egress_deny: Vec::new(),
+            api_server: Vec::new(),
+            replay_window: Duration::from_secs(72 * 3600),
+            secret_access: SecretAccess::Namespace,
         }
     }
 }
+
+/// Which Secrets of its namespace a route may use (`--secret-access`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SecretAccess {
+    /// Every Secret of the route's namespace.
+    #[default]
+    Namespace,
+    /// Only Secrets labelled `statused.dev/route-access: "true"`.
+    Labeled,
+}
+
+/// The label a Secret needs under `--secret-access=labeled`.
+pub const ROUTE_ACCESS_LABEL: &str = "statused.dev/route-access";

@@ -21,7 +21,9 @@ use crate::server::webhook::RouteIndex;
 /// What the controllers and servers share.
 pub struct Context {
     pub client: Client,
-    pub http: reqwest::Client,
+    /// How the executor reaches HTTP targets: the guarded client, the outbound policy and the
+    /// credentials it obtained at send time (GitHub App installation tokens).
+    pub outbound: crate::targets::outbound::Outbound,
     pub config: Config,
     pub table: RoutingTable,
     pub metrics: Arc<Metrics>,
@@ -36,8 +38,6 @@ pub struct Context {
     pub health: Arc<crate::health::Health>,
     /// The executor's own status writes, beyond what its cache shows.
     pub ledger: crate::controller::ledger::Ledger,
-    /// Credentials the executor obtained at send time (GitHub App installation tokens).
-    pub credentials: crate::targets::credentials::CredentialCache,
     /// How many Kubernetes Events the executor may publish.
     pub event_budget: crate::controller::event_budget::EventBudget,
     /// Set once the first list of routes has been received.

@@ -14,7 +14,10 @@ async fn main() -> anyhow::Result<()> {
             send::sign(&args.secret, &send::read_body(&args.body)?)
         ),
         Command::Send(args) => {
-            let body = send::read_body(&args.body)?;
+            let mut body = send::read_body(&args.body)?;
+            if args.now {
+                body = send::dated_now(&body).context("--now: the body is not a JSON object")?;
+            }
             let (status, text) = send::send(&args.url, &args.secret, body).await?;
             println!("{status} {text}");
             if !(200..300).contains(&status) {
@@ -50,14 +53,37 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             init_tracing(&args.log_format);
-            let client = kube::Client::try_default()
+            let kube_config = kube::Config::infer()
                 .await
                 .context("no Kubernetes cluster found (in-cluster config or KUBECONFIG)")?;
-            let running = statused_operator::operator::start(client, args.config()?).await?;
+            let mut config = args.config()?;
+            // No target may call the API server: its address is refused by the outbound guard.
+            config.api_server = api_server_addrs(&kube_config.cluster_url).await;
+            let client = kube::Client::try_from(kube_config)?;
+            let running = statused_operator::operator::start(client, config).await?;
             running.wait(shutdown_signal()).await;
         }
     }
     Ok(())
+}
+
+/// The addresses the API server URL's host resolves to, with its port.
+async fn api_server_addrs(url: &axum::http::Uri) -> Vec<std::net::SocketAddr> {
+    let Some(host) = url.host() else {
+        return Vec::new();
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url
+        .port_u16()
+        .unwrap_or(if url.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        });
+    tokio::net::lookup_host((host, port))
+        .await
+        .map(Iterator::collect)
+        .unwrap_or_default()
 }
 
 fn init_tracing(format: &str) {

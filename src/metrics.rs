@@ -40,6 +40,7 @@ struct OutcomeLabels {
 pub struct Metrics {
     registry: Registry,
     webhook_requests: Family<CodeLabels, Counter>,
+    events_refused: Family<ReasonLabels, Counter>,
     target_attempts: Family<AttemptLabels, Counter>,
     target_duration: Family<KindLabels, Histogram>,
     reconciles: Family<ReconcileLabels, Counter>,
@@ -50,6 +51,11 @@ pub struct Metrics {
     routes: Family<ReadyLabels, prometheus_client::metrics::gauge::Gauge>,
     pending: prometheus_client::metrics::gauge::Gauge,
     backlog_oldest: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,6 +71,12 @@ impl Default for Metrics {
             "webhook_requests",
             "Webhook requests by response status code",
             webhook_requests.clone(),
+        );
+        let events_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "webhook_events_refused",
+            "Signed events refused because their time is outside the replay window, by reason",
+            events_refused.clone(),
         );
         let target_attempts = Family::<AttemptLabels, Counter>::default();
         registry.register(
@@ -139,6 +151,7 @@ impl Default for Metrics {
             kube_events,
             registry,
             webhook_requests,
+            events_refused,
             target_attempts,
             target_duration,
             reconciles,
@@ -148,6 +161,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// An event refused for being outside the replay window (`too_old`, `in_future`, ...).
+    pub fn event_refused(&self, reason: &'static str) {
+        self.events_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
     pub fn webhook_request(&self, code: u16) {
         self.webhook_requests
             .get_or_create(&CodeLabels { code })

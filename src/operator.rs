@@ -20,10 +20,12 @@ use tracing::{debug, info, warn};
 pub use crate::config::Config;
 use crate::context::Context;
 use crate::controller::backoff::FailureCounts;
+use crate::egress::EgressPolicy;
 use crate::metrics::Metrics;
 use crate::routing::RoutingTable;
 use crate::server::record::KubeDeliveries;
 use crate::server::webhook::{Limits, Receiver};
+use crate::targets::outbound::Outbound;
 
 /// A running operator; dropping it does not stop it, [`Running::shutdown`] does.
 pub struct Running {
@@ -91,11 +93,12 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
     let webhook_addr = webhook_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
 
-    let http = reqwest::Client::builder()
-        .user_agent(crate::targets::request::USER_AGENT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(std::io::Error::other)?;
+    let outbound = Outbound::new(EgressPolicy {
+        allow: config.egress_allow.clone(),
+        deny: config.egress_deny.clone(),
+        api_server: config.api_server.clone(),
+    })
+    .map_err(std::io::Error::other)?;
     let reporter = Reporter {
         controller: "statused-operator".into(),
         instance: config.instance.clone(),
@@ -110,7 +113,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         leading,
         recorder: Recorder::new(client.clone(), reporter),
         client,
-        http,
+        outbound,
         config,
         table: RoutingTable::default(),
         metrics: Arc::new(Metrics::default()),
@@ -119,7 +122,6 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         admission,
         route_activity: Default::default(),
         event_budget: Default::default(),
-        credentials: Default::default(),
         ledger: Default::default(),
         health: Default::default(),
         routes_synced: Arc::new(AtomicBool::new(false)),
@@ -140,6 +142,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
             body_limit: context.config.body_limit,
             body_timeout: context.config.body_timeout,
             record_timeout: context.config.record_timeout,
+            replay_window: context.config.replay_window,
         },
     });
 

@@ -55,6 +55,12 @@ impl AsRef<[u8]> for SecretValue {
 pub enum SecretError {
     #[error("Secret {namespace}/{name} not found")]
     NotFound { namespace: String, name: String },
+    #[error(
+        "Secret {namespace}/{name} may not be used by routes: the operator runs with \
+         --secret-access=labeled; label it with `kubectl label secret -n {namespace} {name} \
+         statused.dev/route-access=true`"
+    )]
+    NotAllowed { namespace: String, name: String },
     #[error("Secret {namespace}/{name} has no key {key}")]
     KeyMissing {
         namespace: String,
@@ -74,6 +80,8 @@ pub enum SecretError {
 pub struct SecretSet {
     namespace: String,
     secrets: BTreeMap<String, BTreeMap<String, SecretValue>>,
+    /// Secrets that exist but routes may not use (`--secret-access=labeled`).
+    not_allowed: std::collections::BTreeSet<String>,
 }
 
 impl SecretSet {
@@ -81,7 +89,13 @@ impl SecretSet {
         Self {
             namespace: namespace.into(),
             secrets: BTreeMap::new(),
+            not_allowed: Default::default(),
         }
+    }
+
+    /// Records that Secret `name` exists but routes may not use it; its values are not kept.
+    pub fn refuse(&mut self, name: impl Into<String>) {
+        self.not_allowed.insert(name.into());
     }
 
     pub fn insert(&mut self, name: impl Into<String>, data: BTreeMap<String, SecretValue>) {
@@ -99,6 +113,12 @@ impl SecretSet {
     }
 
     pub fn all(&self, name: &str) -> Result<&BTreeMap<String, SecretValue>, SecretError> {
+        if self.not_allowed.contains(name) {
+            return Err(SecretError::NotAllowed {
+                namespace: self.namespace.clone(),
+                name: name.to_string(),
+            });
+        }
         self.secrets.get(name).ok_or_else(|| SecretError::NotFound {
             namespace: self.namespace.clone(),
             name: name.to_string(),

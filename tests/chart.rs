@@ -628,3 +628,146 @@ fn the_policy_linter_finds_nothing_it_was_not_told_why() {
         );
     }
 }
+
+/// `kubectl auth can-i VERB RESOURCE --as USER -n NS`, as the test API server's admin.
+fn can_i(user: &str, ns: &str, verb: &str, resource: &str) -> bool {
+    let kubeconfig = std::env::var("STATUSED_TEST_ADMIN_KUBECONFIG").unwrap();
+    let out = Command::new(tool("kubectl"))
+        .args(["--kubeconfig", &kubeconfig, "auth", "can-i", verb, resource])
+        .args(["--as", user, "-n", ns])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+/// Whoever can create or edit a StatusedDelivery can trigger targets with made-up data and
+/// no signature: no role the chart ships or aggregates grants that, checked on the
+/// rendering and by the real API server's authorizer.
+#[test]
+fn no_role_but_the_operators_may_write_deliveries() {
+    use serde::Deserialize;
+    let release = format!("sec-{:06x}", fastrand::u32(..) & 0xffffff);
+    let chart = format!("{}/charts/statused-operator", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(tool("helm"))
+        .args([
+            "template",
+            &release,
+            &chart,
+            "--namespace",
+            "statused-system",
+        ])
+        .args(["--kube-version", "1.20.2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifests = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&manifests)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    // The operator's own role: bound to its service account.
+    let operator_roles: Vec<&str> = docs
+        .iter()
+        .filter(|v| {
+            v["kind"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("RoleBinding"))
+        })
+        .filter(|v| {
+            v["subjects"].as_sequence().unwrap().iter().any(|s| {
+                s["kind"] == "ServiceAccount" && s["name"] == "statused-operator"
+                    || s["name"].as_str() == Some(&format!("{release}-statused-operator"))
+            })
+        })
+        .map(|v| v["roleRef"]["name"].as_str().unwrap())
+        .collect();
+    assert!(!operator_roles.is_empty());
+    let mut others = 0;
+    for role in docs
+        .iter()
+        .filter(|v| v["kind"] == "ClusterRole" || v["kind"] == "Role")
+    {
+        let name = role["metadata"]["name"].as_str().unwrap();
+        if operator_roles.contains(&name) {
+            continue;
+        }
+        others += 1;
+        for rule in role["rules"].as_sequence().unwrap() {
+            let list = |key: &str| -> Vec<String> {
+                rule[key]
+                    .as_sequence()
+                    .map(|s| s.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default()
+            };
+            let (resources, verbs) = (list("resources"), list("verbs"));
+            let deliveries = resources
+                .iter()
+                .any(|r| r == "*" || r.starts_with("statuseddeliveries"));
+            let writes = verbs
+                .iter()
+                .any(|v| ["*", "create", "update", "patch"].contains(&v.as_str()));
+            assert!(
+                !(deliveries && writes),
+                "{name} writes deliveries: {rule:?}"
+            );
+        }
+    }
+    assert!(
+        others >= 2,
+        "the aggregated view and edit roles were checked"
+    );
+
+    // The real authorizer: a namespace user given the chart's edit role (what aggregation
+    // into `edit` and `admin` gives them) writes routes, reads deliveries, writes none.
+    let roles: String = docs
+        .iter()
+        .filter(|v| {
+            v["kind"] == "ClusterRole"
+                && !operator_roles.contains(&v["metadata"]["name"].as_str().unwrap())
+        })
+        .map(|v| format!("---\n{}", serde_yaml::to_string(v).unwrap()))
+        .collect();
+    let ns = format!("rbac-{:08x}", fastrand::u32(..));
+    kubectl(&["create", "namespace", &ns]);
+    let path = std::env::temp_dir().join(format!("statused-roles-{release}.yaml"));
+    std::fs::write(&path, roles).unwrap();
+    kubectl(&["apply", "-f", path.to_str().unwrap()]);
+    for role in ["view", "edit"] {
+        kubectl(&[
+            "create",
+            "rolebinding",
+            &format!("jane-{role}"),
+            "-n",
+            &ns,
+            "--clusterrole",
+            &format!("{release}-statused-operator-{role}"),
+            "--user",
+            "jane",
+        ]);
+    }
+    // And the CRD keeps a delivery's spec immutable where the API server enforces CEL rules.
+    let rule = "rule: self == oldSelf";
+    assert!(try_render_for("1.30.0", &[]).unwrap().contains(rule));
+    assert!(
+        !render(&[]).contains(rule),
+        "1.20 knows no CEL rules and would refuse them"
+    );
+
+    let jane = |verb: &str, resource: &str| can_i("jane", &ns, verb, resource);
+    assert!(jane("create", "statusedroutes.statused.dev"));
+    assert!(jane("list", "statuseddeliveries.statused.dev"));
+    for verb in ["create", "update", "patch"] {
+        assert!(!jane(verb, "statuseddeliveries.statused.dev"), "{verb}");
+        assert!(
+            !jane(verb, "statuseddeliveries.statused.dev/status"),
+            "{verb} status"
+        );
+    }
+    kubectl(&["delete", "-f", path.to_str().unwrap()]);
+    kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+    let _ = std::fs::remove_file(&path);
+}

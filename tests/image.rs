@@ -118,6 +118,9 @@ async fn the_image_runs_read_only_as_65532_and_delivers_a_signed_event() {
             format!("127.0.0.1:{webhook}"),
             "--metrics-addr".into(),
             format!("127.0.0.1:{metrics}"),
+            // The sink listens on loopback, which the outbound guard refuses unless allowed.
+            "--egress-allow".into(),
+            "127.0.0.1/32".into(),
         ],
     );
     env.apply_route(

@@ -54,7 +54,8 @@ fn expand(tree: &str) -> Vec<String> {
         return vec![tree.to_string()];
     };
     let prefix = &tree[..open];
-    let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+    let close = tree.rfind('}').filter(|&c| c > open).unwrap_or(tree.len());
+    let inner = &tree[open + 1..close];
     let mut parts = Vec::new();
     let (mut depth, mut start) = (0, 0);
     for (i, c) in inner.char_indices() {
@@ -82,9 +83,12 @@ fn paths(text: &str) -> Vec<String> {
     let mut rest = text;
     // `use` trees, which may span lines and hold braces.
     while let Some(at) = rest.find("use ") {
-        let before = rest[..at].chars().last();
+        // A `use` item starts its line (after indentation and a visibility); the word in a
+        // comment or a string does not.
+        let line_start = rest[..at].rfind('\n').map_or(0, |i| i + 1);
+        let lead = rest[line_start..at].trim();
         rest = &rest[at + 4..];
-        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+        if !matches!(lead, "" | "pub" | "pub(crate)" | "pub(super)") {
             continue;
         }
         let Some(end) = rest.find(';') else { break };

@@ -33,6 +33,8 @@ use statused_operator::signature::{SIGNATURE_HEADER, hmac_sha256_hex};
 use tower::ServiceExt;
 
 const NS: &str = "mobile-ci";
+/// The operator's default replay window.
+const REPLAY_WINDOW: Duration = Duration::from_secs(72 * 3600);
 const SIGNING_SECRET_NAME: &str = "statused-webhook";
 const SIGNING_SECRET: &str = "statused-test-secret";
 const BUILD_UPDATED: &str = "com.statused.build.status.updated";
@@ -40,12 +42,16 @@ const BODY_LIMIT: usize = 64 * 1024;
 const BODY_TIMEOUT: Duration = Duration::from_millis(200);
 const RECORD_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// A sample event dated now, inside the replay window.
 fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
+    let file = std::fs::read(format!(
         "{}/tests/fixtures/samples/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
-    .unwrap()
+    .unwrap();
+    let mut event: Value = serde_json::from_slice(&file).unwrap();
+    event["time"] = jiff::Timestamp::now().to_string().into();
+    serde_json::to_vec(&event).unwrap()
 }
 
 /// `build-valid.json` (a Valid build of Markdown Email) under another event id.
@@ -287,6 +293,7 @@ impl Harness {
                 body_limit: BODY_LIMIT,
                 body_timeout: BODY_TIMEOUT,
                 record_timeout: RECORD_TIMEOUT,
+                replay_window: REPLAY_WINDOW,
             },
         });
         Self {
@@ -403,6 +410,14 @@ where
         .header(SIGNATURE_HEADER, signature)
         .body(Body::from_stream(chunks))
         .unwrap()
+}
+
+/// `build-valid.json` under `id`, dated `age_secs` before now (negative: after).
+fn dated(id: &str, age_secs: i64) -> Vec<u8> {
+    let mut event: Value = serde_json::from_slice(&build_valid_with_id(id)).unwrap();
+    let time = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(age_secs);
+    event["time"] = time.to_string().into();
+    serde_json::to_vec(&event).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -971,4 +986,87 @@ async fn get_on_the_hook_path_is_405() {
         Some("POST")
     );
     assert_eq!(h.store.create_calls(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// The replay window
+
+/// How many events the receiver refused for `reason` in its metrics.
+fn refused(h: &Harness, reason: &str) -> u64 {
+    let line = format!("statused_webhook_events_refused_total{{reason=\"{reason}\"}} ");
+    h.receiver
+        .metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn an_event_older_than_the_replay_window_is_refused_400() {
+    let h = Harness::serving(&releases());
+    let window = REPLAY_WINDOW.as_secs() as i64;
+    // A second inside the window: accepted (the edge, with a minute for the test's own time).
+    let inside = h.post("releases", &dated("inside", window - 60)).await;
+    assert_eq!(inside.status, StatusCode::ACCEPTED, "{:?}", inside.json);
+    let old = h.post("releases", &dated("old", window + 60)).await;
+    assert_eq!(old.status, StatusCode::BAD_REQUEST, "{:?}", old.json);
+    assert_eq!(
+        old.json,
+        json!({"error": "event time is older than the replay window"})
+    );
+    assert_eq!(old.headers.get(header::RETRY_AFTER), None);
+    assert_eq!(h.store.creates(), 1, "the old event is not recorded");
+    assert_eq!(refused(&h, "too_old"), 1);
+}
+
+#[tokio::test]
+async fn an_event_dated_more_than_five_minutes_ahead_is_refused_400() {
+    let h = Harness::serving(&releases());
+    let ahead = h.post("releases", &dated("ahead", -(4 * 60 + 50))).await;
+    assert_eq!(ahead.status, StatusCode::ACCEPTED, "{:?}", ahead.json);
+    let future = h.post("releases", &dated("future", -(5 * 60 + 30))).await;
+    assert_eq!(future.status, StatusCode::BAD_REQUEST, "{:?}", future.json);
+    assert_eq!(
+        future.json,
+        json!({"error": "event time is too far in the future"})
+    );
+    assert_eq!(refused(&h, "in_future"), 1);
+}
+
+#[tokio::test]
+async fn an_event_without_a_time_is_refused_unless_the_route_disables_the_window() {
+    let mut event: Value = serde_json::from_slice(&build_valid_with_id("timeless")).unwrap();
+    event.as_object_mut().unwrap().remove("time");
+    let body = serde_json::to_vec(&event).unwrap();
+    let h = Harness::serving(&releases());
+    let reply = h.post("releases", &body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.json);
+    assert_eq!(refused(&h, "no_time"), 1);
+
+    let open = route(NS, "open")
+        .uid("u9")
+        .rule(ship("ship"))
+        .replay_window("0")
+        .build();
+    h.serve(&open);
+    let reply = h.post("open", &body).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+    let reply = h.post("open", &dated("ancient", 10 * 365 * 86400)).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+}
+
+#[tokio::test]
+async fn a_route_replay_window_overrides_the_operators() {
+    let h = Harness::new();
+    let short = route(NS, "short")
+        .uid("u8")
+        .rule(ship("ship"))
+        .replay_window("1h")
+        .build();
+    h.serve(&short);
+    let reply = h.post("short", &dated("recent", 3000)).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+    let reply = h.post("short", &dated("two-hours", 7200)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.json);
 }

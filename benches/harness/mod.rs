@@ -224,6 +224,9 @@ impl Operator {
             .args(["--metrics-addr", &o.metrics.to_string()])
             .args(["--retry-base-seconds", "0.2", "--retry-max-seconds", "2"])
             .args(["--shutdown-drain", "0s"])
+            // The stand-in target listens on 127.0.0.1, which the outbound guard refuses
+            // unless allowed.
+            .args(["--egress-allow", "127.0.0.1/32"])
             .args(&o.args)
             .env("KUBECONFIG", &o.kubeconfig)
             .env(

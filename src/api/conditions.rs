@@ -10,6 +10,8 @@ pub enum Reason {
     Accepted,
     SecretNotFound,
     SecretKeyMissing,
+    /// `--secret-access=labeled` and the Secret lacks `statused.dev/route-access: "true"`.
+    SecretNotAllowed,
     InvalidExpression,
     InvalidTemplate,
     InvalidTarget,
@@ -23,6 +25,7 @@ impl Reason {
             Reason::Accepted => "Accepted",
             Reason::SecretNotFound => "SecretNotFound",
             Reason::SecretKeyMissing => "SecretKeyMissing",
+            Reason::SecretNotAllowed => "SecretNotAllowed",
             Reason::InvalidExpression => "InvalidExpression",
             Reason::InvalidTemplate => "InvalidTemplate",
             Reason::InvalidTarget => "InvalidTarget",

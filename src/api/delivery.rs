@@ -34,6 +34,13 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
+// Only the receiver creates deliveries, and the executor acts on their spec: it may never
+// change after the create (API servers from 1.25 enforce the rule; older ones ignore it, and
+// the chart's RBAC still grants writes to the operator alone).
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self == oldSelf",
+    "message": "spec is immutable: a delivery records the event as it was received"
+}]))]
 pub struct StatusedDeliverySpec {
     /// The StatusedRoute (same namespace) that accepted the event.
     pub route: String,

@@ -23,6 +23,7 @@ pub fn route(namespace: &str, name: &str) -> RouteBuilder {
                 rules: Vec::new(),
                 rate_limit: None,
                 history: None,
+                replay_window: None,
             },
             status: None,
         },
@@ -55,6 +56,12 @@ impl RouteBuilder {
             requests_per_minute,
             burst: Some(burst),
         });
+        self
+    }
+
+    /// `spec.replayWindow` (Go duration; `0` disables).
+    pub fn replay_window(mut self, window: &str) -> Self {
+        self.route.spec.replay_window = Some(window.into());
         self
     }
 

@@ -69,6 +69,10 @@ pub struct StatusedRouteSpec {
     pub rate_limit: Option<RateLimit>,
     /// How many finished deliveries to keep, and for how long.
     pub history: Option<History>,
+    /// Events whose signed `time` is older than this are refused (Go duration, e.g. `24h`;
+    /// `0` disables). Defaults to the operator's `--replay-window` (72h); never longer than
+    /// its `--dedup-window`.
+    pub replay_window: Option<String>,
 }
 
 #[serde_with::skip_serializing_none]

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, SecretAccess};
 use crate::controller::backoff::Backoff;
+use crate::egress::{BadCidr, parse_cidrs};
 use crate::leader::LeaseConfig;
 
 #[derive(Debug, Parser)]
@@ -112,6 +113,30 @@ pub struct RunArgs {
         default_value = "statused-operator"
     )]
     pub leader_election_lease: String,
+    /// Addresses HTTP targets may reach even inside a refused class (loopback, link-local,
+    /// metadata, ...): comma-separated CIDRs, e.g. `127.0.0.2/32` for a local stand-in.
+    #[arg(long, env = "STATUSED_EGRESS_ALLOW", default_value = "")]
+    pub egress_allow: String,
+    /// Addresses HTTP targets may not reach, on top of the refused classes: comma-separated
+    /// CIDRs, e.g. `10.0.0.0/8` to keep targets out of the cluster network. Wins over
+    /// `--egress-allow`.
+    #[arg(long, env = "STATUSED_EGRESS_DENY", default_value = "")]
+    pub egress_deny: String,
+    /// Events whose signed `time` is older than this are refused (400), so that a captured
+    /// event cannot be replayed once its record is pruned (Go duration; `0` disables). A
+    /// route's `spec.replayWindow` overrides it. Never longer than `--dedup-window`.
+    #[arg(long, env = "STATUSED_REPLAY_WINDOW", default_value = "72h",
+          value_parser = parse_duration)]
+    pub replay_window: Duration,
+    /// Which Secrets a route may use: every Secret of its namespace (`namespace`), or only
+    /// those labelled `statused.dev/route-access: "true"` (`labeled`).
+    #[arg(
+        long,
+        env = "STATUSED_SECRET_ACCESS",
+        value_enum,
+        default_value = "namespace"
+    )]
+    pub secret_access: SecretAccess,
     /// Webhook requests worked on at once; more are answered 503 with Retry-After at once.
     #[arg(long, env = "STATUSED_MAX_INFLIGHT_REQUESTS", default_value_t = 128)]
     pub max_inflight_requests: usize,
@@ -162,10 +187,23 @@ fn parse_duration(text: &str) -> Result<Duration, NotADuration> {
 pub enum ConfigError {
     #[error("--leader-election needs --leader-election-namespace (or POD_NAMESPACE)")]
     LeaderElectionNamespace,
+    #[error("--egress-allow / --egress-deny")]
+    Egress(#[from] BadCidr),
+    #[error(
+        "--replay-window ({replay:?}) is longer than --dedup-window ({dedup:?}): an event \
+         pruned as no longer a duplicate could then still be replayed"
+    )]
+    ReplayLongerThanDedup { replay: Duration, dedup: Duration },
 }
 
 impl RunArgs {
     pub fn config(&self) -> Result<Config, ConfigError> {
+        if self.replay_window > self.dedup_window {
+            return Err(ConfigError::ReplayLongerThanDedup {
+                replay: self.replay_window,
+                dedup: self.dedup_window,
+            });
+        }
         let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
         let leader_election = if self.leader_election {
             let namespace = self
@@ -209,6 +247,10 @@ impl RunArgs {
             max_pending_age: self.max_pending_age,
             unhealthy_after: self.unhealthy_after,
             shutdown_drain: self.shutdown_drain,
+            egress_allow: parse_cidrs(&self.egress_allow)?,
+            egress_deny: parse_cidrs(&self.egress_deny)?,
+            replay_window: self.replay_window,
+            secret_access: self.secret_access,
             ..Config::default()
         })
     }
@@ -233,4 +275,8 @@ pub struct SendArgs {
     /// The signing secret.
     #[arg(long, env = "STATUSED_SIGNING_SECRET", hide_env_values = true)]
     pub secret: String,
+    /// Set the event's `time` to now before signing: a captured sample is older than the
+    /// receiver's replay window and would be refused as it is.
+    #[arg(long)]
+    pub now: bool,
 }

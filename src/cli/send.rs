@@ -19,6 +19,15 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     signature::sign(secret.as_bytes(), body)
 }
 
+/// `body` (a CloudEvent) with its `time` set to now.
+pub fn dated_now(body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let mut event: serde_json::Value = serde_json::from_slice(body)?;
+    if let Some(fields) = event.as_object_mut() {
+        fields.insert("time".into(), jiff::Timestamp::now().to_string().into());
+    }
+    serde_json::to_vec(&event)
+}
+
 /// POSTs `body` signed with `secret`; returns the status code and response body.
 pub async fn send(url: &str, secret: &str, body: Vec<u8>) -> Result<(u16, String), reqwest::Error> {
     let response = reqwest::Client::new()

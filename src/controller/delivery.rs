@@ -106,7 +106,7 @@ pub fn trim(delivery: &mut StatusedDelivery) {
         event.data = serde_json::Value::Null;
         event.source = String::new();
         event.subject = None;
-        event.time = None;
+        // The time stays: the pruner keeps a record while its event could be replayed.
         delivery.spec.matched = Vec::new();
         if let Some(status) = delivery.status.as_mut() {
             status.targets = Vec::new();
@@ -308,8 +308,7 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
                 Attempt::Http {
                     kind, req, target, ..
                 } => {
-                    let outcome =
-                        send(&ctx.http, &ctx.credentials, req, ctx.config.request_timeout).await;
+                    let outcome = send(&ctx.outbound, req, ctx.config.request_timeout).await;
                     let id = match &outcome {
                         Outcome::Succeeded { body, .. } => target.response_id(body),
                         _ => None,

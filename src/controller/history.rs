@@ -15,20 +15,25 @@ pub struct Finished {
     pub at: jiff::Timestamp,
     /// When its event was received (the record created).
     pub received: jiff::Timestamp,
+    /// The event's own signed time, if it had one.
+    pub event_time: Option<jiff::Timestamp>,
     /// Orders deliveries that finished within the same second (timestamps have second
     /// precision): the API server's resourceVersion of its last write, where it is a number.
     pub revision: u64,
 }
 
 /// The deliveries to delete: the oldest beyond each phase's limit, and any older than
-/// `max_age`, but none received within `dedup_window`: a record's name is what makes a
-/// redelivered event a duplicate, so it outlives any shorter history. Ties (timestamps have
-/// second precision) are broken by revision, then name, so every round chooses alike.
+/// `max_age`, but none received within `dedup_window` and none whose event the receiver
+/// would still accept (its time within `replay_window`, see `replay.rs`): a record's name is
+/// what makes a redelivered event a duplicate, so it outlives any shorter history. Ties
+/// (timestamps have second precision) are broken by revision, then name, so every round
+/// chooses alike.
 pub fn to_prune(
     mut finished: Vec<Finished>,
     limits: &HistoryLimits,
     now: jiff::Timestamp,
     dedup_window: Duration,
+    replay_window: Duration,
 ) -> Vec<String> {
     finished.sort_by(|a, b| {
         (b.at, b.revision)
@@ -46,7 +51,8 @@ pub fn to_prune(
             _ => (1, limits.failed),
         };
         let beyond = kept[slot] >= limit || now.duration_since(d.at) > max_age;
-        if beyond && now.duration_since(d.received) >= window {
+        let replayable = crate::replay::replayable(d.event_time, replay_window, now);
+        if beyond && now.duration_since(d.received) >= window && !replayable {
             prune.push(d.name);
         } else {
             kept[slot] += 1;
@@ -78,6 +84,7 @@ mod tests {
             phase,
             at: at(secs),
             received: at(secs),
+            event_time: None,
             revision: 0,
         }
     }
@@ -92,7 +99,7 @@ mod tests {
             d("s2", DeliveryPhase::Succeeded, 2),
             d("f2", DeliveryPhase::Failed, 2),
         ];
-        let mut pruned = to_prune(items, &limits, at(10), Duration::ZERO);
+        let mut pruned = to_prune(items, &limits, at(10), Duration::ZERO, Duration::ZERO);
         pruned.sort();
         assert_eq!(pruned, ["f1", "s1"]);
     }
@@ -105,7 +112,13 @@ mod tests {
         let mut last = d("a-last", DeliveryPhase::Succeeded, 5);
         last.revision = 12;
         assert_eq!(
-            to_prune(vec![first, last], &limits, at(10), Duration::ZERO),
+            to_prune(
+                vec![first, last],
+                &limits,
+                at(10),
+                Duration::ZERO,
+                Duration::ZERO
+            ),
             ["z-first"]
         );
     }
@@ -119,8 +132,14 @@ mod tests {
         ];
         let mut reversed = items.clone();
         reversed.reverse();
-        assert_eq!(to_prune(items, &limits, at(10), Duration::ZERO), ["a"]);
-        assert_eq!(to_prune(reversed, &limits, at(10), Duration::ZERO), ["a"]);
+        assert_eq!(
+            to_prune(items, &limits, at(10), Duration::ZERO, Duration::ZERO),
+            ["a"]
+        );
+        assert_eq!(
+            to_prune(reversed, &limits, at(10), Duration::ZERO, Duration::ZERO),
+            ["a"]
+        );
     }
 
     #[test]
@@ -133,9 +152,12 @@ mod tests {
         ];
         let window = Duration::from_secs(60);
         // "mid" is beyond the count, but was received only 50 s ago.
-        assert_eq!(to_prune(items.clone(), &limits, at(100), window), ["old"]);
         assert_eq!(
-            to_prune(items, &limits, at(200), window),
+            to_prune(items.clone(), &limits, at(100), window, Duration::ZERO),
+            ["old"]
+        );
+        assert_eq!(
+            to_prune(items, &limits, at(200), window, Duration::ZERO),
             ["mid", "old"],
             "once the window has passed, the limits apply"
         );
@@ -152,7 +174,26 @@ mod tests {
             &limits,
             at(120),
             Duration::ZERO,
+            Duration::ZERO,
         );
         assert_eq!(pruned, ["old"]);
+    }
+
+    #[test]
+    fn keeps_a_record_while_its_event_could_be_replayed() {
+        let limits = keep(0, 0, 3600);
+        // Received at 0 but dated 200 s ahead (clock skew): within a 100 s replay window
+        // until 300, though the dedup window (100 s from receipt) ends at 100.
+        let mut ahead = d("ahead", DeliveryPhase::Succeeded, 0);
+        ahead.event_time = Some(at(200));
+        let mut plain = d("plain", DeliveryPhase::Succeeded, 0);
+        plain.event_time = Some(at(0));
+        let window = Duration::from_secs(100);
+        let pruned = to_prune(vec![ahead.clone(), plain], &limits, at(150), window, window);
+        assert_eq!(pruned, ["plain"]);
+        assert_eq!(
+            to_prune(vec![ahead], &limits, at(301), window, window),
+            ["ahead"]
+        );
     }
 }

@@ -41,7 +41,7 @@ pub struct Doomed {
 /// limits, or `None` while they cannot be known (nothing is deleted on a guess).
 pub fn plan(
     deliveries: &[Arc<StatusedDelivery>],
-    limits: impl Fn(&RouteKey) -> Option<HistoryLimits>,
+    limits: impl Fn(&RouteKey) -> Option<(HistoryLimits, Duration)>,
     dedup_window: Duration,
     now: jiff::Timestamp,
 ) -> Vec<Doomed> {
@@ -62,6 +62,7 @@ pub fn plan(
                 .or(created)
                 .unwrap_or(now),
             received: created.unwrap_or(now),
+            event_time: d.spec.event.time.as_deref().and_then(|t| t.parse().ok()),
             // resourceVersion is opaque; read as a number only to order same-second finishes.
             revision: d
                 .metadata
@@ -77,7 +78,7 @@ pub fn plan(
     }
     let mut doomed = Vec::new();
     for (route, items) in by_route {
-        let Some(limits) = limits(&route) else {
+        let Some((limits, replay_window)) = limits(&route) else {
             continue;
         };
         let uids: BTreeMap<String, (Option<String>, jiff::Timestamp)> = items
@@ -85,7 +86,7 @@ pub fn plan(
             .map(|(f, uid)| (f.name.clone(), (uid.clone(), f.at)))
             .collect();
         let finished = items.into_iter().map(|(f, _)| f).collect();
-        for name in to_prune(finished, &limits, now, dedup_window) {
+        for name in to_prune(finished, &limits, now, dedup_window, replay_window) {
             let (uid, at) = uids.get(&name).cloned().unwrap_or((None, now));
             doomed.push(Doomed {
                 namespace: route.namespace.clone(),
@@ -116,13 +117,16 @@ pub fn backlog(deliveries: &[Arc<StatusedDelivery>], now: jiff::Timestamp) -> (u
     (count, oldest)
 }
 
-/// A route's history limits as the executor knows them.
-fn limits_of(ctx: &Context, route: &RouteKey) -> Option<HistoryLimits> {
+/// A route's history limits and replay window as the executor knows them.
+fn limits_of(ctx: &Context, route: &RouteKey) -> Option<(HistoryLimits, Duration)> {
+    let default_window = ctx.config.replay_window;
     match ctx.table.lookup(route) {
-        Some(RouteState::Ready(route)) => Some(route.history),
+        Some(RouteState::Ready(route)) => {
+            Some((route.history, route.replay_window.unwrap_or(default_window)))
+        }
         // Loaded and gone: the route was deleted and its deliveries go with it (owner
         // reference); until the garbage collector gets there, the defaults apply.
-        None if ctx.is_ready() => Some(HistoryLimits::default()),
+        None if ctx.is_ready() => Some((HistoryLimits::default(), default_window)),
         _ => None,
     }
 }
@@ -237,7 +241,12 @@ mod tests {
             delivery("a", "a0", None, 0),
             delivery("b", "b1", ok, 5),
         ];
-        let doomed = plan(&cached, |_| Some(limits(1)), Duration::ZERO, at(100));
+        let doomed = plan(
+            &cached,
+            |_| Some((limits(1), Duration::ZERO)),
+            Duration::ZERO,
+            at(100),
+        );
         let names: Vec<_> = doomed.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["a1", "a2"]);
         assert_eq!(doomed[0].uid.as_deref(), Some("uid-a1"));
@@ -263,7 +272,12 @@ mod tests {
             delivery("a", "newest", ok, 90),
         ];
         let window = Duration::from_secs(60);
-        let doomed = plan(&cached, |_| Some(limits(1)), window, at(100));
+        let doomed = plan(
+            &cached,
+            |_| Some((limits(1), Duration::ZERO)),
+            window,
+            at(100),
+        );
         let names: Vec<_> = doomed.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(
             names,
@@ -280,7 +294,13 @@ mod tests {
         ];
         assert!(plan(&cached, |_| None, Duration::ZERO, at(100)).is_empty());
         assert_eq!(
-            plan(&cached, |_| Some(limits(1)), Duration::ZERO, at(100)).len(),
+            plan(
+                &cached,
+                |_| Some((limits(1), Duration::ZERO)),
+                Duration::ZERO,
+                at(100)
+            )
+            .len(),
             1
         );
     }

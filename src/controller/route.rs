@@ -18,10 +18,13 @@ use tracing::{debug, info, instrument, warn};
 
 use super::status::{route_status, route_status_changed};
 use super::{Error, scoped_api};
+use crate::api::conditions::Reason;
 use crate::api::{FIELD_MANAGER, StatusedRoute};
+use crate::config::{ROUTE_ACCESS_LABEL, SecretAccess};
 use crate::context::Context;
-use crate::route::RouteKey;
 use crate::route::compile::{compile_route, referenced_secrets, required_apis};
+use crate::route::error::CompileError;
+use crate::route::{CompiledRoute, RouteKey};
 use crate::routing::RouteState;
 use crate::secrets::{SecretSet, SecretValue};
 use crate::targets::objects::ApiRef;
@@ -111,7 +114,8 @@ async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Actio
     let ns = route.namespace().ok_or(Error::NoNamespace)?;
     let secrets = read_secrets(&ctx, &ns, &route).await?;
     let missing_apis = missing_apis(&ctx, &route).await?;
-    let compiled = compile_route(&route, &secrets, &missing_apis);
+    let compiled = compile_route(&route, &secrets, &missing_apis)
+        .and_then(|c| within_dedup_window(c, ctx.config.dedup_window));
     // Nothing tells us when Tekton or Argo gets installed; look again now and then.
     let recheck = !missing_apis.is_empty();
     let path = StatusedRoute::webhook_path(&key.namespace, &key.name);
@@ -216,10 +220,41 @@ async fn missing_apis(
     Ok(missing)
 }
 
+/// A route's replay window may not outlast the records that make a repeat a duplicate.
+fn within_dedup_window(
+    route: CompiledRoute,
+    dedup_window: Duration,
+) -> Result<CompiledRoute, CompileError> {
+    match route.replay_window {
+        Some(window) if window > dedup_window => Err(CompileError {
+            reason: Reason::InvalidSpec,
+            message: format!(
+                "spec.replayWindow: {}s is longer than the operator's dedup window ({}s); \
+                 a replayed event could then fire twice. Shorten it, or raise --dedup-window",
+                window.as_secs(),
+                dedup_window.as_secs()
+            ),
+        }),
+        _ => Ok(route),
+    }
+}
+
 async fn read_secrets(ctx: &Context, ns: &str, route: &StatusedRoute) -> Result<SecretSet, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let mut set = SecretSet::new(ns);
+    let labeled = ctx.config.secret_access == SecretAccess::Labeled;
     for name in referenced_secrets(route) {
+        if labeled {
+            // The label is checked on the metadata alone: an unlabelled Secret's values are
+            // never read.
+            let Some(meta) = api.get_metadata_opt(&name).await? else {
+                continue;
+            };
+            if meta.labels().get(ROUTE_ACCESS_LABEL).map(String::as_str) != Some("true") {
+                set.refuse(name);
+                continue;
+            }
+        }
         if let Some(secret) = api.get_opt(&name).await? {
             let mut data: std::collections::BTreeMap<String, SecretValue> = secret
                 .data

@@ -132,6 +132,17 @@ pub fn compile_route(
         signing_keys,
         rules,
         history: HistoryLimits::compile(spec.history.as_ref())?,
+        replay_window: match &spec.replay_window {
+            None => None,
+            Some(text) => Some(crate::duration::parse_go_duration(text).ok_or_else(|| {
+                CompileError {
+                    reason: Reason::InvalidSpec,
+                    message: format!(
+                        "spec.replayWindow: {text:?} is not a duration like 24h or 30m (0 disables)"
+                    ),
+                }
+            })?),
+        },
         rate_limit: match &spec.rate_limit {
             None => None,
             Some(r) if r.requests_per_minute == 0 || r.burst == Some(0) => {

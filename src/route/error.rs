@@ -34,6 +34,7 @@ impl From<SecretError> for CompileError {
     fn from(err: SecretError) -> Self {
         let reason = match err {
             SecretError::NotFound { .. } => Reason::SecretNotFound,
+            SecretError::NotAllowed { .. } => Reason::SecretNotAllowed,
             SecretError::KeyMissing { .. } | SecretError::NotText { .. } => {
                 Reason::SecretKeyMissing
             }

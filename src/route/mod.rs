@@ -52,6 +52,8 @@ pub struct CompiledRoute {
     pub rules: Vec<CompiledRule>,
     pub history: HistoryLimits,
     pub rate_limit: Option<Limit>,
+    /// `spec.replayWindow`; the operator's default when `None`.
+    pub replay_window: Option<std::time::Duration>,
 }
 
 #[derive(Debug)]

@@ -27,6 +27,7 @@ use crate::api::{
 use crate::event::Envelope;
 use crate::metrics::Metrics;
 use crate::naming::{LABEL_EVENT_TYPE, LABEL_ROUTE, delivery_name, label_value};
+use crate::replay::{self, OutsideWindow};
 use crate::route::{CompiledRoute, RouteKey};
 use crate::routing::{RouteState, RoutingTable};
 use crate::signature::{self, SIGNATURE_HEADER};
@@ -57,6 +58,9 @@ pub struct Limits {
     pub body_timeout: std::time::Duration,
     /// How long the store may take to record a delivery (slower: 503).
     pub record_timeout: std::time::Duration,
+    /// Events whose signed time is older are refused (400); a route's `spec.replayWindow`
+    /// overrides it; zero: no limit.
+    pub replay_window: std::time::Duration,
 }
 
 /// The routes the watch cache holds.
@@ -110,6 +114,9 @@ pub enum ReceiveError {
     Signature(#[from] signature::SignatureError),
     #[error("invalid CloudEvent: {0}")]
     Envelope(#[from] crate::event::EnvelopeError),
+    /// Outside the replay window: refused for good (a 4xx the sender does not retry).
+    #[error("{0}")]
+    Replay(#[from] OutsideWindow),
     #[error("receiver busy")]
     Busy,
     #[error("could not record event")]
@@ -131,7 +138,9 @@ impl ReceiveError {
             | ReceiveError::NameTaken => StatusCode::SERVICE_UNAVAILABLE,
             ReceiveError::UnknownRoute => StatusCode::NOT_FOUND,
             ReceiveError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ReceiveError::BadBody | ReceiveError::Envelope(_) => StatusCode::BAD_REQUEST,
+            ReceiveError::BadBody | ReceiveError::Envelope(_) | ReceiveError::Replay(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ReceiveError::SlowBody => StatusCode::REQUEST_TIMEOUT,
             ReceiveError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ReceiveError::Signature(_) => StatusCode::UNAUTHORIZED,
@@ -258,6 +267,7 @@ async fn handle(
             .check(&key, limit, std::time::Instant::now())
             .map_err(ReceiveError::RateLimited)?;
     }
+    check_replay_window(ctx, &route, &bytes)?;
     // Parsed and matched on the blocking pool; the body comes back (not copied) to be
     // parsed once more, cheaply, for the record.
     let (bytes, (matched, failures)) = match_off_the_workers(ctx, &route, bytes).await?;
@@ -274,6 +284,22 @@ async fn handle(
         });
     }
     record(ctx, &route, &envelope, matched).await
+}
+
+/// Refuses an event whose signed time is outside the route's replay window (see
+/// `replay.rs`), counted and logged with its id.
+fn check_replay_window(
+    ctx: &Receiver,
+    route: &CompiledRoute,
+    bytes: &[u8],
+) -> Result<(), ReceiveError> {
+    let envelope = Envelope::parse(bytes)?;
+    let window = route.replay_window.unwrap_or(ctx.limits.replay_window);
+    replay::check(envelope.time.as_deref(), window, jiff::Timestamp::now()).map_err(|outside| {
+        ctx.metrics.event_refused(outside.as_str());
+        info!(event = %envelope.id, reason = outside.as_str(), "event refused: outside the replay window");
+        ReceiveError::Replay(outside)
+    })
 }
 
 /// Rule matching (CEL) runs on the blocking pool, at most [`EVALUATIONS`] at once and for

@@ -21,6 +21,7 @@ pub mod kind;
 pub mod listener;
 pub mod message;
 pub mod objects;
+pub mod outbound;
 pub mod outcome;
 pub mod registry;
 pub mod request;

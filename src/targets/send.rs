@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::credentials::CredentialCache;
+use super::outbound::{Outbound, refusal};
 pub use super::outcome::Outcome;
 use super::request::HttpRequest;
 
@@ -38,7 +38,12 @@ pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> Vec<u8>
 /// The start of an answer for `lastError`: secrets redacted first, then cut to
 /// [`BODY_EXCERPT`] bytes (at a character boundary), so no prefix of a secret survives the cut.
 pub fn excerpt(body: &[u8], redact: impl Fn(&str) -> String) -> String {
-    let redacted = redact(&String::from_utf8_lossy(body));
+    // Control characters (newlines, escapes) become spaces: the excerpt is one line of text.
+    let text: String = String::from_utf8_lossy(body)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let redacted = redact(&text);
     let mut end = redacted.len().min(BODY_EXCERPT);
     while !redacted.is_char_boundary(end) {
         end -= 1;
@@ -75,16 +80,18 @@ pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> 
 
 /// Sends `req` and classifies the answer. Recorded text never includes the URL (it may hold
 /// a token) and has the request's secrets scrubbed.
-pub async fn send(
-    client: &reqwest::Client,
-    credentials: &CredentialCache,
-    mut req: HttpRequest,
-    default_timeout: Duration,
-) -> Outcome {
+///
+/// A destination the outbound guard refuses fails at once and is not retried; its error says
+/// the address class, never the address.
+pub async fn send(out: &Outbound, mut req: HttpRequest, default_timeout: Duration) -> Outcome {
     let timeout = req.timeout.unwrap_or(default_timeout);
+    if let Err(refused) = out.check(&req.url).await {
+        return Outcome::failed(None, refused.to_string());
+    }
+    let client = &out.client;
     let mut headers = req.headers.clone();
     if let Some(auth) = req.auth.clone() {
-        match auth.authorization(client, credentials, timeout).await {
+        match auth.authorization(client, &out.credentials, timeout).await {
             Ok((value, credential)) => {
                 headers.insert(reqwest::header::AUTHORIZATION, value);
                 req = req.secret(credential);
@@ -101,7 +108,10 @@ pub async fn send(
         .await;
     let response = match result {
         Ok(r) => r,
-        Err(e) => return Outcome::retry(None, transport_error(&e, timeout), None),
+        Err(e) => match refusal(&e) {
+            Some(refused) => return Outcome::failed(None, refused.to_string()),
+            None => return Outcome::retry(None, transport_error(&e, timeout), None),
+        },
     };
     let code = response.status().as_u16();
     let class = classify_status(code);
@@ -119,16 +129,17 @@ pub async fn send(
     }
     let body = read_capped(response, READ_AT_MOST).await;
     let excerpt = excerpt(&body, |text| req.redact(text));
-    let error = if excerpt.is_empty() {
-        format!("HTTP {code}")
-    } else {
-        format!("HTTP {code}: {excerpt}")
+    let error = match (code, excerpt.is_empty()) {
+        // Redirects are never followed: where they lead has not passed the outbound guard.
+        (300..=399, _) => format!("HTTP {code}: redirects are not followed; use the final URL"),
+        (_, true) => format!("HTTP {code}"),
+        (_, false) => format!("HTTP {code}: {excerpt}"),
     };
     if code == 401
         && let Some(auth) = &req.auth
     {
         // A revoked or expired credential: drop it and try again with a fresh one.
-        auth.invalidate(credentials);
+        auth.invalidate(&out.credentials);
         return Outcome::retry(Some(code), error, after);
     }
     match class {

@@ -49,12 +49,17 @@ pub async fn api_server_addr() -> SocketAddr {
     authority.parse().unwrap()
 }
 
+/// A sample event as Statused would send it now: its `time` is now, inside the replay window
+/// (the files keep the time they were captured at).
 pub fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
+    let file = std::fs::read(format!(
         "{}/tests/fixtures/samples/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
-    .unwrap()
+    .unwrap();
+    let mut event: serde_json::Value = serde_json::from_slice(&file).unwrap();
+    event["time"] = jiff::Timestamp::now().to_string().into();
+    serde_json::to_vec(&event).unwrap()
 }
 
 /// One test's namespace, admin client and operator client.
@@ -62,6 +67,8 @@ pub struct TestEnv {
     pub admin: Client,
     pub operator_client: Client,
     pub ns: String,
+    /// The API server's address and port.
+    pub api_server: SocketAddr,
 }
 
 impl TestEnv {
@@ -90,6 +97,7 @@ impl TestEnv {
             admin,
             operator_client,
             ns,
+            api_server: api_server_addr().await,
         }
     }
 
@@ -214,6 +222,10 @@ impl TestEnv {
             shutdown_drain: Duration::ZERO,
             route_status_interval: Duration::from_millis(200),
             api_recheck: Duration::from_secs(1),
+            // The stand-ins listen on 127.0.0.1, which the outbound guard refuses unless
+            // allowed; the API server there stays refused (tests/egress.rs).
+            egress_allow: statused_operator::egress::parse_cidrs("127.0.0.1/32").unwrap(),
+            api_server: vec![self.api_server],
             ..operator::Config::default()
         }
     }
@@ -450,6 +462,11 @@ type InFlightCounts = (
 
 impl Sink {
     pub async fn start(default_status: u16) -> Self {
+        Self::start_on("127.0.0.1".parse().unwrap(), default_status).await
+    }
+
+    /// A sink on another loopback address (`127.0.0.2`, say), for the outbound guard's tests.
+    pub async fn start_on(ip: std::net::IpAddr, default_status: u16) -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let answers = Arc::new(Mutex::new(Answers::default()));
         let in_flight: Arc<InFlightCounts> = Arc::new(Default::default());
@@ -533,7 +550,7 @@ impl Sink {
                 }
             },
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
