@@ -235,6 +235,7 @@ static STDLIB: std::sync::LazyLock<std::sync::Arc<cel::Env>> =
 pub struct Scope {
     context: Context<'static, 'static>,
     event: Json,
+    route: (String, String),
 }
 
 impl Scope {
@@ -253,7 +254,27 @@ impl Scope {
         Self {
             context,
             event: event.clone(),
+            route: (route_namespace.to_string(), route_name.to_string()),
         }
+    }
+
+    /// The same scope with every string of the event passed through `escape`, for targets
+    /// whose text has a markup of its own (Slack mrkdwn, Teams Markdown): what an event
+    /// carries is shown as text, while the route's own template text keeps its markup.
+    pub fn with_escaped_event(&self, escape: impl Fn(&str) -> String + Copy) -> Scope {
+        fn walk(value: &Json, escape: impl Fn(&str) -> String + Copy) -> Json {
+            match value {
+                Json::String(s) => Json::String(escape(s)),
+                Json::Array(items) => Json::Array(items.iter().map(|v| walk(v, escape)).collect()),
+                Json::Object(map) => Json::Object(
+                    map.iter()
+                        .map(|(k, v)| (k.clone(), walk(v, escape)))
+                        .collect(),
+                ),
+                other => other.clone(),
+            }
+        }
+        Scope::new(&walk(&self.event, escape), &self.route.0, &self.route.1)
     }
 
     /// The event envelope this scope was built from.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::fields::{Field, SecretUrl, compile_opt, parse_http_url, render_opt};
 use super::kind::{Kind, Trigger};
-use super::message::default_message;
+use super::message::{default_message, slack_escape};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use crate::expr::{JsonTemplate, Template};
 use crate::route::error::CompileError;
@@ -74,8 +74,10 @@ impl Kind for SlackTarget {
 
 impl HttpTarget for Slack {
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
-        let default = default_message(ctx.scope.event());
-        let body = match (render_opt(&self.text, ctx.scope)?, &self.blocks) {
+        // Event fields are shown as text: `<!channel>` in an app name pings nobody.
+        let scope = ctx.scope.with_escaped_event(slack_escape);
+        let default = default_message(scope.event());
+        let body = match (render_opt(&self.text, &scope)?, &self.blocks) {
             (None, None) => {
                 let mut attachment = json!({"color": default.color, "fallback": default.title});
                 if let Some(text) = &default.text {
@@ -86,7 +88,7 @@ impl HttpTarget for Slack {
             (text, blocks) => {
                 let mut body = json!({"text": text.unwrap_or(default.title)});
                 if let Some(b) = blocks {
-                    body["blocks"] = b.render(ctx.scope)?;
+                    body["blocks"] = b.render(&scope)?;
                 }
                 body
             }
@@ -101,7 +103,7 @@ impl HttpTarget for Slack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::{compile_http, request};
+    use crate::targets::test_support::{compile_http, request, request_for, sample_with};
 
     fn secrets() -> SecretSet {
         SecretSet::new("ns").with(
@@ -149,6 +151,40 @@ mod tests {
             b,
             json!({"text": "Markdown Email is Valid",
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "*Markdown Email* build 456"}}]})
+        );
+    }
+
+    #[test]
+    fn event_fields_cannot_ping_or_link() {
+        let hostile = sample_with(json!({"app_name": "<!channel> & <@U0123>",
+            "message": "<https://evil.example|log in>"}));
+        let slack = |v: Value| {
+            let t = compile_http(
+                &serde_json::from_value::<SlackTarget>(v).unwrap(),
+                &secrets(),
+            )
+            .unwrap();
+            serde_json::from_slice::<Value>(&request_for(&t, &hostile).body).unwrap()
+        };
+        // The route's own text keeps its markup; what the event carries is shown as text.
+        let b = slack(
+            json!({"urlSecretRef": {"name": "slack"}, "text": "<!here> $(data.app_name)",
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "*$(data.app_name)*"}}]}),
+        );
+        assert_eq!(b["text"], "<!here> &lt;!channel&gt; &amp; &lt;@U0123&gt;");
+        assert_eq!(
+            b["blocks"][0]["text"]["text"],
+            "*&lt;!channel&gt; &amp; &lt;@U0123&gt;*"
+        );
+        let b = slack(json!({"urlSecretRef": {"name": "slack"}}));
+        let shown = b.to_string();
+        assert!(
+            !shown.contains("<!channel>") && !shown.contains("<https:"),
+            "{shown}"
+        );
+        assert_eq!(
+            b["attachments"][0]["text"],
+            "&lt;https://evil.example|log in&gt;"
         );
     }
 }

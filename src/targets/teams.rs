@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::fields::{Field, SecretUrl, compile_opt, parse_http_url, render_opt};
 use super::kind::{Kind, Trigger};
-use super::message::{Tone, default_message};
+use super::message::{Tone, default_message, markdown_escape};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use crate::expr::{JsonTemplate, Template};
 use crate::route::error::CompileError;
@@ -87,12 +87,14 @@ impl Kind for TeamsTarget {
 
 impl HttpTarget for Teams {
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
+        // Event fields are shown as text, never as links or formatting.
+        let scope = ctx.scope.with_escaped_event(markdown_escape);
         let content = match &self.card {
-            Some(card) => card.render(ctx.scope)?,
+            Some(card) => card.render(&scope)?,
             None => {
-                let default = default_message(ctx.scope.event());
-                let title = render_opt(&self.title, ctx.scope)?.unwrap_or(default.title);
-                let text = render_opt(&self.text, ctx.scope)?.or(default.text);
+                let default = default_message(scope.event());
+                let title = render_opt(&self.title, &scope)?.unwrap_or(default.title);
+                let text = render_opt(&self.text, &scope)?.or(default.text);
                 let color = match default.tone {
                     Tone::Good => "Good",
                     Tone::Bad => "Attention",
@@ -129,6 +131,7 @@ impl HttpTarget for Teams {
 mod tests {
     use super::*;
     use crate::targets::test_support::{compile_http, request};
+    use crate::targets::test_support::{request_for, sample_with};
 
     #[test]
     fn message_has_one_adaptive_card_with_title_and_facts() {
@@ -178,5 +181,29 @@ mod tests {
                 .message
                 .contains("t.card")
         );
+    }
+
+    #[test]
+    fn event_fields_cannot_become_links_or_formatting() {
+        let hostile = sample_with(json!({"app_name": "[Log in](https://evil.example) *now*",
+            "message": "<at>everyone</at>"}));
+        let secrets = SecretSet::new("ns").with("teams", &[("url", "https://example.com/x")]);
+        let t = compile_http(
+            &serde_json::from_value::<TeamsTarget>(
+                json!({"urlSecretRef": {"name": "teams"}, "text": "**Heads up:** $(data.app_name)"}),
+            )
+            .unwrap(),
+            &secrets,
+        )
+        .unwrap();
+        let b: Value = serde_json::from_slice(&request_for(&t, &hostile).body).unwrap();
+        let body = &b["attachments"][0]["content"]["body"];
+        assert_eq!(
+            body[1]["text"],
+            "**Heads up:** \\[Log in\\]\\(https://evil.example\\) \\*now\\*"
+        );
+        let shown = b.to_string();
+        assert!(!shown.contains("](https://evil"), "{shown}");
+        assert!(!shown.contains("<at>"), "{shown}");
     }
 }

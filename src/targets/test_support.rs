@@ -17,6 +17,27 @@ pub fn scope() -> Scope {
     Scope::new(&env.to_value(), "mobile-ci", "releases")
 }
 
+/// The request `target` builds for `event` (a CloudEvent as JSON).
+pub fn request_for(target: &dyn HttpTarget, event: &serde_json::Value) -> HttpRequest {
+    let scope = Scope::new(event, "mobile-ci", "releases");
+    target
+        .build_request(&RenderContext {
+            scope: &scope,
+            event_id: "ev-1",
+        })
+        .unwrap()
+}
+
+/// The `build-valid` sample with its `data` fields changed.
+pub fn sample_with(data: serde_json::Value) -> serde_json::Value {
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&crate::test_support::sample("build-valid.json")).unwrap();
+    for (k, v) in data.as_object().unwrap() {
+        event["data"][k] = v.clone();
+    }
+    event
+}
+
 /// The request `target` builds for the `build-valid` sample (event id `ev-1`).
 pub fn request(target: &dyn HttpTarget) -> HttpRequest {
     let scope = scope();
