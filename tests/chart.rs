@@ -771,3 +771,37 @@ fn no_role_but_the_operators_may_write_deliveries() {
     kubectl(&["delete", "namespace", &ns, "--wait=false"]);
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
+    let manifests = render(&[
+        "--set",
+        "secretAccess=labeled",
+        "--set",
+        "replayWindow=24h",
+        "--set-json",
+        r#"egress={"allow":["127.0.0.2/32"],"deny":["10.0.0.0/8","fd00::/8"]}"#,
+    ]);
+    for (name, value) in [
+        ("STATUSED_SECRET_ACCESS", "labeled"),
+        ("STATUSED_REPLAY_WINDOW", "24h"),
+        ("STATUSED_EGRESS_ALLOW", "127.0.0.2/32"),
+        ("STATUSED_EGRESS_DENY", "10.0.0.0/8,fd00::/8"),
+    ] {
+        assert!(
+            manifests.contains(&format!("name: {name}\n              value: \"{value}\"")),
+            "{name}={value} not rendered"
+        );
+    }
+    let defaults = render(&[]);
+    assert!(defaults.contains("name: STATUSED_EGRESS_ALLOW\n              value: \"\""));
+    assert!(defaults.contains("name: STATUSED_SECRET_ACCESS\n              value: \"namespace\""));
+    for bad in [
+        "secretAccess=everything",
+        "replayWindow=3days",
+        "egress.allow={example.com}",
+    ] {
+        assert!(try_render(&["--set", bad]).is_err(), "{bad} was accepted");
+    }
+    server_dry_run(&manifests);
+}

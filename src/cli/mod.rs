@@ -280,3 +280,55 @@ pub struct SendArgs {
     #[arg(long)]
     pub now: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let args = ["statused-operator", "run"].iter().chain(extra);
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Run(args) => *args,
+            _ => unreachable!("parsed a run"),
+        }
+    }
+
+    #[test]
+    fn security_settings_reach_the_config() {
+        let config = run_args(&[
+            "--egress-allow",
+            "127.0.0.2/32, 10.1.0.0/16",
+            "--egress-deny",
+            "10.0.0.0/8",
+            "--replay-window",
+            "24h",
+            "--secret-access",
+            "labeled",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(config.egress_allow.len(), 2);
+        assert_eq!(config.egress_deny.len(), 1);
+        assert_eq!(config.replay_window, Duration::from_secs(24 * 3600));
+        assert_eq!(config.secret_access, SecretAccess::Labeled);
+        let defaults = run_args(&[]).config().unwrap();
+        assert!(defaults.egress_allow.is_empty() && defaults.egress_deny.is_empty());
+        assert_eq!(defaults.replay_window, defaults.dedup_window);
+        assert_eq!(defaults.secret_access, SecretAccess::Namespace);
+    }
+
+    #[test]
+    fn a_replay_window_longer_than_the_dedup_window_is_refused() {
+        let err = run_args(&["--replay-window", "100h"]).config().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::ReplayLongerThanDedup { .. }),
+            "{err}"
+        );
+        assert!(run_args(&["--replay-window", "0"]).config().is_ok());
+        let err = run_args(&["--egress-deny", "10.0.0.0/33"])
+            .config()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Egress(_)), "{err}");
+    }
+}
