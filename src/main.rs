@@ -1,6 +1,6 @@
 use anyhow::Context as _;
 use clap::Parser;
-use statused_operator::cli::{Cli, Command, RouteCommand, crd, route_test, send};
+use statused_operator::cli::{Cli, Command, RouteCommand, crd, redeliver, route_test, send};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -49,6 +49,31 @@ async fn main() -> anyhow::Result<()> {
                     "{}",
                     route_test::report(route, &manifests.secret_set(&ns), &body)?
                 );
+            }
+        }
+        Command::Redeliver(args) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("no Kubernetes cluster found (in-cluster config or KUBECONFIG)")?;
+            let namespace = args
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let selection = match (&args.name, &args.route, args.failed_since) {
+                (Some(name), _, _) => redeliver::Selection::One(name.clone()),
+                (None, Some(route), Some(window)) => redeliver::Selection::FailedSince {
+                    route: route.clone(),
+                    window,
+                },
+                _ => return Err(redeliver::RedeliverError::NothingSelected.into()),
+            };
+            let names =
+                redeliver::redeliver(client, &namespace, selection, args.all_targets).await?;
+            for name in &names {
+                println!("statuseddelivery/{name} redelivery requested");
+            }
+            if names.is_empty() {
+                println!("no delivery matched");
             }
         }
         Command::Run(args) => {

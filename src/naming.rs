@@ -34,8 +34,14 @@ pub fn delivery_name(route: &str, event_id: &str) -> String {
 
 /// A DNS-1123 label (at most 63 characters) for the object one target creates for one event:
 /// the route name, shortened and cleaned, and a hash of (route, rule, target index, event id).
-pub fn object_name(route: &str, rule: &str, target: u32, event_id: &str) -> String {
-    let hash = sha256_hex(&[route, rule, &target.to_string(), event_id]);
+pub fn object_name(route: &str, rule: &str, target: u32, event_id: &str, round: u32) -> String {
+    // Round 0 (the event itself) hashes as it always has; a redelivery round names its own.
+    let round = (round > 0).then(|| format!("redelivery-{round}"));
+    let mut parts = vec![route, rule];
+    let target = target.to_string();
+    parts.extend([target.as_str(), event_id]);
+    parts.extend(round.as_deref());
+    let hash = sha256_hex(&parts);
     let cleaned: String = route
         .to_ascii_lowercase()
         .chars()
@@ -99,6 +105,8 @@ pub struct IdentityInput<'a> {
     pub event_type: &'a str,
     pub app_name: Option<&'a str>,
     pub status: Option<&'a str>,
+    /// The redelivery round (0: the event as received): each round creates its own object.
+    pub round: u32,
 }
 
 impl ObjectIdentity {
@@ -124,7 +132,7 @@ impl ObjectIdentity {
             annotations.insert(ANNOTATION_STATUS.to_string(), status.to_string());
         }
         Self {
-            name: object_name(i.route, i.rule, i.target, i.event_id),
+            name: object_name(i.route, i.rule, i.target, i.event_id, i.round),
             namespace: i.namespace.to_string(),
             labels: labels
                 .into_iter()
@@ -196,15 +204,19 @@ mod tests {
 
     #[test]
     fn object_names_are_dns_labels_unique_per_target_and_event() {
-        let n = object_name("ios.Releases", "submit", 0, "ev-1");
+        let n = object_name("ios.Releases", "submit", 0, "ev-1", 0);
         assert!(is_dns_label(&n), "{n}");
         assert!(n.starts_with("ios-releases-"));
-        assert_eq!(n, object_name("ios.Releases", "submit", 0, "ev-1"));
-        assert_ne!(n, object_name("ios.Releases", "submit", 1, "ev-1"));
-        assert_ne!(n, object_name("ios.Releases", "other", 0, "ev-1"));
-        assert_ne!(n, object_name("ios.Releases", "submit", 0, "ev-2"));
-        assert!(is_dns_label(&object_name(&"a".repeat(250), "r", 0, "e")));
-        assert!(is_dns_label(&object_name("...", "r", 0, "e")));
+        assert_eq!(n, object_name("ios.Releases", "submit", 0, "ev-1", 0));
+        assert_ne!(n, object_name("ios.Releases", "submit", 1, "ev-1", 0));
+        assert_ne!(n, object_name("ios.Releases", "other", 0, "ev-1", 0));
+        assert_ne!(n, object_name("ios.Releases", "submit", 0, "ev-2", 0));
+        assert!(is_dns_label(&object_name(&"a".repeat(250), "r", 0, "e", 0)));
+        assert!(is_dns_label(&object_name("...", "r", 0, "e", 0)));
+        let first = object_name("ios.Releases", "submit", 0, "ev-1", 1);
+        assert!(is_dns_label(&first));
+        assert_ne!(first, n, "a redelivery round creates its own object");
+        assert_ne!(first, object_name("ios.Releases", "submit", 0, "ev-1", 2));
     }
 
     #[test]

@@ -131,6 +131,15 @@ pub struct StatusedDeliveryStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetStatus>,
     pub completed_at: Option<Time>,
+    /// Redeliveries asked for with the `statused.dev/redeliver` annotation and carried out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redeliveries: u32,
+    /// The last `statused.dev/redeliver` value honoured: each value is honoured once.
+    pub redelivery_token: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[serde_with::skip_serializing_none]

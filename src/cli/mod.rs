@@ -1,6 +1,7 @@
 //! Command-line interface: `run`, `crd`, `sign`, `send`, `route test`.
 
 pub mod crd;
+pub mod redeliver;
 pub mod route_test;
 pub mod send;
 
@@ -43,6 +44,29 @@ pub enum Command {
     /// Work with route YAML offline.
     #[command(subcommand)]
     Route(RouteCommand),
+    /// Run a finished delivery's failed targets again (`--all-targets`: every target), or, with
+    /// `--route` and `--failed-since`, every delivery of a route that failed in that window.
+    /// Sets the `statused.dev/redeliver` annotation; the operator honours each value once.
+    Redeliver(RedeliverArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RedeliverArgs {
+    /// The StatusedDelivery.
+    #[arg(required_unless_present = "route", conflicts_with = "route")]
+    pub name: Option<String>,
+    /// Namespace (default: the kubeconfig's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Run every target again, not only the failed ones.
+    #[arg(long)]
+    pub all_targets: bool,
+    /// Every delivery of this route that failed within `--failed-since`.
+    #[arg(long, requires = "failed_since")]
+    pub route: Option<String>,
+    /// How far back, e.g. `2h` (Go duration).
+    #[arg(long, value_parser = parse_duration, requires = "route")]
+    pub failed_since: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -120,6 +120,7 @@ pub fn report(
     let render = RenderContext {
         scope: &scope,
         event_id: &envelope.id,
+        round: 0,
     };
     let delivery = delivery_name(&name, &envelope.id);
     let _ = writeln!(out, "delivery {delivery}");
@@ -130,6 +131,7 @@ pub fn report(
         event_id: &envelope.id,
         event_type: &envelope.type_,
         data: &event["data"],
+        round: 0,
     };
     for m in &matched {
         let _ = writeln!(out, "\nrule {}, target {} ({}):", m.rule, m.target, m.kind);

@@ -14,6 +14,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
 use super::plan::{PlanInput, Planned, plan};
+use super::redeliver;
 use super::retry::{self, RetryPolicy, finish};
 use super::route_activity::Activity;
 use super::status::delivery_phase;
@@ -100,7 +101,10 @@ pub fn trim(delivery: &mut StatusedDelivery) {
     if finished {
         let meta = &mut delivery.metadata;
         meta.labels = None;
-        meta.annotations = None;
+        // Only a redelivery request is kept: it is what reopens a finished delivery.
+        if let Some(annotations) = meta.annotations.as_mut() {
+            annotations.retain(|k, _| k.starts_with(redeliver::ANNOTATION_REDELIVER));
+        }
         meta.owner_references = None;
         let event = &mut delivery.spec.event;
         event.data = serde_json::Value::Null;
@@ -129,6 +133,9 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         delivery
     };
     let current = delivery.status.clone().unwrap_or_default();
+    if current.phase.is_finished() && redeliver::requested(&delivery).is_some() {
+        return honour_redelivery(&ctx, &ns, &name).await;
+    }
     if current.phase.is_finished() {
         // Nothing left to do; the pruner deletes it when its time comes.
         ctx.ledger.forget(&delivery);
@@ -210,6 +217,7 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         let render = RenderContext {
             scope: &scope,
             event_id: &event.id,
+            round: current.redeliveries,
         };
         let input = PlanInput {
             namespace: &ns,
@@ -218,6 +226,7 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
             event_id: &event.id,
             event_type: &event.type_,
             data: &event.data,
+            round: current.redeliveries,
         };
         for i in due {
             let t = &mut targets[i];
@@ -351,6 +360,8 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         attempts: targets.iter().map(|t| t.attempts).sum(),
         completed_at: phase.is_finished().then_some(Time(now)),
         targets,
+        redeliveries: current.redeliveries,
+        redelivery_token: current.redelivery_token.clone(),
     };
     if desired != current
         && let Err(e) = write_status(&ctx, &delivery, &desired).await
@@ -380,6 +391,8 @@ async fn give_up(
         attempts: targets.iter().map(|t| t.attempts).sum(),
         completed_at: Some(Time(now)),
         targets,
+        redeliveries: current.redeliveries,
+        redelivery_token: current.redelivery_token.clone(),
     };
     warn!(delivery = %delivery.name_any(), reason = %why, "delivery given up");
     write_status(ctx, delivery, &desired).await?;
@@ -400,9 +413,14 @@ async fn write_status(
 ) -> Result<Option<String>, Error> {
     let ns = delivery.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut status = serde_json::to_value(desired).map_err(Error::Serialize)?;
+    if desired.completed_at.is_none() {
+        // A merge patch keeps what it does not name: a reopened delivery clears it.
+        status["completedAt"] = serde_json::Value::Null;
+    }
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": delivery.metadata.resource_version},
-        "status": desired,
+        "status": status,
     });
     let written = api
         .patch_status(
@@ -414,6 +432,43 @@ async fn write_status(
     let rv = written.metadata.resource_version;
     ctx.ledger.written(delivery, rv.clone());
     Ok(rv)
+}
+
+/// Honours a redelivery request (see `redeliver.rs`): reads the delivery afresh (the cache
+/// keeps little of a finished one), reopens the targets asked for with one conditional status
+/// write, and says so in an Event. The executor then delivers them as it delivers any event.
+async fn honour_redelivery(ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
+    let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), ns);
+    let fresh = api.get(name).await?;
+    ctx.ledger.read_afresh(&fresh);
+    let current = fresh.status.clone().unwrap_or_default();
+    let Some(request) = redeliver::requested(&fresh).filter(|_| current.phase.is_finished()) else {
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    };
+    let (next, rerun) = redeliver::reopen(&current, &request);
+    write_status(ctx, &fresh, &next).await?;
+    let (reason, note) = if rerun == 0 {
+        (
+            "RedeliveryNotNeeded",
+            format!(
+                "redelivery {:?}: no failed targets; set statused.dev/redeliver-targets=all to run every target again",
+                request.token
+            ),
+        )
+    } else {
+        (
+            "Redelivering",
+            format!(
+                "redelivery {:?} (round {}): {rerun} of {} targets run again",
+                request.token,
+                next.redeliveries,
+                next.targets.len()
+            ),
+        )
+    };
+    info!(delivery = name, token = %request.token, rerun, "redelivery requested");
+    publish(ctx, &fresh, EventType::Normal, reason, note).await;
+    Ok(Action::requeue(Duration::from_millis(10)))
 }
 
 /// What follows a status write: route activity, the Event and metric of a finished
@@ -540,6 +595,17 @@ async fn announce(ctx: &Context, delivery: &StatusedDelivery, status: &StatusedD
         warn!(failed = ?failed, "delivery failed");
         (EventType::Warning, "DeliveryFailed", failed.join("; "))
     };
+    publish(ctx, delivery, type_, reason, note).await;
+}
+
+/// A Kubernetes Event on the delivery, within the Event budget.
+async fn publish(
+    ctx: &Context,
+    delivery: &StatusedDelivery,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     if !ctx.event_budget.allow(type_, std::time::Instant::now()) {
         ctx.metrics.kube_event("skipped");
         return;
@@ -549,7 +615,12 @@ async fn announce(ctx: &Context, delivery: &StatusedDelivery, status: &StatusedD
         type_,
         reason: reason.into(),
         note: Some(note.chars().take(1000).collect()),
-        action: "Deliver".into(),
+        action: if reason.starts_with("Redeliver") {
+            "Redeliver"
+        } else {
+            "Deliver"
+        }
+        .into(),
         secondary: None,
     };
     if let Err(e) = ctx

@@ -8,6 +8,7 @@ pub mod history;
 pub mod ledger;
 pub mod plan;
 pub mod pruner;
+pub mod redeliver;
 pub mod retry;
 pub mod route;
 pub mod route_activity;
@@ -76,4 +77,6 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("object has no namespace")]
     NoNamespace,
+    #[error("status cannot be written: {0}")]
+    Serialize(serde_json::Error),
 }

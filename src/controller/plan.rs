@@ -18,6 +18,8 @@ pub struct PlanInput<'a> {
     pub event_id: &'a str,
     pub event_type: &'a str,
     pub data: &'a serde_json::Value,
+    /// The redelivery round (`status.redeliveries`).
+    pub round: u32,
 }
 
 /// One target's planned work.
@@ -77,6 +79,7 @@ pub fn plan<'r>(
                 event_type: input.event_type,
                 app_name: text("app_name"),
                 status: text("status"),
+                round: input.round,
             });
             match kube.build_object(render, &identity) {
                 Ok(object) => Planned::Kube {
@@ -127,6 +130,7 @@ mod tests {
         let render = RenderContext {
             scope: &scope,
             event_id: "e1",
+            round: 0,
         };
         let input = PlanInput {
             namespace: "ns",
@@ -135,6 +139,7 @@ mod tests {
             event_id: "e1",
             event_type: "t",
             data: &event["data"],
+            round: 0,
         };
         let m = MatchedTarget {
             rule: "a".into(),

@@ -170,6 +170,7 @@ mod tests {
                 &RenderContext {
                     scope: &scope,
                     event_id: "e",
+                    round: 0,
                 },
                 &identity(),
             )

@@ -168,6 +168,7 @@ mod tests {
         t.build_request(&RenderContext {
             scope: &scope,
             event_id: "e",
+            round: 0,
         })
         .unwrap()
     }

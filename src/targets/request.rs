@@ -155,6 +155,19 @@ impl fmt::Debug for HttpRequest {
 pub struct RenderContext<'a> {
     pub scope: &'a Scope,
     pub event_id: &'a str,
+    /// The redelivery round (0: the event as received).
+    pub round: u32,
+}
+
+impl RenderContext<'_> {
+    /// The `Idempotency-Key` of this call: the event id, and the redelivery round after the
+    /// first, so that a receiver that remembers keys runs a redelivery asked for by hand.
+    pub fn idempotency_key(&self) -> String {
+        match self.round {
+            0 => self.event_id.to_string(),
+            n => format!("{}-redelivery-{n}", self.event_id),
+        }
+    }
 }
 
 /// A target that is triggered by one HTTP request.

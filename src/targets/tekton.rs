@@ -394,6 +394,7 @@ mod tests {
         let ctx = RenderContext {
             scope: &scope,
             event_id: "ev-1",
+            round: 0,
         };
         let obj = t.build_object(&ctx, &identity()).unwrap();
         assert_eq!(obj["apiVersion"], "tekton.dev/v1");
@@ -432,6 +433,7 @@ mod tests {
                 &RenderContext {
                     scope: &scope,
                     event_id: "e",
+                    round: 0,
                 },
                 &identity(),
             )

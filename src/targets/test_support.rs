@@ -24,6 +24,7 @@ pub fn request_for(target: &dyn HttpTarget, event: &serde_json::Value) -> HttpRe
         .build_request(&RenderContext {
             scope: &scope,
             event_id: "ev-1",
+            round: 0,
         })
         .unwrap()
 }
@@ -45,6 +46,7 @@ pub fn request(target: &dyn HttpTarget) -> HttpRequest {
         .build_request(&RenderContext {
             scope: &scope,
             event_id: "ev-1",
+            round: 0,
         })
         .unwrap()
 }
@@ -60,6 +62,7 @@ pub fn identity() -> ObjectIdentity {
         event_type: "com.statused.build.status.updated",
         app_name: Some("Markdown Email"),
         status: Some("Valid"),
+        round: 0,
     })
 }
 

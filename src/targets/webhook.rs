@@ -184,7 +184,7 @@ impl HttpTarget for Webhook {
         if self.idempotency_key {
             headers.insert(
                 HeaderName::from_static("idempotency-key"),
-                HeaderValue::from_str(ctx.event_id).map_err(|_| {
+                HeaderValue::from_str(&ctx.idempotency_key()).map_err(|_| {
                     RenderError::Invalid("event id is not a valid header value".into())
                 })?,
             );
@@ -236,6 +236,7 @@ mod tests {
         t.build_request(&RenderContext {
             scope: &scope,
             event_id: "ev-9",
+            round: 0,
         })
         .unwrap()
     }

@@ -323,6 +323,7 @@ mod tests {
         t.build_request(&RenderContext {
             scope: &scope,
             event_id: "ev-1",
+            round: 0,
         })
         .unwrap()
     }

@@ -1,0 +1,119 @@
+//! `statused-operator redeliver` (also `kubectl statused redeliver`): asks the executor to run
+//! a finished delivery's targets again by setting the `statused.dev/redeliver` annotation to
+//! a new token; in bulk, for every delivery of a route that failed within a window.
+
+use std::time::Duration;
+
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::{DeliveryPhase, StatusedDelivery};
+use crate::controller::redeliver::{ANNOTATION_REDELIVER, ANNOTATION_REDELIVER_TARGETS};
+use crate::naming::{LABEL_ROUTE, label_value};
+
+/// Which deliveries to redeliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    One(String),
+    /// Every delivery of `route` that failed at most `window` ago.
+    FailedSince {
+        route: String,
+        window: Duration,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedeliverError {
+    #[error("name a delivery, or --route with --failed-since")]
+    NothingSelected,
+    #[error("Kubernetes API")]
+    Kube(#[from] kube::Error),
+}
+
+/// The deliveries of `route` that failed within `window` of `now`. Pure.
+pub fn failed_since(
+    deliveries: &[StatusedDelivery],
+    route: &str,
+    window: Duration,
+    now: jiff::Timestamp,
+) -> Vec<String> {
+    let window = jiff::SignedDuration::try_from(window).unwrap_or(jiff::SignedDuration::MAX);
+    let mut names: Vec<String> = deliveries
+        .iter()
+        .filter(|d| d.spec.route == route)
+        .filter(|d| {
+            d.status.as_ref().is_some_and(|s| {
+                s.phase == DeliveryPhase::Failed
+                    && s.completed_at
+                        .as_ref()
+                        .is_some_and(|at| now.duration_since(at.0) <= window)
+            })
+        })
+        .map(|d| d.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Sets the redelivery annotations on the selected deliveries; returns their names.
+pub async fn redeliver(
+    client: Client,
+    namespace: &str,
+    selection: Selection,
+    all_targets: bool,
+) -> Result<Vec<String>, RedeliverError> {
+    let api: Api<StatusedDelivery> = Api::namespaced(client, namespace);
+    let names = match selection {
+        Selection::One(name) => vec![name],
+        Selection::FailedSince { route, window } => {
+            let selector = format!("{LABEL_ROUTE}={}", label_value(&route));
+            let listed = api.list(&ListParams::default().labels(&selector)).await?;
+            failed_since(&listed.items, &route, window, jiff::Timestamp::now())
+        }
+    };
+    // A new value each time: the executor honours each token once.
+    let token = jiff::Timestamp::now().to_string();
+    let targets = all_targets.then_some("all");
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        ANNOTATION_REDELIVER: token,
+        ANNOTATION_REDELIVER_TARGETS: targets,
+    }}});
+    for name in &names {
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn delivery(name: &str, route: &str, phase: DeliveryPhase, ago: i64) -> StatusedDelivery {
+        let mut d = StatusedDelivery::fixture(name, route);
+        let now: jiff::Timestamp = "2026-11-27T12:00:00Z".parse().unwrap();
+        d.status = Some(crate::api::StatusedDeliveryStatus {
+            phase,
+            completed_at: Some(Time(now - jiff::SignedDuration::from_secs(ago))),
+            ..Default::default()
+        });
+        d
+    }
+
+    #[test]
+    fn failed_since_picks_exactly_the_failed_ones_of_the_route_in_the_window() {
+        let now = "2026-11-27T12:00:00Z".parse().unwrap();
+        let all = [
+            delivery("a-recent", "releases", DeliveryPhase::Failed, 60),
+            delivery("b-edge", "releases", DeliveryPhase::Failed, 7200),
+            delivery("c-old", "releases", DeliveryPhase::Failed, 7201),
+            delivery("d-ok", "releases", DeliveryPhase::Succeeded, 60),
+            delivery("e-other", "builds", DeliveryPhase::Failed, 60),
+        ];
+        assert_eq!(
+            failed_since(&all, "releases", Duration::from_secs(7200), now),
+            ["a-recent", "b-edge"]
+        );
+    }
+}
