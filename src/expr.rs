@@ -277,6 +277,11 @@ impl Scope {
         Scope::new(&walk(&self.event, escape), &self.route.0, &self.route.1)
     }
 
+    /// The route's namespace and name.
+    pub fn route(&self) -> (&str, &str) {
+        (&self.route.0, &self.route.1)
+    }
+
     /// The event envelope this scope was built from.
     pub fn event(&self) -> &Json {
         &self.event

@@ -81,3 +81,91 @@ fn rsa_key() -> String {
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// `statused-operator route test examples/seed-handlers.yaml EVENT` for every sample: each
+/// handler of the seed plans exactly the request its service documents.
+#[test]
+fn the_seed_handlers_route_plans_what_each_sample_should_trigger() {
+    let route = format!("{}/examples/seed-handlers.yaml", env!("CARGO_MANIFEST_DIR"));
+    let plan = |sample: &str| {
+        let event = format!(
+            "{}/tests/fixtures/samples/{sample}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_statused-operator"))
+            .args(["route", "test", &route, &event])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let cases: [(&str, &[&str]); 7] = [
+        (
+            "app-ready-for-sale.json",
+            &[
+                "rule notify-live, target 0 (slack)",
+                "POST https://hooks.slack.com",
+                "is live!",
+            ],
+        ),
+        (
+            "app-ready-for-distribution.json",
+            &["rule notify-live, target 0 (slack)"],
+        ),
+        (
+            "app-in-review.json",
+            &[
+                "rule flags-off-in-review, target 0 (launchdarkly)",
+                "PATCH https://app.launchdarkly.com/api/v2/flags/mobile/new-onboarding",
+                "content-type: application/json; domain-model=launchdarkly.semanticpatch",
+                "\"kind\": \"turnFlagOff\"",
+                "\"environmentKey\": \"production\"",
+            ],
+        ),
+        (
+            "app-rejected.json",
+            &[
+                "rule incident-on-rejection, target 0 (pagerduty)",
+                "POST https://events.pagerduty.com/v2/enqueue",
+                "\"event_action\": \"trigger\"",
+                "\"severity\": \"error\"",
+                "\"dedup_key\": \"statused/mobile-ci/seed-handlers/Markdown Email/",
+            ],
+        ),
+        (
+            "build-valid.json",
+            &[
+                "rule ship-valid-build, target 0 (githubDispatch)",
+                "POST https://api.github.com/repos/acme/ios-app/dispatches",
+                "\"event_type\": \"submit-for-review\"",
+            ],
+        ),
+        (
+            "build-invalid.json",
+            &[
+                "rule warn-failed-build, target 0 (slack)",
+                ":warning: Markdown Email build 457 failed processing",
+            ],
+        ),
+        ("account-agreement.json", &["no rule matches"]),
+    ];
+    for (sample, expected) in cases {
+        let out = plan(sample);
+        for line in expected {
+            assert!(out.contains(line), "{sample}: no {line:?} in\n{out}");
+        }
+        assert_eq!(
+            out.matches("\nrule ").count(),
+            usize::from(!out.contains("no rule matches")),
+            "{sample}: one handler each\n{out}"
+        );
+        assert!(
+            !out.contains("<the "),
+            "{sample}: a Secret value was shown\n{out}"
+        );
+    }
+}

@@ -13,10 +13,14 @@ use crate::targets::circleci::CircleciTarget;
 use crate::targets::github::dispatch::GithubDispatchTarget;
 use crate::targets::gitlab::GitlabPipelineTarget;
 use crate::targets::jenkins::JenkinsTarget;
+use crate::targets::launchdarkly::LaunchdarklyTarget;
 use crate::targets::listener::{ArgoEventsWebhookTarget, TektonEventListenerTarget};
+use crate::targets::opsgenie::OpsgenieTarget;
+use crate::targets::pagerduty::PagerdutyTarget;
 use crate::targets::slack::SlackTarget;
 use crate::targets::teams::TeamsTarget;
 use crate::targets::tekton::TektonTarget;
+use crate::targets::unleash::UnleashTarget;
 use crate::targets::webhook::WebhookTarget;
 
 /// One Statused webhook endpoint (`/hooks/<namespace>/<name>`) and the rules that decide what
@@ -253,6 +257,14 @@ pub enum TargetKind {
     Slack(SlackTarget),
     /// A Microsoft Teams Workflows webhook.
     Teams(TeamsTarget),
+    /// A PagerDuty incident (Events API v2): trigger or resolve.
+    Pagerduty(PagerdutyTarget),
+    /// An Opsgenie alert (Alert API v2): create or close.
+    Opsgenie(OpsgenieTarget),
+    /// A LaunchDarkly feature flag turned on or off in one environment.
+    Launchdarkly(LaunchdarklyTarget),
+    /// An Unleash feature enabled or disabled in one environment.
+    Unleash(UnleashTarget),
 }
 
 #[serde_with::skip_serializing_none]

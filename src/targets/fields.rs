@@ -222,3 +222,70 @@ mod tests {
         }
     }
 }
+
+/// A templated field that must render to one of `allowed` (`trigger` / `resolve`, `on` /
+/// `off`): checked at reconcile time when it has no `$(...)`, else when rendered.
+#[derive(Debug)]
+pub struct Choice {
+    template: Template,
+    allowed: &'static [&'static str],
+}
+
+impl Choice {
+    pub fn compile(
+        field: impl fmt::Display + Copy,
+        value: Option<&str>,
+        allowed: &'static [&'static str],
+    ) -> Result<Self, CompileError> {
+        let text = value.unwrap_or(allowed[0]);
+        let template = Template::compile(text).map_err(|e| CompileError::template(field, e))?;
+        if !text.contains("$(") && !allowed.contains(&text) {
+            return Err(CompileError::invalid(
+                field,
+                format!("{text:?} is not one of {}", allowed.join(", ")),
+            ));
+        }
+        Ok(Self { template, allowed })
+    }
+
+    pub fn render(&self, scope: &Scope) -> Result<&'static str, RenderError> {
+        let value = self.template.render(scope)?;
+        self.allowed
+            .iter()
+            .find(|a| **a == value.trim())
+            .copied()
+            .ok_or_else(|| {
+                RenderError::Invalid(format!(
+                    "rendered {value:?}, which is not one of {}",
+                    self.allowed.join(", ")
+                ))
+            })
+    }
+}
+
+/// The key an incident is found again by, unless the route sets one: route, app and version,
+/// so that one rejection opens one incident and a later event of that version can resolve it.
+pub fn incident_key(scope: &Scope) -> String {
+    let (namespace, route) = scope.route();
+    let data = &scope.event()["data"];
+    let text = |k: &str| data.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+    let version = match text("version") {
+        "" => text("build_version"),
+        v => v,
+    };
+    format!(
+        "statused/{namespace}/{route}/{}/{version}",
+        text("app_name")
+    )
+}
+
+/// `value` as one URL path segment: `/` and the like percent-encoded, unreserved characters
+/// (`-`, `_`, `.`, `~`) kept.
+pub fn path_segment(value: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
+}

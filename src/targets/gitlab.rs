@@ -4,15 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, Url};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::fields::{
-    Field, base_url, compile_templates, credential_text, join_url, render_templates, required,
-    token,
+    Field, base_url, compile_templates, credential_text, join_url, path_segment, render_templates,
+    required, token,
 };
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
@@ -22,13 +21,6 @@ use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://gitlab.com";
-/// A project path as one URL path segment: `/` becomes `%2F`, unreserved characters stay.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
 #[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -76,7 +68,7 @@ impl Kind for GitlabPipelineTarget {
             spec.base_url.as_deref(),
             DEFAULT_BASE_URL,
         )?;
-        let encoded = utf8_percent_encode(project, PATH_SEGMENT).to_string();
+        let encoded = path_segment(project);
         let url = join_url(
             &field.at("project"),
             &base,

@@ -29,6 +29,10 @@ pub fn kind(target: &TargetKind) -> &dyn Kind {
         TargetKind::AzureDevOps(spec) => spec,
         TargetKind::Slack(spec) => spec,
         TargetKind::Teams(spec) => spec,
+        TargetKind::Pagerduty(spec) => spec,
+        TargetKind::Opsgenie(spec) => spec,
+        TargetKind::Launchdarkly(spec) => spec,
+        TargetKind::Unleash(spec) => spec,
     }
 }
 

@@ -30,6 +30,9 @@ pub struct HttpRequest {
     pub secrets: Vec<String>,
     /// Credentials obtained at send time (a GitHub App installation token).
     pub auth: Option<Arc<dyn DeferredAuth>>,
+    /// Answers this service documents as worth retrying beyond the usual 408, 425, 429 and
+    /// 5xx (LaunchDarkly's 409 for a concurrent change).
+    pub retry_also: &'static [u16],
 }
 
 impl HttpRequest {
@@ -42,6 +45,7 @@ impl HttpRequest {
             timeout: None,
             secrets: Vec::new(),
             auth: None,
+            retry_also: &[],
         }
     }
 

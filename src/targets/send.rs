@@ -114,7 +114,10 @@ pub async fn send(out: &Outbound, mut req: HttpRequest, default_timeout: Duratio
         },
     };
     let code = response.status().as_u16();
-    let class = classify_status(code);
+    let class = match classify_status(code) {
+        Class::Permanent if req.retry_also.contains(&code) => Class::Retry,
+        class => class,
+    };
     let after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)

@@ -41,14 +41,7 @@ pub fn sample_with(data: serde_json::Value) -> serde_json::Value {
 
 /// The request `target` builds for the `build-valid` sample (event id `ev-1`).
 pub fn request(target: &dyn HttpTarget) -> HttpRequest {
-    let scope = scope();
-    target
-        .build_request(&RenderContext {
-            scope: &scope,
-            event_id: "ev-1",
-            round: 0,
-        })
-        .unwrap()
+    request_for(target, scope().event())
 }
 
 pub fn identity() -> ObjectIdentity {
