@@ -588,3 +588,58 @@ async fn github_app_exchanges_a_signed_jwt_for_an_installation_token_and_reuses_
     .await;
     op.shutdown().await;
 }
+
+/// Jenkins' Generic Webhook Trigger answers 500 when one of the jobs a token names failed
+/// after others started: retrying would start those again, so only a 500 in which nothing
+/// started is retried.
+#[tokio::test]
+async fn a_jenkins_500_is_retried_only_when_no_job_started() {
+    let jenkins = Sink::start(200).await;
+    jenkins.route(
+        "/partly/generic-webhook-trigger/invoke",
+        500,
+        json!({"message": "There were errors when triggering jobs.", "jobs": {
+            "ios-release": {"triggered": true, "id": 41, "url": "queue/item/41/"},
+            "android-release": "Exception occurred (class java.lang.RuntimeException: boom)"}}),
+    );
+    jenkins.route(
+        "/none/generic-webhook-trigger/invoke",
+        500,
+        json!({"message": "There were errors when triggering jobs.", "jobs": {
+            "ios-release": "Exception occurred (class java.lang.RuntimeException: boom)"}}),
+    );
+    let env = TestEnv::new("jenkins500").await;
+    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
+        .await;
+    env.apply_secret("jenkins", &[("token", "jenkins-t0ken")])
+        .await;
+    let target = |path: &str| json!({"jenkins": {"baseURL": format!("{}/{path}", jenkins.url()), "tokenSecretRef": {"name": "jenkins"}}});
+    let op = env
+        .operator_with_route(
+            "mobile",
+            json!({"signingSecrets": [{"name": "statused-webhook"}],
+                   "rules": [{"name": "r", "targets": [target("partly"), target("none")]}]}),
+        )
+        .await;
+    let delivery = env
+        .deliver(&op, "mobile", &sample("app-rejected.json"))
+        .await;
+    let status = delivery.status.unwrap();
+    assert_eq!(
+        status.targets[0].attempts, 1,
+        "some jobs started: not retried"
+    );
+    assert_eq!(
+        status.targets[0].phase,
+        statused_operator::api::DeliveryPhase::Failed
+    );
+    assert!(status.targets[1].attempts > 1, "nothing started: retried");
+    assert!(
+        !status.targets[0]
+            .last_error
+            .clone()
+            .unwrap()
+            .contains("jenkins-t0ken")
+    );
+    op.shutdown().await;
+}

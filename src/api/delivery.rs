@@ -181,6 +181,9 @@ pub struct CreatedObject {
     pub kind: String,
     pub name: String,
     pub uid: Option<String>,
+    /// Where to see it, for what a target started outside the cluster (a GitHub workflow
+    /// run's page).
+    pub url: Option<String>,
 }
 
 impl StatusedDelivery {

@@ -317,9 +317,12 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
                 Attempt::Http {
                     kind, req, target, ..
                 } => {
-                    let outcome = send(&ctx.outbound, req, ctx.config.request_timeout).await;
-                    let id = match &outcome {
-                        Outcome::Succeeded { body, .. } => target.response_id(body),
+                    let mut outcome = send(&ctx.outbound, req, ctx.config.request_timeout).await;
+                    let id = match &mut outcome {
+                        Outcome::Succeeded { body, created, .. } => {
+                            *created = target.created(body);
+                            target.response_id(body)
+                        }
                         _ => None,
                     };
                     (kind, outcome, id)

@@ -28,7 +28,8 @@ pub const DEFAULT_BASE_URL: &str = "https://api.bitrise.io";
 pub struct BitriseTarget {
     /// The app's slug (from its Bitrise URL).
     pub app_slug: String,
-    /// What to build: at least one of `branch`, `tag` and `commitHash`. Templated.
+    /// What to build: at least one of `branch`, `tag`, `commitHash`, `workflowId` and
+    /// `pipelineId` (a workflow or pipeline alone is enough). Templated.
     pub branch: Option<String>,
     pub tag: Option<String>,
     pub commit_hash: Option<String>,
@@ -69,10 +70,19 @@ impl Kind for BitriseTarget {
                 "is not an app slug",
             ));
         }
-        if spec.branch.is_none() && spec.tag.is_none() && spec.commit_hash.is_none() {
+        // Bitrise builds a workflow or pipeline from its trigger settings alone, or whatever
+        // branch, tag or commit is named.
+        let what = [
+            &spec.branch,
+            &spec.tag,
+            &spec.commit_hash,
+            &spec.workflow_id,
+            &spec.pipeline_id,
+        ];
+        if what.iter().all(|v| v.is_none()) {
             return Err(CompileError::invalid(
                 field,
-                "set at least one of branch, tag and commitHash",
+                "set at least one of branch, tag, commitHash, workflowId and pipelineId",
             ));
         }
         if spec.workflow_id.is_some() && spec.pipeline_id.is_some() {
@@ -171,6 +181,16 @@ mod tests {
     }
 
     #[test]
+    fn a_workflow_alone_is_enough() {
+        let (_, req) = sent::<BitriseTarget>(
+            json!({"appSlug": "a1", "workflowId": "nightly", "tokenSecretRef": {"name": "b"}}),
+            &SecretSet::new("ns").with("b", &[("token", "x")]),
+        );
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(body["build_params"], json!({"workflow_id": "nightly"}));
+    }
+
+    #[test]
     fn what_to_build_is_required() {
         let spec: BitriseTarget =
             serde_json::from_value(json!({"appSlug": "a1", "tokenSecretRef": {"name": "b"}}))
@@ -178,7 +198,8 @@ mod tests {
         let err =
             compile_http(&spec, &SecretSet::new("ns").with("b", &[("token", "x")])).unwrap_err();
         assert!(
-            err.message.contains("branch, tag and commitHash"),
+            err.message
+                .contains("branch, tag, commitHash, workflowId and pipelineId"),
             "{}",
             err.message
         );

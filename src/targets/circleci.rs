@@ -78,6 +78,13 @@ impl Kind for CircleciTarget {
                 "must be {vcs}/{org}/{project}, e.g. gh/acme/ios-app",
             ));
         }
+        if parts[0] == "circleci" && spec.definition_id.is_none() {
+            return Err(CompileError::invalid(
+                field.at("definitionId"),
+                "a circleci/<org>/<project> slug works only with the pipeline/run endpoint: set \
+                 definitionId (Project Settings → Pipelines)",
+            ));
+        }
         let template = |name: &str, v: &str| {
             Template::compile(v).map_err(|e| CompileError::template(field.at(name), e))
         };
@@ -212,6 +219,10 @@ mod tests {
     fn slug_and_revision_are_checked() {
         let secrets = SecretSet::new("ns").with("cci", &[("token", "x")]);
         for (v, needle) in [
+            (
+                json!({"projectSlug": "circleci/0f1e2d3c/4b5a6978", "branch": "main"}),
+                "works only with the pipeline/run endpoint: set definitionId",
+            ),
             (
                 json!({"projectSlug": "acme/ios-app", "branch": "main"}),
                 "projectSlug",

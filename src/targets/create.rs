@@ -51,6 +51,7 @@ fn created_ref(api_ref: &ApiRef, obj: &DynamicObject) -> CreatedObject {
         kind: api_ref.kind.to_string(),
         name: obj.name_any(),
         uid: obj.uid(),
+        url: None,
     }
 }
 

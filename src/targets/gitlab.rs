@@ -15,7 +15,7 @@ use super::fields::{
 };
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
-use crate::expr::Template;
+use crate::expr::{JsonTemplate, Template};
 use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
@@ -33,6 +33,12 @@ pub struct GitlabPipelineTarget {
     /// CI/CD variables; values are templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
+    /// Pipeline inputs (`spec:inputs`), typed: strings (templated), numbers, booleans,
+    /// arrays. GitLab.com projects increasingly refuse variables from triggers; inputs are
+    /// what they accept. With inputs the request is JSON instead of a form.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::api::schema::any_object")]
+    pub inputs: Option<serde_json::Value>,
     /// Secret key holding the pipeline trigger token (key defaults to `token`).
     pub token_secret_ref: SecretKeySelector,
     /// For self-managed GitLab (default `https://gitlab.com`).
@@ -46,6 +52,7 @@ pub struct GitlabPipeline {
     token: SecretValue,
     git_ref: Template,
     variables: Vec<(String, Template)>,
+    inputs: Option<JsonTemplate>,
 }
 
 impl Kind for GitlabPipelineTarget {
@@ -81,6 +88,19 @@ impl Kind for GitlabPipelineTarget {
             token: token(field, &spec.token_secret_ref, secrets)?,
             git_ref,
             variables: compile_templates(&field.at("variables"), &spec.variables)?,
+            inputs: match &spec.inputs {
+                None => None,
+                Some(v @ serde_json::Value::Object(_)) => Some(
+                    JsonTemplate::compile(v)
+                        .map_err(|e| CompileError::template(field.at("inputs"), e))?,
+                ),
+                Some(_) => {
+                    return Err(CompileError::invalid(
+                        field.at("inputs"),
+                        "must be a map of input names to values",
+                    ));
+                }
+            },
         }))
     }
 
@@ -92,6 +112,25 @@ impl Kind for GitlabPipelineTarget {
 impl HttpTarget for GitlabPipeline {
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         let token = credential_text(&self.token);
+        if let Some(inputs) = &self.inputs {
+            // Typed inputs need JSON; the trigger API takes the same fields as JSON.
+            let variables: serde_json::Map<String, serde_json::Value> =
+                render_templates(&self.variables, ctx.scope)?
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into()))
+                    .collect();
+            let mut body = serde_json::json!({
+                "token": token,
+                "ref": self.git_ref.render(ctx.scope)?,
+                "inputs": inputs.render(ctx.scope)?,
+            });
+            if !variables.is_empty() {
+                body["variables"] = variables.into();
+            }
+            return Ok(
+                HttpRequest::post_json(self.url.clone(), base_headers(ctx)?, &body).secret(token),
+            );
+        }
         let mut form = percent_encoding_form();
         form.append_pair("token", token);
         form.append_pair("ref", &self.git_ref.render(ctx.scope)?);
@@ -162,5 +201,23 @@ mod tests {
             let err = compile_http(&spec, &secrets).unwrap_err();
             assert!(err.message.contains(needle), "{project}: {}", err.message);
         }
+    }
+
+    #[test]
+    fn typed_inputs_are_sent_as_json() {
+        let (_, req) = sent::<GitlabPipelineTarget>(
+            json!({"project": "42", "ref": "main", "variables": {"APP": "$(data.app_name)"},
+                   "inputs": {"version": "$(data.version)", "build": 456, "notify": true, "targets": ["ios"]},
+                   "tokenSecretRef": {"name": "gl"}}),
+            &SecretSet::new("ns").with("gl", &[("token", "glptt-123")]),
+        );
+        assert_eq!(req.headers["content-type"], "application/json");
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"token": "glptt-123", "ref": "main", "variables": {"APP": "Markdown Email"},
+                   "inputs": {"version": "1.2.3", "build": 456, "notify": true, "targets": ["ios"]}})
+        );
+        assert_eq!(req.redact("glptt-123"), "[redacted]");
     }
 }

@@ -11,6 +11,7 @@ use super::fields::EventBody;
 use super::fields::{Field, base_url, credential_text, join_url, token};
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
+use super::send::Class;
 use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
@@ -66,14 +67,36 @@ impl HttpTarget for Jenkins {
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         let body = self.body.render(ctx.scope)?;
         let token = credential_text(&self.token);
-        token_post(
+        let mut request = token_post(
             ctx,
             &self.url,
             HeaderName::from_static("token"),
             token,
             &body,
-        )
+        )?;
+        request.classify_failure = Some(classify_failure);
+        Ok(request)
     }
+}
+
+/// The plugin answers 500 "There were errors when triggering jobs." with
+/// `{"jobs": {"<job>": {"triggered": true, ...} | "<error>"}}` when one of the jobs its token
+/// names failed: retrying would start the jobs that did start again, so it is retried only
+/// when none started. (A 500 with another body is retried as any 5xx.)
+fn classify_failure(code: u16, body: &[u8]) -> Option<Class> {
+    if code != 500 {
+        return None;
+    }
+    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let jobs = answer.get("jobs")?.as_object()?;
+    let started = jobs
+        .values()
+        .any(|job| job.get("triggered").and_then(serde_json::Value::as_bool) == Some(true));
+    Some(if started {
+        Class::Permanent
+    } else {
+        Class::Retry
+    })
 }
 
 #[cfg(test)]
@@ -101,5 +124,21 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(&req.body).unwrap(),
             json!({"app": "Markdown Email", "status": "Valid"})
         );
+    }
+
+    #[test]
+    fn a_500_after_some_jobs_started_is_not_retried() {
+        let partly = br#"{"message": "There were errors when triggering jobs.", "jobs": {
+            "ios-release": {"triggered": true, "id": 41, "url": "queue/item/41/"},
+            "android-release": "Exception occurred (class java.lang.RuntimeException: boom)"}}"#;
+        assert_eq!(classify_failure(500, partly), Some(Class::Permanent));
+        let none = br#"{"message": "There were errors when triggering jobs.", "jobs": {
+            "ios-release": "Exception occurred (boom)"}}"#;
+        assert_eq!(classify_failure(500, none), Some(Class::Retry));
+        assert_eq!(
+            classify_failure(500, b"<html>Jenkins is restarting</html>"),
+            None
+        );
+        assert_eq!(classify_failure(404, partly), None);
     }
 }

@@ -27,6 +27,10 @@ pub struct ListenerTarget {
     /// Extra headers (e.g. `X-GitHub-Event` for a GitHub interceptor); values are templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// A Secret whose every key is a header name and whose value is that header's value,
+    /// e.g. `Authorization: Bearer <token>` for an Argo Events webhook's `authSecret`.
+    /// Only `name` is used.
+    pub headers_secret_ref: Option<SecretKeySelector>,
     /// JSON body; strings are templated. Defaults to the whole CloudEvent.
     #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_json")]
@@ -48,14 +52,14 @@ fn compile(
         url_secret_ref: spec.url_secret_ref.clone(),
         method: None,
         headers: spec.headers.clone(),
-        headers_secret_ref: None,
+        headers_secret_ref: spec.headers_secret_ref.clone(),
         body: spec.body.clone(),
         signature: None,
         idempotency_key: None,
     };
     let mut compiled = webhook::compile_kind(field, &as_webhook, secrets)?;
     if let Some(sig) = &spec.signature {
-        compiled.signer = Some(BodySigner::compile(
+        compiled.signer = Some(BodySigner::compile_exact(
             &field.at("signature"),
             sig,
             secrets,
@@ -111,6 +115,7 @@ impl ListenerTarget {
     fn secret_refs(&self) -> Vec<&SecretKeySelector> {
         self.url_secret_ref
             .iter()
+            .chain(&self.headers_secret_ref)
             .chain(self.signature.iter().map(|s| &s.secret_ref))
             .collect()
     }
@@ -180,5 +185,38 @@ mod tests {
         let err =
             compile_http(&TektonEventListenerTarget(spec), &SecretSet::new("ns")).unwrap_err();
         assert_eq!(err.message, "Secret ns/absent not found");
+    }
+
+    #[test]
+    fn the_signing_key_is_used_as_stored_and_headers_come_from_a_secret() {
+        let spec: ListenerTarget = serde_json::from_value(json!({
+            "url": "http://127.0.0.1:12000/statused",
+            "headersSecretRef": {"name": "auth"},
+            "signature": {"secretRef": {"name": "el-secret"}}
+        }))
+        .unwrap();
+        // `kubectl create secret --from-file` keeps the file's trailing newline; Tekton signs
+        // with it too.
+        let secrets = SecretSet::new("ns")
+            .with("el-secret", &[("secret", "s3cret\n")])
+            .with("auth", &[("Authorization", "Bearer ev-t0ken")]);
+        let kind = ArgoEventsWebhookTarget(spec.clone());
+        assert_eq!(
+            kind.secret_refs()
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["auth", "el-secret"]
+        );
+        let t = compile_http(&TektonEventListenerTarget(spec), &secrets).unwrap();
+        let req = request(t.as_ref());
+        let expected = format!(
+            "sha256={}",
+            crate::signature::hmac_sha256_hex(b"s3cret\n", &req.body)
+        );
+        assert_eq!(req.headers["x-hub-signature-256"], expected.as_str());
+        assert_eq!(req.headers["authorization"], "Bearer ev-t0ken");
+        assert!(req.headers["authorization"].is_sensitive());
+        assert!(!format!("{req:?}").contains("ev-t0ken"));
     }
 }

@@ -33,6 +33,10 @@ pub struct HttpRequest {
     /// Answers this service documents as worth retrying beyond the usual 408, 425, 429 and
     /// 5xx (LaunchDarkly's 409 for a concurrent change).
     pub retry_also: &'static [u16],
+    /// A service's own reading of a failed answer (code, body), where its body says more
+    /// than its status: Jenkins' Generic Webhook Trigger answers 500 both when nothing
+    /// started and when some jobs started and others failed.
+    pub classify_failure: Option<fn(u16, &[u8]) -> Option<super::send::Class>>,
 }
 
 impl HttpRequest {
@@ -46,6 +50,7 @@ impl HttpRequest {
             secrets: Vec::new(),
             auth: None,
             retry_also: &[],
+            classify_failure: None,
         }
     }
 
@@ -182,6 +187,10 @@ pub trait HttpTarget: Send + Sync + fmt::Debug {
     fn response_id(&self, _body: &[u8]) -> Option<String> {
         None
     }
+    /// What the service says it started, from a successful answer (a GitHub workflow run).
+    fn created(&self, _body: &[u8]) -> Option<crate::api::delivery::CreatedObject> {
+        None
+    }
 }
 
 /// A compiled target as the registry holds it.
@@ -192,6 +201,10 @@ impl<T: HttpTarget + ?Sized> HttpTarget for Box<T> {
 
     fn response_id(&self, body: &[u8]) -> Option<String> {
         (**self).response_id(body)
+    }
+
+    fn created(&self, body: &[u8]) -> Option<crate::api::delivery::CreatedObject> {
+        (**self).created(body)
     }
 }
 

@@ -131,6 +131,10 @@ pub async fn send(out: &Outbound, mut req: HttpRequest, default_timeout: Duratio
         };
     }
     let body = read_capped(response, READ_AT_MOST).await;
+    let class = req
+        .classify_failure
+        .and_then(|classify| classify(code, &body))
+        .unwrap_or(class);
     let excerpt = excerpt(&body, |text| req.redact(text));
     let error = match (code, excerpt.is_empty()) {
         // Redirects are never followed: where they lead has not passed the outbound guard.

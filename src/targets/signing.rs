@@ -65,6 +65,21 @@ impl BodySigner {
         )
     }
 
+    /// Signs with the Secret's bytes exactly as stored, for receivers that do not trim them
+    /// (Tekton's GitHub interceptor): with a trimmed key, a Secret ending in a newline would
+    /// make every signature fail there while the call still succeeds here.
+    pub fn compile_exact(
+        field: &Field,
+        spec: &BodySignature,
+        secrets: &SecretSet,
+        default_header: &str,
+        default_prefix: &str,
+    ) -> Result<Self, CompileError> {
+        let mut signer = Self::compile(field, spec, secrets, default_header, default_prefix)?;
+        signer.key = secrets.get(&spec.secret_ref, "secret")?;
+        Ok(signer)
+    }
+
     pub fn compile_with(
         field: &Field,
         spec: &BodySignature,

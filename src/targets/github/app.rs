@@ -52,6 +52,13 @@ fn text(v: &IntOrString) -> String {
     }
 }
 
+/// A numeric App ID, or a client ID: `Iv1.0123456789abcdef` (older Apps) or `Iv23li...`.
+fn valid_app_id(id: &str) -> bool {
+    !id.is_empty()
+        && !id.starts_with('.')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+}
+
 impl GithubApp {
     pub fn compile(
         field: &Field,
@@ -60,7 +67,7 @@ impl GithubApp {
         secrets: &SecretSet,
     ) -> Result<Self, CompileError> {
         let app_id = text(&spec.app_id);
-        if app_id.is_empty() || !app_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        if !valid_app_id(&app_id) {
             return Err(CompileError::invalid(
                 field.at("appId"),
                 "must be the App's numeric ID or client ID",
@@ -220,5 +227,20 @@ impl DeferredAuth for GithubApp {
             Ok((value, text.to_string()))
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_ids_and_client_ids_are_accepted() {
+        for ok in ["123456", "Iv1.0123456789abcdef", "Iv23liABCdef0123456"] {
+            assert!(valid_app_id(ok), "{ok}");
+        }
+        for bad in ["", "Iv1 0123", "../etc", ".x", "Iv1/abc"] {
+            assert!(!valid_app_id(bad), "{bad}");
+        }
     }
 }

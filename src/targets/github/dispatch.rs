@@ -19,6 +19,7 @@ use super::super::request::{
 };
 use super::app::{GithubApp, GithubAppAuth};
 use super::{DEFAULT_API_URL, github_headers};
+use crate::api::delivery::CreatedObject;
 use crate::expr::{JsonTemplate, Template};
 use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
@@ -53,6 +54,9 @@ pub struct GithubDispatchTarget {
     /// `workflow_dispatch`: string inputs (at most 25), values templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, String>,
+    /// `workflow_dispatch`: ask GitHub for the run it started (`return_run_details`) and
+    /// record its id and URL on the delivery (`status.targets[].created`).
+    pub return_run_details: Option<bool>,
     /// Secret key holding a token allowed to dispatch (key defaults to `token`). Set this or
     /// `app`.
     pub token_secret_ref: Option<SecretKeySelector>,
@@ -72,6 +76,7 @@ enum Dispatch {
     Workflow {
         git_ref: Template,
         inputs: Vec<(String, Template)>,
+        return_run_details: bool,
     },
 }
 
@@ -196,6 +201,7 @@ impl Kind for GithubDispatchTarget {
                 let dispatch = Dispatch::Workflow {
                     git_ref: template("ref", git_ref)?,
                     inputs,
+                    return_run_details: spec.return_run_details.unwrap_or(false),
                 };
                 (
                     format!("repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches"),
@@ -266,19 +272,50 @@ impl HttpTarget for GithubDispatch {
             Dispatch::Repository {
                 event_type,
                 client_payload,
-            } => json!({
-                "event_type": event_type.render(ctx.scope)?,
-                "client_payload": match client_payload {
+            } => {
+                // GitHub's limits, on what is sent (a template may have made it longer),
+                // failing with a clear message rather than GitHub's 422.
+                let event_type = event_type.render(ctx.scope)?;
+                if event_type.trim().is_empty() || event_type.chars().count() > MAX_EVENT_TYPE_LEN {
+                    return Err(RenderError::Invalid(format!(
+                        "event_type renders to {} characters; GitHub accepts 1 to {MAX_EVENT_TYPE_LEN}",
+                        event_type.chars().count()
+                    )));
+                }
+                let client_payload = match client_payload {
                     Some(t) => t.render(ctx.scope)?,
                     None => json!({}),
-                },
-            }),
-            Dispatch::Workflow { git_ref, inputs } => {
+                };
+                match client_payload.as_object() {
+                    Some(map) if map.len() <= MAX_CLIENT_PAYLOAD_KEYS => {}
+                    Some(map) => {
+                        return Err(RenderError::Invalid(format!(
+                            "client_payload renders to {} top-level properties; GitHub accepts at most {MAX_CLIENT_PAYLOAD_KEYS}",
+                            map.len()
+                        )));
+                    }
+                    None => {
+                        return Err(RenderError::Invalid(
+                            "client_payload must render to a JSON object".into(),
+                        ));
+                    }
+                }
+                json!({"event_type": event_type, "client_payload": client_payload})
+            }
+            Dispatch::Workflow {
+                git_ref,
+                inputs,
+                return_run_details,
+            } => {
                 let inputs = inputs
                     .iter()
                     .map(|(k, t)| Ok((k.clone(), Value::String(t.render(ctx.scope)?))))
                     .collect::<Result<serde_json::Map<_, _>, RenderError>>()?;
-                json!({"ref": git_ref.render(ctx.scope)?, "inputs": inputs})
+                let mut body = json!({"ref": git_ref.render(ctx.scope)?, "inputs": inputs});
+                if *return_run_details {
+                    body["return_run_details"] = true.into();
+                }
+                body
             }
         };
         let mut headers = github_headers(base_headers(ctx)?);
@@ -296,6 +333,35 @@ impl HttpTarget for GithubDispatch {
             }
         };
         Ok(request)
+    }
+
+    /// With `returnRunDetails`, GitHub answers 200 with the run it started:
+    /// `{"workflow_run_id", "run_url", "html_url"}`.
+    fn created(&self, body: &[u8]) -> Option<CreatedObject> {
+        if !matches!(
+            self.dispatch,
+            Dispatch::Workflow {
+                return_run_details: true,
+                ..
+            }
+        ) {
+            return None;
+        }
+        let answer: Value = serde_json::from_slice(body).ok()?;
+        let id = answer.get("workflow_run_id")?;
+        Some(CreatedObject {
+            api_version: "actions.github.com/v1".into(),
+            kind: "WorkflowRun".into(),
+            name: id
+                .as_u64()
+                .map_or_else(|| id.to_string(), |n| n.to_string()),
+            uid: None,
+            url: answer
+                .get("html_url")
+                .or_else(|| answer.get("run_url"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
     }
 }
 
@@ -447,5 +513,53 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.reason, Reason::InvalidTemplate);
+    }
+
+    #[test]
+    fn return_run_details_records_the_run_github_started() {
+        let t = compile_http(
+            &spec(json!({"workflow": "release.yml", "ref": "main", "returnRunDetails": true})),
+            &secrets(),
+        )
+        .unwrap();
+        let body: Value = serde_json::from_slice(&build(&t).body).unwrap();
+        assert_eq!(
+            body,
+            json!({"ref": "main", "inputs": {}, "return_run_details": true})
+        );
+        let answer = br#"{"workflow_run_id": 22446688, "run_url": "https://api.github.com/repos/acme/ios-app/actions/runs/22446688", "html_url": "https://github.com/acme/ios-app/actions/runs/22446688"}"#;
+        let run = t.created(answer).unwrap();
+        assert_eq!(
+            (run.kind.as_str(), run.name.as_str()),
+            ("WorkflowRun", "22446688")
+        );
+        assert_eq!(
+            run.url.as_deref(),
+            Some("https://github.com/acme/ios-app/actions/runs/22446688")
+        );
+        let plain = compile_http(
+            &spec(json!({"workflow": "release.yml", "ref": "main"})),
+            &secrets(),
+        )
+        .unwrap();
+        assert_eq!(plain.created(answer), None, "not asked for, not recorded");
+    }
+
+    #[test]
+    fn limits_are_checked_on_what_is_sent() {
+        let long = compile_http(
+            &spec(json!({"eventType": "$(data.app_name)-$(data.message)-$(data.message)-$(data.message)"})),
+            &secrets(),
+        )
+        .unwrap();
+        let scope = scope();
+        let err = long
+            .build_request(&RenderContext {
+                scope: &scope,
+                event_id: "e",
+                round: 0,
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("GitHub accepts 1 to 100"), "{err}");
     }
 }
