@@ -66,6 +66,10 @@ pub enum Class {
     Permanent,
 }
 
+/// A service's reading of a failed answer from its status code and body (see
+/// `HttpRequest::classify_failure`); `None` keeps the usual policy.
+pub type ClassifyFailure = fn(u16, &[u8]) -> Option<Class>;
+
 /// `Retry-After` as delta-seconds or an HTTP date.
 pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
     let value = value.trim();
