@@ -22,9 +22,7 @@ pub const WORKFLOW: ApiRef = ApiRef {
     chart_switch: "argo.enabled",
 };
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct ArgoWorkflowTarget {
     pub workflow_template_ref: WorkflowTemplateRef,
     pub arguments: Option<Arguments>,
@@ -32,14 +30,14 @@ pub struct ArgoWorkflowTarget {
     #[serde(flatten)]
     pub metadata: ExtraMetadata,
 }
+}
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct WorkflowTemplateRef {
     pub name: String,
     /// Reference a ClusterWorkflowTemplate instead of a namespaced WorkflowTemplate.
     pub cluster_scope: Option<bool>,
+}
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]

@@ -3,8 +3,6 @@
 //! optionally signed with HMAC-SHA1 of the body in the header the connection names.
 
 use reqwest::Url;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use super::fields::EventBody;
 use super::fields::{Field, base_url, required};
@@ -17,9 +15,7 @@ use crate::secrets::{SecretKeySelector, SecretSet};
 pub const DEFAULT_BASE_URL: &str = "https://dev.azure.com";
 pub const DEFAULT_API_VERSION: &str = "6.0-preview";
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct AzureDevOpsTarget {
     pub organization: String,
     /// The service connection's "WebHook Name" (what `resources.webhooks[].webhook` uses).
@@ -36,6 +32,7 @@ pub struct AzureDevOpsTarget {
     /// For Azure DevOps Server (default `https://dev.azure.com`).
     #[serde(rename = "baseURL")]
     pub base_url: Option<String>,
+}
 }
 
 #[derive(Debug)]

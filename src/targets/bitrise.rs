@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 
 use reqwest::Url;
 use reqwest::header::AUTHORIZATION;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::fields::{
@@ -22,9 +20,7 @@ use crate::secrets::{SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.bitrise.io";
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct BitriseTarget {
     /// The app's slug (from its Bitrise URL).
     pub app_slug: String,
@@ -46,6 +42,7 @@ pub struct BitriseTarget {
     pub token_secret_ref: SecretKeySelector,
     #[serde(rename = "baseURL")]
     pub base_url: Option<String>,
+}
 }
 
 #[derive(Debug)]

@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 
 use reqwest::Url;
 use reqwest::header::HeaderName;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::fields::{Field, base_url, credential_text, join_url, required, token};
@@ -20,9 +18,7 @@ use crate::secrets::{SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://circleci.com";
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct CircleciTarget {
     /// `{vcs}/{org}/{project}`, e.g. `gh/acme/ios-app` or `circleci/<org-id>/<project-id>`.
     pub project_slug: String,
@@ -41,6 +37,7 @@ pub struct CircleciTarget {
     pub token_secret_ref: SecretKeySelector,
     #[serde(rename = "baseURL")]
     pub base_url: Option<String>,
+}
 }
 
 #[derive(Debug)]

@@ -4,8 +4,6 @@
 
 use reqwest::Url;
 use reqwest::header::HeaderName;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use super::fields::EventBody;
 use super::fields::{Field, base_url, credential_text, join_url, token};
@@ -15,9 +13,7 @@ use super::send::Class;
 use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct JenkinsTarget {
     /// Jenkins' base URL, e.g. `https://jenkins.example.com` (or `.../jenkins`).
     #[serde(rename = "baseURL")]
@@ -29,6 +25,7 @@ pub struct JenkinsTarget {
     #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_json")]
     pub body: Option<serde_json::Value>,
+}
 }
 
 #[derive(Debug)]

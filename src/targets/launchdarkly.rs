@@ -10,8 +10,6 @@
 use reqwest::Method;
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::fields::{
@@ -33,9 +31,7 @@ pub const API_VERSION: &str = "20240415";
 /// The first is the default.
 const ACTIONS: &[&str] = &["off", "on"];
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct LaunchdarklyTarget {
     /// Secret key holding an API access token with writer rights (key defaults to
     /// `access-token`).
@@ -53,6 +49,7 @@ pub struct LaunchdarklyTarget {
     /// For the EU instance (`https://app.eu.launchdarkly.com`), tests and proxies.
     #[serde(rename = "baseURL")]
     pub base_url: Option<String>,
+}
 }
 
 #[derive(Debug)]

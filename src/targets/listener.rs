@@ -15,9 +15,7 @@ use super::webhook::{self, Webhook, WebhookTarget};
 use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet};
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct ListenerTarget {
     /// The listener's URL, e.g. `http://el-mobile.ci.svc:8080` or an Argo Events
     /// `http://webhook-eventsource-svc.argo-events:12000/statused`. Set this or `urlSecretRef`.
@@ -37,6 +35,7 @@ pub struct ListenerTarget {
     pub body: Option<serde_json::Value>,
     /// HMAC-SHA256 of the body; header defaults to `X-Hub-Signature-256`, prefix to `sha256=`.
     pub signature: Option<BodySignature>,
+}
 }
 
 pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Hub-Signature-256";

@@ -7,6 +7,20 @@
 //! (in-cluster kinds), [`send`] and [`create`] (doing it), [`signing`] and [`message`]
 //! (body signatures and chat message text).
 
+/// Declares a kind's spec type, part of the CRD: camelCase in YAML, unset optional fields
+/// left out when written, a JSON schema for the CRD, and `Default` for tests and fixtures.
+macro_rules! spec {
+    ($(#[$meta:meta])* pub struct $name:ident { $($body:tt)* }) => {
+        #[serde_with::skip_serializing_none]
+        #[derive(
+            ::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, ::schemars::JsonSchema,
+        )]
+        #[serde(rename_all = "camelCase")]
+        $(#[$meta])*
+        pub struct $name { $($body)* }
+    };
+}
+
 pub mod argo;
 pub mod azure_devops;
 pub mod bitrise;

@@ -9,8 +9,6 @@
 
 use reqwest::Url;
 use reqwest::header::AUTHORIZATION;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::fields::{
@@ -32,9 +30,7 @@ const MAX_ALIAS: usize = 512;
 const ACTIONS: &[&str] = &["create", "close"];
 const PRIORITIES: &[&str] = &["P3", "P1", "P2", "P4", "P5"];
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct OpsgenieTarget {
     /// Secret key holding the API integration's key (key defaults to `api-key`).
     pub api_key_secret_ref: SecretKeySelector,
@@ -57,6 +53,7 @@ pub struct OpsgenieTarget {
     /// Overrides the region's URL (tests, proxies).
     #[serde(rename = "baseURL")]
     pub base_url: Option<String>,
+}
 }
 
 #[derive(Debug)]

@@ -8,8 +8,6 @@
 //! answers 202; 400 is permanent, 429 and 5xx are retried.
 
 use reqwest::Url;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::fields::{Choice, Field, base_url, compile_opt, incident_key, join_url, render_opt};
@@ -27,9 +25,7 @@ const MAX_DEDUP_KEY: usize = 255;
 const ACTIONS: &[&str] = &["trigger", "resolve"];
 const SEVERITIES: &[&str] = &["error", "critical", "warning", "info"];
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct PagerdutyTarget {
     /// Secret key holding the integration's 32-character routing key (key defaults to
     /// `routing-key`).
@@ -48,6 +44,7 @@ pub struct PagerdutyTarget {
     /// For tests and proxies (default `https://events.pagerduty.com`).
     #[serde(rename = "baseURL")]
     pub base_url: Option<String>,
+}
 }
 
 #[derive(Debug)]

@@ -2,8 +2,6 @@
 //! without either, a default message per event type in an attachment coloured with the
 //! event's `status_color`.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::fields::{Field, SecretUrl, compile_opt, parse_http_url, render_opt};
@@ -15,9 +13,7 @@ use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::SecretSet;
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct SlackTarget {
     /// Secret key holding the incoming webhook URL (key defaults to `url`).
     pub url_secret_ref: SecretKeySelector,
@@ -27,6 +23,7 @@ pub struct SlackTarget {
     #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_json")]
     pub blocks: Option<Value>,
+}
 }
 
 #[derive(Debug)]

@@ -1,8 +1,6 @@
 //! `teams`: a Microsoft Teams Workflows webhook ("When a Teams webhook request is received"),
 //! sent a message with one Adaptive Card attachment.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::fields::{Field, SecretUrl, compile_opt, parse_http_url, render_opt};
@@ -16,9 +14,7 @@ use crate::secrets::SecretSet;
 
 pub const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct TeamsTarget {
     /// Secret key holding the workflow's webhook URL (key defaults to `url`).
     pub url_secret_ref: SecretKeySelector,
@@ -30,6 +26,7 @@ pub struct TeamsTarget {
     #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_object")]
     pub card: Option<Value>,
+}
 }
 
 #[derive(Debug)]

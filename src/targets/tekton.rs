@@ -21,9 +21,7 @@ pub const PIPELINE_RUN: ApiRef = ApiRef {
     chart_switch: "tekton.enabled",
 };
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct TektonTarget {
     /// The Pipeline to run: by `name`, or through a `resolver` (git, bundles, hub, cluster).
     pub pipeline_ref: PipelineRef,
@@ -38,6 +36,7 @@ pub struct TektonTarget {
     pub timeouts: Option<Timeouts>,
     #[serde(flatten)]
     pub metadata: ExtraMetadata,
+}
 }
 
 #[serde_with::skip_serializing_none]
@@ -64,17 +63,14 @@ pub struct TektonParam {
     pub value: Value,
 }
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct TaskRunTemplate {
     pub service_account_name: Option<String>,
 }
+}
 
+spec! {
 /// One workspace and exactly one volume source for it.
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
 pub struct WorkspaceBinding {
     pub name: String,
     pub sub_path: Option<String>,
@@ -93,6 +89,7 @@ pub struct WorkspaceBinding {
     #[serde(default)]
     #[schemars(schema_with = "crate::api::schema::any_object")]
     pub persistent_volume_claim: Option<Value>,
+}
 }
 
 /// Go durations, e.g. `1h30m`, `45m0s`.

@@ -7,8 +7,6 @@
 
 use reqwest::Method;
 use reqwest::header::AUTHORIZATION;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use super::fields::{Choice, Field, base_url, credential, credential_text, path_segment, required};
 use super::kind::{Kind, Trigger};
@@ -21,9 +19,7 @@ use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 /// The first is the default: features off while an app is in review.
 const ACTIONS: &[&str] = &["off", "on"];
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct UnleashTarget {
     /// The Unleash server, e.g. `https://unleash.example.com` or
     /// `https://<instance>.getunleash.io`.
@@ -39,6 +35,7 @@ pub struct UnleashTarget {
     pub environment: String,
     /// `on` or `off` (default `off`); templated.
     pub action: Option<String>,
+}
 }
 
 #[derive(Debug)]

@@ -4,8 +4,6 @@ use std::collections::BTreeMap;
 
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use super::fields::{EventBody, Field};
 use super::kind::{Kind, Trigger};
@@ -18,9 +16,7 @@ use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct WebhookTarget {
     /// Secret key holding the URL (key defaults to `url`). Incoming-webhook URLs usually embed
     /// a token, so they belong in a Secret.
@@ -44,6 +40,7 @@ pub struct WebhookTarget {
     pub signature: Option<BodySignature>,
     /// Send `Idempotency-Key: <event id>` so the receiver can drop repeats.
     pub idempotency_key: Option<bool>,
+}
 }
 
 pub struct Webhook {

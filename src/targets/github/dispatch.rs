@@ -8,8 +8,6 @@ use std::sync::Arc;
 
 use reqwest::Url;
 use reqwest::header::AUTHORIZATION;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::super::fields::{Field, base_url};
@@ -32,9 +30,7 @@ pub const MAX_WORKFLOW_INPUTS: usize = 25;
 /// GitHub's limit on `event_type`.
 pub const MAX_EVENT_TYPE_LEN: usize = 100;
 
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+spec! {
 pub struct GithubDispatchTarget {
     /// `owner/name` of the repository.
     pub repository: String,
@@ -65,6 +61,7 @@ pub struct GithubDispatchTarget {
     /// API base URL, for GitHub Enterprise Server (`https://ghe.example.com/api/v3`).
     #[serde(rename = "apiURL")]
     pub api_url: Option<String>,
+}
 }
 
 #[derive(Debug)]
