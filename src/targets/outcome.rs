@@ -43,3 +43,24 @@ impl Outcome {
         Outcome::Retry { code, error, after }
     }
 }
+
+/// How an HTTP status is treated: 2xx succeeds; 408, 425, 429 and 5xx are retried; the
+/// rest fails for good.
+pub fn classify_status(code: u16) -> Class {
+    match code {
+        200..=299 => Class::Success,
+        408 | 425 | 429 | 500..=599 => Class::Retry,
+        _ => Class::Permanent,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Success,
+    Retry,
+    Permanent,
+}
+
+/// A service's reading of a failed answer from its status code and body (see
+/// `HttpRequest::classify_failure`); `None` keeps the usual policy.
+pub type ClassifyFailure = fn(u16, &[u8]) -> Option<Class>;

@@ -36,7 +36,7 @@ pub struct HttpRequest {
     /// A service's own reading of a failed answer (code, body), where its body says more
     /// than its status: Jenkins' Generic Webhook Trigger answers 500 both when nothing
     /// started and when some jobs started and others failed.
-    pub classify_failure: Option<super::send::ClassifyFailure>,
+    pub classify_failure: Option<super::outcome::ClassifyFailure>,
 }
 
 impl HttpRequest {

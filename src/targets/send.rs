@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::outbound::{Outbound, refusal};
-pub use super::outcome::Outcome;
+pub use super::outcome::{Class, ClassifyFailure, Outcome, classify_status};
 use super::request::HttpRequest;
 
 /// How many bytes of a failed response body are kept on the delivery.
@@ -50,25 +50,6 @@ pub fn excerpt(body: &[u8], redact: impl Fn(&str) -> String) -> String {
     }
     redacted[..end].trim().to_string()
 }
-
-pub fn classify_status(code: u16) -> Class {
-    match code {
-        200..=299 => Class::Success,
-        408 | 425 | 429 | 500..=599 => Class::Retry,
-        _ => Class::Permanent,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    Success,
-    Retry,
-    Permanent,
-}
-
-/// A service's reading of a failed answer from its status code and body (see
-/// `HttpRequest::classify_failure`); `None` keeps the usual policy.
-pub type ClassifyFailure = fn(u16, &[u8]) -> Option<Class>;
 
 /// `Retry-After` as delta-seconds or an HTTP date.
 pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
