@@ -7,7 +7,7 @@ mod support;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use support::{SIGNING_SECRET, Sink, TestEnv, sample};
+use support::{SIGNING_SECRET, Sink, TestEnv, eventually, sample};
 
 fn tekton_route() -> serde_json::Value {
     json!({
@@ -322,5 +322,62 @@ async fn a_listener_that_rejects_the_signature_fails_the_delivery() {
     let target = &delivery.status.unwrap().targets[0];
     assert_eq!(target.phase.as_str(), "Failed");
     assert_eq!(target.last_response_code, Some(403));
+    op.shutdown().await;
+}
+
+/// A redelivery round of an in-cluster target creates its own PipelineRun, still exactly
+/// once per round: asking twice with the same token creates nothing more.
+#[tokio::test]
+async fn each_redelivery_round_creates_its_own_pipeline_run_once() {
+    let env = tekton_env("tekton-redeliver").await;
+    let op = env.operator_with_route("ios", tekton_route()).await;
+    let delivery = env.deliver(&op, "ios", &sample("build-valid.json")).await;
+    let name = delivery.metadata.name.clone().unwrap();
+    let count = || async {
+        pipeline_runs(&env)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    assert_eq!(count().await, 1);
+    let redeliver = |token: &'static str| {
+        let deliveries = env.deliveries();
+        let name = name.clone();
+        async move {
+            deliveries
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {
+                        "statused.dev/redeliver": token,
+                        "statused.dev/redeliver-targets": "all"}}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    for (round, token) in [(1u32, "round-1"), (2, "round-2")] {
+        redeliver(token).await;
+        let done = eventually(&format!("round {round}"), || async {
+            let d = env.deliveries().get(&name).await.ok()?;
+            let s = d.status?;
+            (s.redeliveries == round && s.phase.is_finished()).then_some(s)
+        })
+        .await;
+        let created = done.targets[0].created.clone().unwrap();
+        assert_eq!(
+            count().await,
+            1 + round as usize,
+            "one new PipelineRun per round"
+        );
+        let run = pipeline_runs(&env).get(&created.name).await.unwrap();
+        assert_eq!(created.uid, run.uid());
+    }
+    // The same token again: honoured once, nothing more is created.
+    redeliver("round-2").await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(count().await, 3);
     op.shutdown().await;
 }
