@@ -267,11 +267,11 @@ async fn handle(
             .check(&key, limit, std::time::Instant::now())
             .map_err(ReceiveError::RateLimited)?;
     }
-    check_replay_window(ctx, &route, &bytes)?;
     // Parsed and matched on the blocking pool; the body comes back (not copied) to be
-    // parsed once more, cheaply, for the record.
+    // parsed once more, cheaply, for the replay window and the record.
     let (bytes, (matched, failures)) = match_off_the_workers(ctx, &route, bytes).await?;
     let envelope = Envelope::parse(&bytes)?;
+    check_replay_window(ctx, &route, &envelope)?;
     for f in &failures {
         warn!(rule = %f.rule, error = %f.error, event = %envelope.id, "rule expression failed; rule skipped");
     }
@@ -291,9 +291,8 @@ async fn handle(
 fn check_replay_window(
     ctx: &Receiver,
     route: &CompiledRoute,
-    bytes: &[u8],
+    envelope: &Envelope<'_>,
 ) -> Result<(), ReceiveError> {
-    let envelope = Envelope::parse(bytes)?;
     let window = route.replay_window.unwrap_or(ctx.limits.replay_window);
     replay::check(envelope.time.as_deref(), window, jiff::Timestamp::now()).map_err(|outside| {
         ctx.metrics.event_refused(outside.as_str());
