@@ -18,6 +18,7 @@ use super::fields::{
 };
 use super::kind::{Kind, Trigger};
 use super::message::default_message;
+use super::outcome::Class;
 use super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
@@ -146,10 +147,14 @@ impl HttpTarget for Launchdarkly {
             body.to_string().into_bytes(),
         )
         .secret(token);
-        // "Conflicts with a concurrent API request": LaunchDarkly says to retry.
-        request.retry_also = &[409];
+        request.classify_failure = Some(classify_failure);
         Ok(request)
     }
+}
+
+/// "Conflicts with a concurrent API request": LaunchDarkly says to retry a 409.
+fn classify_failure(code: u16, _body: &[u8]) -> Option<Class> {
+    (code == 409).then_some(Class::Retry)
 }
 
 #[cfg(test)]
@@ -185,7 +190,9 @@ mod tests {
             json!({"environmentKey": "production", "instructions": [{"kind": "turnFlagOff"}],
                    "comment": "statused-operator, event ev-1: ✅ Build 1.2.3 (456) of Markdown Email is valid"})
         );
-        assert_eq!(req.retry_also, &[409]);
+        let classify = req.classify_failure.unwrap();
+        assert_eq!(classify(409, b""), Some(Class::Retry));
+        assert_eq!(classify(400, b""), None, "the usual policy otherwise");
         assert!(!format!("{t:?}").contains("api-0123"));
     }
 

@@ -46,7 +46,11 @@ impl Outbound {
         match url.host() {
             Some(url::Host::Ipv4(ip)) => self.policy.check(SocketAddr::new(ip.into(), port)),
             Some(url::Host::Ipv6(ip)) => self.policy.check(SocketAddr::new(ip.into(), port)),
-            Some(url::Host::Domain(name)) if !self.policy.api_server.is_empty() => {
+            // Only a name on one of the API server's ports can lead to it: others are not
+            // looked up twice (the resolver checks every address when connecting).
+            Some(url::Host::Domain(name))
+                if self.policy.api_server.iter().any(|a| a.port() == port) =>
+            {
                 let addrs = tokio::net::lookup_host((name, port)).await;
                 // A name that does not resolve fails when connecting, with its own error.
                 for addr in addrs.into_iter().flatten() {

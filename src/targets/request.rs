@@ -30,12 +30,9 @@ pub struct HttpRequest {
     pub secrets: Vec<String>,
     /// Credentials obtained at send time (a GitHub App installation token).
     pub auth: Option<Arc<dyn DeferredAuth>>,
-    /// Answers this service documents as worth retrying beyond the usual 408, 425, 429 and
-    /// 5xx (LaunchDarkly's 409 for a concurrent change).
-    pub retry_also: &'static [u16],
-    /// A service's own reading of a failed answer (code, body), where its body says more
-    /// than its status: Jenkins' Generic Webhook Trigger answers 500 both when nothing
-    /// started and when some jobs started and others failed.
+    /// A service's own reading of a failed answer (code, body), where it documents one:
+    /// LaunchDarkly's 409 (a concurrent change) is worth retrying; Jenkins' Generic Webhook
+    /// Trigger answers 500 both when nothing started and when some jobs started.
     pub classify_failure: Option<super::outcome::ClassifyFailure>,
 }
 
@@ -49,7 +46,6 @@ impl HttpRequest {
             timeout: None,
             secrets: Vec::new(),
             auth: None,
-            retry_also: &[],
             classify_failure: None,
         }
     }

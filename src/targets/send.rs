@@ -99,10 +99,7 @@ pub async fn send(out: &Outbound, mut req: HttpRequest, default_timeout: Duratio
         },
     };
     let code = response.status().as_u16();
-    let class = match classify_status(code) {
-        Class::Permanent if req.retry_also.contains(&code) => Class::Retry,
-        class => class,
-    };
+    let class = classify_status(code);
     let after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
