@@ -5,17 +5,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-fn tool(name: &str) -> String {
-    let cached = format!(
-        "{}/.cache/statused-operator/bin/{name}",
-        std::env::var("HOME").unwrap()
-    );
-    if std::path::Path::new(&cached).exists() {
-        cached
-    } else {
-        name.to_string()
-    }
-}
+mod support;
+use support::{run_as_admin, tool};
 
 fn render(extra: &[&str]) -> String {
     try_render(extra).unwrap()
@@ -498,18 +489,7 @@ fn the_chart_and_the_operator_have_one_version() {
 
 /// Runs `helm` or `kubectl` as the test API server's admin; fails the test on an error.
 fn admin(tool_name: &str, args: &[&str]) -> String {
-    let kubeconfig = std::env::var("STATUSED_TEST_ADMIN_KUBECONFIG").unwrap();
-    let out = Command::new(tool(tool_name))
-        .args(["--kubeconfig", &kubeconfig])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{tool_name} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    run_as_admin(Command::new(tool(tool_name)).args(args))
 }
 
 fn kubectl(args: &[&str]) -> String {

@@ -551,6 +551,13 @@ async fn a_route_neither_table_nor_cache_has_is_404() {
     assert_eq!(reply.retry_after(), None);
 }
 
+/// 503 "route is not ready", to be retried in 10 s.
+fn assert_route_not_ready(reply: &Reply) {
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error(), "route is not ready");
+    assert_eq!(reply.retry_after(), Some("10"));
+}
+
 #[tokio::test]
 async fn a_route_the_table_holds_as_not_ready_is_503() {
     let h = Harness::new();
@@ -561,9 +568,7 @@ async fn a_route_the_table_holds_as_not_ready_is_503() {
 
     let reply = h.post("releases", &sample("build-valid.json")).await;
 
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.error(), "route is not ready");
-    assert_eq!(reply.retry_after(), Some("10"));
+    assert_route_not_ready(&reply);
 }
 
 #[tokio::test]
@@ -573,9 +578,7 @@ async fn a_route_cached_but_not_compiled_yet_is_503() {
 
     let reply = h.post("releases", &sample("build-valid.json")).await;
 
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.error(), "route is not ready");
-    assert_eq!(reply.retry_after(), Some("10"));
+    assert_route_not_ready(&reply);
 }
 
 #[tokio::test]
@@ -603,9 +606,7 @@ async fn a_route_re_created_under_the_same_name_is_503_until_recompiled() {
 
     let reply = h.post("releases", &sample("build-valid.json")).await;
 
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.error(), "route is not ready");
-    assert_eq!(reply.retry_after(), Some("10"));
+    assert_route_not_ready(&reply);
     assert_eq!(h.store.create_calls(), 0, "no record owned by the old uid");
 
     // Once the reconciler compiles u2 the two agree again.

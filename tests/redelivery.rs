@@ -13,7 +13,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use statused_operator::api::fixtures::{route, rule, webhook};
 use statused_operator::api::{DeliveryPhase, StatusedDelivery};
-use support::{SIGNING_SECRET, Sink, TestEnv, eventually, sample_with_id};
+use support::{SIGNING_SECRET, Sink, TestEnv, eventually, run_as_admin, sample_with_id, tool};
 
 fn spec(sink: &Sink) -> serde_json::Value {
     let r = route("unused", "r")
@@ -26,35 +26,9 @@ fn spec(sink: &Sink) -> serde_json::Value {
     serde_json::to_value(r.spec).unwrap()
 }
 
-/// The cached tool (hack/install-tools.sh), else the one on PATH.
-fn tool(name: &str) -> String {
-    let cached = format!(
-        "{}/.cache/statused-operator/bin/{name}",
-        std::env::var("HOME").unwrap()
-    );
-    if std::path::Path::new(&cached).exists() {
-        cached
-    } else {
-        name.to_string()
-    }
-}
-
 /// Runs `statused-operator ARGS` as the test cluster's admin; returns its standard output.
 fn cli(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_statused-operator"))
-        .args(args)
-        .env(
-            "KUBECONFIG",
-            std::env::var("STATUSED_TEST_ADMIN_KUBECONFIG").unwrap(),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    run_as_admin(Command::new(env!("CARGO_BIN_EXE_statused-operator")).args(args))
 }
 
 /// Runs `kubectl statused ARGS`: the binary installed as the plugin `kubectl-statused`.
@@ -71,23 +45,14 @@ fn kubectl_statused(args: &[&str]) -> String {
         dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new(tool("kubectl"))
-        .arg("statused")
-        .args(args)
-        .env("PATH", path)
-        .env(
-            "KUBECONFIG",
-            std::env::var("STATUSED_TEST_ADMIN_KUBECONFIG").unwrap(),
-        )
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_as_admin(
+        Command::new(tool("kubectl"))
+            .arg("statused")
+            .args(args)
+            .env("PATH", path),
     );
-    String::from_utf8(out.stdout).unwrap()
+    let _ = std::fs::remove_dir_all(&dir);
+    out
 }
 
 async fn wait_for(

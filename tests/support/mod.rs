@@ -650,3 +650,34 @@ impl Drop for InFlight {
         self.0.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A tool installed by hack/install-tools.sh (cached), else the one on PATH.
+pub fn tool(name: &str) -> String {
+    let cached = format!(
+        "{}/.cache/statused-operator/bin/{name}",
+        std::env::var("HOME").unwrap()
+    );
+    if std::path::Path::new(&cached).exists() {
+        cached
+    } else {
+        name.to_string()
+    }
+}
+
+/// Runs `command` as the test API server's admin (its kubeconfig in `KUBECONFIG`); fails
+/// the test unless it succeeds, and returns its standard output.
+pub fn run_as_admin(command: &mut std::process::Command) -> String {
+    let out = command
+        .env(
+            "KUBECONFIG",
+            std::env::var("STATUSED_TEST_ADMIN_KUBECONFIG").unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
