@@ -5,7 +5,9 @@
 //! also names the round's in-cluster objects (a new PipelineRun per round, still exactly
 //! once per round). Pure: the executor reads the request and writes the status this returns.
 
-use crate::api::{DeliveryPhase, StatusedDelivery, StatusedDeliveryStatus};
+use crate::api::{
+    DeliveryPhase, MatchedTarget, StatusedDelivery, StatusedDeliveryStatus, TargetStatus,
+};
 
 /// Set to a new value (any text: the CLI writes the time) to redeliver.
 pub const ANNOTATION_REDELIVER: &str = "statused.dev/redeliver";
@@ -49,15 +51,13 @@ pub fn reopen(
     let mut rerun = 0;
     for t in &mut next.targets {
         if request.all_targets || t.phase == DeliveryPhase::Failed {
-            t.phase = DeliveryPhase::Pending;
-            t.attempts = 0;
-            t.last_response_code = None;
-            t.last_error = None;
-            t.next_attempt_at = None;
-            t.call_started_at = None;
-            t.completed_at = None;
-            t.created = None;
-            t.listener_event_id = None;
+            // As new: nothing of the last round survives (a call-started mark would make an
+            // at-most-once target fail at once as "outcome unknown").
+            *t = TargetStatus::pending(&MatchedTarget {
+                rule: t.rule.clone(),
+                target: t.target,
+                kind: t.kind.clone(),
+            });
             rerun += 1;
         }
     }
@@ -73,14 +73,27 @@ pub fn reopen(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{MatchedTarget, TargetStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn finished() -> StatusedDelivery {
         let mut d = StatusedDelivery::fixture("ev-1", "releases");
+        let at = Some(Time(jiff::Timestamp::now()));
         let target = |i: u32, phase| TargetStatus {
             phase,
             attempts: 3,
+            last_response_code: Some(404),
             last_error: Some("HTTP 404".into()),
+            next_attempt_at: at.clone(),
+            call_started_at: at.clone(),
+            completed_at: at.clone(),
+            created: Some(crate::api::CreatedObject {
+                api_version: "v".into(),
+                kind: "K".into(),
+                name: "n".into(),
+                uid: None,
+                url: None,
+            }),
+            listener_event_id: Some("el".into()),
             ..TargetStatus::pending(&MatchedTarget {
                 rule: "r".into(),
                 target: i,

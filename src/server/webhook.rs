@@ -33,7 +33,7 @@ use crate::routing::{RouteState, RoutingTable};
 use crate::signature::{self, SIGNATURE_HEADER};
 
 /// What the receiver needs, and nothing more: no kube client, no leadership. Tests build it
-/// with an in-memory store (see the tests below); `operator.rs` with the API server's.
+/// with an in-memory store (`tests/receiver.rs`); `operator.rs` with the API server's.
 pub struct Receiver {
     pub table: RoutingTable,
     /// The watch cache of routes, to tell "no such route" from "not compiled yet".
@@ -267,11 +267,16 @@ async fn handle(
             .check(&key, limit, std::time::Instant::now())
             .map_err(ReceiveError::RateLimited)?;
     }
-    // Parsed and matched on the blocking pool; the body comes back (not copied) to be
-    // parsed once more, cheaply, for the replay window and the record.
-    let (bytes, (matched, failures)) = match_off_the_workers(ctx, &route, bytes).await?;
+    // Parsed, checked against the replay window and matched on the blocking pool; the body
+    // comes back (not copied) to be parsed once more, cheaply, for the record.
+    let (bytes, (matched, failures)) = match_off_the_workers(ctx, &route, bytes)
+        .await
+        .inspect_err(|e| {
+            if let ReceiveError::Replay(outside) = e {
+                ctx.metrics.event_refused(outside.as_str());
+            }
+        })?;
     let envelope = Envelope::parse(&bytes)?;
-    check_replay_window(ctx, &route, &envelope)?;
     for f in &failures {
         warn!(rule = %f.rule, error = %f.error, event = %envelope.id, "rule expression failed; rule skipped");
     }
@@ -284,21 +289,6 @@ async fn handle(
         });
     }
     record(ctx, &route, &envelope, matched).await
-}
-
-/// Refuses an event whose signed time is outside the route's replay window (see
-/// `replay.rs`), counted and logged with its id.
-fn check_replay_window(
-    ctx: &Receiver,
-    route: &CompiledRoute,
-    envelope: &Envelope<'_>,
-) -> Result<(), ReceiveError> {
-    let window = route.replay_window.unwrap_or(ctx.limits.replay_window);
-    replay::check(envelope.time.as_deref(), window, jiff::Timestamp::now()).map_err(|outside| {
-        ctx.metrics.event_refused(outside.as_str());
-        info!(event = %envelope.id, reason = outside.as_str(), "event refused: outside the replay window");
-        ReceiveError::Replay(outside)
-    })
 }
 
 /// Rule matching (CEL) runs on the blocking pool, at most [`EVALUATIONS`] at once and for
@@ -317,8 +307,19 @@ async fn match_off_the_workers(
         .map_err(|_| ReceiveError::Busy)?
         .map_err(|_| ReceiveError::Busy)?;
     let route = route.clone();
+    let window = route.replay_window.unwrap_or(ctx.limits.replay_window);
     let matching = tokio::task::spawn_blocking(move || {
-        let matches = Envelope::parse(&bytes).map(|envelope| route.match_event(&envelope));
+        let matches = Envelope::parse(&bytes)
+            .map_err(ReceiveError::from)
+            .and_then(|envelope| {
+                // An event outside the replay window costs no rule evaluation.
+                let now = jiff::Timestamp::now();
+                replay::check(envelope.time.as_deref(), window, now).map_err(|outside| {
+                    info!(event = %envelope.id, reason = outside.as_str(), "event refused: outside the replay window");
+                    ReceiveError::Replay(outside)
+                })?;
+                Ok(route.match_event(&envelope))
+            });
         (bytes, matches)
     });
     match tokio::time::timeout(EVALUATION_TIME, matching).await {

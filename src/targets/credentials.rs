@@ -30,12 +30,9 @@ impl CredentialCache {
         slots.entry(key.to_string()).or_default().clone()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -125,7 +125,7 @@ impl CompiledMetadata {
 
 /// `metadata` for a created object: the user's labels and annotations, then the operator's
 /// identity, which wins so that the exactly-once labels cannot be overridden.
-pub fn metadata(
+fn metadata(
     ctx: &RenderContext<'_>,
     id: &ObjectIdentity,
     labels: &TemplateMap,

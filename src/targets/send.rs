@@ -74,7 +74,8 @@ pub async fn send(out: &Outbound, mut req: HttpRequest, default_timeout: Duratio
         return Outcome::failed(None, refused.to_string());
     }
     let client = &out.client;
-    let mut headers = req.headers.clone();
+    // Taken, not copied: what is used afterwards is the secrets, auth and classification.
+    let mut headers = std::mem::take(&mut req.headers);
     if let Some(auth) = req.auth.clone() {
         match auth.authorization(client, &out.credentials, timeout).await {
             Ok((value, credential)) => {
@@ -87,7 +88,7 @@ pub async fn send(out: &Outbound, mut req: HttpRequest, default_timeout: Duratio
     let result = client
         .request(req.method.clone(), req.url.clone())
         .headers(headers)
-        .body(req.body.clone())
+        .body(std::mem::take(&mut req.body))
         .timeout(timeout)
         .send()
         .await;

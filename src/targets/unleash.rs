@@ -8,7 +8,7 @@
 use reqwest::Method;
 use reqwest::header::AUTHORIZATION;
 
-use super::fields::{Choice, Field, base_url, credential, credential_text, path_segment, required};
+use super::fields::{Choice, Field, base_url, credential_text, path_segment, required, token};
 use super::kind::{Kind, Trigger};
 use super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
@@ -64,12 +64,7 @@ impl Kind for UnleashTarget {
             environment_url: format!(
                 "{base}/api/admin/projects/{project}/features/{feature}/environments/{environment}"
             ),
-            token: credential(
-                &field.at("tokenSecretRef"),
-                &self.token_secret_ref,
-                "token",
-                secrets,
-            )?,
+            token: token(field, &self.token_secret_ref, secrets)?,
             action: Choice::compile(&field.at("action"), self.action.as_deref(), ACTIONS)?,
         }))
     }

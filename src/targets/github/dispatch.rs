@@ -10,7 +10,7 @@ use reqwest::Url;
 use reqwest::header::AUTHORIZATION;
 use serde_json::{Value, json};
 
-use super::super::fields::{Field, base_url};
+use super::super::fields::{Field, base_url, credential_text, token};
 use super::super::kind::{Kind, Trigger};
 use super::super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
@@ -215,16 +215,7 @@ impl Kind for GithubDispatchTarget {
         let url = Url::parse(&format!("{base}/{path}"))
             .map_err(|e| CompileError::invalid(field.at("repository"), e))?;
         let auth = match (&spec.token_secret_ref, &spec.app) {
-            (Some(sel), None) => {
-                let token = secrets.text(sel, "token")?;
-                if token.is_empty() {
-                    return Err(CompileError::invalid(
-                        field.at("tokenSecretRef"),
-                        "token is empty",
-                    ));
-                }
-                Auth::Token(SecretValue::new(token))
-            }
+            (Some(sel), None) => Auth::Token(token(field, sel, secrets)?),
             (None, Some(app)) => Auth::App(Arc::new(GithubApp::compile(
                 &field.at("app"),
                 app,
@@ -318,8 +309,7 @@ impl HttpTarget for GithubDispatch {
         let mut headers = github_headers(base_headers(ctx)?);
         let request = match &self.auth {
             Auth::Token(token) => {
-                let token = std::str::from_utf8(token.as_bytes())
-                    .map_err(|_| RenderError::Invalid("token is not text".into()))?;
+                let token = credential_text(token);
                 headers.insert(AUTHORIZATION, sensitive(&format!("Bearer {token}"))?);
                 HttpRequest::post_json(self.url.clone(), headers, &body).secret(token)
             }
