@@ -175,7 +175,13 @@ async fn incidents_open_and_resolve_and_flags_follow_the_review() {
 async fn a_launchdarkly_conflict_is_retried_and_a_bad_request_is_not() {
     let (ld, pd) = (Sink::start(200).await, Sink::start(202).await);
     ld.answer_with(&[409]);
-    pd.answer_with(&[400]);
+    // PagerDuty's 400 names what it did not like, here the routing key it was sent.
+    pd.route(
+        "/v2/enqueue",
+        400,
+        json!({"status": "invalid event", "message": "Event object is invalid",
+               "errors": ["routing_key R0UT1NGKEY0000000000000000000000 is not active"]}),
+    );
     let env = TestEnv::new("handlers-retry").await;
     env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
         .await;
@@ -206,5 +212,9 @@ async fn a_launchdarkly_conflict_is_retried_and_a_bad_request_is_not() {
     assert_eq!(status.targets[1].attempts, 1, "400 not retried");
     let error = status.targets[1].last_error.clone().unwrap();
     assert!(!error.contains("R0UT1NGKEY"), "{error}");
+    assert!(
+        error.contains("routing_key [redacted] is not active"),
+        "{error}"
+    );
     op.shutdown().await;
 }
