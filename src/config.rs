@@ -17,7 +17,7 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Largest accepted webhook body, in bytes.
     pub body_limit: usize,
-    /// How long a sender may take to deliver the body (slower: 408).
+    /// How long a sender may take to deliver the whole body after its headers (slower: 408).
     pub body_timeout: Duration,
     pub request_timeout: Duration,
     pub max_attempts: u32,
@@ -38,6 +38,8 @@ pub struct Config {
     pub max_inflight_requests: usize,
     /// Body bytes held by the requests worked on at once; beyond, 503 with `Retry-After`.
     pub max_inflight_bytes: usize,
+    /// Verified requests of one route worked on at once; beyond, 429 with `Retry-After`.
+    pub max_inflight_per_route: usize,
     /// How long the receiver waits for the API server to store a delivery (then 503).
     pub record_timeout: Duration,
     /// Deliveries the executor works on at once.
@@ -76,7 +78,7 @@ impl Default for Config {
             namespace: None,
             public_url: None,
             body_limit: 1024 * 1024,
-            body_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             max_attempts: 5,
             retry_backoff: Backoff {
@@ -94,6 +96,7 @@ impl Default for Config {
             leader_election: None,
             max_inflight_requests: 128,
             max_inflight_bytes: 32 * 1024 * 1024,
+            max_inflight_per_route: 32,
             record_timeout: Duration::from_secs(5),
             executor_concurrency: 16,
             dedup_window: Duration::from_secs(72 * 3600),

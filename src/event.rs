@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+pub use crate::cost::{DATA_LIMITS, DataLimits};
+
 /// A Statused event as it arrives. Strings borrow from the request body; `data` stays raw JSON
 /// until something needs it, so unknown or missing fields never make an event invalid.
 #[derive(Debug, Deserialize)]
@@ -44,6 +46,8 @@ pub enum EnvelopeError {
     SpecVersion(String),
     #[error("required attribute {0} is empty")]
     Empty(&'static str),
+    #[error("event over its data limits: {0}")]
+    OverLimit(#[from] OverLimit),
 }
 
 impl<'a> Envelope<'a> {
@@ -61,7 +65,33 @@ impl<'a> Envelope<'a> {
                 return Err(EnvelopeError::Empty(name));
             }
         }
+        env.check_limits(&DATA_LIMITS)?;
         Ok(env)
+    }
+
+    /// Holds the event to `limits`, which every expression's cost is estimated over
+    /// (`cost.rs`): attributes are strings of bounded length, `data` is walked in place.
+    fn check_limits(&self, limits: &DataLimits) -> Result<(), OverLimit> {
+        let attributes = [
+            Some(("id", &self.id)),
+            Some(("type", &self.type_)),
+            Some(("source", &self.source)),
+            Some(("specversion", &self.specversion)),
+            self.time.as_ref().map(|t| ("time", t)),
+            self.subject.as_ref().map(|s| ("subject", s)),
+        ];
+        for (name, value) in attributes.into_iter().flatten() {
+            if value.len() > limits.max_string_bytes {
+                return Err(OverLimit::String {
+                    path: name.to_string(),
+                    limit: limits.max_string_bytes,
+                });
+            }
+        }
+        match self.data {
+            Some(raw) => check_data(raw.get(), limits),
+            None => Ok(()),
+        }
     }
 
     /// `status` and `app_name` from `data`, tolerating any shape: non-object data or fields of
@@ -94,6 +124,180 @@ impl<'a> Envelope<'a> {
         }
         obj.insert("data".into(), self.data_value());
         serde_json::Value::Object(obj)
+    }
+}
+
+/// Why an event is over [`DATA_LIMITS`]: the limit and where it was passed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverLimit {
+    #[error("{path} has more than {limit} items (at most {limit} items per list or map)")]
+    Items { path: String, limit: usize },
+    #[error("{path} is nested more than {limit} lists or maps deep (at most {limit})")]
+    Depth { path: String, limit: usize },
+    #[error("data has more than {limit} values (at most {limit} in an event)")]
+    Nodes { limit: usize },
+    #[error("a string at {path} is longer than {limit} bytes (at most {limit} per string)")]
+    String { path: String, limit: usize },
+    #[error("the strings of data add up to more than {limit} bytes (at most {limit})")]
+    TotalBytes { limit: usize },
+}
+
+/// Checks `data` (raw JSON) against `limits` without building it: one pass, no allocation
+/// but the path of where it is. This is what bounds every expression's cost (see `cost.rs`).
+pub fn check_data(raw: &str, limits: &DataLimits) -> Result<(), OverLimit> {
+    let mut walk = Walk {
+        limits,
+        nodes: 0,
+        bytes: 0,
+        path: vec!["data".to_string()],
+        over: None,
+    };
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let result = serde::de::DeserializeSeed::deserialize(Node { walk: &mut walk, depth: 0 }, &mut de);
+    match (walk.over, result) {
+        (Some(over), _) => Err(over),
+        // Not JSON at all: the envelope parse reports that.
+        _ => Ok(()),
+    }
+}
+
+/// [`check_data`] for `data` already parsed (a stored delivery's event).
+pub fn check_data_value(data: &serde_json::Value, limits: &DataLimits) -> Result<(), OverLimit> {
+    check_data(&data.to_string(), limits)
+}
+
+struct Walk<'l> {
+    limits: &'l DataLimits,
+    nodes: usize,
+    bytes: usize,
+    path: Vec<String>,
+    over: Option<OverLimit>,
+}
+
+impl Walk<'_> {
+    fn path(&self) -> String {
+        self.path.join(".")
+    }
+
+    /// Records `over` and stops the walk (a serde error unwinds it).
+    fn stop<E: serde::de::Error>(&mut self, over: OverLimit) -> E {
+        self.over = Some(over);
+        E::custom("over the data limits")
+    }
+
+    fn node<E: serde::de::Error>(&mut self) -> Result<(), E> {
+        self.nodes += 1;
+        if self.nodes > self.limits.max_nodes {
+            let limit = self.limits.max_nodes;
+            return Err(self.stop(OverLimit::Nodes { limit }));
+        }
+        Ok(())
+    }
+
+    fn string<E: serde::de::Error>(&mut self, s: &str) -> Result<(), E> {
+        self.node()?;
+        if s.len() > self.limits.max_string_bytes {
+            let (path, limit) = (self.path(), self.limits.max_string_bytes);
+            return Err(self.stop(OverLimit::String { path, limit }));
+        }
+        self.bytes += s.len();
+        if self.bytes > self.limits.max_total_bytes {
+            let limit = self.limits.max_total_bytes;
+            return Err(self.stop(OverLimit::TotalBytes { limit }));
+        }
+        Ok(())
+    }
+
+    fn enter<E: serde::de::Error>(&mut self, depth: usize) -> Result<(), E> {
+        self.node()?;
+        if depth >= self.limits.max_depth {
+            let (path, limit) = (self.path(), self.limits.max_depth);
+            return Err(self.stop(OverLimit::Depth { path, limit }));
+        }
+        Ok(())
+    }
+
+    fn item<E: serde::de::Error>(&mut self, count: usize) -> Result<(), E> {
+        if count > self.limits.max_items {
+            let (path, limit) = (self.path(), self.limits.max_items);
+            return Err(self.stop(OverLimit::Items { path, limit }));
+        }
+        Ok(())
+    }
+}
+
+/// One JSON value at `depth`, visited in place.
+struct Node<'w, 'l> {
+    walk: &'w mut Walk<'l>,
+    depth: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Node<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.walk.node()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.walk.node()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.walk.node()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.walk.node()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.walk.node()
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
+        self.walk.string(s)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.walk.enter(self.depth)?;
+        let mut count = 0usize;
+        loop {
+            self.walk.path.push(count.to_string());
+            let next = seq.next_element_seed(Node {
+                walk: &mut *self.walk,
+                depth: self.depth + 1,
+            });
+            self.walk.path.pop();
+            if next?.is_none() {
+                return Ok(());
+            }
+            count += 1;
+            self.walk.item(count)?;
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.walk.enter(self.depth)?;
+        let mut count = 0usize;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            count += 1;
+            self.walk.item(count)?;
+            self.walk.string(&key)?;
+            self.walk.path.push(key.into_owned());
+            let value = map.next_value_seed(Node {
+                walk: &mut *self.walk,
+                depth: self.depth + 1,
+            });
+            self.walk.path.pop();
+            value?;
+        }
+        Ok(())
     }
 }
 
@@ -176,6 +380,73 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    fn event_with_data(data: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "specversion": "1.0", "type": "t", "source": "s", "id": "1", "data": data,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn events_over_the_data_limits_are_refused_naming_the_limit() {
+        let limits = DATA_LIMITS;
+        let cases = [
+            (
+                serde_json::json!({"l": vec![0; limits.max_items + 1]}),
+                "data.l has more than 256 items",
+            ),
+            (
+                serde_json::json!({"m": (0..=limits.max_items).map(|i| (i.to_string(), serde_json::json!(0))).collect::<serde_json::Map<_, _>>()}),
+                "data.m has more than 256 items",
+            ),
+            (
+                serde_json::json!({"s": "x".repeat(limits.max_string_bytes + 1)}),
+                "a string at data.s is longer than 16384 bytes",
+            ),
+            (
+                (0..=limits.max_depth).fold(serde_json::json!(1), |v, _| serde_json::json!([v])),
+                "nested more than 16",
+            ),
+            (
+                serde_json::json!((0..50).map(|_| vec![0; 250]).collect::<Vec<_>>()),
+                "more than 10000 values",
+            ),
+            (
+                serde_json::json!((0..100).map(|_| "y".repeat(limits.max_string_bytes)).collect::<Vec<_>>()),
+                "add up to more than 1048576 bytes",
+            ),
+        ];
+        for (data, expected) in cases {
+            let body = event_with_data(data);
+            let err = Envelope::parse(&body).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err} (expected: {expected})");
+        }
+    }
+
+    #[test]
+    fn events_at_the_data_limits_are_accepted() {
+        let limits = DATA_LIMITS;
+        let at = serde_json::json!({
+            "l": vec![0; limits.max_items],
+            "s": "x".repeat(limits.max_string_bytes),
+            "deep": (0..limits.max_depth - 2).fold(serde_json::json!(1), |v, _| serde_json::json!([v])),
+        });
+        Envelope::parse(&event_with_data(at)).unwrap();
+        let long_id = serde_json::to_vec(&serde_json::json!({
+            "specversion": "1.0", "type": "t", "source": "s", "id": "i".repeat(limits.max_string_bytes + 1),
+        }))
+        .unwrap();
+        let err = Envelope::parse(&long_id).unwrap_err().to_string();
+        assert!(err.contains("string at id"), "{err}");
+    }
+
+    #[test]
+    fn a_stored_events_data_is_checked_the_same_way() {
+        let over = serde_json::json!({"l": vec![0; DATA_LIMITS.max_items + 1]});
+        assert!(check_data_value(&over, &DATA_LIMITS).is_err());
+        assert!(check_data_value(&serde_json::json!({"l": [1]}), &DATA_LIMITS).is_ok());
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::fmt;
 use cel::{Context, Program, Value};
 use serde_json::Value as Json;
 
+use crate::cost::{self, Cost, DATA_LIMITS};
+
 /// The CloudEvent attributes an expression sees as variables of their own.
 const ATTRIBUTES: [&str; 7] = [
     "id",
@@ -53,10 +55,11 @@ pub enum ExprError {
     TooComplex { expr: String, message: String },
 }
 
-/// One compiled CEL expression and its source text.
+/// One compiled CEL expression, its source text and its worst-case cost (see `cost.rs`).
 pub struct Expression {
     source: String,
     program: Program,
+    cost: Cost,
 }
 
 impl fmt::Debug for Expression {
@@ -65,12 +68,10 @@ impl fmt::Debug for Expression {
     }
 }
 
-/// Bounds on an expression, checked when a route is compiled, so that evaluating one costs
-/// a bounded amount per event on every replica. The interpreter has no step budget of its
-/// own; these limits are what bounds it: a comprehension (`all`, `exists`, `map`, `filter`)
-/// runs once per element of a list, and a list is either a literal (bounded by the node
-/// count) or part of a signed event (bounded by the body limit). Three nested levels over
-/// 100 elements measured 0.55 s per evaluation; two are allowed, three are refused.
+/// Bounds on an expression's text, checked when a route is compiled. What bounds its
+/// evaluation is the cost estimate over the event data limits ([`cost::estimate`]): an
+/// expression whose worst case is over [`cost::BUDGET`] is refused. These keep the
+/// estimate itself and the messages small; three nested comprehensions are refused outright.
 pub const MAX_SOURCE_BYTES: usize = 4096;
 pub const MAX_NODES: usize = 500;
 pub const MAX_COMPREHENSION_DEPTH: usize = 2;
@@ -128,6 +129,24 @@ fn check_limits(source: &str, program: &Program) -> Result<(), ExprError> {
     Ok(())
 }
 
+/// The worst-case cost of `program` over any event within the data limits, refused when over
+/// the budget with a message that says why and what to do.
+fn check_cost(source: &str, program: &Program) -> Result<Cost, ExprError> {
+    let cost = cost::estimate(program.expression(), &DATA_LIMITS);
+    match cost.over(cost::BUDGET) {
+        None => Ok(cost),
+        Some(why) => Err(ExprError::TooComplex {
+            expr: source.chars().take(80).collect(),
+            message: format!(
+                "{why} for events at the data limits ({} items per list, {} KiB per string): \
+                 nest fewer comprehensions over event lists, or build less in them",
+                DATA_LIMITS.max_items,
+                DATA_LIMITS.max_string_bytes / 1024
+            ),
+        }),
+    }
+}
+
 impl Expression {
     pub fn compile(source: &str) -> Result<Self, ExprError> {
         if source.len() > MAX_SOURCE_BYTES {
@@ -141,6 +160,7 @@ impl Expression {
             message: e.to_string().lines().next().unwrap_or_default().to_string(),
         })?;
         check_limits(source, &program)?;
+        let cost = check_cost(source, &program)?;
         let references = program.references();
         let mut unknown: BTreeSet<&str> = BTreeSet::new();
         for name in references.variables() {
@@ -155,14 +175,21 @@ impl Expression {
                 available: VARIABLES.join(", "),
             });
         }
+        METER.with(|m| m.set(m.get().plus(cost)));
         Ok(Self {
             source: source.to_string(),
             program,
+            cost,
         })
     }
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The most one evaluation of it can cost, for any event within the data limits.
+    pub fn cost(&self) -> Cost {
+        self.cost
     }
 
     pub fn eval(&self, scope: &Scope) -> Result<Value, ExprError> {
@@ -193,6 +220,20 @@ impl Expression {
             _ => Ok(()),
         }
     }
+}
+
+thread_local! {
+    /// What the expressions compiled on this thread so far cost together (see [`metered`]).
+    static METER: std::cell::Cell<Cost> = const { std::cell::Cell::new(Cost { units: 0, bytes: 0 }) };
+}
+
+/// Runs `compile` and returns, with its result, what the expressions it compiled cost
+/// together: one target's templates, rendered in one evaluation, are bounded as a whole.
+pub fn metered<T>(compile: impl FnOnce() -> T) -> (T, Cost) {
+    let before = METER.with(|m| m.replace(Cost::default()));
+    let result = compile();
+    let spent = METER.with(|m| m.replace(before.plus(m.get())));
+    (result, spent)
 }
 
 /// Names bound by comprehension macros (`all`, `exists`, `exists_one`, `map`, `filter`) show up

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod cost;
 pub mod duration;
 pub mod egress;
 pub mod event;

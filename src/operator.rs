@@ -105,10 +105,13 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
     };
     let (store, writer) = reflector::store();
     let (leading_tx, leading) = watch::channel(config.leader_election.is_none());
-    let admission = Arc::new(crate::server::admission::Admission::new(
-        config.max_inflight_requests,
-        config.max_inflight_bytes,
-    ));
+    let admission = Arc::new(
+        crate::server::admission::Admission::new(
+            config.max_inflight_requests,
+            config.max_inflight_bytes,
+        )
+        .per_route(config.max_inflight_per_route),
+    );
     let context = Arc::new(Context {
         leading,
         recorder: Recorder::new(client.clone(), reporter),
@@ -136,7 +139,9 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         store: Arc::new(KubeDeliveries(context.client.clone())),
         rate_limiter: context.rate_limiter.clone(),
         admission: context.admission.clone(),
-        evaluations: tokio::sync::Semaphore::new(crate::server::webhook::EVALUATIONS),
+        evaluations: Arc::new(tokio::sync::Semaphore::new(
+            crate::server::webhook::EVALUATIONS,
+        )),
         metrics: context.metrics.clone(),
         limits: Limits {
             body_limit: context.config.body_limit,

@@ -287,7 +287,7 @@ impl Harness {
             store: store.clone(),
             rate_limiter: Arc::new(RateLimiter::default()),
             admission: Arc::new(admission),
-            evaluations: tokio::sync::Semaphore::new(EVALUATIONS),
+            evaluations: Arc::new(tokio::sync::Semaphore::new(EVALUATIONS)),
             metrics: Arc::new(Metrics::default()),
             limits: Limits {
                 body_limit: BODY_LIMIT,
@@ -854,6 +854,51 @@ async fn no_rule_evaluation_slot_is_503_retry_after_1() {
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.error(), "receiver busy");
     assert_eq!(reply.retry_after(), Some("1"));
+    assert_eq!(h.store.create_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_route_with_its_share_in_flight_is_429_retry_after_1_and_others_are_not_held_up() {
+    let h = Harness::with_admission(Admission::new(16, 1 << 20).per_route(1));
+    h.serve(&releases());
+    let held = h
+        .receiver
+        .admission
+        .route_share(&RouteKey::new(NS, "releases"))
+        .expect("share free");
+
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reply.error(), "route has too many events in flight");
+    assert_eq!(reply.retry_after(), Some("1"));
+    assert_eq!(h.store.create_calls(), 0);
+    // Another route's share is its own.
+    assert!(
+        h.receiver
+            .admission
+            .route_share(&RouteKey::new(NS, "other"))
+            .is_some()
+    );
+    drop(held);
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+}
+
+#[tokio::test]
+async fn an_event_over_the_data_limits_is_400_naming_the_limit_and_records_nothing() {
+    let h = Harness::serving(&releases());
+    let mut event: Value = serde_json::from_slice(&dated("over-limits", 0)).unwrap();
+    event["data"]["l"] = json!(vec![0; 3000]);
+
+    let reply = h.post("releases", &serde_json::to_vec(&event).unwrap()).await;
+
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.json);
+    assert!(
+        reply.error().contains("data.l has more than 256 items"),
+        "{}",
+        reply.error()
+    );
     assert_eq!(h.store.create_calls(), 0);
 }
 

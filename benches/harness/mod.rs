@@ -218,8 +218,15 @@ impl Operator {
             .append(true)
             .open(&o.log)
             .unwrap();
+        // An empty namespace: the operator watches every namespace, as the chart runs it.
+        let scope: Vec<&str> = if o.namespace.is_empty() {
+            Vec::new()
+        } else {
+            vec!["--namespace", &o.namespace]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_statused-operator"))
-            .args(["run", "--namespace", &o.namespace, "--log-format", "json"])
+            .args(["run", "--log-format", "json"])
+            .args(&scope)
             .args(["--webhook-addr", &o.webhook.to_string()])
             .args(["--metrics-addr", &o.metrics.to_string()])
             .args(["--retry-base-seconds", "0.2", "--retry-max-seconds", "2"])
@@ -262,6 +269,16 @@ impl Operator {
     /// `kill -9`: what a crash or an OOM kill leaves behind.
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether the process has exited (crashed, or was killed).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     /// (current, peak) resident set size in bytes, from /proc.

@@ -165,8 +165,19 @@ pub struct RunArgs {
     #[arg(long, env = "STATUSED_MAX_INFLIGHT_REQUESTS", default_value_t = 128)]
     pub max_inflight_requests: usize,
     /// Body bytes the requests worked on at once may hold; beyond, 503 with Retry-After.
+    /// Before its signature is checked a request holds at most 64 KiB of it, and then only
+    /// what it has sent.
     #[arg(long, env = "STATUSED_MAX_INFLIGHT_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_inflight_bytes: usize,
+    /// Verified requests of one route worked on at once (its share of
+    /// --max-inflight-requests); beyond, 429 with Retry-After.
+    #[arg(long, env = "STATUSED_MAX_INFLIGHT_PER_ROUTE", default_value_t = 32)]
+    pub max_inflight_per_route: usize,
+    /// Seconds a sender has to deliver the whole body once its headers arrived; slower,
+    /// 408. A deadline rather than a minimum rate: it holds a slot for a known, short time
+    /// whatever the client does (Statused's events are a few KiB sent from a data centre).
+    #[arg(long, env = "STATUSED_BODY_TIMEOUT_SECONDS", default_value_t = 2.0)]
+    pub body_timeout_seconds: f64,
     /// How long the receiver waits for the API server to store an event, in seconds; then
     /// 503 with Retry-After, so the sender retries (a late store makes the retry a duplicate).
     #[arg(long, env = "STATUSED_RECORD_TIMEOUT_SECONDS", default_value_t = 5.0)]
@@ -265,6 +276,8 @@ impl RunArgs {
             leader_election,
             max_inflight_requests: self.max_inflight_requests.max(1),
             max_inflight_bytes: self.max_inflight_bytes.max(1),
+            max_inflight_per_route: self.max_inflight_per_route.max(1),
+            body_timeout: secs(self.body_timeout_seconds),
             record_timeout: secs(self.record_timeout_seconds),
             executor_concurrency: self.executor_concurrency,
             dedup_window: self.dedup_window,

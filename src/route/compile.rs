@@ -10,6 +10,8 @@ use super::history::HistoryLimits;
 use super::{CompiledRoute, CompiledRule, RouteKey};
 use crate::api::StatusedRoute;
 use crate::api::conditions::Reason;
+use crate::cost::{self, Cost};
+use crate::expr;
 use crate::matching::Matcher;
 use crate::secrets::{SecretSet, SecretValue};
 use crate::targets::fields::Field;
@@ -81,6 +83,8 @@ pub fn compile_route(
     }
     let mut seen = BTreeSet::new();
     let mut rules = Vec::new();
+    // Every rule's match expression runs in one evaluation per event: bounded together.
+    let mut matching = Cost::default();
     for (i, rule) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
         if rule.name.is_empty() || !seen.insert(rule.name.as_str()) {
@@ -98,7 +102,17 @@ pub fn compile_route(
                 "at least one target is required",
             ));
         }
-        let matcher = Matcher::compile(&format!("{field}.match"), &rule.match_)?;
+        let (matcher, cost) = expr::metered(|| Matcher::compile(&format!("{field}.match"), &rule.match_));
+        let matcher = matcher?;
+        matching = matching.plus(cost);
+        if let Some(why) = matching.over(cost::BUDGET) {
+            return Err(CompileError {
+                reason: Reason::InvalidExpression,
+                message: format!(
+                    "{field}.match.expression: the rules' match expressions up to this one together are too costly: {why} (each event evaluates all of them; see the data limits in the README)"
+                ),
+            });
+        }
         let targets = rule
             .targets
             .iter()
@@ -117,7 +131,17 @@ pub fn compile_route(
                         ),
                     });
                 }
-                registry::compile(&target_field, t, secrets)
+                // One target's templates are rendered in one evaluation: bounded together.
+                let (compiled, cost) = expr::metered(|| registry::compile(&target_field, t, secrets));
+                if let Some(why) = cost.over(cost::BUDGET) {
+                    return Err(CompileError {
+                        reason: Reason::InvalidTemplate,
+                        message: format!(
+                            "{target_field}: the target's $(...) expressions together are too costly: {why} (see the data limits in the README)"
+                        ),
+                    });
+                }
+                compiled
             })
             .collect::<Result<_, _>>()?;
         rules.push(CompiledRule {

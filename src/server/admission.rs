@@ -1,13 +1,26 @@
-//! The receiver's budget: how many requests, and how many body bytes, it works on at once.
+//! The receiver's budget: how many requests, and how many body bytes, it works on at once,
+//! and how much of it one route may take.
 //!
 //! Beyond the budget a request is answered 503 with `Retry-After` at once instead of waiting
 //! in a queue until its sender times out: a sender that hears "later" quickly retries later,
 //! one that hears nothing retries at once and doubles the load. Pure bookkeeping over two
-//! semaphores; the handler holds the permits for the life of the request.
+//! semaphores and a count per route; the handler holds the permits for the life of the
+//! request.
+//!
+//! Before its signature is checked a request is anybody's: it reserves at most
+//! [`UNVERIFIED_BYTES`] up front, whatever it declares, and more only as its bytes arrive, so
+//! that slow uploads hold what they sent, not what they promised. After the signature, a
+//! route's requests hold at most their share ([`Admission::route_share`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::route::RouteKey;
+
+/// The most of the byte budget a request reserves before any of its body arrived.
+pub const UNVERIFIED_BYTES: usize = 64 * 1024;
 
 /// Bytes are counted in KiB so that a budget of gigabytes still fits a semaphore's `u32`.
 const UNIT: usize = 1024;
@@ -18,13 +31,60 @@ pub struct Admission {
     kib: Arc<Semaphore>,
     max_requests: usize,
     max_kib: u32,
+    /// Verified requests in flight per route, and the most one route may have.
+    routes: Arc<Mutex<HashMap<RouteKey, usize>>>,
+    max_per_route: usize,
 }
 
 /// Held while a request is worked on; dropping it gives the budget back.
 #[derive(Debug)]
 pub struct Admitted {
     _request: OwnedSemaphorePermit,
-    _bytes: OwnedSemaphorePermit,
+    bytes: OwnedSemaphorePermit,
+    kib: Arc<Semaphore>,
+    max_kib: u32,
+}
+
+impl Admitted {
+    /// Reserves the budget for a body that has grown to `body_bytes`; `false` when the
+    /// budget has no room for it (the request is then refused, 503).
+    pub fn grow(&mut self, body_bytes: usize) -> bool {
+        let want = kib(body_bytes).min(self.max_kib);
+        let held = u32::try_from(self.bytes.num_permits()).unwrap_or(u32::MAX);
+        if want <= held {
+            return true;
+        }
+        match self.kib.clone().try_acquire_many_owned(want - held) {
+            Ok(more) => {
+                self.bytes.merge(more);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// One verified request of a route; dropping it gives the route's share back.
+#[derive(Debug)]
+pub struct RouteShare {
+    key: RouteKey,
+    routes: Arc<Mutex<HashMap<RouteKey, usize>>>,
+}
+
+impl Drop for RouteShare {
+    fn drop(&mut self) {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = routes.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                routes.remove(&self.key);
+            }
+        }
+    }
+}
+
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX)
 }
 
 impl Admission {
@@ -39,21 +99,47 @@ impl Admission {
             max_requests,
             kib: Arc::new(Semaphore::new(max_kib as usize)),
             max_kib,
+            routes: Arc::default(),
+            max_per_route: max_requests,
         }
     }
 
+    /// At most `n` verified requests of one route at once.
+    pub fn per_route(mut self, n: usize) -> Self {
+        self.max_per_route = n.max(1);
+        self
+    }
+
     /// Admits a request whose body may be up to `body_bytes` long (its Content-Length, or
-    /// the body limit when it declares none), or `None` when that would exceed the budget.
+    /// the body limit when it declares none), reserving at most [`UNVERIFIED_BYTES`] of it
+    /// now (the rest with [`Admitted::grow`] as it arrives), or `None` when that would exceed
+    /// the budget.
     pub fn try_admit(&self, body_bytes: usize) -> Option<Admitted> {
         let request = self.requests.clone().try_acquire_owned().ok()?;
         // A body larger than the whole budget still gets in when nothing else is in flight.
-        let kib = u32::try_from(body_bytes.div_ceil(UNIT).max(1))
-            .unwrap_or(u32::MAX)
-            .min(self.max_kib);
-        let bytes = self.kib.clone().try_acquire_many_owned(kib).ok()?;
+        let up_front = kib(body_bytes.min(UNVERIFIED_BYTES)).min(self.max_kib);
+        let bytes = self.kib.clone().try_acquire_many_owned(up_front).ok()?;
         Some(Admitted {
             _request: request,
-            _bytes: bytes,
+            bytes,
+            kib: self.kib.clone(),
+            max_kib: self.max_kib,
+        })
+    }
+
+    /// A share of the receiver for one verified request of route `key`, or `None` when the
+    /// route already has its most requests in flight: one route's burst leaves the rest of
+    /// the budget to the others.
+    pub fn route_share(&self, key: &RouteKey) -> Option<RouteShare> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let n = routes.entry(key.clone()).or_default();
+        if *n >= self.max_per_route {
+            return None;
+        }
+        *n += 1;
+        Some(RouteShare {
+            key: key.clone(),
+            routes: self.routes.clone(),
         })
     }
 
@@ -97,6 +183,33 @@ mod tests {
         let _small = admission.try_admit(2 * 1024).unwrap();
         drop(big);
         assert!(admission.try_admit(4 * 1024).is_some());
+    }
+
+    #[test]
+    fn a_declared_length_reserves_at_most_the_unverified_share_until_bytes_arrive() {
+        let admission = Admission::new(100, 1 << 20);
+        // Sixteen uploads declaring 1 MiB each would take the whole budget up front.
+        let mut slow: Vec<_> = (0..15).map(|_| admission.try_admit(1 << 20).unwrap()).collect();
+        assert!(admission.try_admit(UNVERIFIED_BYTES).is_some(), "room left");
+        // The budget is taken as bytes really arrive.
+        assert!(slow[0].grow(512 * 1024));
+        assert!(slow[1].grow(300 * 1024));
+        assert!(!slow[2].grow(400 * 1024), "no room for more");
+        assert!(slow[3].grow(UNVERIFIED_BYTES), "already held");
+        drop(slow.remove(0));
+        assert!(slow[1].grow(400 * 1024));
+    }
+
+    #[test]
+    fn one_route_holds_at_most_its_share() {
+        let admission = Admission::new(100, 1 << 20).per_route(2);
+        let (a, b) = (RouteKey::new("team-a", "r"), RouteKey::new("team-b", "r"));
+        let first = admission.route_share(&a).unwrap();
+        let _second = admission.route_share(&a).unwrap();
+        assert!(admission.route_share(&a).is_none());
+        assert!(admission.route_share(&b).is_some(), "another route is not held up");
+        drop(first);
+        assert!(admission.route_share(&a).is_some());
     }
 
     #[tokio::test(start_paused = true)]

@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, instrument, warn};
 
-use super::admission::Admission;
+use super::admission::{Admission, Admitted};
 use super::rate_limit::RateLimiter;
 use crate::api::{
     DeliveredEvent, MatchedTarget, StatusedDelivery, StatusedDeliverySpec, StatusedRoute,
@@ -44,7 +44,7 @@ pub struct Receiver {
     /// The budget of requests and body bytes in flight.
     pub admission: Arc<Admission>,
     /// Rule evaluations (CEL) running at once on the blocking pool ([`EVALUATIONS`]).
-    pub evaluations: Semaphore,
+    pub evaluations: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
 }
@@ -110,6 +110,9 @@ pub enum ReceiveError {
     SlowBody,
     #[error("route over its rate limit")]
     RateLimited(std::time::Duration),
+    /// The route has its share of the receiver in flight already.
+    #[error("route has too many events in flight")]
+    RouteBusy,
     #[error("invalid signature")]
     Signature(#[from] signature::SignatureError),
     #[error("invalid CloudEvent: {0}")]
@@ -142,7 +145,9 @@ impl ReceiveError {
                 StatusCode::BAD_REQUEST
             }
             ReceiveError::SlowBody => StatusCode::REQUEST_TIMEOUT,
-            ReceiveError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ReceiveError::RateLimited(_) | ReceiveError::RouteBusy => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ReceiveError::Signature(_) => StatusCode::UNAUTHORIZED,
         }
     }
@@ -157,7 +162,7 @@ impl IntoResponse for ReceiveError {
         let retry_after = match &self {
             ReceiveError::RateLimited(wait) => Some(wait.as_secs_f64().ceil().max(1.0).to_string()),
             // Over the in-flight budget: capacity frees up within moments.
-            ReceiveError::Busy => Some("1".to_string()),
+            ReceiveError::Busy | ReceiveError::RouteBusy => Some("1".to_string()),
             // The API server is slow or refusing: give it a few seconds.
             ReceiveError::Record(_) | ReceiveError::RecordTimeout => Some("5".to_string()),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some("10".to_string()),
@@ -249,19 +254,30 @@ async fn handle(
         drain(body.into_data_stream()).await;
         return Err(ReceiveError::TooLarge(limit));
     }
-    // Held until the answer: bounds the requests and body bytes worked on at once.
-    let _admitted = ctx
+    // Held until the answer: bounds the requests and body bytes worked on at once. Before
+    // the signature is checked a request holds only what it has sent (see admission.rs),
+    // and all of it must arrive within the body timeout.
+    let mut admitted = ctx
         .admission
         .try_admit(declared.map_or(limit, |len| len as usize))
         .ok_or(ReceiveError::Busy)?;
-    let bytes = tokio::time::timeout(ctx.limits.body_timeout, read_body(body, limit))
-        .await
-        .map_err(|_| ReceiveError::SlowBody)??;
+    let bytes = tokio::time::timeout(
+        ctx.limits.body_timeout,
+        read_body(body, limit, &mut admitted),
+    )
+    .await
+    .map_err(|_| ReceiveError::SlowBody)??;
     signature::verify(
         headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()),
         &bytes,
         &route.signing_keys,
     )?;
+    // From here on the request is the route's own: it takes a share of the receiver that
+    // leaves the rest to the other routes.
+    let _share = ctx
+        .admission
+        .route_share(&key)
+        .ok_or(ReceiveError::RouteBusy)?;
     if let Some(limit) = route.rate_limit {
         ctx.rate_limiter
             .check(&key, limit, std::time::Instant::now())
@@ -291,10 +307,12 @@ async fn handle(
     record(ctx, &route, &envelope, matched).await
 }
 
-/// Rule matching (CEL) runs on the blocking pool, at most [`EVALUATIONS`] at once and for
-/// at most [`EVALUATION_TIME`]: an expensive route costs its own events time, never the
-/// async workers that serve other routes, probes and lease renewal. Compile-time limits
-/// (see `expr.rs`) keep each evaluation small; this bounds what is left.
+/// Rule matching (CEL) runs on the blocking pool, at most [`EVALUATIONS`] at once: an
+/// expensive route costs its own events time, never the async workers that serve other
+/// routes, probes and lease renewal. What one evaluation can cost is bounded when the route
+/// is compiled (`cost.rs`, over the data limits the parse holds every event to); the sender
+/// waits at most [`EVALUATION_TIME`] for a slot or a result, and the slot stays taken until
+/// the work is done.
 type Matches = (Vec<MatchedTarget>, Vec<crate::route::MatchFailure>);
 
 async fn match_off_the_workers(
@@ -302,13 +320,16 @@ async fn match_off_the_workers(
     route: &Arc<CompiledRoute>,
     bytes: Vec<u8>,
 ) -> Result<(Vec<u8>, Matches), ReceiveError> {
-    let _permit = tokio::time::timeout(EVALUATION_TIME, ctx.evaluations.acquire())
+    let permit = tokio::time::timeout(EVALUATION_TIME, ctx.evaluations.clone().acquire_owned())
         .await
         .map_err(|_| ReceiveError::Busy)?
         .map_err(|_| ReceiveError::Busy)?;
     let route = route.clone();
     let window = route.replay_window.unwrap_or(ctx.limits.replay_window);
     let matching = tokio::task::spawn_blocking(move || {
+        // The slot is the evaluation's, not the waiter's: it is given back when the work
+        // ends, so that EVALUATIONS is a bound on work running, not on work waited for.
+        let _permit = permit;
         let matches = Envelope::parse(&bytes)
             .map_err(ReceiveError::from)
             .and_then(|envelope| {
@@ -421,7 +442,11 @@ async fn drain(
 
 /// Reads at most `limit` bytes, counting as the chunks arrive so that an oversized body is
 /// refused without buffering it (chunked bodies have no Content-Length to check up front).
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ReceiveError> {
+async fn read_body(
+    body: Body,
+    limit: usize,
+    admitted: &mut Admitted,
+) -> Result<Vec<u8>, ReceiveError> {
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -430,6 +455,10 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ReceiveError> {
             drop(bytes);
             drain(stream).await;
             return Err(ReceiveError::TooLarge(limit));
+        }
+        // The budget is taken as the bytes arrive, never on the word of Content-Length.
+        if !admitted.grow(bytes.len() + chunk.len()) {
+            return Err(ReceiveError::Busy);
         }
         bytes.extend_from_slice(&chunk);
     }

@@ -1,0 +1,554 @@
+//! `just bench-noisy`: one team attacks the shared operator while another team sends signed
+//! events at a steady rate, against a real API server with the chart's RBAC (the operator
+//! watches every namespace, as the chart runs it).
+//!
+//! The attacking team owns its namespace, its routes and their signing secret, so everything
+//! it sends is validly signed:
+//! - two routes that pass every compile-time limit of the seed: a match expression and a
+//!   webhook body with two nested comprehensions over `data.l`
+//!   (`data.l.map(x, data.l.map(y, y))`);
+//! - 3 connections sending events whose `data.l` is a list of 3,000 zeros (about 9 KB) to
+//!   both routes, back to back;
+//! - 6 connections sending events whose list is as long as the data limits allow, so that
+//!   what is accepted costs all it may.
+//!
+//! Meanwhile the victim team's route gets `STATUSED_NOISY_RATE` events a second (20) for
+//! `STATUSED_NOISY_SECONDS` (10), each retried as Statused does until accepted. Then a second
+//! phase: 40 unauthenticated connections trickle declared 1 MiB bodies to the victim's route
+//! path while the victim sends 5 more events.
+//!
+//! Printed: the victim's accept latency p50/p99 (from the first attempt to the 2xx), accepted
+//! and delivered (each exactly once), the operator's peak RSS, what the attacker's requests
+//! got, its routes' Ready conditions, whether the operator exited. A watchdog kills the
+//! operator at 1.5 GiB RSS to protect the machine (the seed's code reached that).
+//!
+//! `cargo test --bench noisy_neighbour` is the smoke `just test` runs (5 s at 10 events/s):
+//! it asserts what holds by construction (every victim event accepted and delivered once,
+//! peak RSS under 256 MiB, over-limit events refused with a 400 naming the limit, the
+//! operator alive, events sent during the slow uploads accepted), never timing. Every
+//! address is on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use harness::{
+    Operator, OperatorOptions, client_from, create_namespace, mib, percentile,
+    prepare_route, start_sink, wait_delivered, wait_ready,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use statused_operator::api::StatusedRoute;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ATTACKER_SECRET: &str = "the-attackers-own-route-secret";
+/// The operator is killed past this resident size: the run must not take the machine down.
+const KILL_AT: u64 = 1536 * 1024 * 1024;
+/// The goal for the operator's peak RSS under attack.
+const RSS_GOAL: u64 = 256 * 1024 * 1024;
+
+struct Settings {
+    smoke: bool,
+    seconds: u64,
+    rate: u32,
+    /// The over-limit list the issue measured with.
+    big_list: usize,
+    /// A list as long as the data limits allow.
+    allowed_list: usize,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let smoke = !std::env::args().any(|a| a == "--bench");
+        let var = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Self {
+            smoke,
+            seconds: var("STATUSED_NOISY_SECONDS", if smoke { 5 } else { 10 }),
+            rate: var("STATUSED_NOISY_RATE", if smoke { 10 } else { 20 }) as u32,
+            big_list: var("STATUSED_NOISY_LIST", 3000) as usize,
+            allowed_list: var("STATUSED_NOISY_ALLOWED_LIST", 256) as usize,
+        }
+    }
+}
+
+/// The attacker's Secrets and its two routes, whose targets go to the sink.
+async fn prepare_attacker(admin: &Client, ns: &str, sink: SocketAddr) {
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    for (name, key, value) in [
+        ("statused-webhook", "secret", ATTACKER_SECRET.to_string()),
+        ("sink", "url", format!("http://{sink}/attacker")),
+    ] {
+        let secret = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {key: value},
+        });
+        secrets
+            .patch(name, &PatchParams::apply("noisy"), &Patch::Apply(&secret))
+            .await
+            .unwrap();
+    }
+    let routes: Api<StatusedRoute> = Api::namespaced(admin.clone(), ns);
+    let sink_url = serde_json::json!({"name": "sink", "key": "url"});
+    for (name, rule) in [
+        (
+            "hostile-match",
+            serde_json::json!({"name": "quadratic",
+                "match": {"expression": "data.l.map(x, data.l.map(y, y)).size() > 0"},
+                "targets": [{"webhook": {"urlSecretRef": sink_url}}]}),
+        ),
+        (
+            "hostile-template",
+            serde_json::json!({"name": "render",
+                "targets": [{"webhook": {"urlSecretRef": sink_url,
+                    "body": {"n": "$(string(data.l.map(x, data.l.map(y, y)).size()))"}}}]}),
+        ),
+    ] {
+        let route = serde_json::json!({
+            "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
+            "metadata": {"name": name},
+            "spec": {"signingSecrets": [{"name": "statused-webhook"}], "rules": [rule]},
+        });
+        routes
+            .patch(name, &PatchParams::apply("noisy"), &Patch::Apply(&route))
+            .await
+            .unwrap();
+    }
+}
+
+/// A signed-ready event whose `data.l` is `len` zeros.
+fn list_event(id: &str, len: usize) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "specversion": "1.0", "type": "com.statused.build.status.updated", "source": "statused",
+        "id": id, "time": jiff::Timestamp::now().to_string(),
+        "data": {"app_name": "Noisy", "status": "Valid", "l": vec![0; len]},
+    }))
+    .unwrap()
+}
+
+/// The attacker's answers: status code → (count, first body seen).
+type Answers = Arc<Mutex<BTreeMap<String, (usize, String)>>>;
+
+/// `connections` senders posting `len`-item events to both hostile routes, back to back,
+/// until `until`; each request waits at most 10 s for its answer.
+#[allow(clippy::too_many_arguments)]
+fn attack(
+    webhook: SocketAddr,
+    ns: &str,
+    label: &'static str,
+    connections: usize,
+    len: usize,
+    until: Instant,
+    answers: &Answers,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..connections)
+        .map(|c| {
+            let (ns, answers) = (ns.to_string(), answers.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                let mut n = 0usize;
+                // Bounded in count as well as in time.
+                while Instant::now() < until && n < 2000 {
+                    let route = if n % 2 == 0 {
+                        "hostile-match"
+                    } else {
+                        "hostile-template"
+                    };
+                    let body = list_event(&format!("{label}-{c}-{n}"), len);
+                    let signature =
+                        statused_operator::signature::sign(ATTACKER_SECRET.as_bytes(), &body);
+                    let answer = http
+                        .post(format!("http://{webhook}/hooks/{ns}/{route}"))
+                        .header("X-Statused-Signature", signature)
+                        .body(body)
+                        .send()
+                        .await;
+                    let (key, text) = match answer {
+                        Ok(r) => {
+                            let code = r.status().as_u16();
+                            (format!("{label} {code}"), r.text().await.unwrap_or_default())
+                        }
+                        Err(e) if e.is_timeout() => (format!("{label} no answer in 10 s"), String::new()),
+                        Err(_) => {
+                            // No connection: the operator is gone.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            (format!("{label} no connection"), String::new())
+                        }
+                    };
+                    answers
+                        .lock()
+                        .unwrap()
+                        .entry(key)
+                        .or_insert_with(|| (0, text.chars().take(160).collect()))
+                        .0 += 1;
+                    n += 1;
+                }
+            })
+        })
+        .collect()
+}
+
+/// What the victim saw.
+#[derive(Default)]
+struct Victim {
+    accepted: Vec<String>,
+    /// From the first attempt to the 2xx.
+    latencies: Vec<Duration>,
+    not_accepted: Vec<(String, String)>,
+}
+
+/// One victim event, retried as Statused does (non-2xx but a permanent 4xx, no answer or no
+/// connection; after `Retry-After`, at most 5 s) until accepted or 30 s have passed.
+async fn send_victim_event(http: &reqwest::Client, url: &str, id: &str) -> Result<Duration, String> {
+    let (_, body) = harness::event(id, 0);
+    let signature = statused_operator::signature::sign(harness::SECRET.as_bytes(), &body);
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        let answer = http
+            .post(url)
+            .header("X-Statused-Signature", &signature)
+            .body(body.clone())
+            .send()
+            .await;
+        let wait = match answer {
+            Ok(r) if r.status().is_success() => return Ok(started.elapsed()),
+            Ok(r) => {
+                let code = r.status().as_u16();
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map_or(Duration::from_secs(1), Duration::from_secs);
+                last = format!("{code} {}", r.text().await.unwrap_or_default());
+                if !matches!(code, 408 | 429 | 500..=599) {
+                    return Err(last);
+                }
+                retry_after.min(Duration::from_secs(5))
+            }
+            Err(e) => {
+                last = e.to_string();
+                Duration::from_millis(200)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+    Err(last)
+}
+
+/// `rate` events a second for `seconds`, each on its own task.
+async fn steady_victim(webhook: SocketAddr, ns: &str, prefix: &str, rate: u32, seconds: u64) -> Victim {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("http://{webhook}/hooks/{ns}/load");
+    let victim = Arc::new(Mutex::new(Victim::default()));
+    let mut tasks = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    for i in 0..(rate as u64 * seconds) {
+        tick.tick().await;
+        let (http, url, victim) = (http.clone(), url.clone(), victim.clone());
+        let id = format!("{prefix}-{i:05}");
+        tasks.push(tokio::spawn(async move {
+            let result = send_victim_event(&http, &url, &id).await;
+            let mut v = victim.lock().unwrap();
+            match result {
+                Ok(latency) => {
+                    v.accepted.push(id);
+                    v.latencies.push(latency);
+                }
+                Err(why) => v.not_accepted.push((id, why)),
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    Arc::try_unwrap(victim).ok().unwrap().into_inner().unwrap()
+}
+
+/// Reads the operator's RSS every 100 ms; kills it past [`KILL_AT`]. Returns the peak seen
+/// and whether it killed it.
+fn watchdog(pid: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, bool)> {
+    tokio::spawn(async move {
+        let (mut peak, mut killed) = (0u64, false);
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                break;
+            };
+            let kib = |field: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(field))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+                    * 1024
+            };
+            peak = peak.max(kib("VmHWM:")).max(kib("VmRSS:"));
+            if kib("VmRSS:") > KILL_AT {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+                killed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (peak, killed)
+    })
+}
+
+/// Phase 2: `connections` unauthenticated uploads to the victim's route path, each declaring
+/// a 1 MiB body and sending one byte every 200 ms. Returns, per connection, the status line
+/// the operator answered with (or what happened).
+fn slow_uploads(
+    webhook: SocketAddr,
+    path: String,
+    connections: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<String>> {
+    (0..connections)
+        .map(|_| {
+            let (path, stop) = (path.clone(), stop.clone());
+            tokio::spawn(async move {
+                let Ok(mut stream) = tokio::net::TcpStream::connect(webhook).await else {
+                    return "no connection".to_string();
+                };
+                let head = format!(
+                    "POST {path} HTTP/1.1\r\nHost: {webhook}\r\nContent-Type: application/json\r\n\
+                     X-Statused-Signature: sha256=00\r\nContent-Length: 1048576\r\n\r\n{{"
+                );
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return "closed before the body".to_string();
+                }
+                let started = Instant::now();
+                let mut answer = vec![0u8; 256];
+                // Trickle until told to stop (at most 30 s), watching for an answer.
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
+                    tokio::select! {
+                        read = stream.read(&mut answer) => {
+                            return match read {
+                                Ok(0) | Err(_) => format!("closed after {:.1} s", started.elapsed().as_secs_f64()),
+                                Ok(n) => {
+                                    let text = String::from_utf8_lossy(&answer[..n]);
+                                    let line = text.lines().next().unwrap_or_default().to_string();
+                                    format!("{line} after ~{:.0} s", started.elapsed().as_secs_f64())
+                                }
+                            };
+                        }
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                            if stream.write_all(b" ").await.is_err() {
+                                return format!("closed after {:.1} s", started.elapsed().as_secs_f64());
+                            }
+                        }
+                    }
+                }
+                "still trickling when stopped".to_string()
+            })
+        })
+        .collect()
+}
+
+fn tally_answers(results: Vec<String>) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    for r in results {
+        // "HTTP/1.1 408 Request Timeout after ~2 s" → "HTTP/1.1 408 Request Timeout".
+        let key = r.split(" after").next().unwrap_or_default().to_string();
+        *by.entry(key).or_default() += 1;
+    }
+    by
+}
+
+async fn route_conditions(admin: &Client, ns: &str) -> Vec<String> {
+    let routes: Api<StatusedRoute> = Api::namespaced(admin.clone(), ns);
+    routes
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|r| {
+            let name = r.metadata.name.clone().unwrap_or_default();
+            let ready = r
+                .status
+                .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+                .map(|c| format!("{} {}: {}", c.status, c.reason, c.message))
+                .unwrap_or_else(|| "no condition".into());
+            format!("{name}: Ready={ready}")
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let s = Settings::from_env();
+    let admin = client_from("STATUSED_TEST_ADMIN_KUBECONFIG").await;
+    let (sink, counts) = start_sink().await;
+    let victim_ns = create_namespace(&admin, "noisy-victim").await;
+    let attacker_ns = create_namespace(&admin, "noisy-attacker").await;
+    prepare_route(&admin, &victim_ns, sink).await;
+    prepare_attacker(&admin, &attacker_ns, sink).await;
+
+    let log = std::env::temp_dir().join(format!("statused-noisy-{}.log", std::process::id()));
+    let mut options = OperatorOptions::new("", &log);
+    // Every namespace, as the chart runs it.
+    options.namespace = String::new();
+    let mut op = Operator::start_with(&options).await;
+    wait_ready(&admin, &victim_ns).await;
+    harness::wait_route_ready(&Api::namespaced(admin.clone(), &attacker_ns), "hostile-match").await;
+    let idle_rss = op.rss().0;
+    println!(
+        "noisy neighbour: victim {} events/s for {} s; attacker: 3 connections x {}-item lists, \
+         6 x {}-item lists (log: {})",
+        s.rate,
+        s.seconds,
+        s.big_list,
+        s.allowed_list,
+        log.display()
+    );
+
+    // Phase 1: the attack and the steady victim.
+    let stop = Arc::new(AtomicBool::new(false));
+    let dog = watchdog(op.pid().unwrap(), stop.clone());
+    let answers: Answers = Arc::default();
+    let until = Instant::now() + Duration::from_secs(s.seconds);
+    let mut attackers = attack(op.webhook, &attacker_ns, "over-limit", 3, s.big_list, until, &answers);
+    attackers.extend(attack(op.webhook, &attacker_ns, "at-limit", 6, s.allowed_list, until, &answers));
+    let victim = steady_victim(op.webhook, &victim_ns, "victim", s.rate, s.seconds).await;
+    for a in attackers {
+        let _ = a.await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (peak_rss, killed) = dog.await.unwrap();
+    let exited = op.exited();
+    wait_delivered(&counts, &victim.accepted, Duration::from_secs(60)).await;
+    let tally = counts.lock().unwrap().tally("victim", &victim.accepted);
+    let delivered = counts.lock().unwrap().delivered(&victim.accepted);
+    let mut latencies = victim.latencies.clone();
+    latencies.sort();
+    let sent = s.rate as usize * s.seconds as usize;
+    println!("| figure | value |\n|---|---|");
+    println!(
+        "| victim accepted | {}/{sent} (not accepted: {:?}) |",
+        victim.accepted.len(),
+        victim.not_accepted.iter().take(3).collect::<Vec<_>>()
+    );
+    println!(
+        "| victim accept latency p50 / p99 | {:.0} / {:.0} ms |",
+        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0
+    );
+    println!(
+        "| victim delivered | {delivered}/{} (lost {}, duplicated {}) |",
+        victim.accepted.len(),
+        tally.lost,
+        tally.duplicated
+    );
+    println!(
+        "| operator RSS idle / peak | {:.0} / {:.0} MiB{} |",
+        mib(idle_rss),
+        mib(peak_rss),
+        if killed { " (killed by the watchdog at 1.5 GiB)" } else { "" }
+    );
+    println!("| operator exited | {exited} |");
+    for (answer, (n, body)) in answers.lock().unwrap().iter() {
+        println!("| attacker: {answer} | {n} ({body}) |");
+    }
+    let conditions = route_conditions(&admin, &attacker_ns).await;
+    for c in &conditions {
+        println!("| attacker route | {c} |");
+    }
+
+    // Phase 2: slow uploads to the victim's route path, and 5 events meanwhile.
+    if exited || killed {
+        op = Operator::start_with(&options).await;
+        wait_ready(&admin, &victim_ns).await;
+    }
+    let stop_trickle = Arc::new(AtomicBool::new(false));
+    let trickles = slow_uploads(
+        op.webhook,
+        format!("/hooks/{victim_ns}/load"),
+        40,
+        stop_trickle.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("http://{}/hooks/{victim_ns}/load", op.webhook);
+    let during = AtomicU64::new(0);
+    let mut slow_results = Vec::new();
+    for i in 0..5 {
+        let (_, body) = harness::event(&format!("during-{i}"), i);
+        let signature = statused_operator::signature::sign(harness::SECRET.as_bytes(), &body);
+        let started = Instant::now();
+        let answer = http
+            .post(&url)
+            .header("X-Statused-Signature", signature)
+            .body(body)
+            .send()
+            .await;
+        let code = answer.map(|r| r.status().as_u16()).unwrap_or(0);
+        slow_results.push((code, started.elapsed()));
+        during.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_trickle.store(true, Ordering::Relaxed);
+    let mut trickle_answers = Vec::new();
+    for t in trickles {
+        trickle_answers.push(t.await.unwrap());
+    }
+    println!(
+        "| during 40 slow uploads: valid events | {} |",
+        slow_results
+            .iter()
+            .map(|(c, d)| format!("{c} in {:.0} ms", d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (answer, n) in tally_answers(trickle_answers) {
+        println!("| slow uploads got | {answer}: {n} |");
+    }
+    op.stop().await;
+
+    if s.smoke {
+        assert!(!killed && !exited, "the operator survived the attack");
+        assert!(
+            peak_rss < RSS_GOAL,
+            "peak RSS {:.0} MiB under the 256 MiB bound",
+            mib(peak_rss)
+        );
+        assert_eq!(victim.accepted.len(), sent, "{:?}", victim.not_accepted);
+        assert_eq!(delivered, sent, "every victim event delivered");
+        assert_eq!((tally.lost, tally.duplicated), (0, 0));
+        let answers = answers.lock().unwrap();
+        for (answer, (_, body)) in answers.iter().filter(|(k, _)| k.starts_with("over-limit")) {
+            assert_eq!(answer, "over-limit 400", "{body}");
+            assert!(body.contains("items"), "the answer names the limit: {body}");
+        }
+        assert!(
+            slow_results.iter().all(|(code, _)| *code == 202),
+            "valid events accepted during slow uploads: {slow_results:?}"
+        );
+    }
+}

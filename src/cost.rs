@@ -1,0 +1,617 @@
+//! The worst-case cost of one CEL evaluation, estimated when a route is compiled.
+//!
+//! Why an estimate and not a budget the interpreter counts: the `cel` interpreter has no step
+//! counter or allocation hook, and a timeout that stops waiting leaves the work running (the
+//! seed's receiver did that, and a 9 KB event took the operator past 3 GiB). So the cost is
+//! bounded by construction, the way Kubernetes bounds CEL in CRD validation: every event is
+//! held to [`DataLimits`] in the one parse before matching (items per list or map, nesting,
+//! nodes, string length), and every expression's cost is estimated over the worst event those
+//! limits allow. An expression whose estimate is over [`BUDGET`] never runs: the route is not
+//! Ready and says which expression and why. Whatever does run is then bounded in CPU and
+//! memory for any event the receiver (or the executor, which checks stored events again)
+//! lets through.
+//!
+//! The estimate is an upper bound over the functions the standard environment offers (no
+//! regex, no string extensions, no chrono: see `Cargo.toml`): each node costs one unit, work
+//! over bytes one unit per [`BYTES_PER_UNIT`], a comprehension its range's items times its
+//! body; memory is the bytes of values an evaluation builds (lists from `map`/`filter`,
+//! concatenations, conversions), [`SLOT`] bytes per list item. Pure.
+
+use std::collections::HashMap;
+
+use cel::IdedExpr;
+use cel::common::ast::{EntryExpr, Expr, LiteralValue, operators};
+
+/// What every event's `data` (and envelope) is held to before any expression sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataLimits {
+    /// Items in any one list or entries in any one map.
+    pub max_items: usize,
+    /// Lists and maps nested in one another.
+    pub max_depth: usize,
+    /// Values in the whole event (every scalar, list and map counts one).
+    pub max_nodes: usize,
+    /// Bytes of any one string (keys included).
+    pub max_string_bytes: usize,
+    /// Bytes of all strings of the event together.
+    pub max_total_bytes: usize,
+}
+
+/// The limits every event is held to. Statused's events are flat objects of short strings;
+/// these leave room for a hundred-fold more while keeping two nested comprehensions over an
+/// event's lists inside [`BUDGET`].
+pub const DATA_LIMITS: DataLimits = DataLimits {
+    max_items: 256,
+    max_depth: 16,
+    max_nodes: 10_000,
+    max_string_bytes: 16 * 1024,
+    max_total_bytes: 1024 * 1024,
+};
+
+impl DataLimits {
+    /// Bytes the whole event may take as values: every node a slot, and every string byte.
+    pub fn event_bytes(&self) -> u64 {
+        (self.max_nodes as u64) * SLOT + self.max_total_bytes as u64
+    }
+}
+
+/// What one evaluation may cost at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Cost {
+    /// Units of work: about one interpreter step each (measured: see `just bench`).
+    pub units: u64,
+    /// Bytes of values built while evaluating.
+    pub bytes: u64,
+}
+
+impl Cost {
+    pub fn plus(self, other: Cost) -> Cost {
+        Cost {
+            units: self.units.saturating_add(other.units),
+            bytes: self.bytes.saturating_add(other.bytes),
+        }
+    }
+
+    /// Why this cost is over `budget`, if it is.
+    pub fn over(&self, budget: Cost) -> Option<String> {
+        if self.units > budget.units {
+            Some(format!(
+                "its worst case is {} cost units, at most {} are allowed",
+                self.units, budget.units
+            ))
+        } else if self.bytes > budget.bytes {
+            Some(format!(
+                "its worst case builds {} KiB of values, at most {} KiB are allowed",
+                self.bytes / 1024,
+                budget.bytes / 1024
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// The most one expression (a match expression, or one `$(...)`) may cost. 1,000,000 units is
+/// about 0.1 s of one core; 8 MiB leaves the receiver's four evaluations and the executor's
+/// renders far inside the operator's memory.
+pub const BUDGET: Cost = Cost {
+    units: 1_000_000,
+    bytes: 8 * 1024 * 1024,
+};
+
+/// Bytes of one list item or map entry beyond its contents (a boxed value and its allocation).
+pub const SLOT: u64 = 64;
+/// Bytes compared, copied or scanned per unit of work.
+pub const BYTES_PER_UNIT: u64 = 64;
+
+/// The bound of one value: how many items it may have, how large each and all of them may be,
+/// where it comes from, and what computing it costs.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bound {
+    /// Items of a list or map; 1 for a scalar.
+    items: u64,
+    /// Bytes of the largest item (of the value itself, for a scalar).
+    item_bytes: u64,
+    /// Bytes of the whole value (at most `items` × (`item_bytes` + [`SLOT`])).
+    total: u64,
+    /// Part of the event: its items are disjoint parts of it, so their sizes add up to at
+    /// most the event's.
+    event: bool,
+    /// Known to be a string (added to a string, or made by `string()`).
+    string: bool,
+    /// The comprehension variable this value is (part of), when it iterates over the event.
+    tag: u32,
+    cost: Cost,
+}
+
+impl Bound {
+    fn scalar(bytes: u64, cost: Cost) -> Self {
+        Bound {
+            items: 1,
+            item_bytes: bytes,
+            total: bytes,
+            cost,
+            ..Bound::default()
+        }
+    }
+
+    /// Bytes the whole value may take.
+    fn size(&self) -> u64 {
+        self.items
+            .saturating_mul(self.item_bytes.saturating_add(SLOT))
+            .min(self.total)
+    }
+
+    /// The bound of one of its items (or, for a map, of one of its values).
+    fn item(&self) -> Bound {
+        if self.event {
+            return Bound {
+                cost: Cost::default(),
+                ..*self
+            };
+        }
+        Bound {
+            items: self.item_bytes.div_ceil(SLOT).max(1),
+            item_bytes: self.item_bytes,
+            total: self.item_bytes,
+            ..Bound::default()
+        }
+    }
+}
+
+fn units(n: u64) -> Cost {
+    Cost { units: n, bytes: 0 }
+}
+
+/// Work over `bytes` bytes.
+fn scan(bytes: u64) -> u64 {
+    bytes.div_ceil(BYTES_PER_UNIT)
+}
+
+struct Estimator {
+    limits: DataLimits,
+    scope: HashMap<String, Bound>,
+    next_tag: u32,
+}
+
+/// The worst-case cost of evaluating `expr` against any event within `limits`.
+pub fn estimate(expr: &IdedExpr, limits: &DataLimits) -> Cost {
+    let event_bytes = limits.event_bytes();
+    // Anything from the event: a list or map of at most max_items items, each as large as
+    // the event, all of them together too.
+    let event = Bound {
+        items: limits.max_items as u64,
+        item_bytes: event_bytes,
+        total: event_bytes,
+        event: true,
+        cost: units(1),
+        ..Bound::default()
+    };
+    let string = Bound {
+        string: true,
+        ..Bound::scalar(limits.max_string_bytes as u64, units(1))
+    };
+    let mut scope = HashMap::new();
+    for name in ["data", "event"] {
+        scope.insert(name.to_string(), event);
+    }
+    for name in ["id", "type", "source", "time", "subject", "specversion"] {
+        scope.insert(name.to_string(), string);
+    }
+    // A route's namespace and name: at most 253 bytes each.
+    scope.insert(
+        "route".to_string(),
+        Bound {
+            items: 2,
+            item_bytes: 253,
+            total: 2 * (253 + SLOT),
+            cost: units(1),
+            ..Bound::default()
+        },
+    );
+    let mut estimator = Estimator {
+        limits: *limits,
+        scope,
+        next_tag: 1,
+    };
+    estimator.bound(expr).cost
+}
+
+impl Estimator {
+    fn bound(&mut self, e: &IdedExpr) -> Bound {
+        match &e.expr {
+            Expr::Literal(literal) => match literal {
+                LiteralValue::String(s) => Bound {
+                    string: true,
+                    ..Bound::scalar(s.inner().len() as u64, units(1))
+                },
+                LiteralValue::Bytes(b) => Bound::scalar(b.inner().len() as u64, units(1)),
+                _ => Bound::scalar(8, units(1)),
+            },
+            // Unknown names do not compile (expr.rs); bound them anyway, as the whole event.
+            Expr::Ident(name) => {
+                let b = self
+                    .scope
+                    .get(name)
+                    .or_else(|| self.scope.get("data"))
+                    .copied()
+                    .unwrap_or_default();
+                Bound {
+                    cost: units(1),
+                    ..b
+                }
+            }
+            Expr::Select(s) => {
+                let operand = self.bound(&s.operand);
+                let cost = operand.cost.plus(units(1));
+                if s.test {
+                    Bound::scalar(1, cost)
+                } else {
+                    Bound {
+                        cost,
+                        ..operand.item()
+                    }
+                }
+            }
+            Expr::List(list) => {
+                let elements: Vec<Bound> = list.elements.iter().map(|x| self.bound(x)).collect();
+                built(&elements, elements.len() as u64)
+            }
+            Expr::Map(cel::common::ast::MapExpr { entries })
+            | Expr::Struct(cel::common::ast::StructExpr { entries, .. }) => {
+                let mut parts = Vec::new();
+                for entry in entries {
+                    match &entry.expr {
+                        EntryExpr::MapEntry(m) => {
+                            parts.push(self.bound(&m.key));
+                            parts.push(self.bound(&m.value));
+                        }
+                        EntryExpr::StructField(f) => parts.push(self.bound(&f.value)),
+                    }
+                }
+                built(&parts, entries.len() as u64)
+            }
+            Expr::Call(call) => {
+                let mut operands = Vec::new();
+                if let Some(t) = &call.target {
+                    operands.push(self.bound(t));
+                }
+                for a in &call.args {
+                    operands.push(self.bound(a));
+                }
+                self.function(&call.func_name, &mut operands)
+            }
+            Expr::Comprehension(c) => self.comprehension(c),
+            Expr::Unspecified => Bound::scalar(0, units(1)),
+        }
+    }
+
+    /// A call of the standard environment's function or operator `name` on `operands`.
+    fn function(&self, name: &str, operands: &mut [Bound]) -> Bound {
+        let inputs = operands.iter().fold(units(1), |acc, o| acc.plus(o.cost));
+        let sizes: u64 = operands.iter().map(Bound::size).fold(0, u64::saturating_add);
+        let smallest = operands.iter().map(Bound::size).min().unwrap_or(0);
+        match name {
+            // Short-circuiting and boolean operators: constant work of their own.
+            operators::LOGICAL_AND
+            | operators::LOGICAL_OR
+            | operators::LOGICAL_NOT
+            | operators::NOT_STRICTLY_FALSE => Bound::scalar(1, inputs),
+            // Comparisons stop at the shorter operand.
+            operators::EQUALS
+            | operators::NOT_EQUALS
+            | operators::LESS
+            | operators::LESS_EQUALS
+            | operators::GREATER
+            | operators::GREATER_EQUALS => Bound::scalar(1, inputs.plus(units(scan(smallest)))),
+            // A scan of the list (or a lookup in the map) comparing each item with the value:
+            // never more bytes than the value for each item, nor than the list holds.
+            operators::IN => {
+                let value = operands.first().map_or(0, Bound::size);
+                let list = operands.get(1).copied().unwrap_or_default();
+                let compared = value.saturating_mul(list.items).min(list.size());
+                Bound::scalar(1, inputs.plus(units(list.items.saturating_add(scan(compared)))))
+            }
+            operators::INDEX | operators::OPT_INDEX | operators::OPT_SELECT => Bound {
+                cost: inputs,
+                ..operands.first().map(Bound::item).unwrap_or_default()
+            },
+            // Either branch.
+            operators::CONDITIONAL => {
+                let branches = &operands[1.min(operands.len())..];
+                Bound {
+                    items: branches.iter().map(|o| o.items).max().unwrap_or(1),
+                    item_bytes: branches.iter().map(|o| o.item_bytes).max().unwrap_or(0),
+                    total: branches.iter().map(|o| o.total).max().unwrap_or(0),
+                    event: branches.iter().all(|o| o.event),
+                    string: branches.iter().all(|o| o.string),
+                    tag: 0,
+                    cost: inputs,
+                }
+            }
+            // Numbers; `size` counts a string's characters.
+            operators::SUBSTRACT
+            | operators::MULTIPLY
+            | operators::DIVIDE
+            | operators::MODULO
+            | operators::NEGATE
+            | "size"
+            | "int"
+            | "uint"
+            | "double"
+            | "bool"
+            | "type" => Bound::scalar(8, inputs.plus(units(scan(sizes)))),
+            "contains" | "startsWith" | "endsWith" => {
+                Bound::scalar(1, inputs.plus(units(scan(self.string_sizes(operands)))))
+            }
+            // Strings and bytes: one value as long as all of them, or a number's text.
+            "string" | "bytes" => {
+                let size = if operands.iter().any(|o| o.items > 1 && !o.event) {
+                    // A list's text (refused by the interpreter, bounded anyway).
+                    sizes
+                } else {
+                    self.string_sizes(operands)
+                }
+                .saturating_add(32);
+                Bound {
+                    string: name == "string",
+                    cost: inputs.plus(Cost {
+                        units: scan(size),
+                        bytes: size,
+                    }),
+                    ..Bound::scalar(size, Cost::default())
+                }
+            }
+            // Everything else builds a value from its operands: concatenation (`+` of strings,
+            // bytes or lists), `dyn`, optionals. None of the standard environment's functions
+            // builds more than its operands hold.
+            _ => {
+                let strings = operands.iter().any(|o| o.string);
+                let result = if strings {
+                    let size = self.string_sizes(operands);
+                    Bound {
+                        string: true,
+                        ..Bound::scalar(size, Cost::default())
+                    }
+                } else {
+                    let items = operands
+                        .iter()
+                        .map(|o| o.items)
+                        .fold(0u64, u64::saturating_add)
+                        .max(1);
+                    Bound {
+                        items,
+                        item_bytes: operands.iter().map(|o| o.item_bytes).max().unwrap_or(0),
+                        total: sizes,
+                        ..Bound::default()
+                    }
+                };
+                Bound {
+                    cost: inputs.plus(Cost {
+                        units: scan(result.size()),
+                        bytes: result.size(),
+                    }),
+                    ..result
+                }
+            }
+        }
+    }
+
+    /// Bytes of `operands` taken as strings: an event value used as a string is at most one
+    /// event string long.
+    fn string_sizes(&self, operands: &[Bound]) -> u64 {
+        operands
+            .iter()
+            .map(|o| {
+                if o.event {
+                    o.size().min(self.limits.max_string_bytes as u64)
+                } else {
+                    o.size()
+                }
+            })
+            .fold(0, u64::saturating_add)
+    }
+
+    /// `all`, `exists`, `exists_one` (a bool or count folded over the range) and `map`, `filter`
+    /// (a list appended to: `@result + [item]`, built in place by the interpreter).
+    fn comprehension(&mut self, c: &cel::common::ast::ComprehensionExpr) -> Bound {
+        let range = self.bound(&c.iter_range);
+        let init = self.bound(&c.accu_init);
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let mut item = range.item();
+        item.tag = if range.event { tag } else { 0 };
+        let saved = (
+            self.scope.insert(c.iter_var.clone(), item),
+            // While the body runs the accumulator is a bool or a count, or (for map/filter) a
+            // list the step appends one item to: its size is accounted for in the result.
+            self.scope
+                .insert(c.accu_var.clone(), Bound::scalar(8, units(1))),
+        );
+        let cond = self.bound(&c.loop_cond);
+        let appended = appended_item(c).map(|(guard, list)| {
+            let guard = guard.map_or(Cost::default(), |g| self.bound(g).cost);
+            (guard, self.bound(list))
+        });
+        // The interpreter appends in place: a step costs its guard and its new item.
+        let step = match appended {
+            Some((guard, list)) => Bound::scalar(8, guard.plus(list.cost)),
+            None => self.bound(&c.loop_step),
+        };
+        let appended = appended.map(|(_, list)| list);
+        let n = range.items;
+        let per_item = cond.cost.plus(step.cost).plus(units(1));
+        let (items, item_bytes, kept) = match appended {
+            // The items of an event list are disjoint parts of the event: what a step keeps of
+            // its own item adds up to at most the list.
+            Some(list) if item.tag != 0 && list.tag == tag => {
+                (n, list.item_bytes, range.size().saturating_add(n * SLOT))
+            }
+            Some(list) => (
+                n,
+                list.item_bytes,
+                n.saturating_mul(list.item_bytes.saturating_add(SLOT)),
+            ),
+            None => (1, 8, 0),
+        };
+        let loop_cost = Cost {
+            units: per_item
+                .units
+                .saturating_mul(n)
+                .saturating_add(scan(kept)),
+            // Memory: what the result keeps, and one step's temporaries at a time.
+            bytes: kept.saturating_add(per_item.bytes),
+        };
+        let accu = Bound {
+            items,
+            item_bytes,
+            total: kept.max(8),
+            cost: units(1),
+            ..Bound::default()
+        };
+        self.scope.insert(c.accu_var.clone(), accu);
+        let result = self.bound(&c.result);
+        for (name, old) in [(&c.iter_var, saved.0), (&c.accu_var, saved.1)] {
+            match old {
+                Some(b) => self.scope.insert(name.clone(), b),
+                None => self.scope.remove(name),
+            };
+        }
+        Bound {
+            cost: range
+                .cost
+                .plus(init.cost)
+                .plus(loop_cost)
+                .plus(result.cost),
+            ..result
+        }
+    }
+}
+
+/// A list or map literal of `items` items built from `parts`.
+fn built(parts: &[Bound], items: u64) -> Bound {
+    let cost = parts
+        .iter()
+        .fold(units(1), |acc, p| acc.plus(p.cost))
+        .plus(Cost {
+            units: items,
+            bytes: items.saturating_mul(SLOT),
+        });
+    let item_bytes = parts.iter().map(Bound::size).max().unwrap_or(0);
+    Bound {
+        items,
+        item_bytes,
+        total: items.saturating_mul(item_bytes.saturating_add(SLOT)),
+        // A one-item list of a comprehension's own item keeps its tag (`[x]` in map).
+        tag: match parts {
+            [only] => only.tag,
+            _ => 0,
+        },
+        cost,
+        ..Bound::default()
+    }
+}
+
+/// The guard and the `[item]` list a `map`/`filter` step appends: `@result + [item]`, or
+/// `guard ? @result + [item] : @result`.
+fn appended_item(
+    c: &cel::common::ast::ComprehensionExpr,
+) -> Option<(Option<&IdedExpr>, &IdedExpr)> {
+    let is_accu = |e: &IdedExpr| matches!(&e.expr, Expr::Ident(n) if *n == c.accu_var);
+    let (guard, step) = match &c.loop_step.expr {
+        Expr::Call(call) if call.func_name == operators::CONDITIONAL => {
+            (call.args.first(), call.args.get(1)?)
+        }
+        _ => (None, &c.loop_step),
+    };
+    match &step.expr {
+        Expr::Call(call)
+            if call.func_name == operators::ADD && call.args.first().is_some_and(is_accu) =>
+        {
+            call.args.get(1).map(|list| (guard, list))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cost(source: &str) -> Cost {
+        let program = cel::Program::compile(source).unwrap();
+        estimate(program.expression(), &DATA_LIMITS)
+    }
+
+    const N: u64 = DATA_LIMITS.max_items as u64;
+
+    #[test]
+    fn simple_expressions_cost_a_few_units_and_build_nothing() {
+        let c = cost(r#"data.version.startsWith("2.") && route.namespace == "mobile-ci""#);
+        assert!(c.units < 2_000, "{c:?}");
+        assert_eq!(c.bytes, 0);
+    }
+
+    #[test]
+    fn one_comprehension_over_an_event_list_is_linear_in_the_item_limit() {
+        let one = cost("data.tags.exists(t, t == 'x')");
+        assert!(one.units >= N && one.units < 20 * N, "{one:?}");
+    }
+
+    #[test]
+    fn two_nested_comprehensions_over_event_lists_fit_the_budget() {
+        let nested = cost("data.builds.exists(b, b.tags.exists(t, t == 'x'))");
+        assert!(nested.over(BUDGET).is_none(), "{nested:?}");
+        let pairs = cost("data.l.exists(x, data.l.exists(y, y == 1))");
+        assert!(pairs.units >= N * N, "{pairs:?}");
+        assert!(pairs.over(BUDGET).is_none(), "{pairs:?}");
+    }
+
+    #[test]
+    fn mapping_an_event_list_to_parts_of_its_items_keeps_at_most_the_event() {
+        let c = cost("data.builds.map(b, b.version)");
+        assert!(
+            c.bytes <= DATA_LIMITS.event_bytes() + 2 * N * SLOT,
+            "{c:?} vs {}",
+            DATA_LIMITS.event_bytes()
+        );
+        assert!(c.over(BUDGET).is_none(), "{c:?}");
+    }
+
+    #[test]
+    fn the_issues_hostile_expressions_are_over_the_budget() {
+        // Each item of the outer list is a copy of the whole inner list.
+        for hostile in [
+            "data.l.map(x, data.l.map(y, y)).size() > 0",
+            "string(data.l.map(x, data.l.map(y, y)).size())",
+        ] {
+            let c = cost(hostile);
+            assert!(c.over(BUDGET).is_some(), "{hostile}: {c:?}");
+        }
+    }
+
+    #[test]
+    fn concatenating_event_strings_in_a_comprehension_counts_their_bytes() {
+        let c = cost("data.l.map(x, data.message + data.message + data.message)");
+        assert!(c.bytes >= N * 3 * DATA_LIMITS.max_string_bytes as u64, "{c:?}");
+        assert!(c.over(BUDGET).is_some(), "{c:?}");
+        // One concatenation per item of short strings is fine.
+        let ok = cost("data.l.map(x, 'v' + data.version)");
+        assert!(ok.over(BUDGET).is_none(), "{ok:?}");
+    }
+
+    #[test]
+    fn three_nested_comprehensions_over_event_lists_are_over_the_budget() {
+        let c = cost("data.l.exists(x, data.l.exists(y, data.l.exists(z, x == y && y == z)))");
+        assert!(c.units > BUDGET.units, "{c:?}");
+        assert!(c.over(BUDGET).unwrap().contains("cost units"));
+    }
+
+    #[test]
+    fn membership_never_compares_more_than_the_list_holds() {
+        let literal = cost("data.status in ['Valid', 'Invalid']");
+        assert!(literal.units < 100, "{literal:?}");
+        let event = cost("data.a in data.l");
+        assert!(event.over(BUDGET).is_none(), "{event:?}");
+    }
+}
