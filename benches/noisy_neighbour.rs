@@ -77,7 +77,10 @@ impl Settings {
             seconds: var("STATUSED_NOISY_SECONDS", if smoke { 5 } else { 10 }),
             rate: var("STATUSED_NOISY_RATE", if smoke { 10 } else { 20 }) as u32,
             big_list: var("STATUSED_NOISY_LIST", 3000) as usize,
-            allowed_list: var("STATUSED_NOISY_ALLOWED_LIST", 256) as usize,
+            allowed_list: var(
+                "STATUSED_NOISY_ALLOWED_LIST",
+                statused_operator::event::DATA_LIMITS.max_items as u64,
+            ) as usize,
         }
     }
 }
@@ -113,6 +116,14 @@ async fn prepare_attacker(admin: &Client, ns: &str, sink: SocketAddr) {
                 "targets": [{"webhook": {"urlSecretRef": sink_url,
                     "body": {"n": "$(string(data.l.map(x, data.l.map(y, y)).size()))"}}}]}),
         ),
+        // As costly as the budget allows, in the match and in the template.
+        (
+            "costly",
+            serde_json::json!({"name": "pairs",
+                "match": {"expression": "data.l.exists(x, data.l.exists(y, y == 1)) || true"},
+                "targets": [{"webhook": {"urlSecretRef": sink_url,
+                    "body": {"n": "$(string(data.l.filter(x, data.l.exists(y, y == 1)).size()))"}}}]}),
+        ),
     ] {
         let route = serde_json::json!({
             "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
@@ -139,7 +150,7 @@ fn list_event(id: &str, len: usize) -> Vec<u8> {
 /// The attacker's answers: status code → (count, first body seen).
 type Answers = Arc<Mutex<BTreeMap<String, (usize, String)>>>;
 
-/// `connections` senders posting `len`-item events to both hostile routes, back to back,
+/// `connections` senders posting `len`-item events to the attacker's routes in turn, back to back,
 /// until `until`; each request waits at most 10 s for its answer.
 #[allow(clippy::too_many_arguments)]
 fn attack(
@@ -162,11 +173,7 @@ fn attack(
                 let mut n = 0usize;
                 // Bounded in count as well as in time.
                 while Instant::now() < until && n < 2000 {
-                    let route = if n % 2 == 0 {
-                        "hostile-match"
-                    } else {
-                        "hostile-template"
-                    };
+                    let route = ["hostile-match", "hostile-template", "costly"][n % 3];
                     let body = list_event(&format!("{label}-{c}-{n}"), len);
                     let signature =
                         statused_operator::signature::sign(ATTACKER_SECRET.as_bytes(), &body);
@@ -413,7 +420,7 @@ async fn main() {
     options.namespace = String::new();
     let mut op = Operator::start_with(&options).await;
     wait_ready(&admin, &victim_ns).await;
-    harness::wait_route_ready(&Api::namespaced(admin.clone(), &attacker_ns), "hostile-match").await;
+    harness::wait_route_ready(&Api::namespaced(admin.clone(), &attacker_ns), "costly").await;
     let idle_rss = op.rss().0;
     println!(
         "noisy neighbour: victim {} events/s for {} s; attacker: 3 connections x {}-item lists, \
@@ -543,8 +550,20 @@ async fn main() {
         assert_eq!((tally.lost, tally.duplicated), (0, 0));
         let answers = answers.lock().unwrap();
         for (answer, (_, body)) in answers.iter().filter(|(k, _)| k.starts_with("over-limit")) {
-            assert_eq!(answer, "over-limit 400", "{body}");
-            assert!(body.contains("items"), "the answer names the limit: {body}");
+            // Refused for the data limit by the Ready route, or by a route that is not Ready.
+            assert!(
+                answer == "over-limit 400" && body.contains("more than 256 items")
+                    || answer == "over-limit 503" && body.contains("route is not ready"),
+                "{answer}: {body}"
+            );
+        }
+        for c in &conditions {
+            if c.starts_with("hostile") {
+                assert!(
+                    c.contains("Ready=False") && (c.contains("cost units") || c.contains("KiB")),
+                    "the hostile route is not Ready and says why: {c}"
+                );
+            }
         }
         assert!(
             slow_results.iter().all(|(code, _)| *code == 202),

@@ -568,6 +568,18 @@ mod tests {
     }
 
     #[test]
+    fn the_noisy_neighbour_benchs_costly_route_fits_the_budget() {
+        for allowed in [
+            "data.l.exists(x, data.l.exists(y, y == 1)) || true",
+            "string(data.l.filter(x, data.l.exists(y, y == 1)).size())",
+        ] {
+            let c = cost(allowed);
+            assert!(c.units > BUDGET.units / 4, "{allowed}: {c:?}");
+            assert!(c.over(BUDGET).is_none(), "{allowed}: {c:?}");
+        }
+    }
+
+    #[test]
     fn mapping_an_event_list_to_parts_of_its_items_keeps_at_most_the_event() {
         let c = cost("data.builds.map(b, b.version)");
         assert!(

@@ -112,6 +112,8 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         )
         .per_route(config.max_inflight_per_route),
     );
+    let executor_slots =
+        crate::controller::fair_share::FairShare::new(usize::from(config.executor_concurrency));
     let context = Arc::new(Context {
         leading,
         recorder: Recorder::new(client.clone(), reporter),
@@ -126,6 +128,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         route_activity: Default::default(),
         event_budget: Default::default(),
         ledger: Default::default(),
+        executor_slots,
         health: Default::default(),
         routes_synced: Arc::new(AtomicBool::new(false)),
         stopping: AtomicBool::new(false),

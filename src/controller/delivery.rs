@@ -13,7 +13,7 @@ use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
-use super::plan::{PlanInput, Planned, plan};
+use super::plan::{PlanInput, Planned, Rendered, attach, plan};
 use super::redeliver;
 use super::retry::{self, RetryPolicy, finish};
 use super::route_activity::Activity;
@@ -70,9 +70,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         stopped(&stop),
     ));
     // The controller backs the watch off after an error (kube's default: 0.8 s doubling to
-    // 30 s, reset after 2 min of success): no hot loop towards a dead API server.
+    // 30 s, reset after 2 min of success): no hot loop towards a dead API server. Its own
+    // concurrency is not limited: each reconcile first waits for one of the executor's
+    // `--executor-concurrency` slots, handed out round-robin across namespaces
+    // (fair_share.rs), so that the wait is fair; a waiting reconcile is one parked future
+    // per queued delivery (the controller never queues an object twice).
     Controller::for_stream(deliveries, store)
-        .with_config(controller::Config::default().concurrency(ctx.config.executor_concurrency))
+        .with_config(controller::Config::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
@@ -121,6 +125,7 @@ pub fn trim(delivery: &mut StatusedDelivery) {
 #[instrument(skip(delivery, ctx), fields(delivery = %delivery.name_any()))]
 async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = delivery.namespace().ok_or(Error::NoNamespace)?;
+    let _slot = ctx.executor_slots.acquire(&ns).await;
     let name = delivery.name_any();
     let delivery = if ctx.ledger.cache_behind(&delivery) {
         // Our last write is not in the cache yet (the watch lags): work from the delivery as
@@ -208,34 +213,26 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
     let now = jiff::Timestamp::now();
     let due = retry::due(&targets, now);
 
-    // Requests and objects are built synchronously (the CEL scope is not Send), then sent or
-    // created concurrently.
-    let mut attempts = Vec::new();
-    {
-        let event = &delivery.spec.event;
-        let scope = Scope::new(&event.to_value(), &ns, &delivery.spec.route);
-        let render = RenderContext {
-            scope: &scope,
-            event_id: &event.id,
-            round: current.redeliveries,
-        };
-        let input = PlanInput {
-            namespace: &ns,
-            route: &delivery.spec.route,
-            delivery: &name,
-            event_id: &event.id,
-            event_type: &event.type_,
-            data: &event.data,
-            round: current.redeliveries,
-        };
-        for i in due {
-            let t = &mut targets[i];
+    // Requests and objects are rendered on the blocking pool (CEL: bounded by construction,
+    // see cost.rs, and never on the async threads), then sent or created concurrently.
+    let due: Vec<(usize, MatchedTarget)> = due
+        .into_iter()
+        .map(|i| {
+            let t = &targets[i];
             let matched = MatchedTarget {
                 rule: t.rule.clone(),
                 target: t.target,
                 kind: t.kind.clone(),
             };
-            match plan(&route, &input, &render, &matched) {
+            (i, matched)
+        })
+        .collect();
+    let rendered = render_off_the_workers(&route, &delivery, &ns, &name, &due).await?;
+    let mut attempts = Vec::new();
+    {
+        for ((i, matched), rendered) in due.into_iter().zip(rendered) {
+            let t = &mut targets[i];
+            match attach(&route, &matched, rendered) {
                 // At most once, and a call was started that has no recorded outcome: the
                 // operator stopped while it was in flight. Never call twice.
                 Planned::Http {
@@ -374,6 +371,61 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         return Err(e);
     }
     Ok(recorded(&ctx, &delivery, &desired, first_look).await)
+}
+
+/// Renders at once on the blocking pool, across all deliveries: rendering is bounded per
+/// target (cost.rs), and this bounds how many run, so the executor's async threads (status
+/// writes, watches, lease renewal) never wait on CEL.
+const RENDERS: usize = 2;
+static RENDER_SLOTS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(RENDERS)));
+
+/// The request or object of each `due` target, in order, rendered on the blocking pool. A
+/// stored event over the data limits (recorded before they were in force, or by hand) is
+/// not rendered: each target fails with `EventOverLimits`, once, and the delivery finishes.
+async fn render_off_the_workers(
+    route: &Arc<crate::route::CompiledRoute>,
+    delivery: &Arc<StatusedDelivery>,
+    ns: &str,
+    name: &str,
+    due: &[(usize, MatchedTarget)],
+) -> Result<Vec<Rendered>, Error> {
+    let permit = RENDER_SLOTS
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Error::Rendering("render slots closed".into()))?;
+    let (route, delivery) = (route.clone(), delivery.clone());
+    let (ns, name, due) = (ns.to_string(), name.to_string(), due.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let event = &delivery.spec.event;
+        if let Err(over) = crate::event::check_data_value(&event.data, &crate::event::DATA_LIMITS) {
+            let why = format!("EventOverLimits: the stored event is over its data limits: {over}");
+            return due.iter().map(|_| Rendered::Unbuildable(why.clone())).collect();
+        }
+        let round = delivery.status.as_ref().map_or(0, |s| s.redeliveries);
+        let scope = Scope::new(&event.to_value(), &ns, &delivery.spec.route);
+        let render = RenderContext {
+            scope: &scope,
+            event_id: &event.id,
+            round,
+        };
+        let input = PlanInput {
+            namespace: &ns,
+            route: &delivery.spec.route,
+            delivery: &name,
+            event_id: &event.id,
+            event_type: &event.type_,
+            data: &event.data,
+            round,
+        };
+        due.iter()
+            .map(|(_, m)| plan(&route, &input, &render, m).detach())
+            .collect()
+    })
+    .await
+    .map_err(|e| Error::Rendering(e.to_string()))
 }
 
 /// Fails every unfinished target of `delivery` with `why`, calling nothing.

@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod delivery;
 pub mod event_budget;
+pub mod fair_share;
 pub mod history;
 pub mod ledger;
 pub mod plan;
@@ -79,4 +80,6 @@ pub enum Error {
     NoNamespace,
     #[error("status cannot be written: {0}")]
     Serialize(serde_json::Error),
+    #[error("targets could not be rendered: {0}")]
+    Rendering(String),
 }

@@ -42,6 +42,73 @@ pub enum Planned<'r> {
     Unbuildable(String),
 }
 
+/// A plan as it leaves the blocking pool, where it is rendered: the request or object,
+/// without the borrowed target ([`attach`] finds it again).
+pub enum Rendered {
+    Http {
+        request: HttpRequest,
+        at_most_once: bool,
+    },
+    Kube {
+        object: serde_json::Value,
+        identity: ObjectIdentity,
+    },
+    Gone(String),
+    Unbuildable(String),
+}
+
+impl Planned<'_> {
+    pub fn detach(self) -> Rendered {
+        match self {
+            Planned::Http {
+                request,
+                at_most_once,
+                ..
+            } => Rendered::Http {
+                request,
+                at_most_once,
+            },
+            Planned::Kube {
+                object, identity, ..
+            } => Rendered::Kube { object, identity },
+            Planned::Gone(e) => Rendered::Gone(e),
+            Planned::Unbuildable(e) => Rendered::Unbuildable(e),
+        }
+    }
+}
+
+/// `rendered` with the target of `route` it was made for.
+pub fn attach<'r>(route: &'r CompiledRoute, m: &MatchedTarget, rendered: Rendered) -> Planned<'r> {
+    let trigger = route
+        .target(&m.rule, m.target)
+        .filter(|c| c.kind == m.kind)
+        .map(|c| &c.trigger);
+    match (rendered, trigger) {
+        (
+            Rendered::Http {
+                request,
+                at_most_once,
+            },
+            Some(Trigger::Http(http)),
+        ) => Planned::Http {
+            target: http.as_ref(),
+            request,
+            at_most_once,
+        },
+        (Rendered::Kube { object, identity }, Some(Trigger::Kube(kube))) => Planned::Kube {
+            target: kube.as_ref(),
+            object,
+            identity,
+        },
+        (Rendered::Gone(e), _) => Planned::Gone(e),
+        (Rendered::Unbuildable(e), _) => Planned::Unbuildable(e),
+        (_, _) => Planned::Gone(format!(
+            "rule {} target {} ({}) is no longer in the route",
+            m.rule, m.target, m.kind
+        )),
+    }
+}
+
 pub fn plan<'r>(
     route: &'r CompiledRoute,
     input: &PlanInput<'_>,

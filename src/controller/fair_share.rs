@@ -1,0 +1,201 @@
+//! The executor's slots, shared fairly between namespaces.
+//!
+//! Every delivery works in one of `--executor-concurrency` slots. When they are all taken,
+//! waiting deliveries queue per namespace, and a freed slot goes to the next namespace in
+//! turn (round-robin), not to whoever has queued most: a team that fills the executor with
+//! its own deliveries (a burst, slow targets, costly templates) delays its own work, and
+//! another team's next delivery waits for at most one slot per busy namespace ahead of it.
+//! A waiting delivery is a parked future holding a pointer into the watch cache: nothing is
+//! copied, and the controller never queues one object twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+#[derive(Debug)]
+pub struct FairShare {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    free: usize,
+    /// Waiters per namespace, oldest first.
+    waiting: HashMap<String, VecDeque<oneshot::Sender<Slot>>>,
+    /// Namespaces with waiters, in the order they are served.
+    turn: VecDeque<String>,
+}
+
+/// One slot; dropping it hands the slot to the next namespace in turn.
+#[derive(Debug)]
+pub struct Slot {
+    state: Option<Arc<Mutex<State>>>,
+}
+
+impl FairShare {
+    pub fn new(slots: usize) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                free: slots.max(1),
+                ..State::default()
+            })),
+        }
+    }
+
+    /// Waits for a slot for a delivery of `namespace`.
+    pub async fn acquire(&self, namespace: &str) -> Slot {
+        let rx = {
+            let mut guard = lock(&self.state);
+            let state = &mut *guard;
+            if state.free > 0 && state.turn.is_empty() {
+                state.free -= 1;
+                return Slot {
+                    state: Some(self.state.clone()),
+                };
+            }
+            let (tx, rx) = oneshot::channel();
+            let queue = state.waiting.entry(namespace.to_string()).or_default();
+            if queue.is_empty() {
+                state.turn.push_back(namespace.to_string());
+            }
+            queue.push_back(tx);
+            rx
+        };
+        match rx.await {
+            Ok(slot) => slot,
+            // The share was dropped with its executor: nothing left to protect.
+            Err(_) => Slot { state: None },
+        }
+    }
+
+    /// Slots in use or promised.
+    #[cfg(test)]
+    fn free(&self) -> usize {
+        lock(&self.state).free
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(shared) = self.state.take() else {
+            return;
+        };
+        let mut guard = lock(&shared);
+        let state = &mut *guard;
+        // Hand the slot to the next namespace in turn whose waiter is still there.
+        while let Some(ns) = state.turn.pop_front() {
+            let Some(queue) = state.waiting.get_mut(&ns) else {
+                continue;
+            };
+            let mut handed = false;
+            while let Some(tx) = queue.pop_front() {
+                let slot = Slot {
+                    state: Some(shared.clone()),
+                };
+                match tx.send(slot) {
+                    Ok(()) => {
+                        handed = true;
+                        break;
+                    }
+                    // Its reconcile was dropped; the slot came back: defuse it, try the next.
+                    Err(mut unused) => {
+                        unused.state = None;
+                    }
+                }
+            }
+            if queue.is_empty() {
+                state.waiting.remove(&ns);
+            } else {
+                state.turn.push_back(ns);
+            }
+            if handed {
+                return;
+            }
+        }
+        state.free += 1;
+    }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Starts a waiter for `ns` that records its name when it gets a slot and holds the slot
+    /// until told to let go.
+    fn waiter(
+        share: &Arc<FairShare>,
+        ns: &'static str,
+        served: &Arc<Mutex<Vec<&'static str>>>,
+    ) -> (tokio::task::JoinHandle<()>, oneshot::Sender<()>) {
+        let (release, released) = oneshot::channel::<()>();
+        let (share, served) = (share.clone(), served.clone());
+        let task = tokio::spawn(async move {
+            let _slot = share.acquire(ns).await;
+            served.lock().unwrap().push(ns);
+            let _ = released.await;
+        });
+        (task, release)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn freed_slots_go_round_robin_across_namespaces_not_to_the_longest_queue() {
+        let share = Arc::new(FairShare::new(1));
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let first = share.acquire("noisy").await;
+        // Ten of the noisy team's deliveries queue first, then one of the quiet team's.
+        let mut releases = Vec::new();
+        for _ in 0..10 {
+            releases.push(waiter(&share, "noisy", &served));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (quiet, quiet_release) = waiter(&share, "quiet", &served);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // The first noisy delivery got the slot; when it is done, the quiet team's turn.
+        let (_, release) = releases.remove(0);
+        let _ = release.send(());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let _ = quiet_release.send(());
+        quiet.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let order = served.lock().unwrap().clone();
+        assert_eq!(order, ["noisy", "quiet", "noisy"]);
+        for (task, release) in releases {
+            let _ = release.send(());
+            task.await.unwrap();
+        }
+        assert_eq!(served.lock().unwrap().len(), 11);
+        assert_eq!(share.free(), 1, "every slot came back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_that_gave_up_does_not_keep_its_slot() {
+        let share = Arc::new(FairShare::new(1));
+        let held = share.acquire("a").await;
+        let s = share.clone();
+        let gave_up = tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_millis(5), s.acquire("b")).await;
+        });
+        gave_up.await.unwrap();
+        drop(held);
+        assert_eq!(share.free(), 1);
+        let _again = share.acquire("c").await;
+        assert_eq!(share.free(), 0);
+    }
+
+    #[tokio::test]
+    async fn with_free_slots_nobody_waits() {
+        let share = FairShare::new(2);
+        let _a = share.acquire("a").await;
+        let _b = share.acquire("a").await;
+        assert_eq!(share.free(), 0);
+    }
+}
