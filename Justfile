@@ -16,6 +16,8 @@ test: tools
     hack/cluster.sh exec --bare -- cargo test --locked --test api_not_installed
     # The load benchmark's smoke (N = 200): nothing unanswered, lost or duplicated; no timing.
     hack/cluster.sh exec -- cargo test --locked --bench load
+    # One team attacks, another sends steady events (5 s): bounds that hold by construction.
+    hack/cluster.sh exec -- cargo test --locked --bench noisy_neighbour
     # Faults (API server frozen, killed and restarted; operator killed) with N = 300 each:
     # a cluster of its own, since it kills the API server.
     hack/cluster.sh exec -- cargo test --locked --bench chaos
@@ -34,6 +36,11 @@ bench:
 # creates in the same run (N = 10,000, C = 32; STATUSED_LOAD_EVENTS / _CONCURRENCY override).
 bench-load: tools
     hack/cluster.sh exec -- cargo bench --locked --bench load
+
+# One team attacks the shared operator (costly routes, over-limit events, slow uploads) while
+# another sends signed events at a steady rate: the victim's latency, deliveries, peak RSS.
+bench-noisy: tools
+    hack/cluster.sh exec -- cargo bench --locked --bench noisy_neighbour
 
 # The operator's OCI image without a daemon (umoci + skopeo): target/image/oci (OCI layout)
 # and target/image/statused-operator.tar (docker-archive, `docker load -i`).

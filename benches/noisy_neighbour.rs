@@ -38,8 +38,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use harness::{
-    Operator, OperatorOptions, client_from, create_namespace, mib, percentile,
-    prepare_route, start_sink, wait_delivered, wait_ready,
+    Operator, OperatorOptions, client_from, create_namespace, mib, percentile, prepare_route,
+    start_sink, wait_delivered, wait_ready,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
@@ -186,9 +186,14 @@ fn attack(
                     let (key, text) = match answer {
                         Ok(r) => {
                             let code = r.status().as_u16();
-                            (format!("{label} {code}"), r.text().await.unwrap_or_default())
+                            (
+                                format!("{label} {code}"),
+                                r.text().await.unwrap_or_default(),
+                            )
                         }
-                        Err(e) if e.is_timeout() => (format!("{label} no answer in 10 s"), String::new()),
+                        Err(e) if e.is_timeout() => {
+                            (format!("{label} no answer in 10 s"), String::new())
+                        }
                         Err(_) => {
                             // No connection: the operator is gone.
                             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -219,7 +224,11 @@ struct Victim {
 
 /// One victim event, retried as Statused does (non-2xx but a permanent 4xx, no answer or no
 /// connection; after `Retry-After`, at most 5 s) until accepted or 30 s have passed.
-async fn send_victim_event(http: &reqwest::Client, url: &str, id: &str) -> Result<Duration, String> {
+async fn send_victim_event(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+) -> Result<Duration, String> {
     let (_, body) = harness::event(id, 0);
     let signature = statused_operator::signature::sign(harness::SECRET.as_bytes(), &body);
     let started = Instant::now();
@@ -258,7 +267,13 @@ async fn send_victim_event(http: &reqwest::Client, url: &str, id: &str) -> Resul
 }
 
 /// `rate` events a second for `seconds`, each on its own task.
-async fn steady_victim(webhook: SocketAddr, ns: &str, prefix: &str, rate: u32, seconds: u64) -> Victim {
+async fn steady_victim(
+    webhook: SocketAddr,
+    ns: &str,
+    prefix: &str,
+    rate: u32,
+    seconds: u64,
+) -> Victim {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -437,8 +452,24 @@ async fn main() {
     let dog = watchdog(op.pid().unwrap(), stop.clone());
     let answers: Answers = Arc::default();
     let until = Instant::now() + Duration::from_secs(s.seconds);
-    let mut attackers = attack(op.webhook, &attacker_ns, "over-limit", 3, s.big_list, until, &answers);
-    attackers.extend(attack(op.webhook, &attacker_ns, "at-limit", 6, s.allowed_list, until, &answers));
+    let mut attackers = attack(
+        op.webhook,
+        &attacker_ns,
+        "over-limit",
+        3,
+        s.big_list,
+        until,
+        &answers,
+    );
+    attackers.extend(attack(
+        op.webhook,
+        &attacker_ns,
+        "at-limit",
+        6,
+        s.allowed_list,
+        until,
+        &answers,
+    ));
     let victim = steady_victim(op.webhook, &victim_ns, "victim", s.rate, s.seconds).await;
     for a in attackers {
         let _ = a.await;
@@ -473,7 +504,11 @@ async fn main() {
         "| operator RSS idle / peak | {:.0} / {:.0} MiB{} |",
         mib(idle_rss),
         mib(peak_rss),
-        if killed { " (killed by the watchdog at 1.5 GiB)" } else { "" }
+        if killed {
+            " (killed by the watchdog at 1.5 GiB)"
+        } else {
+            ""
+        }
     );
     println!("| operator exited | {exited} |");
     for (answer, (n, body)) in answers.lock().unwrap().iter() {

@@ -289,7 +289,10 @@ impl Estimator {
     /// A call of the standard environment's function or operator `name` on `operands`.
     fn function(&self, name: &str, operands: &mut [Bound]) -> Bound {
         let inputs = operands.iter().fold(units(1), |acc, o| acc.plus(o.cost));
-        let sizes: u64 = operands.iter().map(Bound::size).fold(0, u64::saturating_add);
+        let sizes: u64 = operands
+            .iter()
+            .map(Bound::size)
+            .fold(0, u64::saturating_add);
         let smallest = operands.iter().map(Bound::size).min().unwrap_or(0);
         match name {
             // Short-circuiting and boolean operators: constant work of their own.
@@ -310,7 +313,10 @@ impl Estimator {
                 let value = operands.first().map_or(0, Bound::size);
                 let list = operands.get(1).copied().unwrap_or_default();
                 let compared = value.saturating_mul(list.items).min(list.size());
-                Bound::scalar(1, inputs.plus(units(list.items.saturating_add(scan(compared)))))
+                Bound::scalar(
+                    1,
+                    inputs.plus(units(list.items.saturating_add(scan(compared)))),
+                )
             }
             operators::INDEX | operators::OPT_INDEX | operators::OPT_SELECT => Bound {
                 cost: inputs,
@@ -455,10 +461,7 @@ impl Estimator {
             None => (1, 8, 0),
         };
         let loop_cost = Cost {
-            units: per_item
-                .units
-                .saturating_mul(n)
-                .saturating_add(scan(kept)),
+            units: per_item.units.saturating_mul(n).saturating_add(scan(kept)),
             // Memory: what the result keeps, and one step's temporaries at a time.
             bytes: kept.saturating_add(per_item.bytes),
         };
@@ -478,11 +481,7 @@ impl Estimator {
             };
         }
         Bound {
-            cost: range
-                .cost
-                .plus(init.cost)
-                .plus(loop_cost)
-                .plus(result.cost),
+            cost: range.cost.plus(init.cost).plus(loop_cost).plus(result.cost),
             ..result
         }
     }
@@ -605,7 +604,10 @@ mod tests {
     #[test]
     fn concatenating_event_strings_in_a_comprehension_counts_their_bytes() {
         let c = cost("data.l.map(x, data.message + data.message + data.message)");
-        assert!(c.bytes >= N * 3 * DATA_LIMITS.max_string_bytes as u64, "{c:?}");
+        assert!(
+            c.bytes >= N * 3 * DATA_LIMITS.max_string_bytes as u64,
+            "{c:?}"
+        );
         assert!(c.over(BUDGET).is_some(), "{c:?}");
         // One concatenation per item of short strings is fine.
         let ok = cost("data.l.map(x, 'v' + data.version)");

@@ -153,7 +153,13 @@ pub fn check_data(raw: &str, limits: &DataLimits) -> Result<(), OverLimit> {
         over: None,
     };
     let mut de = serde_json::Deserializer::from_str(raw);
-    let result = serde::de::DeserializeSeed::deserialize(Node { walk: &mut walk, depth: 0 }, &mut de);
+    let result = serde::de::DeserializeSeed::deserialize(
+        Node {
+            walk: &mut walk,
+            depth: 0,
+        },
+        &mut de,
+    );
     match (walk.over, result) {
         (Some(over), _) => Err(over),
         // Not JSON at all: the envelope parse reports that.
@@ -414,7 +420,11 @@ mod tests {
                 "more than 10000 values",
             ),
             (
-                serde_json::json!((0..100).map(|_| "y".repeat(limits.max_string_bytes)).collect::<Vec<_>>()),
+                serde_json::json!(
+                    (0..100)
+                        .map(|_| "y".repeat(limits.max_string_bytes))
+                        .collect::<Vec<_>>()
+                ),
                 "add up to more than 1048576 bytes",
             ),
         ];

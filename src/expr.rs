@@ -302,7 +302,14 @@ impl Scope {
     /// The same scope with every string of the event passed through `escape`, for targets
     /// whose text has a markup of its own (Slack mrkdwn, Teams Markdown): what an event
     /// carries is shown as text, while the route's own template text keeps its markup.
-    pub fn with_escaped_event(&self, escape: impl Fn(&str) -> String + Copy) -> Scope {
+    ///
+    /// Escaping lengthens text (`&` becomes `&amp;`), and every expression's cost was
+    /// estimated over the data limits: an event whose escaped text is over them is refused
+    /// here, so that no expression ever sees more than it was estimated for.
+    pub fn with_escaped_event(
+        &self,
+        escape: impl Fn(&str) -> String + Copy,
+    ) -> Result<Scope, ExprError> {
         fn walk(value: &Json, escape: impl Fn(&str) -> String + Copy) -> Json {
             match value {
                 Json::String(s) => Json::String(escape(s)),
@@ -315,7 +322,13 @@ impl Scope {
                 other => other.clone(),
             }
         }
-        Scope::new(&walk(&self.event, escape), &self.route.0, &self.route.1)
+        let escaped = walk(&self.event, escape);
+        let data = escaped.get("data").unwrap_or(&Json::Null);
+        crate::event::check_data_value(data, &DATA_LIMITS).map_err(|over| ExprError::Template {
+            template: "(the event's text, escaped for the chat's markup)".into(),
+            message: over.to_string(),
+        })?;
+        Ok(Scope::new(&escaped, &self.route.0, &self.route.1))
     }
 
     /// The route's namespace and name.
@@ -636,6 +649,35 @@ mod tests {
             Expression::compile(&long),
             Err(ExprError::TooComplex { .. })
         ));
+    }
+
+    #[test]
+    fn the_issues_hostile_expressions_do_not_compile_and_say_why() {
+        for hostile in [
+            "data.l.map(x, data.l.map(y, y)).size() > 0",
+            "string(data.l.map(x, data.l.map(y, y)).size())",
+        ] {
+            let err = Expression::compile(hostile).unwrap_err().to_string();
+            assert!(
+                err.contains("is too complex: its worst case is")
+                    && err.contains("nest fewer comprehensions"),
+                "{err}"
+            );
+            assert!(Template::compile(&format!("$({hostile})")).is_err());
+        }
+    }
+
+    #[test]
+    fn escaping_for_a_chat_never_takes_an_event_past_the_data_limits() {
+        // 4 KiB of '&' is within the limits; escaped five-fold it is not.
+        let event = json!({"data": {"m": "&".repeat(4096)}});
+        let scope = Scope::new(&event, "ns", "r");
+        let escape = |s: &str| s.replace('&', "&amp;");
+        let err = scope.with_escaped_event(escape).err().unwrap().to_string();
+        assert!(err.contains("longer than 16384 bytes"), "{err}");
+        let fine = Scope::new(&json!({"data": {"m": "a & b"}}), "ns", "r");
+        let escaped = fine.with_escaped_event(escape).unwrap();
+        assert_eq!(escaped.event()["data"]["m"], "a &amp; b");
     }
 
     #[test]

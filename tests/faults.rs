@@ -502,3 +502,41 @@ async fn a_call_in_flight_at_a_crash_is_repeated_with_the_same_ids_by_default() 
     }
     op.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stored_event_over_the_data_limits_fails_its_targets_once_and_is_never_rendered_again() {
+    let (sink, env) = sink_and_env("over-limits").await;
+    let op = env.operator_with_route("builds", route()).await;
+    // Recorded before the limits were in force (or by hand): 3,000 items in one list.
+    let delivery = json!({
+        "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedDelivery",
+        "metadata": {"name": "over-limits"},
+        "spec": {"route": "builds",
+                 "matched": [{"rule": "builds", "target": 0, "kind": "webhook"}],
+                 "event": {"id": "over-limits", "type": "com.statused.build.status.updated",
+                           "source": "s", "data": {"l": vec![0; 3000]}}},
+    });
+    env.deliveries()
+        .create(
+            &Default::default(),
+            &serde_json::from_value(delivery).unwrap(),
+        )
+        .await
+        .unwrap();
+    let finished = env.wait_delivery_finished("over-limits").await;
+    let status = finished.status.unwrap();
+    assert_eq!(status.phase.as_str(), "Failed");
+    let error = status.targets[0].last_error.clone().unwrap();
+    assert!(
+        error.starts_with("EventOverLimits:") && error.contains("data.l has more than 256 items"),
+        "{error}"
+    );
+    // A new leader finds it finished: nothing is rendered or called again.
+    op.shutdown().await;
+    let op = env.start_operator().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let again = env.deliveries().get("over-limits").await.unwrap();
+    assert_eq!(again.status.unwrap(), status);
+    assert!(sink.requests().is_empty());
+    op.shutdown().await;
+}

@@ -891,7 +891,9 @@ async fn an_event_over_the_data_limits_is_400_naming_the_limit_and_records_nothi
     let mut event: Value = serde_json::from_slice(&dated("over-limits", 0)).unwrap();
     event["data"]["l"] = json!(vec![0; 3000]);
 
-    let reply = h.post("releases", &serde_json::to_vec(&event).unwrap()).await;
+    let reply = h
+        .post("releases", &serde_json::to_vec(&event).unwrap())
+        .await;
 
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.json);
     assert!(

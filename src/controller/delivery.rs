@@ -402,7 +402,10 @@ async fn render_off_the_workers(
         let event = &delivery.spec.event;
         if let Err(over) = crate::event::check_data_value(&event.data, &crate::event::DATA_LIMITS) {
             let why = format!("EventOverLimits: the stored event is over its data limits: {over}");
-            return due.iter().map(|_| Rendered::Unbuildable(why.clone())).collect();
+            return due
+                .iter()
+                .map(|_| Rendered::Unbuildable(why.clone()))
+                .collect();
         }
         let round = delivery.status.as_ref().map_or(0, |s| s.redeliveries);
         let scope = Scope::new(&event.to_value(), &ns, &delivery.spec.route);

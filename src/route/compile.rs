@@ -102,7 +102,8 @@ pub fn compile_route(
                 "at least one target is required",
             ));
         }
-        let (matcher, cost) = expr::metered(|| Matcher::compile(&format!("{field}.match"), &rule.match_));
+        let (matcher, cost) =
+            expr::metered(|| Matcher::compile(&format!("{field}.match"), &rule.match_));
         let matcher = matcher?;
         matching = matching.plus(cost);
         if let Some(why) = matching.over(cost::BUDGET) {
@@ -258,6 +259,65 @@ mod tests {
         assert_eq!(err.reason, Reason::InvalidExpression);
         assert!(
             err.message.starts_with("spec.rules[1].match.expression"),
+            "{}",
+            err.message
+        );
+    }
+
+    /// An expression that costs a little under half the budget: two fit, three do not.
+    const NEAR_HALF: &str = "data.l.exists(x, data.l.exists(y, y))";
+
+    #[test]
+    fn a_routes_match_expressions_are_bounded_together() {
+        let mut r = issue_example();
+        r.spec.rules[0].match_.expression = Some(NEAR_HALF.into());
+        r.spec.rules[1].match_.expression = Some(NEAR_HALF.into());
+        assert!(compile_route(&r, &all_secrets(), &BTreeSet::new()).is_ok());
+        let mut third = r.spec.rules[1].clone();
+        third.name = "third".into();
+        r.spec.rules.push(third);
+        let err = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidExpression);
+        assert!(
+            err.message.starts_with("spec.rules[2].match.expression")
+                && err.message.contains("together are too costly"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn one_targets_templates_are_bounded_together() {
+        let templated = |n: usize| {
+            let body: serde_json::Map<String, serde_json::Value> = (0..n)
+                .map(|i| (format!("k{i}"), format!("$(string({NEAR_HALF}))").into()))
+                .collect();
+            route("mobile-ci", "releases")
+                .rule(rule("a").target(kind(json!({"webhook": {
+                    "urlSecretRef": {"name": "chat-hook", "key": "url"}, "body": body}}))))
+                .build()
+        };
+        assert!(compile_route(&templated(2), &all_secrets(), &BTreeSet::new()).is_ok());
+        let err = compile_route(&templated(3), &all_secrets(), &BTreeSet::new()).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidTemplate);
+        assert!(
+            err.message.starts_with("spec.rules[0].targets[0]")
+                && err.message.contains("together are too costly"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn the_issues_hostile_expression_makes_the_route_not_ready_saying_why() {
+        let mut r = issue_example();
+        r.spec.rules[0].match_.expression =
+            Some("data.l.map(x, data.l.map(y, y)).size() > 0".into());
+        let err = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidExpression);
+        assert!(
+            err.message.contains("is too complex: its worst case is")
+                && err.message.contains("256 items per list"),
             "{}",
             err.message
         );

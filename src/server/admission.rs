@@ -187,17 +187,18 @@ mod tests {
 
     #[test]
     fn a_declared_length_reserves_at_most_the_unverified_share_until_bytes_arrive() {
-        let admission = Admission::new(100, 1 << 20);
-        // Sixteen uploads declaring 1 MiB each would take the whole budget up front.
-        let mut slow: Vec<_> = (0..15).map(|_| admission.try_admit(1 << 20).unwrap()).collect();
-        assert!(admission.try_admit(UNVERIFIED_BYTES).is_some(), "room left");
-        // The budget is taken as bytes really arrive.
-        assert!(slow[0].grow(512 * 1024));
-        assert!(slow[1].grow(300 * 1024));
-        assert!(!slow[2].grow(400 * 1024), "no room for more");
+        const MIB: usize = 1 << 20;
+        let admission = Admission::new(100, 4 * MIB);
+        // Four uploads declaring 1 MiB would take the whole budget up front; fifteen hold
+        // less than a quarter of it until their bytes arrive.
+        let mut slow: Vec<_> = (0..15).map(|_| admission.try_admit(MIB).unwrap()).collect();
+        assert!(admission.try_admit(2 * MIB).is_some(), "room left");
+        assert!(slow[0].grow(MIB));
+        assert!(slow[1].grow(MIB));
+        assert!(!slow[2].grow(2 * MIB), "no room for more");
         assert!(slow[3].grow(UNVERIFIED_BYTES), "already held");
         drop(slow.remove(0));
-        assert!(slow[1].grow(400 * 1024));
+        assert!(slow[0].grow(2 * MIB), "room again once a request is done");
     }
 
     #[test]
@@ -207,7 +208,10 @@ mod tests {
         let first = admission.route_share(&a).unwrap();
         let _second = admission.route_share(&a).unwrap();
         assert!(admission.route_share(&a).is_none());
-        assert!(admission.route_share(&b).is_some(), "another route is not held up");
+        assert!(
+            admission.route_share(&b).is_some(),
+            "another route is not held up"
+        );
         drop(first);
         assert!(admission.route_share(&a).is_some());
     }

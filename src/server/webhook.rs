@@ -145,9 +145,7 @@ impl ReceiveError {
                 StatusCode::BAD_REQUEST
             }
             ReceiveError::SlowBody => StatusCode::REQUEST_TIMEOUT,
-            ReceiveError::RateLimited(_) | ReceiveError::RouteBusy => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ReceiveError::RateLimited(_) | ReceiveError::RouteBusy => StatusCode::TOO_MANY_REQUESTS,
             ReceiveError::Signature(_) => StatusCode::UNAUTHORIZED,
         }
     }

@@ -72,7 +72,7 @@ impl Kind for SlackTarget {
 impl HttpTarget for Slack {
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         // Event fields are shown as text: `<!channel>` in an app name pings nobody.
-        let scope = ctx.scope.with_escaped_event(slack_escape);
+        let scope = ctx.scope.with_escaped_event(slack_escape)?;
         let default = default_message(scope.event());
         let body = match (render_opt(&self.text, &scope)?, &self.blocks) {
             (None, None) => {

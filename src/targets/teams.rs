@@ -85,7 +85,7 @@ impl Kind for TeamsTarget {
 impl HttpTarget for Teams {
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         // Event fields are shown as text, never as links or formatting.
-        let scope = ctx.scope.with_escaped_event(markdown_escape);
+        let scope = ctx.scope.with_escaped_event(markdown_escape)?;
         let content = match &self.card {
             Some(card) => card.render(&scope)?,
             None => {
