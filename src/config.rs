@@ -58,6 +58,12 @@ pub struct Config {
     pub egress_allow: Vec<ipnet::IpNet>,
     /// Refused for HTTP targets on top of the default classes (`--egress-deny`).
     pub egress_deny: Vec<ipnet::IpNet>,
+    /// Which address classes HTTP targets may not reach (`--egress-profile`).
+    pub egress_profile: crate::egress::EgressProfile,
+    /// The proxy HTTP targets go through (`--egress-proxy`); never one from the environment.
+    pub egress_proxy: Option<crate::egress::EgressProxy>,
+    /// This pod's own addresses (`--pod-ip`), which no target may call.
+    pub pod_ips: Vec<std::net::IpAddr>,
     /// The API server's own addresses, which no target may call.
     pub api_server: Vec<std::net::SocketAddr>,
     /// Events whose signed time is older are refused; zero: no limit. A route may set its
@@ -107,6 +113,9 @@ impl Default for Config {
             shutdown_drain: Duration::from_secs(5),
             egress_allow: Vec::new(),
             egress_deny: Vec::new(),
+            egress_profile: crate::egress::EgressProfile::Default,
+            egress_proxy: None,
+            pod_ips: Vec::new(),
             api_server: Vec::new(),
             replay_window: Duration::from_secs(72 * 3600),
             secret_access: SecretAccess::Namespace,

@@ -7,10 +7,12 @@
 //! Redirects are never followed, so no answer can lead a call somewhere else.
 //!
 //! Refused by default: loopback, link-local (cloud metadata lives there), unspecified,
-//! multicast, broadcast and reserved addresses, and the API server's own address. Private
-//! ranges are allowed (self-hosted Jenkins and GitLab live there) unless denied.
+//! multicast, broadcast and reserved addresses, the API server's own address, and the
+//! operator itself (its pod's addresses on every port, its own listening ports on every
+//! address local to it). Private ranges are allowed (self-hosted Jenkins and GitLab live
+//! there) unless denied, or refused by the `strict` profile for clusters shared by teams.
 //! `--egress-allow` opens an address even inside a refused class; `--egress-deny` refuses
-//! more, and wins over the allow list.
+//! more, and wins over the allow list. Neither opens the API server or the operator.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -50,10 +52,48 @@ impl AddressClass {
         }
     }
 
-    /// Whether the guard refuses this class unless the allow list names the address.
+    /// Whether the guard refuses this class under the default profile unless the allow list
+    /// names the address.
     pub fn refused_by_default(&self) -> bool {
-        !matches!(self, AddressClass::Private | AddressClass::Public)
+        self.refused_in(EgressProfile::Default)
     }
+
+    /// Whether the guard refuses this class under `profile` unless the allow list names the
+    /// address.
+    pub fn refused_in(&self, profile: EgressProfile) -> bool {
+        match profile {
+            EgressProfile::Default => !matches!(self, AddressClass::Private | AddressClass::Public),
+            EgressProfile::Strict => !matches!(self, AddressClass::Public),
+        }
+    }
+
+    /// How much reaching this class could give away; where one address has several
+    /// readings (NAT64), the highest decides.
+    fn severity(&self) -> u8 {
+        match self {
+            AddressClass::Public => 0,
+            AddressClass::Private => 1,
+            AddressClass::Reserved => 2,
+            AddressClass::Broadcast => 3,
+            AddressClass::Multicast => 4,
+            AddressClass::LinkLocal => 5,
+            AddressClass::Unspecified => 6,
+            AddressClass::Loopback => 7,
+            AddressClass::Metadata => 8,
+        }
+    }
+}
+
+/// Which classes are refused (`--egress-profile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EgressProfile {
+    /// Loopback, link-local, metadata, unspecified, multicast, broadcast and reserved
+    /// addresses; private ranges are allowed.
+    #[default]
+    Default,
+    /// The default classes and private ranges (RFC 1918, CGNAT `100.64.0.0/10`,
+    /// unique-local `fc00::/7`): for clusters whose teams must reach external services only.
+    Strict,
 }
 
 impl fmt::Display for AddressClass {
@@ -63,25 +103,58 @@ impl fmt::Display for AddressClass {
 }
 
 /// Metadata services of the major clouds, beyond the link-local range they share.
-const METADATA_V4: [Ipv4Addr; 2] = [
+const METADATA_V4: [Ipv4Addr; 3] = [
     Ipv4Addr::new(169, 254, 169, 254),
     // Alibaba Cloud.
     Ipv4Addr::new(100, 100, 100, 200),
+    // Azure WireServer: a public address, answered by the host for every VM.
+    Ipv4Addr::new(168, 63, 129, 16),
 ];
-/// AWS's IPv6 instance metadata endpoint.
-const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+/// AWS's IPv6 endpoints: instance metadata, and EKS Pod Identity's credentials agent.
+const METADATA_V6: [Ipv6Addr; 2] = [
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23),
+];
 
-/// The class of `ip`. IPv4-mapped and IPv4-compatible IPv6 addresses, and the NAT64
-/// well-known prefix, are classed by the IPv4 address inside them, so that `::ffff:127.0.0.1`
-/// is loopback. Pure.
+/// The class of `ip`. IPv4-mapped and IPv4-compatible IPv6 addresses, and NAT64 addresses
+/// (the well-known prefix `64:ff9b::/96` and the local-use `64:ff9b:1::/48`), are classed by
+/// the IPv4 address inside them, so that `::ffff:127.0.0.1` is loopback. Pure.
 pub fn classify(ip: IpAddr) -> AddressClass {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => match embedded_v4(v6) {
             Some(v4) => classify_v4(v4),
-            None => classify_v6(v6),
+            None => nat64_local_use(v6).unwrap_or_else(|| classify_v6(v6)),
         },
     }
+}
+
+/// An address in the NAT64 local-use prefix `64:ff9b:1::/48` (RFC 8215), classed by the
+/// IPv4 address a translator would reach. A network uses one of the RFC 6052 prefix lengths
+/// inside that /48 (48, 56, 64 or 96), each placing the IPv4 address elsewhere (around the
+/// reserved octet 8), and the guard cannot know which: every reading is taken and the most
+/// sensitive class wins. Readings in `0.0.0.0/8` are skipped: a translator sends nothing to
+/// "this network", and under the shorter formats every `64:ff9b:1::/96` address reads as one
+/// (so the usual /96 deployment sees no false refusals). An address with no other reading is
+/// unspecified.
+fn nat64_local_use(ip: Ipv6Addr) -> Option<AddressClass> {
+    let o = ip.octets();
+    if o[..6] != [0, 0x64, 0xff, 0x9b, 0, 1] {
+        return None;
+    }
+    let readings = [
+        [o[6], o[7], o[9], o[10]],    // /48
+        [o[7], o[9], o[10], o[11]],   // /56
+        [o[9], o[10], o[11], o[12]],  // /64
+        [o[12], o[13], o[14], o[15]], // /96
+    ];
+    let class = readings
+        .into_iter()
+        .filter(|r| r[0] != 0)
+        .map(|r| classify_v4(Ipv4Addr::from(r)))
+        .max_by_key(AddressClass::severity)
+        .unwrap_or(AddressClass::Unspecified);
+    Some(class)
 }
 
 fn classify_v4(ip: Ipv4Addr) -> AddressClass {
@@ -117,7 +190,7 @@ fn classify_v4(ip: Ipv4Addr) -> AddressClass {
 
 fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     let segments = ip.segments();
-    if ip == METADATA_V6 {
+    if METADATA_V6.contains(&ip) {
         AddressClass::Metadata
     } else if ip.is_loopback() {
         AddressClass::Loopback
@@ -142,7 +215,8 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
 }
 
 /// The IPv4 address an IPv6 address carries: `::ffff:a.b.c.d` (mapped), `::a.b.c.d`
-/// (compatible, deprecated but still routed by some stacks) and `64:ff9b::a.b.c.d` (NAT64).
+/// (compatible, deprecated but still routed by some stacks) and `64:ff9b::a.b.c.d` (NAT64's
+/// well-known prefix, only ever a /96). The local-use NAT64 prefix is [`nat64_local_use`].
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
@@ -164,26 +238,80 @@ pub enum Refused {
     Denied,
     #[error("DestinationNotAllowed: the target's address is the Kubernetes API server's")]
     ApiServer,
+    /// The operator's pod, or one of its own listening ports on an address local to it.
+    #[error("DestinationNotAllowed: the target's address is the operator itself")]
+    Operator,
 }
 
 /// The guard's settings.
 #[derive(Debug, Clone, Default)]
 pub struct EgressPolicy {
+    /// Which classes are refused.
+    pub profile: EgressProfile,
     /// Allowed even inside a refused class.
     pub allow: Vec<IpNet>,
     /// Refused on top of the defaults; wins over `allow`.
     pub deny: Vec<IpNet>,
     /// The API server's own addresses (address and port).
     pub api_server: Vec<SocketAddr>,
+    /// The operator pod's own addresses (`--pod-ip`): refused on every port.
+    pub own_ips: Vec<IpAddr>,
+    /// The operator's listeners (receiver, metrics), as bound: their ports are refused on
+    /// every address local to the operator (loopback, unspecified, its own).
+    pub listeners: Vec<SocketAddr>,
 }
 
 impl EgressPolicy {
     /// Whether a target may connect to `addr`. Pure.
     pub fn check(&self, addr: SocketAddr) -> Result<(), Refused> {
+        self.check_endpoint(addr)?;
+        self.check_ip(addr.ip())
+    }
+
+    /// Whether every address a name resolves to may be reached: the check a proxy's caller
+    /// makes, since the proxy may pick any of them.
+    pub fn check_all(&self, addrs: &[SocketAddr]) -> Result<(), Refused> {
+        addrs.iter().try_for_each(|a| self.check(*a))
+    }
+
+    /// The refusals that depend on the port: the API server, and the operator's own
+    /// listeners. No allow list opens them.
+    pub fn check_endpoint(&self, addr: SocketAddr) -> Result<(), Refused> {
         if self.is_api_server(addr) {
             return Err(Refused::ApiServer);
         }
-        self.check_ip(addr.ip())
+        if self.is_operator(addr) {
+            return Err(Refused::Operator);
+        }
+        Ok(())
+    }
+
+    /// Whether a name on `port` needs looking up before the call: the resolver that checks
+    /// addresses at connect time never sees the port.
+    pub fn guards_port(&self, port: u16) -> bool {
+        self.api_server.iter().any(|a| a.port() == port)
+            || self.listeners.iter().any(|a| a.port() == port)
+    }
+
+    /// Whether `addr` is the operator: one of its pod's addresses (any port), or one of its
+    /// listening ports on an address that reaches it.
+    pub fn is_operator(&self, addr: SocketAddr) -> bool {
+        let ip = canonical(addr.ip());
+        if self.is_own_ip(ip) {
+            return true;
+        }
+        self.listeners.iter().any(|l| {
+            l.port() == addr.port()
+                && (canonical(l.ip()) == ip
+                    || matches!(
+                        classify(ip),
+                        AddressClass::Loopback | AddressClass::Unspecified
+                    ))
+        })
+    }
+
+    fn is_own_ip(&self, ip: IpAddr) -> bool {
+        self.own_ips.iter().any(|own| canonical(*own) == ip)
     }
 
     /// Whether `addr` is the API server's address and port.
@@ -197,6 +325,9 @@ impl EgressPolicy {
     /// Whether a target may connect to `ip`, whatever the port: the classes and the lists.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refused> {
         let ip = canonical(ip);
+        if self.is_own_ip(ip) {
+            return Err(Refused::Operator);
+        }
         if self.deny.iter().any(|net| net.contains(&ip)) {
             return Err(Refused::Denied);
         }
@@ -204,7 +335,7 @@ impl EgressPolicy {
             return Ok(());
         }
         match classify(ip) {
-            class if class.refused_by_default() => Err(Refused::Class(class)),
+            class if class.refused_in(self.profile) => Err(Refused::Class(class)),
             _ => Ok(()),
         }
     }
@@ -237,6 +368,53 @@ pub fn parse_cidrs(text: &str) -> Result<Vec<IpNet>, BadCidr> {
 #[error("{0:?} is not a CIDR like 10.0.0.0/8 or an IP address")]
 pub struct BadCidr(String);
 
+/// The proxy HTTP targets go through (`--egress-proxy`), an `http://` or `https://` URL.
+/// It may carry credentials (`http://user:password@proxy:3128`): shown, it is scheme, host
+/// and port only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EgressProxy(url::Url);
+
+impl EgressProxy {
+    pub fn parse(text: &str) -> Result<Self, BadProxy> {
+        let url = url::Url::parse(text.trim()).map_err(|_| BadProxy)?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(BadProxy);
+        }
+        Ok(Self(url))
+    }
+
+    /// The URL, credentials included: for the HTTP client only.
+    pub fn url(&self) -> &url::Url {
+        &self.0
+    }
+
+    /// The proxy's host when it is a name (which the client resolves to reach the proxy).
+    pub fn domain(&self) -> Option<&str> {
+        self.0.domain()
+    }
+}
+
+impl fmt::Debug for EgressProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for EgressProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = self.0.host_str().unwrap_or_default();
+        match self.0.port_or_known_default() {
+            Some(port) => write!(f, "{}://{host}:{port}", self.0.scheme()),
+            None => write!(f, "{}://{host}", self.0.scheme()),
+        }
+    }
+}
+
+/// Never repeats the value: it may hold the proxy's password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--egress-proxy is not a URL like http://proxy.example:3128 (http or https, with a host)")]
+pub struct BadProxy;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,7 +431,9 @@ mod tests {
             ("::1", AddressClass::Loopback),
             ("169.254.169.254", AddressClass::Metadata),
             ("fd00:ec2::254", AddressClass::Metadata),
+            ("fd00:ec2::23", AddressClass::Metadata),
             ("100.100.100.200", AddressClass::Metadata),
+            ("168.63.129.16", AddressClass::Metadata),
             ("169.254.1.1", AddressClass::LinkLocal),
             ("fe80::1", AddressClass::LinkLocal),
             ("febf::1", AddressClass::LinkLocal),
@@ -318,6 +498,11 @@ mod tests {
         assert!(!refused.contains(&AddressClass::Private));
         assert!(!refused.contains(&AddressClass::Public));
         assert_eq!(refused.len(), 7);
+        for class in refused {
+            assert!(class.refused_in(EgressProfile::Strict), "{class}");
+        }
+        assert!(AddressClass::Private.refused_in(EgressProfile::Strict));
+        assert!(!AddressClass::Public.refused_in(EgressProfile::Strict));
     }
 
     fn at(ip: &str, port: u16) -> SocketAddr {
@@ -342,6 +527,7 @@ mod tests {
             allow: parse_cidrs("127.0.0.2/32, 10.0.0.0/8").unwrap(),
             deny: parse_cidrs("10.1.0.0/16").unwrap(),
             api_server: vec![at("127.0.0.2", 6443)],
+            ..EgressPolicy::default()
         };
         assert_eq!(policy.check(at("127.0.0.2", 8080)), Ok(()));
         assert_eq!(policy.check(at("::ffff:127.0.0.2", 8080)), Ok(()));
@@ -359,11 +545,206 @@ mod tests {
     }
 
     #[test]
+    fn cloud_metadata_addresses_are_complete() {
+        // AWS (IMDS v4 and v6, EKS Pod Identity), GCP and Azure IMDS (the link-local
+        // address), Azure WireServer, Alibaba Cloud; each also behind NAT64 and as mapped.
+        for ip in [
+            "169.254.169.254",
+            "fd00:ec2::254",
+            "fd00:ec2::23",
+            "168.63.129.16",
+            "100.100.100.200",
+            "::ffff:168.63.129.16",
+            "64:ff9b::a83f:8110",
+            "64:ff9b:1::a83f:8110",
+        ] {
+            assert_eq!(class(ip), AddressClass::Metadata, "{ip}");
+            assert_eq!(
+                EgressPolicy::default().check_ip(ip.parse().unwrap()),
+                Err(Refused::Class(AddressClass::Metadata)),
+                "{ip}"
+            );
+        }
+        // Azure's neighbours on either side are ordinary public addresses.
+        assert_eq!(class("168.63.129.15"), AddressClass::Public);
+        assert_eq!(class("168.63.129.17"), AddressClass::Public);
+        assert_eq!(class("fd00:ec2::24"), AddressClass::Private);
+    }
+
+    #[test]
+    fn nat64_local_use_addresses_are_classed_by_the_ipv4_inside() {
+        // RFC 6052 embeddings of one IPv4 address in 64:ff9b:1::/48, per prefix length.
+        let cases = [
+            // /96, the usual deployment.
+            ("64:ff9b:1::7f00:1", AddressClass::Loopback),
+            ("64:ff9b:1::a9fe:a9fe", AddressClass::Metadata),
+            ("64:ff9b:1::a00:1", AddressClass::Private),
+            ("64:ff9b:1::808:808", AddressClass::Public),
+            // /48: the IPv4 address around the reserved octet 8.
+            ("64:ff9b:1:7f00:0:100::", AddressClass::Loopback),
+            ("64:ff9b:1:a9fe:a9:fe00::", AddressClass::Metadata),
+            ("64:ff9b:1:808:8:800::", AddressClass::Public),
+            // /56.
+            ("64:ff9b:1:7f:0:1::", AddressClass::Loopback),
+            ("64:ff9b:1:a9:fe:a9fe::", AddressClass::Metadata),
+            ("64:ff9b:1:8:8:808::", AddressClass::Public),
+            // /64.
+            ("64:ff9b:1:0:7f:0:100:0", AddressClass::Loopback),
+            ("64:ff9b:1:0:a9:fea9:fe00:0", AddressClass::Metadata),
+            ("64:ff9b:1:0:8:808:800:0", AddressClass::Public),
+            // A loopback reading hidden behind a public one (suffix bits set) still wins.
+            ("64:ff9b:1:7f00:0:100:808:808", AddressClass::Loopback),
+            // Nothing but "this network" inside.
+            ("64:ff9b:1::", AddressClass::Unspecified),
+            // Outside the /48: an ordinary address.
+            ("64:ff9b:2::7f00:1", AddressClass::Public),
+        ];
+        for (ip, expected) in cases {
+            assert_eq!(class(ip), expected, "{ip}");
+        }
+    }
+
+    #[test]
+    fn the_strict_profile_also_refuses_private_ranges() {
+        let strict = EgressPolicy {
+            profile: EgressProfile::Strict,
+            ..EgressPolicy::default()
+        };
+        for ip in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "100.127.255.254",
+            "fd12:3456::1",
+            "fc00::1",
+            "::ffff:10.0.0.1",
+            "64:ff9b:1::a00:1",
+        ] {
+            assert_eq!(
+                strict.check(at(ip, 443)),
+                Err(Refused::Class(AddressClass::Private)),
+                "{ip}"
+            );
+            assert_eq!(EgressPolicy::default().check(at(ip, 443)), Ok(()), "{ip}");
+        }
+        assert_eq!(strict.check(at("8.8.8.8", 443)), Ok(()));
+        assert_eq!(
+            strict.check(at("127.0.0.1", 80)),
+            Err(Refused::Class(AddressClass::Loopback))
+        );
+        // The allow list still opens one service; the deny list still wins.
+        let opened = EgressPolicy {
+            allow: parse_cidrs("10.1.2.0/24").unwrap(),
+            deny: parse_cidrs("10.1.2.9/32").unwrap(),
+            ..strict
+        };
+        assert_eq!(opened.check(at("10.1.2.3", 443)), Ok(()));
+        assert_eq!(
+            opened.check(at("10.1.3.3", 443)),
+            Err(Refused::Class(AddressClass::Private))
+        );
+        assert_eq!(opened.check(at("10.1.2.9", 443)), Err(Refused::Denied));
+    }
+
+    #[test]
+    fn the_operator_itself_is_refused_even_when_allowed() {
+        let policy = EgressPolicy {
+            // Everything opened that could be.
+            allow: parse_cidrs("0.0.0.0/0, ::/0").unwrap(),
+            own_ips: vec![
+                "10.244.1.7".parse().unwrap(),
+                "fd00:10:244::7".parse().unwrap(),
+            ],
+            listeners: vec![at("0.0.0.0", 8080), at("127.0.0.1", 9090)],
+            ..EgressPolicy::default()
+        };
+        // The pod's own addresses, on any port, however written.
+        for addr in [
+            at("10.244.1.7", 443),
+            at("10.244.1.7", 8080),
+            at("::ffff:10.244.1.7", 22),
+            at("fd00:10:244::7", 80),
+        ] {
+            assert_eq!(policy.check(addr), Err(Refused::Operator), "{addr}");
+            assert_eq!(policy.check_ip(addr.ip()), Err(Refused::Operator), "{addr}");
+        }
+        // Its own ports on every local address.
+        for addr in [
+            at("127.0.0.1", 8080),
+            at("127.0.0.2", 9090),
+            at("::1", 8080),
+            at("::ffff:127.0.0.1", 9090),
+            at("0.0.0.0", 8080),
+            at("::", 9090),
+        ] {
+            assert_eq!(policy.check(addr), Err(Refused::Operator), "{addr}");
+        }
+        // Other hosts' 8080 (a Jenkins, say) and other local ports stay as the lists say.
+        assert_eq!(policy.check(at("10.0.0.5", 8080)), Ok(()));
+        assert_eq!(policy.check(at("127.0.0.1", 8081)), Ok(()));
+        assert!(policy.guards_port(8080) && policy.guards_port(9090));
+        assert!(!policy.guards_port(443));
+        // Default: no pod IP given, the listeners still are.
+        let default = EgressPolicy {
+            allow: parse_cidrs("127.0.0.0/8").unwrap(),
+            listeners: vec![at("0.0.0.0", 8080)],
+            ..EgressPolicy::default()
+        };
+        assert_eq!(default.check(at("127.0.0.1", 8080)), Err(Refused::Operator));
+        assert_eq!(default.check(at("127.0.0.1", 8081)), Ok(()));
+    }
+
+    #[test]
+    fn through_a_proxy_every_address_of_a_name_must_be_allowed() {
+        let policy = EgressPolicy::default();
+        assert_eq!(
+            policy.check_all(&[at("10.0.0.1", 80), at("8.8.8.8", 80)]),
+            Ok(())
+        );
+        assert_eq!(
+            policy.check_all(&[at("8.8.8.8", 80), at("127.0.0.1", 80)]),
+            Err(Refused::Class(AddressClass::Loopback))
+        );
+    }
+
+    #[test]
+    fn a_proxy_url_is_shown_without_its_credentials() {
+        let proxy = EgressProxy::parse("http://user:s3cret@proxy.example:3128/").unwrap();
+        assert_eq!(proxy.to_string(), "http://proxy.example:3128");
+        assert_eq!(format!("{proxy:?}"), "http://proxy.example:3128");
+        assert_eq!(proxy.domain(), Some("proxy.example"));
+        assert_eq!(proxy.url().password(), Some("s3cret"));
+        assert_eq!(
+            EgressProxy::parse("https://10.0.0.1").unwrap().to_string(),
+            "https://10.0.0.1:443"
+        );
+        assert_eq!(
+            EgressProxy::parse("http://[::1]:3128").unwrap().domain(),
+            None
+        );
+        for bad in [
+            "proxy:3128",
+            "socks5://proxy:1080",
+            "ftp://p",
+            "http://",
+            "",
+        ] {
+            assert!(EgressProxy::parse(bad).is_err(), "{bad}");
+        }
+        for bad in ["socks5://user:s3cret@p:1080", "http://user:s3cret@"] {
+            let err = EgressProxy::parse(bad).unwrap_err().to_string();
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
     fn refusals_never_name_the_address() {
         for refused in [
             Refused::Class(AddressClass::Metadata),
             Refused::Denied,
             Refused::ApiServer,
+            Refused::Operator,
         ] {
             let text = refused.to_string();
             assert!(text.starts_with("DestinationNotAllowed"), "{text}");

@@ -93,11 +93,18 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
     let webhook_addr = webhook_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
 
-    let outbound = Outbound::new(EgressPolicy {
-        allow: config.egress_allow.clone(),
-        deny: config.egress_deny.clone(),
-        api_server: config.api_server.clone(),
-    })
+    let outbound = Outbound::new(
+        EgressPolicy {
+            profile: config.egress_profile,
+            allow: config.egress_allow.clone(),
+            deny: config.egress_deny.clone(),
+            api_server: config.api_server.clone(),
+            own_ips: config.pod_ips.clone(),
+            // As bound: with port 0 in the flags, the ports the system chose.
+            listeners: vec![webhook_addr, metrics_addr],
+        },
+        config.egress_proxy.as_ref(),
+    )
     .map_err(std::io::Error::other)?;
     let reporter = Reporter {
         controller: "statused-operator".into(),

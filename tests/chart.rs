@@ -760,13 +760,15 @@ fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
         "--set",
         "replayWindow=24h",
         "--set-json",
-        r#"egress={"allow":["127.0.0.2/32"],"deny":["10.0.0.0/8","fd00::/8"]}"#,
+        r#"egress={"allow":["127.0.0.2/32"],"deny":["10.0.0.0/8","fd00::/8"],"profile":"strict","proxy":"http://proxy.example:3128"}"#,
     ]);
     for (name, value) in [
         ("STATUSED_SECRET_ACCESS", "labeled"),
         ("STATUSED_REPLAY_WINDOW", "24h"),
         ("STATUSED_EGRESS_ALLOW", "127.0.0.2/32"),
         ("STATUSED_EGRESS_DENY", "10.0.0.0/8,fd00::/8"),
+        ("STATUSED_EGRESS_PROFILE", "strict"),
+        ("STATUSED_EGRESS_PROXY", "http://proxy.example:3128"),
     ] {
         assert!(
             manifests.contains(&format!("name: {name}\n              value: \"{value}\"")),
@@ -776,10 +778,20 @@ fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
     let defaults = render(&[]);
     assert!(defaults.contains("name: STATUSED_EGRESS_ALLOW\n              value: \"\""));
     assert!(defaults.contains("name: STATUSED_SECRET_ACCESS\n              value: \"namespace\""));
+    assert!(defaults.contains("name: STATUSED_EGRESS_PROFILE\n              value: \"default\""));
+    assert!(
+        !defaults.contains("STATUSED_EGRESS_PROXY"),
+        "no proxy unless one is named"
+    );
+    // The guard learns the pod's own addresses (both families) from the downward API.
+    assert!(defaults.contains("name: POD_IPS\n              valueFrom:\n                fieldRef: {fieldPath: status.podIPs}"));
     for bad in [
         "secretAccess=everything",
         "replayWindow=3days",
         "egress.allow={example.com}",
+        "egress.profile=open",
+        "egress.proxy=proxy.example:3128",
+        "egress.proxy=socks5://proxy.example:1080",
     ] {
         assert!(try_render(&["--set", bad]).is_err(), "{bad} was accepted");
     }

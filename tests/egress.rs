@@ -11,7 +11,7 @@ mod support;
 use serde_json::json;
 use statused_operator::api::fixtures::{kind, route, rule, webhook};
 use statused_operator::api::{DeliveryPhase, TargetStatus};
-use statused_operator::egress::parse_cidrs;
+use statused_operator::egress::{EgressProfile, EgressProxy, parse_cidrs};
 use support::{SIGNING_SECRET, Sink, TestEnv, sample};
 
 fn spec(targets: Vec<statused_operator::api::route::TargetKind>) -> serde_json::Value {
@@ -83,12 +83,12 @@ async fn targets_reach_allowed_addresses_only() {
     // An allow-listed loopback address is reached.
     assert_eq!(target(targets, 0).phase, DeliveryPhase::Succeeded);
     assert_eq!(stand_in.requests_to("/ok").len(), 1);
-    // The operator's own metrics port, a name resolving to loopback, IPv6 loopback and an
-    // IPv4-mapped loopback address are refused.
+    // The operator's own metrics port (as the operator itself, before its class), a name
+    // resolving to loopback, IPv6 loopback and an IPv4-mapped loopback address are refused.
     let metrics_port = metrics.port().to_string();
     assert_refused(
         target(targets, 1),
-        "loopback",
+        "operator itself",
         &["127.0.0.1", &metrics_port],
     );
     assert_refused(target(targets, 2), "loopback", &["localhost", &hidden_port]);
@@ -154,5 +154,220 @@ async fn denied_ranges_win_over_the_allow_list() {
     let status = delivery.status.unwrap();
     assert_refused(target(&status.targets, 0), "--egress-deny", &["127.0.0.1"]);
     assert!(stand_in.requests().is_empty());
+    op.shutdown().await;
+}
+
+/// A stand-in for an HTTP proxy: a sink that records what reaches it. A request sent through
+/// it arrives in absolute form (`GET http://host:port/path`), an HTTPS one as `CONNECT
+/// host:port`; either way its URI names the destination. It answers 204 and forwards nothing.
+async fn proxy_stand_in() -> Sink {
+    Sink::start(204).await
+}
+
+/// Where the requests a proxy stand-in received were going.
+fn proxied_to(proxy: &Sink) -> Vec<String> {
+    proxy
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.uri))
+        .collect()
+}
+
+#[tokio::test]
+async fn proxy_from_environment_is_not_used() {
+    let (target_sink, proxy) = (
+        Sink::start_on("127.0.0.2".parse().unwrap(), 204).await,
+        proxy_stand_in().await,
+    );
+    let env = TestEnv::new("egress-envproxy").await;
+    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
+        .await;
+    env.apply_route(
+        "guard",
+        spec(vec![webhook(&format!("{}/direct", target_sink.url()))]),
+    )
+    .await;
+    // The variables a proxy injector sets that reqwest reads for an http:// URL. (Not
+    // HTTPS_PROXY: the Kubernetes client would then need its `http-proxy` feature to start.)
+    let op = support::OperatorProcess::spawn(&env.ns, |c| {
+        for var in ["HTTP_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"] {
+            c.env(var, proxy.url());
+        }
+        c.env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .env("STATUSED_EGRESS_ALLOW", "127.0.0.2/32");
+    });
+    env.wait_ready("guard", "True").await;
+    let (code, answer) = op
+        .post_signed(&env.ns, "guard", &sample("build-valid.json"))
+        .await;
+    assert_eq!(code, 202, "{answer}");
+    let delivery = env
+        .wait_delivery_finished(answer["delivery"].as_str().unwrap())
+        .await;
+    let status = delivery.status.unwrap();
+    assert_eq!(
+        target(&status.targets, 0).phase,
+        DeliveryPhase::Succeeded,
+        "{status:?}"
+    );
+    assert!(
+        proxy.requests().is_empty(),
+        "the proxy from the environment was used: {:?}",
+        proxied_to(&proxy)
+    );
+    assert_eq!(target_sink.requests_to("/direct").len(), 1);
+}
+
+#[tokio::test]
+async fn the_operator_itself_is_refused_even_on_an_allowed_address() {
+    let reachable = Sink::start(204).await;
+    // Stands for another port of the operator's pod, whose address is given as 127.0.0.3.
+    let pod = Sink::start_on("127.0.0.3".parse().unwrap(), 204).await;
+    let env = TestEnv::new("egress-self").await;
+    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
+        .await;
+    // All of loopback opened, where the operator's own listeners are.
+    let op = env
+        .start_operator_with(|c| {
+            c.egress_allow = parse_cidrs("127.0.0.0/8").unwrap();
+            c.pod_ips = vec![pod.addr.ip()];
+        })
+        .await;
+    let (hooks, metrics) = (op.webhook_addr.port(), op.metrics_addr.port());
+    env.apply_route(
+        "guard",
+        spec(vec![
+            webhook(&format!("{}/ok", reachable.url())),
+            webhook(&format!("http://127.0.0.1:{hooks}/hooks/{}/guard", env.ns)),
+            kind(json!({"webhook": {"method": "GET",
+                "url": format!("http://127.0.0.2:{metrics}/metrics")}})),
+            kind(json!({"webhook": {"method": "GET",
+                "url": format!("http://localhost:{metrics}/metrics")}})),
+            webhook(&format!("http://[::ffff:127.0.0.1]:{hooks}/")),
+            webhook(&format!("{}/pod", pod.url())),
+        ]),
+    )
+    .await;
+    env.wait_ready("guard", "True").await;
+    let delivery = env.deliver(&op, "guard", &sample("build-valid.json")).await;
+    let status = delivery.status.unwrap();
+    let targets = &status.targets;
+    assert_eq!(target(targets, 0).phase, DeliveryPhase::Succeeded);
+    let (hooks, metrics) = (hooks.to_string(), metrics.to_string());
+    assert_refused(
+        target(targets, 1),
+        "operator itself",
+        &["127.0.0.1", &hooks],
+    );
+    assert_refused(
+        target(targets, 2),
+        "operator itself",
+        &["127.0.0.2", &metrics],
+    );
+    assert_refused(
+        target(targets, 3),
+        "operator itself",
+        &["localhost", &metrics],
+    );
+    assert_refused(target(targets, 4), "operator itself", &["ffff", &hooks]);
+    let pod_port = pod.addr.port().to_string();
+    assert_refused(
+        target(targets, 5),
+        "operator itself",
+        &["127.0.0.3", &pod_port],
+    );
+    assert!(pod.requests().is_empty());
+    op.shutdown().await;
+}
+
+#[tokio::test]
+async fn egress_proxy_flag_still_guards_the_final_destination() {
+    let (allowed, hidden, proxy) = (
+        Sink::start_on("127.0.0.2".parse().unwrap(), 204).await,
+        Sink::start(204).await,
+        proxy_stand_in().await,
+    );
+    let env = TestEnv::new("egress-proxy").await;
+    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
+        .await;
+    // Only 127.0.0.2 allowed. The proxy is named, and its name resolves to loopback: the
+    // admin's proxy is reached, while a target with that name would not be.
+    let proxy_url = format!("http://localhost:{}", proxy.addr.port());
+    let op = env
+        .start_operator_with(|c| {
+            c.egress_allow = parse_cidrs("127.0.0.2/32").unwrap();
+            c.egress_proxy = Some(EgressProxy::parse(&proxy_url).unwrap());
+        })
+        .await;
+    let hidden_port = hidden.addr.port().to_string();
+    env.apply_route(
+        "guard",
+        spec(vec![
+            webhook(&format!("{}/via-proxy", allowed.url())),
+            // A name that resolves to a refused address: the proxy would reach it.
+            webhook(&format!("http://localhost:{hidden_port}/by-name")),
+            webhook(&format!("http://127.0.0.1:{hidden_port}/by-address")),
+            webhook(&format!("https://localhost:{hidden_port}/tunnel")),
+        ]),
+    )
+    .await;
+    env.wait_ready("guard", "True").await;
+    let delivery = env.deliver(&op, "guard", &sample("build-valid.json")).await;
+    let status = delivery.status.unwrap();
+    let targets = &status.targets;
+    // The allowed target went through the proxy (which answered for it).
+    assert_eq!(target(targets, 0).phase, DeliveryPhase::Succeeded);
+    assert_eq!(
+        proxied_to(&proxy),
+        vec![format!("POST {}/via-proxy", allowed.url())],
+        "the proxy saw only the allowed target"
+    );
+    assert!(allowed.requests().is_empty(), "not sent around the proxy");
+    for i in 1..=3 {
+        assert_refused(target(targets, i), "loopback", &["localhost", &hidden_port]);
+    }
+    assert!(hidden.requests().is_empty());
+    op.shutdown().await;
+}
+
+/// No packet may leave loopback even if the guard failed here: targets on private addresses
+/// go through a proxy stand-in on 127.0.0.1, which records them and forwards nothing.
+#[tokio::test]
+async fn the_strict_profile_refuses_private_ranges_unless_allowed() {
+    let proxy = proxy_stand_in().await;
+    let env = TestEnv::new("egress-strict").await;
+    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
+        .await;
+    let op = env
+        .start_operator_with(|c| {
+            c.egress_profile = EgressProfile::Strict;
+            c.egress_allow = parse_cidrs("127.0.0.1/32, 10.1.2.3/32").unwrap();
+            c.egress_proxy = Some(EgressProxy::parse(&proxy.url()).unwrap());
+        })
+        .await;
+    env.apply_route(
+        "guard",
+        spec(vec![
+            webhook("http://10.1.2.3/opened"),
+            webhook("http://10.9.8.7/rfc1918"),
+            webhook("http://100.64.1.1/cgnat"),
+            webhook("http://[fd12:3456::1]/unique-local"),
+        ]),
+    )
+    .await;
+    env.wait_ready("guard", "True").await;
+    let delivery = env.deliver(&op, "guard", &sample("build-valid.json")).await;
+    let status = delivery.status.unwrap();
+    let targets = &status.targets;
+    assert_eq!(target(targets, 0).phase, DeliveryPhase::Succeeded);
+    assert_refused(target(targets, 1), "private", &["10.9.8.7"]);
+    assert_refused(target(targets, 2), "private", &["100.64"]);
+    assert_refused(target(targets, 3), "private", &["fd12"]);
+    assert_eq!(
+        proxied_to(&proxy),
+        vec!["POST http://10.1.2.3/opened".to_string()],
+        "only the allowed private address was called"
+    );
     op.shutdown().await;
 }

@@ -130,51 +130,9 @@ async fn a_captured_event_is_a_duplicate_inside_the_replay_window_and_refused_ou
     op.shutdown().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The binary, as the chart runs it (chart RBAC), logging at debug level to a file.
-struct Process {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-    webhook: u16,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run_operator(ns: &str) -> Process {
-    let (webhook, metrics) = (free_port(), free_port());
-    let log = std::env::temp_dir().join(format!("statused-secrets-{ns}.log"));
-    let file = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_statused-operator"))
-        .args(["run", "--namespace", ns, "--log-format", "json"])
-        .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
-        .args(["--egress-allow", "127.0.0.1/32", "--shutdown-drain", "0s"])
-        .env(
-            "KUBECONFIG",
-            std::env::var("STATUSED_TEST_OPERATOR_KUBECONFIG").unwrap(),
-        )
-        .env("RUST_LOG", "debug")
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    Process {
-        child,
-        log,
-        webhook,
-    }
+fn run_operator(ns: &str) -> support::OperatorProcess {
+    support::OperatorProcess::spawn(ns, |_| {})
 }
 
 /// Every refusal of this issue, exercised with Secrets that hold recognisable values; none

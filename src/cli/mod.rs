@@ -5,7 +5,7 @@ pub mod redeliver;
 pub mod route_test;
 pub mod send;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, SecretAccess};
 use crate::controller::backoff::Backoff;
-use crate::egress::{BadCidr, parse_cidrs};
+use crate::egress::{BadCidr, BadProxy, EgressProfile, EgressProxy, parse_cidrs};
 use crate::leader::LeaseConfig;
 
 #[derive(Debug, Parser)]
@@ -146,6 +146,27 @@ pub struct RunArgs {
     /// `--egress-allow`.
     #[arg(long, env = "STATUSED_EGRESS_DENY", default_value = "")]
     pub egress_deny: String,
+    /// Which address classes HTTP targets may not reach: `default` (loopback, link-local and
+    /// metadata, unspecified, multicast, broadcast, reserved) or `strict` (those and private
+    /// ranges: RFC 1918, CGNAT 100.64.0.0/10, unique-local fc00::/7), for clusters whose
+    /// teams must reach external services only. `--egress-allow` still opens CIDRs.
+    #[arg(
+        long,
+        env = "STATUSED_EGRESS_PROFILE",
+        value_enum,
+        default_value = "default"
+    )]
+    pub egress_profile: EgressProfile,
+    /// Send HTTP targets through this proxy (http:// or https:// URL, credentials allowed).
+    /// HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY are never used for targets. The guard
+    /// still applies to each target: its host must resolve here and every address it
+    /// resolves to must be allowed, or the call is not made.
+    #[arg(long, env = "STATUSED_EGRESS_PROXY", hide_env_values = true)]
+    pub egress_proxy: Option<String>,
+    /// This pod's own IP addresses, refused to HTTP targets on every port (the chart passes
+    /// `status.podIPs`); repeat the flag or separate them with commas.
+    #[arg(long = "pod-ip", env = "POD_IPS", value_delimiter = ',')]
+    pub pod_ips: Vec<IpAddr>,
     /// Events whose signed `time` is older than this are refused (400), so that a captured
     /// event cannot be replayed once its record is pruned (Go duration; `0` disables). A
     /// route's `spec.replayWindow` overrides it. Never longer than `--dedup-window`.
@@ -224,6 +245,8 @@ pub enum ConfigError {
     LeaderElectionNamespace,
     #[error("--egress-allow / --egress-deny")]
     Egress(#[from] BadCidr),
+    #[error(transparent)]
+    EgressProxy(#[from] BadProxy),
     #[error(
         "--replay-window ({replay:?}) is longer than --dedup-window ({dedup:?}): an event \
          pruned as no longer a duplicate could then still be replayed"
@@ -286,6 +309,14 @@ impl RunArgs {
             shutdown_drain: self.shutdown_drain,
             egress_allow: parse_cidrs(&self.egress_allow)?,
             egress_deny: parse_cidrs(&self.egress_deny)?,
+            egress_profile: self.egress_profile,
+            egress_proxy: self
+                .egress_proxy
+                .as_deref()
+                .filter(|text| !text.trim().is_empty())
+                .map(EgressProxy::parse)
+                .transpose()?,
+            pod_ips: self.pod_ips.clone(),
             replay_window: self.replay_window,
             secret_access: self.secret_access,
             ..Config::default()
@@ -347,12 +378,47 @@ mod tests {
         .unwrap();
         assert_eq!(config.egress_allow.len(), 2);
         assert_eq!(config.egress_deny.len(), 1);
+        assert_eq!(config.egress_profile, EgressProfile::Default);
         assert_eq!(config.replay_window, Duration::from_secs(24 * 3600));
         assert_eq!(config.secret_access, SecretAccess::Labeled);
         let defaults = run_args(&[]).config().unwrap();
         assert!(defaults.egress_allow.is_empty() && defaults.egress_deny.is_empty());
         assert_eq!(defaults.replay_window, defaults.dedup_window);
         assert_eq!(defaults.secret_access, SecretAccess::Namespace);
+    }
+
+    #[test]
+    fn egress_profile_proxy_and_pod_ips_reach_the_config() {
+        let config = run_args(&[
+            "--egress-profile",
+            "strict",
+            "--egress-proxy",
+            "http://user:pw@proxy.example:3128",
+            "--pod-ip",
+            "10.244.1.7,fd00:10:244::7",
+            "--pod-ip",
+            "10.244.1.8",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(config.egress_profile, EgressProfile::Strict);
+        assert_eq!(
+            config.egress_proxy.map(|p| p.to_string()).as_deref(),
+            Some("http://proxy.example:3128")
+        );
+        assert_eq!(config.pod_ips.len(), 3);
+        let defaults = run_args(&[]).config().unwrap();
+        assert!(defaults.egress_proxy.is_none() && defaults.pod_ips.is_empty());
+        // An empty value (a chart default) is no proxy.
+        let empty = run_args(&["--egress-proxy", ""]).config().unwrap();
+        assert!(empty.egress_proxy.is_none());
+        let err = run_args(&["--egress-proxy", "socks5://user:s3cret@proxy:1080"])
+            .config()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::EgressProxy(_)), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let refused = Cli::try_parse_from(["statused-operator", "run", "--egress-profile", "open"]);
+        assert!(refused.is_err());
     }
 
     #[test]

@@ -4,9 +4,13 @@
 //! Where the guard looks:
 //! - names: the client's resolver drops every address the policy refuses, at connect time,
 //!   so a name cannot resolve to an allowed address when checked and a refused one when used;
-//! - literal IPs in a URL (the resolver never sees them) and the API server's own address and
-//!   port: [`Outbound::check`], before each call and before any token exchange;
-//! - redirects: never followed ([`reqwest::redirect::Policy::none`]).
+//! - literal IPs in a URL (the resolver never sees them), and the port-bound refusals (the
+//!   API server's address and port, the operator's own listeners: the resolver never sees the
+//!   port): [`Outbound::check`], before each call and before any token exchange;
+//! - redirects: never followed ([`reqwest::redirect::Policy::none`]);
+//! - proxies: none from the environment (`HTTP_PROXY`, `ALL_PROXY`, ...: a proxy resolves
+//!   a target's name itself, past the resolver). Only `--egress-proxy`, and then
+//!   [`Outbound::check`] resolves every target's name itself and checks every address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,47 +20,91 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::credentials::CredentialCache;
 use super::request::USER_AGENT;
-use crate::egress::{EgressPolicy, Refused};
+use crate::egress::{EgressPolicy, EgressProxy, Refused};
 
 pub struct Outbound {
     pub client: reqwest::Client,
     pub credentials: CredentialCache,
     pub policy: Arc<EgressPolicy>,
+    /// Calls go through `--egress-proxy`: names are checked before the call, not by the
+    /// resolver (which then only ever resolves the proxy).
+    proxied: bool,
+}
+
+/// Why [`Outbound::check`] stopped a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// The guard refuses the destination: fail at once.
+    Refused(Refused),
+    /// Through the proxy, the target's name did not resolve here, so the guard could not
+    /// check it: try again later, as after any failed look-up.
+    Unresolved,
 }
 
 impl Outbound {
-    pub fn new(policy: EgressPolicy) -> Result<Self, reqwest::Error> {
+    /// The guarded client; through `proxy` when one is given, never through one named by
+    /// the environment.
+    pub fn new(policy: EgressPolicy, proxy: Option<&EgressProxy>) -> Result<Self, reqwest::Error> {
         let policy = Arc::new(policy);
-        let client = reqwest::Client::builder()
+        let resolver = GuardedResolver {
+            policy: policy.clone(),
+            proxy_host: proxy.and_then(|p| p.domain()).map(str::to_ascii_lowercase),
+        };
+        let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver(policy.clone())))
-            .build()?;
+            .dns_resolver(Arc::new(resolver))
+            // HTTP_PROXY, ALL_PROXY and the like are ignored: a proxy resolves the target's
+            // name itself, so the resolver's check would never run.
+            .no_proxy();
+        if let Some(proxy) = proxy {
+            builder = builder.proxy(reqwest::Proxy::all(proxy.url().as_str())?);
+        }
         Ok(Self {
-            client,
+            client: builder.build()?,
             credentials: CredentialCache::default(),
             policy,
+            proxied: proxy.is_some(),
         })
     }
 
-    /// Refuses a URL whose host is a literal IP the policy refuses, or whose host and port are
-    /// the API server's. Names are checked again, address by address, when connecting.
-    pub async fn check(&self, url: &Url) -> Result<(), Refused> {
+    /// Refuses a URL whose host is a literal IP the policy refuses, or whose host and port
+    /// are the API server's or one of the operator's own listeners. Without a proxy, other
+    /// names are checked again, address by address, when connecting.
+    ///
+    /// Through `--egress-proxy`, every name is resolved here and every address it resolves
+    /// to must pass the guard, since the proxy may pick any of them. Residual: the proxy
+    /// resolves the name again, and a name whose records change in between (DNS rebinding
+    /// with a short TTL) can lead it to an address not checked here. A proxy that refuses
+    /// loopback, link-local and metadata addresses itself closes that.
+    pub async fn check(&self, url: &Url) -> Result<(), Blocked> {
         let port = url.port_or_known_default().unwrap_or(0);
+        let literal = |ip: std::net::IpAddr| {
+            self.policy
+                .check(SocketAddr::new(ip, port))
+                .map_err(Blocked::Refused)
+        };
         match url.host() {
-            Some(url::Host::Ipv4(ip)) => self.policy.check(SocketAddr::new(ip.into(), port)),
-            Some(url::Host::Ipv6(ip)) => self.policy.check(SocketAddr::new(ip.into(), port)),
-            // Only a name on one of the API server's ports can lead to it: others are not
-            // looked up twice (the resolver checks every address when connecting).
-            Some(url::Host::Domain(name))
-                if self.policy.api_server.iter().any(|a| a.port() == port) =>
-            {
+            Some(url::Host::Ipv4(ip)) => literal(ip.into()),
+            Some(url::Host::Ipv6(ip)) => literal(ip.into()),
+            Some(url::Host::Domain(name)) if self.proxied => {
+                let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
+                    .await
+                    .map_err(|_| Blocked::Unresolved)?
+                    .collect();
+                if addrs.is_empty() {
+                    return Err(Blocked::Unresolved);
+                }
+                self.policy.check_all(&addrs).map_err(Blocked::Refused)
+            }
+            // Only a name on a guarded port can lead to the API server or the operator:
+            // others are not looked up twice (the resolver checks every address when
+            // connecting).
+            Some(url::Host::Domain(name)) if self.policy.guards_port(port) => {
                 let addrs = tokio::net::lookup_host((name, port)).await;
                 // A name that does not resolve fails when connecting, with its own error.
                 for addr in addrs.into_iter().flatten() {
-                    if self.policy.is_api_server(addr) {
-                        return Err(Refused::ApiServer);
-                    }
+                    self.policy.check_endpoint(addr).map_err(Blocked::Refused)?;
                 }
                 Ok(())
             }
@@ -77,14 +125,26 @@ pub fn refusal(error: &reqwest::Error) -> Option<Refused> {
     None
 }
 
-/// Resolves with the system resolver, then keeps only the addresses the policy allows.
-struct GuardedResolver(Arc<EgressPolicy>);
+/// Resolves with the system resolver, then keeps only the addresses the policy allows; the
+/// `--egress-proxy` host, chosen by the cluster's admin, is not a target and is not checked.
+struct GuardedResolver {
+    policy: Arc<EgressPolicy>,
+    proxy_host: Option<String>,
+}
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.0.clone();
+        let policy = self.policy.clone();
+        let is_proxy = self
+            .proxy_host
+            .as_deref()
+            .is_some_and(|host| name.as_str().eq_ignore_ascii_case(host));
         Box::pin(async move {
-            let resolved = tokio::net::lookup_host((name.as_str(), 0)).await?;
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if is_proxy {
+                return Ok(Box::new(resolved.into_iter()) as Addrs);
+            }
             let mut allowed = Vec::new();
             let mut refused = None;
             for addr in resolved {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::outbound::{Outbound, refusal};
+use super::outbound::{Blocked, Outbound, refusal};
 pub use super::outcome::{Class, ClassifyFailure, Outcome, classify_status};
 use super::request::HttpRequest;
 
@@ -70,8 +70,13 @@ pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> 
 /// the address class, never the address.
 pub async fn send(out: &Outbound, mut req: HttpRequest, default_timeout: Duration) -> Outcome {
     let timeout = req.timeout.unwrap_or(default_timeout);
-    if let Err(refused) = out.check(&req.url).await {
-        return Outcome::failed(None, refused.to_string());
+    match out.check(&req.url).await {
+        Ok(()) => {}
+        Err(Blocked::Refused(refused)) => return Outcome::failed(None, refused.to_string()),
+        Err(Blocked::Unresolved) => {
+            let error = "the target's host name did not resolve".to_string();
+            return Outcome::retry(None, error, None);
+        }
     }
     let client = &out.client;
     // Taken, not copied: what is used afterwards is the secrets, auth and classification.

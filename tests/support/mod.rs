@@ -681,3 +681,87 @@ pub fn run_as_admin(command: &mut std::process::Command) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A free port on 127.0.0.1 (free when asked; the binary binds it just after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary, as the chart runs it (chart RBAC), logging at debug level to a file; killed
+/// when dropped.
+pub struct OperatorProcess {
+    child: std::process::Child,
+    pub log: std::path::PathBuf,
+    pub webhook: u16,
+    pub metrics: u16,
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl OperatorProcess {
+    /// `statused-operator run` scoped to `ns`, with listeners on 127.0.0.1 and that address allowed
+    /// (the stand-ins live there); `change` adds flags or environment.
+    pub fn spawn(ns: &str, change: impl FnOnce(&mut std::process::Command)) -> Self {
+        let (webhook, metrics) = (free_port(), free_port());
+        let log = std::env::temp_dir().join(format!("statused-operator-{ns}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_statused-operator"));
+        command
+            .args(["run", "--namespace", ns, "--log-format", "json"])
+            .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+            .args(["--shutdown-drain", "0s"])
+            // As an environment variable, so that `change` can set another.
+            .env("STATUSED_EGRESS_ALLOW", "127.0.0.1/32")
+            .env(
+                "KUBECONFIG",
+                std::env::var("STATUSED_TEST_OPERATOR_KUBECONFIG").unwrap(),
+            )
+            .env("RUST_LOG", "debug")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        change(&mut command);
+        let child = command.spawn().unwrap();
+        Self {
+            child,
+            log,
+            webhook,
+            metrics,
+        }
+    }
+
+    /// Signs `body` with the test secret and POSTs it to `route` in `ns` once the receiver
+    /// listens; returns the status code and the JSON answer.
+    pub async fn post_signed(
+        &self,
+        ns: &str,
+        route: &str,
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let signature = statused_operator::signature::sign(SIGNING_SECRET.as_bytes(), body);
+        let url = format!("http://127.0.0.1:{}/hooks/{ns}/{route}", self.webhook);
+        // Not through any proxy the test process may have in its environment.
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let response = eventually("the operator answers", || async {
+            client
+                .post(&url)
+                .header("X-Statused-Signature", &signature)
+                .body(body.to_vec())
+                .send()
+                .await
+                .ok()
+        })
+        .await;
+        let code = response.status().as_u16();
+        (code, response.json().await.unwrap_or_default())
+    }
+}
