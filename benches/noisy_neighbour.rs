@@ -41,7 +41,6 @@ use harness::{
     Operator, OperatorOptions, client_from, create_namespace, mib, percentile, prepare_route,
     start_sink, wait_delivered, wait_ready,
 };
-use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use statused_operator::api::StatusedRoute;
@@ -87,20 +86,15 @@ impl Settings {
 
 /// The attacker's Secrets and its two routes, whose targets go to the sink.
 async fn prepare_attacker(admin: &Client, ns: &str, sink: SocketAddr) {
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
-    for (name, key, value) in [
-        ("statused-webhook", "secret", ATTACKER_SECRET.to_string()),
-        ("sink", "url", format!("http://{sink}/attacker")),
-    ] {
-        let secret = serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-            "stringData": {key: value},
-        });
-        secrets
-            .patch(name, &PatchParams::apply("noisy"), &Patch::Apply(&secret))
-            .await
-            .unwrap();
-    }
+    harness::apply_secrets(
+        admin,
+        ns,
+        &[
+            ("statused-webhook", "secret", ATTACKER_SECRET.to_string()),
+            ("sink", "url", format!("http://{sink}/attacker")),
+        ],
+    )
+    .await;
     let routes: Api<StatusedRoute> = Api::namespaced(admin.clone(), ns);
     let sink_url = serde_json::json!({"name": "sink", "key": "url"});
     for (name, rule) in [
@@ -310,19 +304,11 @@ fn watchdog(pid: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, bo
     tokio::spawn(async move {
         let (mut peak, mut killed) = (0u64, false);
         while !stop.load(Ordering::Relaxed) {
-            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            let Some((now, high)) = harness::rss_of(pid) else {
                 break;
             };
-            let kib = |field: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(field))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                    .unwrap_or(0)
-                    * 1024
-            };
-            peak = peak.max(kib("VmHWM:")).max(kib("VmRSS:"));
-            if kib("VmRSS:") > KILL_AT {
+            peak = peak.max(now).max(high);
+            if now > KILL_AT {
                 let _ = std::process::Command::new("kill")
                     .args(["-9", &pid.to_string()])
                     .status();

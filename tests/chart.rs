@@ -759,6 +759,10 @@ fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
         "secretAccess=labeled",
         "--set",
         "replayWindow=24h",
+        "--set",
+        "receiver.maxInflightPerRoute=8",
+        "--set",
+        "receiver.bodyTimeoutSeconds=1.5",
         "--set-json",
         r#"egress={"allow":["127.0.0.2/32"],"deny":["10.0.0.0/8","fd00::/8"],"profile":"strict","proxy":"http://proxy.example:3128"}"#,
     ]);
@@ -769,6 +773,8 @@ fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
         ("STATUSED_EGRESS_DENY", "10.0.0.0/8,fd00::/8"),
         ("STATUSED_EGRESS_PROFILE", "strict"),
         ("STATUSED_EGRESS_PROXY", "http://proxy.example:3128"),
+        ("STATUSED_MAX_INFLIGHT_PER_ROUTE", "8"),
+        ("STATUSED_BODY_TIMEOUT_SECONDS", "1.5"),
     ] {
         assert!(
             manifests.contains(&format!("name: {name}\n              value: \"{value}\"")),
@@ -792,6 +798,8 @@ fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
         "egress.profile=open",
         "egress.proxy=proxy.example:3128",
         "egress.proxy=socks5://proxy.example:1080",
+        "receiver.maxInflightPerRoute=0",
+        "receiver.bodyTimeoutSeconds=0",
     ] {
         assert!(try_render(&["--set", bad]).is_err(), "{bad} was accepted");
     }

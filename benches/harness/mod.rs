@@ -283,17 +283,7 @@ impl Operator {
 
     /// (current, peak) resident set size in bytes, from /proc.
     pub fn rss(&self) -> (u64, u64) {
-        let pid = self.child.id().expect("operator running");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let kib = |field: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1024
-        };
-        (kib("VmRSS:"), kib("VmHWM:"))
+        rss_of(self.child.id().expect("operator running")).expect("operator running")
     }
 
     pub async fn stop(mut self) {
@@ -308,6 +298,35 @@ impl Operator {
         {
             let _ = self.child.kill().await;
         }
+    }
+}
+
+/// (current, peak) resident set size of process `pid` in bytes, from /proc; `None` once it
+/// is gone.
+pub fn rss_of(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Some((kib("VmRSS:"), kib("VmHWM:")))
+}
+
+/// Applies each (name, key, value) as a Secret of `ns` with that one key.
+pub async fn apply_secrets(admin: &Client, ns: &str, secrets: &[(&str, &str, String)]) {
+    let api: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    for (name, key, value) in secrets {
+        let secret = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {*key: value},
+        });
+        api.patch(name, &PatchParams::apply("bench"), &Patch::Apply(&secret))
+            .await
+            .unwrap();
     }
 }
 
@@ -460,20 +479,15 @@ pub async fn wait_route_ready(routes: &Api<StatusedRoute>, name: &str) {
 /// The signing Secret, the sink's URL Secret and a route `load` sending every build event
 /// to the sink (with an `Idempotency-Key`); [`wait_ready`] once an operator runs.
 pub async fn prepare_route(admin: &Client, ns: &str, sink: SocketAddr) {
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
-    for (name, key, value) in [
-        ("statused-webhook", "secret", SECRET.to_string()),
-        ("sink", "url", format!("http://{sink}/deliver")),
-    ] {
-        let secret = serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-            "stringData": {key: value},
-        });
-        secrets
-            .patch(name, &PatchParams::apply("load"), &Patch::Apply(&secret))
-            .await
-            .unwrap();
-    }
+    apply_secrets(
+        admin,
+        ns,
+        &[
+            ("statused-webhook", "secret", SECRET.to_string()),
+            ("sink", "url", format!("http://{sink}/deliver")),
+        ],
+    )
+    .await;
     let routes: Api<StatusedRoute> = Api::namespaced(admin.clone(), ns);
     // STATUSED_BENCH_ON_UNCERTAIN=fail measures at-most-once targets (a write before each call).
     let on_uncertain =

@@ -394,7 +394,7 @@ async fn render_off_the_workers(
         .clone()
         .acquire_owned()
         .await
-        .map_err(|_| Error::Rendering("render slots closed".into()))?;
+        .map_err(|_| Error::Blocking("render slots closed".into()))?;
     let (route, delivery) = (route.clone(), delivery.clone());
     let (ns, name, due) = (ns.to_string(), name.to_string(), due.to_vec());
     tokio::task::spawn_blocking(move || {
@@ -428,7 +428,7 @@ async fn render_off_the_workers(
             .collect()
     })
     .await
-    .map_err(|e| Error::Rendering(e.to_string()))
+    .map_err(|e| Error::Blocking(e.to_string()))
 }
 
 /// Fails every unfinished target of `delivery` with `why`, calling nothing.

@@ -80,6 +80,7 @@ pub enum Error {
     NoNamespace,
     #[error("status cannot be written: {0}")]
     Serialize(serde_json::Error),
-    #[error("targets could not be rendered: {0}")]
-    Rendering(String),
+    /// Work moved to the blocking pool (CEL compiling or rendering) did not complete.
+    #[error("work on the blocking pool failed: {0}")]
+    Blocking(String),
 }

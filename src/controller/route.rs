@@ -114,8 +114,15 @@ async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Actio
     let ns = route.namespace().ok_or(Error::NoNamespace)?;
     let secrets = read_secrets(&ctx, &ns, &route).await?;
     let missing_apis = missing_apis(&ctx, &route).await?;
-    let compiled = compile_route(&route, &secrets, &missing_apis)
-        .and_then(|c| within_dedup_window(c, ctx.config.dedup_window));
+    // Compiling parses CEL and type-checks it on a probe event: on the blocking pool, never
+    // on the async threads that serve probes and renew the lease.
+    let compiled = {
+        let (route, missing_apis) = (route.clone(), missing_apis.clone());
+        tokio::task::spawn_blocking(move || compile_route(&route, &secrets, &missing_apis))
+            .await
+            .map_err(|e| Error::Blocking(e.to_string()))?
+    }
+    .and_then(|c| within_dedup_window(c, ctx.config.dedup_window));
     // Nothing tells us when Tekton or Argo gets installed; look again now and then.
     let recheck = !missing_apis.is_empty();
     let path = StatusedRoute::webhook_path(&key.namespace, &key.name);
