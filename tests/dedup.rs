@@ -92,15 +92,12 @@ async fn an_event_delivered_before_its_route_was_re_created_is_a_duplicate() {
     // to follow), and says which route object accepted the event.
     let stored: StatusedDelivery = env.deliveries().get(&name).await.unwrap();
     assert_eq!(stored.metadata.owner_references.unwrap_or_default(), []);
+    assert_eq!(stored.spec.route_uid.as_deref(), Some(old_uid.as_str()));
     assert_eq!(stored.spec.route, "r");
 
     // A new event on the new route is delivered as usual.
-    let (code, answer) = post_when_ready(
-        &env,
-        &op,
-        &sample_with_id("build-valid.json", "ev-after"),
-    )
-    .await;
+    let (code, answer) =
+        post_when_ready(&env, &op, &sample_with_id("build-valid.json", "ev-after")).await;
     assert_eq!(code, 202, "{answer}");
     env.wait_delivery_finished(answer["delivery"].as_str().unwrap())
         .await;
@@ -109,8 +106,7 @@ async fn an_event_delivered_before_its_route_was_re_created_is_a_duplicate() {
 }
 
 #[tokio::test]
-async fn an_unfinished_delivery_of_a_re_created_route_fails_as_route_gone_and_stays_a_duplicate()
-{
+async fn an_unfinished_delivery_of_a_re_created_route_fails_as_route_gone_and_stays_a_duplicate() {
     let sink = Sink::start(204).await;
     let env = env("dedup-unfinished").await;
     // Accepted by a replica that does not deliver: the delivery stays pending while the

@@ -150,19 +150,24 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         return Ok(recorded(&ctx, &delivery, &pending, first_look).await);
     }
 
+    // A delivery runs only for the route object that accepted its event (`spec.routeUID`):
+    // it has no ownerReference, so it outlives a deleted route, and a route applied again
+    // under the same name is not the one the event was matched against.
     let route_key = RouteKey::new(&ns, &delivery.spec.route);
     let owner = delivery.route_uid();
+    let replaced = |uid: Option<&str>| owner.is_some() && uid != owner;
+    let cached = ctx.cached_route_uid(&route_key);
     let route = match ctx.table.lookup(&route_key) {
-        Some(RouteState::Ready(route)) if owner.is_none() || owner == route.uid.as_deref() => route,
-        // A route of the same name, but not the one that accepted the event.
+        Some(RouteState::Ready(route)) if !replaced(route.uid.as_deref()) => route,
+        // A route of the same name, but not the one that accepted the event (the table,
+        // or the watch cache when the new one is not Ready).
         Some(RouteState::Ready(_)) => {
-            let why = format!(
-                "RouteGone: route {} was deleted and created again; this delivery belonged to the earlier one",
-                delivery.spec.route
-            );
-            return give_up(&ctx, &delivery, &current, why).await;
+            return give_up(&ctx, &delivery, &current, re_created(&delivery)).await;
         }
-        None if ctx.is_ready() && ctx.cached_route_uid(&route_key).is_none() => {
+        _ if cached.as_ref().is_some_and(|uid| replaced(uid.as_deref())) => {
+            return give_up(&ctx, &delivery, &current, re_created(&delivery)).await;
+        }
+        None if ctx.is_ready() && cached.is_none() => {
             let why = format!("RouteGone: route {} no longer exists", delivery.spec.route);
             return give_up(&ctx, &delivery, &current, why).await;
         }
@@ -374,6 +379,14 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         return Err(e);
     }
     Ok(recorded(&ctx, &delivery, &desired, first_look).await)
+}
+
+/// Why a delivery whose route object was replaced is never run.
+fn re_created(delivery: &StatusedDelivery) -> String {
+    format!(
+        "RouteGone: route {} was deleted and created again; this delivery belonged to the earlier one",
+        delivery.spec.route
+    )
 }
 
 /// Fails every unfinished target of `delivery` with `why`, calling nothing.
