@@ -388,7 +388,11 @@ fn crds_are_templates_that_upgrade_with_the_release_and_are_kept_on_uninstall() 
             .collect()
     };
     let installed = crds(&[]);
-    assert_eq!(installed.len(), 2);
+    assert_eq!(
+        installed.len(),
+        3,
+        "routes, deliveries, redelivery requests"
+    );
     for crd in &installed {
         assert_eq!(
             crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
@@ -520,6 +524,7 @@ fn helm_upgrade_upgrades_the_crds_and_uninstall_keeps_them() {
     for crd in [
         "statusedroutes.statused.dev",
         "statuseddeliveries.statused.dev",
+        "statusedredeliveries.statused.dev",
     ] {
         kubectl(&[
             "annotate",

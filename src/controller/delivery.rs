@@ -450,24 +450,39 @@ async fn write_status(
     Ok(rv)
 }
 
-/// Honours a redelivery request (see `redeliver.rs`): reads the delivery afresh (the cache
-/// keeps little of a finished one), reopens the targets asked for with one conditional status
-/// write, and says so in an Event. The executor then delivers them as it delivers any event.
+/// Honours a redelivery asked for with the annotation (see `redeliver.rs`): reads the
+/// delivery afresh (the cache keeps little of a finished one) and reopens it.
 async fn honour_redelivery(ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
     let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), ns);
     let fresh = api.get(name).await?;
-    ctx.ledger.read_afresh(&fresh);
-    let current = fresh.status.clone().unwrap_or_default();
-    let Some(request) = redeliver::requested(&fresh).filter(|_| current.phase.is_finished()) else {
+    let finished = fresh.status.as_ref().is_some_and(|s| s.phase.is_finished());
+    let Some(request) = redeliver::requested(&fresh).filter(|_| finished) else {
+        ctx.ledger.read_afresh(&fresh);
         return Ok(Action::requeue(Duration::from_millis(100)));
     };
-    let (next, rerun) = redeliver::reopen(&current, &request);
-    write_status(ctx, &fresh, &next).await?;
+    reopen(ctx, &fresh, &request).await?;
+    Ok(Action::requeue(Duration::from_millis(10)))
+}
+
+/// Reopens the finished delivery `fresh` (just read from the API server) for `request`: the
+/// targets asked for start again, with one conditional status write, and an Event says so.
+/// The executor then delivers them as it delivers any event. Returns the status written and
+/// how many targets run again. Shared by the annotation and by `StatusedRedelivery`
+/// requests (`redelivery_requests.rs`), so both are honoured alike, once per token.
+pub async fn reopen(
+    ctx: &Context,
+    fresh: &StatusedDelivery,
+    request: &redeliver::Request,
+) -> Result<(StatusedDeliveryStatus, usize), Error> {
+    ctx.ledger.read_afresh(fresh);
+    let current = fresh.status.clone().unwrap_or_default();
+    let (next, rerun) = redeliver::reopen(&current, request);
+    write_status(ctx, fresh, &next).await?;
     let (reason, note) = if rerun == 0 {
         (
             "RedeliveryNotNeeded",
             format!(
-                "redelivery {:?}: no failed targets; set statused.dev/redeliver-targets=all to run every target again",
+                "redelivery {:?}: no failed targets; ask for all targets to run every target again",
                 request.token
             ),
         )
@@ -482,9 +497,9 @@ async fn honour_redelivery(ctx: &Context, ns: &str, name: &str) -> Result<Action
             ),
         )
     };
-    info!(delivery = name, token = %request.token, rerun, "redelivery requested");
-    publish(ctx, &fresh, EventType::Normal, reason, note).await;
-    Ok(Action::requeue(Duration::from_millis(10)))
+    info!(delivery = %fresh.name_any(), token = %request.token, rerun, "redelivery requested");
+    publish(ctx, fresh, EventType::Normal, reason, note).await;
+    Ok((next, rerun))
 }
 
 /// What follows a status write: route activity, the Event and metric of a finished
