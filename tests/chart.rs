@@ -287,7 +287,7 @@ fn namespace_users_can_read_deliveries_but_only_the_operator_writes_them() {
                 })
         })
         .collect();
-    assert_eq!(aggregated.len(), 2, "view and edit");
+    assert_eq!(aggregated.len(), 3, "view, edit and redeliver");
     let mut reads_deliveries = false;
     for role in &aggregated {
         for rule in role["rules"].as_sequence().unwrap() {
@@ -721,7 +721,7 @@ fn no_role_but_the_operators_may_write_deliveries() {
     let path = std::env::temp_dir().join(format!("statused-roles-{release}.yaml"));
     std::fs::write(&path, roles).unwrap();
     kubectl(&["apply", "-f", path.to_str().unwrap()]);
-    for role in ["view", "edit"] {
+    for role in ["view", "edit", "redeliver"] {
         kubectl(&[
             "create",
             "rolebinding",
@@ -750,6 +750,15 @@ fn no_role_but_the_operators_may_write_deliveries() {
         assert!(
             !jane(verb, "statuseddeliveries.statused.dev/status"),
             "{verb} status"
+        );
+    }
+    // Redelivery is a request (tests/redelivery.rs shows what it does): made, not edited.
+    assert!(jane("create", "statusedredeliveries.statused.dev"));
+    for verb in ["update", "patch"] {
+        assert!(!jane(verb, "statusedredeliveries.statused.dev"), "{verb}");
+        assert!(
+            !jane(verb, "statusedredeliveries.statused.dev/status"),
+            "{verb} request status"
         );
     }
     kubectl(&["delete", "-f", path.to_str().unwrap()]);
