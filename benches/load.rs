@@ -80,6 +80,7 @@ async fn raw_create_rate(client: &Client, ns: &str, count: usize, concurrency: u
                         },
                         spec: StatusedDeliverySpec {
                             route: "raw".into(),
+                            route_uid: None,
                             event: DeliveredEvent {
                                 id,
                                 type_: envelope["type"].as_str().unwrap().into(),

@@ -4,7 +4,9 @@
 # account. Two kubeconfigs come out: admin (system:masters) and operator (the service account
 # the chart creates, so a missing permission in the chart fails the tests).
 #
-# A third identity runs with the chart's RBAC rendered with tekton.enabled=false. Unless
+# A third identity runs with the chart's RBAC rendered with tekton.enabled=false. A fourth,
+# the user statused-team-user, has no rights until a test binds it in its namespace, e.g. to
+# the chart's roles that aggregate into edit (applied here). Unless
 # --bare is given, stand-in CRDs for Tekton's PipelineRun and Argo's Workflow are registered
 # (tests/fixtures/crds), as if both were installed.
 #
@@ -15,7 +17,8 @@
 #
 # Environment given to CMD (and written to DIR/env):
 #   STATUSED_TEST_ADMIN_KUBECONFIG, STATUSED_TEST_OPERATOR_KUBECONFIG,
-#   STATUSED_TEST_NOTEKTON_KUBECONFIG, KUBECONFIG (= admin), STATUSED_TEST_CLUSTER_DIR (its
+#   STATUSED_TEST_NOTEKTON_KUBECONFIG, STATUSED_TEST_TEAM_KUBECONFIG, KUBECONFIG (= admin),
+#   STATUSED_TEST_CLUSTER_DIR (its
 #   apiserver.pid lets fault tests stop, freeze and kill the API server)
 set -euo pipefail
 
@@ -26,6 +29,7 @@ export PATH="$BIN:$PATH"
 OPERATOR_NS=statused-system
 OPERATOR_SA=statused-operator
 NOTEKTON_SA=statused-operator-notekton
+TEAM_USER=statused-team-user
 BARE=""
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
@@ -63,12 +67,14 @@ up() {
   openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
   openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
   local admin_token operator_token
-  local notekton_token
+  local notekton_token team_token
   admin_token=$(openssl rand -hex 16); operator_token=$(openssl rand -hex 16); notekton_token=$(openssl rand -hex 16)
+  team_token=$(openssl rand -hex 16)
   cat >"$dir/tokens.csv" <<TOK
 $admin_token,admin,admin,"system:masters"
 $operator_token,system:serviceaccount:$OPERATOR_NS:$OPERATOR_SA,operator,"system:serviceaccounts,system:serviceaccounts:$OPERATOR_NS,system:authenticated"
 $notekton_token,system:serviceaccount:$OPERATOR_NS:$NOTEKTON_SA,notekton,"system:serviceaccounts,system:serviceaccounts:$OPERATOR_NS,system:authenticated"
+$team_token,$TEAM_USER,team,"system:authenticated"
 TOK
 
   cat >"$dir/apiserver.sh" <<APISERVER
@@ -85,10 +91,12 @@ APISERVER
   kubeconfig "$dir/admin.kubeconfig" "$server" "$admin_token" admin
   kubeconfig "$dir/operator.kubeconfig" "$server" "$operator_token" operator
   kubeconfig "$dir/notekton.kubeconfig" "$server" "$notekton_token" notekton
+  kubeconfig "$dir/team.kubeconfig" "$server" "$team_token" team
   cat >"$dir/env" <<ENV
 export STATUSED_TEST_ADMIN_KUBECONFIG=$dir/admin.kubeconfig
 export STATUSED_TEST_OPERATOR_KUBECONFIG=$dir/operator.kubeconfig
 export STATUSED_TEST_NOTEKTON_KUBECONFIG=$dir/notekton.kubeconfig
+export STATUSED_TEST_TEAM_KUBECONFIG=$dir/team.kubeconfig
 export KUBECONFIG=$dir/admin.kubeconfig
 export STATUSED_TEST_CLUSTER_DIR=$dir
 ENV
@@ -111,12 +119,13 @@ ENV
   $k create namespace "$OPERATOR_NS" >/dev/null
   helm template statused-operator "$ROOT/charts/statused-operator" --namespace "$OPERATOR_NS" \
     --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
+    --show-only templates/aggregate-roles.yaml \
     | $k apply -f - >/dev/null
   helm template statused-notekton "$ROOT/charts/statused-operator" --namespace "$OPERATOR_NS" \
     --set tekton.enabled=false --set serviceAccount.name="$NOTEKTON_SA" \
     --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
     | $k apply -f - >/dev/null
-  local crds=(crd/statusedroutes.statused.dev crd/statuseddeliveries.statused.dev)
+  local crds=(crd/statusedroutes.statused.dev crd/statuseddeliveries.statused.dev crd/statusedredeliveries.statused.dev)
   if [ -z "$BARE" ]; then
     $k apply -f "$ROOT/tests/fixtures/crds/" >/dev/null
     crds+=(crd/pipelineruns.tekton.dev crd/workflows.argoproj.io)

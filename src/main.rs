@@ -67,12 +67,14 @@ async fn main() -> anyhow::Result<()> {
                 },
                 _ => return Err(redeliver::RedeliverError::NothingSelected.into()),
             };
-            let names =
+            let made =
                 redeliver::redeliver(client, &namespace, selection, args.all_targets).await?;
-            for name in &names {
-                println!("statuseddelivery/{name} redelivery requested");
+            for (delivery, request) in &made {
+                println!(
+                    "statuseddelivery/{delivery} redelivery requested: statusedredelivery/{request}"
+                );
             }
-            if names.is_empty() {
+            if made.is_empty() {
                 println!("no delivery matched");
             }
         }

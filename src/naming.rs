@@ -32,6 +32,13 @@ pub fn delivery_name(route: &str, event_id: &str) -> String {
     format!("{}-{}", prefix.trim_end_matches(['-', '.']), &hash[..10])
 }
 
+/// Where event `event_id` is recorded when [`delivery_name`] holds another event's record
+/// (10 hex digits are 40 bits: a collision is rare, not impossible). Derived from the event
+/// id alone, like the first name, so a retry of the event finds its record here.
+pub fn second_delivery_name(route: &str, event_id: &str) -> String {
+    delivery_name(route, &format!("{event_id}\u{0}second"))
+}
+
 /// A DNS-1123 label (at most 63 characters) for the object one target creates for one event:
 /// the route name, shortened and cleaned, and a hash of (route, rule, target index, event id).
 pub fn object_name(route: &str, rule: &str, target: u32, event_id: &str, round: u32) -> String {
@@ -200,6 +207,10 @@ mod tests {
         assert_ne!(a, delivery_name("releases", "other"));
         assert!(a.starts_with("releases-") && a.len() == "releases-".len() + 10);
         assert!(delivery_name(&"r".repeat(300), "x").len() <= 253);
+        let second = second_delivery_name("releases", "ev");
+        assert_eq!(second, second_delivery_name("releases", "ev"));
+        assert_ne!(second, delivery_name("releases", "ev"));
+        assert!(second.starts_with("releases-"));
     }
 
     #[test]

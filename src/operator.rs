@@ -254,9 +254,16 @@ async fn run_executor_while_leading(
             }
         }
         let term = stop.child_token();
-        let stopped = term.clone();
-        let executor =
-            crate::controller::delivery::run(ctx.clone(), async move { stopped.cancelled().await });
+        let stopped = |t: &CancellationToken| {
+            let t = t.clone();
+            async move { t.cancelled().await }
+        };
+        // Redelivery requests reopen deliveries: the leader's work, beside the executor.
+        let executor = futures::future::join(
+            crate::controller::delivery::run(ctx.clone(), stopped(&term)),
+            crate::controller::redelivery_requests::run(ctx.clone(), stopped(&term)),
+        );
+        let executor = executor.map(|_| ());
         tokio::pin!(executor);
         loop {
             tokio::select! {

@@ -287,7 +287,7 @@ fn namespace_users_can_read_deliveries_but_only_the_operator_writes_them() {
                 })
         })
         .collect();
-    assert_eq!(aggregated.len(), 2, "view and edit");
+    assert_eq!(aggregated.len(), 3, "view, edit and redeliver");
     let mut reads_deliveries = false;
     for role in &aggregated {
         for rule in role["rules"].as_sequence().unwrap() {
@@ -388,7 +388,11 @@ fn crds_are_templates_that_upgrade_with_the_release_and_are_kept_on_uninstall() 
             .collect()
     };
     let installed = crds(&[]);
-    assert_eq!(installed.len(), 2);
+    assert_eq!(
+        installed.len(),
+        3,
+        "routes, deliveries, redelivery requests"
+    );
     for crd in &installed {
         assert_eq!(
             crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
@@ -520,6 +524,7 @@ fn helm_upgrade_upgrades_the_crds_and_uninstall_keeps_them() {
     for crd in [
         "statusedroutes.statused.dev",
         "statuseddeliveries.statused.dev",
+        "statusedredeliveries.statused.dev",
     ] {
         kubectl(&[
             "annotate",
@@ -716,7 +721,7 @@ fn no_role_but_the_operators_may_write_deliveries() {
     let path = std::env::temp_dir().join(format!("statused-roles-{release}.yaml"));
     std::fs::write(&path, roles).unwrap();
     kubectl(&["apply", "-f", path.to_str().unwrap()]);
-    for role in ["view", "edit"] {
+    for role in ["view", "edit", "redeliver"] {
         kubectl(&[
             "create",
             "rolebinding",
@@ -745,6 +750,15 @@ fn no_role_but_the_operators_may_write_deliveries() {
         assert!(
             !jane(verb, "statuseddeliveries.statused.dev/status"),
             "{verb} status"
+        );
+    }
+    // Redelivery is a request (tests/redelivery.rs shows what it does): made, not edited.
+    assert!(jane("create", "statusedredeliveries.statused.dev"));
+    for verb in ["update", "patch"] {
+        assert!(!jane(verb, "statusedredeliveries.statused.dev"), "{verb}");
+        assert!(
+            !jane(verb, "statusedredeliveries.statused.dev/status"),
+            "{verb} request status"
         );
     }
     kubectl(&["delete", "-f", path.to_str().unwrap()]);

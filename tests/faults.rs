@@ -179,7 +179,7 @@ async fn an_event_whose_record_name_is_taken_by_another_event_is_recorded_under_
     let (sink, env) = sink_and_env("collide").await;
     let op = env.operator_with_route("builds", route()).await;
     // Another event's record already holds the name this event hashes to (a 40-bit hash
-    // collision, or a record left by an earlier route of the same name).
+    // collision).
     let taken = statused_operator::naming::delivery_name("builds", "collide-1");
     let squatter = json!({
         "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedDelivery",

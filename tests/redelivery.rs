@@ -1,6 +1,7 @@
 //! Redelivery on demand, against the real API server with the operator under the chart's
-//! RBAC: the `statused.dev/redeliver` annotation, set by `statused-operator redeliver` and by
-//! the same binary as a kubectl plugin (`kubectl statused redeliver`).
+//! RBAC: a `StatusedRedelivery` request, created by `statused-operator redeliver` and by the
+//! same binary as a kubectl plugin (`kubectl statused redeliver`), by an admin and by a team
+//! member whose only rights are the chart's roles aggregated into `edit`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -8,11 +9,13 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use kube::Api;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
 use serde_json::json;
 use statused_operator::api::fixtures::{route, rule, webhook};
-use statused_operator::api::{DeliveryPhase, StatusedDelivery};
+use statused_operator::api::{DeliveryPhase, StatusedDelivery, StatusedRedelivery};
 use support::{SIGNING_SECRET, Sink, TestEnv, eventually, run_as_admin, sample_with_id, tool};
 
 fn spec(sink: &Sink) -> serde_json::Value {
@@ -72,8 +75,37 @@ fn phase(d: &StatusedDelivery) -> Option<DeliveryPhase> {
     d.status.as_ref().map(|s| s.phase)
 }
 
+/// The request `statused-operator redeliver` printed it made for `delivery`.
+fn request_made(out: &str, delivery: &str) -> String {
+    let prefix = format!("statuseddelivery/{delivery} redelivery requested: statusedredelivery/");
+    out.trim()
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{out:?} does not start with {prefix:?}"))
+        .to_string()
+}
+
+async fn wait_answered(env: &TestEnv, name: &str) -> StatusedRedelivery {
+    let requests: Api<StatusedRedelivery> = Api::namespaced(env.admin.clone(), &env.ns);
+    eventually(&format!("request {name} answered"), || async {
+        let r = requests.get(name).await.ok()?;
+        let accepted = r
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Accepted")?;
+        (accepted.status != "Unknown").then_some(r)
+    })
+    .await
+}
+
+fn accepted(r: &StatusedRedelivery) -> (String, String) {
+    let c = &r.status.as_ref().unwrap().conditions[0];
+    (c.status.clone(), c.reason.clone())
+}
+
 #[tokio::test]
-async fn a_fixed_target_is_delivered_once_per_token() {
+async fn a_fixed_target_is_delivered_once_per_request() {
     let sink = Sink::start(204).await;
     sink.answer_with(&[404]);
     let env = TestEnv::new("redeliver").await;
@@ -88,11 +120,7 @@ async fn a_fixed_target_is_delivered_once_per_token() {
     assert_eq!(sink.requests_to("/hook").len(), 1);
 
     // The target is fixed (it answers 204 from now on); ask for a redelivery.
-    let out = cli(&["redeliver", &name, "-n", &env.ns]);
-    assert_eq!(
-        out.trim(),
-        format!("statuseddelivery/{name} redelivery requested")
-    );
+    let request = request_made(&cli(&["redeliver", &name, "-n", &env.ns]), &name);
     let done = wait_for(&env, &name, "redelivered", |d| {
         d.status
             .as_ref()
@@ -101,32 +129,55 @@ async fn a_fixed_target_is_delivered_once_per_token() {
     .await;
     assert_eq!(sink.requests_to("/hook").len(), 2, "delivered once more");
     let status = done.status.unwrap();
-    let token = done.metadata.annotations.unwrap()["statused.dev/redeliver"].clone();
-    assert_eq!(status.redelivery_token.as_deref(), Some(token.as_str()));
     assert_eq!(status.targets[0].attempts, 1);
     assert_eq!(status.targets[0].last_error, None);
 
-    // The same token again (with another change so the operator looks): nothing happens.
-    let deliveries: Api<StatusedDelivery> = env.deliveries();
-    deliveries
+    // The request says what happened, is the token the delivery honoured, and is owned by
+    // the delivery (it goes when the delivery is pruned).
+    let answered = wait_answered(&env, &request).await;
+    assert_eq!(
+        accepted(&answered),
+        ("True".to_string(), "Redelivering".to_string())
+    );
+    assert_eq!(answered.status.as_ref().unwrap().round, Some(1));
+    assert_eq!(answered.spec.delivery, name);
+    assert_eq!(status.redelivery_token, answered.metadata.uid);
+    let owners = answered.metadata.owner_references.clone().unwrap();
+    assert_eq!(
+        (owners[0].kind.as_str(), owners[0].uid.as_str()),
+        ("StatusedDelivery", done.metadata.uid.as_deref().unwrap())
+    );
+
+    // The same request again (touched, so the operator looks): nothing happens.
+    let requests: Api<StatusedRedelivery> = Api::namespaced(env.admin.clone(), &env.ns);
+    requests
         .patch(
-            &name,
+            &request,
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {
-                "statused.dev/redeliver": token, "example.com/touched": "yes"}}})),
+            &Patch::Merge(json!({"metadata": {"labels": {"example.com/touched": "yes"}}})),
         )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = deliveries.get(&name).await.unwrap();
+    let after = env.deliveries().get(&name).await.unwrap();
     assert_eq!(after.status.unwrap().redeliveries, 1);
     assert_eq!(
         sink.requests_to("/hook").len(),
         2,
-        "a token is honoured once"
+        "a request is honoured once"
     );
 
-    // An Event says what happened.
+    // A request for a delivery that does not exist is answered so.
+    let missing = request_made(
+        &cli(&["redeliver", "no-such-delivery", "-n", &env.ns]),
+        "no-such-delivery",
+    );
+    assert_eq!(
+        accepted(&wait_answered(&env, &missing).await),
+        ("False".to_string(), "DeliveryNotFound".to_string())
+    );
+
+    // An Event on the delivery says what happened.
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(env.admin.clone(), &env.ns);
     let reasons: Vec<String> = events
@@ -139,6 +190,255 @@ async fn a_fixed_target_is_delivered_once_per_token() {
         .filter_map(|e| e.reason)
         .collect();
     assert!(reasons.contains(&"Redelivering".to_string()), "{reasons:?}");
+    op.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_admin_may_still_redeliver_with_the_annotation_once_per_token() {
+    let sink = Sink::start(204).await;
+    sink.answer_with(&[404]);
+    let env = TestEnv::new("redeliver-annotation").await;
+    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
+        .await;
+    let op = env.operator_with_route("r", spec(&sink)).await;
+    let failed = env
+        .deliver(
+            &op,
+            "r",
+            &sample_with_id("build-valid.json", "ev-annotated"),
+        )
+        .await;
+    let name = failed.metadata.name.clone().unwrap();
+    let deliveries: Api<StatusedDelivery> = env.deliveries();
+    let annotate = |token: &str| {
+        json!({"metadata": {"annotations": {
+            "statused.dev/redeliver": token, "example.com/touched": fastrand::u32(..).to_string()}}})
+    };
+    deliveries
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(annotate("t1")),
+        )
+        .await
+        .unwrap();
+    wait_for(&env, &name, "redelivered", |d| {
+        d.status
+            .as_ref()
+            .is_some_and(|s| s.redeliveries == 1 && s.phase == DeliveryPhase::Succeeded)
+    })
+    .await;
+    // The same token again: nothing happens.
+    deliveries
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(annotate("t1")),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        deliveries
+            .get(&name)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .redeliveries,
+        1
+    );
+    assert_eq!(sink.requests_to("/hook").len(), 2);
+    op.shutdown().await;
+}
+
+/// A client for the test cluster's `statused-team-user`, who has no rights of its own.
+async fn team_client() -> Client {
+    let path = std::env::var("STATUSED_TEST_TEAM_KUBECONFIG").unwrap();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// Binds `statused-team-user` in `env`'s namespace to every role of the chart that
+/// aggregates into `edit`: what the built-in `edit` role gives for statused.dev once the
+/// cluster's aggregation controller has run (the test API server runs none).
+async fn bind_team_user_to_edit(env: &TestEnv) -> Vec<String> {
+    let roles: Api<ClusterRole> = Api::all(env.admin.clone());
+    let aggregated: Vec<String> = roles
+        .list(&ListParams::default().labels(
+            "rbac.authorization.k8s.io/aggregate-to-edit=true,app.kubernetes.io/instance=statused-operator",
+        ))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|r| r.metadata.name)
+        .collect();
+    let bindings: Api<RoleBinding> = Api::namespaced(env.admin.clone(), &env.ns);
+    for role in &aggregated {
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("team-{role}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "statused-team-user"}],
+        }))
+        .unwrap();
+        bindings
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+    }
+    aggregated
+}
+
+/// Runs `statused-operator ARGS` as `statused-team-user`; returns its standard output.
+fn cli_as_team(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_statused-operator"))
+        .args(args)
+        .env(
+            "KUBECONFIG",
+            std::env::var("STATUSED_TEST_TEAM_KUBECONFIG").unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => panic!("{what}: expected 403, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_team_member_with_edit_can_redeliver_but_cannot_write_deliveries() {
+    let sink = Sink::start(204).await;
+    sink.answer_with(&[404]);
+    let env = TestEnv::new("redeliver-team").await;
+    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
+        .await;
+    let op = env.operator_with_route("r", spec(&sink)).await;
+    let failed = env
+        .deliver(&op, "r", &sample_with_id("build-valid.json", "ev-team"))
+        .await;
+    assert_eq!(phase(&failed), Some(DeliveryPhase::Failed));
+    let name = failed.metadata.name.clone().unwrap();
+
+    let roles = bind_team_user_to_edit(&env).await;
+    assert_eq!(
+        roles.len(),
+        3,
+        "the chart's view, edit and redeliver roles aggregate into edit: {roles:?}"
+    );
+    let team = team_client().await;
+    let deliveries: Api<StatusedDelivery> = Api::namespaced(team.clone(), &env.ns);
+    // RBAC caches take a moment to see the new bindings.
+    let mut seen = eventually("the team user's bindings in effect", || async {
+        deliveries.get(&name).await.ok()
+    })
+    .await;
+
+    // It cannot write a delivery in any way that could trigger or change a target.
+    let mut forged = seen.clone();
+    forged.metadata = kube::api::ObjectMeta {
+        name: Some("forged".into()),
+        ..Default::default()
+    };
+    forged.status = None;
+    forbidden(
+        deliveries.create(&PostParams::default(), &forged).await,
+        "create a delivery",
+    );
+    let redeliver = json!({"metadata": {"annotations": {"statused.dev/redeliver": "mine"}}});
+    forbidden(
+        deliveries
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&redeliver))
+            .await,
+        "patch a delivery (annotation)",
+    );
+    let strip = json!({"metadata": {"ownerReferences": null, "labels": null}});
+    forbidden(
+        deliveries
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&strip))
+            .await,
+        "patch a delivery's metadata",
+    );
+    seen.spec.event.data = json!({"app_name": "made up"});
+    forbidden(
+        deliveries
+            .replace(&name, &PostParams::default(), &seen)
+            .await,
+        "update a delivery's spec",
+    );
+    let reopen = json!({"status": {"phase": "Pending", "targets": []}});
+    forbidden(
+        deliveries
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&reopen))
+            .await,
+        "write a delivery's status",
+    );
+    forbidden(
+        deliveries.delete(&name, &Default::default()).await,
+        "delete a delivery (its dedup record)",
+    );
+
+    // It can ask for a redelivery, with the CLI, and the failed target runs again once.
+    sink.answer_with(&[204]);
+    let request = request_made(&cli_as_team(&["redeliver", &name, "-n", &env.ns]), &name);
+    wait_for(&env, &name, "redelivered", |d| {
+        d.status
+            .as_ref()
+            .is_some_and(|s| s.redeliveries == 1 && s.phase == DeliveryPhase::Succeeded)
+    })
+    .await;
+    let requests: Api<StatusedRedelivery> = Api::namespaced(team.clone(), &env.ns);
+    let answered = eventually("the request answered", || async {
+        let r = requests.get(&request).await.ok()?;
+        r.status.as_ref().filter(|s| !s.conditions.is_empty())?;
+        Some(r)
+    })
+    .await;
+    assert_eq!(
+        accepted(&answered),
+        ("True".to_string(), "Redelivering".to_string())
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.requests_to("/hook").len(), 2, "once more, not twice");
+
+    // A request cannot be changed, nor its answer forged.
+    forbidden(
+        requests
+            .patch(
+                &request,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"targets": "All"}})),
+            )
+            .await,
+        "patch a request",
+    );
+    forbidden(
+        requests
+            .patch_status(
+                &request,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"round": 7}})),
+            )
+            .await,
+        "write a request's status",
+    );
+    // It may delete its own requests (housekeeping), which undoes nothing.
+    requests
+        .delete(&request, &Default::default())
+        .await
+        .unwrap();
     op.shutdown().await;
 }
 
@@ -179,10 +479,11 @@ async fn failed_since_picks_exactly_the_route_failures_in_the_window() {
         &env.ns,
     ]);
     assert_eq!(
-        out.trim(),
-        format!("statuseddelivery/{recent_name} redelivery requested"),
-        "exactly the route's failure inside the window"
+        out.trim().lines().count(),
+        1,
+        "exactly the route's failure inside the window: {out}"
     );
+    request_made(&out, &recent_name);
     wait_for(&env, &recent_name, "redelivered", |d| {
         d.status
             .as_ref()

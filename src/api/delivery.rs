@@ -44,6 +44,13 @@ use serde::{Deserialize, Serialize};
 pub struct StatusedDeliverySpec {
     /// The StatusedRoute (same namespace) that accepted the event.
     pub route: String,
+    /// The uid of that route object. A delivery has no ownerReference to its route: the
+    /// record outlives a route deleted and applied again (a GitOps re-sync), so that the
+    /// same event id stays a duplicate for the dedup window; this uid is how the executor
+    /// knows the route it belonged to is gone, and how the pruner knows its history is
+    /// no longer any route's.
+    #[serde(default, rename = "routeUID", skip_serializing_if = "Option::is_none")]
+    pub route_uid: Option<String>,
     pub event: DeliveredEvent,
     /// The (rule, target) pairs the event matched, in route order.
     pub matched: Vec<MatchedTarget>,
@@ -200,6 +207,7 @@ impl StatusedDelivery {
             },
             spec: StatusedDeliverySpec {
                 route: route.into(),
+                route_uid: None,
                 event: DeliveredEvent {
                     id: name.into(),
                     type_: "t".into(),
@@ -214,13 +222,16 @@ impl StatusedDelivery {
         }
     }
 
-    /// The uid of the route that accepted the event (its owner), when recorded.
+    /// The uid of the route object that accepted the event, when recorded: `spec.routeUID`,
+    /// or for a record made before it existed, the ownerReference that held it then.
     pub fn route_uid(&self) -> Option<&str> {
-        self.metadata
-            .owner_references
-            .as_ref()
-            .and_then(|o| o.first())
-            .map(|o| o.uid.as_str())
+        self.spec.route_uid.as_deref().or_else(|| {
+            self.metadata
+                .owner_references
+                .as_ref()
+                .and_then(|o| o.iter().find(|o| o.kind == "StatusedRoute"))
+                .map(|o| o.uid.as_str())
+        })
     }
 }
 

@@ -3,12 +3,16 @@
 pub mod conditions;
 pub mod delivery;
 pub mod fixtures;
+pub mod redelivery;
 pub mod route;
 pub mod schema;
 
 pub use delivery::{
     CreatedObject, DeliveredEvent, DeliveryPhase, MatchedTarget, StatusedDelivery,
     StatusedDeliverySpec, StatusedDeliveryStatus, TargetStatus,
+};
+pub use redelivery::{
+    RedeliveryTargets, StatusedRedelivery, StatusedRedeliverySpec, StatusedRedeliveryStatus,
 };
 pub use route::{
     History, LastDelivery, LastEvent, OnUncertain, RateLimit, Rule, RuleMatch, SecretKeySelector,

@@ -2,7 +2,7 @@
 
 use kube::CustomResourceExt;
 
-use crate::api::{StatusedDelivery, StatusedRoute};
+use crate::api::{StatusedDelivery, StatusedRedelivery, StatusedRoute};
 
 /// The CRDs as a Helm template (`charts/statused-operator/templates/crds.yaml`): installed
 /// *and upgraded* with the release (Helm never upgrades a chart's `crds/` directory), kept
@@ -12,7 +12,11 @@ pub fn chart_crds_yaml() -> Result<String, serde_yaml::Error> {
     let mut out = String::from(
         "# Generated from src/api by `just crds`; do not edit.\n{{- if .Values.crds.install }}\n",
     );
-    for crd in [StatusedRoute::crd(), StatusedDelivery::crd()] {
+    for crd in [
+        StatusedRoute::crd(),
+        StatusedDelivery::crd(),
+        StatusedRedelivery::crd(),
+    ] {
         let mut crd = crd;
         crd.metadata
             .annotations
@@ -57,10 +61,14 @@ fn cel_rules_for_1_25_and_later(yaml: &str) -> String {
     out
 }
 
-/// Both CRDs as one multi-document YAML stream.
+/// The CRDs as one multi-document YAML stream.
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
-    for crd in [StatusedRoute::crd(), StatusedDelivery::crd()] {
+    for crd in [
+        StatusedRoute::crd(),
+        StatusedDelivery::crd(),
+        StatusedRedelivery::crd(),
+    ] {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&crd)?);
     }
@@ -94,5 +102,16 @@ mod tests {
         let route_spec =
             &route["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         assert!(route_spec["x-kubernetes-validations"].is_null());
+        // A redelivery request is honoured as it was made.
+        let request = serde_yaml::Deserializer::from_str(&yaml)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .find(|crd| crd["spec"]["names"]["kind"] == "StatusedRedelivery")
+            .unwrap();
+        let request_spec =
+            &request["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(
+            request_spec["x-kubernetes-validations"][0]["rule"],
+            "self == oldSelf"
+        );
     }
 }

@@ -46,7 +46,7 @@ pub enum Command {
     Route(RouteCommand),
     /// Run a finished delivery's failed targets again (`--all-targets`: every target), or, with
     /// `--route` and `--failed-since`, every delivery of a route that failed in that window.
-    /// Sets the `statused.dev/redeliver` annotation; the operator honours each value once.
+    /// Creates a `StatusedRedelivery` per delivery; the operator honours each request once.
     Redeliver(RedeliverArgs),
 }
 

@@ -1,14 +1,16 @@
-//! `statused-operator redeliver` (also `kubectl statused redeliver`): asks the executor to run
-//! a finished delivery's targets again by setting the `statused.dev/redeliver` annotation to
-//! a new token; in bulk, for every delivery of a route that failed within a window.
+//! `statused-operator redeliver` (also `kubectl statused redeliver`): asks the operator to run
+//! a finished delivery's targets again by creating a `StatusedRedelivery` for it; in bulk,
+//! one for every delivery of a route that failed within a window. Creating requests is what
+//! the chart's `-redeliver` role allows (aggregated into `edit`); writing deliveries is not.
 
 use std::time::Duration;
 
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
 
-use crate::api::{DeliveryPhase, StatusedDelivery};
-use crate::controller::redeliver::{ANNOTATION_REDELIVER, ANNOTATION_REDELIVER_TARGETS};
+use crate::api::{
+    DeliveryPhase, RedeliveryTargets, StatusedDelivery, StatusedRedelivery, StatusedRedeliverySpec,
+};
 use crate::naming::{LABEL_ROUTE, label_value};
 
 /// Which deliveries to redeliver.
@@ -55,34 +57,55 @@ pub fn failed_since(
     names
 }
 
-/// Sets the redelivery annotations on the selected deliveries; returns their names.
+/// Creates a `StatusedRedelivery` for each selected delivery; returns (delivery, request)
+/// names.
 pub async fn redeliver(
     client: Client,
     namespace: &str,
     selection: Selection,
     all_targets: bool,
-) -> Result<Vec<String>, RedeliverError> {
-    let api: Api<StatusedDelivery> = Api::namespaced(client, namespace);
+) -> Result<Vec<(String, String)>, RedeliverError> {
     let names = match selection {
         Selection::One(name) => vec![name],
         Selection::FailedSince { route, window } => {
+            let deliveries: Api<StatusedDelivery> = Api::namespaced(client.clone(), namespace);
             let selector = format!("{LABEL_ROUTE}={}", label_value(&route));
-            let listed = api.list(&ListParams::default().labels(&selector)).await?;
+            let listed = deliveries
+                .list(&ListParams::default().labels(&selector))
+                .await?;
             failed_since(&listed.items, &route, window, jiff::Timestamp::now())
         }
     };
-    // A new value each time: the executor honours each token once.
-    let token = jiff::Timestamp::now().to_string();
-    let targets = all_targets.then_some("all");
-    let patch = serde_json::json!({"metadata": {"annotations": {
-        ANNOTATION_REDELIVER: token,
-        ANNOTATION_REDELIVER_TARGETS: targets,
-    }}});
-    for name in &names {
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+    let requests: Api<StatusedRedelivery> = Api::namespaced(client, namespace);
+    let mut made = Vec::new();
+    for name in names {
+        let created = requests
+            .create(&PostParams::default(), &request_for(&name, all_targets))
             .await?;
+        made.push((name, created.name_any()));
     }
-    Ok(names)
+    Ok(made)
+}
+
+/// A new request for delivery `name`: each one is honoured once, so its name is generated.
+pub fn request_for(name: &str, all_targets: bool) -> StatusedRedelivery {
+    // The API server shortens a long prefix to fit the generated suffix.
+    let prefix: String = name.chars().take(200).collect();
+    StatusedRedelivery {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", prefix.trim_end_matches(['-', '.']))),
+            ..Default::default()
+        },
+        spec: StatusedRedeliverySpec {
+            delivery: name.to_string(),
+            targets: if all_targets {
+                RedeliveryTargets::All
+            } else {
+                RedeliveryTargets::Failed
+            },
+        },
+        status: None,
+    }
 }
 
 #[cfg(test)]

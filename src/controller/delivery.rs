@@ -155,19 +155,24 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         return Ok(recorded(&ctx, &delivery, &pending, first_look).await);
     }
 
+    // A delivery runs only for the route object that accepted its event (`spec.routeUID`):
+    // it has no ownerReference, so it outlives a deleted route, and a route applied again
+    // under the same name is not the one the event was matched against.
     let route_key = RouteKey::new(&ns, &delivery.spec.route);
     let owner = delivery.route_uid();
+    let replaced = |uid: Option<&str>| owner.is_some() && uid != owner;
+    let cached = ctx.cached_route_uid(&route_key);
     let route = match ctx.table.lookup(&route_key) {
-        Some(RouteState::Ready(route)) if owner.is_none() || owner == route.uid.as_deref() => route,
-        // A route of the same name, but not the one that accepted the event.
+        Some(RouteState::Ready(route)) if !replaced(route.uid.as_deref()) => route,
+        // A route of the same name, but not the one that accepted the event (the table,
+        // or the watch cache when the new one is not Ready).
         Some(RouteState::Ready(_)) => {
-            let why = format!(
-                "RouteGone: route {} was deleted and created again; this delivery belonged to the earlier one",
-                delivery.spec.route
-            );
-            return give_up(&ctx, &delivery, &current, why).await;
+            return give_up(&ctx, &delivery, &current, re_created(&delivery)).await;
         }
-        None if ctx.is_ready() && ctx.cached_route_uid(&route_key).is_none() => {
+        _ if cached.as_ref().is_some_and(|uid| replaced(uid.as_deref())) => {
+            return give_up(&ctx, &delivery, &current, re_created(&delivery)).await;
+        }
+        None if ctx.is_ready() && cached.is_none() => {
             let why = format!("RouteGone: route {} no longer exists", delivery.spec.route);
             return give_up(&ctx, &delivery, &current, why).await;
         }
@@ -431,6 +436,14 @@ async fn render_off_the_workers(
     .map_err(|e| Error::Blocking(e.to_string()))
 }
 
+/// Why a delivery whose route object was replaced is never run.
+fn re_created(delivery: &StatusedDelivery) -> String {
+    format!(
+        "RouteGone: route {} was deleted and created again; this delivery belonged to the earlier one",
+        delivery.spec.route
+    )
+}
+
 /// Fails every unfinished target of `delivery` with `why`, calling nothing.
 async fn give_up(
     ctx: &Context,
@@ -492,24 +505,39 @@ async fn write_status(
     Ok(rv)
 }
 
-/// Honours a redelivery request (see `redeliver.rs`): reads the delivery afresh (the cache
-/// keeps little of a finished one), reopens the targets asked for with one conditional status
-/// write, and says so in an Event. The executor then delivers them as it delivers any event.
+/// Honours a redelivery asked for with the annotation (see `redeliver.rs`): reads the
+/// delivery afresh (the cache keeps little of a finished one) and reopens it.
 async fn honour_redelivery(ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
     let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), ns);
     let fresh = api.get(name).await?;
-    ctx.ledger.read_afresh(&fresh);
-    let current = fresh.status.clone().unwrap_or_default();
-    let Some(request) = redeliver::requested(&fresh).filter(|_| current.phase.is_finished()) else {
+    let finished = fresh.status.as_ref().is_some_and(|s| s.phase.is_finished());
+    let Some(request) = redeliver::requested(&fresh).filter(|_| finished) else {
+        ctx.ledger.read_afresh(&fresh);
         return Ok(Action::requeue(Duration::from_millis(100)));
     };
-    let (next, rerun) = redeliver::reopen(&current, &request);
-    write_status(ctx, &fresh, &next).await?;
+    reopen(ctx, &fresh, &request).await?;
+    Ok(Action::requeue(Duration::from_millis(10)))
+}
+
+/// Reopens the finished delivery `fresh` (just read from the API server) for `request`: the
+/// targets asked for start again, with one conditional status write, and an Event says so.
+/// The executor then delivers them as it delivers any event. Returns the status written and
+/// how many targets run again. Shared by the annotation and by `StatusedRedelivery`
+/// requests (`redelivery_requests.rs`), so both are honoured alike, once per token.
+pub async fn reopen(
+    ctx: &Context,
+    fresh: &StatusedDelivery,
+    request: &redeliver::Request,
+) -> Result<(StatusedDeliveryStatus, usize), Error> {
+    ctx.ledger.read_afresh(fresh);
+    let current = fresh.status.clone().unwrap_or_default();
+    let (next, rerun) = redeliver::reopen(&current, request);
+    write_status(ctx, fresh, &next).await?;
     let (reason, note) = if rerun == 0 {
         (
             "RedeliveryNotNeeded",
             format!(
-                "redelivery {:?}: no failed targets; set statused.dev/redeliver-targets=all to run every target again",
+                "redelivery {:?}: no failed targets; ask for all targets to run every target again",
                 request.token
             ),
         )
@@ -524,9 +552,9 @@ async fn honour_redelivery(ctx: &Context, ns: &str, name: &str) -> Result<Action
             ),
         )
     };
-    info!(delivery = name, token = %request.token, rerun, "redelivery requested");
-    publish(ctx, &fresh, EventType::Normal, reason, note).await;
-    Ok(Action::requeue(Duration::from_millis(10)))
+    info!(delivery = %fresh.name_any(), token = %request.token, rerun, "redelivery requested");
+    publish(ctx, fresh, EventType::Normal, reason, note).await;
+    Ok((next, rerun))
 }
 
 /// What follows a status write: route activity, the Event and metric of a finished

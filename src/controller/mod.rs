@@ -1,5 +1,6 @@
 //! The controllers: the route reconciler (routes and Secrets into the routing table and route
-//! status) and the delivery executor (deliveries into target calls).
+//! status), the delivery executor (deliveries into target calls) and the redelivery
+//! requests (`StatusedRedelivery` into reopened deliveries).
 
 pub mod backoff;
 pub mod delivery;
@@ -10,6 +11,7 @@ pub mod ledger;
 pub mod plan;
 pub mod pruner;
 pub mod redeliver;
+pub mod redelivery_requests;
 pub mod retry;
 pub mod route;
 pub mod route_activity;

@@ -4,7 +4,8 @@
 //! cached deliveries (pure, [`plan`]) and deletes at most [`PRUNE_BATCH`] of them, at most
 //! [`DELETE_CONCURRENCY`] at a time, oldest first. A delivery younger than the dedup window is
 //! never deleted, whatever the history limits say: its name is what makes a redelivered
-//! event a duplicate.
+//! event a duplicate. Deliveries are not owned by their route, so this is also what removes
+//! a deleted (or replaced) route's history: all of it, once the window has passed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,15 +38,38 @@ pub struct Doomed {
     at: jiff::Timestamp,
 }
 
-/// Which cached deliveries to delete now, oldest first. `limits` gives a route's history
-/// limits, or `None` while they cannot be known (nothing is deleted on a guess).
+/// What pruning knows of a route (by namespace and name) now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteNow {
+    /// A route of that name exists: object `uid`, its history limits and replay window.
+    Live {
+        uid: Option<String>,
+        history: HistoryLimits,
+        replay_window: Duration,
+    },
+    /// No route of that name exists.
+    Gone { replay_window: Duration },
+}
+
+/// Which cached deliveries to delete now, oldest first. `routes` says what is known of a
+/// route, or `None` while it cannot be known (nothing is deleted on a guess).
+///
+/// Deliveries have no ownerReference to their route (a record must outlive a route deleted
+/// and applied again, see `server/webhook.rs`): a delivery whose route object is gone, or was
+/// replaced by another of the same name, keeps no history of its own and is deleted as soon
+/// as the dedup and replay windows allow. The current route's follow its history limits.
 pub fn plan(
     deliveries: &[Arc<StatusedDelivery>],
-    limits: impl Fn(&RouteKey) -> Option<(HistoryLimits, Duration)>,
+    routes: impl Fn(&RouteKey) -> Option<RouteNow>,
     dedup_window: Duration,
     now: jiff::Timestamp,
 ) -> Vec<Doomed> {
-    let mut by_route: BTreeMap<RouteKey, Vec<(Finished, Option<String>)>> = BTreeMap::new();
+    struct Item {
+        finished: Finished,
+        uid: Option<String>,
+        route_uid: Option<String>,
+    }
+    let mut by_route: BTreeMap<RouteKey, Vec<Item>> = BTreeMap::new();
     for d in deliveries {
         let Some(status) = d.status.as_ref().filter(|s| s.phase.is_finished()) else {
             continue;
@@ -74,19 +98,52 @@ pub fn plan(
         by_route
             .entry(RouteKey::new(ns, &d.spec.route))
             .or_default()
-            .push((finished, d.metadata.uid.clone()));
+            .push(Item {
+                finished,
+                uid: d.metadata.uid.clone(),
+                route_uid: d.route_uid().map(str::to_string),
+            });
     }
     let mut doomed = Vec::new();
     for (route, items) in by_route {
-        let Some((limits, replay_window)) = limits(&route) else {
+        let Some(known) = routes(&route) else {
             continue;
         };
         let uids: BTreeMap<String, (Option<String>, jiff::Timestamp)> = items
             .iter()
-            .map(|(f, uid)| (f.name.clone(), (uid.clone(), f.at)))
+            .map(|i| (i.finished.name.clone(), (i.uid.clone(), i.finished.at)))
             .collect();
-        let finished = items.into_iter().map(|(f, _)| f).collect();
-        for name in to_prune(finished, &limits, now, dedup_window, replay_window) {
+        let (current, earlier): (Vec<Item>, Vec<Item>) =
+            items.into_iter().partition(|i| match &known {
+                // A record without a route uid (none was known) counts as the current one's.
+                RouteNow::Live { uid, .. } => i.route_uid.is_none() || i.route_uid == *uid,
+                RouteNow::Gone { .. } => false,
+            });
+        let (history, replay_window) = match known {
+            RouteNow::Live {
+                history,
+                replay_window,
+                ..
+            } => (history, replay_window),
+            RouteNow::Gone { replay_window } => (HistoryLimits::none(), replay_window),
+        };
+        let finished = |items: Vec<Item>| items.into_iter().map(|i| i.finished).collect();
+        let names = to_prune(
+            finished(current),
+            &history,
+            now,
+            dedup_window,
+            replay_window,
+        )
+        .into_iter()
+        .chain(to_prune(
+            finished(earlier),
+            &HistoryLimits::none(),
+            now,
+            dedup_window,
+            replay_window,
+        ));
+        for name in names {
             let (uid, at) = uids.get(&name).cloned().unwrap_or((None, now));
             doomed.push(Doomed {
                 namespace: route.namespace.clone(),
@@ -117,16 +174,23 @@ pub fn backlog(deliveries: &[Arc<StatusedDelivery>], now: jiff::Timestamp) -> (u
     (count, oldest)
 }
 
-/// A route's history limits and replay window as the executor knows them.
-fn limits_of(ctx: &Context, route: &RouteKey) -> Option<(HistoryLimits, Duration)> {
+/// A route as the executor knows it: the watch cache says whether it exists and which
+/// object it is, the table its compiled history limits.
+fn route_now(ctx: &Context, route: &RouteKey) -> Option<RouteNow> {
     let default_window = ctx.config.replay_window;
-    match ctx.table.lookup(route) {
-        Some(RouteState::Ready(route)) => {
-            Some((route.history, route.replay_window.unwrap_or(default_window)))
+    match (ctx.table.lookup(route), ctx.cached_route_uid(route)) {
+        (Some(RouteState::Ready(compiled)), Some(uid)) if uid == compiled.uid => {
+            Some(RouteNow::Live {
+                uid,
+                history: compiled.history,
+                replay_window: compiled.replay_window.unwrap_or(default_window),
+            })
         }
-        // Loaded and gone: the route was deleted and its deliveries go with it (owner
-        // reference); until the garbage collector gets there, the defaults apply.
-        None if ctx.is_ready() => Some((HistoryLimits::default(), default_window)),
+        // Loaded, and no route of that name: its records go once the windows allow.
+        (None, None) if ctx.is_ready() => Some(RouteNow::Gone {
+            replay_window: default_window,
+        }),
+        // Not Ready, or the table and the cache disagree for a moment: wait.
         _ => None,
     }
 }
@@ -150,7 +214,7 @@ pub async fn run(
         ctx.metrics.backlog(pending, oldest);
         let doomed = plan(
             &cached,
-            |route| limits_of(&ctx, route),
+            |route| route_now(&ctx, route),
             ctx.config.dedup_window,
             jiff::Timestamp::now(),
         );
@@ -214,6 +278,7 @@ mod tests {
         secs: i64,
     ) -> Arc<StatusedDelivery> {
         let mut d = StatusedDelivery::fixture(name, route);
+        d.spec.route_uid = Some("route-uid".into());
         d.metadata.creation_timestamp = Some(Time(at(secs)));
         d.status = phase.map(|phase| StatusedDeliveryStatus {
             phase,
@@ -221,6 +286,15 @@ mod tests {
             ..Default::default()
         });
         Arc::new(d)
+    }
+
+    /// The route exists, as the object (uid `route-uid`) that accepted the fixtures' events.
+    fn live(history: HistoryLimits) -> RouteNow {
+        RouteNow::Live {
+            uid: Some("route-uid".into()),
+            history,
+            replay_window: Duration::ZERO,
+        }
     }
 
     fn limits(succeeded: usize) -> HistoryLimits {
@@ -241,12 +315,7 @@ mod tests {
             delivery("a", "a0", None, 0),
             delivery("b", "b1", ok, 5),
         ];
-        let doomed = plan(
-            &cached,
-            |_| Some((limits(1), Duration::ZERO)),
-            Duration::ZERO,
-            at(100),
-        );
+        let doomed = plan(&cached, |_| Some(live(limits(1))), Duration::ZERO, at(100));
         let names: Vec<_> = doomed.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["a1", "a2"]);
         assert_eq!(doomed[0].uid.as_deref(), Some("uid-a1"));
@@ -272,12 +341,7 @@ mod tests {
             delivery("a", "newest", ok, 90),
         ];
         let window = Duration::from_secs(60);
-        let doomed = plan(
-            &cached,
-            |_| Some((limits(1), Duration::ZERO)),
-            window,
-            at(100),
-        );
+        let doomed = plan(&cached, |_| Some(live(limits(1))), window, at(100));
         let names: Vec<_> = doomed.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(
             names,
@@ -294,14 +358,46 @@ mod tests {
         ];
         assert!(plan(&cached, |_| None, Duration::ZERO, at(100)).is_empty());
         assert_eq!(
-            plan(
-                &cached,
-                |_| Some((limits(1), Duration::ZERO)),
-                Duration::ZERO,
-                at(100)
-            )
-            .len(),
+            plan(&cached, |_| Some(live(limits(1))), Duration::ZERO, at(100)).len(),
             1
         );
+    }
+
+    #[test]
+    fn a_gone_routes_records_are_kept_through_the_dedup_window_then_all_deleted() {
+        let ok = Some(DeliveryPhase::Succeeded);
+        let cached = vec![
+            delivery("a", "old", ok, 0),
+            delivery("a", "recent", ok, 50),
+            delivery("a", "failed", Some(DeliveryPhase::Failed), 10),
+            delivery("a", "running", None, 0),
+        ];
+        let gone = |_: &RouteKey| {
+            Some(RouteNow::Gone {
+                replay_window: Duration::ZERO,
+            })
+        };
+        let window = Duration::from_secs(60);
+        let names = |doomed: Vec<Doomed>| doomed.into_iter().map(|d| d.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(plan(&cached, gone, window, at(100))),
+            ["old", "failed"],
+            "recent is inside the window; running is the executor's to finish first"
+        );
+        assert_eq!(
+            names(plan(&cached, gone, window, at(200))),
+            ["old", "failed", "recent"]
+        );
+    }
+
+    #[test]
+    fn records_of_an_earlier_route_of_the_same_name_keep_no_history() {
+        let ok = Some(DeliveryPhase::Succeeded);
+        let mut earlier = StatusedDelivery::clone(&delivery("a", "earlier", ok, 10));
+        earlier.spec.route_uid = Some("deleted-route-uid".into());
+        let cached = vec![Arc::new(earlier), delivery("a", "current", ok, 0)];
+        let doomed = plan(&cached, |_| Some(live(limits(5))), Duration::ZERO, at(100));
+        let names: Vec<_> = doomed.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["earlier"], "the live route keeps its own five");
     }
 }

@@ -1,12 +1,21 @@
-//! Redelivery on demand: `kubectl annotate statuseddelivery NAME
-//! statused.dev/redeliver="$(date -u +%FT%TZ)"` re-runs a finished delivery's failed targets
-//! (`statused.dev/redeliver-targets: all`: every target). Each token value is honoured once:
-//! the last one honoured is recorded in the status, with the number of redeliveries, which
-//! also names the round's in-cluster objects (a new PipelineRun per round, still exactly
-//! once per round). Pure: the executor reads the request and writes the status this returns.
+//! Redelivery on demand: re-runs a finished delivery's failed targets (or every target).
+//! Asked for in two ways:
+//! - a `StatusedRedelivery` object naming the delivery (what teams use: the chart's
+//!   `-redeliver` role, aggregated into `edit`, may create them); its uid is the token;
+//! - for admins, who may write deliveries anyway: `kubectl annotate statuseddelivery NAME
+//!   statused.dev/redeliver="$(date -u +%FT%TZ)"` (`statused.dev/redeliver-targets: all`:
+//!   every target).
+//!
+//! Each token is honoured once: the last one honoured is recorded in the delivery's status,
+//! with the number of redeliveries, which also names the round's in-cluster objects (a new
+//! PipelineRun per round, still exactly once per round). Pure: the executor and the request
+//! controller read the request and write the statuses this returns.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
-    DeliveryPhase, MatchedTarget, StatusedDelivery, StatusedDeliveryStatus, TargetStatus,
+    DeliveryPhase, MatchedTarget, RedeliveryTargets, StatusedDelivery, StatusedDeliveryStatus,
+    StatusedRedelivery, StatusedRedeliveryStatus, TargetStatus,
 };
 
 /// Set to a new value (any text: the CLI writes the time) to redeliver.
@@ -68,6 +77,155 @@ pub fn reopen(
         next.completed_at = None;
     }
     (next, rerun)
+}
+
+/// The condition a `StatusedRedelivery` answers with.
+pub const ACCEPTED: &str = "Accepted";
+
+/// What to do with a `StatusedRedelivery`, given the delivery it names (`None`: not found).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Answered for good already: nothing to do.
+    Answered,
+    NotFound,
+    /// The delivery is still being delivered: look again later.
+    Wait,
+    /// The delivery already records this request's token (the request's own status write
+    /// did not land): say so, reopen nothing.
+    Honoured {
+        round: u32,
+    },
+    Reopen(Request),
+}
+
+pub fn decide(request: &StatusedRedelivery, delivery: Option<&StatusedDelivery>) -> Decision {
+    if answered(request) {
+        return Decision::Answered;
+    }
+    let Some(delivery) = delivery else {
+        return Decision::NotFound;
+    };
+    let token = request_token(request);
+    let status = delivery.status.clone().unwrap_or_default();
+    if status.redelivery_token.as_deref() == Some(token.as_str()) {
+        return Decision::Honoured {
+            round: status.redeliveries,
+        };
+    }
+    if !status.phase.is_finished() {
+        return Decision::Wait;
+    }
+    Decision::Reopen(Request {
+        token,
+        all_targets: request.spec.targets == RedeliveryTargets::All,
+    })
+}
+
+/// A request's token: its uid, so each request object is honoured once (and one created
+/// again under the same name is another request).
+pub fn request_token(request: &StatusedRedelivery) -> String {
+    request
+        .metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| request.metadata.name.clone().unwrap_or_default())
+}
+
+/// Whether `request` has its final answer (Accepted True or False; Unknown is waiting).
+pub fn answered(request: &StatusedRedelivery) -> bool {
+    request
+        .status
+        .as_ref()
+        .and_then(|s| crate::api::conditions::find(&s.conditions, ACCEPTED))
+        .is_some_and(|c| c.status != "Unknown")
+}
+
+/// What happened to a request, as its status says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    NotFound,
+    Waiting,
+    /// `rerun` of `of` targets run again, as redelivery `round`.
+    Reopened {
+        round: u32,
+        rerun: usize,
+        of: usize,
+    },
+    /// Honoured before (see [`Decision::Honoured`]).
+    Honoured {
+        round: u32,
+    },
+}
+
+/// The status that records `answer` for a request naming `delivery`. The condition keeps
+/// its lastTransitionTime while its status does not change, so a waiting request is not
+/// rewritten on every look.
+pub fn request_status(
+    previous: Option<&StatusedRedeliveryStatus>,
+    delivery: &str,
+    answer: Answer,
+    generation: Option<i64>,
+    now: Time,
+) -> StatusedRedeliveryStatus {
+    let (status, reason, message, round, targets) = match answer {
+        Answer::NotFound => (
+            "False",
+            "DeliveryNotFound",
+            format!("no StatusedDelivery {delivery} in this namespace"),
+            None,
+            None,
+        ),
+        Answer::Waiting => (
+            "Unknown",
+            "DeliveryNotFinished",
+            format!(
+                "delivery {delivery} is still being delivered; redelivered once it has finished"
+            ),
+            None,
+            None,
+        ),
+        Answer::Reopened { rerun: 0, .. } => (
+            "True",
+            "NothingToRedeliver",
+            format!(
+                "delivery {delivery} has no failed targets; ask for targets: All to run every target again"
+            ),
+            None,
+            Some(0),
+        ),
+        Answer::Reopened { round, rerun, of } => (
+            "True",
+            "Redelivering",
+            format!("delivery {delivery}: {rerun} of {of} targets run again (round {round})"),
+            Some(round),
+            u32::try_from(rerun).ok(),
+        ),
+        Answer::Honoured { round } => (
+            "True",
+            "Redelivering",
+            format!("delivery {delivery}: redelivered (round {round})"),
+            Some(round),
+            None,
+        ),
+    };
+    let previous_condition =
+        previous.and_then(|p| crate::api::conditions::find(&p.conditions, ACCEPTED));
+    let last_transition_time = match previous_condition {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => now,
+    };
+    StatusedRedeliveryStatus {
+        conditions: vec![Condition {
+            type_: ACCEPTED.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message,
+            observed_generation: generation,
+            last_transition_time,
+        }],
+        round,
+        targets,
+    }
 }
 
 #[cfg(test)]
@@ -177,5 +335,109 @@ mod tests {
         assert_eq!(next.phase, DeliveryPhase::Succeeded);
         assert_eq!(next.redeliveries, 0);
         assert_eq!(next.redelivery_token.as_deref(), Some("t1"));
+    }
+
+    fn request(targets: RedeliveryTargets) -> StatusedRedelivery {
+        let mut r = StatusedRedelivery::new(
+            "again",
+            crate::api::StatusedRedeliverySpec {
+                delivery: "ev-1".into(),
+                targets,
+            },
+        );
+        r.metadata.uid = Some("request-uid".into());
+        r
+    }
+
+    fn now() -> Time {
+        Time(jiff::Timestamp::from_second(1_700_000_000).unwrap())
+    }
+
+    #[test]
+    fn a_request_reopens_a_finished_delivery_once_with_its_uid_as_the_token() {
+        let mut d = finished();
+        let mut r = request(RedeliveryTargets::Failed);
+        assert_eq!(decide(&r, None), Decision::NotFound);
+        let Decision::Reopen(asked) = decide(&r, Some(&d)) else {
+            panic!("a finished delivery is reopened");
+        };
+        assert_eq!(
+            asked,
+            Request {
+                token: "request-uid".into(),
+                all_targets: false
+            }
+        );
+        assert!(matches!(
+            decide(&request(RedeliveryTargets::All), Some(&d)),
+            Decision::Reopen(Request {
+                all_targets: true,
+                ..
+            })
+        ));
+        // Reopened, but the request's own status was not written: not reopened again.
+        let (next, rerun) = reopen(d.status.as_ref().unwrap(), &asked);
+        d.status = Some(next);
+        assert_eq!(decide(&r, Some(&d)), Decision::Honoured { round: 1 });
+        // Answered: nothing more, whatever the delivery says.
+        r.status = Some(request_status(
+            None,
+            "ev-1",
+            Answer::Reopened {
+                round: 1,
+                rerun,
+                of: 2,
+            },
+            None,
+            now(),
+        ));
+        assert!(answered(&r));
+        assert_eq!(decide(&r, Some(&finished())), Decision::Answered);
+    }
+
+    #[test]
+    fn a_request_waits_for_a_running_delivery() {
+        let mut d = finished();
+        d.status.as_mut().unwrap().phase = DeliveryPhase::Running;
+        let mut r = request(RedeliveryTargets::Failed);
+        assert_eq!(decide(&r, Some(&d)), Decision::Wait);
+        let waiting = request_status(None, "ev-1", Answer::Waiting, None, now());
+        assert_eq!(waiting.conditions[0].status, "Unknown");
+        assert_eq!(waiting.conditions[0].reason, "DeliveryNotFinished");
+        r.status = Some(waiting.clone());
+        assert!(!answered(&r), "waiting is not an answer");
+        let later = Time(jiff::Timestamp::from_second(1_700_000_100).unwrap());
+        assert_eq!(
+            request_status(Some(&waiting), "ev-1", Answer::Waiting, None, later),
+            waiting,
+            "unchanged: no new timestamp, no write"
+        );
+    }
+
+    #[test]
+    fn request_statuses_say_what_happened() {
+        let status = |answer| request_status(None, "d", answer, Some(1), now());
+        let reason = |answer| status(answer).conditions[0].reason.clone();
+        assert_eq!(reason(Answer::NotFound), "DeliveryNotFound");
+        assert_eq!(status(Answer::NotFound).conditions[0].status, "False");
+        assert_eq!(
+            reason(Answer::Reopened {
+                round: 1,
+                rerun: 0,
+                of: 2
+            }),
+            "NothingToRedeliver"
+        );
+        let reopened = status(Answer::Reopened {
+            round: 2,
+            rerun: 1,
+            of: 2,
+        });
+        assert_eq!(reopened.conditions[0].reason, "Redelivering");
+        assert_eq!(
+            reopened.conditions[0].message,
+            "delivery d: 1 of 2 targets run again (round 2)"
+        );
+        assert_eq!((reopened.round, reopened.targets), (Some(2), Some(1)));
     }
 }

@@ -31,6 +31,16 @@ impl Default for HistoryLimits {
 }
 
 impl HistoryLimits {
+    /// Keep nothing: for the records of a route that no longer exists, which the dedup and
+    /// replay windows alone keep.
+    pub fn none() -> Self {
+        Self {
+            succeeded: 0,
+            failed: 0,
+            max_age: Duration::ZERO,
+        }
+    }
+
     pub fn compile(spec: Option<&History>) -> Result<Self, CompileError> {
         let Some(h) = spec else {
             return Ok(Self::default());

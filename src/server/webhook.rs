@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use kube::Resource;
 use kube::api::ObjectMeta;
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -21,12 +20,12 @@ use tracing::{debug, info, instrument, warn};
 
 use super::admission::{Admission, Admitted};
 use super::rate_limit::RateLimiter;
-use crate::api::{
-    DeliveredEvent, MatchedTarget, StatusedDelivery, StatusedDeliverySpec, StatusedRoute,
-};
+use crate::api::{DeliveredEvent, MatchedTarget, StatusedDelivery, StatusedDeliverySpec};
 use crate::event::Envelope;
 use crate::metrics::Metrics;
-use crate::naming::{LABEL_EVENT_TYPE, LABEL_ROUTE, delivery_name, label_value};
+use crate::naming::{
+    LABEL_EVENT_TYPE, LABEL_ROUTE, delivery_name, label_value, second_delivery_name,
+};
 use crate::replay::{self, OutsideWindow};
 use crate::route::{CompiledRoute, RouteKey};
 use crate::routing::{RouteState, RoutingTable};
@@ -353,10 +352,11 @@ pub const EVALUATIONS: usize = 4;
 /// The longest one event's rule matching may take before the sender is told to retry.
 pub const EVALUATION_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Stores the delivery. A name already taken is a duplicate only if the record there is
-/// this event for this route (names hash the event id; a route re-created under the same
-/// name has another uid): otherwise the event is stored under a second name derived from
-/// the route's uid too, so it is never dropped.
+/// Stores the delivery. A name already taken is a duplicate when the record there is this
+/// event for this route name: within the dedup window the same event id to the same route
+/// name in the same namespace is one event, even if the route was deleted and applied again
+/// since (its uid changed; a GitOps re-sync does that). Otherwise the name is another
+/// event's (a hash collision) and the event is stored under a second name, never dropped.
 async fn record(
     ctx: &Receiver,
     route: &CompiledRoute,
@@ -404,15 +404,10 @@ async fn record(
     Err(ReceiveError::NameTaken)
 }
 
-/// Whether `existing` records this event for this route (this uid, when both are known).
+/// Whether `existing` records this event for this route name, whichever object of that name
+/// accepted it.
 fn same_event(existing: &StatusedDelivery, route: &CompiledRoute, envelope: &Envelope<'_>) -> bool {
-    let owner = existing.route_uid();
-    existing.spec.event.id == envelope.id
-        && existing.spec.route == route.key.name
-        && match (owner, route.uid.as_deref()) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        }
+    existing.spec.event.id == envelope.id && existing.spec.route == route.key.name
 }
 
 /// The most of an oversized body read (and thrown away) before answering 413, and for how
@@ -470,21 +465,14 @@ fn new_delivery(
     second_name: bool,
 ) -> StatusedDelivery {
     let name = if second_name {
-        let uid = route.uid.as_deref().unwrap_or_default();
-        delivery_name(&route.key.name, &format!("{}\u{0}{uid}", envelope.id))
+        second_delivery_name(&route.key.name, &envelope.id)
     } else {
         delivery_name(&route.key.name, &envelope.id)
     };
-    let owner = route.uid.as_ref().map(|uid| {
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-            api_version: StatusedRoute::api_version(&()).into_owned(),
-            kind: StatusedRoute::kind(&()).into_owned(),
-            name: route.key.name.clone(),
-            uid: uid.clone(),
-            controller: Some(true),
-            block_owner_deletion: None,
-        }
-    });
+    // No ownerReference: the garbage collector would delete the record with its route, and
+    // with it the only memory that this event was delivered (see `record`). The route's uid
+    // is kept in the spec instead; the pruner deletes a gone route's records once the dedup
+    // window has passed.
     let labels = [
         (
             "app.kubernetes.io/managed-by".to_string(),
@@ -500,11 +488,11 @@ fn new_delivery(
             name: Some(name),
             namespace: Some(route.key.namespace.clone()),
             labels: Some(labels),
-            owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
         spec: StatusedDeliverySpec {
             route: route.key.name.clone(),
+            route_uid: route.uid.clone(),
             event: DeliveredEvent {
                 id: envelope.id.to_string(),
                 type_: envelope.type_.to_string(),

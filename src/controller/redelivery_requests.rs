@@ -1,0 +1,174 @@
+//! The leader's controller for `StatusedRedelivery` requests: each new request reopens the
+//! delivery it names (in its own namespace) once, through the same function as the
+//! annotation (`delivery::reopen`), and its status says what happened. The request gets
+//! the delivery as its ownerReference, so requests go with the delivery they asked about.
+//!
+//! What a request may do is decided here and in `redeliver.rs`, not by the requester's
+//! rights on deliveries: it names a delivery of its namespace and which targets; the event,
+//! the route and the targets are the delivery's own, as received and signed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, future};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{self, Action};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use kube::{Api, Resource, ResourceExt};
+use tracing::{debug, info, instrument, warn};
+
+use super::redeliver::{self, Answer, Decision};
+use super::{Error, scoped_api};
+use crate::api::{FIELD_MANAGER, StatusedDelivery, StatusedRedelivery};
+use crate::context::Context;
+
+/// How often a request for a delivery still being delivered looks again.
+const WAIT: Duration = Duration::from_secs(2);
+
+/// Runs until `shutdown`, while this replica leads (next to the executor).
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let api: Api<StatusedRedelivery> =
+        scoped_api(ctx.client.clone(), ctx.config.namespace.as_deref());
+    let (store, writer) = reflector::store();
+    let requests = watcher(api, watcher::Config::default().any_semantic())
+        .modify(|r: &mut StatusedRedelivery| r.metadata.managed_fields = None)
+        .reflect(writer);
+    let requests = super::triggers("redeliveries", requests, store.clone(), ctx.health.clone());
+    Controller::for_stream(requests, store)
+        .with_config(controller::Config::default().concurrency(2))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(e) = result {
+                debug!(error = %e, "redelivery request reconcile did not run");
+            }
+            future::ready(())
+        })
+        .await;
+}
+
+#[instrument(skip(request, ctx), fields(request = %request.name_any()))]
+async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if redeliver::answered(&request) {
+        return Ok(Action::await_change());
+    }
+    let ns = request.namespace().ok_or(Error::NoNamespace)?;
+    let requests: Api<StatusedRedelivery> = Api::namespaced(ctx.client.clone(), &ns);
+    // Read afresh too: the cached copy may predate this controller's own last write (the
+    // ownerReference patch triggers a look before the status write is in the cache).
+    let Some(request) = requests.get_opt(&request.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    if redeliver::answered(&request) {
+        return Ok(Action::await_change());
+    }
+    let key = format!("redelivery:{ns}/{}", request.name_any());
+    let deliveries: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &ns);
+    // Read afresh: the executor's cache keeps little of a finished delivery.
+    let delivery = deliveries.get_opt(&request.spec.delivery).await?;
+    if let Some(delivery) = &delivery {
+        owned_by(&ctx, &request, delivery).await?;
+    }
+    let answer = match redeliver::decide(&request, delivery.as_ref()) {
+        Decision::Answered => return Ok(Action::await_change()),
+        Decision::NotFound => Answer::NotFound,
+        Decision::Wait => Answer::Waiting,
+        Decision::Honoured { round } => Answer::Honoured { round },
+        Decision::Reopen(asked) => {
+            // Decided on `delivery`, which `decide` found: present.
+            let Some(delivery) = &delivery else {
+                return Ok(Action::await_change());
+            };
+            let (next, rerun) = super::delivery::reopen(&ctx, delivery, &asked).await?;
+            info!(delivery = %delivery.name_any(), rerun, "redelivery request honoured");
+            Answer::Reopened {
+                round: next.redeliveries,
+                rerun,
+                of: next.targets.len(),
+            }
+        }
+    };
+    let desired = redeliver::request_status(
+        request.status.as_ref(),
+        &request.spec.delivery,
+        answer,
+        request.metadata.generation,
+        Time(jiff::Timestamp::now()),
+    );
+    if request.status.as_ref() != Some(&desired) {
+        let patch = serde_json::json!({
+            "apiVersion": StatusedRedelivery::api_version(&()),
+            "kind": StatusedRedelivery::kind(&()),
+            "status": desired,
+        });
+        requests
+            .patch_status(
+                &request.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+    }
+    ctx.metrics.reconcile("redelivery", "success");
+    ctx.reconcile_failures.reset(&key);
+    Ok(match answer {
+        Answer::Waiting => Action::requeue(WAIT),
+        _ => Action::await_change(),
+    })
+}
+
+/// Makes `delivery` the request's owner (once), so that pruning a delivery also removes the
+/// requests made for it. Conditional on the request's resourceVersion: any ownerReferences
+/// already there are kept.
+async fn owned_by(
+    ctx: &Context,
+    request: &StatusedRedelivery,
+    delivery: &StatusedDelivery,
+) -> Result<(), Error> {
+    let Some(uid) = delivery.metadata.uid.clone() else {
+        return Ok(());
+    };
+    let mut owners = request
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    if owners.iter().any(|o| o.uid == uid) {
+        return Ok(());
+    }
+    owners.push(OwnerReference {
+        api_version: StatusedDelivery::api_version(&()).into_owned(),
+        kind: StatusedDelivery::kind(&()).into_owned(),
+        name: delivery.name_any(),
+        uid,
+        controller: None,
+        block_owner_deletion: None,
+    });
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": request.metadata.resource_version,
+        "ownerReferences": owners,
+    }});
+    let ns = request.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<StatusedRedelivery> = Api::namespaced(ctx.client.clone(), &ns);
+    api.patch(
+        &request.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+fn error_policy(request: Arc<StatusedRedelivery>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "redelivery:{}/{}",
+        request.namespace().unwrap_or_default(),
+        request.name_any()
+    );
+    let failures = ctx.reconcile_failures.fail(&key);
+    let delay = ctx.config.reconcile_backoff.delay(failures);
+    warn!(request = %key, %error, retry_in = ?delay, "redelivery request reconcile failed");
+    ctx.metrics.reconcile("redelivery", "error");
+    Action::requeue(delay)
+}
