@@ -10,7 +10,7 @@ demo: tools
 # Run every test: unit tests, then integration tests against a real API server.
 test: tools
     cargo build --tests --locked
-    cargo test --locked --lib --bins --test crd_drift --test examples --test module_graph --test receiver
+    cargo test --locked --lib --bins --test crd_drift --test examples --test module_graph --test receiver --test security_doc
     hack/cluster.sh exec -- cargo test --locked --test e2e --test dedup --test in_cluster --test external_targets --test chart --test backpressure --test faults --test egress --test security --test redelivery --test incidents_and_flags -- --test-threads 4
     # Tekton and Argo not installed: a cluster of its own, without their CRDs.
     hack/cluster.sh exec --bare -- cargo test --locked --test api_not_installed
