@@ -14,13 +14,12 @@ fn citations(text: &str) -> Vec<(String, String)> {
     let is_path = |c: char| is_name(c) || c == '/' || c == '.';
     let mut rest = text.as_str();
     while let Some(at) = rest.find(".rs") {
-        let start = rest[..at]
-            .rfind(|c: char| !is_path(c))
-            .map_or(0, |i| i + 1);
+        let start = rest[..at].rfind(|c: char| !is_path(c)).map_or(0, |i| i + 1);
         let path = format!("{}.rs", &rest[start..at]);
         let after = &rest[at + 3..];
         rest = after;
-        if !(path.starts_with("tests/") || path.starts_with("src/") || path.starts_with("benches/")) {
+        if !(path.starts_with("tests/") || path.starts_with("src/") || path.starts_with("benches/"))
+        {
             continue;
         }
         // `path.rs::tests::name` or `path.rs::name`.
@@ -60,7 +59,10 @@ fn every_test_security_md_cites_exists() {
             missing.push(format!("{path}::{name}"));
         }
     }
-    assert!(missing.is_empty(), "SECURITY.md cites tests that do not exist: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "SECURITY.md cites tests that do not exist: {missing:?}"
+    );
 }
 
 #[test]
