@@ -776,7 +776,7 @@ fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
         "--set",
         "receiver.maxInflightPerRoute=8",
         "--set",
-        "receiver.bodyTimeoutSeconds=1.5",
+        "receiver.bodyTimeoutSeconds=3",
         "--set-json",
         r#"egress={"allow":["127.0.0.2/32"],"deny":["10.0.0.0/8","fd00::/8"],"profile":"strict","proxy":"http://proxy.example:3128"}"#,
     ]);
@@ -788,7 +788,7 @@ fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
         ("STATUSED_EGRESS_PROFILE", "strict"),
         ("STATUSED_EGRESS_PROXY", "http://proxy.example:3128"),
         ("STATUSED_MAX_INFLIGHT_PER_ROUTE", "8"),
-        ("STATUSED_BODY_TIMEOUT_SECONDS", "1.5"),
+        ("STATUSED_BODY_TIMEOUT_SECONDS", "3"),
     ] {
         assert!(
             manifests.contains(&format!("name: {name}\n              value: \"{value}\"")),
