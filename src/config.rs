@@ -38,8 +38,8 @@ pub struct Config {
     pub max_inflight_requests: usize,
     /// Body bytes held by the requests worked on at once; beyond, 503 with `Retry-After`.
     pub max_inflight_bytes: usize,
-    /// Verified requests of one route worked on at once; beyond, 429 with `Retry-After`.
-    pub max_inflight_per_route: usize,
+    /// Verified requests of one namespace worked on at once; beyond, 429 with `Retry-After`.
+    pub max_inflight_per_namespace: usize,
     /// How long the receiver waits for the API server to store a delivery (then 503).
     pub record_timeout: Duration,
     /// Deliveries the executor works on at once.
@@ -102,7 +102,7 @@ impl Default for Config {
             leader_election: None,
             max_inflight_requests: 128,
             max_inflight_bytes: 32 * 1024 * 1024,
-            max_inflight_per_route: 32,
+            max_inflight_per_namespace: 32,
             record_timeout: Duration::from_secs(5),
             executor_concurrency: 16,
             dedup_window: Duration::from_secs(72 * 3600),

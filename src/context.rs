@@ -39,7 +39,7 @@ pub struct Context {
     /// The executor's own status writes, beyond what its cache shows.
     pub ledger: crate::controller::ledger::Ledger,
     /// The executor's `--executor-concurrency` slots, served round-robin across namespaces.
-    pub executor_slots: crate::controller::fair_share::FairShare,
+    pub executor_slots: crate::fair_share::FairShare,
     /// How many Kubernetes Events the executor may publish.
     pub event_budget: crate::controller::event_budget::EventBudget,
     /// Set once the first list of routes has been received.

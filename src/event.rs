@@ -181,8 +181,22 @@ struct Walk<'l> {
 }
 
 impl Walk<'_> {
+    /// Where the walk is, for a message: keys are the event's own, so each is cut to 40
+    /// characters and the whole to 200, whatever the event holds.
     fn path(&self) -> String {
-        self.path.join(".")
+        let cut = |s: &str, n: usize| -> String {
+            match s.char_indices().nth(n) {
+                Some((i, _)) => format!("{}…", &s[..i]),
+                None => s.to_string(),
+            }
+        };
+        let joined = self
+            .path
+            .iter()
+            .map(|segment| cut(segment, 40))
+            .collect::<Vec<_>>()
+            .join(".");
+        cut(&joined, 200)
     }
 
     /// Records `over` and stops the walk (a serde error unwinds it).
@@ -416,8 +430,8 @@ mod tests {
                 "nested more than 16",
             ),
             (
-                serde_json::json!((0..50).map(|_| vec![0; 250]).collect::<Vec<_>>()),
-                "more than 10000 values",
+                serde_json::json!((0..20).map(|_| vec![0; 250]).collect::<Vec<_>>()),
+                "more than 4096 values",
             ),
             (
                 serde_json::json!(
@@ -425,7 +439,7 @@ mod tests {
                         .map(|_| "y".repeat(limits.max_string_bytes))
                         .collect::<Vec<_>>()
                 ),
-                "add up to more than 1048576 bytes",
+                "add up to more than 262144 bytes",
             ),
         ];
         for (data, expected) in cases {
@@ -450,6 +464,20 @@ mod tests {
         .unwrap();
         let err = Envelope::parse(&long_id).unwrap_err().to_string();
         assert!(err.contains("string at id"), "{err}");
+    }
+
+    #[test]
+    fn an_over_limit_message_never_echoes_more_than_a_short_path() {
+        let key = "k".repeat(10_000);
+        let data = (0..=DATA_LIMITS.max_depth).fold(
+            serde_json::json!(1),
+            |v, _| serde_json::json!({key.clone(): v}),
+        );
+        let err = Envelope::parse(&event_with_data(data))
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 400, "{} bytes: {err:.200}", err.len());
+        assert!(err.contains("nested more than 16"), "{err:.300}");
     }
 
     #[test]

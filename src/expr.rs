@@ -323,11 +323,27 @@ impl Scope {
             }
         }
         let escaped = walk(&self.event, escape);
-        let data = escaped.get("data").unwrap_or(&Json::Null);
-        crate::event::check_data_value(data, &DATA_LIMITS).map_err(|over| ExprError::Template {
+        let refused = |message: String| ExprError::Template {
             template: "(the event's text, escaped for the chat's markup)".into(),
-            message: over.to_string(),
-        })?;
+            message,
+        };
+        let data = escaped.get("data").unwrap_or(&Json::Null);
+        crate::event::check_data_value(data, &DATA_LIMITS)
+            .map_err(|over| refused(over.to_string()))?;
+        // The attributes too: each is a string the estimate takes as at most this long.
+        if let Some(attributes) = escaped.as_object() {
+            for (name, value) in attributes.iter().filter(|(k, _)| *k != "data") {
+                if value
+                    .as_str()
+                    .is_some_and(|v| v.len() > DATA_LIMITS.max_string_bytes)
+                {
+                    return Err(refused(format!(
+                        "{name} is longer than {} bytes once escaped",
+                        DATA_LIMITS.max_string_bytes
+                    )));
+                }
+            }
+        }
         Ok(Scope::new(&escaped, &self.route.0, &self.route.1))
     }
 
@@ -473,7 +489,18 @@ impl Template {
     /// expression's JSON type (so `"$(data)"` forwards an object, not its text).
     pub fn render_json(&self, scope: &Scope) -> Result<Json, ExprError> {
         match self.parts.as_slice() {
-            [Part::Expr(e)] => Ok(cel_to_json(&e.eval(scope)?)),
+            [Part::Expr(e)] => {
+                let json = cel_to_json(&e.eval(scope)?);
+                // A value (`$(data)`) is held to the same cap as text.
+                let len = serde_json::to_vec(&json).map_or(usize::MAX, |v| v.len());
+                if len > MAX_RENDERED_BYTES {
+                    return Err(ExprError::Template {
+                        template: self.source.chars().take(80).collect(),
+                        message: format!("renders to more than {MAX_RENDERED_BYTES} bytes"),
+                    });
+                }
+                Ok(json)
+            }
             _ => self.render(scope).map(Json::String),
         }
     }

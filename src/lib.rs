@@ -15,6 +15,7 @@ pub mod duration;
 pub mod egress;
 pub mod event;
 pub mod expr;
+pub mod fair_share;
 pub mod health;
 pub mod leader;
 pub mod matching;

@@ -117,10 +117,10 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
             config.max_inflight_requests,
             config.max_inflight_bytes,
         )
-        .per_route(config.max_inflight_per_route),
+        .per_namespace(config.max_inflight_per_namespace),
     );
     let executor_slots =
-        crate::controller::fair_share::FairShare::new(usize::from(config.executor_concurrency));
+        crate::fair_share::FairShare::new(usize::from(config.executor_concurrency));
     let context = Arc::new(Context {
         leading,
         recorder: Recorder::new(client.clone(), reporter),
@@ -149,7 +149,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         store: Arc::new(KubeDeliveries(context.client.clone())),
         rate_limiter: context.rate_limiter.clone(),
         admission: context.admission.clone(),
-        evaluations: Arc::new(tokio::sync::Semaphore::new(
+        evaluations: Arc::new(crate::fair_share::FairShare::new(
             crate::server::webhook::EVALUATIONS,
         )),
         metrics: context.metrics.clone(),

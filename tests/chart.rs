@@ -774,7 +774,7 @@ fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
         "--set",
         "replayWindow=24h",
         "--set",
-        "receiver.maxInflightPerRoute=8",
+        "receiver.maxInflightPerNamespace=8",
         "--set",
         "receiver.bodyTimeoutSeconds=3",
         "--set-json",
@@ -787,7 +787,7 @@ fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
         ("STATUSED_EGRESS_DENY", "10.0.0.0/8,fd00::/8"),
         ("STATUSED_EGRESS_PROFILE", "strict"),
         ("STATUSED_EGRESS_PROXY", "http://proxy.example:3128"),
-        ("STATUSED_MAX_INFLIGHT_PER_ROUTE", "8"),
+        ("STATUSED_MAX_INFLIGHT_PER_NAMESPACE", "8"),
         ("STATUSED_BODY_TIMEOUT_SECONDS", "3"),
     ] {
         assert!(
@@ -812,7 +812,7 @@ fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
         "egress.profile=open",
         "egress.proxy=proxy.example:3128",
         "egress.proxy=socks5://proxy.example:1080",
-        "receiver.maxInflightPerRoute=0",
+        "receiver.maxInflightPerNamespace=0",
         "receiver.bodyTimeoutSeconds=0",
     ] {
         assert!(try_render(&["--set", bad]).is_err(), "{bad} was accepted");

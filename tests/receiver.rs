@@ -17,6 +17,7 @@ use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use statused_operator::api::fixtures::{RuleBuilder, route, rule, webhook};
 use statused_operator::api::{StatusedDelivery, StatusedRoute};
+use statused_operator::fair_share::FairShare;
 use statused_operator::metrics::Metrics;
 use statused_operator::naming::{delivery_name, second_delivery_name};
 use statused_operator::route::compile::compile_route;
@@ -287,7 +288,7 @@ impl Harness {
             store: store.clone(),
             rate_limiter: Arc::new(RateLimiter::default()),
             admission: Arc::new(admission),
-            evaluations: Arc::new(tokio::sync::Semaphore::new(EVALUATIONS)),
+            evaluations: Arc::new(FairShare::new(EVALUATIONS)),
             metrics: Arc::new(Metrics::default()),
             limits: Limits {
                 body_limit: BODY_LIMIT,
@@ -863,11 +864,14 @@ async fn over_the_admission_budget_is_503_retry_after_1() {
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
 }
 
-#[tokio::test]
-async fn no_rule_evaluation_slot_is_503_retry_after_1() {
+#[tokio::test(start_paused = true)]
+async fn no_rule_evaluation_slot_within_the_evaluation_time_is_503_retry_after_1() {
     let h = Harness::serving(&releases());
-    // A closed semaphore refuses at once, as a full one does after `EVALUATION_TIME`.
-    h.receiver.evaluations.close();
+    // Another team holds every slot for longer than a sender waits.
+    let mut held = Vec::new();
+    for _ in 0..EVALUATIONS {
+        held.push(h.receiver.evaluations.acquire("another-team").await);
+    }
 
     let reply = h.post("releases", &sample("build-valid.json")).await;
 
@@ -878,28 +882,27 @@ async fn no_rule_evaluation_slot_is_503_retry_after_1() {
 }
 
 #[tokio::test]
-async fn a_route_with_its_share_in_flight_is_429_retry_after_1_and_others_are_not_held_up() {
-    let h = Harness::with_admission(Admission::new(16, 1 << 20).per_route(1));
+async fn a_namespace_with_its_share_in_flight_is_429_retry_after_1_and_others_are_not_held_up() {
+    let h = Harness::with_admission(Admission::new(16, 1 << 20).per_namespace(1));
     h.serve(&releases());
+    // Another route of the same team holds the team's share.
     let held = h
         .receiver
         .admission
-        .route_share(&RouteKey::new(NS, "releases"))
+        .namespace_share(NS)
         .expect("share free");
 
     let reply = h.post("releases", &sample("build-valid.json")).await;
 
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(reply.error(), "route has too many events in flight");
+    assert_eq!(
+        reply.error(),
+        "too many events in flight for this namespace"
+    );
     assert_eq!(reply.retry_after(), Some("1"));
     assert_eq!(h.store.create_calls(), 0);
-    // Another route's share is its own.
-    assert!(
-        h.receiver
-            .admission
-            .route_share(&RouteKey::new(NS, "other"))
-            .is_some()
-    );
+    // Another team's share is its own.
+    assert!(h.receiver.admission.namespace_share("other-team").is_some());
     drop(held);
     let reply = h.post("releases", &sample("build-valid.json")).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);

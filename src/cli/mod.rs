@@ -190,10 +190,14 @@ pub struct RunArgs {
     /// what it has sent.
     #[arg(long, env = "STATUSED_MAX_INFLIGHT_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_inflight_bytes: usize,
-    /// Verified requests of one route worked on at once (its share of
+    /// Verified requests of one namespace's routes worked on at once (its share of
     /// --max-inflight-requests); beyond, 429 with Retry-After.
-    #[arg(long, env = "STATUSED_MAX_INFLIGHT_PER_ROUTE", default_value_t = 32)]
-    pub max_inflight_per_route: usize,
+    #[arg(
+        long,
+        env = "STATUSED_MAX_INFLIGHT_PER_NAMESPACE",
+        default_value_t = 32
+    )]
+    pub max_inflight_per_namespace: usize,
     /// Seconds a sender has to deliver the whole body once its headers arrived; slower,
     /// 408. A deadline rather than a minimum rate: it holds a slot for a known, short time
     /// whatever the client does (Statused's events are a few KiB sent from a data centre).
@@ -299,7 +303,7 @@ impl RunArgs {
             leader_election,
             max_inflight_requests: self.max_inflight_requests.max(1),
             max_inflight_bytes: self.max_inflight_bytes.max(1),
-            max_inflight_per_route: self.max_inflight_per_route.max(1),
+            max_inflight_per_namespace: self.max_inflight_per_namespace.max(1),
             body_timeout: secs(self.body_timeout_seconds),
             record_timeout: secs(self.record_timeout_seconds),
             executor_concurrency: self.executor_concurrency,

@@ -5,7 +5,6 @@
 pub mod backoff;
 pub mod delivery;
 pub mod event_budget;
-pub mod fair_share;
 pub mod history;
 pub mod ledger;
 pub mod plan;

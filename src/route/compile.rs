@@ -85,6 +85,9 @@ pub fn compile_route(
     let mut rules = Vec::new();
     // Every rule's match expression runs in one evaluation per event: bounded together.
     let mut matching = Cost::default();
+    // One delivery renders all its due targets in one render slot: their work together is
+    // bounded too, so that no route holds a slot for long.
+    let mut rendering = 0u64;
     for (i, rule) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
         if rule.name.is_empty() || !seen.insert(rule.name.as_str()) {
@@ -139,6 +142,16 @@ pub fn compile_route(
                         reason: Reason::InvalidTemplate,
                         message: format!(
                             "{target_field}: the target's $(...) expressions together are too costly: {why} (see the data limits in the README)"
+                        ),
+                    });
+                }
+                rendering = rendering.saturating_add(cost.units);
+                if rendering > cost::ROUTE_RENDER_UNITS {
+                    return Err(CompileError {
+                        reason: Reason::InvalidTemplate,
+                        message: format!(
+                            "{target_field}: the route's targets' $(...) expressions up to this one together cost {rendering} units, at most {} for one delivery (see the data limits in the README)",
+                            cost::ROUTE_RENDER_UNITS
                         ),
                     });
                 }
@@ -264,14 +277,18 @@ mod tests {
         );
     }
 
-    /// An expression that costs a little under half the budget: two fit, three do not.
-    const NEAR_HALF: &str = "data.l.exists(x, data.l.exists(y, y))";
+    /// An expression that costs between a third and a half of the budget (see cost.rs): two
+    /// fit, three do not.
+    fn near_half() -> String {
+        let list: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
+        format!("data.l.exists(x, [{}].exists(y, y == x))", list.join(","))
+    }
 
     #[test]
     fn a_routes_match_expressions_are_bounded_together() {
         let mut r = issue_example();
-        r.spec.rules[0].match_.expression = Some(NEAR_HALF.into());
-        r.spec.rules[1].match_.expression = Some(NEAR_HALF.into());
+        r.spec.rules[0].match_.expression = Some(near_half());
+        r.spec.rules[1].match_.expression = Some(near_half());
         assert!(compile_route(&r, &all_secrets(), &BTreeSet::new()).is_ok());
         let mut third = r.spec.rules[1].clone();
         third.name = "third".into();
@@ -290,7 +307,12 @@ mod tests {
     fn one_targets_templates_are_bounded_together() {
         let templated = |n: usize| {
             let body: serde_json::Map<String, serde_json::Value> = (0..n)
-                .map(|i| (format!("k{i}"), format!("$(string({NEAR_HALF}))").into()))
+                .map(|i| {
+                    (
+                        format!("k{i}"),
+                        format!("$(string({}))", near_half()).into(),
+                    )
+                })
                 .collect();
             route("mobile-ci", "releases")
                 .rule(rule("a").target(kind(json!({"webhook": {
@@ -303,6 +325,27 @@ mod tests {
         assert!(
             err.message.starts_with("spec.rules[0].targets[0]")
                 && err.message.contains("together are too costly"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn all_the_targets_of_a_route_are_bounded_together() {
+        let with_targets = |n: usize| {
+            let mut r = rule("a");
+            for _ in 0..n {
+                r = r.target(kind(json!({"webhook": {
+                    "urlSecretRef": {"name": "chat-hook", "key": "url"},
+                    "body": {"k": format!("$(string({}))", near_half())}}})));
+            }
+            route("mobile-ci", "releases").rule(r).build()
+        };
+        assert!(compile_route(&with_targets(10), &all_secrets(), &BTreeSet::new()).is_ok());
+        let err = compile_route(&with_targets(11), &all_secrets(), &BTreeSet::new()).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidTemplate);
+        assert!(
+            err.message.contains("at most 4000000 for one delivery"),
             "{}",
             err.message
         );

@@ -10,14 +10,13 @@
 //! Before its signature is checked a request is anybody's: it reserves at most
 //! [`UNVERIFIED_BYTES`] up front, whatever it declares, and more only as its bytes arrive, so
 //! that slow uploads hold what they sent, not what they promised. After the signature, a
-//! route's requests hold at most their share ([`Admission::route_share`]).
+//! namespace's requests hold at most their share ([`Admission::namespace_share`]): a team
+//! holds no more by spreading its events over many routes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use crate::route::RouteKey;
 
 /// The most of the byte budget a request reserves before any of its body arrived.
 pub const UNVERIFIED_BYTES: usize = 64 * 1024;
@@ -31,9 +30,9 @@ pub struct Admission {
     kib: Arc<Semaphore>,
     max_requests: usize,
     max_kib: u32,
-    /// Verified requests in flight per route, and the most one route may have.
-    routes: Arc<Mutex<HashMap<RouteKey, usize>>>,
-    max_per_route: usize,
+    /// Verified requests in flight per namespace, and the most one namespace may have.
+    namespaces: Arc<Mutex<HashMap<String, usize>>>,
+    max_per_namespace: usize,
 }
 
 /// Held while a request is worked on; dropping it gives the budget back.
@@ -64,20 +63,20 @@ impl Admitted {
     }
 }
 
-/// One verified request of a route; dropping it gives the route's share back.
+/// One verified request of a namespace; dropping it gives the namespace's share back.
 #[derive(Debug)]
-pub struct RouteShare {
-    key: RouteKey,
-    routes: Arc<Mutex<HashMap<RouteKey, usize>>>,
+pub struct NamespaceShare {
+    namespace: String,
+    namespaces: Arc<Mutex<HashMap<String, usize>>>,
 }
 
-impl Drop for RouteShare {
+impl Drop for NamespaceShare {
     fn drop(&mut self) {
-        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = routes.get_mut(&self.key) {
+        let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = namespaces.get_mut(&self.namespace) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                routes.remove(&self.key);
+                namespaces.remove(&self.namespace);
             }
         }
     }
@@ -99,14 +98,14 @@ impl Admission {
             max_requests,
             kib: Arc::new(Semaphore::new(max_kib as usize)),
             max_kib,
-            routes: Arc::default(),
-            max_per_route: max_requests,
+            namespaces: Arc::default(),
+            max_per_namespace: max_requests,
         }
     }
 
-    /// At most `n` verified requests of one route at once.
-    pub fn per_route(mut self, n: usize) -> Self {
-        self.max_per_route = n.max(1);
+    /// At most `n` verified requests of one namespace at once.
+    pub fn per_namespace(mut self, n: usize) -> Self {
+        self.max_per_namespace = n.max(1);
         self
     }
 
@@ -127,19 +126,19 @@ impl Admission {
         })
     }
 
-    /// A share of the receiver for one verified request of route `key`, or `None` when the
-    /// route already has its most requests in flight: one route's burst leaves the rest of
-    /// the budget to the others.
-    pub fn route_share(&self, key: &RouteKey) -> Option<RouteShare> {
-        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        let n = routes.entry(key.clone()).or_default();
-        if *n >= self.max_per_route {
+    /// A share of the receiver for one verified request of a route in `namespace`, or
+    /// `None` when the namespace already has its most requests in flight: one team's burst,
+    /// over however many routes, leaves the rest of the budget to the others.
+    pub fn namespace_share(&self, namespace: &str) -> Option<NamespaceShare> {
+        let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        let n = namespaces.entry(namespace.to_string()).or_default();
+        if *n >= self.max_per_namespace {
             return None;
         }
         *n += 1;
-        Some(RouteShare {
-            key: key.clone(),
-            routes: self.routes.clone(),
+        Some(NamespaceShare {
+            namespace: namespace.to_string(),
+            namespaces: self.namespaces.clone(),
         })
     }
 
@@ -202,18 +201,17 @@ mod tests {
     }
 
     #[test]
-    fn one_route_holds_at_most_its_share() {
-        let admission = Admission::new(100, 1 << 20).per_route(2);
-        let (a, b) = (RouteKey::new("team-a", "r"), RouteKey::new("team-b", "r"));
-        let first = admission.route_share(&a).unwrap();
-        let _second = admission.route_share(&a).unwrap();
-        assert!(admission.route_share(&a).is_none());
+    fn one_namespace_holds_at_most_its_share() {
+        let admission = Admission::new(100, 1 << 20).per_namespace(2);
+        let first = admission.namespace_share("team-a").unwrap();
+        let _second = admission.namespace_share("team-a").unwrap();
+        assert!(admission.namespace_share("team-a").is_none());
         assert!(
-            admission.route_share(&b).is_some(),
-            "another route is not held up"
+            admission.namespace_share("team-b").is_some(),
+            "another team is not held up"
         );
         drop(first);
-        assert!(admission.route_share(&a).is_some());
+        assert!(admission.namespace_share("team-a").is_some());
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,13 +15,13 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use kube::api::ObjectMeta;
 use serde_json::json;
-use tokio::sync::Semaphore;
 use tracing::{debug, info, instrument, warn};
 
 use super::admission::{Admission, Admitted};
 use super::rate_limit::RateLimiter;
 use crate::api::{DeliveredEvent, MatchedTarget, StatusedDelivery, StatusedDeliverySpec};
 use crate::event::Envelope;
+use crate::fair_share::FairShare;
 use crate::metrics::Metrics;
 use crate::naming::{
     LABEL_EVENT_TYPE, LABEL_ROUTE, delivery_name, label_value, second_delivery_name,
@@ -42,8 +42,9 @@ pub struct Receiver {
     pub rate_limiter: Arc<RateLimiter>,
     /// The budget of requests and body bytes in flight.
     pub admission: Arc<Admission>,
-    /// Rule evaluations (CEL) running at once on the blocking pool ([`EVALUATIONS`]).
-    pub evaluations: Arc<Semaphore>,
+    /// Rule evaluations (CEL) running at once on the blocking pool ([`EVALUATIONS`]), handed
+    /// out round-robin across namespaces.
+    pub evaluations: Arc<FairShare>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
 }
@@ -109,8 +110,8 @@ pub enum ReceiveError {
     SlowBody,
     #[error("route over its rate limit")]
     RateLimited(std::time::Duration),
-    /// The route has its share of the receiver in flight already.
-    #[error("route has too many events in flight")]
+    /// The route's namespace has its share of the receiver in flight already.
+    #[error("too many events in flight for this namespace")]
     RouteBusy,
     #[error("invalid signature")]
     Signature(#[from] signature::SignatureError),
@@ -269,11 +270,11 @@ async fn handle(
         &bytes,
         &route.signing_keys,
     )?;
-    // From here on the request is the route's own: it takes a share of the receiver that
-    // leaves the rest to the other routes.
+    // From here on the request is the route's team's own: it takes a share of the receiver
+    // that leaves the rest to the other namespaces.
     let _share = ctx
         .admission
-        .route_share(&key)
+        .namespace_share(&key.namespace)
         .ok_or(ReceiveError::RouteBusy)?;
     if let Some(limit) = route.rate_limit {
         ctx.rate_limiter
@@ -317,10 +318,12 @@ async fn match_off_the_workers(
     route: &Arc<CompiledRoute>,
     bytes: Vec<u8>,
 ) -> Result<(Vec<u8>, Matches), ReceiveError> {
-    let permit = tokio::time::timeout(EVALUATION_TIME, ctx.evaluations.clone().acquire_owned())
-        .await
-        .map_err(|_| ReceiveError::Busy)?
-        .map_err(|_| ReceiveError::Busy)?;
+    let permit = tokio::time::timeout(
+        EVALUATION_TIME,
+        ctx.evaluations.acquire(&route.key.namespace),
+    )
+    .await
+    .map_err(|_| ReceiveError::Busy)?;
     let route = route.clone();
     let window = route.replay_window.unwrap_or(ctx.limits.replay_window);
     let matching = tokio::task::spawn_blocking(move || {

@@ -1,12 +1,11 @@
-//! The executor's slots, shared fairly between namespaces.
+//! Slots shared fairly between namespaces: the executor's deliveries and the receiver's rule
+//! evaluations.
 //!
-//! Every delivery works in one of `--executor-concurrency` slots. When they are all taken,
-//! waiting deliveries queue per namespace, and a freed slot goes to the next namespace in
-//! turn (round-robin), not to whoever has queued most: a team that fills the executor with
-//! its own deliveries (a burst, slow targets, costly templates) delays its own work, and
-//! another team's next delivery waits for at most one slot per busy namespace ahead of it.
-//! A waiting delivery is a parked future holding a pointer into the watch cache: nothing is
-//! copied, and the controller never queues one object twice.
+//! When all slots are taken, waiters queue per namespace, and a freed slot goes to the next
+//! namespace in turn (round-robin), not to whoever has queued most: a team that fills the
+//! slots with its own work (a burst, slow targets, costly expressions) delays its own work,
+//! and another team's next piece of work waits for at most one slot per busy namespace ahead
+//! of it. A waiter is a parked future; one that gives up (a timeout) leaves its place.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
