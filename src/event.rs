@@ -1,39 +1,33 @@
-//! The CloudEvents 1.0 envelope Statused sends (structured JSON mode), parsed without copying,
-//! and the normalisation of Apple's human status labels.
+//! The CloudEvents 1.0 envelope Statused sends (structured JSON mode), parsed once into an
+//! owned record that the matcher, the replay check and the delivery share, and the
+//! normalisation of Apple's human status labels.
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use serde::Deserializer as _;
+use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
 
 pub use crate::cost::{DATA_LIMITS, DataLimits};
 
-/// A Statused event as it arrives. Strings borrow from the request body; `data` stays raw JSON
-/// until something needs it, so unknown or missing fields never make an event invalid.
-#[derive(Debug, Deserialize)]
-pub struct Envelope<'a> {
-    #[serde(borrow)]
-    pub specversion: Cow<'a, str>,
-    #[serde(borrow, rename = "type")]
-    pub type_: Cow<'a, str>,
-    #[serde(borrow)]
-    pub source: Cow<'a, str>,
-    #[serde(borrow)]
-    pub id: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub time: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub subject: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub data: Option<&'a RawValue>,
+/// A Statused event as it arrives, parsed in one pass. `data` is open: unknown or missing
+/// fields never make an event invalid; it is held to [`DATA_LIMITS`] as it is read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub specversion: String,
+    pub type_: String,
+    pub source: String,
+    pub id: String,
+    pub time: Option<String>,
+    pub subject: Option<String>,
+    /// `null` when the event has none.
+    pub data: Value,
 }
 
 /// The few `data` fields that rule matching reads without evaluating an expression.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct MatchFields<'a> {
-    #[serde(borrow, default)]
     pub status: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     pub app_name: Option<Cow<'a, str>>,
 }
 
@@ -50,11 +44,20 @@ pub enum EnvelopeError {
     OverLimit(#[from] OverLimit),
 }
 
-impl<'a> Envelope<'a> {
-    pub fn parse(body: &'a [u8]) -> Result<Self, EnvelopeError> {
-        let env: Envelope<'a> = serde_json::from_slice(body)?;
+impl Envelope {
+    /// Parses `body` once: the attributes, and `data` checked against the limits while it is
+    /// built (nothing past a limit is kept).
+    pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
+        let mut walk = Walk::new(&DATA_LIMITS);
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let parsed = de.deserialize_map(Fields { walk: &mut walk });
+        if let Some(over) = walk.over {
+            return Err(over.into());
+        }
+        let env = parsed?;
+        de.end()?;
         if env.specversion != "1.0" {
-            return Err(EnvelopeError::SpecVersion(env.specversion.into_owned()));
+            return Err(EnvelopeError::SpecVersion(env.specversion));
         }
         for (name, value) in [
             ("id", &env.id),
@@ -65,13 +68,12 @@ impl<'a> Envelope<'a> {
                 return Err(EnvelopeError::Empty(name));
             }
         }
-        env.check_limits(&DATA_LIMITS)?;
+        env.check_attributes(&DATA_LIMITS)?;
         Ok(env)
     }
 
-    /// Holds the event to `limits`, which every expression's cost is estimated over
-    /// (`cost.rs`): attributes are strings of bounded length, `data` is walked in place.
-    fn check_limits(&self, limits: &DataLimits) -> Result<(), OverLimit> {
+    /// Attributes are strings of bounded length, like every string of `data`.
+    fn check_attributes(&self, limits: &DataLimits) -> Result<(), OverLimit> {
         let attributes = [
             Some(("id", &self.id)),
             Some(("type", &self.type_)),
@@ -88,42 +90,87 @@ impl<'a> Envelope<'a> {
                 });
             }
         }
-        match self.data {
-            Some(raw) => check_data(raw.get(), limits),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// `status` and `app_name` from `data`, tolerating any shape: non-object data or fields of
     /// other types simply leave them unset.
-    pub fn match_fields(&self) -> MatchFields<'a> {
-        self.data
-            .and_then(|raw| serde_json::from_str::<MatchFields<'a>>(raw.get()).ok())
-            .unwrap_or_default()
-    }
-
-    /// `data` as an owned JSON value (null when absent).
-    pub fn data_value(&self) -> serde_json::Value {
-        self.data
-            .and_then(|raw| serde_json::from_str(raw.get()).ok())
-            .unwrap_or(serde_json::Value::Null)
+    pub fn match_fields(&self) -> MatchFields<'_> {
+        let text = |name: &str| {
+            self.data
+                .get(name)
+                .and_then(Value::as_str)
+                .map(Cow::Borrowed)
+        };
+        MatchFields {
+            status: text("status"),
+            app_name: text("app_name"),
+        }
     }
 
     /// The envelope as an owned JSON object with the attributes expressions see.
-    pub fn to_value(&self) -> serde_json::Value {
+    pub fn to_value(&self) -> Value {
         let mut obj = serde_json::Map::new();
-        obj.insert("specversion".into(), self.specversion.as_ref().into());
-        obj.insert("id".into(), self.id.as_ref().into());
-        obj.insert("type".into(), self.type_.as_ref().into());
-        obj.insert("source".into(), self.source.as_ref().into());
+        obj.insert("specversion".into(), self.specversion.as_str().into());
+        obj.insert("id".into(), self.id.as_str().into());
+        obj.insert("type".into(), self.type_.as_str().into());
+        obj.insert("source".into(), self.source.as_str().into());
         if let Some(time) = &self.time {
-            obj.insert("time".into(), time.as_ref().into());
+            obj.insert("time".into(), time.as_str().into());
         }
         if let Some(subject) = &self.subject {
-            obj.insert("subject".into(), subject.as_ref().into());
+            obj.insert("subject".into(), subject.as_str().into());
         }
-        obj.insert("data".into(), self.data_value());
-        serde_json::Value::Object(obj)
+        obj.insert("data".into(), self.data.clone());
+        Value::Object(obj)
+    }
+}
+
+/// The envelope's members, read in one pass; unknown ones are skipped without being kept.
+struct Fields<'w, 'l> {
+    walk: &'w mut Walk<'l>,
+}
+
+impl<'de> Visitor<'de> for Fields<'_, '_> {
+    type Value = Envelope;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a CloudEvent JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+        let (mut specversion, mut type_, mut source, mut id) = (None, None, None, None);
+        let (mut time, mut subject, mut data) = (None, None, Value::Null);
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "specversion" => specversion = Some(map.next_value::<String>()?),
+                "type" => type_ = Some(map.next_value::<String>()?),
+                "source" => source = Some(map.next_value::<String>()?),
+                "id" => id = Some(map.next_value::<String>()?),
+                "time" => time = map.next_value::<Option<String>>()?,
+                "subject" => subject = map.next_value::<Option<String>>()?,
+                "data" => {
+                    data = map.next_value_seed(Node {
+                        walk: &mut *self.walk,
+                        depth: 0,
+                    })?
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let required =
+            |v: Option<String>, name: &'static str| v.ok_or_else(|| A::Error::missing_field(name));
+        Ok(Envelope {
+            specversion: required(specversion, "specversion")?,
+            type_: required(type_, "type")?,
+            source: required(source, "source")?,
+            id: required(id, "id")?,
+            time,
+            subject,
+            data,
+        })
     }
 }
 
@@ -142,36 +189,22 @@ pub enum OverLimit {
     TotalBytes { limit: usize },
 }
 
-/// Checks `data` (raw JSON) against `limits` without building it: one pass, no allocation
-/// but the path of where it is. This is what bounds every expression's cost (see `cost.rs`).
-pub fn check_data(raw: &str, limits: &DataLimits) -> Result<(), OverLimit> {
-    let mut walk = Walk {
-        limits,
-        nodes: 0,
-        bytes: 0,
-        path: vec!["data".to_string()],
-        over: None,
-    };
-    let mut de = serde_json::Deserializer::from_str(raw);
-    let result = serde::de::DeserializeSeed::deserialize(
-        Node {
-            walk: &mut walk,
-            depth: 0,
-        },
-        &mut de,
-    );
+/// Checks `data` (a stored event's, or one escaped for a chat) against `limits`, the same
+/// walk as the parse's.
+pub fn check_data_value(data: &Value, limits: &DataLimits) -> Result<(), OverLimit> {
+    let mut walk = Walk::new(limits);
+    let result = Node {
+        walk: &mut walk,
+        depth: 0,
+    }
+    .deserialize(data);
     match (walk.over, result) {
         (Some(over), _) => Err(over),
-        // Not JSON at all: the envelope parse reports that.
         _ => Ok(()),
     }
 }
 
-/// [`check_data`] for `data` already parsed (a stored delivery's event).
-pub fn check_data_value(data: &serde_json::Value, limits: &DataLimits) -> Result<(), OverLimit> {
-    check_data(&data.to_string(), limits)
-}
-
+/// Counts what `data` holds while it is read, and stops at the first limit passed.
 struct Walk<'l> {
     limits: &'l DataLimits,
     nodes: usize,
@@ -180,7 +213,17 @@ struct Walk<'l> {
     over: Option<OverLimit>,
 }
 
-impl Walk<'_> {
+impl<'l> Walk<'l> {
+    fn new(limits: &'l DataLimits) -> Self {
+        Walk {
+            limits,
+            nodes: 0,
+            bytes: 0,
+            path: vec!["data".to_string()],
+            over: None,
+        }
+    }
+
     /// Where the walk is, for a message: keys are the event's own, so each is cut to 40
     /// characters and the whole to 200, whatever the event holds.
     fn path(&self) -> String {
@@ -246,78 +289,85 @@ impl Walk<'_> {
     }
 }
 
-/// One JSON value at `depth`, visited in place.
+/// One JSON value at `depth`, built as it is read and checked against the limits first.
 struct Node<'w, 'l> {
     walk: &'w mut Walk<'l>,
     depth: usize,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for Node<'_, '_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
-    type Value = ();
+impl<'de> Visitor<'de> for Node<'_, '_> {
+    type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
-        self.walk.node()
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Value, E> {
+        self.walk.node().map(|()| Value::Bool(b))
     }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
-        self.walk.node()
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Value, E> {
+        self.walk.node().map(|()| Value::from(n))
     }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
-        self.walk.node()
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Value, E> {
+        self.walk.node().map(|()| Value::from(n))
     }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
-        self.walk.node()
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Value, E> {
+        self.walk.node().map(|()| Value::from(n))
     }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        self.walk.node()
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.walk.node().map(|()| Value::Null)
     }
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
-        self.walk.string(s)
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
+        self.walk.string(s).map(|()| Value::String(s.to_string()))
+    }
+    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Value, E> {
+        self.walk.string(&s).map(|()| Value::String(s))
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         self.walk.enter(self.depth)?;
-        let mut count = 0usize;
+        let mut items = Vec::new();
         loop {
-            self.walk.path.push(count.to_string());
+            self.walk.path.push(items.len().to_string());
             let next = seq.next_element_seed(Node {
                 walk: &mut *self.walk,
                 depth: self.depth + 1,
             });
             self.walk.path.pop();
-            if next?.is_none() {
-                return Ok(());
-            }
-            count += 1;
-            self.walk.item(count)?;
+            let Some(item) = next? else {
+                return Ok(Value::Array(items));
+            };
+            items.push(item);
+            self.walk.item(items.len())?;
         }
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         self.walk.enter(self.depth)?;
+        let mut entries = serde_json::Map::new();
         let mut count = 0usize;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(key) = map.next_key::<String>()? {
             count += 1;
             self.walk.item(count)?;
             self.walk.string(&key)?;
-            self.walk.path.push(key.into_owned());
+            self.walk.path.push(key.clone());
             let value = map.next_value_seed(Node {
                 walk: &mut *self.walk,
                 depth: self.depth + 1,
             });
             self.walk.path.pop();
-            value?;
+            entries.insert(key, value?);
         }
-        Ok(())
+        Ok(Value::Object(entries))
     }
 }
 
@@ -347,16 +397,15 @@ mod tests {
     use crate::test_support::sample;
 
     #[test]
-    fn build_event_parses_with_borrowed_fields() {
+    fn build_event_parses_into_one_owned_record() {
         let body = sample("build-valid.json");
         let env = Envelope::parse(&body).unwrap();
         assert_eq!(env.type_, "com.statused.build.status.updated");
         assert_eq!(env.id, "b7a1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d");
-        assert!(matches!(env.id, Cow::Borrowed(_)));
         let fields = env.match_fields();
         assert_eq!(fields.status.as_deref(), Some("Valid"));
         assert_eq!(fields.app_name.as_deref(), Some("Markdown Email"));
-        assert_eq!(env.data_value()["build_version"], "456");
+        assert_eq!(env.data["build_version"], "456");
     }
 
     #[test]

@@ -50,13 +50,8 @@ impl Matcher {
     }
 
     /// Cheap checks first; the expression only runs when everything else matched.
-    pub fn matches(&self, event: &EventView<'_, '_>) -> Result<bool, ExprError> {
-        if !self.types.is_empty()
-            && !self
-                .types
-                .iter()
-                .any(|t| t == event.envelope.type_.as_ref())
-        {
+    pub fn matches(&self, event: &EventView<'_>) -> Result<bool, ExprError> {
+        if !self.types.is_empty() && !self.types.iter().any(|t| *t == event.envelope.type_) {
             return Ok(false);
         }
         if !self.statuses.is_empty() {
@@ -88,17 +83,17 @@ impl Matcher {
 
 /// One parsed event as the matchers see it; the CEL scope is built only if an expression
 /// needs it.
-pub struct EventView<'e, 'b> {
-    envelope: &'e Envelope<'b>,
-    fields: MatchFields<'b>,
+pub struct EventView<'e> {
+    envelope: &'e Envelope,
+    fields: MatchFields<'e>,
     status: Option<String>,
     route_namespace: &'e str,
     route_name: &'e str,
     scope: OnceCell<Scope>,
 }
 
-impl<'e, 'b> EventView<'e, 'b> {
-    pub fn new(envelope: &'e Envelope<'b>, route_namespace: &'e str, route_name: &'e str) -> Self {
+impl<'e> EventView<'e> {
+    pub fn new(envelope: &'e Envelope, route_namespace: &'e str, route_name: &'e str) -> Self {
         let fields = envelope.match_fields();
         let status = fields.status.as_deref().map(normalize_status);
         Self {

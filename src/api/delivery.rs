@@ -56,6 +56,58 @@ pub struct StatusedDeliverySpec {
     pub matched: Vec<MatchedTarget>,
 }
 
+impl StatusedDelivery {
+    /// The record of `envelope` accepted by route `route` (uid `route_uid`) of `namespace`,
+    /// named `name`, with the (rule, target) pairs it matched.
+    ///
+    /// No ownerReference: the garbage collector would delete the record with its route, and
+    /// with it the only memory that this event was delivered. The route's uid is kept in the
+    /// spec instead; the pruner deletes a gone route's records once the dedup window has
+    /// passed.
+    pub fn for_event(
+        name: String,
+        namespace: &str,
+        route: &str,
+        route_uid: Option<&str>,
+        envelope: &crate::event::Envelope,
+        matched: Vec<MatchedTarget>,
+    ) -> Self {
+        use crate::naming::{LABEL_EVENT_TYPE, LABEL_ROUTE, label_value};
+        let labels = [
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "statused-operator".to_string(),
+            ),
+            (LABEL_ROUTE.to_string(), label_value(route)),
+            (LABEL_EVENT_TYPE.to_string(), label_value(&envelope.type_)),
+        ]
+        .into_iter()
+        .collect();
+        StatusedDelivery {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name),
+                namespace: Some(namespace.to_string()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            spec: StatusedDeliverySpec {
+                route: route.to_string(),
+                route_uid: route_uid.map(str::to_string),
+                event: DeliveredEvent {
+                    id: envelope.id.clone(),
+                    type_: envelope.type_.clone(),
+                    source: envelope.source.clone(),
+                    time: envelope.time.clone(),
+                    subject: envelope.subject.clone(),
+                    data: envelope.data.clone(),
+                },
+                matched,
+            },
+            status: None,
+        }
+    }
+}
+
 /// The event as received (CloudEvents attributes and data).
 #[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]

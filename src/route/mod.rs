@@ -72,7 +72,7 @@ pub struct MatchFailure {
 
 impl CompiledRoute {
     /// Every (rule, target) pair the event triggers, in route order.
-    pub fn match_event(&self, envelope: &Envelope<'_>) -> (Vec<MatchedTarget>, Vec<MatchFailure>) {
+    pub fn match_event(&self, envelope: &Envelope) -> (Vec<MatchedTarget>, Vec<MatchFailure>) {
         let view = EventView::new(envelope, &self.key.namespace, &self.key.name);
         let mut matched = Vec::new();
         let mut failures = Vec::new();

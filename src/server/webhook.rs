@@ -13,19 +13,16 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use kube::api::ObjectMeta;
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
 use super::admission::{Admission, Admitted};
 use super::rate_limit::RateLimiter;
-use crate::api::{DeliveredEvent, MatchedTarget, StatusedDelivery, StatusedDeliverySpec};
+use crate::api::{MatchedTarget, StatusedDelivery};
 use crate::event::Envelope;
 use crate::fair_share::FairShare;
 use crate::metrics::Metrics;
-use crate::naming::{
-    LABEL_EVENT_TYPE, LABEL_ROUTE, delivery_name, label_value, second_delivery_name,
-};
+use crate::naming::{delivery_name, second_delivery_name};
 use crate::replay::{self, OutsideWindow};
 use crate::route::{CompiledRoute, RouteKey};
 use crate::routing::{RouteState, RoutingTable};
@@ -281,16 +278,15 @@ async fn handle(
             .check(&key, limit, std::time::Instant::now())
             .map_err(ReceiveError::RateLimited)?;
     }
-    // Parsed, checked against the replay window and matched on the blocking pool; the body
-    // comes back (not copied) to be parsed once more, cheaply, for the record.
-    let (bytes, (matched, failures)) = match_off_the_workers(ctx, &route, bytes)
+    // Parsed once (into the record the matcher, the replay check and the delivery share),
+    // checked against the replay window and matched, on the blocking pool.
+    let (envelope, (matched, failures)) = match_off_the_workers(ctx, &route, bytes)
         .await
         .inspect_err(|e| {
             if let ReceiveError::Replay(outside) = e {
                 ctx.metrics.event_refused(outside.as_str());
             }
         })?;
-    let envelope = Envelope::parse(&bytes)?;
     for f in &failures {
         warn!(rule = %f.rule, error = %f.error, event = %envelope.id, "rule expression failed; rule skipped");
     }
@@ -317,7 +313,7 @@ async fn match_off_the_workers(
     ctx: &Receiver,
     route: &Arc<CompiledRoute>,
     bytes: Vec<u8>,
-) -> Result<(Vec<u8>, Matches), ReceiveError> {
+) -> Result<(Envelope, Matches), ReceiveError> {
     let permit = tokio::time::timeout(
         EVALUATION_TIME,
         ctx.evaluations.acquire(&route.key.namespace),
@@ -330,21 +326,19 @@ async fn match_off_the_workers(
         // The slot is the evaluation's, not the waiter's: it is given back when the work
         // ends, so that EVALUATIONS is a bound on work running, not on work waited for.
         let _permit = permit;
-        let matches = Envelope::parse(&bytes)
-            .map_err(ReceiveError::from)
-            .and_then(|envelope| {
-                // An event outside the replay window costs no rule evaluation.
-                let now = jiff::Timestamp::now();
-                replay::check(envelope.time.as_deref(), window, now).map_err(|outside| {
-                    info!(event = %envelope.id, reason = outside.as_str(), "event refused: outside the replay window");
-                    ReceiveError::Replay(outside)
-                })?;
-                Ok(route.match_event(&envelope))
-            });
-        (bytes, matches)
+        let envelope = Envelope::parse(&bytes)?;
+        drop(bytes);
+        // An event outside the replay window costs no rule evaluation.
+        let now = jiff::Timestamp::now();
+        replay::check(envelope.time.as_deref(), window, now).map_err(|outside| {
+            info!(event = %envelope.id, reason = outside.as_str(), "event refused: outside the replay window");
+            ReceiveError::Replay(outside)
+        })?;
+        let matches = route.match_event(&envelope);
+        Ok::<_, ReceiveError>((envelope, matches))
     });
     match tokio::time::timeout(EVALUATION_TIME, matching).await {
-        Ok(Ok((bytes, matches))) => Ok((bytes, matches?)),
+        Ok(Ok(parsed)) => parsed,
         // Too slow (the evaluation finishes on its own thread) or it panicked.
         _ => Err(ReceiveError::Busy),
     }
@@ -363,7 +357,7 @@ pub const EVALUATION_TIME: std::time::Duration = std::time::Duration::from_secs(
 async fn record(
     ctx: &Receiver,
     route: &CompiledRoute,
-    envelope: &Envelope<'_>,
+    envelope: &Envelope,
     matched: Vec<MatchedTarget>,
 ) -> Result<Accepted, ReceiveError> {
     for second_name in [false, true] {
@@ -409,7 +403,7 @@ async fn record(
 
 /// Whether `existing` records this event for this route name, whichever object of that name
 /// accepted it.
-fn same_event(existing: &StatusedDelivery, route: &CompiledRoute, envelope: &Envelope<'_>) -> bool {
+fn same_event(existing: &StatusedDelivery, route: &CompiledRoute, envelope: &Envelope) -> bool {
     existing.spec.event.id == envelope.id && existing.spec.route == route.key.name
 }
 
@@ -463,7 +457,7 @@ async fn read_body(
 
 fn new_delivery(
     route: &CompiledRoute,
-    envelope: &Envelope<'_>,
+    envelope: &Envelope,
     matched: Vec<MatchedTarget>,
     second_name: bool,
 ) -> StatusedDelivery {
@@ -472,40 +466,12 @@ fn new_delivery(
     } else {
         delivery_name(&route.key.name, &envelope.id)
     };
-    // No ownerReference: the garbage collector would delete the record with its route, and
-    // with it the only memory that this event was delivered (see `record`). The route's uid
-    // is kept in the spec instead; the pruner deletes a gone route's records once the dedup
-    // window has passed.
-    let labels = [
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            "statused-operator".to_string(),
-        ),
-        (LABEL_ROUTE.to_string(), label_value(&route.key.name)),
-        (LABEL_EVENT_TYPE.to_string(), label_value(&envelope.type_)),
-    ]
-    .into_iter()
-    .collect();
-    StatusedDelivery {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(route.key.namespace.clone()),
-            labels: Some(labels),
-            ..Default::default()
-        },
-        spec: StatusedDeliverySpec {
-            route: route.key.name.clone(),
-            route_uid: route.uid.clone(),
-            event: DeliveredEvent {
-                id: envelope.id.to_string(),
-                type_: envelope.type_.to_string(),
-                source: envelope.source.to_string(),
-                time: envelope.time.as_ref().map(|t| t.to_string()),
-                subject: envelope.subject.as_ref().map(|s| s.to_string()),
-                data: envelope.data_value(),
-            },
-            matched,
-        },
-        status: None,
-    }
+    StatusedDelivery::for_event(
+        name,
+        &route.key.namespace,
+        &route.key.name,
+        route.uid.as_deref(),
+        envelope,
+        matched,
+    )
 }
