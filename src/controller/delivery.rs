@@ -118,6 +118,7 @@ pub fn trim(delivery: &mut StatusedDelivery) {
         delivery.spec.matched = Vec::new();
         if let Some(status) = delivery.status.as_mut() {
             status.targets = Vec::new();
+            status.recent_redelivery_requests = Vec::new();
         }
     }
 }
@@ -376,6 +377,8 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
         targets,
         redeliveries: current.redeliveries,
         redelivery_token: current.redelivery_token.clone(),
+        redelivery_requests: current.redelivery_requests,
+        recent_redelivery_requests: current.recent_redelivery_requests.clone(),
     };
     if desired != current
         && let Err(e) = write_status(&ctx, &delivery, &desired).await
@@ -529,6 +532,8 @@ async fn give_up(
         targets,
         redeliveries: current.redeliveries,
         redelivery_token: current.redelivery_token.clone(),
+        redelivery_requests: current.redelivery_requests,
+        recent_redelivery_requests: current.recent_redelivery_requests.clone(),
     };
     warn!(delivery = %delivery.name_any(), reason = %why, "delivery given up");
     write_status(ctx, delivery, &desired).await?;

@@ -20,7 +20,7 @@ use tracing::{debug, info, instrument, warn};
 
 use super::redeliver::{self, Answer, Decision};
 use super::{Error, scoped_api};
-use crate::api::{FIELD_MANAGER, StatusedDelivery, StatusedRedelivery};
+use crate::api::{FIELD_MANAGER, StatusedDelivery, StatusedRedelivery, StatusedRedeliveryStatus};
 use crate::context::Context;
 
 /// How often a request for a delivery still being delivered looks again.
@@ -70,16 +70,36 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Context>) -> Resul
     if let Some(delivery) = &delivery {
         owned_by(&ctx, &request, delivery).await?;
     }
+    let mut previous = request.status.clone();
     let answer = match redeliver::decide(&request, delivery.as_ref()) {
         Decision::Answered => return Ok(Action::await_change()),
         Decision::NotFound => Answer::NotFound,
         Decision::Wait => Answer::Waiting,
-        Decision::Honoured { round } => Answer::Honoured { round },
+        Decision::Honoured => redeliver::honoured_answer(&request),
         Decision::Reopen(asked) => {
             // Decided on `delivery`, which `decide` found: present.
             let Some(delivery) = &delivery else {
                 return Ok(Action::await_change());
             };
+            // First the claim, with what the reopen will do (the reopen is a write
+            // conditional on this very delivery, so it does exactly that or nothing): a
+            // retry after a failed write below then knows whether the reopen landed, even
+            // after other requests reopened the delivery since (see redeliver.rs).
+            let (planned, rerun) =
+                redeliver::reopen(&delivery.status.clone().unwrap_or_default(), &asked);
+            let claimed = redeliver::request_status(
+                previous.as_ref(),
+                &request.spec.delivery,
+                Answer::Claimed {
+                    claim: planned.redelivery_requests,
+                    round: planned.redeliveries,
+                    rerun,
+                },
+                request.metadata.generation,
+                Time(jiff::Timestamp::now()),
+            );
+            write_status(&requests, &request, &claimed).await?;
+            previous = Some(claimed);
             let (next, rerun) = super::delivery::reopen(&ctx, delivery, &asked).await?;
             info!(delivery = %delivery.name_any(), rerun, "redelivery request honoured");
             Answer::Reopened {
@@ -90,25 +110,14 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Context>) -> Resul
         }
     };
     let desired = redeliver::request_status(
-        request.status.as_ref(),
+        previous.as_ref(),
         &request.spec.delivery,
         answer,
         request.metadata.generation,
         Time(jiff::Timestamp::now()),
     );
-    if request.status.as_ref() != Some(&desired) {
-        let patch = serde_json::json!({
-            "apiVersion": StatusedRedelivery::api_version(&()),
-            "kind": StatusedRedelivery::kind(&()),
-            "status": desired,
-        });
-        requests
-            .patch_status(
-                &request.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+    if previous.as_ref() != Some(&desired) {
+        write_status(&requests, &request, &desired).await?;
     }
     ctx.metrics.reconcile("redelivery", "success");
     ctx.reconcile_failures.reset(&key);
@@ -116,6 +125,27 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Context>) -> Resul
         Answer::Waiting => Action::requeue(WAIT),
         _ => Action::await_change(),
     })
+}
+
+/// Writes a request's status.
+async fn write_status(
+    requests: &Api<StatusedRedelivery>,
+    request: &StatusedRedelivery,
+    status: &StatusedRedeliveryStatus,
+) -> Result<(), Error> {
+    let patch = serde_json::json!({
+        "apiVersion": StatusedRedelivery::api_version(&()),
+        "kind": StatusedRedelivery::kind(&()),
+        "status": status,
+    });
+    requests
+        .patch_status(
+            &request.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Makes `delivery` the request's owner (once), so that pruning a delivery also removes the
