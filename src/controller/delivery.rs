@@ -48,6 +48,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     .modify(trim)
     .reflect(writer);
     let deliveries = super::triggers("deliveries", deliveries, store.clone(), ctx.health.clone());
+    // Shared with the redelivery requests while this executor runs (see `Cached` below).
+    let _shared = Cached::share(&ctx, store.clone());
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = |t: &tokio_util::sync::CancellationToken| {
         let t = t.clone();
@@ -88,6 +90,29 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .await;
     stop.cancel();
     while helpers.join_next().await.is_some() {}
+}
+
+/// The executor's cache, shared in the context while it runs: unshared when the executor
+/// stops (a follower's cache would go stale).
+struct Cached(Arc<Context>);
+
+impl Cached {
+    fn share(ctx: &Arc<Context>, store: reflector::Store<StatusedDelivery>) -> Self {
+        *ctx.deliveries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(store);
+        Self(ctx.clone())
+    }
+}
+
+impl Drop for Cached {
+    fn drop(&mut self) {
+        *self
+            .0
+            .deliveries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
 }
 
 /// What the executor's cache keeps of a delivery: everything while it is being delivered;

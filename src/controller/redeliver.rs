@@ -116,6 +116,8 @@ pub fn reopen(
 
 /// The condition a `StatusedRedelivery` answers with.
 pub const ACCEPTED: &str = "Accepted";
+/// Its reason while the delivery is still being delivered.
+pub const WAITING: &str = "DeliveryNotFinished";
 
 /// What to do with a `StatusedRedelivery`, given the delivery it names (`None`: not found).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,7 +260,7 @@ pub fn request_status(
         ),
         Answer::Waiting => (
             "Unknown",
-            "DeliveryNotFinished",
+            WAITING,
             format!(
                 "delivery {delivery} is still being delivered; redelivered once it has finished"
             ),
