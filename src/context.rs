@@ -40,6 +40,9 @@ pub struct Context {
     pub ledger: crate::controller::ledger::Ledger,
     /// The executor's `--executor-concurrency` slots, served round-robin across namespaces.
     pub executor_slots: crate::fair_share::FairShare,
+    /// The executor's watch cache of deliveries while it runs (trimmed: see
+    /// `delivery::trim`), for the redelivery requests' cheap look at a delivery's phase.
+    pub deliveries: std::sync::RwLock<Option<Store<crate::api::StatusedDelivery>>>,
     /// How many Kubernetes Events the executor may publish.
     pub event_budget: crate::controller::event_budget::EventBudget,
     /// Set once the first list of routes has been received.
@@ -67,6 +70,22 @@ impl Context {
                 }
             }
         })
+    }
+
+    /// Delivery `ns/name` as the executor's watch cache has it; `None` when the executor
+    /// is not running or the cache has no such delivery (it may lag: only a positive answer
+    /// means much).
+    pub fn cached_delivery(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Option<Arc<crate::api::StatusedDelivery>> {
+        let cache = self
+            .deliveries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let obj = kube::runtime::reflector::ObjectRef::new(name).within(ns);
+        cache.as_ref()?.get(&obj)
     }
 
     /// Whether `route` (this uid) is still in the watch cache, i.e. not deleted.

@@ -252,7 +252,8 @@ pub struct EgressPolicy {
     pub allow: Vec<IpNet>,
     /// Refused on top of the defaults; wins over `allow`.
     pub deny: Vec<IpNet>,
-    /// The API server's own addresses (address and port).
+    /// The API server's own addresses, with its port: a literal IP is refused on that port,
+    /// an address a name resolves to on every port ([`EgressPolicy::check_resolved`]).
     pub api_server: Vec<SocketAddr>,
     /// The operator pod's own addresses (`--pod-ip`): refused on every port.
     pub own_ips: Vec<IpAddr>,
@@ -269,9 +270,35 @@ impl EgressPolicy {
     }
 
     /// Whether every address a name resolves to may be reached: the check a proxy's caller
-    /// makes, since the proxy may pick any of them.
+    /// makes, since the proxy may pick any of them. Addresses of a name, so the API server's
+    /// are refused on every port (see [`EgressPolicy::check_resolved`]).
     pub fn check_all(&self, addrs: &[SocketAddr]) -> Result<(), Refused> {
-        addrs.iter().try_for_each(|a| self.check(*a))
+        addrs.iter().try_for_each(|a| {
+            self.check_endpoint(*a)?;
+            self.check_resolved(a.ip())
+        })
+    }
+
+    /// Whether a target may connect to `ip`, an address a *name* resolved to, whatever the
+    /// port: [`EgressPolicy::check_ip`], and the API server's addresses on every port. The
+    /// resolver that checks a name's addresses at connect time never sees the port, and a
+    /// name may resolve to something else there than when [`EgressPolicy::check_endpoint`]
+    /// looked (DNS rebinding): an address-and-port rule could not hold there, so the API
+    /// server's addresses are refused outright, as the operator's own pod addresses are. A
+    /// literal IP in a URL cannot change, and is checked with its port
+    /// ([`EgressPolicy::check`]).
+    pub fn check_resolved(&self, ip: IpAddr) -> Result<(), Refused> {
+        self.check_ip(ip)?;
+        if self.is_api_server_ip(ip) {
+            return Err(Refused::ApiServer);
+        }
+        Ok(())
+    }
+
+    /// Whether `ip` is one of the API server's addresses, on any port.
+    pub fn is_api_server_ip(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.api_server.iter().any(|a| canonical(a.ip()) == ip)
     }
 
     /// The refusals that depend on the port: the API server, and the operator's own
@@ -693,6 +720,40 @@ mod tests {
         };
         assert_eq!(default.check(at("127.0.0.1", 8080)), Err(Refused::Operator));
         assert_eq!(default.check(at("127.0.0.1", 8081)), Ok(()));
+    }
+
+    #[test]
+    fn a_name_never_reaches_the_api_servers_address_on_any_port() {
+        // The API server on a private ClusterIP (allowed by default) and on an allow-listed
+        // loopback address. A name on the API server's port was looked up and passed
+        // `check_endpoint` on one address; the connection resolves it again, and the
+        // resolver sees only the IP: it must refuse the API server's address whatever the
+        // port, or a name that rebinds to it in between would get through.
+        let policy = EgressPolicy {
+            allow: parse_cidrs("127.0.0.1/32").unwrap(),
+            api_server: vec![at("10.96.0.1", 443), at("127.0.0.1", 6443)],
+            ..EgressPolicy::default()
+        };
+        for ip in ["10.96.0.1", "::ffff:10.96.0.1", "127.0.0.1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(policy.check_ip(ip), Ok(()), "{ip}: its class is allowed");
+            assert_eq!(policy.check_resolved(ip), Err(Refused::ApiServer), "{ip}");
+        }
+        assert_eq!(policy.check_resolved("10.96.0.2".parse().unwrap()), Ok(()));
+        assert_eq!(
+            policy.check_resolved("127.0.0.2".parse().unwrap()),
+            Err(Refused::Class(AddressClass::Loopback)),
+            "the class is said first"
+        );
+        // Through a proxy, a name's addresses: the same rule, on every port.
+        assert_eq!(
+            policy.check_all(&[at("8.8.8.8", 80), at("10.96.0.1", 80)]),
+            Err(Refused::ApiServer)
+        );
+        // A literal IP cannot rebind: it is checked with its port, so other services on an
+        // allowed address the API server shares (the tests' loopback stand-ins) stay open.
+        assert_eq!(policy.check(at("127.0.0.1", 8080)), Ok(()));
+        assert_eq!(policy.check(at("127.0.0.1", 6443)), Err(Refused::ApiServer));
     }
 
     #[test]

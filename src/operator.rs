@@ -136,6 +136,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         event_budget: Default::default(),
         ledger: Default::default(),
         executor_slots,
+        deliveries: Default::default(),
         health: Default::default(),
         routes_synced: Arc::new(AtomicBool::new(false)),
         stopping: AtomicBool::new(false),

@@ -141,7 +141,12 @@ async fn a_fixed_target_is_delivered_once_per_request() {
     );
     assert_eq!(answered.status.as_ref().unwrap().round, Some(1));
     assert_eq!(answered.spec.delivery, name);
-    assert_eq!(status.redelivery_token, answered.metadata.uid);
+    assert_eq!(
+        status.recent_redelivery_requests,
+        vec![answered.metadata.uid.clone().unwrap()]
+    );
+    assert_eq!(status.redelivery_requests, 1);
+    assert_eq!(answered.status.as_ref().unwrap().claim, Some(1));
     let owners = answered.metadata.owner_references.clone().unwrap();
     assert_eq!(
         (owners[0].kind.as_str(), owners[0].uid.as_str()),

@@ -195,6 +195,14 @@ pub struct StatusedDeliveryStatus {
     pub redeliveries: u32,
     /// The last `statused.dev/redeliver` value honoured: each value is honoured once.
     pub redelivery_token: Option<String>,
+    /// `StatusedRedelivery` requests honoured, all told: request number N is the one whose
+    /// reopen took this count from N-1 to N (each request claims its number first).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redelivery_requests: u32,
+    /// The uids of the last requests honoured (at most 32), oldest first: the last of them
+    /// is request number `redeliveryRequests`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_redelivery_requests: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

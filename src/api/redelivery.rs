@@ -78,4 +78,8 @@ pub struct StatusedRedeliveryStatus {
     pub round: Option<u32>,
     /// How many targets run again.
     pub targets: Option<u32>,
+    /// The number this request takes among the delivery's honoured requests
+    /// (`status.redeliveryRequests`), written before the delivery is reopened: a retry
+    /// then knows whether its reopen landed, whatever other requests did since.
+    pub claim: Option<u32>,
 }

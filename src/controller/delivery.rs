@@ -48,6 +48,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     .modify(trim)
     .reflect(writer);
     let deliveries = super::triggers("deliveries", deliveries, store.clone(), ctx.health.clone());
+    // Shared with the redelivery requests while this executor runs (see `Cached` below).
+    let _shared = Cached::share(&ctx, store.clone());
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = |t: &tokio_util::sync::CancellationToken| {
         let t = t.clone();
@@ -90,6 +92,29 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     while helpers.join_next().await.is_some() {}
 }
 
+/// The executor's cache, shared in the context while it runs: unshared when the executor
+/// stops (a follower's cache would go stale).
+struct Cached(Arc<Context>);
+
+impl Cached {
+    fn share(ctx: &Arc<Context>, store: reflector::Store<StatusedDelivery>) -> Self {
+        *ctx.deliveries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(store);
+        Self(ctx.clone())
+    }
+}
+
+impl Drop for Cached {
+    fn drop(&mut self) {
+        *self
+            .0
+            .deliveries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
 /// What the executor's cache keeps of a delivery: everything while it is being delivered;
 /// once finished, only what pruning needs (name, uid, times, route, phase), so that a stored
 /// delivery costs a few hundred bytes, not its event. `managedFields` are never needed.
@@ -118,6 +143,7 @@ pub fn trim(delivery: &mut StatusedDelivery) {
         delivery.spec.matched = Vec::new();
         if let Some(status) = delivery.status.as_mut() {
             status.targets = Vec::new();
+            status.recent_redelivery_requests = Vec::new();
         }
     }
 }
@@ -170,22 +196,31 @@ async fn work(
     // it has no ownerReference, so it outlives a deleted route, and a route applied again
     // under the same name is not the one the event was matched against.
     let route_key = RouteKey::new(&ns, &delivery.spec.route);
-    let owner = delivery.route_uid();
-    let replaced = |uid: Option<&str>| owner.is_some() && uid != owner;
     let cached = ctx.cached_route_uid(&route_key);
-    let route = match ctx.table.lookup(&route_key) {
-        Some(RouteState::Ready(route)) if !replaced(route.uid.as_deref()) => route,
-        // A route of the same name, but not the one that accepted the event (the table,
-        // or the watch cache when the new one is not Ready).
-        Some(RouteState::Ready(_)) => {
+    let entry = ctx.table.lookup(&route_key);
+    let compiled = match &entry {
+        None => Compiled::Missing,
+        Some(RouteState::NotReady) => Compiled::NotReady,
+        Some(RouteState::Ready(route)) => Compiled::Ready(route.uid.as_deref()),
+    };
+    let check = route_check(
+        delivery.route_uid(),
+        compiled,
+        cached.as_ref().map(Option::as_deref),
+        ctx.is_ready(),
+    );
+    let route = match (check, entry) {
+        (RouteCheck::Run, Some(RouteState::Ready(route))) => route,
+        (RouteCheck::ReCreated, _) => {
             return give_up(&ctx, &delivery, &current, re_created(&delivery)).await;
         }
-        _ if cached.as_ref().is_some_and(|uid| replaced(uid.as_deref())) => {
-            return give_up(&ctx, &delivery, &current, re_created(&delivery)).await;
-        }
-        None if ctx.is_ready() && cached.is_none() => {
+        (RouteCheck::Gone, _) => {
             let why = format!("RouteGone: route {} no longer exists", delivery.spec.route);
             return give_up(&ctx, &delivery, &current, why).await;
+        }
+        (RouteCheck::Settling, _) => {
+            debug!(route = %route_key, "routing table and watch cache disagree; delivery waits");
+            return Ok(Action::requeue(Duration::from_secs(1)));
         }
         // Not Ready (a Secret is missing) or not loaded yet: wait, but not forever.
         _ => {
@@ -378,6 +413,8 @@ async fn work(
         targets,
         redeliveries: current.redeliveries,
         redelivery_token: current.redelivery_token.clone(),
+        redelivery_requests: current.redelivery_requests,
+        recent_redelivery_requests: current.recent_redelivery_requests.clone(),
     };
     if desired != current
         && let Err(e) = write_status(&ctx, &delivery, &desired).await
@@ -447,6 +484,62 @@ async fn render_off_the_workers(
     .map_err(|e| Error::Blocking(e.to_string()))
 }
 
+/// What the routing table holds for a delivery's route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compiled<'a> {
+    Missing,
+    NotReady,
+    /// Compiled, from the route object with this uid.
+    Ready(Option<&'a str>),
+}
+
+/// Whether a delivery may run now, for the route object that accepted its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RouteCheck {
+    /// The table's compiled route is that object, and the watch cache agrees.
+    Run,
+    /// A route of the same name, but another object: never run (RouteGone).
+    ReCreated,
+    /// No such route, and the routes are loaded (RouteGone).
+    Gone,
+    /// The table and the watch cache disagree for a moment (a delete or a re-create the
+    /// table has not followed yet): look again soon.
+    Settling,
+    /// Not Ready, or not loaded yet: wait, up to `--max-pending-age`.
+    NotReady,
+}
+
+/// Which route object a delivery may run for, from the delivery's `owner` (its routeUID;
+/// none on deliveries older than that field), the routing table and the route watch cache
+/// (`cached`: `None` when the cache has no route of that name). Pure.
+///
+/// The cache is consulted first: it is the API server's view, which the table follows (a
+/// route is compiled after the cache shows it, and dropped after the cache drops it). So
+/// while the table still holds the old compiled route of a route deleted and re-created,
+/// the cache already names the new object, and the old route's targets must not run. As
+/// the receiver does (`handle` in server/webhook.rs), a compiled route is used only when the
+/// cache shows that same object.
+fn route_check(
+    owner: Option<&str>,
+    table: Compiled<'_>,
+    cached: Option<Option<&str>>,
+    loaded: bool,
+) -> RouteCheck {
+    let replaced = |uid: Option<&str>| owner.is_some() && uid != owner;
+    if cached.is_some_and(replaced) {
+        return RouteCheck::ReCreated;
+    }
+    match table {
+        Compiled::Ready(uid) if replaced(uid) => RouteCheck::ReCreated,
+        Compiled::Ready(uid) if cached == Some(uid) => RouteCheck::Run,
+        // Compiled, but the cache no longer shows that object (deleted: the table drops it
+        // next), or shows another one (a delivery with no routeUID).
+        Compiled::Ready(_) => RouteCheck::Settling,
+        Compiled::Missing if loaded && cached.is_none() => RouteCheck::Gone,
+        Compiled::Missing | Compiled::NotReady => RouteCheck::NotReady,
+    }
+}
+
 /// Why a delivery whose route object was replaced is never run.
 fn re_created(delivery: &StatusedDelivery) -> String {
     format!(
@@ -475,6 +568,8 @@ async fn give_up(
         targets,
         redeliveries: current.redeliveries,
         redelivery_token: current.redelivery_token.clone(),
+        redelivery_requests: current.redelivery_requests,
+        recent_redelivery_requests: current.recent_redelivery_requests.clone(),
     };
     warn!(delivery = %delivery.name_any(), reason = %why, "delivery given up");
     write_status(ctx, delivery, &desired).await?;
@@ -740,4 +835,81 @@ fn error_policy(delivery: Arc<StatusedDelivery>, error: &Error, ctx: Arc<Context
     warn!(delivery = %key, %error, retry_in = ?delay, "delivery reconcile failed");
     ctx.metrics.reconcile("delivery", "error");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: Option<&str> = Some("old-uid");
+    const NEW: Option<&str> = Some("new-uid");
+
+    #[test]
+    fn a_delivery_runs_only_when_table_and_cache_show_its_route_object() {
+        assert_eq!(
+            route_check(OLD, Compiled::Ready(OLD), Some(OLD), true),
+            RouteCheck::Run
+        );
+        // Deleted and created again: the cache shows the new object while the table still
+        // holds the old compiled route (uid == the delivery's routeUID). Its targets must
+        // not run.
+        assert_eq!(
+            route_check(OLD, Compiled::Ready(OLD), Some(NEW), true),
+            RouteCheck::ReCreated
+        );
+        // Deleted: the cache no longer has it, the table not yet followed: wait for it.
+        assert_eq!(
+            route_check(OLD, Compiled::Ready(OLD), None, true),
+            RouteCheck::Settling
+        );
+        assert_eq!(
+            route_check(OLD, Compiled::Missing, None, true),
+            RouteCheck::Gone
+        );
+        assert_eq!(
+            route_check(OLD, Compiled::Missing, None, false),
+            RouteCheck::NotReady,
+            "not loaded yet: no verdict"
+        );
+    }
+
+    #[test]
+    fn a_replaced_route_is_gone_whatever_the_table_holds() {
+        for table in [Compiled::Ready(NEW), Compiled::NotReady, Compiled::Missing] {
+            assert_eq!(
+                route_check(OLD, table, Some(NEW), true),
+                RouteCheck::ReCreated,
+                "{table:?}"
+            );
+        }
+        assert_eq!(
+            route_check(OLD, Compiled::Ready(NEW), None, true),
+            RouteCheck::ReCreated
+        );
+    }
+
+    #[test]
+    fn not_ready_routes_wait() {
+        assert_eq!(
+            route_check(OLD, Compiled::NotReady, Some(OLD), true),
+            RouteCheck::NotReady
+        );
+        assert_eq!(
+            route_check(OLD, Compiled::Missing, Some(OLD), true),
+            RouteCheck::NotReady,
+            "in the cache, not compiled yet"
+        );
+    }
+
+    #[test]
+    fn a_delivery_without_a_route_uid_follows_the_cache() {
+        assert_eq!(
+            route_check(None, Compiled::Ready(NEW), Some(NEW), true),
+            RouteCheck::Run
+        );
+        assert_eq!(
+            route_check(None, Compiled::Ready(OLD), Some(NEW), true),
+            RouteCheck::Settling
+        );
+    }
 }

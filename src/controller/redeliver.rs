@@ -6,10 +6,22 @@
 //!   statused.dev/redeliver="$(date -u +%FT%TZ)"` (`statused.dev/redeliver-targets: all`:
 //!   every target).
 //!
-//! Each token is honoured once: the last one honoured is recorded in the delivery's status,
-//! with the number of redeliveries, which also names the round's in-cluster objects (a new
-//! PipelineRun per round, still exactly once per round). Pure: the executor and the request
-//! controller read the request and write the statuses this returns.
+//! Each is honoured exactly once, recorded in the delivery's status by the same conditional
+//! write that reopens it, with the number of redeliveries, which also names the round's
+//! in-cluster objects (a new PipelineRun per round, still exactly once per round):
+//! - the annotation: its last value honoured (`redeliveryToken`); the annotation holds one
+//!   value, so the last one is enough;
+//! - requests: several may be honoured one after another, and a request whose own status
+//!   write failed after reopening the delivery looks again later, maybe after other requests
+//!   reopened it too, maybe from a new leader. So each request first claims, in its own
+//!   status, the number it takes among the delivery's honoured requests
+//!   (`redeliveryRequests` + 1); the reopen then counts it and records its uid among the
+//!   last [`RECENT_REQUESTS`]. On a retry: its uid recorded, or its number taken while its
+//!   uid is no longer among the recent ones, is honoured; its number taken by another
+//!   request (recorded in its place) is not, and it is asked again.
+//!
+//! Pure: the executor and the request controller read the request and write the statuses
+//! this returns.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -23,11 +35,24 @@ pub const ANNOTATION_REDELIVER: &str = "statused.dev/redeliver";
 /// `all` re-runs every target; otherwise only the failed ones.
 pub const ANNOTATION_REDELIVER_TARGETS: &str = "statused.dev/redeliver-targets";
 
+/// How many honoured requests' uids a delivery keeps (36 bytes each).
+pub const RECENT_REQUESTS: usize = 32;
+
+/// Who asked for a redelivery: where its token is recorded once honoured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The `statused.dev/redeliver` annotation: `redeliveryToken`.
+    Annotation,
+    /// A `StatusedRedelivery`: counted, and its uid among the recent ones.
+    Request,
+}
+
 /// A redelivery asked for and not honoured yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub token: String,
     pub all_targets: bool,
+    pub source: Source,
 }
 
 /// The redelivery `delivery`'s annotations ask for, if its token is new.
@@ -46,6 +71,7 @@ pub fn requested(delivery: &StatusedDelivery) -> Option<Request> {
         all_targets: annotations
             .get(ANNOTATION_REDELIVER_TARGETS)
             .is_some_and(|v| v.trim() == "all"),
+        source: Source::Annotation,
     })
 }
 
@@ -70,7 +96,16 @@ pub fn reopen(
             rerun += 1;
         }
     }
-    next.redelivery_token = Some(request.token.clone());
+    match request.source {
+        Source::Annotation => next.redelivery_token = Some(request.token.clone()),
+        Source::Request => {
+            next.redelivery_requests += 1;
+            let recent = &mut next.recent_redelivery_requests;
+            recent.push(request.token.clone());
+            let over = recent.len().saturating_sub(RECENT_REQUESTS);
+            recent.drain(..over);
+        }
+    }
     if rerun > 0 {
         next.redeliveries += 1;
         next.phase = DeliveryPhase::Pending;
@@ -81,6 +116,8 @@ pub fn reopen(
 
 /// The condition a `StatusedRedelivery` answers with.
 pub const ACCEPTED: &str = "Accepted";
+/// Its reason while the delivery is still being delivered.
+pub const WAITING: &str = "DeliveryNotFinished";
 
 /// What to do with a `StatusedRedelivery`, given the delivery it names (`None`: not found).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,11 +127,10 @@ pub enum Decision {
     NotFound,
     /// The delivery is still being delivered: look again later.
     Wait,
-    /// The delivery already records this request's token (the request's own status write
-    /// did not land): say so, reopen nothing.
-    Honoured {
-        round: u32,
-    },
+    /// The delivery was reopened for this request already (the request's own status write
+    /// did not land): say so, reopen nothing. What the reopen did is what the request's
+    /// claim recorded.
+    Honoured,
     Reopen(Request),
 }
 
@@ -107,10 +143,8 @@ pub fn decide(request: &StatusedRedelivery, delivery: Option<&StatusedDelivery>)
     };
     let token = request_token(request);
     let status = delivery.status.clone().unwrap_or_default();
-    if status.redelivery_token.as_deref() == Some(token.as_str()) {
-        return Decision::Honoured {
-            round: status.redeliveries,
-        };
+    if honoured(request, &token, &status) {
+        return Decision::Honoured;
     }
     if !status.phase.is_finished() {
         return Decision::Wait;
@@ -118,7 +152,31 @@ pub fn decide(request: &StatusedRedelivery, delivery: Option<&StatusedDelivery>)
     Decision::Reopen(Request {
         token,
         all_targets: request.spec.targets == RedeliveryTargets::All,
+        source: Source::Request,
     })
+}
+
+/// Whether the delivery with `status` was reopened for the request with `token`.
+fn honoured(request: &StatusedRedelivery, token: &str, status: &StatusedDeliveryStatus) -> bool {
+    let recent = &status.recent_redelivery_requests;
+    // The last token: what versions before the count recorded for requests too.
+    if recent.iter().any(|t| t == token) || status.redelivery_token.as_deref() == Some(token) {
+        return true;
+    }
+    let Some(claim) = request.status.as_ref().and_then(|s| s.claim) else {
+        return false;
+    };
+    if status.redelivery_requests < claim {
+        // Its number not taken yet: its reopen did not land (the count only grows, and
+        // the reopen's write was conditional on the delivery it claimed from).
+        return false;
+    }
+    // Its number was taken, and its uid is not among the recent ones. If they still reach
+    // back to its number, another request took it; if not, the reopen was this request's
+    // or another's, and that cannot be told any more: honoured, never twice (it would take
+    // more than RECENT_REQUESTS other requests between its reopen and this look).
+    let oldest = (status.redelivery_requests as usize + 1).saturating_sub(recent.len());
+    (claim as usize) < oldest
 }
 
 /// A request's token: its uid, so each request object is honoured once (and one created
@@ -145,21 +203,42 @@ pub fn answered(request: &StatusedRedelivery) -> bool {
 pub enum Answer {
     NotFound,
     Waiting,
+    /// About to reopen the delivery as request number `claim` (see the module's notes):
+    /// written first, with what the reopen will do.
+    Claimed {
+        claim: u32,
+        round: u32,
+        rerun: usize,
+    },
     /// `rerun` of `of` targets run again, as redelivery `round`.
     Reopened {
         round: u32,
         rerun: usize,
         of: usize,
     },
-    /// Honoured before (see [`Decision::Honoured`]).
+    /// Honoured before (see [`Decision::Honoured`]): what its claim recorded.
     Honoured {
-        round: u32,
+        round: Option<u32>,
+        rerun: Option<u32>,
     },
+}
+
+/// What a request's status recorded when it claimed its number: the answer to give once
+/// its reopen is known to have landed.
+pub fn honoured_answer(request: &StatusedRedelivery) -> Answer {
+    let status = request.status.as_ref();
+    Answer::Honoured {
+        round: status.and_then(|s| s.round),
+        rerun: status.and_then(|s| s.targets),
+    }
 }
 
 /// The status that records `answer` for a request naming `delivery`. The condition keeps
 /// its lastTransitionTime while its status does not change, so a waiting request is not
-/// rewritten on every look.
+/// rewritten on every look. A claim, once made, is kept while the request may have been
+/// honoured by it; waiting (or no delivery) means it was not, and it is dropped: a claim
+/// lost to another request must not later pass for honoured once the delivery's recent
+/// list no longer reaches back to it.
 pub fn request_status(
     previous: Option<&StatusedRedeliveryStatus>,
     delivery: &str,
@@ -167,6 +246,10 @@ pub fn request_status(
     generation: Option<i64>,
     now: Time,
 ) -> StatusedRedeliveryStatus {
+    let mut claim = previous.and_then(|p| p.claim);
+    if matches!(answer, Answer::NotFound | Answer::Waiting) {
+        claim = None;
+    }
     let (status, reason, message, round, targets) = match answer {
         Answer::NotFound => (
             "False",
@@ -177,14 +260,28 @@ pub fn request_status(
         ),
         Answer::Waiting => (
             "Unknown",
-            "DeliveryNotFinished",
+            WAITING,
             format!(
                 "delivery {delivery} is still being delivered; redelivered once it has finished"
             ),
             None,
             None,
         ),
-        Answer::Reopened { rerun: 0, .. } => (
+        Answer::Claimed {
+            claim: number,
+            round,
+            rerun,
+        } => {
+            claim = Some(number);
+            (
+                "Unknown",
+                "Reopening",
+                format!("delivery {delivery} is being reopened"),
+                (rerun > 0).then_some(round),
+                u32::try_from(rerun).ok(),
+            )
+        }
+        Answer::Reopened { rerun: 0, .. } | Answer::Honoured { rerun: Some(0), .. } => (
             "True",
             "NothingToRedeliver",
             format!(
@@ -200,12 +297,15 @@ pub fn request_status(
             Some(round),
             u32::try_from(rerun).ok(),
         ),
-        Answer::Honoured { round } => (
+        Answer::Honoured { round, rerun } => (
             "True",
             "Redelivering",
-            format!("delivery {delivery}: redelivered (round {round})"),
-            Some(round),
-            None,
+            match round {
+                Some(round) => format!("delivery {delivery}: redelivered (round {round})"),
+                None => format!("delivery {delivery}: redelivered"),
+            },
+            round,
+            rerun,
         ),
     };
     let previous_condition =
@@ -225,6 +325,7 @@ pub fn request_status(
         }],
         round,
         targets,
+        claim,
     }
 }
 
@@ -337,6 +438,193 @@ mod tests {
         assert_eq!(next.redelivery_token.as_deref(), Some("t1"));
     }
 
+    /// The delivery's run after a reopen: every target tried again, failed again.
+    fn runs_and_fails(d: &mut StatusedDelivery) {
+        let status = d.status.as_mut().unwrap();
+        for t in &mut status.targets {
+            if t.phase == DeliveryPhase::Pending {
+                t.phase = DeliveryPhase::Failed;
+                t.attempts = 1;
+            }
+        }
+        status.phase = DeliveryPhase::Failed;
+        status.completed_at = Some(now());
+    }
+
+    fn named(uid: &str) -> StatusedRedelivery {
+        let mut r = request(RedeliveryTargets::Failed);
+        r.metadata.uid = Some(uid.into());
+        r
+    }
+
+    /// What the request controller does for a request it decides to honour: the claim in
+    /// the request's status first, then the reopen (a write conditional on the delivery it
+    /// decided on: applied only when `lands`).
+    fn claim_and_reopen(r: &mut StatusedRedelivery, d: &mut StatusedDelivery, lands: bool) {
+        let Decision::Reopen(asked) = decide(r, Some(d)) else {
+            panic!("{:?} should reopen", r.metadata.uid);
+        };
+        let (next, rerun) = reopen(d.status.as_ref().unwrap(), &asked);
+        r.status = Some(request_status(
+            r.status.as_ref(),
+            "ev-1",
+            Answer::Claimed {
+                claim: next.redelivery_requests,
+                round: next.redeliveries,
+                rerun,
+            },
+            None,
+            now(),
+        ));
+        assert!(!answered(r), "a claim is not an answer");
+        if lands {
+            d.status = Some(next);
+        }
+    }
+
+    /// The reviewer's interleaving: R1 reopens, its own status write fails; the delivery
+    /// finishes; R2 and then the annotation reopen it again and it finishes again; R1 (on a
+    /// retry, maybe from a new leader) then sees a finished delivery whose last token is
+    /// not its own. It must not reopen a third time, and R2 neither.
+    #[test]
+    fn each_request_is_honoured_once_across_interleavings() {
+        let mut d = finished();
+        let (mut r1, mut r2) = (named("r1"), named("r2"));
+        claim_and_reopen(&mut r1, &mut d, true);
+        // R1's final status write fails here: r1 keeps only its claim.
+        runs_and_fails(&mut d);
+        claim_and_reopen(&mut r2, &mut d, true);
+        runs_and_fails(&mut d);
+        annotate(&mut d, &[(ANNOTATION_REDELIVER, "t1")]);
+        let (next, _) = reopen(d.status.as_ref().unwrap(), &requested(&d).unwrap());
+        d.status = Some(next);
+        runs_and_fails(&mut d);
+        assert_eq!(d.status.as_ref().unwrap().redeliveries, 3);
+
+        assert_eq!(
+            decide(&r1, Some(&d)),
+            Decision::Honoured,
+            "not a third time"
+        );
+        assert_eq!(decide(&r2, Some(&d)), Decision::Honoured);
+        assert_eq!(
+            requested(&d),
+            None,
+            "the annotation, honoured, is not asked again"
+        );
+        // Each answers with the round its own reopen started.
+        assert_eq!(
+            honoured_answer(&r1),
+            Answer::Honoured {
+                round: Some(1),
+                rerun: Some(1)
+            }
+        );
+        assert_eq!(
+            honoured_answer(&r2),
+            Answer::Honoured {
+                round: Some(2),
+                rerun: Some(1)
+            }
+        );
+    }
+
+    #[test]
+    fn an_annotation_is_not_honoured_again_after_a_request() {
+        let mut d = finished();
+        annotate(&mut d, &[(ANNOTATION_REDELIVER, "t1")]);
+        let (next, _) = reopen(d.status.as_ref().unwrap(), &requested(&d).unwrap());
+        d.status = Some(next);
+        runs_and_fails(&mut d);
+        claim_and_reopen(&mut named("r1"), &mut d, true);
+        runs_and_fails(&mut d);
+        assert_eq!(requested(&d), None, "t1 stays honoured");
+    }
+
+    /// Two requests claim the same number off the same delivery (two reconciles, or an old
+    /// and a new leader); only one conditional reopen lands. The other is not honoured, and
+    /// is on its retry, once.
+    #[test]
+    fn a_request_whose_reopen_lost_the_race_is_honoured_on_its_retry() {
+        let mut d = finished();
+        let (mut r1, mut r2) = (named("r1"), named("r2"));
+        let before = d.clone();
+        claim_and_reopen(&mut r2, &mut d, true);
+        let mut stale = before;
+        claim_and_reopen(&mut r1, &mut stale, false);
+        assert_eq!(r1.status.as_ref().unwrap().claim, Some(1));
+        assert_eq!(decide(&r1, Some(&d)), Decision::Wait, "R2's round runs");
+        // Its claim is lost: dropped with the waiting status, so that it cannot pass for
+        // honoured once the delivery's recent list has moved past it.
+        let waiting = request_status(r1.status.as_ref(), "ev-1", Answer::Waiting, None, now());
+        assert_eq!(waiting.claim, None);
+        r1.status = Some(waiting);
+        runs_and_fails(&mut d);
+        // Its number was taken by R2: R1 was not honoured, and is now.
+        claim_and_reopen(&mut r1, &mut d, true);
+        assert_eq!(r1.status.as_ref().unwrap().claim, Some(2));
+        runs_and_fails(&mut d);
+        assert_eq!(decide(&r1, Some(&d)), Decision::Honoured);
+        assert_eq!(decide(&r2, Some(&d)), Decision::Honoured);
+        assert_eq!(d.status.as_ref().unwrap().redeliveries, 2);
+    }
+
+    #[test]
+    fn a_claim_whose_reopen_did_not_land_is_asked_again() {
+        let mut d = finished();
+        let mut r1 = named("r1");
+        claim_and_reopen(&mut r1, &mut d, false);
+        claim_and_reopen(&mut r1, &mut d, true);
+        assert_eq!(d.status.as_ref().unwrap().redelivery_requests, 1);
+        assert_eq!(decide(&r1, Some(&d)), Decision::Honoured);
+    }
+
+    /// The delivery keeps only the last RECENT_REQUESTS uids: a request whose uid has left
+    /// that list is still known honoured by its claim.
+    #[test]
+    fn a_request_is_known_honoured_after_its_uid_left_the_recent_list() {
+        let mut d = finished();
+        let mut r1 = named("r1");
+        claim_and_reopen(&mut r1, &mut d, true);
+        runs_and_fails(&mut d);
+        for i in 0..RECENT_REQUESTS {
+            let mut other = named(&format!("other-{i}"));
+            claim_and_reopen(&mut other, &mut d, true);
+            runs_and_fails(&mut d);
+        }
+        let status = d.status.as_ref().unwrap();
+        assert_eq!(status.recent_redelivery_requests.len(), RECENT_REQUESTS);
+        assert!(
+            !status
+                .recent_redelivery_requests
+                .contains(&"r1".to_string())
+        );
+        assert_eq!(decide(&r1, Some(&d)), Decision::Honoured);
+        // Without its claim it could not know.
+        r1.status = None;
+        assert!(matches!(decide(&r1, Some(&d)), Decision::Reopen(_)));
+    }
+
+    #[test]
+    fn a_request_with_nothing_to_run_is_answered_so_when_honoured_before() {
+        let mut d = finished();
+        d.status.as_mut().unwrap().targets[0].phase = DeliveryPhase::Succeeded;
+        d.status.as_mut().unwrap().phase = DeliveryPhase::Succeeded;
+        let mut r1 = named("r1");
+        claim_and_reopen(&mut r1, &mut d, true);
+        assert_eq!(d.status.as_ref().unwrap().redelivery_requests, 1);
+        assert_eq!(decide(&r1, Some(&d)), Decision::Honoured);
+        let answer = request_status(
+            r1.status.as_ref(),
+            "ev-1",
+            honoured_answer(&r1),
+            None,
+            now(),
+        );
+        assert_eq!(answer.conditions[0].reason, "NothingToRedeliver");
+        assert_eq!(answer.claim, Some(1), "the claim is kept");
+    }
+
     fn request(targets: RedeliveryTargets) -> StatusedRedelivery {
         let mut r = StatusedRedelivery::new(
             "again",
@@ -365,7 +653,8 @@ mod tests {
             asked,
             Request {
                 token: "request-uid".into(),
-                all_targets: false
+                all_targets: false,
+                source: Source::Request,
             }
         );
         assert!(matches!(
@@ -378,7 +667,7 @@ mod tests {
         // Reopened, but the request's own status was not written: not reopened again.
         let (next, rerun) = reopen(d.status.as_ref().unwrap(), &asked);
         d.status = Some(next);
-        assert_eq!(decide(&r, Some(&d)), Decision::Honoured { round: 1 });
+        assert_eq!(decide(&r, Some(&d)), Decision::Honoured);
         // Answered: nothing more, whatever the delivery says.
         r.status = Some(request_status(
             None,

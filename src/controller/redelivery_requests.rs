@@ -20,11 +20,28 @@ use tracing::{debug, info, instrument, warn};
 
 use super::redeliver::{self, Answer, Decision};
 use super::{Error, scoped_api};
-use crate::api::{FIELD_MANAGER, StatusedDelivery, StatusedRedelivery};
+use crate::api::{FIELD_MANAGER, StatusedDelivery, StatusedRedelivery, StatusedRedeliveryStatus};
 use crate::context::Context;
+use crate::fair_share::FairShare;
 
-/// How often a request for a delivery still being delivered looks again.
-const WAIT: Duration = Duration::from_secs(2);
+/// A request for a delivery still being delivered looks again after as long as it has
+/// waited, from `FIRST_WAIT` (2 s, 4 s, 8 s, ...) up to `LONGEST_WAIT`.
+const FIRST_WAIT: Duration = Duration::from_secs(2);
+const LONGEST_WAIT: Duration = Duration::from_secs(60);
+
+/// When a request waiting since `waited` ago looks again: as long again (its wait doubles),
+/// within [`FIRST_WAIT`, `LONGEST_WAIT`]. Kept in the request's status (the waiting
+/// condition's lastTransitionTime), so a new leader goes on from there. Pure.
+fn wait_delay(waited: Duration) -> Duration {
+    waited.clamp(FIRST_WAIT, LONGEST_WAIT)
+}
+
+/// Requests that read and write the API server at once: served round-robin across
+/// namespaces (a team with thousands of requests delays another team's next one by at
+/// most one request per busy namespace ahead of it).
+const SLOTS: usize = 2;
+static REQUEST_SLOTS: std::sync::LazyLock<FairShare> =
+    std::sync::LazyLock::new(|| FairShare::new(SLOTS));
 
 /// Runs until `shutdown`, while this replica leads (next to the executor).
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
@@ -35,8 +52,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .modify(|r: &mut StatusedRedelivery| r.metadata.managed_fields = None)
         .reflect(writer);
     let requests = super::triggers("redeliveries", requests, store.clone(), ctx.health.clone());
+    // Not limited here: a waiting request's look is a read of two caches, and the API
+    // calls are limited, fairly, by REQUEST_SLOTS.
     Controller::for_stream(requests, store)
-        .with_config(controller::Config::default().concurrency(2))
+        .with_config(controller::Config::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
@@ -54,6 +73,10 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Context>) -> Resul
         return Ok(Action::await_change());
     }
     let ns = request.namespace().ok_or(Error::NoNamespace)?;
+    if let Some(delay) = still_waiting(&ctx, &ns, &request) {
+        return Ok(Action::requeue(delay));
+    }
+    let _slot = REQUEST_SLOTS.acquire(&ns).await;
     let requests: Api<StatusedRedelivery> = Api::namespaced(ctx.client.clone(), &ns);
     // Read afresh too: the cached copy may predate this controller's own last write (the
     // ownerReference patch triggers a look before the status write is in the cache).
@@ -70,16 +93,36 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Context>) -> Resul
     if let Some(delivery) = &delivery {
         owned_by(&ctx, &request, delivery).await?;
     }
+    let mut previous = request.status.clone();
     let answer = match redeliver::decide(&request, delivery.as_ref()) {
         Decision::Answered => return Ok(Action::await_change()),
         Decision::NotFound => Answer::NotFound,
         Decision::Wait => Answer::Waiting,
-        Decision::Honoured { round } => Answer::Honoured { round },
+        Decision::Honoured => redeliver::honoured_answer(&request),
         Decision::Reopen(asked) => {
             // Decided on `delivery`, which `decide` found: present.
             let Some(delivery) = &delivery else {
                 return Ok(Action::await_change());
             };
+            // First the claim, with what the reopen will do (the reopen is a write
+            // conditional on this very delivery, so it does exactly that or nothing): a
+            // retry after a failed write below then knows whether the reopen landed, even
+            // after other requests reopened the delivery since (see redeliver.rs).
+            let (planned, rerun) =
+                redeliver::reopen(&delivery.status.clone().unwrap_or_default(), &asked);
+            let claimed = redeliver::request_status(
+                previous.as_ref(),
+                &request.spec.delivery,
+                Answer::Claimed {
+                    claim: planned.redelivery_requests,
+                    round: planned.redeliveries,
+                    rerun,
+                },
+                request.metadata.generation,
+                Time(jiff::Timestamp::now()),
+            );
+            write_status(&requests, &request, &claimed).await?;
+            previous = Some(claimed);
             let (next, rerun) = super::delivery::reopen(&ctx, delivery, &asked).await?;
             info!(delivery = %delivery.name_any(), rerun, "redelivery request honoured");
             Answer::Reopened {
@@ -90,32 +133,72 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Context>) -> Resul
         }
     };
     let desired = redeliver::request_status(
-        request.status.as_ref(),
+        previous.as_ref(),
         &request.spec.delivery,
         answer,
         request.metadata.generation,
         Time(jiff::Timestamp::now()),
     );
-    if request.status.as_ref() != Some(&desired) {
-        let patch = serde_json::json!({
-            "apiVersion": StatusedRedelivery::api_version(&()),
-            "kind": StatusedRedelivery::kind(&()),
-            "status": desired,
-        });
-        requests
-            .patch_status(
-                &request.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+    if previous.as_ref() != Some(&desired) {
+        write_status(&requests, &request, &desired).await?;
     }
     ctx.metrics.reconcile("redelivery", "success");
     ctx.reconcile_failures.reset(&key);
     Ok(match answer {
-        Answer::Waiting => Action::requeue(WAIT),
+        Answer::Waiting => Action::requeue(wait_delay(waited(&desired))),
         _ => Action::await_change(),
     })
+}
+
+/// When a request already answered "waiting" (and so holds no claim) names a delivery that
+/// the executor's watch cache shows still being delivered: when to look again, with no
+/// API call. Anything else (no cache, the delivery not in it or finished, another answer)
+/// is looked at afresh.
+fn still_waiting(ctx: &Context, ns: &str, request: &StatusedRedelivery) -> Option<Duration> {
+    let status = request.status.as_ref()?;
+    let condition = crate::api::conditions::find(&status.conditions, redeliver::ACCEPTED)?;
+    if condition.reason != redeliver::WAITING || status.claim.is_some() {
+        return None;
+    }
+    let delivery = ctx.cached_delivery(ns, &request.spec.delivery)?;
+    if delivery
+        .status
+        .as_ref()
+        .is_some_and(|s| s.phase.is_finished())
+    {
+        return None;
+    }
+    Some(wait_delay(waited(status)))
+}
+
+/// How long a request has been waiting, as its status says.
+fn waited(status: &StatusedRedeliveryStatus) -> Duration {
+    crate::api::conditions::find(&status.conditions, redeliver::ACCEPTED)
+        .filter(|c| c.reason == redeliver::WAITING)
+        .map(|c| jiff::Timestamp::now().duration_since(c.last_transition_time.0))
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default()
+}
+
+/// Writes a request's status.
+async fn write_status(
+    requests: &Api<StatusedRedelivery>,
+    request: &StatusedRedelivery,
+    status: &StatusedRedeliveryStatus,
+) -> Result<(), Error> {
+    let patch = serde_json::json!({
+        "apiVersion": StatusedRedelivery::api_version(&()),
+        "kind": StatusedRedelivery::kind(&()),
+        "status": status,
+    });
+    requests
+        .patch_status(
+            &request.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Makes `delivery` the request's owner (once), so that pruning a delivery also removes the
@@ -171,4 +254,20 @@ fn error_policy(request: Arc<StatusedRedelivery>, error: &Error, ctx: Arc<Contex
     warn!(request = %key, %error, retry_in = ?delay, "redelivery request reconcile failed");
     ctx.metrics.reconcile("redelivery", "error");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_request_looks_again_less_and_less_often() {
+        let secs = |s| Duration::from_secs(s);
+        assert_eq!(wait_delay(secs(0)), secs(2));
+        assert_eq!(wait_delay(secs(2)), secs(2));
+        assert_eq!(wait_delay(secs(4)), secs(4));
+        assert_eq!(wait_delay(secs(8)), secs(8));
+        assert_eq!(wait_delay(secs(45)), secs(45));
+        assert_eq!(wait_delay(secs(3600)), secs(60));
+    }
 }

@@ -4,9 +4,12 @@
 //! Where the guard looks:
 //! - names: the client's resolver drops every address the policy refuses, at connect time,
 //!   so a name cannot resolve to an allowed address when checked and a refused one when used;
+//!   since it never sees the port, it refuses the API server's addresses on every port (a
+//!   name that rebinds to the API server between a port-aware check and the connection must
+//!   not get through);
 //! - literal IPs in a URL (the resolver never sees them), and the port-bound refusals (the
-//!   API server's address and port, the operator's own listeners: the resolver never sees the
-//!   port): [`Outbound::check`], before each call and before any token exchange;
+//!   API server's address and port for a literal IP, the operator's own listeners):
+//!   [`Outbound::check`], before each call and before any token exchange;
 //! - redirects: never followed ([`reqwest::redirect::Policy::none`]);
 //! - proxies: none from the environment (`HTTP_PROXY`, `ALL_PROXY`, ...: a proxy resolves
 //!   a target's name itself, past the resolver). Only `--egress-proxy`, and then
@@ -125,8 +128,10 @@ pub fn refusal(error: &reqwest::Error) -> Option<Refused> {
     None
 }
 
-/// Resolves with the system resolver, then keeps only the addresses the policy allows; the
-/// `--egress-proxy` host, chosen by the cluster's admin, is not a target and is not checked.
+/// Resolves with the system resolver, then keeps only the addresses the policy allows for a
+/// name ([`EgressPolicy::check_resolved`]: the API server's addresses are refused on every
+/// port); the `--egress-proxy` host, chosen by the cluster's admin, is not a target and is
+/// not checked.
 struct GuardedResolver {
     policy: Arc<EgressPolicy>,
     proxy_host: Option<String>,
@@ -148,7 +153,9 @@ impl Resolve for GuardedResolver {
             let mut allowed = Vec::new();
             let mut refused = None;
             for addr in resolved {
-                match policy.check_ip(addr.ip()) {
+                // The API server's addresses on every port: the port is not known here, and
+                // the name may resolve otherwise than when `check` looked (DNS rebinding).
+                match policy.check_resolved(addr.ip()) {
                     Ok(()) => allowed.push(addr),
                     Err(r) => refused = Some(r),
                 }
@@ -158,5 +165,52 @@ impl Resolve for GuardedResolver {
                 _ => Ok(Box::new(allowed.into_iter()) as Addrs),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::egress::parse_cidrs;
+
+    fn resolver(api_server: Vec<SocketAddr>) -> GuardedResolver {
+        GuardedResolver {
+            policy: Arc::new(EgressPolicy {
+                allow: parse_cidrs("127.0.0.0/8, ::1/128").unwrap(),
+                api_server,
+                ..EgressPolicy::default()
+            }),
+            proxy_host: None,
+        }
+    }
+
+    async fn resolve(resolver: &GuardedResolver, name: &str) -> Result<Vec<SocketAddr>, String> {
+        let name: Name = name.parse().unwrap();
+        match resolver.resolve(name).await {
+            Ok(addrs) => Ok(addrs.collect()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The connection's own look-up of a name on the API server's port: `check` looked it up
+    /// and tested address and port, but the name may resolve to the API server only now
+    /// (DNS rebinding). The resolver sees no port, so it must refuse the API server's
+    /// address on every port. `localhost` (from /etc/hosts) stands for the rebound name.
+    #[tokio::test]
+    async fn the_connect_time_look_up_refuses_the_api_servers_addresses() {
+        let open = resolver(Vec::new());
+        let reached = resolve(&open, "localhost").await.unwrap();
+        assert!(
+            reached.iter().any(|a| a.ip().is_loopback()),
+            "allowed without an API server there: {reached:?}"
+        );
+
+        let api = vec![
+            SocketAddr::from(([127, 0, 0, 1], 6443)),
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 6443)),
+        ];
+        let guarded = resolver(api);
+        let refused = resolve(&guarded, "localhost").await.unwrap_err();
+        assert!(refused.contains("API server"), "{refused}");
     }
 }
