@@ -51,7 +51,7 @@ impl Matcher {
 
     /// Cheap checks first; the expression only runs when everything else matched.
     pub fn matches(&self, event: &EventView<'_>) -> Result<bool, ExprError> {
-        if !self.types.is_empty() && !self.types.iter().any(|t| *t == event.envelope.type_) {
+        if !self.types.is_empty() && !self.types.contains(&event.envelope.type_) {
             return Ok(false);
         }
         if !self.statuses.is_empty() {
