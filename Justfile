@@ -1,6 +1,9 @@
 # statused-operator tasks. `just --list` shows them.
 
 export PATH := env_var('HOME') + "/.cache/statused-operator/bin:" + env_var('PATH')
+# The benches run inside `hack/cluster.sh exec` here: without its environment they fail
+# instead of printing how to run them (what they do under a plain `cargo test --all-targets`).
+export STATUSED_REQUIRE_CLUSTER := "1"
 
 # Start a local API server, run the operator, apply a sample route, send a signed sample
 # event and show the result with kubectl.
