@@ -206,6 +206,9 @@ fn allowed_duplicates(fault: Fault) -> usize {
 
 #[tokio::main]
 async fn main() {
+    if !harness::cluster_or_explain("chaos", "chaos") {
+        return;
+    }
     statused_operator::install_crypto_provider();
     let full = std::env::args().any(|a| a == "--bench");
     let events: usize = std::env::var("STATUSED_CHAOS_EVENTS")

@@ -110,6 +110,9 @@ async fn raw_create_rate(client: &Client, ns: &str, count: usize, concurrency: u
 
 #[tokio::main]
 async fn main() {
+    if !harness::cluster_or_explain("load", "bench-load") {
+        return;
+    }
     statused_operator::install_crypto_provider();
     let settings = Settings::from_env();
     let (n, c) = (settings.events, settings.concurrency);

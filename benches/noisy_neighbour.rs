@@ -410,6 +410,9 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    if !harness::cluster_or_explain("noisy_neighbour", "bench-noisy") {
+        return;
+    }
     let s = Settings::from_env();
     let admin = client_from("STATUSED_TEST_ADMIN_KUBECONFIG").await;
     let (sink, counts) = start_sink().await;

@@ -85,6 +85,7 @@ fn server_dry_run(manifests: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs the local cluster: hack/just test"]
 fn chart_defaults_are_accepted_by_the_api_server() {
     let manifests = render(&[]);
     let applied = server_dry_run(&manifests);
@@ -108,6 +109,7 @@ fn chart_defaults_are_accepted_by_the_api_server() {
 }
 
 #[test]
+#[ignore = "needs the local cluster: hack/just test"]
 fn switching_off_tekton_and_argo_removes_exactly_their_permissions() {
     let on = render(&[]);
     let off = render(&[
@@ -132,6 +134,7 @@ fn switching_off_tekton_and_argo_removes_exactly_their_permissions() {
 }
 
 #[test]
+#[ignore = "needs helm: hack/just test"]
 fn several_replicas_without_leader_election_are_refused() {
     let err = try_render(&["--set", "leaderElection.enabled=false"]).unwrap_err();
     assert!(err.contains("needs leaderElection.enabled=true"), "{err}");
@@ -147,6 +150,7 @@ fn several_replicas_without_leader_election_are_refused() {
 }
 
 #[test]
+#[ignore = "needs the local cluster: hack/just test"]
 fn a_single_watched_namespace_gets_a_role_there_instead_of_cluster_wide_rights() {
     let manifests = render(&["--set", "watchNamespace=default"]);
     let kinds: Vec<(String, String)> = {
@@ -189,6 +193,7 @@ fn a_single_watched_namespace_gets_a_role_there_instead_of_cluster_wide_rights()
 }
 
 #[test]
+#[ignore = "needs helm: hack/just test"]
 fn bad_values_are_refused_with_the_field_named() {
     for (value, field) in [
         ("logFormat=yaml", "logFormat"),
@@ -234,6 +239,7 @@ fn services(manifests: &str) -> Vec<(String, String, Vec<String>)> {
 }
 
 #[test]
+#[ignore = "needs helm: hack/just test"]
 fn exposing_the_receiver_never_exposes_metrics() {
     let manifests = render(&["--set", "service.type=LoadBalancer"]);
     let mut found = services(&manifests);
@@ -256,6 +262,7 @@ fn exposing_the_receiver_never_exposes_metrics() {
 }
 
 #[test]
+#[ignore = "needs helm: hack/just test"]
 fn one_replica_gets_no_disruption_budget_and_spreading_is_soft() {
     let single = render(&[
         "--set",
@@ -274,6 +281,7 @@ fn one_replica_gets_no_disruption_budget_and_spreading_is_soft() {
 }
 
 #[test]
+#[ignore = "needs the local cluster: hack/just test"]
 fn namespace_users_can_read_deliveries_but_only_the_operator_writes_them() {
     use serde::Deserialize;
     let manifests = render(&[]);
@@ -343,6 +351,7 @@ fn strictly_valid(manifests: &str, version: Option<&str>) -> Result<(), String> 
 }
 
 #[test]
+#[ignore = "needs helm and kubernetes-validate: hack/just test"]
 fn renderings_pass_strict_schema_validation_for_1_30_and_the_newest_kubernetes() {
     let combos: [&[&str]; 5] = [
         &[],
@@ -376,6 +385,7 @@ fn renderings_pass_strict_schema_validation_for_1_30_and_the_newest_kubernetes()
 }
 
 #[test]
+#[ignore = "needs helm: hack/just test"]
 fn crds_are_templates_that_upgrade_with_the_release_and_are_kept_on_uninstall() {
     use serde::Deserialize;
     // No --include-crds: Helm's crds/ directory is never upgraded, so the chart has none.
@@ -403,6 +413,7 @@ fn crds_are_templates_that_upgrade_with_the_release_and_are_kept_on_uninstall() 
 }
 
 #[test]
+#[ignore = "needs helm: hack/just test"]
 fn alerts_and_the_dashboard_use_only_metrics_the_operator_exports() {
     let manifests = render(&[
         "--set",
@@ -515,6 +526,7 @@ fn delivery_short_names() -> String {
 }
 
 #[test]
+#[ignore = "needs the local cluster: hack/just test"]
 fn helm_upgrade_upgrades_the_crds_and_uninstall_keeps_them() {
     let ns = format!("helm-{:08x}", fastrand::u32(..));
     let release = format!("it-{:06x}", fastrand::u32(..) & 0xffffff);
@@ -581,6 +593,7 @@ fn helm_upgrade_upgrades_the_crds_and_uninstall_keeps_them() {
 }
 
 #[test]
+#[ignore = "needs helm and checkov: hack/just test"]
 fn the_policy_linter_finds_nothing_it_was_not_told_why() {
     let digest = format!("image.digest=sha256:{}", "a".repeat(64));
     let combos: [&[&str]; 3] = [
@@ -629,6 +642,7 @@ fn can_i(user: &str, ns: &str, verb: &str, resource: &str) -> bool {
 /// no signature: no role the chart ships or aggregates grants that, checked on the
 /// rendering and by the real API server's authorizer.
 #[test]
+#[ignore = "needs the local cluster: hack/just test"]
 fn no_role_but_the_operators_may_write_deliveries() {
     use serde::Deserialize;
     let release = format!("sec-{:06x}", fastrand::u32(..) & 0xffffff);
@@ -767,6 +781,7 @@ fn no_role_but_the_operators_may_write_deliveries() {
 }
 
 #[test]
+#[ignore = "needs the local cluster: hack/just test"]
 fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
     let manifests = render(&[
         "--set",

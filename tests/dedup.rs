@@ -66,6 +66,7 @@ async fn post_when_ready(
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn an_event_delivered_before_its_route_was_re_created_is_a_duplicate() {
     let sink = Sink::start(204).await;
     let env = env("dedup-recreate").await;
@@ -106,6 +107,7 @@ async fn an_event_delivered_before_its_route_was_re_created_is_a_duplicate() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn an_unfinished_delivery_of_a_re_created_route_fails_as_route_gone_and_stays_a_duplicate() {
     let sink = Sink::start(204).await;
     let env = env("dedup-unfinished").await;
@@ -145,6 +147,7 @@ async fn an_unfinished_delivery_of_a_re_created_route_fails_as_route_gone_and_st
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn a_deleted_routes_history_is_kept_through_the_dedup_window_then_pruned() {
     const WINDOW: Duration = Duration::from_secs(4);
     let sink = Sink::start(204).await;

@@ -43,6 +43,7 @@ async fn env_with_secrets(prefix: &str, chat: &Sink) -> TestEnv {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn route_becomes_ready_and_reports_its_webhook_path() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("ready", &chat).await;
@@ -69,6 +70,7 @@ async fn route_becomes_ready_and_reports_its_webhook_path() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn missing_secret_makes_route_not_ready_until_it_is_created() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = TestEnv::new("secret").await;
@@ -117,6 +119,7 @@ async fn missing_secret_makes_route_not_ready_until_it_is_created() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn invalid_routes_say_what_to_fix() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("invalid", &chat).await;
@@ -186,6 +189,7 @@ async fn invalid_routes_say_what_to_fix() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn signed_event_triggers_github_dispatch_exactly_once() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("dispatch", &chat).await;
@@ -261,6 +265,7 @@ async fn signed_event_triggers_github_dispatch_exactly_once() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn webhook_target_posts_the_templated_body_to_the_url_from_the_secret() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("webhook", &chat).await;
@@ -308,6 +313,7 @@ async fn webhook_target_posts_the_templated_body_to_the_url_from_the_secret() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn bad_requests_get_the_right_status_and_record_nothing() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("refuse", &chat).await;
@@ -380,6 +386,7 @@ async fn bad_requests_get_the_right_status_and_record_nothing() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn failing_target_is_retried_until_it_succeeds() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     github.answer_with(&[500, 500]);
@@ -405,6 +412,7 @@ async fn failing_target_is_retried_until_it_succeeds() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn permanent_failure_is_recorded_without_retry_and_without_secrets() {
     let (github, chat) = (Sink::start(404).await, Sink::start(200).await);
     let env = env_with_secrets("fail", &chat).await;
@@ -435,6 +443,7 @@ async fn permanent_failure_is_recorded_without_retry_and_without_secrets() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn deleted_route_stops_accepting_events_at_once() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("delete", &chat).await;
@@ -454,6 +463,7 @@ async fn deleted_route_stops_accepting_events_at_once() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn accepted_event_is_delivered_by_an_operator_started_later() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("restart", &chat).await;
@@ -490,6 +500,7 @@ async fn accepted_event_is_delivered_by_an_operator_started_later() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn probes_and_metrics_are_served() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("probes", &chat).await;
@@ -531,6 +542,7 @@ async fn probes_and_metrics_are_served() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn finished_deliveries_beyond_the_history_limit_are_pruned_once_out_of_the_dedup_window() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("history", &chat).await;
@@ -602,6 +614,7 @@ async fn post_chunked(addr: std::net::SocketAddr, path: &str, size: usize) -> u1
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn two_replicas_deliver_each_event_once_and_the_follower_takes_over() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("replicas", &chat).await;
@@ -660,6 +673,7 @@ async fn two_replicas_deliver_each_event_once_and_the_follower_takes_over() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn events_over_the_routes_rate_limit_get_429_with_retry_after() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("ratelimit", &chat).await;
@@ -701,6 +715,7 @@ async fn events_over_the_routes_rate_limit_get_429_with_retry_after() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn when_the_leader_dies_without_releasing_its_lease_a_follower_takes_over_after_it_expires() {
     let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
     let env = env_with_secrets("expiry", &chat).await;

@@ -152,6 +152,7 @@ fn only(sink: &Sink) -> support::Recorded {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn seed_scenarios_reach_each_service_exactly_as_it_documents() {
     let s = Services::start().await;
     let env = mobile_env("services", &s).await;
@@ -328,6 +329,7 @@ async fn finished(
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn too_many_requests_is_retried_after_the_servers_retry_after() {
     let sink = Sink::start(200).await;
     sink.answer_with_header(429, "Retry-After", "2");
@@ -371,6 +373,7 @@ async fn too_many_requests_is_retried_after_the_servers_retry_after() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn unavailable_then_ok_is_retried_to_success() {
     let sink = Sink::start(200).await;
     sink.answer_with(&[503]);
@@ -402,6 +405,7 @@ async fn unavailable_then_ok_is_retried_to_success() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn not_found_fails_at_once_and_records_the_answer_without_secrets() {
     let sink = Sink::start(404).await;
     let env = TestEnv::new("policy-404").await;
@@ -433,6 +437,7 @@ async fn not_found_fails_at_once_and_records_the_answer_without_secrets() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn a_target_that_does_not_answer_in_time_is_retried() {
     let sink = Sink::start(200).await;
     sink.answer_late(200, Duration::from_secs(3));
@@ -448,6 +453,7 @@ async fn a_target_that_does_not_answer_in_time_is_retried() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn webhook_re_signs_the_body_it_sends() {
     let sink = Sink::start(200).await;
     sink.require_signature("X-Statused-Signature", "downstream-key");
@@ -510,6 +516,7 @@ fn test_rsa_key() -> (String, String) {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn github_app_exchanges_a_signed_jwt_for_an_installation_token_and_reuses_it() {
     let (private_pem, public_pem) = test_rsa_key();
     let github = Sink::start(204).await;
@@ -593,6 +600,7 @@ async fn github_app_exchanges_a_signed_jwt_for_an_installation_token_and_reuses_
 /// after others started: retrying would start those again, so only a 500 in which nothing
 /// started is retried.
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn a_jenkins_500_is_retried_only_when_no_job_started() {
     let jenkins = Sink::start(200).await;
     jenkins.route(

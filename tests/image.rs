@@ -98,6 +98,7 @@ fn run_image(image: &str, args: &[String]) -> Container {
 }
 
 #[tokio::test]
+#[ignore = "needs the operator image and the local cluster: hack/just test"]
 async fn the_image_runs_read_only_as_65532_and_delivers_a_signed_event() {
     let image = std::env::var("STATUSED_TEST_IMAGE")
         .expect("STATUSED_TEST_IMAGE: run through `just test`, which builds the image first");

@@ -44,6 +44,7 @@ fn pipeline_runs(env: &TestEnv) -> kube::Api<kube::api::DynamicObject> {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn valid_build_creates_exactly_one_pipeline_run() {
     let env = tekton_env("tekton").await;
     let op = env.operator_with_route("ios", tekton_route()).await;
@@ -114,6 +115,7 @@ async fn valid_build_creates_exactly_one_pipeline_run() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn a_retry_after_a_crash_finds_the_pipeline_run_instead_of_creating_another() {
     let env = tekton_env("tekton-crash").await;
     // Accepted by a replica that does not deliver, then delivered by a fresh operator.
@@ -170,6 +172,7 @@ async fn a_retry_after_a_crash_finds_the_pipeline_run_instead_of_creating_anothe
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn argo_target_creates_one_workflow_from_the_template() {
     let env = tekton_env("argo").await;
     let op = env.start_operator().await;
@@ -210,6 +213,7 @@ async fn argo_target_creates_one_workflow_from_the_template() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn without_rbac_for_tekton_the_delivery_fails_naming_the_permission() {
     let env = tekton_env("no-rbac").await;
     let op = env.start_operator_without_tekton_rbac().await;
@@ -245,6 +249,7 @@ async fn without_rbac_for_tekton_the_delivery_fails_naming_the_permission() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn event_listener_gets_the_signed_event_and_its_event_id_is_recorded() {
     let listener = Sink::start(202).await;
     listener.require_signature("X-Hub-Signature-256", "el-hmac-key");
@@ -296,6 +301,7 @@ async fn event_listener_gets_the_signed_event_and_its_event_id_is_recorded() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn a_listener_that_rejects_the_signature_fails_the_delivery() {
     let listener = Sink::start(202).await;
     listener.require_signature("X-Hub-Signature-256", "the-listeners-key");
@@ -328,6 +334,7 @@ async fn a_listener_that_rejects_the_signature_fails_the_delivery() {
 /// A redelivery round of an in-cluster target creates its own PipelineRun, still exactly
 /// once per round: asking twice with the same token creates nothing more.
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn each_redelivery_round_creates_its_own_pipeline_run_once() {
     let env = tekton_env("tekton-redeliver").await;
     let op = env.operator_with_route("ios", tekton_route()).await;

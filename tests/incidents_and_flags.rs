@@ -58,6 +58,7 @@ fn body(r: &support::Recorded) -> Value {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn incidents_open_and_resolve_and_flags_follow_the_review() {
     let s = Services {
         pagerduty: Sink::start(202).await,
@@ -172,6 +173,7 @@ async fn incidents_open_and_resolve_and_flags_follow_the_review() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn a_launchdarkly_conflict_is_retried_and_a_bad_request_is_not() {
     let (ld, pd) = (Sink::start(200).await, Sink::start(202).await);
     ld.answer_with(&[409]);

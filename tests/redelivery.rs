@@ -105,6 +105,7 @@ fn accepted(r: &StatusedRedelivery) -> (String, String) {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn a_fixed_target_is_delivered_once_per_request() {
     let sink = Sink::start(204).await;
     sink.answer_with(&[404]);
@@ -199,6 +200,7 @@ async fn a_fixed_target_is_delivered_once_per_request() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn an_admin_may_still_redeliver_with_the_annotation_once_per_token() {
     let sink = Sink::start(204).await;
     sink.answer_with(&[404]);
@@ -324,6 +326,7 @@ fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn a_team_member_with_edit_can_redeliver_but_cannot_write_deliveries() {
     let sink = Sink::start(204).await;
     sink.answer_with(&[404]);
@@ -448,6 +451,7 @@ async fn a_team_member_with_edit_can_redeliver_but_cannot_write_deliveries() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn failed_since_picks_exactly_the_route_failures_in_the_window() {
     let sink = Sink::start(404).await;
     let env = TestEnv::new("redeliver-bulk").await;

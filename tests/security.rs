@@ -25,6 +25,7 @@ fn sink_route(sink: &Sink) -> serde_json::Value {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn with_labeled_secret_access_a_route_uses_only_labelled_secrets() {
     let sink = Sink::start(204).await;
     let env = TestEnv::new("labeled").await;
@@ -72,6 +73,7 @@ async fn with_labeled_secret_access_a_route_uses_only_labelled_secrets() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn by_default_every_secret_of_the_namespace_may_be_used() {
     let sink = Sink::start(204).await;
     let env = TestEnv::new("nslabel").await;
@@ -92,6 +94,7 @@ fn aged(body: &[u8], age_secs: i64) -> Vec<u8> {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn a_captured_event_is_a_duplicate_inside_the_replay_window_and_refused_outside_it() {
     let sink = Sink::start(204).await;
     let env = TestEnv::new("replay").await;
@@ -139,6 +142,7 @@ fn run_operator(ns: &str) -> support::OperatorProcess {
 /// of them may show up in the operator's log (at debug level), a route's or a delivery's
 /// status, an Event, or an answer to a sender.
 #[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
 async fn no_secret_value_reaches_logs_status_events_or_answers() {
     const URL_TOKEN: &str = "S3CRET-URL-TOKEN-7f3a";
     const HEADER_TOKEN: &str = "S3CRET-HEADER-TOKEN-91c2";

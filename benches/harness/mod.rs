@@ -24,6 +24,26 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest `Retry-After` a sender honours (Statused retries sooner than a careful server asks).
 const MAX_SENDER_WAIT: Duration = Duration::from_secs(5);
 
+/// Whether the local cluster's environment (`hack/cluster.sh exec`) is here. Without it, as
+/// under a plain `cargo test --all-targets` or `cargo bench`, a bench says how to run it and
+/// stops, the way libtest reports an ignored test, instead of panicking on its first client.
+/// `hack/just` sets STATUSED_REQUIRE_CLUSTER and always runs the benches inside the cluster, so
+/// there a missing environment is a mistake and fails loudly rather than passing unrun.
+pub fn cluster_or_explain(bench: &str, recipe: &str) -> bool {
+    if std::env::var_os("STATUSED_TEST_CLUSTER_DIR").is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("STATUSED_REQUIRE_CLUSTER").is_none(),
+        "{bench}: STATUSED_TEST_CLUSTER_DIR is not set: run it inside `hack/cluster.sh exec`"
+    );
+    println!(
+        "{bench}: ignored, needs the local cluster: `hack/just test` runs its smoke, \
+         `hack/just {recipe}` the full run"
+    );
+    false
+}
+
 pub async fn client_from(var: &str) -> Client {
     let path = std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run through `just bench-load` (hack/cluster.sh starts the API server)")

@@ -30,7 +30,11 @@ pub const SIGNING_SECRET: &str = "statused-test-secret";
 async fn config_from(var: &str) -> Config {
     statused_operator::install_crypto_provider();
     let path = std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the integration tests through `just test` (hack/cluster.sh starts the API server)")
+        panic!(
+            "{var} is not set: this test needs the local cluster. Mark it \
+             `#[ignore = \"needs the local cluster: hack/just test\"]`: `hack/just test` \
+             starts the API server (hack/cluster.sh) and runs it"
+        )
     });
     let kubeconfig = Kubeconfig::read_from(&path).unwrap();
     Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
