@@ -334,7 +334,7 @@ async fn a_hostile_expression_makes_the_route_not_ready_without_stalling_the_pro
     assert!(message.contains("too complex: 3 nested"), "{message}");
     let slowest = probing.await.unwrap();
     assert!(
-        slowest < Duration::from_millis(250),
+        slowest < Duration::from_secs(1),
         "a probe took {slowest:?}"
     );
     op.shutdown().await;
