@@ -333,10 +333,7 @@ async fn a_hostile_expression_makes_the_route_not_ready_without_stalling_the_pro
     assert_eq!(reason, "InvalidExpression");
     assert!(message.contains("too complex: 3 nested"), "{message}");
     let slowest = probing.await.unwrap();
-    assert!(
-        slowest < Duration::from_secs(1),
-        "a probe took {slowest:?}"
-    );
+    assert!(slowest < Duration::from_secs(1), "a probe took {slowest:?}");
     op.shutdown().await;
 }
 
