@@ -426,25 +426,8 @@ fn alerts_and_the_dashboard_use_only_metrics_the_operator_exports() {
     assert!(manifests.contains("kind: PrometheusRule"));
     assert!(manifests.contains("kind: PodMonitor"));
     assert!(manifests.contains("grafana_dashboard: \"1\""));
-    // Every family the operator registers, with its type, from its own exposition (each
-    // recorded once: a labelled family shows up once it has a sample).
-    let metrics = statused_operator::metrics::Metrics::default();
-    metrics.webhook_request(202);
-    metrics.target_attempt(
-        "webhook",
-        &statused_operator::targets::send::Outcome::Failed {
-            code: Some(500),
-            error: "e".into(),
-        },
-        std::time::Duration::from_millis(5),
-    );
-    metrics.reconcile("delivery", "error");
-    metrics.delivery("Failed");
-    metrics.kube_event("published");
-    metrics.scrape_state(true, 1, 1);
-    metrics.backlog(1, std::time::Duration::from_secs(1));
-    metrics.watches_failing(0);
-    let exposition = metrics.encode();
+    // Every family the operator registers, with its type, from its own exposition.
+    let exposition = support::every_metric_family();
     let families: std::collections::HashMap<&str, &str> = exposition
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -191,13 +191,7 @@ async fn an_event_whose_record_name_is_taken_by_another_event_is_recorded_under_
         "spec": {"route": "builds", "matched": [],
                  "event": {"id": "some-other-event", "type": "t", "source": "s"}},
     });
-    env.deliveries()
-        .create(
-            &Default::default(),
-            &serde_json::from_value(squatter).unwrap(),
-        )
-        .await
-        .unwrap();
+    env.create_delivery(squatter).await;
 
     let event = sample_with_id("build-valid.json", "collide-1");
     let (code, answer) = env.post_signed(&op, "builds", &event, SIGNING_SECRET).await;
@@ -236,13 +230,7 @@ async fn deliveries_whose_route_is_gone_or_never_ready_fail_instead_of_waiting_f
                      "matched": [{"rule": "builds", "target": 0, "kind": "webhook"}],
                      "event": {"id": name, "type": "com.statused.build.status.updated", "source": "s"}},
         });
-        env.deliveries()
-            .create(
-                &Default::default(),
-                &serde_json::from_value(delivery).unwrap(),
-            )
-            .await
-            .unwrap();
+        env.create_delivery(delivery).await;
     }
     let error = |d: statused_operator::api::StatusedDelivery| {
         let status = d.status.unwrap();
@@ -525,13 +513,7 @@ async fn a_stored_event_over_the_data_limits_fails_its_targets_once_and_is_never
                  "event": {"id": "over-limits", "type": "com.statused.build.status.updated",
                            "source": "s", "data": {"l": vec![0; 3000]}}},
     });
-    env.deliveries()
-        .create(
-            &Default::default(),
-            &serde_json::from_value(delivery).unwrap(),
-        )
-        .await
-        .unwrap();
+    env.create_delivery(delivery).await;
     let finished = env.wait_delivery_finished("over-limits").await;
     let status = finished.status.unwrap();
     assert_eq!(status.phase.as_str(), "Failed");

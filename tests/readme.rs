@@ -3,6 +3,7 @@
 //! metric or a file added later cannot go undocumented silently.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -36,25 +37,7 @@ fn the_metrics_table_lists_every_exported_family_with_its_type() {
         .collect();
     assert!(!documented.is_empty(), "no metrics table under ### Metrics");
 
-    let metrics = statused_operator::metrics::Metrics::default();
-    // Labelled families show in the exposition once they have a sample.
-    metrics.webhook_request(202);
-    metrics.event_refused("too_old");
-    metrics.target_attempt(
-        "webhook",
-        &statused_operator::targets::send::Outcome::Failed {
-            code: Some(500),
-            error: "e".into(),
-        },
-        std::time::Duration::from_millis(5),
-    );
-    metrics.reconcile("delivery", "error");
-    metrics.delivery("Failed");
-    metrics.kube_event("published");
-    metrics.scrape_state(true, 1, 1);
-    metrics.backlog(1, std::time::Duration::from_secs(1));
-    metrics.watches_failing(0);
-    let exposition = metrics.encode();
+    let exposition = support::every_metric_family();
     let exported: BTreeMap<String, String> = exposition
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

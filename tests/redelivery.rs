@@ -104,20 +104,30 @@ fn accepted(r: &StatusedRedelivery) -> (String, String) {
     (c.status.clone(), c.reason.clone())
 }
 
-#[tokio::test]
-#[ignore = "needs the local cluster: hack/just test"]
-async fn a_fixed_target_is_delivered_once_per_request() {
+/// A namespace whose route `r` sends to a sink that answered 404 once, and the failed
+/// delivery of event `id` (the sink answers 204 from then on).
+async fn a_failed_delivery(
+    prefix: &str,
+    id: &str,
+) -> (Sink, TestEnv, statused_operator::operator::Running, String) {
     let sink = Sink::start(204).await;
     sink.answer_with(&[404]);
-    let env = TestEnv::new("redeliver").await;
+    let env = TestEnv::new(prefix).await;
     env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
         .await;
     let op = env.operator_with_route("r", spec(&sink)).await;
     let failed = env
-        .deliver(&op, "r", &sample_with_id("build-valid.json", "ev-404"))
+        .deliver(&op, "r", &sample_with_id("build-valid.json", id))
         .await;
     assert_eq!(phase(&failed), Some(DeliveryPhase::Failed));
     let name = failed.metadata.name.clone().unwrap();
+    (sink, env, op, name)
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
+async fn a_fixed_target_is_delivered_once_per_request() {
+    let (sink, env, op, name) = a_failed_delivery("redeliver", "ev-404").await;
     assert_eq!(sink.requests_to("/hook").len(), 1);
 
     // The target is fixed (it answers 204 from now on); ask for a redelivery.
@@ -202,20 +212,7 @@ async fn a_fixed_target_is_delivered_once_per_request() {
 #[tokio::test]
 #[ignore = "needs the local cluster: hack/just test"]
 async fn an_admin_may_still_redeliver_with_the_annotation_once_per_token() {
-    let sink = Sink::start(204).await;
-    sink.answer_with(&[404]);
-    let env = TestEnv::new("redeliver-annotation").await;
-    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
-        .await;
-    let op = env.operator_with_route("r", spec(&sink)).await;
-    let failed = env
-        .deliver(
-            &op,
-            "r",
-            &sample_with_id("build-valid.json", "ev-annotated"),
-        )
-        .await;
-    let name = failed.metadata.name.clone().unwrap();
+    let (sink, env, op, name) = a_failed_delivery("redeliver-annotation", "ev-annotated").await;
     let deliveries: Api<StatusedDelivery> = env.deliveries();
     let annotate = |token: &str| {
         json!({"metadata": {"annotations": {
@@ -328,17 +325,7 @@ fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
 #[tokio::test]
 #[ignore = "needs the local cluster: hack/just test"]
 async fn a_team_member_with_edit_can_redeliver_but_cannot_write_deliveries() {
-    let sink = Sink::start(204).await;
-    sink.answer_with(&[404]);
-    let env = TestEnv::new("redeliver-team").await;
-    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
-        .await;
-    let op = env.operator_with_route("r", spec(&sink)).await;
-    let failed = env
-        .deliver(&op, "r", &sample_with_id("build-valid.json", "ev-team"))
-        .await;
-    assert_eq!(phase(&failed), Some(DeliveryPhase::Failed));
-    let name = failed.metadata.name.clone().unwrap();
+    let (sink, env, op, name) = a_failed_delivery("redeliver-team", "ev-team").await;
 
     let roles = bind_team_user_to_edit(&env).await;
     assert_eq!(

@@ -252,6 +252,18 @@ impl TestEnv {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
 
+    /// Creates a delivery as an admin would by hand (or an older operator did): `delivery` is
+    /// its JSON.
+    pub async fn create_delivery(&self, delivery: serde_json::Value) {
+        self.deliveries()
+            .create(
+                &Default::default(),
+                &serde_json::from_value(delivery).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
     pub async fn apply_secret(&self, name: &str, data: &[(&str, &str)]) {
         let secrets: Api<Secret> = Api::namespaced(self.admin.clone(), &self.ns);
         let secret = serde_json::json!({
@@ -768,4 +780,27 @@ impl OperatorProcess {
         let code = response.status().as_u16();
         (code, response.json().await.unwrap_or_default())
     }
+}
+
+/// The operator's metrics exposition with every family in it: a labelled family shows up
+/// only once it has a sample, so each gets one.
+pub fn every_metric_family() -> String {
+    let metrics = statused_operator::metrics::Metrics::default();
+    metrics.webhook_request(202);
+    metrics.event_refused("too_old");
+    metrics.target_attempt(
+        "webhook",
+        &statused_operator::targets::send::Outcome::Failed {
+            code: Some(500),
+            error: "e".into(),
+        },
+        Duration::from_millis(5),
+    );
+    metrics.reconcile("delivery", "error");
+    metrics.delivery("Failed");
+    metrics.kube_event("published");
+    metrics.scrape_state(true, 1, 1);
+    metrics.backlog(1, Duration::from_secs(1));
+    metrics.watches_failing(0);
+    metrics.encode()
 }
