@@ -52,12 +52,6 @@ impl AddressClass {
         }
     }
 
-    /// Whether the guard refuses this class under the default profile unless the allow list
-    /// names the address.
-    pub fn refused_by_default(&self) -> bool {
-        self.refused_in(EgressProfile::Default)
-    }
-
     /// Whether the guard refuses this class under `profile` unless the allow list names the
     /// address.
     pub fn refused_in(&self, profile: EgressProfile) -> bool {
@@ -520,7 +514,7 @@ mod tests {
             AddressClass::Public,
         ]
         .into_iter()
-        .filter(AddressClass::refused_by_default)
+        .filter(|c| c.refused_in(EgressProfile::Default))
         .collect();
         assert!(!refused.contains(&AddressClass::Private));
         assert!(!refused.contains(&AddressClass::Public));

@@ -189,18 +189,14 @@ pub enum OverLimit {
     TotalBytes { limit: usize },
 }
 
-/// Checks `data` (a stored event's, or one escaped for a chat) against `limits`, the same
-/// walk as the parse's.
+/// Checks `data` (a stored event's, or one escaped for a chat) against `limits`: the same
+/// counts as the parse's, walked in place (nothing is copied).
 pub fn check_data_value(data: &Value, limits: &DataLimits) -> Result<(), OverLimit> {
     let mut walk = Walk::new(limits);
-    let result = Node {
-        walk: &mut walk,
-        depth: 0,
-    }
-    .deserialize(data);
-    match (walk.over, result) {
-        (Some(over), _) => Err(over),
-        _ => Ok(()),
+    match walk.value::<serde::de::value::Error>(data, 0) {
+        Ok(()) => Ok(()),
+        // Every error of the walk is a limit it recorded.
+        Err(_) => walk.over.map_or(Ok(()), Err),
     }
 }
 
@@ -278,6 +274,37 @@ impl<'l> Walk<'l> {
             return Err(self.stop(OverLimit::Depth { path, limit }));
         }
         Ok(())
+    }
+
+    /// The walk over a value already built.
+    fn value<E: serde::de::Error>(&mut self, v: &Value, depth: usize) -> Result<(), E> {
+        match v {
+            Value::Null | Value::Bool(_) | Value::Number(_) => self.node(),
+            Value::String(s) => self.string(s),
+            Value::Array(items) => {
+                self.enter(depth)?;
+                for (i, item) in items.iter().enumerate() {
+                    self.item(i + 1)?;
+                    self.path.push(i.to_string());
+                    let checked = self.value(item, depth + 1);
+                    self.path.pop();
+                    checked?;
+                }
+                Ok(())
+            }
+            Value::Object(entries) => {
+                self.enter(depth)?;
+                for (i, (key, item)) in entries.iter().enumerate() {
+                    self.item(i + 1)?;
+                    self.string(key)?;
+                    self.path.push(key.clone());
+                    let checked = self.value(item, depth + 1);
+                    self.path.pop();
+                    checked?;
+                }
+                Ok(())
+            }
+        }
     }
 
     fn item<E: serde::de::Error>(&mut self, count: usize) -> Result<(), E> {

@@ -57,8 +57,9 @@ pub struct StatusedDeliverySpec {
 }
 
 impl StatusedDelivery {
-    /// The record of `envelope` accepted by route `route` (uid `route_uid`) of `namespace`,
-    /// named `name`, with the (rule, target) pairs it matched.
+    /// The record of `envelope` (whose `data` is passed on its own, moved rather than
+    /// copied) accepted by route `route` (uid `route_uid`) of `namespace`, named `name`, with
+    /// the (rule, target) pairs it matched.
     ///
     /// No ownerReference: the garbage collector would delete the record with its route, and
     /// with it the only memory that this event was delivered. The route's uid is kept in the
@@ -70,6 +71,7 @@ impl StatusedDelivery {
         route: &str,
         route_uid: Option<&str>,
         envelope: &crate::event::Envelope,
+        data: serde_json::Value,
         matched: Vec<MatchedTarget>,
     ) -> Self {
         use crate::naming::{LABEL_EVENT_TYPE, LABEL_ROUTE, label_value};
@@ -99,7 +101,7 @@ impl StatusedDelivery {
                     source: envelope.source.clone(),
                     time: envelope.time.clone(),
                     subject: envelope.subject.clone(),
-                    data: envelope.data.clone(),
+                    data,
                 },
                 matched,
             },

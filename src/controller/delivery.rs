@@ -443,6 +443,10 @@ async fn render_off_the_workers(
     name: &str,
     due: &[(usize, MatchedTarget)],
 ) -> Result<Vec<Rendered>, Error> {
+    if due.is_empty() {
+        // Nothing due (the targets back off): no slot, no scope.
+        return Ok(Vec::new());
+    }
     let permit = RENDER_SLOTS
         .clone()
         .acquire_owned()

@@ -298,7 +298,7 @@ async fn handle(
             matched,
         });
     }
-    record(ctx, &route, &envelope, matched).await
+    record(ctx, &route, envelope, matched).await
 }
 
 /// Rule matching (CEL) runs on the blocking pool, at most [`EVALUATIONS`] at once: an
@@ -357,11 +357,13 @@ pub const EVALUATION_TIME: std::time::Duration = std::time::Duration::from_secs(
 async fn record(
     ctx: &Receiver,
     route: &CompiledRoute,
-    envelope: &Envelope,
+    mut envelope: Envelope,
     matched: Vec<MatchedTarget>,
 ) -> Result<Accepted, ReceiveError> {
+    // The event's data moves into the record, and back out only for a second name.
+    let mut data = std::mem::take(&mut envelope.data);
     for second_name in [false, true] {
-        let delivery = new_delivery(route, envelope, matched.clone(), second_name);
+        let mut delivery = new_delivery(route, &envelope, data, matched.clone(), second_name);
         let name = delivery.metadata.name.clone().unwrap_or_default();
         // Bounded: a slow API server gets a 503 to the sender, not a queue. Should the
         // create still land after the timeout, the sender's retry finds it (a duplicate).
@@ -385,7 +387,7 @@ async fn record(
                 .await
                 .map_err(|_| ReceiveError::RecordTimeout)?
                 .map_err(ReceiveError::Record)?;
-                if same_event(&existing, route, envelope) {
+                if same_event(&existing, route, &envelope) {
                     info!(event = %envelope.id, delivery = %name, "duplicate event");
                     return Ok(Accepted {
                         delivery: Some(name),
@@ -394,6 +396,7 @@ async fn record(
                     });
                 }
                 warn!(event = %envelope.id, delivery = %name, "name taken by another event; recording under a second name");
+                data = std::mem::take(&mut delivery.spec.event.data);
             }
             Err(e) => return Err(ReceiveError::Record(e)),
         }
@@ -458,6 +461,7 @@ async fn read_body(
 fn new_delivery(
     route: &CompiledRoute,
     envelope: &Envelope,
+    data: serde_json::Value,
     matched: Vec<MatchedTarget>,
     second_name: bool,
 ) -> StatusedDelivery {
@@ -472,6 +476,7 @@ fn new_delivery(
         &route.key.name,
         route.uid.as_deref(),
         envelope,
+        data,
         matched,
     )
 }
