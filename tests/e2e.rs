@@ -632,7 +632,13 @@ async fn two_replicas_deliver_each_event_once_and_the_follower_takes_over() {
     })
     .await;
 
-    // The follower receives; the leader delivers; exactly one dispatch.
+    // The follower receives once its own routing table has caught up (until then it answers
+    // 503, which Statused retries; route compiling runs on the blocking pool); the leader
+    // delivers; exactly one dispatch.
+    eventually("the follower ready", || async {
+        follower.context.is_ready().then_some(())
+    })
+    .await;
     let (code, answer) = env
         .post_signed(
             follower,
