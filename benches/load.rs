@@ -12,7 +12,8 @@
 //!
 //! Figures are ratios to the baseline, so they mean the same on any machine. Every address is
 //! on loopback. `cargo bench` runs N = 10,000, C = 32 (override with STATUSED_LOAD_EVENTS and
-//! STATUSED_LOAD_CONCURRENCY); `cargo test --bench load` is the smoke CI runs (N = 200, C = 8),
+//! STATUSED_LOAD_CONCURRENCY) to a sink that answers at once (STATUSED_LOAD_SINK_LATENCY_MS=300
+//! makes it answer each call in 300 ms, as real CI and chat APIs do); `cargo test --bench load` is the smoke CI runs (N = 200, C = 8),
 //! which asserts correctness only: nothing unanswered, lost or duplicated, never timing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use harness::{
     Operator, Tally, burst, client_from, create_namespace, event, events, mib, percentile,
-    prepare_route, start_sink, wait_delivered, wait_ready,
+    prepare_route, start_slow_sink, wait_delivered, wait_ready,
 };
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -35,6 +36,8 @@ use statused_operator::api::{
 struct Settings {
     events: usize,
     concurrency: usize,
+    /// How long the sink takes to answer each call (STATUSED_LOAD_SINK_LATENCY_MS; 0: at once).
+    sink_latency: Duration,
 }
 
 impl Settings {
@@ -50,6 +53,7 @@ impl Settings {
         Self {
             events: var("STATUSED_LOAD_EVENTS", if smoke { 200 } else { 10_000 }),
             concurrency: var("STATUSED_LOAD_CONCURRENCY", if smoke { 8 } else { 32 }),
+            sink_latency: Duration::from_millis(var("STATUSED_LOAD_SINK_LATENCY_MS", 0) as u64),
         }
     }
 }
@@ -120,7 +124,8 @@ async fn main() {
     let operator_client = client_from("STATUSED_TEST_OPERATOR_KUBECONFIG").await;
     let log = std::env::temp_dir().join(format!("statused-load-{}.log", std::process::id()));
     println!(
-        "load: N = {n} events, C = {c} senders; operator log {}",
+        "load: N = {n} events, C = {c} senders, the sink answers in {} ms; operator log {}",
+        settings.sink_latency.as_millis(),
         log.display()
     );
 
@@ -132,7 +137,7 @@ async fn main() {
 
     // (b) The operator, a route to the sink, and the burst.
     let ns = create_namespace(&admin, "load").await;
-    let (sink, counts) = start_sink().await;
+    let (sink, counts) = start_slow_sink(settings.sink_latency).await;
     prepare_route(&admin, &ns, sink).await;
     let op = Operator::start(&ns, &log).await;
     let idle_rss = op.rss().0;

@@ -155,11 +155,20 @@ impl Counts {
 }
 
 pub async fn start_sink() -> (SocketAddr, Arc<Mutex<Counts>>) {
+    start_slow_sink(Duration::ZERO).await
+}
+
+/// A sink that answers each call after `latency`, as real CI and chat APIs take their time.
+/// A call counts once answered: a delivery is done when the target has said so.
+pub async fn start_slow_sink(latency: Duration) -> (SocketAddr, Arc<Mutex<Counts>>) {
     let counts = Arc::new(Mutex::new(Counts::default()));
     let c = counts.clone();
     let app = axum::Router::new().fallback(move |headers: HeaderMap| {
         let c = c.clone();
         async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
             let header = |name: &str| {
                 headers
                     .get(name)
