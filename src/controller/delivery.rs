@@ -13,24 +13,22 @@ use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
+use super::decide::{self, Observed, Plan, Step, decide};
 use super::plan::{PlanInput, Planned, Rendered, attach, plan};
 use super::redeliver;
-use super::retry::{self, RetryPolicy, finish};
+use super::retry::RetryPolicy;
 use super::route_activity::Activity;
-use super::status::delivery_phase;
 use super::{Error, scoped_api};
 use crate::api::{
-    DeliveryPhase, LastDelivery, LastEvent, MatchedTarget, StatusedDelivery, StatusedDeliveryStatus,
+    DeliveryPhase, LastDelivery, LastEvent, MatchedTarget, StatusedDelivery,
+    StatusedDeliveryStatus, TargetStatus,
 };
 use crate::context::Context;
 use crate::expr::Scope;
-use crate::naming::ObjectIdentity;
-use crate::route::RouteKey;
-use crate::routing::RouteState;
+use crate::route::{CompiledRoute, RouteKey};
 use crate::targets::create::create_once;
-use crate::targets::objects::KubeTarget;
-use crate::targets::request::{HttpRequest, HttpTarget, RenderContext};
-use crate::targets::send::{Outcome, send};
+use crate::targets::request::RenderContext;
+use crate::targets::send::{self, Outcome};
 
 /// Runs the executor until `shutdown`: the delivery controller (at most
 /// `executor_concurrency` reconciles at once), the pruner and the route status flush, all
@@ -158,272 +156,200 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
     Box::pin(work(delivery, ctx, ns)).await
 }
 
+/// The loop around [`decide`]: gathers what it reads, does what it says.
 async fn work(
     delivery: Arc<StatusedDelivery>,
     ctx: Arc<Context>,
     ns: String,
 ) -> Result<Action, Error> {
-    let name = delivery.name_any();
-    let delivery = if ctx.ledger.cache_behind(&delivery) {
-        // Our last write is not in the cache yet (the watch lags): work from the delivery as
-        // it is now, never from a copy on which a finished target still looks due.
-        let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &ns);
-        let fresh = api.get(&name).await?;
-        ctx.ledger.read_afresh(&fresh);
-        Arc::new(fresh)
-    } else {
-        delivery
+    let delivery = not_behind(&ctx, delivery, &ns).await?;
+    let key = RouteKey::new(&ns, &delivery.spec.route);
+    let cached = ctx.cached_route_uid(&key);
+    let unrecorded = ctx.ledger.pending(&delivery);
+    let observed = Observed {
+        delivery: &delivery,
+        unrecorded: unrecorded.as_ref(),
+        route: ctx.table.check(
+            &key,
+            delivery.route_uid(),
+            cached.as_ref().map(Option::as_deref),
+            ctx.is_ready(),
+        ),
+        writes_backlogged: ctx
+            .ledger
+            .backlog_full(usize::from(ctx.config.executor_concurrency)),
+        max_pending_age: ctx.config.max_pending_age,
     };
-    let current = delivery.status.clone().unwrap_or_default();
-    if current.phase.is_finished() && redeliver::requested(&delivery).is_some() {
-        return honour_redelivery(&ctx, &ns, &name).await;
+    match decide(observed, jiff::Timestamp::now()) {
+        Step::Idle => {
+            // Nothing left to do; the pruner deletes it when its time comes.
+            ctx.ledger.forget(&delivery);
+            ctx.reconcile_failures
+                .reset(&format!("delivery:{ns}/{}", delivery.name_any()));
+            Ok(Action::await_change())
+        }
+        Step::Reopen => honour_redelivery(&ctx, &ns, &delivery.name_any()).await,
+        Step::Record(status) => record(&ctx, &delivery, &status).await,
+        Step::GiveUp { status, why } => {
+            warn!(delivery = %delivery.name_any(), reason = %why, "delivery given up");
+            record(&ctx, &delivery, &status).await
+        }
+        Step::Wait(after) => {
+            debug!(route = %key, ?after, "delivery waits");
+            Ok(Action::requeue(after))
+        }
+        Step::Render {
+            route,
+            targets,
+            due,
+        } => call_due(&ctx, delivery, &route, targets, due).await,
     }
-    if current.phase.is_finished() {
-        // Nothing left to do; the pruner deletes it when its time comes.
-        ctx.ledger.forget(&delivery);
-        ctx.reconcile_failures
-            .reset(&format!("delivery:{ns}/{name}"));
-        return Ok(Action::await_change());
-    }
-    if let Some(pending) = ctx.ledger.pending(&delivery) {
-        // Calls made, status not written yet: write it, call nothing.
-        write_status(&ctx, &delivery, &pending).await?;
-        let first_look = delivery.status.is_none();
-        return Ok(recorded(&ctx, &delivery, &pending, first_look).await);
-    }
+}
 
-    // A delivery runs only for the route object that accepted its event (`spec.routeUID`):
-    // it has no ownerReference, so it outlives a deleted route, and a route applied again
-    // under the same name is not the one the event was matched against.
-    let route_key = RouteKey::new(&ns, &delivery.spec.route);
-    let cached = ctx.cached_route_uid(&route_key);
-    let entry = ctx.table.lookup(&route_key);
-    let compiled = match &entry {
-        None => Compiled::Missing,
-        Some(RouteState::NotReady) => Compiled::NotReady,
-        Some(RouteState::Ready(route)) => Compiled::Ready(route.uid.as_deref()),
-    };
-    let check = route_check(
-        delivery.route_uid(),
-        compiled,
-        cached.as_ref().map(Option::as_deref),
-        ctx.is_ready(),
-    );
-    let route = match (check, entry) {
-        (RouteCheck::Run, Some(RouteState::Ready(route))) => route,
-        (RouteCheck::ReCreated, _) => {
-            return give_up(&ctx, &delivery, &current, re_created(&delivery)).await;
-        }
-        (RouteCheck::Gone, _) => {
-            let why = format!("RouteGone: route {} no longer exists", delivery.spec.route);
-            return give_up(&ctx, &delivery, &current, why).await;
-        }
-        (RouteCheck::Settling, _) => {
-            debug!(route = %route_key, "routing table and watch cache disagree; delivery waits");
-            return Ok(Action::requeue(Duration::from_secs(1)));
-        }
-        // Not Ready (a Secret is missing) or not loaded yet: wait, but not forever.
-        _ => {
-            let age = delivery
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| jiff::Timestamp::now().duration_since(t.0))
-                .and_then(|d| Duration::try_from(d).ok())
-                .unwrap_or_default();
-            if age > ctx.config.max_pending_age {
-                let why = format!(
-                    "RouteNotReady: route {} was not Ready within --max-pending-age ({}s) of the event",
-                    delivery.spec.route,
-                    ctx.config.max_pending_age.as_secs()
-                );
-                return give_up(&ctx, &delivery, &current, why).await;
-            }
-            debug!(route = %route_key, "route not ready; delivery waits");
-            return Ok(Action::requeue(Duration::from_secs(5)));
-        }
-    };
+/// `delivery` as the executor last wrote it: when its last write is not in the cache yet
+/// (the watch lags), read afresh, so that a finished target never looks due.
+async fn not_behind(
+    ctx: &Context,
+    delivery: Arc<StatusedDelivery>,
+    ns: &str,
+) -> Result<Arc<StatusedDelivery>, Error> {
+    if !ctx.ledger.cache_behind(&delivery) {
+        return Ok(delivery);
+    }
+    let fresh = read(ctx, ns, &delivery.name_any()).await?;
+    ctx.ledger.read_afresh(&fresh);
+    Ok(Arc::new(fresh))
+}
 
+/// Writes `status`, calling nothing, and what follows.
+async fn record(
+    ctx: &Context,
+    delivery: &StatusedDelivery,
+    status: &StatusedDeliveryStatus,
+) -> Result<Action, Error> {
+    write_status(ctx, delivery, status).await?;
+    Ok(recorded(ctx, delivery, status, delivery.status.is_none()).await)
+}
+
+/// Renders the `due` targets of `delivery`, makes the calls [`decide::calls`] decides on
+/// (after writing the mark of at-most-once ones), and records their outcomes.
+async fn call_due(
+    ctx: &Arc<Context>,
+    delivery: Arc<StatusedDelivery>,
+    route: &Arc<CompiledRoute>,
+    targets: Vec<TargetStatus>,
+    due: Vec<usize>,
+) -> Result<Action, Error> {
     // Incoming events first: while the receiver is busy, a delivery waits (a bounded time)
     // so that its writes do not slow down the creates that senders are waiting on. Under a
     // burst this makes events durable sooner and delivers them right after.
     ctx.admission
         .quiet(RECEIVER_BUSY, RECEIVER_FIRST_WAIT)
         .await;
-
-    let first_look = delivery.status.is_none();
-    if ctx
-        .ledger
-        .backlog_full(usize::from(ctx.config.executor_concurrency))
-    {
-        // Status writes are failing: start no new calls until they succeed again.
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    let mut targets = retry::targets(&delivery.spec.matched, &current);
-
+    let planned = render(route, &delivery, &targets, due).await?;
     let now = jiff::Timestamp::now();
-    let due = retry::due(&targets, now);
-
-    // Requests and objects are rendered on the blocking pool (CEL: bounded by construction,
-    // see cost.rs, and never on the async threads), then sent or created concurrently.
-    let due: Vec<(usize, MatchedTarget)> = due
-        .into_iter()
-        .map(|i| {
-            let t = &targets[i];
-            let matched = MatchedTarget {
-                rule: t.rule.clone(),
-                target: t.target,
-                kind: t.kind.clone(),
-            };
-            (i, matched)
-        })
-        .collect();
-    let rendered = render_off_the_workers(&route, &delivery, &ns, &name, &due).await?;
-    let mut attempts = Vec::new();
-    {
-        for ((i, matched), rendered) in due.into_iter().zip(rendered) {
-            let t = &mut targets[i];
-            match attach(&route, &matched, rendered) {
-                // At most once, and a call was started that has no recorded outcome: the
-                // operator stopped while it was in flight. Never call twice.
-                Planned::Http {
-                    at_most_once: true, ..
-                } if t.call_started_at.is_some() => {
-                    let error = "outcome unknown: the operator stopped while this call was in flight (onUncertain: fail)".to_string();
-                    finish(t, DeliveryPhase::Failed, None, Some(error), now);
-                }
-                Planned::Http {
-                    target,
-                    request,
-                    at_most_once,
-                } => attempts.push((
-                    i,
-                    Attempt::Http {
-                        kind: t.kind.clone(),
-                        req: request,
-                        target,
-                        at_most_once,
-                    },
-                )),
-                Planned::Kube {
-                    target,
-                    object,
-                    identity,
-                } => attempts.push((
-                    i,
-                    Attempt::Kube {
-                        kind: t.kind.clone(),
-                        target,
-                        object,
-                        id: identity,
-                    },
-                )),
-                Planned::Gone(error) | Planned::Unbuildable(error) => {
-                    finish(t, DeliveryPhase::Failed, None, Some(error), now)
-                }
-            }
-        }
-    }
-
-    // Calls that must happen at most once are marked in the status before they are made,
-    // with the same conditional write: a crash then leaves the mark, and the next look at
-    // the delivery knows the outcome is unknown.
-    let at_most_once: Vec<usize> = attempts
-        .iter()
-        .filter(|(_, a)| {
-            matches!(
-                a,
-                Attempt::Http {
-                    at_most_once: true,
-                    ..
-                }
-            )
-        })
-        .map(|(i, _)| *i)
-        .collect();
-    let mut delivery = delivery;
-    if !at_most_once.is_empty() {
-        let mut marked = current.clone();
-        marked.targets = targets.clone();
-        for &i in &at_most_once {
-            marked.targets[i].call_started_at = Some(Time(now));
-        }
-        marked.phase = DeliveryPhase::Running;
-        let rv = write_status(&ctx, &delivery, &marked).await?;
+    let current = delivery.status.clone().unwrap_or_default();
+    let plans = planned.iter().map(|(i, p)| (*i, plan_of(p)));
+    let calls = decide::calls(&current, targets, plans, now);
+    let first_look = delivery.status.is_none();
+    let delivery = match &calls.mark {
         // The outcome is written on top of the mark, conditional on the mark's version.
-        let mut next = StatusedDelivery::clone(&delivery);
-        next.metadata.resource_version = rv;
-        next.status = Some(marked);
-        delivery = Arc::new(next);
-    }
-
-    let outcomes = future::join_all(attempts.into_iter().map(|(i, attempt)| {
-        let ctx = ctx.clone();
-        async move {
-            let started = std::time::Instant::now();
-            let (kind, outcome, listener_id) = match attempt {
-                Attempt::Http {
-                    kind, req, target, ..
-                } => {
-                    let mut outcome = send(&ctx.outbound, req, ctx.config.request_timeout).await;
-                    let id = match &mut outcome {
-                        Outcome::Succeeded { body, created, .. } => {
-                            *created = target.created(body);
-                            target.response_id(body)
-                        }
-                        _ => None,
-                    };
-                    (kind, outcome, id)
-                }
-                Attempt::Kube {
-                    kind,
-                    target,
-                    object,
-                    id,
-                } => (
-                    kind,
-                    create_once(&ctx.client, target.api(), object, &id).await,
-                    None,
-                ),
-            };
-            ctx.metrics
-                .target_attempt(&kind, &outcome, started.elapsed());
-            (i, outcome, listener_id)
-        }
-    }))
+        Some(mark) => marked(ctx, &delivery, mark).await?,
+        None => delivery,
+    };
+    let kinds: Vec<String> = calls.targets.iter().map(|t| t.kind.clone()).collect();
+    let outcomes = future::join_all(
+        planned
+            .into_iter()
+            .filter(|(i, _)| calls.call.contains(i))
+            .map(|(i, p)| {
+                let kind = &kinds[i];
+                async move { (i, call(ctx, kind, p).await) }
+            }),
+    )
     .await;
-
     let policy = RetryPolicy {
         max_attempts: ctx.config.max_attempts,
         backoff: ctx.config.retry_backoff,
     };
-    for (i, outcome, listener_id) in outcomes {
-        let t = &mut targets[i];
-        if matches!(outcome, Outcome::Succeeded { .. }) {
-            t.listener_event_id = listener_id;
-        }
-        policy.apply(t, outcome, now);
-    }
-
-    let phase = delivery_phase(&targets);
-    let desired = StatusedDeliveryStatus {
-        phase,
-        attempts: targets.iter().map(|t| t.attempts).sum(),
-        completed_at: phase.is_finished().then_some(Time(now)),
-        targets,
-        redeliveries: current.redeliveries,
-        redelivery_token: current.redelivery_token.clone(),
-        redelivery_requests: current.redelivery_requests,
-        recent_redelivery_requests: current.recent_redelivery_requests.clone(),
-    };
+    let desired = decide::recorded(&current, calls.targets, outcomes, &policy, now);
     if desired != current
-        && let Err(e) = write_status(&ctx, &delivery, &desired).await
+        && let Err(e) = write_status(ctx, &delivery, &desired).await
     {
         // The calls were made: remember what they did, so that the retry only writes.
         ctx.ledger.unrecorded(&delivery, desired);
         return Err(e);
     }
-    Ok(recorded(&ctx, &delivery, &desired, first_look).await)
+    Ok(recorded(ctx, &delivery, &desired, first_look).await)
+}
+
+/// The plan of each `due` target (index, plan), rendered on the blocking pool.
+async fn render<'r>(
+    route: &'r Arc<CompiledRoute>,
+    delivery: &Arc<StatusedDelivery>,
+    targets: &[TargetStatus],
+    due: Vec<usize>,
+) -> Result<Vec<(usize, Planned<'r>)>, Error> {
+    let matched: Vec<MatchedTarget> = due
+        .iter()
+        .map(|&i| MatchedTarget {
+            rule: targets[i].rule.clone(),
+            target: targets[i].target,
+            kind: targets[i].kind.clone(),
+        })
+        .collect();
+    let rendered = render_off_the_workers(route, delivery, &matched).await?;
+    Ok(due
+        .into_iter()
+        .zip(matched.iter().zip(rendered))
+        .map(|(i, (m, r))| (i, attach(route, m, r)))
+        .collect())
+}
+
+/// What the pure decisions need to know of a rendered plan.
+fn plan_of(planned: &Planned<'_>) -> Plan {
+    match planned {
+        Planned::Http { at_most_once, .. } => Plan::Call {
+            at_most_once: *at_most_once,
+        },
+        Planned::Kube { .. } => Plan::Call {
+            at_most_once: false,
+        },
+        Planned::Gone(e) | Planned::Unbuildable(e) => Plan::Fail(e.clone()),
+    }
+}
+
+/// Writes `mark` on `delivery`; the copy of the delivery the outcome is then written on.
+async fn marked(
+    ctx: &Context,
+    delivery: &StatusedDelivery,
+    mark: &StatusedDeliveryStatus,
+) -> Result<Arc<StatusedDelivery>, Error> {
+    let rv = write_status(ctx, delivery, mark).await?;
+    let mut next = delivery.clone();
+    next.metadata.resource_version = rv;
+    next.status = Some(mark.clone());
+    Ok(Arc::new(next))
+}
+
+/// Makes one planned call: an HTTP request or an in-cluster object. (A plan that cannot be
+/// made fails; `decide::calls` never asks for one.)
+async fn call(ctx: &Context, kind: &str, planned: Planned<'_>) -> Outcome {
+    let started = std::time::Instant::now();
+    let outcome = match planned {
+        Planned::Http {
+            target, request, ..
+        } => send::call(&ctx.outbound, target, request, ctx.config.request_timeout).await,
+        Planned::Kube {
+            target,
+            object,
+            identity,
+        } => create_once(&ctx.client, target.api(), object, &identity).await,
+        Planned::Gone(e) | Planned::Unbuildable(e) => Outcome::failed(None, e),
+    };
+    ctx.metrics
+        .target_attempt(kind, &outcome, started.elapsed());
+    outcome
 }
 
 /// Renders at once on the blocking pool, across all deliveries: rendering is bounded per
@@ -437,23 +363,16 @@ static RENDER_SLOTS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
 /// stored event over the data limits (recorded before they were in force, or by hand) is
 /// not rendered: each target fails with `EventOverLimits`, once, and the delivery finishes.
 async fn render_off_the_workers(
-    route: &Arc<crate::route::CompiledRoute>,
+    route: &Arc<CompiledRoute>,
     delivery: &Arc<StatusedDelivery>,
-    ns: &str,
-    name: &str,
-    due: &[(usize, MatchedTarget)],
+    due: &[MatchedTarget],
 ) -> Result<Vec<Rendered>, Error> {
-    if due.is_empty() {
-        // Nothing due (the targets back off): no slot, no scope.
-        return Ok(Vec::new());
-    }
     let permit = RENDER_SLOTS
         .clone()
         .acquire_owned()
         .await
         .map_err(|_| Error::Blocking("render slots closed".into()))?;
-    let (route, delivery) = (route.clone(), delivery.clone());
-    let (ns, name, due) = (ns.to_string(), name.to_string(), due.to_vec());
+    let (route, delivery, due) = (route.clone(), delivery.clone(), due.to_vec());
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let event = &delivery.spec.event;
@@ -464,6 +383,10 @@ async fn render_off_the_workers(
                 .map(|_| Rendered::Unbuildable(why.clone()))
                 .collect();
         }
+        let (ns, name) = (
+            delivery.namespace().unwrap_or_default(),
+            delivery.name_any(),
+        );
         let round = delivery.status.as_ref().map_or(0, |s| s.redeliveries);
         let scope = Scope::new(&event.to_value(), &ns, &delivery.spec.route);
         let render = RenderContext {
@@ -481,103 +404,17 @@ async fn render_off_the_workers(
             round,
         };
         due.iter()
-            .map(|(_, m)| plan(&route, &input, &render, m).detach())
+            .map(|m| plan(&route, &input, &render, m).detach())
             .collect()
     })
     .await
     .map_err(|e| Error::Blocking(e.to_string()))
 }
 
-/// What the routing table holds for a delivery's route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compiled<'a> {
-    Missing,
-    NotReady,
-    /// Compiled, from the route object with this uid.
-    Ready(Option<&'a str>),
-}
-
-/// Whether a delivery may run now, for the route object that accepted its event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RouteCheck {
-    /// The table's compiled route is that object, and the watch cache agrees.
-    Run,
-    /// A route of the same name, but another object: never run (RouteGone).
-    ReCreated,
-    /// No such route, and the routes are loaded (RouteGone).
-    Gone,
-    /// The table and the watch cache disagree for a moment (a delete or a re-create the
-    /// table has not followed yet): look again soon.
-    Settling,
-    /// Not Ready, or not loaded yet: wait, up to `--max-pending-age`.
-    NotReady,
-}
-
-/// Which route object a delivery may run for, from the delivery's `owner` (its routeUID;
-/// none on deliveries older than that field), the routing table and the route watch cache
-/// (`cached`: `None` when the cache has no route of that name). Pure.
-///
-/// The cache is consulted first: it is the API server's view, which the table follows (a
-/// route is compiled after the cache shows it, and dropped after the cache drops it). So
-/// while the table still holds the old compiled route of a route deleted and re-created,
-/// the cache already names the new object, and the old route's targets must not run. As
-/// the receiver does (`handle` in server/webhook.rs), a compiled route is used only when the
-/// cache shows that same object.
-fn route_check(
-    owner: Option<&str>,
-    table: Compiled<'_>,
-    cached: Option<Option<&str>>,
-    loaded: bool,
-) -> RouteCheck {
-    let replaced = |uid: Option<&str>| owner.is_some() && uid != owner;
-    if cached.is_some_and(replaced) {
-        return RouteCheck::ReCreated;
-    }
-    match table {
-        Compiled::Ready(uid) if replaced(uid) => RouteCheck::ReCreated,
-        Compiled::Ready(uid) if cached == Some(uid) => RouteCheck::Run,
-        // Compiled, but the cache no longer shows that object (deleted: the table drops it
-        // next), or shows another one (a delivery with no routeUID).
-        Compiled::Ready(_) => RouteCheck::Settling,
-        Compiled::Missing if loaded && cached.is_none() => RouteCheck::Gone,
-        Compiled::Missing | Compiled::NotReady => RouteCheck::NotReady,
-    }
-}
-
-/// Why a delivery whose route object was replaced is never run.
-fn re_created(delivery: &StatusedDelivery) -> String {
-    format!(
-        "RouteGone: route {} was deleted and created again; this delivery belonged to the earlier one",
-        delivery.spec.route
-    )
-}
-
-/// Fails every unfinished target of `delivery` with `why`, calling nothing.
-async fn give_up(
-    ctx: &Context,
-    delivery: &StatusedDelivery,
-    current: &StatusedDeliveryStatus,
-    why: String,
-) -> Result<Action, Error> {
-    let now = jiff::Timestamp::now();
-    let mut targets = retry::targets(&delivery.spec.matched, current);
-    for t in targets.iter_mut().filter(|t| !t.phase.is_finished()) {
-        finish(t, DeliveryPhase::Failed, None, Some(why.clone()), now);
-    }
-    let phase = delivery_phase(&targets);
-    let desired = StatusedDeliveryStatus {
-        phase,
-        attempts: targets.iter().map(|t| t.attempts).sum(),
-        completed_at: Some(Time(now)),
-        targets,
-        redeliveries: current.redeliveries,
-        redelivery_token: current.redelivery_token.clone(),
-        redelivery_requests: current.redelivery_requests,
-        recent_redelivery_requests: current.recent_redelivery_requests.clone(),
-    };
-    warn!(delivery = %delivery.name_any(), reason = %why, "delivery given up");
-    write_status(ctx, delivery, &desired).await?;
-    Ok(recorded(ctx, delivery, &desired, delivery.status.is_none()).await)
+/// Reads delivery `ns/name` from the API server.
+async fn read(ctx: &Context, ns: &str, name: &str) -> Result<StatusedDelivery, Error> {
+    let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(api.get(name).await?)
 }
 
 /// Writes `desired` as the delivery's status.
@@ -618,8 +455,7 @@ async fn write_status(
 /// Honours a redelivery asked for with the annotation (see `redeliver.rs`): reads the
 /// delivery afresh (the cache keeps little of a finished one) and reopens it.
 async fn honour_redelivery(ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
-    let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), ns);
-    let fresh = api.get(name).await?;
+    let fresh = read(ctx, ns, name).await?;
     let finished = fresh.status.as_ref().is_some_and(|s| s.phase.is_finished());
     let Some(request) = redeliver::requested(&fresh).filter(|_| finished) else {
         ctx.ledger.read_afresh(&fresh);
@@ -690,21 +526,9 @@ async fn recorded(
     ctx.reconcile_failures
         .reset(&format!("delivery:{ns}/{}", delivery.name_any()));
 
-    let next = desired
-        .targets
-        .iter()
-        .filter(|t| !t.phase.is_finished())
-        .filter_map(|t| t.next_attempt_at.as_ref())
-        .map(|at| at.0.duration_since(jiff::Timestamp::now()))
-        .min();
-    match next {
-        Some(wait) => Action::requeue(
-            Duration::try_from(wait)
-                .unwrap_or_default()
-                .max(Duration::from_millis(10)),
-        ),
-        None if phase.is_finished() => Action::await_change(),
-        None => Action::requeue(Duration::from_secs(1)),
+    match decide::next_look(desired, jiff::Timestamp::now()) {
+        Some(wait) => Action::requeue(wait),
+        None => Action::await_change(),
     }
 }
 
@@ -713,22 +537,6 @@ const RECEIVER_BUSY: usize = 4;
 /// The longest a delivery waits for a busy receiver (its least rate under a sustained flood:
 /// `executor_concurrency` deliveries per this).
 const RECEIVER_FIRST_WAIT: Duration = Duration::from_secs(1);
-
-/// One target's work for this reconcile, built and ready to run.
-enum Attempt<'a> {
-    Http {
-        kind: String,
-        req: HttpRequest,
-        target: &'a dyn HttpTarget,
-        at_most_once: bool,
-    },
-    Kube {
-        kind: String,
-        target: &'a dyn KubeTarget,
-        object: serde_json::Value,
-        id: ObjectIdentity,
-    },
-}
 
 /// What the route's status says about this delivery (`lastEvent`, `lastDelivery`).
 fn activity(delivery: &StatusedDelivery, status: &StatusedDeliveryStatus) -> Activity {
@@ -839,81 +647,4 @@ fn error_policy(delivery: Arc<StatusedDelivery>, error: &Error, ctx: Arc<Context
     warn!(delivery = %key, %error, retry_in = ?delay, "delivery reconcile failed");
     ctx.metrics.reconcile("delivery", "error");
     Action::requeue(delay)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const OLD: Option<&str> = Some("old-uid");
-    const NEW: Option<&str> = Some("new-uid");
-
-    #[test]
-    fn a_delivery_runs_only_when_table_and_cache_show_its_route_object() {
-        assert_eq!(
-            route_check(OLD, Compiled::Ready(OLD), Some(OLD), true),
-            RouteCheck::Run
-        );
-        // Deleted and created again: the cache shows the new object while the table still
-        // holds the old compiled route (uid == the delivery's routeUID). Its targets must
-        // not run.
-        assert_eq!(
-            route_check(OLD, Compiled::Ready(OLD), Some(NEW), true),
-            RouteCheck::ReCreated
-        );
-        // Deleted: the cache no longer has it, the table not yet followed: wait for it.
-        assert_eq!(
-            route_check(OLD, Compiled::Ready(OLD), None, true),
-            RouteCheck::Settling
-        );
-        assert_eq!(
-            route_check(OLD, Compiled::Missing, None, true),
-            RouteCheck::Gone
-        );
-        assert_eq!(
-            route_check(OLD, Compiled::Missing, None, false),
-            RouteCheck::NotReady,
-            "not loaded yet: no verdict"
-        );
-    }
-
-    #[test]
-    fn a_replaced_route_is_gone_whatever_the_table_holds() {
-        for table in [Compiled::Ready(NEW), Compiled::NotReady, Compiled::Missing] {
-            assert_eq!(
-                route_check(OLD, table, Some(NEW), true),
-                RouteCheck::ReCreated,
-                "{table:?}"
-            );
-        }
-        assert_eq!(
-            route_check(OLD, Compiled::Ready(NEW), None, true),
-            RouteCheck::ReCreated
-        );
-    }
-
-    #[test]
-    fn not_ready_routes_wait() {
-        assert_eq!(
-            route_check(OLD, Compiled::NotReady, Some(OLD), true),
-            RouteCheck::NotReady
-        );
-        assert_eq!(
-            route_check(OLD, Compiled::Missing, Some(OLD), true),
-            RouteCheck::NotReady,
-            "in the cache, not compiled yet"
-        );
-    }
-
-    #[test]
-    fn a_delivery_without_a_route_uid_follows_the_cache() {
-        assert_eq!(
-            route_check(None, Compiled::Ready(NEW), Some(NEW), true),
-            RouteCheck::Run
-        );
-        assert_eq!(
-            route_check(None, Compiled::Ready(OLD), Some(NEW), true),
-            RouteCheck::Settling
-        );
-    }
 }

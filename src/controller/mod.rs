@@ -3,6 +3,7 @@
 //! requests (`StatusedRedelivery` into reopened deliveries).
 
 pub mod backoff;
+pub mod decide;
 pub mod delivery;
 pub mod event_budget;
 pub mod history;

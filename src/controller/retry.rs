@@ -27,8 +27,14 @@ impl RetryPolicy {
         // The outcome is known: the call is no longer in flight.
         t.call_started_at = None;
         match outcome {
-            Outcome::Succeeded { code, created, .. } => {
+            Outcome::Succeeded {
+                code,
+                created,
+                response_id,
+                ..
+            } => {
                 t.created = created;
+                t.listener_event_id = response_id;
                 finish(t, DeliveryPhase::Succeeded, code, None, now);
             }
             Outcome::Failed { code, error } => {
@@ -149,6 +155,7 @@ mod tests {
             code: Some(204),
             body: vec![],
             created: None,
+            response_id: None,
         };
         policy().apply(&mut t, ok, at(0));
         assert_eq!(

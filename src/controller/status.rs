@@ -3,7 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::conditions::{self, Reason};
-use crate::api::{DeliveryPhase, StatusedRouteStatus, TargetStatus};
+use crate::api::{DeliveryPhase, StatusedDeliveryStatus, StatusedRouteStatus, TargetStatus};
 
 /// The part of a route's status the route reconciler owns.
 pub fn route_status(
@@ -50,7 +50,28 @@ pub fn route_status_changed(
         || current.conditions != desired.conditions
 }
 
-/// A delivery's phase from its targets': finished when all are, failed if any failed.
+/// A delivery's status from its targets' (the one place it is built): its phase, attempts
+/// and completion follow the targets; what redeliveries recorded is kept from `current`.
+pub fn delivery_status(
+    current: &StatusedDeliveryStatus,
+    targets: Vec<TargetStatus>,
+    now: jiff::Timestamp,
+) -> StatusedDeliveryStatus {
+    let phase = delivery_phase(&targets);
+    StatusedDeliveryStatus {
+        phase,
+        attempts: targets.iter().map(|t| t.attempts).sum(),
+        completed_at: phase.is_finished().then_some(Time(now)),
+        targets,
+        redeliveries: current.redeliveries,
+        redelivery_token: current.redelivery_token.clone(),
+        redelivery_requests: current.redelivery_requests,
+        recent_redelivery_requests: current.recent_redelivery_requests.clone(),
+    }
+}
+
+/// A delivery's phase from its targets': finished when all are, failed if any failed;
+/// Running once any was tried or has a call in flight.
 pub fn delivery_phase(targets: &[TargetStatus]) -> DeliveryPhase {
     if targets.iter().all(|t| t.phase.is_finished()) {
         if targets.iter().any(|t| t.phase == DeliveryPhase::Failed) {
@@ -58,7 +79,10 @@ pub fn delivery_phase(targets: &[TargetStatus]) -> DeliveryPhase {
         } else {
             DeliveryPhase::Succeeded
         }
-    } else if targets.iter().any(|t| t.attempts > 0) {
+    } else if targets
+        .iter()
+        .any(|t| t.attempts > 0 || t.call_started_at.is_some())
+    {
         DeliveryPhase::Running
     } else {
         DeliveryPhase::Pending

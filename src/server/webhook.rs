@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::naming::{delivery_name, second_delivery_name};
 use crate::replay::{self, OutsideWindow};
 use crate::route::{CompiledRoute, RouteKey};
-use crate::routing::{RouteState, RoutingTable};
+use crate::routing::{RouteCheck, RoutingTable};
 use crate::signature::{self, SIGNATURE_HEADER};
 
 /// What the receiver needs, and nothing more: no kube client, no leadership. Tests build it
@@ -232,14 +232,14 @@ async fn handle(
     // The table (compiled routes) and the watch cache can disagree for a moment around a
     // route's delete or re-create: answer 503 then (the sender retries), never a 404 for a
     // route that exists nor a record owned by a route that is gone.
-    let route = match (ctx.table.lookup(&key), ctx.routes.cached_uid(&key)) {
-        (None, None) => return Err(ReceiveError::UnknownRoute),
-        (None, Some(_)) | (Some(RouteState::NotReady), _) => {
-            return Err(ReceiveError::RouteNotReady);
-        }
-        (Some(RouteState::Ready(route)), Some(uid)) if uid == route.uid => route,
-        (Some(RouteState::Ready(_)), _) => return Err(ReceiveError::RouteNotReady),
-    };
+    let cached = ctx.routes.cached_uid(&key);
+    let route = ctx
+        .table
+        .check(&key, None, cached.as_ref().map(Option::as_deref), true)
+        .map_err(|check| match check {
+            RouteCheck::Gone => ReceiveError::UnknownRoute,
+            _ => ReceiveError::RouteNotReady,
+        })?;
     let limit = ctx.limits.body_limit;
     let declared = headers
         .get(header::CONTENT_LENGTH)

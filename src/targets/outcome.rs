@@ -11,8 +11,12 @@ pub enum Outcome {
         code: Option<u16>,
         /// The start of the answer's body (HTTP targets).
         body: Vec<u8>,
-        /// The object an in-cluster target created (or found already created).
+        /// The object an in-cluster target created (or found already created), or what
+        /// an HTTP target's answer says it started.
         created: Option<CreatedObject>,
+        /// An identifier the service answered with, worth recording (an EventListener's
+        /// `eventID`).
+        response_id: Option<String>,
     },
     /// Worth trying again; `after` is the server's `Retry-After`, if it gave one.
     Retry {
@@ -32,6 +36,7 @@ impl Outcome {
             code: Some(code),
             body: Vec::new(),
             created: Some(object),
+            response_id: None,
         }
     }
 

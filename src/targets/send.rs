@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::outbound::{Blocked, Outbound, refusal};
 pub use super::outcome::{Class, ClassifyFailure, Outcome, classify_status};
-use super::request::HttpRequest;
+use super::request::{HttpRequest, HttpTarget};
 
 /// How many bytes of a failed response body are kept on the delivery.
 const BODY_EXCERPT: usize = 256;
@@ -63,6 +63,25 @@ pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> 
     Some(Duration::try_from(at.duration_since(now)).unwrap_or_default())
 }
 
+/// Sends `req`, built by `target`, and classifies the answer; a success carries what
+/// `target` reads from it (what it started, the id it was given).
+pub async fn call(
+    out: &Outbound,
+    target: &dyn HttpTarget,
+    req: HttpRequest,
+    default_timeout: Duration,
+) -> Outcome {
+    match send(out, req, default_timeout).await {
+        Outcome::Succeeded { code, body, .. } => Outcome::Succeeded {
+            code,
+            created: target.created(&body),
+            response_id: target.response_id(&body),
+            body,
+        },
+        other => other,
+    }
+}
+
 /// Sends `req` and classifies the answer. Recorded text never includes the URL (it may hold
 /// a token) and has the request's secrets scrubbed.
 ///
@@ -116,6 +135,7 @@ pub async fn send(out: &Outbound, mut req: HttpRequest, default_timeout: Duratio
             code: Some(code),
             body: read_capped(response, SUCCESS_BODY).await,
             created: None,
+            response_id: None,
         };
     }
     let body = read_capped(response, READ_AT_MOST).await;

@@ -1,0 +1,725 @@
+//! The executor's decisions about one delivery, pure. From the delivery, what the loop
+//! observed about it and the time: the next [`Step`]. From how the due targets rendered:
+//! which [`Calls`] to make, and the mark that goes before an at-most-once call. From the
+//! calls' outcomes: the status to write. From a status: when to look again.
+//!
+//! `delivery.rs` is the loop around these: it gathers what they read, does the IO they name
+//! (render, call, write) and writes every status built by `status::delivery_status` (the one
+//! builder) through its `write_status` (the one writer). Every transition has a test below.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::redeliver;
+use super::retry::{self, RetryPolicy, finish};
+use super::status::delivery_status;
+use crate::api::{DeliveryPhase, StatusedDelivery, StatusedDeliveryStatus, TargetStatus};
+use crate::routing::RouteCheck;
+use crate::targets::send::Outcome;
+
+/// How long a delivery waits while the routing table and the route cache disagree, or while
+/// status writes are failing.
+pub const SETTLE: Duration = Duration::from_secs(1);
+/// How often a delivery whose route is not Ready looks again.
+pub const NOT_READY: Duration = Duration::from_secs(5);
+
+/// What the loop observed about a delivery before deciding. `R` is the compiled route.
+#[derive(Debug, Clone)]
+pub struct Observed<'a, R> {
+    /// The delivery, never older than the executor's own last write to it.
+    pub delivery: &'a StatusedDelivery,
+    /// A status whose calls were made but whose write failed (the ledger's).
+    pub unrecorded: Option<&'a StatusedDeliveryStatus>,
+    /// The route object that accepted the event, compiled, or why it cannot run the
+    /// delivery now (`RoutingTable::check`).
+    pub route: Result<R, RouteCheck>,
+    /// So many statuses wait to be written that no new call starts.
+    pub writes_backlogged: bool,
+    /// `--max-pending-age`: how long a delivery waits for its route to be Ready.
+    pub max_pending_age: Duration,
+}
+
+/// The next step for a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step<R> {
+    /// Finished: nothing to do until the delivery changes.
+    Idle,
+    /// Finished, and a redelivery is asked for with the annotation: reopen it.
+    Reopen,
+    /// Write this status and call nothing: calls already made whose outcome is not written
+    /// yet, or a status that the targets' own states imply.
+    Record(StatusedDeliveryStatus),
+    /// The delivery can never run (its route is gone, or was not Ready in time): write this
+    /// status, in which every unfinished target failed with `why`, and call nothing.
+    GiveUp {
+        status: StatusedDeliveryStatus,
+        why: String,
+    },
+    /// Look again after this long, calling nothing.
+    Wait(Duration),
+    /// Render the `due` targets (indexes into `targets`, every target's status as it
+    /// stands) for `route`, then decide the calls with [`calls`].
+    Render {
+        route: R,
+        targets: Vec<TargetStatus>,
+        due: Vec<usize>,
+    },
+}
+
+/// The next step for `o.delivery` at `now`.
+pub fn decide<R>(o: Observed<'_, R>, now: jiff::Timestamp) -> Step<R> {
+    let d = o.delivery;
+    let current = d.status.clone().unwrap_or_default();
+    if current.phase.is_finished() {
+        return match redeliver::requested(d) {
+            Some(_) => Step::Reopen,
+            None => Step::Idle,
+        };
+    }
+    if let Some(status) = o.unrecorded {
+        // Calls made, status not written yet: write it, call nothing.
+        return Step::Record(status.clone());
+    }
+    let route = match o.route {
+        Ok(route) => route,
+        Err(check) => return not_runnable(check, d, &current, o.max_pending_age, now),
+    };
+    if o.writes_backlogged {
+        // Status writes are failing: start no new calls until they succeed again.
+        return Step::Wait(SETTLE);
+    }
+    let targets = retry::targets(&d.spec.matched, &current);
+    let due = retry::due(&targets, now);
+    if !due.is_empty() {
+        return Step::Render {
+            route,
+            targets,
+            due,
+        };
+    }
+    // Nothing due: the targets back off. Their states may imply a status not written yet.
+    let status = delivery_status(&current, targets, now);
+    if d.status.as_ref() != Some(&status) {
+        Step::Record(status)
+    } else {
+        Step::Wait(next_look(&status, now).unwrap_or(SETTLE))
+    }
+}
+
+/// The step for `d` when its route cannot run it (`check`).
+///
+/// A delivery runs only for the route object that accepted its event (`spec.routeUID`):
+/// it has no ownerReference, so it outlives a deleted route, and a route applied again
+/// under the same name is not the one the event was matched against.
+fn not_runnable<R>(
+    check: RouteCheck,
+    d: &StatusedDelivery,
+    current: &StatusedDeliveryStatus,
+    max_pending_age: Duration,
+    now: jiff::Timestamp,
+) -> Step<R> {
+    let give_up = |why: String| Step::GiveUp {
+        status: delivery_status(current, failed(d, current, &why, now), now),
+        why,
+    };
+    let name = &d.spec.route;
+    match check {
+        RouteCheck::ReCreated => give_up(format!(
+            "RouteGone: route {name} was deleted and created again; this delivery belonged to the earlier one"
+        )),
+        RouteCheck::Gone => give_up(format!("RouteGone: route {name} no longer exists")),
+        RouteCheck::Run | RouteCheck::Settling => Step::Wait(SETTLE),
+        // Not Ready (a Secret is missing) or not loaded yet: wait, but not forever.
+        RouteCheck::NotReady if age(d, now) > max_pending_age => give_up(format!(
+            "RouteNotReady: route {name} was not Ready within --max-pending-age ({}s) of the event",
+            max_pending_age.as_secs()
+        )),
+        RouteCheck::NotReady => Step::Wait(NOT_READY),
+    }
+}
+
+/// How a due target's request or object came out of rendering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Ready to call; `at_most_once` with `onUncertain: fail`.
+    Call { at_most_once: bool },
+    /// It cannot be made for this event (gone from the route, or unbuildable): it fails.
+    Fail(String),
+}
+
+/// The calls to make for a delivery, and the status that goes before them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calls {
+    /// Every target's status, with the failures the plans decided.
+    pub targets: Vec<TargetStatus>,
+    /// The targets to call now (indexes into `targets`).
+    pub call: Vec<usize>,
+    /// When an at-most-once call is among them: the status marking those calls as started,
+    /// written before any call is made (conditionally, as every write), so that a crash
+    /// leaves the mark and the next look knows the outcome is unknown.
+    pub mark: Option<StatusedDeliveryStatus>,
+}
+
+/// What an at-most-once call found marked as started, with no outcome, fails with.
+pub const UNCERTAIN: &str =
+    "outcome unknown: the operator stopped while this call was in flight (onUncertain: fail)";
+
+/// The calls to make at `now`, given each due target's `plans` (index, plan).
+pub fn calls(
+    current: &StatusedDeliveryStatus,
+    mut targets: Vec<TargetStatus>,
+    plans: impl IntoIterator<Item = (usize, Plan)>,
+    now: jiff::Timestamp,
+) -> Calls {
+    let (mut call, mut marked) = (Vec::new(), Vec::new());
+    for (i, plan) in plans {
+        let t = &mut targets[i];
+        match plan {
+            Plan::Fail(error) => finish(t, DeliveryPhase::Failed, None, Some(error), now),
+            // At most once, and a call was started that has no recorded outcome: the
+            // operator stopped while it was in flight. Never call twice.
+            Plan::Call { at_most_once: true } if t.call_started_at.is_some() => {
+                finish(t, DeliveryPhase::Failed, None, Some(UNCERTAIN.into()), now);
+            }
+            Plan::Call { at_most_once } => {
+                if at_most_once {
+                    marked.push(i);
+                }
+                call.push(i);
+            }
+        }
+    }
+    let mark = (!marked.is_empty()).then(|| {
+        let mut started = targets.clone();
+        for &i in &marked {
+            started[i].call_started_at = Some(Time(now));
+        }
+        delivery_status(current, started, now)
+    });
+    Calls {
+        targets,
+        call,
+        mark,
+    }
+}
+
+/// The status once the calls made at `now` had their `outcomes` (index, outcome).
+pub fn recorded(
+    current: &StatusedDeliveryStatus,
+    mut targets: Vec<TargetStatus>,
+    outcomes: impl IntoIterator<Item = (usize, Outcome)>,
+    policy: &RetryPolicy,
+    now: jiff::Timestamp,
+) -> StatusedDeliveryStatus {
+    for (i, outcome) in outcomes {
+        policy.apply(&mut targets[i], outcome, now);
+    }
+    delivery_status(current, targets, now)
+}
+
+/// When to look at a delivery with `status` again: at its next attempt (10 ms at the
+/// soonest); `None` once finished (until it changes).
+pub fn next_look(status: &StatusedDeliveryStatus, now: jiff::Timestamp) -> Option<Duration> {
+    let next = status
+        .targets
+        .iter()
+        .filter(|t| !t.phase.is_finished())
+        .filter_map(|t| t.next_attempt_at.as_ref())
+        .map(|at| at.0.duration_since(now))
+        .min();
+    match next {
+        Some(wait) => Some(
+            Duration::try_from(wait)
+                .unwrap_or_default()
+                .max(Duration::from_millis(10)),
+        ),
+        None if status.phase.is_finished() => None,
+        None => Some(SETTLE),
+    }
+}
+
+/// Every target of `d` as it stands, the unfinished ones failed with `why`.
+fn failed(
+    d: &StatusedDelivery,
+    current: &StatusedDeliveryStatus,
+    why: &str,
+    now: jiff::Timestamp,
+) -> Vec<TargetStatus> {
+    let mut targets = retry::targets(&d.spec.matched, current);
+    for t in targets.iter_mut().filter(|t| !t.phase.is_finished()) {
+        finish(t, DeliveryPhase::Failed, None, Some(why.to_string()), now);
+    }
+    targets
+}
+
+/// How long ago the delivery was recorded.
+fn age(d: &StatusedDelivery, now: jiff::Timestamp) -> Duration {
+    d.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| now.duration_since(t.0))
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    //! One delivery walked through every transition, as the loop would: each step's input is
+    //! the status the step before wrote.
+
+    use super::*;
+    use crate::api::MatchedTarget;
+    use crate::controller::backoff::Backoff;
+
+    const ROUTE: &str = "compiled route";
+
+    fn at(secs: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap()
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            backoff: Backoff {
+                base: Duration::from_secs(2),
+                max: Duration::from_secs(60),
+            },
+        }
+    }
+
+    /// A delivery recorded at `at(0)` that matched two targets, with `status`.
+    fn delivery(status: Option<StatusedDeliveryStatus>) -> StatusedDelivery {
+        let mut d = StatusedDelivery::fixture("d", "r");
+        d.metadata.creation_timestamp = Some(Time(at(0)));
+        d.spec.matched = (0..2)
+            .map(|target| MatchedTarget {
+                rule: "a".into(),
+                target,
+                kind: "webhook".into(),
+            })
+            .collect();
+        d.status = status;
+        d
+    }
+
+    fn observe(d: &StatusedDelivery) -> Observed<'_, &'static str> {
+        Observed {
+            delivery: d,
+            unrecorded: None,
+            route: Ok(ROUTE),
+            writes_backlogged: false,
+            max_pending_age: Duration::from_secs(600),
+        }
+    }
+
+    fn ok() -> Outcome {
+        Outcome::Succeeded {
+            code: Some(204),
+            body: vec![],
+            created: None,
+            response_id: None,
+        }
+    }
+
+    fn unavailable(after: Option<u64>) -> Outcome {
+        Outcome::Retry {
+            code: Some(503),
+            error: "HTTP 503".into(),
+            after: after.map(Duration::from_secs),
+        }
+    }
+
+    fn call_all(at_most_once: bool) -> Vec<(usize, Plan)> {
+        vec![
+            (0, Plan::Call { at_most_once }),
+            (1, Plan::Call { at_most_once }),
+        ]
+    }
+
+    /// Decides at `now`, renders the due targets as `plans` say, and records the calls'
+    /// `outcomes`, as the loop does: the status it writes. (Plans and outcomes of targets
+    /// that are not due, or not called, are never used.)
+    fn run(
+        d: &StatusedDelivery,
+        plans: Vec<(usize, Plan)>,
+        outcomes: Vec<(usize, Outcome)>,
+        now: jiff::Timestamp,
+    ) -> StatusedDeliveryStatus {
+        let Step::Render { targets, due, .. } = decide(observe(d), now) else {
+            panic!("nothing due: {:?}", decide(observe(d), now));
+        };
+        let current = d.status.clone().unwrap_or_default();
+        let plans = plans.into_iter().filter(|(i, _)| due.contains(i));
+        let calls = calls(&current, targets, plans, now);
+        let outcomes = outcomes.into_iter().filter(|(i, _)| calls.call.contains(i));
+        recorded(&current, calls.targets, outcomes, &policy(), now)
+    }
+
+    fn phases(s: &StatusedDeliveryStatus) -> Vec<DeliveryPhase> {
+        s.targets.iter().map(|t| t.phase).collect()
+    }
+
+    #[test]
+    fn pending_every_target_is_due_and_rendered_for_the_route() {
+        let d = delivery(None);
+        match decide(observe(&d), at(1)) {
+            Step::Render {
+                route,
+                targets,
+                due,
+            } => {
+                assert_eq!(route, ROUTE);
+                assert_eq!(due, [0, 1]);
+                assert!(targets.iter().all(|t| t.phase == DeliveryPhase::Pending));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn calling_then_recorded_succeeded_and_finished() {
+        let d = delivery(None);
+        let s = run(&d, call_all(false), vec![(0, ok()), (1, ok())], at(1));
+        assert_eq!(s.phase, DeliveryPhase::Succeeded);
+        assert_eq!((s.attempts, s.completed_at.clone()), (2, Some(Time(at(1)))));
+        // Recorded: the next look finds it finished, and does nothing.
+        let done = delivery(Some(s));
+        assert_eq!(decide(observe(&done), at(2)), Step::Idle);
+        assert_eq!(next_look(done.status.as_ref().unwrap(), at(2)), None);
+    }
+
+    #[test]
+    fn a_retry_waits_for_its_backoff_and_only_the_unfinished_target_is_called_again() {
+        let d = delivery(None);
+        let s = run(
+            &d,
+            call_all(false),
+            vec![(0, ok()), (1, unavailable(None))],
+            at(1),
+        );
+        assert_eq!(s.phase, DeliveryPhase::Running);
+        assert_eq!(
+            phases(&s),
+            [DeliveryPhase::Succeeded, DeliveryPhase::Running]
+        );
+        let retry_at = s.targets[1].next_attempt_at.clone().unwrap().0;
+        // base 2 s with jitter, rounded up to a whole second
+        assert!((at(3)..=at(5)).contains(&retry_at), "{retry_at}");
+        let wait = next_look(&s, at(1)).unwrap();
+        assert!(wait >= Duration::from_secs(2), "{wait:?}");
+
+        let backing_off = delivery(Some(s));
+        match decide(observe(&backing_off), at(2)) {
+            Step::Wait(w) => assert!(w >= Duration::from_secs(1), "{w:?}"),
+            other => panic!("{other:?}"),
+        }
+        let Step::Render { due, .. } = decide(observe(&backing_off), retry_at) else {
+            panic!("due at its retry time");
+        };
+        assert_eq!(due, [1], "the succeeded target is never called again");
+        let s = run(
+            &backing_off,
+            vec![(
+                1,
+                Plan::Call {
+                    at_most_once: false,
+                },
+            )],
+            vec![(1, ok())],
+            retry_at,
+        );
+        assert_eq!(s.phase, DeliveryPhase::Succeeded);
+        assert_eq!(s.targets[1].attempts, 2);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_when_longer_than_the_backoff() {
+        let d = delivery(None);
+        let s = run(
+            &d,
+            call_all(false),
+            vec![(0, ok()), (1, unavailable(Some(30)))],
+            at(1),
+        );
+        assert_eq!(s.targets[1].next_attempt_at, Some(Time(at(31))));
+        let waiting = delivery(Some(s));
+        assert!(matches!(decide(observe(&waiting), at(30)), Step::Wait(_)));
+        assert!(matches!(
+            decide(observe(&waiting), at(31)),
+            Step::Render { .. }
+        ));
+    }
+
+    #[test]
+    fn failed_for_good_or_after_max_attempts() {
+        let d = delivery(None);
+        let gone = Outcome::failed(Some(404), "HTTP 404".into());
+        let s = run(&d, call_all(false), vec![(0, ok()), (1, gone)], at(1));
+        assert_eq!(s.phase, DeliveryPhase::Failed);
+        assert_eq!(s.targets[1].last_error.as_deref(), Some("HTTP 404"));
+
+        let mut d = delivery(None);
+        let mut now = at(1);
+        for _ in 0..3 {
+            let s = run(
+                &d,
+                call_all(false),
+                vec![(0, unavailable(None)), (1, ok())],
+                now,
+            );
+            now = s.targets[0].next_attempt_at.clone().map_or(now, |t| t.0);
+            d = delivery(Some(s));
+        }
+        let s = d.status.unwrap();
+        assert_eq!(s.phase, DeliveryPhase::Failed);
+        assert_eq!(s.targets[0].attempts, 3);
+        assert_eq!(
+            s.targets[1].attempts, 1,
+            "the succeeded target was called once"
+        );
+        assert!(
+            s.targets[0]
+                .last_error
+                .as_deref()
+                .unwrap()
+                .ends_with("(gave up after 3 attempts)")
+        );
+    }
+
+    #[test]
+    fn a_plan_that_cannot_be_made_fails_without_a_call() {
+        let d = delivery(None);
+        let Step::Render { targets, .. } = decide(observe(&d), at(1)) else {
+            panic!()
+        };
+        let plans = vec![
+            (
+                0,
+                Plan::Fail("rule a target 0 (webhook) is no longer in the route".into()),
+            ),
+            (
+                1,
+                Plan::Call {
+                    at_most_once: false,
+                },
+            ),
+        ];
+        let c = calls(&StatusedDeliveryStatus::default(), targets, plans, at(1));
+        assert_eq!(c.call, [1]);
+        assert_eq!(c.mark, None, "nothing at most once: no extra write");
+        assert_eq!(c.targets[0].phase, DeliveryPhase::Failed);
+        assert_eq!(c.targets[0].attempts, 0);
+    }
+
+    #[test]
+    fn at_most_once_calls_are_marked_before_they_are_made() {
+        let d = delivery(None);
+        let Step::Render { targets, .. } = decide(observe(&d), at(1)) else {
+            panic!()
+        };
+        let plans = vec![
+            (0, Plan::Call { at_most_once: true }),
+            (
+                1,
+                Plan::Call {
+                    at_most_once: false,
+                },
+            ),
+        ];
+        let c = calls(&StatusedDeliveryStatus::default(), targets, plans, at(1));
+        assert_eq!(c.call, [0, 1]);
+        let mark = c.mark.expect("a mark to write first");
+        assert_eq!(mark.phase, DeliveryPhase::Running);
+        assert_eq!(mark.targets[0].call_started_at, Some(Time(at(1))));
+        assert_eq!(mark.targets[1].call_started_at, None);
+        // The outcome clears the mark.
+        let s = recorded(
+            &mark,
+            c.targets,
+            vec![(0, ok()), (1, ok())],
+            &policy(),
+            at(1),
+        );
+        assert!(s.targets.iter().all(|t| t.call_started_at.is_none()));
+        assert_eq!(s.phase, DeliveryPhase::Succeeded);
+    }
+
+    #[test]
+    fn uncertain_after_a_crash_an_at_most_once_call_fails_instead_of_repeating() {
+        // The operator stopped after writing the mark, before the outcome.
+        let d = delivery(None);
+        let Step::Render { targets, .. } = decide(observe(&d), at(1)) else {
+            panic!()
+        };
+        let mark = calls(
+            &StatusedDeliveryStatus::default(),
+            targets,
+            call_all(true),
+            at(1),
+        )
+        .mark
+        .unwrap();
+        let after_crash = delivery(Some(mark));
+        let Step::Render { targets, due, .. } = decide(observe(&after_crash), at(9)) else {
+            panic!("the marked targets are still due")
+        };
+        let c = calls(
+            after_crash.status.as_ref().unwrap(),
+            targets,
+            due.iter().map(|&i| (i, Plan::Call { at_most_once: true })),
+            at(9),
+        );
+        assert!(c.call.is_empty(), "never called twice");
+        let s = recorded(
+            after_crash.status.as_ref().unwrap(),
+            c.targets,
+            vec![],
+            &policy(),
+            at(9),
+        );
+        assert_eq!(s.phase, DeliveryPhase::Failed);
+        assert_eq!(s.targets[0].last_error.as_deref(), Some(UNCERTAIN));
+
+        // Without onUncertain: fail, the call is made again (at least once).
+        let c = calls(
+            after_crash.status.as_ref().unwrap(),
+            s.targets.clone(),
+            [(
+                0,
+                Plan::Call {
+                    at_most_once: false,
+                },
+            )],
+            at(9),
+        );
+        assert_eq!(c.call, [0]);
+    }
+
+    #[test]
+    fn unrecorded_outcomes_are_written_and_nothing_is_called() {
+        let d = delivery(None);
+        let s = run(&d, call_all(false), vec![(0, ok()), (1, ok())], at(1));
+        let mut o = observe(&d);
+        o.unrecorded = Some(&s);
+        assert_eq!(decide(o, at(2)), Step::Record(s.clone()));
+    }
+
+    #[test]
+    fn route_gone_or_re_created_gives_up_every_unfinished_target() {
+        let d = delivery(None);
+        let s = run(
+            &d,
+            call_all(false),
+            vec![(0, ok()), (1, unavailable(None))],
+            at(1),
+        );
+        let d = delivery(Some(s));
+        for (check, reason) in [
+            (RouteCheck::Gone, "RouteGone: route r no longer exists"),
+            (
+                RouteCheck::ReCreated,
+                "RouteGone: route r was deleted and created again",
+            ),
+        ] {
+            let mut o = observe(&d);
+            o.route = Err(check);
+            let Step::GiveUp { status, why } = decide(o, at(2)) else {
+                panic!("{check:?}")
+            };
+            assert!(why.starts_with(reason), "{why}");
+            assert_eq!(
+                phases(&status),
+                [DeliveryPhase::Succeeded, DeliveryPhase::Failed]
+            );
+            assert_eq!(status.phase, DeliveryPhase::Failed);
+            assert_eq!(status.targets[1].last_error.as_deref(), Some(why.as_str()));
+            assert_eq!(status.completed_at, Some(Time(at(2))));
+        }
+    }
+
+    #[test]
+    fn a_route_not_ready_is_waited_for_up_to_max_pending_age() {
+        let d = delivery(None);
+        let mut o = observe(&d);
+        o.route = Err(RouteCheck::NotReady);
+        assert_eq!(decide(o.clone(), at(600)), Step::Wait(NOT_READY));
+        let Step::GiveUp { why, .. } = decide(o, at(601)) else {
+            panic!()
+        };
+        assert!(why.starts_with("RouteNotReady: "), "{why}");
+    }
+
+    #[test]
+    fn settling_routes_and_failing_writes_make_it_wait() {
+        let d = delivery(None);
+        let mut o = observe(&d);
+        o.route = Err(RouteCheck::Settling);
+        assert_eq!(decide(o, at(1)), Step::Wait(SETTLE));
+        let mut o = observe(&d);
+        o.writes_backlogged = true;
+        assert_eq!(decide(o, at(1)), Step::Wait(SETTLE));
+    }
+
+    #[test]
+    fn redelivery_reopens_a_finished_delivery_and_its_failed_targets_run_again() {
+        let d = delivery(None);
+        let gone = Outcome::failed(Some(404), "HTTP 404".into());
+        let s = run(&d, call_all(false), vec![(0, ok()), (1, gone)], at(1));
+        let mut finished = delivery(Some(s.clone()));
+        assert_eq!(decide(observe(&finished), at(2)), Step::Idle);
+        finished.metadata.annotations = Some(
+            [(
+                redeliver::ANNOTATION_REDELIVER.to_string(),
+                "t1".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(decide(observe(&finished), at(2)), Step::Reopen);
+
+        let request = redeliver::requested(&finished).unwrap();
+        let (reopened, rerun) = redeliver::reopen(&s, &request);
+        assert_eq!(rerun, 1);
+        let mut d = delivery(Some(reopened));
+        d.metadata.annotations = finished.metadata.annotations.clone();
+        let Step::Render { due, .. } = decide(observe(&d), at(3)) else {
+            panic!("the failed target runs again")
+        };
+        assert_eq!(due, [1]);
+        let s = run(
+            &d,
+            vec![(
+                1,
+                Plan::Call {
+                    at_most_once: false,
+                },
+            )],
+            vec![(1, ok())],
+            at(3),
+        );
+        assert_eq!(s.phase, DeliveryPhase::Succeeded);
+        assert_eq!(s.redeliveries, 1);
+        // The token is honoured: the annotation does not reopen it again.
+        assert_eq!(decide(observe(&delivery_with(s, &d)), at(4)), Step::Idle);
+    }
+
+    fn delivery_with(status: StatusedDeliveryStatus, like: &StatusedDelivery) -> StatusedDelivery {
+        let mut d = like.clone();
+        d.status = Some(status);
+        d
+    }
+
+    #[test]
+    fn a_status_the_targets_imply_is_recorded_without_calls() {
+        // Every target finished, but the phase says Running (written by an older version,
+        // or by hand): the status is completed, nothing is called.
+        let d = delivery(None);
+        let mut s = run(&d, call_all(false), vec![(0, ok()), (1, ok())], at(1));
+        s.phase = DeliveryPhase::Running;
+        s.completed_at = None;
+        let Step::Record(fixed) = decide(observe(&delivery(Some(s))), at(2)) else {
+            panic!()
+        };
+        assert_eq!(fixed.phase, DeliveryPhase::Succeeded);
+    }
+}
