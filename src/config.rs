@@ -42,8 +42,10 @@ pub struct Config {
     pub max_inflight_per_namespace: usize,
     /// How long the receiver waits for the API server to store a delivery (then 503).
     pub record_timeout: Duration,
-    /// Deliveries the executor works on at once.
+    /// Deliveries the executor works on at once (their calls in flight together).
     pub executor_concurrency: u16,
+    /// The executor's API requests at once (status writes, fresh reads).
+    pub executor_api_writes: u16,
     /// How long an event id stays a duplicate, whatever the history limits prune.
     pub dedup_window: Duration,
     /// How often finished deliveries beyond the history limits are pruned.
@@ -104,7 +106,8 @@ impl Default for Config {
             max_inflight_bytes: 32 * 1024 * 1024,
             max_inflight_per_namespace: 32,
             record_timeout: Duration::from_secs(5),
-            executor_concurrency: 16,
+            executor_concurrency: 128,
+            executor_api_writes: 16,
             dedup_window: Duration::from_secs(72 * 3600),
             prune_interval: Duration::from_secs(10),
             route_status_interval: Duration::from_secs(3),

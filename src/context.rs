@@ -38,8 +38,13 @@ pub struct Context {
     pub health: Arc<crate::health::Health>,
     /// The executor's own status writes, beyond what its cache shows.
     pub ledger: crate::controller::ledger::Ledger,
-    /// The executor's `--executor-concurrency` slots, served round-robin across namespaces.
+    /// The executor's `--executor-concurrency` slots, served round-robin across namespaces:
+    /// the deliveries worked on (their calls in flight) at once.
     pub executor_slots: crate::fair_share::FairShare,
+    /// The executor's `--executor-api-writes`: its status writes and reads at once, bounded
+    /// apart from the calls, so that slow targets can be many in flight while the API server
+    /// sees no more writes than before.
+    pub executor_writes: tokio::sync::Semaphore,
     /// The executor's watch cache of deliveries while it runs (trimmed: see
     /// `delivery::trim`), for the redelivery requests' cheap look at a delivery's phase.
     pub deliveries: std::sync::RwLock<Option<Store<crate::api::StatusedDelivery>>>,

@@ -121,6 +121,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
     );
     let executor_slots =
         crate::fair_share::FairShare::new(usize::from(config.executor_concurrency));
+    let executor_writes = tokio::sync::Semaphore::new(usize::from(config.executor_api_writes));
     let context = Arc::new(Context {
         leading,
         recorder: Recorder::new(client.clone(), reporter),
@@ -136,6 +137,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         event_budget: Default::default(),
         ledger: Default::default(),
         executor_slots,
+        executor_writes,
         deliveries: Default::default(),
         health: Default::default(),
         routes_synced: Arc::new(AtomicBool::new(false)),

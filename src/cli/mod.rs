@@ -207,10 +207,17 @@ pub struct RunArgs {
     /// 503 with Retry-After, so the sender retries (a late store makes the retry a duplicate).
     #[arg(long, env = "STATUSED_RECORD_TIMEOUT_SECONDS", default_value_t = 5.0)]
     pub record_timeout_seconds: f64,
-    /// Deliveries the executor works on at once (each calls its targets, then writes status).
-    #[arg(long, env = "STATUSED_EXECUTOR_CONCURRENCY", default_value_t = 16,
+    /// Deliveries the executor works on at once: their target calls are in flight together
+    /// (cheap: a socket and a request each), round-robin across namespaces. Also the most
+    /// calls a crash can leave with no recorded outcome.
+    #[arg(long, env = "STATUSED_EXECUTOR_CONCURRENCY", default_value_t = 128,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub executor_concurrency: u16,
+    /// The executor's requests to the API server at once (status writes and fresh reads),
+    /// bounded apart from the calls: they share the API server with the receiver's creates.
+    #[arg(long, env = "STATUSED_EXECUTOR_API_WRITES", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub executor_api_writes: u16,
     /// How long an event id is recognised as a duplicate (Go duration, e.g. 72h): no
     /// delivery younger than this is pruned, whatever a route's history limits say.
     #[arg(long, env = "STATUSED_DEDUP_WINDOW", default_value = "72h",
@@ -307,6 +314,7 @@ impl RunArgs {
             body_timeout: secs(self.body_timeout_seconds),
             record_timeout: secs(self.record_timeout_seconds),
             executor_concurrency: self.executor_concurrency,
+            executor_api_writes: self.executor_api_writes,
             dedup_window: self.dedup_window,
             max_pending_age: self.max_pending_age,
             unhealthy_after: self.unhealthy_after,

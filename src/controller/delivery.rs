@@ -240,12 +240,6 @@ async fn call_due(
     targets: Vec<TargetStatus>,
     due: Vec<usize>,
 ) -> Result<Action, Error> {
-    // Incoming events first: while the receiver is busy, a delivery waits (a bounded time)
-    // so that its writes do not slow down the creates that senders are waiting on. Under a
-    // burst this makes events durable sooner and delivers them right after.
-    ctx.admission
-        .quiet(RECEIVER_BUSY, RECEIVER_FIRST_WAIT)
-        .await;
     let planned = render(route, &delivery, &targets, due).await?;
     let now = jiff::Timestamp::now();
     let current = delivery.status.clone().unwrap_or_default();
@@ -344,7 +338,11 @@ async fn call(ctx: &Context, kind: &str, planned: Planned<'_>) -> Outcome {
             target,
             object,
             identity,
-        } => create_once(&ctx.client, target.api(), object, &identity).await,
+        } => match api_write(ctx).await {
+            // An object is created on the API server: one of the executor's writes.
+            Ok(_write) => create_once(&ctx.client, target.api(), object, &identity).await,
+            Err(e) => Outcome::retry(None, e.to_string(), None),
+        },
         Planned::Gone(e) | Planned::Unbuildable(e) => Outcome::failed(None, e),
     };
     ctx.metrics
@@ -411,9 +409,28 @@ async fn render_off_the_workers(
     .map_err(|e| Error::Blocking(e.to_string()))
 }
 
+/// One of the executor's `--executor-api-writes`, held for one request to the API server.
+///
+/// Incoming events first: while the receiver is busy, the holder waits (a bounded time) so
+/// that the executor's requests do not slow down the creates that senders are waiting on.
+/// Under a burst this makes events durable sooner and delivers them right after. Only the
+/// holders of a write slot wait, so the waiting costs no more when many calls are in flight.
+async fn api_write(ctx: &Context) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
+    let permit = ctx
+        .executor_writes
+        .acquire()
+        .await
+        .map_err(|_| Error::Blocking("executor writes closed".into()))?;
+    ctx.admission
+        .quiet(RECEIVER_BUSY, RECEIVER_FIRST_WAIT)
+        .await;
+    Ok(permit)
+}
+
 /// Reads delivery `ns/name` from the API server.
 async fn read(ctx: &Context, ns: &str, name: &str) -> Result<StatusedDelivery, Error> {
     let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), ns);
+    let _write = api_write(ctx).await?;
     Ok(api.get(name).await?)
 }
 
@@ -440,6 +457,7 @@ async fn write_status(
         "metadata": {"resourceVersion": delivery.metadata.resource_version},
         "status": status,
     });
+    let _write = api_write(ctx).await?;
     let written = api
         .patch_status(
             &delivery.name_any(),
@@ -534,8 +552,8 @@ async fn recorded(
 
 /// Requests in flight at the receiver from which it counts as busy.
 const RECEIVER_BUSY: usize = 4;
-/// The longest a delivery waits for a busy receiver (its least rate under a sustained flood:
-/// `executor_concurrency` deliveries per this).
+/// The longest an executor request waits for a busy receiver (its least rate under a
+/// sustained flood: `executor_api_writes` requests per this).
 const RECEIVER_FIRST_WAIT: Duration = Duration::from_secs(1);
 
 /// What the route's status says about this delivery (`lastEvent`, `lastDelivery`).
