@@ -479,24 +479,25 @@ async fn honour_redelivery(ctx: &Context, ns: &str, name: &str) -> Result<Action
         ctx.ledger.read_afresh(&fresh);
         return Ok(Action::requeue(Duration::from_millis(100)));
     };
-    reopen(ctx, &fresh, &request).await?;
+    let reopened = redeliver::reopened(&fresh, &request);
+    write_reopened(ctx, &fresh, &request, &reopened).await?;
     Ok(Action::requeue(Duration::from_millis(10)))
 }
 
-/// Reopens the finished delivery `fresh` (just read from the API server) for `request`: the
-/// targets asked for start again, with one conditional status write, and an Event says so.
-/// The executor then delivers them as it delivers any event. Returns the status written and
-/// how many targets run again. Shared by the annotation and by `StatusedRedelivery`
-/// requests (`redelivery_requests.rs`), so both are honoured alike, once per token.
-pub async fn reopen(
+/// Writes `reopened`, the finished delivery `fresh` (just read from the API server)
+/// reopened for `request` (`redeliver::reopened`): the targets asked for start again, with
+/// one conditional status write, and an Event says so. The executor then delivers them as
+/// it delivers any event. Shared by the annotation and by `StatusedRedelivery` requests
+/// (`redelivery_requests.rs`), so both are honoured alike, once per token.
+pub async fn write_reopened(
     ctx: &Context,
     fresh: &StatusedDelivery,
     request: &redeliver::Request,
-) -> Result<(StatusedDeliveryStatus, usize), Error> {
+    reopened: &redeliver::Reopened,
+) -> Result<(), Error> {
     ctx.ledger.read_afresh(fresh);
-    let current = fresh.status.clone().unwrap_or_default();
-    let (next, rerun) = redeliver::reopen(&current, request);
-    write_status(ctx, fresh, &next).await?;
+    let (next, rerun) = (&reopened.status, reopened.rerun);
+    write_status(ctx, fresh, next).await?;
     let (reason, note) = if rerun == 0 {
         (
             "RedeliveryNotNeeded",
@@ -518,7 +519,7 @@ pub async fn reopen(
     };
     info!(delivery = %fresh.name_any(), token = %request.token, rerun, "redelivery requested");
     publish(ctx, fresh, EventType::Normal, reason, note).await;
-    Ok((next, rerun))
+    Ok(())
 }
 
 /// What follows a status write: route activity, the Event and metric of a finished

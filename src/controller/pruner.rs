@@ -64,11 +64,27 @@ pub fn plan(
     dedup_window: Duration,
     now: jiff::Timestamp,
 ) -> Vec<Doomed> {
-    struct Item {
-        finished: Finished,
-        uid: Option<String>,
-        route_uid: Option<String>,
-    }
+    let mut doomed: Vec<Doomed> = by_route(deliveries, now)
+        .into_iter()
+        .filter_map(|(route, items)| Some((routes(&route)?, route, items)))
+        .flat_map(|(known, route, items)| doomed_of(&route, items, known, dedup_window, now))
+        .collect();
+    doomed.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.name.cmp(&b.name)));
+    doomed
+}
+
+/// A finished delivery, as pruning sees it.
+struct Item {
+    finished: Finished,
+    uid: Option<String>,
+    route_uid: Option<String>,
+}
+
+/// The finished deliveries by route.
+fn by_route(
+    deliveries: &[Arc<StatusedDelivery>],
+    now: jiff::Timestamp,
+) -> BTreeMap<RouteKey, Vec<Item>> {
     let mut by_route: BTreeMap<RouteKey, Vec<Item>> = BTreeMap::new();
     for d in deliveries {
         let Some(status) = d.status.as_ref().filter(|s| s.phase.is_finished()) else {
@@ -104,57 +120,52 @@ pub fn plan(
                 route_uid: d.route_uid().map(str::to_string),
             });
     }
-    let mut doomed = Vec::new();
-    for (route, items) in by_route {
-        let Some(known) = routes(&route) else {
-            continue;
-        };
-        let uids: BTreeMap<String, (Option<String>, jiff::Timestamp)> = items
-            .iter()
-            .map(|i| (i.finished.name.clone(), (i.uid.clone(), i.finished.at)))
-            .collect();
-        let (current, earlier): (Vec<Item>, Vec<Item>) =
-            items.into_iter().partition(|i| match &known {
-                // A record without a route uid (none was known) counts as the current one's.
-                RouteNow::Live { uid, .. } => i.route_uid.is_none() || i.route_uid == *uid,
-                RouteNow::Gone { .. } => false,
-            });
-        let (history, replay_window) = match known {
-            RouteNow::Live {
-                history,
-                replay_window,
-                ..
-            } => (history, replay_window),
-            RouteNow::Gone { replay_window } => (HistoryLimits::none(), replay_window),
-        };
-        let finished = |items: Vec<Item>| items.into_iter().map(|i| i.finished).collect();
-        let names = to_prune(
-            finished(current),
-            &history,
-            now,
-            dedup_window,
+    by_route
+}
+
+/// Which of `route`'s finished deliveries (`items`) to delete, the route being `known`.
+fn doomed_of(
+    route: &RouteKey,
+    items: Vec<Item>,
+    known: RouteNow,
+    dedup_window: Duration,
+    now: jiff::Timestamp,
+) -> Vec<Doomed> {
+    let uids: BTreeMap<String, (Option<String>, jiff::Timestamp)> = items
+        .iter()
+        .map(|i| (i.finished.name.clone(), (i.uid.clone(), i.finished.at)))
+        .collect();
+    let (current, earlier): (Vec<Item>, Vec<Item>) =
+        items.into_iter().partition(|i| match &known {
+            // A record without a route uid (none was known) counts as the current one's.
+            RouteNow::Live { uid, .. } => i.route_uid.is_none() || i.route_uid == *uid,
+            RouteNow::Gone { .. } => false,
+        });
+    let (history, replay_window) = match known {
+        RouteNow::Live {
+            history,
             replay_window,
-        )
+            ..
+        } => (history, replay_window),
+        RouteNow::Gone { replay_window } => (HistoryLimits::none(), replay_window),
+    };
+    let finished = |items: Vec<Item>| items.into_iter().map(|i| i.finished).collect();
+    let prune = |items, history: &HistoryLimits| {
+        to_prune(finished(items), history, now, dedup_window, replay_window)
+    };
+    prune(current, &history)
         .into_iter()
-        .chain(to_prune(
-            finished(earlier),
-            &HistoryLimits::none(),
-            now,
-            dedup_window,
-            replay_window,
-        ));
-        for name in names {
+        .chain(prune(earlier, &HistoryLimits::none()))
+        .map(|name| {
             let (uid, at) = uids.get(&name).cloned().unwrap_or((None, now));
-            doomed.push(Doomed {
+            Doomed {
                 namespace: route.namespace.clone(),
                 name,
                 uid,
                 at,
-            });
-        }
-    }
-    doomed.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.name.cmp(&b.name)));
-    doomed
+            }
+        })
+        .collect()
 }
 
 /// How many cached deliveries are unfinished, and the age of the oldest.

@@ -75,6 +75,19 @@ pub fn requested(delivery: &StatusedDelivery) -> Option<Request> {
     })
 }
 
+/// A delivery's status reopened for a request, and how many targets it re-runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reopened {
+    pub status: StatusedDeliveryStatus,
+    pub rerun: usize,
+}
+
+/// `delivery` reopened for `request` (see [`reopen`]).
+pub fn reopened(delivery: &StatusedDelivery, request: &Request) -> Reopened {
+    let (status, rerun) = reopen(&delivery.status.clone().unwrap_or_default(), request);
+    Reopened { status, rerun }
+}
+
 /// The status that re-runs what `request` asks for: those targets start again (pending, no
 /// attempts, nothing left of their last outcome), and the token is recorded. Returns how
 /// many targets re-run (none: the token is still recorded, so it is not asked again).
@@ -246,11 +259,40 @@ pub fn request_status(
     generation: Option<i64>,
     now: Time,
 ) -> StatusedRedeliveryStatus {
-    let mut claim = previous.and_then(|p| p.claim);
-    if matches!(answer, Answer::NotFound | Answer::Waiting) {
-        claim = None;
+    let claim = match answer {
+        Answer::Claimed { claim, .. } => Some(claim),
+        Answer::NotFound | Answer::Waiting => None,
+        _ => previous.and_then(|p| p.claim),
+    };
+    let (status, reason, message, round, targets) = said(answer, delivery);
+    let previous_condition =
+        previous.and_then(|p| crate::api::conditions::find(&p.conditions, ACCEPTED));
+    let last_transition_time = match previous_condition {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => now,
+    };
+    StatusedRedeliveryStatus {
+        conditions: vec![Condition {
+            type_: ACCEPTED.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message,
+            observed_generation: generation,
+            last_transition_time,
+        }],
+        round,
+        targets,
+        claim,
     }
-    let (status, reason, message, round, targets) = match answer {
+}
+
+/// What a request's condition says for `answer` about `delivery`: (status, reason, message,
+/// the round it started, the targets it re-ran).
+fn said(
+    answer: Answer,
+    delivery: &str,
+) -> (&'static str, &'static str, String, Option<u32>, Option<u32>) {
+    match answer {
         Answer::NotFound => (
             "False",
             "DeliveryNotFound",
@@ -267,20 +309,13 @@ pub fn request_status(
             None,
             None,
         ),
-        Answer::Claimed {
-            claim: number,
-            round,
-            rerun,
-        } => {
-            claim = Some(number);
-            (
-                "Unknown",
-                "Reopening",
-                format!("delivery {delivery} is being reopened"),
-                (rerun > 0).then_some(round),
-                u32::try_from(rerun).ok(),
-            )
-        }
+        Answer::Claimed { round, rerun, .. } => (
+            "Unknown",
+            "Reopening",
+            format!("delivery {delivery} is being reopened"),
+            (rerun > 0).then_some(round),
+            u32::try_from(rerun).ok(),
+        ),
         Answer::Reopened { rerun: 0, .. } | Answer::Honoured { rerun: Some(0), .. } => (
             "True",
             "NothingToRedeliver",
@@ -307,25 +342,6 @@ pub fn request_status(
             round,
             rerun,
         ),
-    };
-    let previous_condition =
-        previous.and_then(|p| crate::api::conditions::find(&p.conditions, ACCEPTED));
-    let last_transition_time = match previous_condition {
-        Some(p) if p.status == status => p.last_transition_time.clone(),
-        _ => now,
-    };
-    StatusedRedeliveryStatus {
-        conditions: vec![Condition {
-            type_: ACCEPTED.to_string(),
-            status: status.to_string(),
-            reason: reason.to_string(),
-            message,
-            observed_generation: generation,
-            last_transition_time,
-        }],
-        round,
-        targets,
-        claim,
     }
 }
 

@@ -86,7 +86,6 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Context>) -> Resul
     if redeliver::answered(&request) {
         return Ok(Action::await_change());
     }
-    let key = format!("redelivery:{ns}/{}", request.name_any());
     let deliveries: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &ns);
     // Read afresh: the executor's cache keeps little of a finished delivery.
     let delivery = deliveries.get_opt(&request.spec.delivery).await?;
@@ -94,43 +93,20 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Context>) -> Resul
         owned_by(&ctx, &request, delivery).await?;
     }
     let mut previous = request.status.clone();
-    let answer = match redeliver::decide(&request, delivery.as_ref()) {
-        Decision::Answered => return Ok(Action::await_change()),
-        Decision::NotFound => Answer::NotFound,
-        Decision::Wait => Answer::Waiting,
-        Decision::Honoured => redeliver::honoured_answer(&request),
-        Decision::Reopen(asked) => {
-            // Decided on `delivery`, which `decide` found: present.
-            let Some(delivery) = &delivery else {
-                return Ok(Action::await_change());
-            };
-            // First the claim, with what the reopen will do (the reopen is a write
-            // conditional on this very delivery, so it does exactly that or nothing): a
-            // retry after a failed write below then knows whether the reopen landed, even
-            // after other requests reopened the delivery since (see redeliver.rs).
-            let (planned, rerun) =
-                redeliver::reopen(&delivery.status.clone().unwrap_or_default(), &asked);
-            let claimed = redeliver::request_status(
-                previous.as_ref(),
-                &request.spec.delivery,
-                Answer::Claimed {
-                    claim: planned.redelivery_requests,
-                    round: planned.redeliveries,
-                    rerun,
-                },
-                request.metadata.generation,
-                Time(jiff::Timestamp::now()),
-            );
-            write_status(&requests, &request, &claimed).await?;
-            previous = Some(claimed);
-            let (next, rerun) = super::delivery::reopen(&ctx, delivery, &asked).await?;
-            info!(delivery = %delivery.name_any(), rerun, "redelivery request honoured");
-            Answer::Reopened {
-                round: next.redeliveries,
-                rerun,
-                of: next.targets.len(),
-            }
+    let answer = match (redeliver::decide(&request, delivery.as_ref()), &delivery) {
+        (Decision::Answered, _) => return Ok(Action::await_change()),
+        (Decision::NotFound, _) => Answer::NotFound,
+        (Decision::Wait, _) => Answer::Waiting,
+        (Decision::Honoured, _) => redeliver::honoured_answer(&request),
+        (Decision::Reopen(asked), Some(delivery)) => {
+            let claimed = claim(&requests, &request, delivery, &asked).await?;
+            previous = Some(claimed.status);
+            super::delivery::write_reopened(&ctx, delivery, &asked, &claimed.reopened).await?;
+            info!(delivery = %delivery.name_any(), rerun = claimed.reopened.rerun, "redelivery request honoured");
+            claimed.answer
         }
+        // `decide` reopens only a delivery it was given.
+        (Decision::Reopen(_), None) => Answer::NotFound,
     };
     let desired = redeliver::request_status(
         previous.as_ref(),
@@ -143,10 +119,56 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Context>) -> Resul
         write_status(&requests, &request, &desired).await?;
     }
     ctx.metrics.reconcile("redelivery", "success");
-    ctx.reconcile_failures.reset(&key);
+    ctx.reconcile_failures
+        .reset(&format!("redelivery:{ns}/{}", request.name_any()));
     Ok(match answer {
         Answer::Waiting => Action::requeue(wait_delay(waited(&desired))),
         _ => Action::await_change(),
+    })
+}
+
+/// A request's claim, written, and the reopened status it claims.
+struct Claimed {
+    /// The request's status with the claim.
+    status: StatusedRedeliveryStatus,
+    /// The delivery's status once reopened (not written yet).
+    reopened: redeliver::Reopened,
+    /// What the request answers once the reopen is written.
+    answer: Answer,
+}
+
+/// Claims the request's number, with what the reopen of `delivery` for `asked` will do,
+/// before the reopen is written. The reopen is a write conditional on this very delivery,
+/// so it does exactly that or nothing: a retry after a failed write then knows whether the
+/// reopen landed, even after other requests reopened the delivery since (see redeliver.rs).
+async fn claim(
+    requests: &Api<StatusedRedelivery>,
+    request: &StatusedRedelivery,
+    delivery: &StatusedDelivery,
+    asked: &redeliver::Request,
+) -> Result<Claimed, Error> {
+    let reopened = redeliver::reopened(delivery, asked);
+    let status = redeliver::request_status(
+        request.status.as_ref(),
+        &request.spec.delivery,
+        Answer::Claimed {
+            claim: reopened.status.redelivery_requests,
+            round: reopened.status.redeliveries,
+            rerun: reopened.rerun,
+        },
+        request.metadata.generation,
+        Time(jiff::Timestamp::now()),
+    );
+    write_status(requests, request, &status).await?;
+    let answer = Answer::Reopened {
+        round: reopened.status.redeliveries,
+        rerun: reopened.rerun,
+        of: reopened.status.targets.len(),
+    };
+    Ok(Claimed {
+        status,
+        reopened,
+        answer,
     })
 }
 

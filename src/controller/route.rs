@@ -19,7 +19,7 @@ use tracing::{debug, info, instrument, warn};
 use super::status::{route_status, route_status_changed};
 use super::{Error, scoped_api};
 use crate::api::conditions::Reason;
-use crate::api::{FIELD_MANAGER, StatusedRoute};
+use crate::api::{FIELD_MANAGER, StatusedRoute, StatusedRouteStatus};
 use crate::config::{ROUTE_ACCESS_LABEL, SecretAccess};
 use crate::context::Context;
 use crate::route::compile::{compile_route, referenced_secrets, required_apis};
@@ -41,33 +41,11 @@ pub async fn run(
     let routes: Api<StatusedRoute> = scoped_api(ctx.client.clone(), ns);
     let secrets: Api<PartialObjectMeta<Secret>> = scoped_api(ctx.client.clone(), ns);
 
-    let table = ctx.table.clone();
-    let synced = ctx.routes_synced.clone();
-    let reader = store.clone();
-    let forget = ctx.clone();
-    let route_events = reflector::reflector(writer, watcher(routes, watcher::Config::default()))
-        .inspect(move |event| match event {
-            // Deletions leave the table at once; the controller never sees them.
-            Ok(watcher::Event::Delete(route)) => {
-                let key = RouteKey::of(route);
-                info!(route = %key, "route deleted");
-                table.remove(&key);
-                // Per-route state of a deleted route must not outlive it.
-                forget.rate_limiter.forget(&key);
-                forget.route_activity.forget(&key);
-                forget.reconcile_failures.reset(&format!("route:{key}"));
-            }
-            // After a (re)list, drop routes that vanished while the watch was down.
-            Ok(watcher::Event::InitDone) => {
-                table.retain(|k| {
-                    reader
-                        .get(&ObjectRef::new(&k.name).within(&k.namespace))
-                        .is_some()
-                });
-                synced.store(true, Ordering::Release);
-            }
-            _ => {}
-        });
+    let route_events = {
+        let (ctx, reader) = (ctx.clone(), store.clone());
+        reflector::reflector(writer, watcher(routes, watcher::Config::default()))
+            .inspect(move |event| follow_deletes(&ctx, &reader, event))
+    };
     // Backed off after errors by the controller (kube's default backoff), like the Secret
     // watch below.
     let route_events = super::triggers("routes", route_events, store.clone(), ctx.health.clone())
@@ -108,47 +86,41 @@ pub async fn run(
         .await;
 }
 
+/// Deletions leave the table at once (the controller never sees them), with every
+/// per-route state; after a (re)list, routes that vanished while the watch was down go too.
+fn follow_deletes(
+    ctx: &Context,
+    reader: &Store<StatusedRoute>,
+    event: &Result<watcher::Event<StatusedRoute>, watcher::Error>,
+) {
+    match event {
+        Ok(watcher::Event::Delete(route)) => {
+            let key = RouteKey::of(route);
+            info!(route = %key, "route deleted");
+            ctx.table.remove(&key);
+            // Per-route state of a deleted route must not outlive it.
+            ctx.rate_limiter.forget(&key);
+            ctx.route_activity.forget(&key);
+            ctx.reconcile_failures.reset(&format!("route:{key}"));
+        }
+        Ok(watcher::Event::InitDone) => {
+            ctx.table.retain(|k| {
+                reader
+                    .get(&ObjectRef::new(&k.name).within(&k.namespace))
+                    .is_some()
+            });
+            ctx.routes_synced.store(true, Ordering::Release);
+        }
+        _ => {}
+    }
+}
+
 #[instrument(skip(route, ctx), fields(route = %RouteKey::of(&route)))]
 async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = RouteKey::of(&route);
     let ns = route.namespace().ok_or(Error::NoNamespace)?;
-    let secrets = read_secrets(&ctx, &ns, &route).await?;
-    let missing_apis = missing_apis(&ctx, &route).await?;
-    // Compiling parses CEL and type-checks it on a probe event: on the blocking pool, never
-    // on the async threads that serve probes and renew the lease.
-    let compiled = {
-        let (route, missing_apis) = (route.clone(), missing_apis.clone());
-        tokio::task::spawn_blocking(move || compile_route(&route, &secrets, &missing_apis))
-            .await
-            .map_err(|e| Error::Blocking(e.to_string()))?
-    }
-    .and_then(|c| within_dedup_window(c, ctx.config.dedup_window));
-    // Nothing tells us when Tekton or Argo gets installed; look again now and then.
-    let recheck = !missing_apis.is_empty();
-    let path = StatusedRoute::webhook_path(&key.namespace, &key.name);
-
-    let message;
-    let outcome = match &compiled {
-        Ok(c) => {
-            let targets: usize = c.rules.iter().map(|r| r.targets.len()).sum();
-            message = format!(
-                "{} rules, {targets} targets; accepting signed events at {path}",
-                c.rules.len()
-            );
-            Ok(message.as_str())
-        }
-        Err(e) => Err((e.reason, e.message.as_str())),
-    };
-    let now = Time(jiff::Timestamp::now());
-    let desired = route_status(
-        route.status.as_ref(),
-        route.meta().generation,
-        path,
-        ctx.config.public_url.as_deref(),
-        outcome,
-        now,
-    );
-
+    let (compiled, recheck) = compile(&ctx, &ns, &route).await?;
+    let desired = desired_status(&route, &compiled, ctx.config.public_url.as_deref());
     let state = match compiled {
         Ok(c) => RouteState::Ready(Arc::new(c)),
         Err(ref e) => {
@@ -169,28 +141,12 @@ async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Actio
     }
 
     // Only the leader writes status; every replica keeps its own routing table.
-    if ctx.is_leader() && route_status_changed(route.status.as_ref(), &desired) {
-        let api: Api<StatusedRoute> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = serde_json::json!({
-            "apiVersion": StatusedRoute::api_version(&()),
-            "kind": StatusedRoute::kind(&()),
-            "status": desired,
-        });
-        match api
-            .patch_status(
-                &key.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {
-                ctx.table.remove(&key);
-                return Ok(Action::await_change());
-            }
-            Err(e) => return Err(e.into()),
-        }
+    if ctx.is_leader()
+        && route_status_changed(route.status.as_ref(), &desired)
+        && !write_status(&ctx, &key, &desired).await?
+    {
+        ctx.table.remove(&key);
+        return Ok(Action::await_change());
     }
     ctx.metrics.reconcile("route", "success");
     ctx.reconcile_failures.reset(&format!("route:{key}"));
@@ -199,6 +155,80 @@ async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Actio
     } else {
         Action::await_change()
     })
+}
+
+/// The reconciler's part of `route`'s status once compiled.
+fn desired_status(
+    route: &StatusedRoute,
+    compiled: &Result<CompiledRoute, CompileError>,
+    public_url: Option<&str>,
+) -> StatusedRouteStatus {
+    let key = RouteKey::of(route);
+    let path = StatusedRoute::webhook_path(&key.namespace, &key.name);
+    let message;
+    let outcome = match compiled {
+        Ok(c) => {
+            let targets: usize = c.rules.iter().map(|r| r.targets.len()).sum();
+            message = format!(
+                "{} rules, {targets} targets; accepting signed events at {path}",
+                c.rules.len()
+            );
+            Ok(message.as_str())
+        }
+        Err(e) => Err((e.reason, e.message.as_str())),
+    };
+    route_status(
+        route.status.as_ref(),
+        route.meta().generation,
+        path,
+        public_url,
+        outcome,
+        Time(jiff::Timestamp::now()),
+    )
+}
+
+/// `route` compiled with its Secrets, and whether to look again later: nothing tells us when
+/// Tekton or Argo gets installed, so a route that needs a missing API is rechecked.
+async fn compile(
+    ctx: &Context,
+    ns: &str,
+    route: &Arc<StatusedRoute>,
+) -> Result<(Result<CompiledRoute, CompileError>, bool), Error> {
+    let secrets = read_secrets(ctx, ns, route).await?;
+    let missing_apis = missing_apis(ctx, route).await?;
+    let recheck = !missing_apis.is_empty();
+    // Compiling parses CEL and type-checks it on a probe event: on the blocking pool, never
+    // on the async threads that serve probes and renew the lease.
+    let route = route.clone();
+    let compiled =
+        tokio::task::spawn_blocking(move || compile_route(&route, &secrets, &missing_apis))
+            .await
+            .map_err(|e| Error::Blocking(e.to_string()))?
+            .and_then(|c| within_dedup_window(c, ctx.config.dedup_window));
+    Ok((compiled, recheck))
+}
+
+/// Writes the reconciler's part of route `key`'s status; `false` when the route is gone.
+async fn write_status(
+    ctx: &Context,
+    key: &RouteKey,
+    desired: &StatusedRouteStatus,
+) -> Result<bool, Error> {
+    let api: Api<StatusedRoute> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let patch = serde_json::json!({
+        "apiVersion": StatusedRoute::api_version(&()),
+        "kind": StatusedRoute::kind(&()),
+        "status": desired,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api
+        .patch_status(&key.name, &params, &Patch::Apply(&patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Which in-cluster APIs the route needs that the cluster does not serve. Discovery is
