@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::controller::backoff::Backoff;
+use crate::backoff::Backoff;
 use crate::leader::LeaseConfig;
 
 /// Settings of one operator process (see `statused-operator run --help`).

@@ -5,7 +5,9 @@
 //! `server` (receiver, probes, metrics), `cli` (subcommands), `operator` (wiring).
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod context;
@@ -22,8 +24,10 @@ pub mod matching;
 pub mod metrics;
 pub mod naming;
 pub mod operator;
+pub mod rate_limit;
 pub mod replay;
 pub mod route;
+pub mod route_cache;
 pub mod routing;
 pub mod secrets;
 pub mod server;

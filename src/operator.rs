@@ -17,12 +17,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backoff::FailureCounts;
 pub use crate::config::Config;
 use crate::context::Context;
-use crate::controller::backoff::FailureCounts;
+use crate::controller::executor::Executor;
 use crate::egress::EgressPolicy;
 use crate::metrics::Metrics;
-use crate::routing::RoutingTable;
+use crate::route_cache::RouteCache;
 use crate::server::record::KubeDeliveries;
 use crate::server::webhook::{Limits, Receiver};
 use crate::targets::outbound::Outbound;
@@ -113,42 +114,27 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
     let (store, writer) = reflector::store();
     let (leading_tx, leading) = watch::channel(config.leader_election.is_none());
     let admission = Arc::new(
-        crate::server::admission::Admission::new(
-            config.max_inflight_requests,
-            config.max_inflight_bytes,
-        )
-        .per_namespace(config.max_inflight_per_namespace),
+        crate::admission::Admission::new(config.max_inflight_requests, config.max_inflight_bytes)
+            .per_namespace(config.max_inflight_per_namespace),
     );
-    let executor_slots =
-        crate::fair_share::FairShare::new(usize::from(config.executor_concurrency));
-    let executor_writes = tokio::sync::Semaphore::new(usize::from(config.executor_api_writes));
     let context = Arc::new(Context {
         leading,
         recorder: Recorder::new(client.clone(), reporter),
         client,
-        outbound,
         config,
-        table: RoutingTable::default(),
         metrics: Arc::new(Metrics::default()),
         reconcile_failures: FailureCounts::default(),
+        routes: Arc::new(RouteCache::new(store.clone())),
         rate_limiter: Default::default(),
         admission,
-        route_activity: Default::default(),
-        event_budget: Default::default(),
-        ledger: Default::default(),
-        executor_slots,
-        executor_writes,
-        deliveries: Default::default(),
         health: Default::default(),
-        routes_synced: Arc::new(AtomicBool::new(false)),
         stopping: AtomicBool::new(false),
-        ready: AtomicBool::new(false),
-        routes: store.clone(),
     });
+    let executor = Arc::new(Executor::new(context.clone(), outbound));
 
     let receiver = Arc::new(Receiver {
-        table: context.table.clone(),
-        routes: context.clone(),
+        table: context.routes.table.clone(),
+        routes: context.routes.clone(),
         store: Arc::new(KubeDeliveries(context.client.clone())),
         rate_limiter: context.rate_limiter.clone(),
         admission: context.admission.clone(),
@@ -200,8 +186,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
     if context.config.executor {
         parts.push((
             "delivery executor",
-            run_executor_while_leading(context.clone(), cancel.clone(), executor_done.clone())
-                .boxed(),
+            run_executor_while_leading(executor, cancel.clone(), executor_done.clone()).boxed(),
         ));
     } else {
         executor_done.cancel();
@@ -243,7 +228,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
 /// Runs the delivery executor whenever this replica leads, and stops it as soon as it does
 /// not, so that two replicas never deliver at once.
 async fn run_executor_while_leading(
-    ctx: Arc<Context>,
+    ctx: Arc<Executor>,
     stop: CancellationToken,
     done: CancellationToken,
 ) {

@@ -15,19 +15,20 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
+use statused_operator::admission::Admission;
 use statused_operator::api::fixtures::{RuleBuilder, route, rule, webhook};
 use statused_operator::api::{StatusedDelivery, StatusedRoute};
 use statused_operator::fair_share::FairShare;
 use statused_operator::metrics::Metrics;
 use statused_operator::naming::{delivery_name, second_delivery_name};
+use statused_operator::rate_limit::RateLimiter;
 use statused_operator::route::compile::compile_route;
 use statused_operator::route::{CompiledRoute, RouteKey};
+use statused_operator::route_cache::RouteIndex;
 use statused_operator::routing::{RouteState, RoutingTable};
 use statused_operator::secrets::SecretSet;
-use statused_operator::server::admission::Admission;
-use statused_operator::server::rate_limit::RateLimiter;
 use statused_operator::server::webhook::{
-    DeliveryStore, EVALUATIONS, Limits, Receiver, RouteIndex, StoreError,
+    DeliveryStore, EVALUATIONS, Limits, Receiver, StoreError,
 };
 use statused_operator::server::webhook_router;
 use statused_operator::signature::{SIGNATURE_HEADER, hmac_sha256_hex};

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::backoff::Backoff;
 use crate::config::{Config, SecretAccess};
-use crate::controller::backoff::Backoff;
 use crate::egress::{BadCidr, BadProxy, EgressProfile, EgressProxy, parse_cidrs};
 use crate::leader::LeaseConfig;
 

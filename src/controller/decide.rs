@@ -270,7 +270,7 @@ mod tests {
 
     use super::*;
     use crate::api::MatchedTarget;
-    use crate::controller::backoff::Backoff;
+    use crate::backoff::Backoff;
 
     const ROUTE: &str = "compiled route";
 

@@ -14,6 +14,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
 use super::decide::{self, Observed, Plan, Step, decide};
+use super::executor::Executor;
 use super::plan::{PlanInput, Planned, Rendered, attach, plan};
 use super::redeliver;
 use super::retry::RetryPolicy;
@@ -23,9 +24,9 @@ use crate::api::{
     DeliveryPhase, LastDelivery, LastEvent, MatchedTarget, StatusedDelivery,
     StatusedDeliveryStatus, TargetStatus,
 };
-use crate::context::Context;
 use crate::expr::Scope;
 use crate::route::{CompiledRoute, RouteKey};
+use crate::route_cache::RouteIndex;
 use crate::targets::create::create_once;
 use crate::targets::request::RenderContext;
 use crate::targets::send::{self, Outcome};
@@ -33,7 +34,7 @@ use crate::targets::send::{self, Outcome};
 /// Runs the executor until `shutdown`: the delivery controller (at most
 /// `executor_concurrency` reconciles at once), the pruner and the route status flush, all
 /// over one watch of the deliveries.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let api: Api<StatusedDelivery> =
         scoped_api(ctx.client.clone(), ctx.config.namespace.as_deref());
     let (store, writer) = reflector::store();
@@ -66,6 +67,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     helpers.spawn(super::route_activity::flush_every(
         ctx.client.clone(),
         ctx.route_activity.clone(),
+        ctx.routes.clone(),
         ctx.config.route_status_interval,
         stopped(&stop),
     ));
@@ -92,10 +94,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 
 /// The executor's cache, shared in the context while it runs: unshared when the executor
 /// stops (a follower's cache would go stale).
-struct Cached(Arc<Context>);
+struct Cached(Arc<Executor>);
 
 impl Cached {
-    fn share(ctx: &Arc<Context>, store: reflector::Store<StatusedDelivery>) -> Self {
+    fn share(ctx: &Arc<Executor>, store: reflector::Store<StatusedDelivery>) -> Self {
         *ctx.deliveries
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(store);
@@ -147,9 +149,9 @@ pub fn trim(delivery: &mut StatusedDelivery) {
 }
 
 #[instrument(skip(delivery, ctx), fields(delivery = %delivery.name_any()))]
-async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Executor>) -> Result<Action, Error> {
     let ns = delivery.namespace().ok_or(Error::NoNamespace)?;
-    let _slot = ctx.executor_slots.acquire(&ns).await;
+    let _slot = ctx.slots.acquire(&ns).await;
     // Boxed: a delivery waiting for its slot is a small future (measured: 10,000 waiting
     // inline, each as large as the work's state machine, took the burst's peak RSS from
     // 70 to 154 MiB); the work's state is allocated once the slot is held.
@@ -159,17 +161,17 @@ async fn reconcile(delivery: Arc<StatusedDelivery>, ctx: Arc<Context>) -> Result
 /// The loop around [`decide`]: gathers what it reads, does what it says.
 async fn work(
     delivery: Arc<StatusedDelivery>,
-    ctx: Arc<Context>,
+    ctx: Arc<Executor>,
     ns: String,
 ) -> Result<Action, Error> {
     let delivery = not_behind(&ctx, delivery, &ns).await?;
     let key = RouteKey::new(&ns, &delivery.spec.route);
-    let cached = ctx.cached_route_uid(&key);
+    let cached = ctx.routes.cached_uid(&key);
     let unrecorded = ctx.ledger.pending(&delivery);
     let observed = Observed {
         delivery: &delivery,
         unrecorded: unrecorded.as_ref(),
-        route: ctx.table.check(
+        route: ctx.routes.table.check(
             &key,
             delivery.route_uid(),
             cached.as_ref().map(Option::as_deref),
@@ -209,7 +211,7 @@ async fn work(
 /// `delivery` as the executor last wrote it: when its last write is not in the cache yet
 /// (the watch lags), read afresh, so that a finished target never looks due.
 async fn not_behind(
-    ctx: &Context,
+    ctx: &Executor,
     delivery: Arc<StatusedDelivery>,
     ns: &str,
 ) -> Result<Arc<StatusedDelivery>, Error> {
@@ -223,7 +225,7 @@ async fn not_behind(
 
 /// Writes `status`, calling nothing, and what follows.
 async fn record(
-    ctx: &Context,
+    ctx: &Executor,
     delivery: &StatusedDelivery,
     status: &StatusedDeliveryStatus,
 ) -> Result<Action, Error> {
@@ -234,7 +236,7 @@ async fn record(
 /// Renders the `due` targets of `delivery`, makes the calls [`decide::calls`] decides on
 /// (after writing the mark of at-most-once ones), and records their outcomes.
 async fn call_due(
-    ctx: &Arc<Context>,
+    ctx: &Arc<Executor>,
     delivery: Arc<StatusedDelivery>,
     route: &Arc<CompiledRoute>,
     targets: Vec<TargetStatus>,
@@ -315,7 +317,7 @@ fn plan_of(planned: &Planned<'_>) -> Plan {
 
 /// Writes `mark` on `delivery`; the copy of the delivery the outcome is then written on.
 async fn marked(
-    ctx: &Context,
+    ctx: &Executor,
     delivery: &StatusedDelivery,
     mark: &StatusedDeliveryStatus,
 ) -> Result<Arc<StatusedDelivery>, Error> {
@@ -328,7 +330,7 @@ async fn marked(
 
 /// Makes one planned call: an HTTP request or an in-cluster object. (A plan that cannot be
 /// made fails; `decide::calls` never asks for one.)
-async fn call(ctx: &Context, kind: &str, planned: Planned<'_>) -> Outcome {
+async fn call(ctx: &Executor, kind: &str, planned: Planned<'_>) -> Outcome {
     let started = std::time::Instant::now();
     let outcome = match planned {
         Planned::Http {
@@ -415,9 +417,9 @@ async fn render_off_the_workers(
 /// that the executor's requests do not slow down the creates that senders are waiting on.
 /// Under a burst this makes events durable sooner and delivers them right after. Only the
 /// holders of a write slot wait, so the waiting costs no more when many calls are in flight.
-async fn api_write(ctx: &Context) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
+async fn api_write(ctx: &Executor) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
     let permit = ctx
-        .executor_writes
+        .writes
         .acquire()
         .await
         .map_err(|_| Error::Blocking("executor writes closed".into()))?;
@@ -428,7 +430,7 @@ async fn api_write(ctx: &Context) -> Result<tokio::sync::SemaphorePermit<'_>, Er
 }
 
 /// Reads delivery `ns/name` from the API server.
-async fn read(ctx: &Context, ns: &str, name: &str) -> Result<StatusedDelivery, Error> {
+async fn read(ctx: &Executor, ns: &str, name: &str) -> Result<StatusedDelivery, Error> {
     let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), ns);
     let _write = api_write(ctx).await?;
     Ok(api.get(name).await?)
@@ -442,7 +444,7 @@ async fn read(ctx: &Context, ns: &str, name: &str) -> Result<StatusedDelivery, E
 /// reconcile working from an outdated copy gets a conflict and runs again on the current
 /// one instead of overwriting newer status.
 async fn write_status(
-    ctx: &Context,
+    ctx: &Executor,
     delivery: &StatusedDelivery,
     desired: &StatusedDeliveryStatus,
 ) -> Result<Option<String>, Error> {
@@ -472,7 +474,7 @@ async fn write_status(
 
 /// Honours a redelivery asked for with the annotation (see `redeliver.rs`): reads the
 /// delivery afresh (the cache keeps little of a finished one) and reopens it.
-async fn honour_redelivery(ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
+async fn honour_redelivery(ctx: &Executor, ns: &str, name: &str) -> Result<Action, Error> {
     let fresh = read(ctx, ns, name).await?;
     let finished = fresh.status.as_ref().is_some_and(|s| s.phase.is_finished());
     let Some(request) = redeliver::requested(&fresh).filter(|_| finished) else {
@@ -490,7 +492,7 @@ async fn honour_redelivery(ctx: &Context, ns: &str, name: &str) -> Result<Action
 /// it delivers any event. Shared by the annotation and by `StatusedRedelivery` requests
 /// (`redelivery_requests.rs`), so both are honoured alike, once per token.
 pub async fn write_reopened(
-    ctx: &Context,
+    ctx: &Executor,
     fresh: &StatusedDelivery,
     request: &redeliver::Request,
     reopened: &redeliver::Reopened,
@@ -525,7 +527,7 @@ pub async fn write_reopened(
 /// What follows a status write: route activity, the Event and metric of a finished
 /// delivery, and when to look again.
 async fn recorded(
-    ctx: &Context,
+    ctx: &Executor,
     delivery: &StatusedDelivery,
     desired: &StatusedDeliveryStatus,
     first_look: bool,
@@ -588,7 +590,7 @@ fn activity(delivery: &StatusedDelivery, status: &StatusedDeliveryStatus) -> Act
 
 /// A Kubernetes Event on the delivery, so `kubectl describe` and `kubectl get events` show
 /// the outcome.
-async fn announce(ctx: &Context, delivery: &StatusedDelivery, status: &StatusedDeliveryStatus) {
+async fn announce(ctx: &Executor, delivery: &StatusedDelivery, status: &StatusedDeliveryStatus) {
     let failed: Vec<String> = status
         .targets
         .iter()
@@ -623,7 +625,7 @@ async fn announce(ctx: &Context, delivery: &StatusedDelivery, status: &StatusedD
 
 /// A Kubernetes Event on the delivery, within the Event budget.
 async fn publish(
-    ctx: &Context,
+    ctx: &Executor,
     delivery: &StatusedDelivery,
     type_: EventType,
     reason: &str,
@@ -655,7 +657,7 @@ async fn publish(
     }
 }
 
-fn error_policy(delivery: Arc<StatusedDelivery>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(delivery: Arc<StatusedDelivery>, error: &Error, ctx: Arc<Executor>) -> Action {
     let key = format!(
         "delivery:{}/{}",
         delivery.namespace().unwrap_or_default(),

@@ -2,10 +2,10 @@
 //! status), the delivery executor (deliveries into target calls) and the redelivery
 //! requests (`StatusedRedelivery` into reopened deliveries).
 
-pub mod backoff;
 pub mod decide;
 pub mod delivery;
 pub mod event_budget;
+pub mod executor;
 pub mod history;
 pub mod ledger;
 pub mod plan;

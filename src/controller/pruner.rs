@@ -17,11 +17,12 @@ use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use tracing::{debug, info, warn};
 
+use super::executor::Executor;
 use super::history::{Finished, to_prune};
 use crate::api::StatusedDelivery;
-use crate::context::Context;
 use crate::route::RouteKey;
 use crate::route::history::HistoryLimits;
+use crate::route_cache::RouteIndex;
 use crate::routing::RouteState;
 
 /// Most deletes per round; the rest wait for the next round (one second later).
@@ -187,9 +188,9 @@ pub fn backlog(deliveries: &[Arc<StatusedDelivery>], now: jiff::Timestamp) -> (u
 
 /// A route as the executor knows it: the watch cache says whether it exists and which
 /// object it is, the table its compiled history limits.
-fn route_now(ctx: &Context, route: &RouteKey) -> Option<RouteNow> {
+fn route_now(ctx: &Executor, route: &RouteKey) -> Option<RouteNow> {
     let default_window = ctx.config.replay_window;
-    match (ctx.table.lookup(route), ctx.cached_route_uid(route)) {
+    match (ctx.routes.table.lookup(route), ctx.routes.cached_uid(route)) {
         (Some(RouteState::Ready(compiled)), Some(uid)) if uid == compiled.uid => {
             Some(RouteNow::Live {
                 uid,
@@ -208,7 +209,7 @@ fn route_now(ctx: &Context, route: &RouteKey) -> Option<RouteNow> {
 
 /// Prunes every `interval` (sooner while a backlog remains) until `stop`.
 pub async fn run(
-    ctx: Arc<Context>,
+    ctx: Arc<Executor>,
     store: Store<StatusedDelivery>,
     interval: Duration,
     stop: impl Future<Output = ()>,
@@ -248,7 +249,7 @@ pub async fn run(
     }
 }
 
-async fn delete(ctx: &Context, d: Doomed) -> bool {
+async fn delete(ctx: &Executor, d: Doomed) -> bool {
     let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &d.namespace);
     // The uid precondition: never delete a record that was recreated under the same name.
     let params = DeleteParams {

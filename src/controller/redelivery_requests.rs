@@ -18,10 +18,10 @@ use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
+use super::executor::Executor;
 use super::redeliver::{self, Answer, Decision};
 use super::{Error, scoped_api};
 use crate::api::{FIELD_MANAGER, StatusedDelivery, StatusedRedelivery, StatusedRedeliveryStatus};
-use crate::context::Context;
 use crate::fair_share::FairShare;
 
 /// A request for a delivery still being delivered looks again after as long as it has
@@ -44,7 +44,7 @@ static REQUEST_SLOTS: std::sync::LazyLock<FairShare> =
     std::sync::LazyLock::new(|| FairShare::new(SLOTS));
 
 /// Runs until `shutdown`, while this replica leads (next to the executor).
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let api: Api<StatusedRedelivery> =
         scoped_api(ctx.client.clone(), ctx.config.namespace.as_deref());
     let (store, writer) = reflector::store();
@@ -68,7 +68,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 }
 
 #[instrument(skip(request, ctx), fields(request = %request.name_any()))]
-async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Executor>) -> Result<Action, Error> {
     if redeliver::answered(&request) {
         return Ok(Action::await_change());
     }
@@ -176,7 +176,7 @@ async fn claim(
 /// the executor's watch cache shows still being delivered: when to look again, with no
 /// API call. Anything else (no cache, the delivery not in it or finished, another answer)
 /// is looked at afresh.
-fn still_waiting(ctx: &Context, ns: &str, request: &StatusedRedelivery) -> Option<Duration> {
+fn still_waiting(ctx: &Executor, ns: &str, request: &StatusedRedelivery) -> Option<Duration> {
     let status = request.status.as_ref()?;
     let condition = crate::api::conditions::find(&status.conditions, redeliver::ACCEPTED)?;
     if condition.reason != redeliver::WAITING || status.claim.is_some() {
@@ -227,7 +227,7 @@ async fn write_status(
 /// requests made for it. Conditional on the request's resourceVersion: any ownerReferences
 /// already there are kept.
 async fn owned_by(
-    ctx: &Context,
+    ctx: &Executor,
     request: &StatusedRedelivery,
     delivery: &StatusedDelivery,
 ) -> Result<(), Error> {
@@ -265,7 +265,7 @@ async fn owned_by(
     Ok(())
 }
 
-fn error_policy(request: Arc<StatusedRedelivery>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(request: Arc<StatusedRedelivery>, error: &Error, ctx: Arc<Executor>) -> Action {
     let key = format!(
         "redelivery:{}/{}",
         request.namespace().unwrap_or_default(),

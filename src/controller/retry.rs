@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::backoff::Backoff;
 use crate::api::{DeliveryPhase, MatchedTarget, StatusedDeliveryStatus, TargetStatus};
+use crate::backoff::Backoff;
 use crate::targets::send::Outcome;
 
 /// The longest `Retry-After` honoured; a server asking for more is retried after this.

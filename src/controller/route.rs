@@ -2,7 +2,6 @@
 //! the routing table and reports the outcome in the route's status.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{StreamExt, future};
@@ -42,9 +41,9 @@ pub async fn run(
     let secrets: Api<PartialObjectMeta<Secret>> = scoped_api(ctx.client.clone(), ns);
 
     let route_events = {
-        let (ctx, reader) = (ctx.clone(), store.clone());
+        let ctx = ctx.clone();
         reflector::reflector(writer, watcher(routes, watcher::Config::default()))
-            .inspect(move |event| follow_deletes(&ctx, &reader, event))
+            .inspect(move |event| follow_deletes(&ctx, event))
     };
     // Backed off after errors by the controller (kube's default backoff), like the Secret
     // watch below.
@@ -88,28 +87,20 @@ pub async fn run(
 
 /// Deletions leave the table at once (the controller never sees them), with every
 /// per-route state; after a (re)list, routes that vanished while the watch was down go too.
-fn follow_deletes(
-    ctx: &Context,
-    reader: &Store<StatusedRoute>,
-    event: &Result<watcher::Event<StatusedRoute>, watcher::Error>,
-) {
+fn follow_deletes(ctx: &Context, event: &Result<watcher::Event<StatusedRoute>, watcher::Error>) {
     match event {
         Ok(watcher::Event::Delete(route)) => {
             let key = RouteKey::of(route);
             info!(route = %key, "route deleted");
-            ctx.table.remove(&key);
-            // Per-route state of a deleted route must not outlive it.
+            ctx.routes.table.remove(&key);
+            // Per-route state of a deleted route must not outlive it (the executor's route
+            // activity forgets it at its next flush).
             ctx.rate_limiter.forget(&key);
-            ctx.route_activity.forget(&key);
             ctx.reconcile_failures.reset(&format!("route:{key}"));
         }
         Ok(watcher::Event::InitDone) => {
-            ctx.table.retain(|k| {
-                reader
-                    .get(&ObjectRef::new(&k.name).within(&k.namespace))
-                    .is_some()
-            });
-            ctx.routes_synced.store(true, Ordering::Release);
+            ctx.routes.table.retain(|k| ctx.routes.contains(k));
+            ctx.routes.synced();
         }
         _ => {}
     }
@@ -131,12 +122,12 @@ async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Actio
     // The route may have been deleted while this reconcile ran; the deletion already left
     // the table and must not be undone. Checking again after the write closes the window
     // between check and write.
-    if !ctx.route_is_current(&route) {
+    if !ctx.routes.is_current(&route) {
         return Ok(Action::await_change());
     }
-    ctx.table.upsert(key.clone(), state);
-    if !ctx.route_is_current(&route) {
-        ctx.table.remove(&key);
+    ctx.routes.table.upsert(key.clone(), state);
+    if !ctx.routes.is_current(&route) {
+        ctx.routes.table.remove(&key);
         return Ok(Action::await_change());
     }
 
@@ -145,7 +136,7 @@ async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Actio
         && route_status_changed(route.status.as_ref(), &desired)
         && !write_status(&ctx, &key, &desired).await?
     {
-        ctx.table.remove(&key);
+        ctx.routes.table.remove(&key);
         return Ok(Action::await_change());
     }
     ctx.metrics.reconcile("route", "success");
@@ -312,8 +303,10 @@ fn error_policy(route: Arc<StatusedRoute>, error: &Error, ctx: Arc<Context>) -> 
     // A route that could not even be compiled (a Secret unreadable, discovery down) is known
     // but unusable: the receiver answers 503, and readiness does not wait for it forever.
     let route_key = RouteKey::of(&route);
-    if !ctx.table.contains(&route_key) && ctx.route_is_current(&route) {
-        ctx.table.upsert(route_key.clone(), RouteState::NotReady);
+    if !ctx.routes.table.contains(&route_key) && ctx.routes.is_current(&route) {
+        ctx.routes
+            .table
+            .upsert(route_key.clone(), RouteState::NotReady);
     }
     let key = format!("route:{route_key}");
     let failures = ctx.reconcile_failures.fail(&key);

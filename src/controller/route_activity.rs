@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use crate::api::{LastDelivery, LastEvent, StatusedRoute};
 use crate::route::RouteKey;
+use crate::route_cache::RouteCache;
 
 /// Field manager for the route status fields the executor owns. Separate from the route
 /// reconciler's so that neither apply removes the other's fields.
@@ -71,6 +72,14 @@ impl RouteActivity {
         }
     }
 
+    /// Keeps the routes `keep` says yes to.
+    pub fn retain(&self, mut keep: impl FnMut(&RouteKey) -> bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k, _| keep(k));
+    }
+
     /// The route is gone: forget it.
     pub fn forget(&self, route: &RouteKey) {
         self.0
@@ -92,6 +101,7 @@ impl RouteActivity {
 pub async fn flush_every(
     client: Client,
     activity: Arc<RouteActivity>,
+    routes: Arc<RouteCache>,
     interval: Duration,
     stop: impl Future<Output = ()>,
 ) {
@@ -101,6 +111,8 @@ pub async fn flush_every(
             () = &mut stop => true,
             () = tokio::time::sleep(interval) => false,
         };
+        // Per-route state of a deleted route must not outlive it.
+        activity.retain(|route| routes.contains(route));
         flush(&client, &activity).await;
         if stopping {
             return;

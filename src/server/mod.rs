@@ -1,8 +1,6 @@
 //! HTTP servers: the webhook receiver, and probes plus metrics on a separate port.
 
-pub mod admission;
 pub mod probes;
-pub mod rate_limit;
 pub mod record;
 pub mod webhook;
 

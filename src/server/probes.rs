@@ -40,7 +40,7 @@ pub async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static st
 }
 
 pub async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    let (ready, not_ready) = ctx.table.readiness();
+    let (ready, not_ready) = ctx.routes.table.readiness();
     ctx.metrics.scrape_state(ctx.is_leader(), ready, not_ready);
     (
         [(

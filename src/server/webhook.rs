@@ -16,15 +16,16 @@ use futures::future::BoxFuture;
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-use super::admission::{Admission, Admitted};
-use super::rate_limit::RateLimiter;
+use crate::admission::{Admission, Admitted};
 use crate::api::{MatchedTarget, StatusedDelivery};
 use crate::event::Envelope;
 use crate::fair_share::FairShare;
 use crate::metrics::Metrics;
 use crate::naming::{delivery_name, second_delivery_name};
+use crate::rate_limit::RateLimiter;
 use crate::replay::{self, OutsideWindow};
 use crate::route::{CompiledRoute, RouteKey};
+use crate::route_cache::RouteIndex;
 use crate::routing::{RouteCheck, RoutingTable};
 use crate::signature::{self, SIGNATURE_HEADER};
 
@@ -58,15 +59,6 @@ pub struct Limits {
     /// Events whose signed time is older are refused (400); a route's `spec.replayWindow`
     /// overrides it; zero: no limit.
     pub replay_window: std::time::Duration,
-}
-
-/// The routes the watch cache holds.
-pub trait RouteIndex: Send + Sync {
-    /// The route list has synced and every listed route is in the table (ready or not), so
-    /// that a 404 really means "no such route".
-    fn is_ready(&self) -> bool;
-    /// The uid of route `key` in the watch cache; `None` when the cache has no such route.
-    fn cached_uid(&self, key: &RouteKey) -> Option<Option<String>>;
 }
 
 /// Records accepted events durably: a 2xx is only given once `create` succeeded.

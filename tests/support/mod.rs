@@ -22,7 +22,7 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use statused_operator::api::{StatusedDelivery, StatusedRoute};
-use statused_operator::controller::backoff::Backoff;
+use statused_operator::backoff::Backoff;
 use statused_operator::operator::{self, Running};
 
 pub const SIGNING_SECRET: &str = "statused-test-secret";

@@ -1,0 +1,76 @@
+//! What the delivery executor owns, beside what every part shares (`Context`, which it
+//! derefs to): how it reaches targets, its slots for deliveries and for API writes, what it
+//! knows of its own writes, its watch cache of deliveries while it runs, its Event budget
+//! and the route activity it reports. Built once in `operator.rs`; used by the executor
+//! (`delivery.rs`), the pruner and the redelivery requests.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::event_budget::EventBudget;
+use super::ledger::Ledger;
+use super::route_activity::RouteActivity;
+use crate::api::StatusedDelivery;
+use crate::context::Context;
+use crate::fair_share::FairShare;
+use crate::targets::outbound::Outbound;
+
+pub struct Executor {
+    pub ctx: Arc<Context>,
+    /// How the executor reaches HTTP targets: the guarded client, the outbound policy and the
+    /// credentials it obtained at send time (GitHub App installation tokens).
+    pub outbound: Outbound,
+    /// The executor's `--executor-concurrency` slots, served round-robin across namespaces:
+    /// the deliveries worked on (their calls in flight) at once.
+    pub slots: FairShare,
+    /// The executor's `--executor-api-writes`: its status writes and reads at once, bounded
+    /// apart from the calls, so that slow targets can be many in flight while the API server
+    /// sees no more writes than before.
+    pub writes: tokio::sync::Semaphore,
+    /// The executor's own status writes, beyond what its cache shows.
+    pub ledger: Ledger,
+    /// The executor's watch cache of deliveries while it runs (trimmed: see
+    /// `delivery::trim`), for the redelivery requests' cheap look at a delivery's phase.
+    pub deliveries: RwLock<Option<Store<StatusedDelivery>>>,
+    /// How many Kubernetes Events the executor may publish.
+    pub event_budget: EventBudget,
+    /// `lastEvent` / `lastDelivery` per route, written by a coalescing flush.
+    pub route_activity: Arc<RouteActivity>,
+}
+
+impl std::ops::Deref for Executor {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+impl Executor {
+    /// The executor's state, with the bounds `ctx.config` sets.
+    pub fn new(ctx: Arc<Context>, outbound: Outbound) -> Self {
+        let config = &ctx.config;
+        Self {
+            outbound,
+            slots: FairShare::new(usize::from(config.executor_concurrency)),
+            writes: tokio::sync::Semaphore::new(usize::from(config.executor_api_writes)),
+            ledger: Ledger::default(),
+            deliveries: RwLock::default(),
+            event_budget: EventBudget::default(),
+            route_activity: Arc::default(),
+            ctx,
+        }
+    }
+
+    /// Delivery `ns/name` as the executor's watch cache has it; `None` when the executor
+    /// is not running or the cache has no such delivery (it may lag: only a positive answer
+    /// means much).
+    pub fn cached_delivery(&self, ns: &str, name: &str) -> Option<Arc<StatusedDelivery>> {
+        let cache = self
+            .deliveries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        cache.as_ref()?.get(&ObjectRef::new(name).within(ns))
+    }
+}
