@@ -1,11 +1,12 @@
-//! No circles between the crate's modules.
+//! No circles between the crate's modules, and the layers ARCHITECTURE.md states are kept.
 //!
 //! Each file under `src/` is a node. A file depends on another when it names a path into it:
 //! a `use` tree or any path in the code (`crate::x::y`, `super::z`, `self::w`, also inside
 //! attribute strings such as `schema_with = "crate::api::schema::any_json"`). A path resolves
 //! to the deepest file it reaches; naming an item of a `mod.rs` is a dependency on that
-//! `mod.rs`, while declaring a child module (`pub mod argo;`) is not. The test fails on any
-//! group of files that reach each other, and names them.
+//! `mod.rs`, while declaring a child module (`pub mod argo;`) is not. One test fails on any
+//! group of files that reach each other, and names them; another on any file that names a
+//! path into a layer above its own ([`LAYERS`]), and names the edge.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -154,8 +155,57 @@ fn resolve(
     deepest
 }
 
-#[test]
-fn no_module_cycles() {
+/// The layers, from the bottom: each module (a file, or a directory's files) and the name
+/// ARCHITECTURE.md gives its layer. A file may depend on its own layer and those below.
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "foundations",
+        &[
+            "event",
+            "signature",
+            "expr",
+            "cost",
+            "naming",
+            "duration",
+            "token_bucket",
+            "secrets",
+            "egress",
+            "replay",
+            "fair_share",
+            "health",
+            "backoff",
+            "admission",
+            "leader",
+            "test_support",
+        ],
+    ),
+    ("target kinds", &["targets"]),
+    ("API types", &["api"]),
+    ("compiled route", &["route", "matching"]),
+    (
+        "tables and settings",
+        &["routing", "route_cache", "rate_limit", "metrics", "config"],
+    ),
+    ("shared context", &["context"]),
+    ("receiver and controllers", &["server", "controller"]),
+    ("wiring and commands", &["operator", "cli"]),
+];
+
+/// The layer of module `m` (its index in [`LAYERS`]), by its first path segment.
+fn layer(m: &[String]) -> Option<usize> {
+    let top = m.first()?;
+    LAYERS
+        .iter()
+        .position(|(_, modules)| modules.contains(&top.as_str()))
+}
+
+/// Every file's module path, and the files it depends on.
+type Graph = (
+    BTreeMap<Vec<String>, PathBuf>,
+    BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+);
+
+fn graph() -> Graph {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let files = modules(&src);
     let mut edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
@@ -173,6 +223,12 @@ fn no_module_cycles() {
             }
         }
     }
+    (files, edges)
+}
+
+#[test]
+fn no_module_cycles() {
+    let (files, edges) = graph();
     let cycles = strongly_connected(&edges);
     let named: Vec<String> = cycles
         .iter()
@@ -196,6 +252,119 @@ fn no_module_cycles() {
         edges.get(&receiver).is_some_and(|e| e.contains(&route)),
         "server/webhook.rs should depend on route/mod.rs: {:?}",
         edges.get(&receiver)
+    );
+}
+
+#[test]
+fn no_file_depends_on_a_layer_above_its_own() {
+    let (files, edges) = graph();
+    let mut unplaced = Vec::new();
+    let mut upward = Vec::new();
+    for (from, tos) in &edges {
+        if from.is_empty() {
+            continue; // lib.rs: the module list
+        }
+        let Some(here) = layer(from) else {
+            unplaced.push(files[from].display().to_string());
+            continue;
+        };
+        for to in tos {
+            let Some(there) = layer(to) else { continue };
+            if there > here {
+                upward.push(format!(
+                    "src/{} ({}) -> src/{} ({})",
+                    files[from].display(),
+                    LAYERS[here].0,
+                    files[to].display(),
+                    LAYERS[there].0
+                ));
+            }
+        }
+    }
+    assert!(
+        unplaced.is_empty(),
+        "files in no layer (add them to LAYERS and ARCHITECTURE.md): {unplaced:?}"
+    );
+    assert!(
+        upward.is_empty(),
+        "files that depend on a layer above their own (ARCHITECTURE.md, Layers):\n{}",
+        upward.join("\n")
+    );
+    // The receiver and the controllers are one layer, and neither names the other.
+    let side = |m: &Vec<String>| m.first().cloned().unwrap_or_default();
+    let across: Vec<String> = edges
+        .iter()
+        .flat_map(|(from, tos)| tos.iter().map(move |to| (from, to)))
+        .filter(|(from, to)| {
+            matches!(
+                (side(from).as_str(), side(to).as_str()),
+                ("server", "controller") | ("controller", "server")
+            )
+        })
+        .map(|(from, to)| {
+            format!(
+                "src/{} -> src/{}",
+                files[from].display(),
+                files[to].display()
+            )
+        })
+        .collect();
+    assert!(
+        across.is_empty(),
+        "receiver and controllers depend on each other: {across:?}"
+    );
+}
+
+#[test]
+fn the_layer_check_sees_an_upward_edge() {
+    // The check is not vacuous: the receiver is above the compiled route, and the
+    // compiled route's dependency on the receiver would be upward.
+    let at = |m: &[&str]| layer(&m.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert!(at(&["route", "compile"]) < at(&["server", "webhook"]));
+    assert!(at(&["event"]) < at(&["api", "route"]));
+    assert_eq!(at(&["nowhere"]), None);
+}
+
+/// No function in `src/controller/` is longer than this many lines (issue 17: the executor
+/// is decisions in `decide.rs` and a thin loop).
+const LONGEST_CONTROLLER_FUNCTION: usize = 60;
+
+#[test]
+fn controller_functions_are_short() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/controller");
+    let mut long = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Unit tests are not the controller's code.
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        let lines: Vec<&str> = code.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let indent = &line[..line.len() - trimmed.len()];
+            let is_fn = [
+                "fn ",
+                "pub fn ",
+                "async fn ",
+                "pub async fn ",
+                "pub(crate) fn ",
+            ]
+            .iter()
+            .any(|p| trimmed.starts_with(p));
+            if !is_fn || trimmed.ends_with(';') {
+                continue;
+            }
+            let close = format!("{indent}}}");
+            if let Some(len) = lines[i..].iter().position(|l| *l == close) {
+                if len + 1 > LONGEST_CONTROLLER_FUNCTION {
+                    long.push(format!("{}:{} ({} lines)", path.display(), i + 1, len + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {LONGEST_CONTROLLER_FUNCTION} lines: {long:?}"
     );
 }
 

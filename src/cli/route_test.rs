@@ -10,12 +10,12 @@ use kube::ResourceExt;
 use serde::Deserialize;
 
 use crate::api::StatusedRoute;
-use crate::controller::plan::{PlanInput, Planned, plan};
 use crate::event::{Envelope, EnvelopeError};
 use crate::expr::Scope;
 use crate::naming::delivery_name;
 use crate::route::compile::compile_route;
 use crate::route::error::CompileError;
+use crate::route::plan::{PlanInput, Planned, plan};
 use crate::secrets::{SecretSet, SecretValue};
 use crate::targets::request::RenderContext;
 

@@ -15,7 +15,6 @@ use tracing::{debug, info, instrument, warn};
 
 use super::decide::{self, Observed, Plan, Step, decide};
 use super::executor::Executor;
-use super::plan::{PlanInput, Planned, Rendered, attach, plan};
 use super::redeliver;
 use super::retry::RetryPolicy;
 use super::route_activity::Activity;
@@ -25,6 +24,7 @@ use crate::api::{
     StatusedDeliveryStatus, TargetStatus,
 };
 use crate::expr::Scope;
+use crate::route::plan::{PlanInput, Planned, Rendered, attach, plan};
 use crate::route::{CompiledRoute, RouteKey};
 use crate::route_cache::RouteIndex;
 use crate::targets::create::create_once;

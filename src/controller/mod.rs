@@ -8,7 +8,6 @@ pub mod event_budget;
 pub mod executor;
 pub mod history;
 pub mod ledger;
-pub mod plan;
 pub mod pruner;
 pub mod redeliver;
 pub mod redelivery_requests;

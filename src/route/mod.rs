@@ -6,6 +6,7 @@
 pub mod compile;
 pub mod error;
 pub mod history;
+pub mod plan;
 
 use crate::api::MatchedTarget;
 use crate::api::StatusedRoute;
