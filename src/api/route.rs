@@ -6,22 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::secrets::SecretKeySelector;
-use crate::targets::argo::ArgoWorkflowTarget;
-use crate::targets::azure_devops::AzureDevOpsTarget;
-use crate::targets::bitrise::BitriseTarget;
-use crate::targets::circleci::CircleciTarget;
-use crate::targets::github::dispatch::GithubDispatchTarget;
-use crate::targets::gitlab::GitlabPipelineTarget;
-use crate::targets::jenkins::JenkinsTarget;
-use crate::targets::launchdarkly::LaunchdarklyTarget;
-use crate::targets::listener::{ArgoEventsWebhookTarget, TektonEventListenerTarget};
-use crate::targets::opsgenie::OpsgenieTarget;
-use crate::targets::pagerduty::PagerdutyTarget;
-use crate::targets::slack::SlackTarget;
-use crate::targets::teams::TeamsTarget;
-use crate::targets::tekton::TektonTarget;
-use crate::targets::unleash::UnleashTarget;
-use crate::targets::webhook::WebhookTarget;
+pub use crate::targets::TargetKind;
 
 /// One Statused webhook endpoint (`/hooks/<namespace>/<name>`) and the rules that decide what
 /// each of its events triggers.
@@ -207,64 +192,6 @@ impl<'de> Deserialize<'de> for Target {
                 .map_err(D::Error::custom)?,
         })
     }
-}
-
-impl TargetKind {
-    /// Every kind as spelled in YAML, read from the enum's own schema.
-    pub fn names() -> &'static [&'static str] {
-        static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-        NAMES.get_or_init(|| {
-            let schema = schemars::schema_for!(TargetKind).to_value();
-            schema["oneOf"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|variant| variant["required"][0].as_str())
-                .map(|name| &*Box::leak(name.to_string().into_boxed_str()))
-                .collect()
-        })
-    }
-}
-
-/// Every target kind, one variant each, spelled in YAML as the variant's camelCase name.
-/// A kind is this variant plus its file under `src/targets/` (see ARCHITECTURE.md).
-#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum TargetKind {
-    /// GitHub Actions: `repository_dispatch` or `workflow_dispatch`.
-    GithubDispatch(GithubDispatchTarget),
-    /// Any HTTP endpoint.
-    Webhook(WebhookTarget),
-    /// A Tekton PipelineRun, created in the route's namespace.
-    Tekton(TektonTarget),
-    /// An Argo Workflow from a (Cluster)WorkflowTemplate, created in the route's namespace.
-    ArgoWorkflow(ArgoWorkflowTarget),
-    /// A Tekton Triggers EventListener.
-    TektonEventListener(TektonEventListenerTarget),
-    /// An Argo Events webhook EventSource.
-    ArgoEventsWebhook(ArgoEventsWebhookTarget),
-    /// A GitLab pipeline, through a pipeline trigger token.
-    GitlabPipeline(GitlabPipelineTarget),
-    /// A Bitrise build.
-    Bitrise(BitriseTarget),
-    /// A CircleCI pipeline.
-    Circleci(CircleciTarget),
-    /// A Jenkins job, through the Generic Webhook Trigger plugin.
-    Jenkins(JenkinsTarget),
-    /// An Azure Pipelines run, through an Incoming WebHook service connection.
-    AzureDevOps(AzureDevOpsTarget),
-    /// A Slack incoming webhook.
-    Slack(SlackTarget),
-    /// A Microsoft Teams Workflows webhook.
-    Teams(TeamsTarget),
-    /// A PagerDuty incident (Events API v2): trigger or resolve.
-    Pagerduty(PagerdutyTarget),
-    /// An Opsgenie alert (Alert API v2): create or close.
-    Opsgenie(OpsgenieTarget),
-    /// A LaunchDarkly feature flag turned on or off in one environment.
-    Launchdarkly(LaunchdarklyTarget),
-    /// An Unleash feature enabled or disabled in one environment.
-    Unleash(UnleashTarget),
 }
 
 #[serde_with::skip_serializing_none]

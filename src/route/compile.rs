@@ -27,7 +27,7 @@ pub fn referenced_secrets(route: &StatusedRoute) -> BTreeSet<String> {
         .spec
         .signing_secrets
         .iter()
-        .chain(targets.flat_map(|t| registry::kind(&t.kind).secret_refs()))
+        .chain(targets.flat_map(|t| t.kind.as_kind().secret_refs()))
         .map(|s| s.name.clone())
         .collect()
 }
@@ -39,7 +39,7 @@ pub fn required_apis(route: &StatusedRoute) -> BTreeSet<&'static ApiRef> {
         .rules
         .iter()
         .flat_map(|r| &r.targets)
-        .filter_map(|t| registry::kind(&t.kind).required_api())
+        .filter_map(|t| t.kind.as_kind().required_api())
         .collect()
 }
 
@@ -123,7 +123,7 @@ pub fn compile_route(
             .enumerate()
             .map(|(j, t)| {
                 let target_field = Field::new(format!("{field}.targets[{j}]"));
-                let kind = registry::kind(&t.kind);
+                let kind = t.kind.as_kind();
                 if let Some(api) = kind.required_api().filter(|a| missing_apis.contains(a)) {
                     return Err(CompileError {
                         reason: Reason::TargetAPINotInstalled,

@@ -1,11 +1,11 @@
-//! Compiles one target entry of a rule: finds its kind's [`Kind`] (the one `match` over
-//! [`TargetKind`], checked by the compiler) and applies the settings every kind shares.
+//! Compiles one target entry of a rule: its kind's [`Kind`] (see
+//! [`TargetKind::as_kind`](super::TargetKind::as_kind)) and the settings every kind shares.
 
 use std::time::Duration;
 
 use super::fields::Field;
-use super::kind::{CompiledTarget, Kind, Trigger};
-use crate::api::route::{OnUncertain, Target, TargetKind};
+use super::kind::{CompiledTarget, Trigger};
+use crate::api::route::{OnUncertain, Target};
 use crate::route::error::CompileError;
 use crate::secrets::SecretSet;
 
@@ -13,36 +13,13 @@ use crate::secrets::SecretSet;
 /// background.
 pub const MAX_TIMEOUT_SECONDS: u32 = 300;
 
-/// What the kind of a target entry does.
-pub fn kind(target: &TargetKind) -> &dyn Kind {
-    match target {
-        TargetKind::GithubDispatch(spec) => spec,
-        TargetKind::Webhook(spec) => spec,
-        TargetKind::Tekton(spec) => spec,
-        TargetKind::ArgoWorkflow(spec) => spec,
-        TargetKind::TektonEventListener(spec) => spec,
-        TargetKind::ArgoEventsWebhook(spec) => spec,
-        TargetKind::GitlabPipeline(spec) => spec,
-        TargetKind::Bitrise(spec) => spec,
-        TargetKind::Circleci(spec) => spec,
-        TargetKind::Jenkins(spec) => spec,
-        TargetKind::AzureDevOps(spec) => spec,
-        TargetKind::Slack(spec) => spec,
-        TargetKind::Teams(spec) => spec,
-        TargetKind::Pagerduty(spec) => spec,
-        TargetKind::Opsgenie(spec) => spec,
-        TargetKind::Launchdarkly(spec) => spec,
-        TargetKind::Unleash(spec) => spec,
-    }
-}
-
 /// Compiles one target entry; `field` is its path, e.g. `spec.rules[0].targets[1]`.
 pub fn compile(
     field: &Field,
     target: &Target,
     secrets: &SecretSet,
 ) -> Result<CompiledTarget, CompileError> {
-    let kind = kind(&target.kind);
+    let kind = target.kind.as_kind();
     let trigger = kind.compile(&field.at(kind.name()), secrets)?;
     let at_most_once = target.on_uncertain == OnUncertain::Fail;
     if at_most_once && matches!(trigger, Trigger::Kube(_)) {
