@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod conditions;
 pub mod config;
 pub mod context;
 pub mod controller;
@@ -25,6 +26,7 @@ pub mod operator;
 pub mod replay;
 pub mod route;
 pub mod routing;
+pub mod schema;
 pub mod secrets;
 pub mod server;
 pub mod signature;

@@ -2,7 +2,7 @@
 //!
 //! Each file under `src/` is a node. A file depends on another when it names a path into it:
 //! a `use` tree or any path in the code (`crate::x::y`, `super::z`, `self::w`, also inside
-//! attribute strings such as `schema_with = "crate::api::schema::any_json"`). A path resolves
+//! attribute strings such as `schema_with = "crate::schema::any_json"`). A path resolves
 //! to the deepest file it reaches; naming an item of a `mod.rs` is a dependency on that
 //! `mod.rs`, while declaring a child module (`pub mod argo;`) is not. The test fails on any
 //! group of files that reach each other, and names them.

@@ -204,7 +204,7 @@ pub struct StatusedRouteStatus {
     /// Full URL, when the operator knows its public URL.
     pub webhook_url: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "crate::api::schema::conditions")]
+    #[schemars(schema_with = "crate::schema::conditions")]
     pub conditions: Vec<Condition>,
     pub last_event: Option<LastEvent>,
     pub last_delivery: Option<LastDelivery>,
@@ -233,5 +233,22 @@ pub struct LastDelivery {
 impl StatusedRoute {
     pub fn webhook_path(namespace: &str, name: &str) -> String {
         format!("/hooks/{namespace}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_sets_exactly_one_kind() {
+        let two = serde_json::json!({
+            "webhook": {"url": "http://x/"}, "tekton": {"pipelineRef": {"name": "p"}}
+        });
+        let err = serde_json::from_value::<Target>(two).unwrap_err();
+        assert!(err.to_string().contains("exactly one"), "{err}");
+        let none = serde_json::json!({"timeoutSeconds": 5});
+        let err = serde_json::from_value::<Target>(none).unwrap_err();
+        assert!(err.to_string().contains("exactly one"), "{err}");
     }
 }

@@ -4,7 +4,8 @@
 //! kinds, never on the controllers or the servers.
 
 pub mod compile;
-pub mod error;
+/// [`CompileError`](error::CompileError) is declared with the target kinds, which return it.
+pub use crate::targets::error;
 pub mod history;
 
 use crate::api::MatchedTarget;

@@ -9,7 +9,7 @@ use super::fields::{Field, base_url, required};
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use super::signing::{Algorithm, BodySignature, BodySigner};
-use crate::route::error::CompileError;
+use super::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet};
 
 pub const DEFAULT_BASE_URL: &str = "https://dev.azure.com";
@@ -24,7 +24,7 @@ pub struct AzureDevOpsTarget {
     pub api_version: Option<String>,
     /// JSON body; strings are templated. Defaults to the whole CloudEvent.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_json")]
+    #[schemars(schema_with = "crate::schema::any_json")]
     pub body: Option<serde_json::Value>,
     /// The connection's Secret: HMAC-SHA1 of the body in its "Http Header" (header defaults
     /// to `X-Hub-Signature`, prefix to `sha1=`).

@@ -12,7 +12,7 @@ use super::fields::{Field, base_url, credential_text, join_url, required, token}
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
 use crate::expr::{JsonTemplate, Template};
-use crate::route::error::CompileError;
+use super::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
@@ -31,7 +31,7 @@ pub struct CircleciTarget {
     pub tag: Option<String>,
     /// Pipeline parameters: strings are templated, numbers and booleans pass as they are.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub parameters: BTreeMap<String, Value>,
     /// Secret key holding a personal API token (key defaults to `token`).
     pub token_secret_ref: SecretKeySelector,

@@ -6,9 +6,9 @@ use std::fmt;
 
 use reqwest::Url;
 
+use super::error::CompileError;
 use super::request::RenderError;
 use crate::expr::{JsonTemplate, Scope, Template};
-use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
 /// Where a value sits in a route, for error messages:

@@ -23,7 +23,7 @@ use super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
 use crate::expr::Template;
-use crate::route::error::CompileError;
+use super::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://app.launchdarkly.com";

@@ -12,7 +12,7 @@ use super::fields::Field;
 use super::kind::{Kind, Trigger};
 use super::signing::{BodySignature, BodySigner};
 use super::webhook::{self, Webhook, WebhookTarget};
-use crate::route::error::CompileError;
+use super::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet};
 
 spec! {
@@ -31,7 +31,7 @@ pub struct ListenerTarget {
     pub headers_secret_ref: Option<SecretKeySelector>,
     /// JSON body; strings are templated. Defaults to the whole CloudEvent.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_json")]
+    #[schemars(schema_with = "crate::schema::any_json")]
     pub body: Option<serde_json::Value>,
     /// HMAC-SHA256 of the body; header defaults to `X-Hub-Signature-256`, prefix to `sha256=`.
     pub signature: Option<BodySignature>,

@@ -5,10 +5,13 @@
 //! and its [`TargetKind`] variant.
 //!
 //! The shared pieces, one concern each: [`kind`] (the trait and what compiling yields),
-//! [`registry`] (the settings every kind shares), [`request`]
-//! (an HTTP request, redaction, the HTTP trait), [`fields`] (field helpers), [`objects`]
-//! (in-cluster kinds), [`send`] and [`create`] (doing it), [`signing`] and [`message`]
+//! [`error`] (why a target does not compile), [`request`] (an HTTP request, redaction, the
+//! HTTP trait), [`fields`] (field helpers), [`objects`] (in-cluster kinds), [`send`] and
+//! [`create`] (doing it), [`outcome`] (what an attempt came to), [`signing`] and [`message`]
 //! (body signatures and chat message text).
+//!
+//! They name nothing from the API types (`api/`, which embed [`TargetKind`]) nor from the
+//! compiled route (`route/`), only the pure modules below them.
 
 /// Declares a kind's spec type, part of the CRD: camelCase in YAML, unset optional fields
 /// left out when written, a JSON schema for the CRD, and `Default` for tests and fixtures.
@@ -95,13 +98,13 @@ impl TargetKind {
 // What the kinds share.
 pub mod create;
 pub mod credentials;
+pub mod error;
 pub mod fields;
 pub mod kind;
 pub mod message;
 pub mod objects;
 pub mod outbound;
 pub mod outcome;
-pub mod registry;
 pub mod request;
 pub mod send;
 pub mod signing;

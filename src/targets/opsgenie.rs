@@ -19,7 +19,7 @@ use super::kind::{Kind, Trigger};
 use super::message::default_message;
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
 use crate::expr::Template;
-use crate::route::error::CompileError;
+use super::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
 pub const US_BASE_URL: &str = "https://api.opsgenie.com";

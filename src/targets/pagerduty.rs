@@ -15,7 +15,7 @@ use super::kind::{Kind, Trigger};
 use super::message::default_message;
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use crate::expr::Template;
-use crate::route::error::CompileError;
+use super::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://events.pagerduty.com";

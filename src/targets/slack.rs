@@ -9,7 +9,7 @@ use super::kind::{Kind, Trigger};
 use super::message::{default_message, slack_escape};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use crate::expr::{JsonTemplate, Template};
-use crate::route::error::CompileError;
+use super::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::SecretSet;
 
@@ -21,7 +21,7 @@ pub struct SlackTarget {
     pub text: Option<String>,
     /// Block Kit blocks; strings are templated. `text` is then the notification fallback.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_json")]
+    #[schemars(schema_with = "crate::schema::any_json")]
     pub blocks: Option<Value>,
 }
 }

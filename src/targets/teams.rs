@@ -8,7 +8,7 @@ use super::kind::{Kind, Trigger};
 use super::message::{Tone, default_message, markdown_escape};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use crate::expr::{JsonTemplate, Template};
-use crate::route::error::CompileError;
+use super::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::SecretSet;
 
@@ -24,7 +24,7 @@ pub struct TeamsTarget {
     pub text: Option<String>,
     /// A whole Adaptive Card (`{"type": "AdaptiveCard", ...}`) instead; strings are templated.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub card: Option<Value>,
 }
 }

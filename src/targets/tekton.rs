@@ -10,7 +10,7 @@ use super::objects::{ApiRef, CompiledMetadata, ExtraMetadata, KubeTarget};
 use super::request::{RenderContext, RenderError};
 use crate::expr::Template;
 use crate::naming::ObjectIdentity;
-use crate::route::error::CompileError;
+use super::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet};
 
 pub const PIPELINE_RUN: ApiRef = ApiRef {
@@ -59,7 +59,7 @@ pub struct ResolverParam {
 pub struct TektonParam {
     pub name: String,
     /// A string, an array of strings or an object of strings.
-    #[schemars(schema_with = "crate::api::schema::any_json")]
+    #[schemars(schema_with = "crate::schema::any_json")]
     pub value: Value,
 }
 
@@ -75,19 +75,19 @@ pub struct WorkspaceBinding {
     pub name: String,
     pub sub_path: Option<String>,
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub volume_claim_template: Option<Value>,
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub empty_dir: Option<Value>,
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub secret: Option<Value>,
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub config_map: Option<Value>,
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub persistent_volume_claim: Option<Value>,
 }
 }
@@ -363,7 +363,7 @@ impl KubeTarget for Tekton {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::conditions::Reason;
+    use crate::conditions::Reason;
     use crate::targets::test_support::{compile_kube, identity, scope};
 
     fn spec(v: Value) -> TektonTarget {

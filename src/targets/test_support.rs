@@ -1,13 +1,13 @@
 //! What the kinds' unit tests share: the sample event, the request a target builds for it,
 //! and an object identity.
 
+use super::error::CompileError;
 use super::fields::Field;
 use super::kind::{Kind, Trigger};
 use super::objects::KubeTarget;
 use super::request::{HttpRequest, HttpTarget, RenderContext};
 use crate::expr::Scope;
 use crate::naming::{IdentityInput, ObjectIdentity};
-use crate::route::error::CompileError;
 use crate::secrets::SecretSet;
 
 /// The `build-valid` sample as targets see it.

@@ -12,7 +12,7 @@ use super::request::{
 };
 use super::signing::{BodySignature, BodySigner};
 use crate::expr::Template;
-use crate::route::error::CompileError;
+use super::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
@@ -33,7 +33,7 @@ pub struct WebhookTarget {
     pub headers_secret_ref: Option<SecretKeySelector>,
     /// JSON body; strings are templated. Defaults to the whole CloudEvent.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_json")]
+    #[schemars(schema_with = "crate::schema::any_json")]
     pub body: Option<serde_json::Value>,
     /// Re-sign the body sent with HMAC-SHA256; header defaults to `X-Statused-Signature`,
     /// prefix to `sha256=`.
@@ -223,7 +223,7 @@ impl Kind for WebhookTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::conditions::Reason;
+    use crate::conditions::Reason;
     use crate::expr::Scope;
     use serde_json::json;
 

@@ -17,9 +17,9 @@ use super::super::request::{
 };
 use super::app::{GithubApp, GithubAppAuth};
 use super::{DEFAULT_API_URL, github_headers};
-use crate::api::delivery::CreatedObject;
+use super::super::outcome::CreatedObject;
 use crate::expr::{JsonTemplate, Template};
-use crate::route::error::CompileError;
+use super::super::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
@@ -39,7 +39,7 @@ pub struct GithubDispatchTarget {
     pub event_type: Option<String>,
     /// `repository_dispatch`: up to 10 top-level properties, values templated.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub client_payload: Option<Value>,
     /// `workflow_dispatch`: the workflow file name (`release.yml`) or id. Set this or
     /// `eventType`.
@@ -355,7 +355,7 @@ impl HttpTarget for GithubDispatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::conditions::Reason;
+    use crate::conditions::Reason;
     use crate::targets::test_support::{compile_http, scope};
 
     fn spec(v: Value) -> GithubDispatchTarget {
