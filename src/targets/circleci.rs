@@ -159,22 +159,11 @@ impl HttpTarget for Circleci {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::{compile_http, scope};
+    use crate::targets::test_support::{compile_http, sent};
 
     fn build(v: Value) -> HttpRequest {
-        let spec: CircleciTarget = serde_json::from_value(v).unwrap();
-        let t = compile_http(
-            &spec,
-            &SecretSet::new("ns").with("cci", &[("token", "CCIPAT_x")]),
-        )
-        .unwrap();
-        let scope = scope();
-        t.build_request(&RenderContext {
-            scope: &scope,
-            event_id: "e",
-            round: 0,
-        })
-        .unwrap()
+        let secrets = SecretSet::new("ns").with("cci", &[("token", "CCIPAT_x")]);
+        sent::<CircleciTarget>(v, &secrets).1
     }
 
     #[test]

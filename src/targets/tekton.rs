@@ -364,7 +364,7 @@ impl KubeTarget for Tekton {
 mod tests {
     use super::*;
     use crate::conditions::Reason;
-    use crate::targets::test_support::{compile_kube, identity, scope};
+    use crate::targets::test_support::{compile_kube, identity, object};
 
     fn spec(v: Value) -> TektonTarget {
         serde_json::from_value(v).unwrap()
@@ -387,13 +387,7 @@ mod tests {
                 "annotations": {"example.com/why": "$(data.status)"}
             })))
         .unwrap();
-        let scope = scope();
-        let ctx = RenderContext {
-            scope: &scope,
-            event_id: "ev-1",
-            round: 0,
-        };
-        let obj = t.build_object(&ctx, &identity()).unwrap();
+        let obj = object(&*t);
         assert_eq!(obj["apiVersion"], "tekton.dev/v1");
         assert_eq!(obj["kind"], "PipelineRun");
         assert_eq!(obj["metadata"]["name"], identity().name);
@@ -424,17 +418,7 @@ mod tests {
                 {"name": "url", "value": "https://example.com/ci.git"},
                 {"name": "revision", "value": "release-$(data.version)"}]}})))
         .unwrap();
-        let scope = scope();
-        let obj = t
-            .build_object(
-                &RenderContext {
-                    scope: &scope,
-                    event_id: "e",
-                    round: 0,
-                },
-                &identity(),
-            )
-            .unwrap();
+        let obj = object(&*t);
         assert_eq!(
             obj["spec"]["pipelineRef"],
             json!({"resolver": "git", "params": [{"name": "url", "value": "https://example.com/ci.git"},

@@ -131,14 +131,7 @@ mod tests {
         }))
         .unwrap();
         let t = crate::targets::test_support::compile_http(&spec, &secrets()).unwrap();
-        let scope = crate::targets::test_support::scope();
-        let err = t
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "e",
-                round: 0,
-            })
-            .unwrap_err();
+        let err = crate::targets::test_support::try_request(&t).unwrap_err();
         assert!(err.to_string().contains("not one of off, on"), "{err}");
     }
 }
