@@ -8,12 +8,19 @@ use super::fields::EventBody;
 use super::fields::{Field, base_url, required};
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
-use super::signing::{Algorithm, BodySignature, BodySigner};
+use super::signing::{Algorithm, BodySignature, BodySigner, Scheme};
 use super::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet};
 
 pub const DEFAULT_BASE_URL: &str = "https://dev.azure.com";
 pub const DEFAULT_API_VERSION: &str = "6.0-preview";
+/// The HMAC-SHA1 an Incoming WebHook service connection checks (it documents nothing else).
+const SIGNATURE: Scheme = Scheme {
+    header: "X-Hub-Signature",
+    prefix: "sha1=",
+    algorithm: Algorithm::Sha1,
+    exact_key: false,
+};
 
 spec! {
 pub struct AzureDevOpsTarget {
@@ -85,13 +92,11 @@ impl Kind for AzureDevOpsTarget {
             .signature
             .as_ref()
             .map(|s| {
-                BodySigner::compile_with(
+                BodySigner::compile(
                     &field.at("signature"),
                     s,
                     secrets,
-                    "X-Hub-Signature",
-                    "sha1=",
-                    Algorithm::Sha1,
+                    &SIGNATURE,
                 )
             })
             .transpose()?;
