@@ -5,13 +5,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::error::CompileError;
 use super::fields::Field;
 use super::kind::{Kind, Trigger};
 use super::objects::{ApiRef, CompiledMetadata, ExtraMetadata, KubeTarget};
 use super::request::{RenderContext, RenderError};
 use crate::expr::Template;
 use crate::naming::ObjectIdentity;
-use super::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet};
 
 pub const WORKFLOW: ApiRef = ApiRef {

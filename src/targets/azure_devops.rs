@@ -4,12 +4,12 @@
 
 use reqwest::Url;
 
+use super::error::CompileError;
 use super::fields::EventBody;
 use super::fields::{Field, base_url, required};
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use super::signing::{Algorithm, BodySignature, BodySigner, Scheme};
-use super::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet};
 
 pub const DEFAULT_BASE_URL: &str = "https://dev.azure.com";

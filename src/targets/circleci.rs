@@ -8,11 +8,11 @@ use reqwest::Url;
 use reqwest::header::HeaderName;
 use serde_json::{Value, json};
 
+use super::error::CompileError;
 use super::fields::{Field, base_url, credential_text, join_url, required, token};
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
 use crate::expr::{JsonTemplate, Template};
-use super::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 

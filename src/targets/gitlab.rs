@@ -9,6 +9,7 @@ use reqwest::{Method, Url};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::error::CompileError;
 use super::fields::{
     Field, base_url, compile_templates, credential_text, join_url, path_segment, render_templates,
     required, token,
@@ -16,7 +17,6 @@ use super::fields::{
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use crate::expr::{JsonTemplate, Template};
-use super::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 

@@ -5,12 +5,12 @@
 use reqwest::Url;
 use reqwest::header::HeaderName;
 
+use super::error::CompileError;
 use super::fields::EventBody;
 use super::fields::{Field, base_url, credential_text, join_url, token};
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
 use super::send::Class;
-use super::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
 spec! {

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::error::CompileError;
 use super::fields::Field;
 use super::kind::{Kind, Trigger};
 use super::signing::{Algorithm, BodySignature, BodySigner, Scheme};
 use super::webhook::{self, Webhook, WebhookTarget};
-use super::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet};
 
 spec! {

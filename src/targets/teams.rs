@@ -3,12 +3,12 @@
 
 use serde_json::{Value, json};
 
+use super::error::CompileError;
 use super::fields::{Field, SecretUrl, compile_json_opt, compile_opt, render_opt};
 use super::kind::{Kind, Trigger};
 use super::message::{Tone, default_message, markdown_escape};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError};
 use crate::expr::{JsonTemplate, Template};
-use super::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::SecretSet;
 

@@ -8,12 +8,12 @@
 use reqwest::Method;
 use reqwest::header::AUTHORIZATION;
 
+use super::error::CompileError;
 use super::fields::{Choice, Field, base_url, credential_text, path_segment, required, token};
 use super::kind::{Kind, Trigger};
 use super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
-use super::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
 /// The first is the default: features off while an app is in review.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 
+use super::error::CompileError;
 use super::fields::{EventBody, Field};
 use super::kind::{Kind, Trigger};
 use super::request::{
@@ -12,7 +13,6 @@ use super::request::{
 };
 use super::signing::{Algorithm, BodySignature, BodySigner, Scheme};
 use crate::expr::Template;
-use super::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 

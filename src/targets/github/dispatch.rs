@@ -10,16 +10,16 @@ use reqwest::Url;
 use reqwest::header::AUTHORIZATION;
 use serde_json::{Value, json};
 
+use super::super::error::CompileError;
 use super::super::fields::{Field, base_url, credential_text, token};
 use super::super::kind::{Kind, Trigger};
+use super::super::outcome::CreatedObject;
 use super::super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
 use super::app::{GithubApp, GithubAppAuth};
 use super::{DEFAULT_API_URL, github_headers};
-use super::super::outcome::CreatedObject;
 use crate::expr::{JsonTemplate, Template};
-use super::super::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
