@@ -3,10 +3,10 @@
 use std::cell::OnceCell;
 
 use crate::api::RuleMatch;
-use crate::api::conditions::Reason;
+use crate::conditions::Reason;
 use crate::event::{Envelope, MatchFields, normalize_status};
 use crate::expr::{ExprError, Expression, Scope};
-use crate::route::error::CompileError;
+use crate::targets::error::CompileError;
 
 /// A rule's `match`, compiled.
 #[derive(Debug)]

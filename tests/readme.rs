@@ -1,6 +1,7 @@
 //! The README's reference tables match the code: the metrics table lists exactly the families
 //! the operator exports, with their types, and the layout table names every module, so a
-//! metric or a file added later cannot go undocumented silently.
+//! metric or a file added later cannot go undocumented silently; the target kinds table has a
+//! row per kind.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -105,5 +106,28 @@ fn the_layout_table_names_every_module() {
     assert!(
         missing.is_empty(),
         "README's layout table does not name: {missing:?}"
+    );
+}
+
+#[test]
+fn the_kinds_table_has_a_row_per_target_kind() {
+    let rows: Vec<String> = section(&readme(), "### Target kinds")
+        .iter()
+        .filter_map(|row| row.strip_prefix("| `"))
+        .filter_map(|row| row.split_once('`'))
+        .map(|(kind, _)| kind.to_string())
+        .collect();
+    let names = statused_operator::api::route::TargetKind::names();
+    let missing: Vec<_> = names
+        .iter()
+        .filter(|k| !rows.contains(&k.to_string()))
+        .collect();
+    let unknown: Vec<_> = rows
+        .iter()
+        .filter(|k| !names.contains(&k.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "README's target kinds table lacks {missing:?} and lists {unknown:?}, which is no kind"
     );
 }

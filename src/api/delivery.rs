@@ -5,6 +5,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::targets::outcome::CreatedObject;
+
 /// One accepted event for one route, the targets it matched and what happened to each.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
 #[kube(
@@ -122,7 +124,7 @@ pub struct DeliveredEvent {
     pub time: Option<String>,
     pub subject: Option<String>,
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_json")]
+    #[schemars(schema_with = "crate::schema::any_json")]
     pub data: serde_json::Value,
 }
 
@@ -239,20 +241,6 @@ pub struct TargetStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub listener_event_id: Option<String>,
-}
-
-/// A reference to an object a target created.
-#[serde_with::skip_serializing_none]
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CreatedObject {
-    pub api_version: String,
-    pub kind: String,
-    pub name: String,
-    pub uid: Option<String>,
-    /// Where to see it, for what a target started outside the cluster (a GitHub workflow
-    /// run's page).
-    pub url: Option<String>,
 }
 
 impl StatusedDelivery {

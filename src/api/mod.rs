@@ -1,15 +1,16 @@
-//! The `statused.dev/v1alpha1` API: CRD types, schema helpers and conditions.
+//! The `statused.dev/v1alpha1` API: CRD types.
 
-pub mod conditions;
+/// The Ready condition's reasons, which live below the API so that the target kinds can
+/// name them; still reachable here for the controllers.
 pub mod delivery;
 pub mod fixtures;
 pub mod redelivery;
 pub mod route;
-pub mod schema;
 
+pub use crate::targets::outcome::CreatedObject;
 pub use delivery::{
-    CreatedObject, DeliveredEvent, DeliveryPhase, MatchedTarget, StatusedDelivery,
-    StatusedDeliverySpec, StatusedDeliveryStatus, TargetStatus,
+    DeliveredEvent, DeliveryPhase, MatchedTarget, StatusedDelivery, StatusedDeliverySpec,
+    StatusedDeliveryStatus, TargetStatus,
 };
 pub use redelivery::{
     RedeliveryTargets, StatusedRedelivery, StatusedRedeliverySpec, StatusedRedeliveryStatus,

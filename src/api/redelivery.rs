@@ -72,7 +72,7 @@ pub struct StatusedRedeliveryStatus {
     /// run again (`NothingToRedeliver`); False when it does not exist (`DeliveryNotFound`);
     /// Unknown while it is still running (`DeliveryNotFinished`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "crate::api::schema::conditions")]
+    #[schemars(schema_with = "crate::schema::conditions")]
     pub conditions: Vec<Condition>,
     /// The delivery's redelivery round this request started (its `status.redeliveries`).
     pub round: Option<u32>,

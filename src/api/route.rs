@@ -6,22 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::secrets::SecretKeySelector;
-use crate::targets::argo::ArgoWorkflowTarget;
-use crate::targets::azure_devops::AzureDevOpsTarget;
-use crate::targets::bitrise::BitriseTarget;
-use crate::targets::circleci::CircleciTarget;
-use crate::targets::github::dispatch::GithubDispatchTarget;
-use crate::targets::gitlab::GitlabPipelineTarget;
-use crate::targets::jenkins::JenkinsTarget;
-use crate::targets::launchdarkly::LaunchdarklyTarget;
-use crate::targets::listener::{ArgoEventsWebhookTarget, TektonEventListenerTarget};
-use crate::targets::opsgenie::OpsgenieTarget;
-use crate::targets::pagerduty::PagerdutyTarget;
-use crate::targets::slack::SlackTarget;
-use crate::targets::teams::TeamsTarget;
-use crate::targets::tekton::TektonTarget;
-use crate::targets::unleash::UnleashTarget;
-use crate::targets::webhook::WebhookTarget;
+pub use crate::targets::TargetKind;
 
 /// One Statused webhook endpoint (`/hooks/<namespace>/<name>`) and the rules that decide what
 /// each of its events triggers.
@@ -209,64 +194,6 @@ impl<'de> Deserialize<'de> for Target {
     }
 }
 
-impl TargetKind {
-    /// Every kind as spelled in YAML, read from the enum's own schema.
-    pub fn names() -> &'static [&'static str] {
-        static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-        NAMES.get_or_init(|| {
-            let schema = schemars::schema_for!(TargetKind).to_value();
-            schema["oneOf"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|variant| variant["required"][0].as_str())
-                .map(|name| &*Box::leak(name.to_string().into_boxed_str()))
-                .collect()
-        })
-    }
-}
-
-/// Every target kind, one variant each, spelled in YAML as the variant's camelCase name.
-/// A kind is this variant plus its file under `src/targets/` (see ARCHITECTURE.md).
-#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum TargetKind {
-    /// GitHub Actions: `repository_dispatch` or `workflow_dispatch`.
-    GithubDispatch(GithubDispatchTarget),
-    /// Any HTTP endpoint.
-    Webhook(WebhookTarget),
-    /// A Tekton PipelineRun, created in the route's namespace.
-    Tekton(TektonTarget),
-    /// An Argo Workflow from a (Cluster)WorkflowTemplate, created in the route's namespace.
-    ArgoWorkflow(ArgoWorkflowTarget),
-    /// A Tekton Triggers EventListener.
-    TektonEventListener(TektonEventListenerTarget),
-    /// An Argo Events webhook EventSource.
-    ArgoEventsWebhook(ArgoEventsWebhookTarget),
-    /// A GitLab pipeline, through a pipeline trigger token.
-    GitlabPipeline(GitlabPipelineTarget),
-    /// A Bitrise build.
-    Bitrise(BitriseTarget),
-    /// A CircleCI pipeline.
-    Circleci(CircleciTarget),
-    /// A Jenkins job, through the Generic Webhook Trigger plugin.
-    Jenkins(JenkinsTarget),
-    /// An Azure Pipelines run, through an Incoming WebHook service connection.
-    AzureDevOps(AzureDevOpsTarget),
-    /// A Slack incoming webhook.
-    Slack(SlackTarget),
-    /// A Microsoft Teams Workflows webhook.
-    Teams(TeamsTarget),
-    /// A PagerDuty incident (Events API v2): trigger or resolve.
-    Pagerduty(PagerdutyTarget),
-    /// An Opsgenie alert (Alert API v2): create or close.
-    Opsgenie(OpsgenieTarget),
-    /// A LaunchDarkly feature flag turned on or off in one environment.
-    Launchdarkly(LaunchdarklyTarget),
-    /// An Unleash feature enabled or disabled in one environment.
-    Unleash(UnleashTarget),
-}
-
 #[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -277,7 +204,7 @@ pub struct StatusedRouteStatus {
     /// Full URL, when the operator knows its public URL.
     pub webhook_url: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "crate::api::schema::conditions")]
+    #[schemars(schema_with = "crate::schema::conditions")]
     pub conditions: Vec<Condition>,
     pub last_event: Option<LastEvent>,
     pub last_delivery: Option<LastDelivery>,
@@ -306,5 +233,22 @@ pub struct LastDelivery {
 impl StatusedRoute {
     pub fn webhook_path(namespace: &str, name: &str) -> String {
         format!("/hooks/{namespace}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_sets_exactly_one_kind() {
+        let two = serde_json::json!({
+            "webhook": {"url": "http://x/"}, "tekton": {"pipelineRef": {"name": "p"}}
+        });
+        let err = serde_json::from_value::<Target>(two).unwrap_err();
+        assert!(err.to_string().contains("exactly one"), "{err}");
+        let none = serde_json::json!({"timeoutSeconds": 5});
+        let err = serde_json::from_value::<Target>(none).unwrap_err();
+        assert!(err.to_string().contains("exactly one"), "{err}");
     }
 }

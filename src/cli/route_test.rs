@@ -14,9 +14,9 @@ use crate::event::{Envelope, EnvelopeError};
 use crate::expr::Scope;
 use crate::naming::delivery_name;
 use crate::route::compile::compile_route;
-use crate::route::error::CompileError;
 use crate::route::plan::{PlanInput, Planned, plan};
 use crate::secrets::{SecretSet, SecretValue};
+use crate::targets::error::CompileError;
 use crate::targets::request::RenderContext;
 
 /// Why a manifest file could not be read.
@@ -259,7 +259,7 @@ mod tests {
         assert!(err.to_string().contains("SecretNotFound"), "{err}");
         assert!(
             matches!(&err, ReportError::RouteNotReady { error, .. }
-                if error.reason == crate::api::conditions::Reason::SecretNotFound),
+                if error.reason == crate::conditions::Reason::SecretNotFound),
             "{err:?}"
         );
     }

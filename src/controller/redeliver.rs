@@ -207,7 +207,7 @@ pub fn answered(request: &StatusedRedelivery) -> bool {
     request
         .status
         .as_ref()
-        .and_then(|s| crate::api::conditions::find(&s.conditions, ACCEPTED))
+        .and_then(|s| crate::conditions::find(&s.conditions, ACCEPTED))
         .is_some_and(|c| c.status != "Unknown")
 }
 
@@ -266,7 +266,7 @@ pub fn request_status(
     };
     let (status, reason, message, round, targets) = said(answer, delivery);
     let previous_condition =
-        previous.and_then(|p| crate::api::conditions::find(&p.conditions, ACCEPTED));
+        previous.and_then(|p| crate::conditions::find(&p.conditions, ACCEPTED));
     let last_transition_time = match previous_condition {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => now,

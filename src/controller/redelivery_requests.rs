@@ -178,7 +178,7 @@ async fn claim(
 /// is looked at afresh.
 fn still_waiting(ctx: &Executor, ns: &str, request: &StatusedRedelivery) -> Option<Duration> {
     let status = request.status.as_ref()?;
-    let condition = crate::api::conditions::find(&status.conditions, redeliver::ACCEPTED)?;
+    let condition = crate::conditions::find(&status.conditions, redeliver::ACCEPTED)?;
     if condition.reason != redeliver::WAITING || status.claim.is_some() {
         return None;
     }
@@ -195,7 +195,7 @@ fn still_waiting(ctx: &Executor, ns: &str, request: &StatusedRedelivery) -> Opti
 
 /// How long a request has been waiting, as its status says.
 fn waited(status: &StatusedRedeliveryStatus) -> Duration {
-    crate::api::conditions::find(&status.conditions, redeliver::ACCEPTED)
+    crate::conditions::find(&status.conditions, redeliver::ACCEPTED)
         .filter(|c| c.reason == redeliver::WAITING)
         .map(|c| jiff::Timestamp::now().duration_since(c.last_transition_time.0))
         .and_then(|d| Duration::try_from(d).ok())

@@ -17,15 +17,15 @@ use tracing::{debug, info, instrument, warn};
 
 use super::status::{route_status, route_status_changed};
 use super::{Error, scoped_api};
-use crate::api::conditions::Reason;
 use crate::api::{FIELD_MANAGER, StatusedRoute, StatusedRouteStatus};
+use crate::conditions::Reason;
 use crate::config::{ROUTE_ACCESS_LABEL, SecretAccess};
 use crate::context::Context;
 use crate::route::compile::{compile_route, referenced_secrets, required_apis};
-use crate::route::error::CompileError;
 use crate::route::{CompiledRoute, RouteKey};
 use crate::routing::RouteState;
 use crate::secrets::{SecretSet, SecretValue};
+use crate::targets::error::CompileError;
 use crate::targets::objects::ApiRef;
 use std::collections::BTreeSet;
 

@@ -2,8 +2,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::conditions::{self, Reason};
 use crate::api::{DeliveryPhase, StatusedDeliveryStatus, StatusedRouteStatus, TargetStatus};
+use crate::conditions::{self, Reason};
 
 /// The part of a route's status the route reconciler owns.
 pub fn route_status(

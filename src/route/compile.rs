@@ -2,22 +2,27 @@
 //! the reconciler reads the Secrets and writes the result.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use kube::ResourceExt;
 
-use super::error::CompileError;
 use super::history::HistoryLimits;
 use super::{CompiledRoute, CompiledRule, RouteKey};
-use crate::api::StatusedRoute;
-use crate::api::conditions::Reason;
+use crate::api::{OnUncertain, StatusedRoute, Target};
+use crate::conditions::Reason;
 use crate::cost::{self, Cost};
 use crate::expr;
 use crate::matching::Matcher;
 use crate::secrets::{SecretSet, SecretValue};
+use crate::targets::error::CompileError;
 use crate::targets::fields::Field;
+use crate::targets::kind::{CompiledTarget, Trigger};
 use crate::targets::objects::ApiRef;
-use crate::targets::registry;
 use crate::token_bucket::Limit;
+
+/// The longest per-target timeout; a slower target should answer 202 and work in the
+/// background.
+pub const MAX_TIMEOUT_SECONDS: u32 = 300;
 
 /// Every Secret the route reads: its signing Secrets and each target's, as the targets'
 /// kinds name them.
@@ -27,7 +32,7 @@ pub fn referenced_secrets(route: &StatusedRoute) -> BTreeSet<String> {
         .spec
         .signing_secrets
         .iter()
-        .chain(targets.flat_map(|t| registry::kind(&t.kind).secret_refs()))
+        .chain(targets.flat_map(|t| t.kind.as_kind().secret_refs()))
         .map(|s| s.name.clone())
         .collect()
 }
@@ -39,7 +44,7 @@ pub fn required_apis(route: &StatusedRoute) -> BTreeSet<&'static ApiRef> {
         .rules
         .iter()
         .flat_map(|r| &r.targets)
-        .filter_map(|t| registry::kind(&t.kind).required_api())
+        .filter_map(|t| t.kind.as_kind().required_api())
         .collect()
 }
 
@@ -123,7 +128,7 @@ pub fn compile_route(
             .enumerate()
             .map(|(j, t)| {
                 let target_field = Field::new(format!("{field}.targets[{j}]"));
-                let kind = registry::kind(&t.kind);
+                let kind = t.kind.as_kind();
                 if let Some(api) = kind.required_api().filter(|a| missing_apis.contains(a)) {
                     return Err(CompileError {
                         reason: Reason::TargetAPINotInstalled,
@@ -136,7 +141,7 @@ pub fn compile_route(
                     });
                 }
                 // One target's templates are rendered in one evaluation: bounded together.
-                let (compiled, cost) = expr::metered(|| registry::compile(&target_field, t, secrets));
+                let (compiled, cost) = expr::metered(|| compile_target(&target_field, t, secrets));
                 if let Some(why) = cost.over(cost::BUDGET) {
                     return Err(CompileError {
                         reason: Reason::InvalidTemplate,
@@ -195,6 +200,40 @@ pub fn compile_route(
                 burst: f64::from(r.burst.unwrap_or(r.requests_per_minute)),
             }),
         },
+    })
+}
+
+/// Compiles one target entry: its kind, then the settings every kind shares; `field` is its
+/// path, e.g. `spec.rules[0].targets[1]`.
+fn compile_target(
+    field: &Field,
+    target: &Target,
+    secrets: &SecretSet,
+) -> Result<CompiledTarget, CompileError> {
+    let kind = target.kind.as_kind();
+    let trigger = kind.compile(&field.at(kind.name()), secrets)?;
+    let at_most_once = target.on_uncertain == OnUncertain::Fail;
+    if at_most_once && matches!(trigger, Trigger::Kube(_)) {
+        return Err(CompileError::invalid(
+            field.at("onUncertain"),
+            "applies to HTTP kinds only: Tekton and Argo objects are created exactly once",
+        ));
+    }
+    let timeout = match target.timeout_seconds {
+        None => None,
+        Some(secs @ 1..=MAX_TIMEOUT_SECONDS) => Some(Duration::from_secs(secs.into())),
+        Some(_) => {
+            return Err(CompileError::invalid(
+                field.at("timeoutSeconds"),
+                format!("must be between 1 and {MAX_TIMEOUT_SECONDS}"),
+            ));
+        }
+    };
+    Ok(CompiledTarget {
+        kind: kind.name(),
+        trigger,
+        timeout,
+        at_most_once,
     })
 }
 
@@ -376,5 +415,15 @@ mod tests {
                 .reason,
             Reason::InvalidSpec
         );
+    }
+
+    #[test]
+    fn on_uncertain_applies_to_http_kinds_only() {
+        let t: Target = serde_json::from_value(json!({
+            "onUncertain": "fail", "tekton": {"pipelineRef": {"name": "p"}}
+        }))
+        .unwrap();
+        let err = compile_target(&Field::new("t"), &t, &SecretSet::new("ns")).unwrap_err();
+        assert_eq!(err.message.split(':').next(), Some("t.onUncertain"));
     }
 }

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use super::error::CompileError;
 use crate::api::History;
-use crate::api::conditions::Reason;
+use crate::conditions::Reason;
+use crate::targets::error::CompileError;
 
 pub const DEFAULT_SUCCEEDED: u32 = 20;
 pub const DEFAULT_FAILED: u32 = 50;

@@ -4,7 +4,6 @@
 //! kinds, never on the controllers or the servers.
 
 pub mod compile;
-pub mod error;
 pub mod history;
 pub mod plan;
 

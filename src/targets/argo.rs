@@ -5,13 +5,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::error::CompileError;
 use super::fields::Field;
 use super::kind::{Kind, Trigger};
 use super::objects::{ApiRef, CompiledMetadata, ExtraMetadata, KubeTarget};
 use super::request::{RenderContext, RenderError};
 use crate::expr::Template;
 use crate::naming::ObjectIdentity;
-use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet};
 
 pub const WORKFLOW: ApiRef = ApiRef {
@@ -150,7 +150,7 @@ impl KubeTarget for ArgoWorkflow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::{compile_kube, identity, scope};
+    use crate::targets::test_support::{compile_kube, object};
 
     #[test]
     fn workflow_references_the_template_with_interpolated_parameters() {
@@ -161,18 +161,7 @@ mod tests {
             "serviceAccountName": "argo-runner"
         }))
         .unwrap();
-        let w = compile_kube(&spec).unwrap();
-        let scope = scope();
-        let obj = w
-            .build_object(
-                &RenderContext {
-                    scope: &scope,
-                    event_id: "e",
-                    round: 0,
-                },
-                &identity(),
-            )
-            .unwrap();
+        let obj = object(&*compile_kube(&spec).unwrap());
         assert_eq!(obj["apiVersion"], "argoproj.io/v1alpha1");
         assert_eq!(obj["kind"], "Workflow");
         assert_eq!(

@@ -4,16 +4,23 @@
 
 use reqwest::Url;
 
+use super::error::CompileError;
 use super::fields::EventBody;
 use super::fields::{Field, base_url, required};
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
-use super::signing::{Algorithm, BodySignature, BodySigner};
-use crate::route::error::CompileError;
+use super::signing::{Algorithm, BodySignature, BodySigner, Scheme};
 use crate::secrets::{SecretKeySelector, SecretSet};
 
 pub const DEFAULT_BASE_URL: &str = "https://dev.azure.com";
 pub const DEFAULT_API_VERSION: &str = "6.0-preview";
+/// The HMAC-SHA1 an Incoming WebHook service connection checks (it documents nothing else).
+const SIGNATURE: Scheme = Scheme {
+    header: "X-Hub-Signature",
+    prefix: "sha1=",
+    algorithm: Algorithm::Sha1,
+    exact_key: false,
+};
 
 spec! {
 pub struct AzureDevOpsTarget {
@@ -24,7 +31,7 @@ pub struct AzureDevOpsTarget {
     pub api_version: Option<String>,
     /// JSON body; strings are templated. Defaults to the whole CloudEvent.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_json")]
+    #[schemars(schema_with = "crate::schema::any_json")]
     pub body: Option<serde_json::Value>,
     /// The connection's Secret: HMAC-SHA1 of the body in its "Http Header" (header defaults
     /// to `X-Hub-Signature`, prefix to `sha1=`).
@@ -85,13 +92,11 @@ impl Kind for AzureDevOpsTarget {
             .signature
             .as_ref()
             .map(|s| {
-                BodySigner::compile_with(
+                BodySigner::compile(
                     &field.at("signature"),
                     s,
                     secrets,
-                    "X-Hub-Signature",
-                    "sha1=",
-                    Algorithm::Sha1,
+                    &SIGNATURE,
                 )
             })
             .transpose()?;

@@ -7,6 +7,7 @@ use reqwest::Url;
 use reqwest::header::AUTHORIZATION;
 use serde_json::{Value, json};
 
+use super::error::CompileError;
 use super::fields::{
     Field, base_url, compile_opt, compile_templates, credential_text, join_url, render_templates,
     required, token,
@@ -14,7 +15,6 @@ use super::fields::{
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
 use crate::expr::Template;
-use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 

@@ -8,11 +8,11 @@ use reqwest::Url;
 use reqwest::header::HeaderName;
 use serde_json::{Value, json};
 
+use super::error::CompileError;
 use super::fields::{Field, base_url, credential_text, join_url, required, token};
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
 use crate::expr::{JsonTemplate, Template};
-use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
@@ -31,7 +31,7 @@ pub struct CircleciTarget {
     pub tag: Option<String>,
     /// Pipeline parameters: strings are templated, numbers and booleans pass as they are.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub parameters: BTreeMap<String, Value>,
     /// Secret key holding a personal API token (key defaults to `token`).
     pub token_secret_ref: SecretKeySelector,
@@ -159,22 +159,11 @@ impl HttpTarget for Circleci {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::test_support::{compile_http, scope};
+    use crate::targets::test_support::{compile_http, sent};
 
     fn build(v: Value) -> HttpRequest {
-        let spec: CircleciTarget = serde_json::from_value(v).unwrap();
-        let t = compile_http(
-            &spec,
-            &SecretSet::new("ns").with("cci", &[("token", "CCIPAT_x")]),
-        )
-        .unwrap();
-        let scope = scope();
-        t.build_request(&RenderContext {
-            scope: &scope,
-            event_id: "e",
-            round: 0,
-        })
-        .unwrap()
+        let secrets = SecretSet::new("ns").with("cci", &[("token", "CCIPAT_x")]);
+        sent::<CircleciTarget>(v, &secrets).1
     }
 
     #[test]

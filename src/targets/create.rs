@@ -6,8 +6,8 @@ use kube::api::{Api, DynamicObject, PostParams};
 use kube::{Client, ResourceExt};
 
 use super::objects::ApiRef;
+use super::outcome::CreatedObject;
 use super::send::Outcome;
-use crate::api::delivery::CreatedObject;
 use crate::naming::{LABEL_EVENT_ID, ObjectIdentity};
 
 pub async fn create_once(

@@ -6,9 +6,9 @@ use std::fmt;
 
 use reqwest::Url;
 
-use super::request::RenderError;
+use super::error::CompileError;
+use super::request::{HttpRequest, RenderContext, RenderError, base_headers};
 use crate::expr::{JsonTemplate, Scope, Template};
-use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
 /// Where a value sits in a route, for error messages:
@@ -101,6 +101,26 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
+impl SecretUrl {
+    /// The http(s) URL `sel` points at (key defaults to `url`); `field` is the selector's.
+    pub fn read(
+        field: &Field,
+        sel: &SecretKeySelector,
+        secrets: &SecretSet,
+    ) -> Result<Self, CompileError> {
+        Ok(Self(parse_http_url(field, &secrets.text(sel, "url")?)?))
+    }
+
+    /// A JSON POST to this URL, which is redacted from anything recorded about the answer.
+    pub fn post_json(
+        &self,
+        ctx: &RenderContext<'_>,
+        body: &serde_json::Value,
+    ) -> Result<HttpRequest, RenderError> {
+        Ok(HttpRequest::post_json(self.0.clone(), base_headers(ctx)?, body).secret_url(&self.0))
+    }
+}
+
 /// `(name, template)` pairs from a map of templated strings (variables, inputs, parameters).
 pub fn compile_templates(
     field: impl fmt::Display + Copy,
@@ -126,6 +146,23 @@ pub fn render_templates(
         .iter()
         .map(|(k, t)| Ok((k.clone(), t.render(scope)?)))
         .collect()
+}
+
+/// An optional JSON field whose strings are templated, refused with `problem` unless
+/// `valid` accepts it.
+pub fn compile_json_opt(
+    field: &Field,
+    value: Option<&serde_json::Value>,
+    valid: impl Fn(&serde_json::Value) -> bool,
+    problem: &str,
+) -> Result<Option<JsonTemplate>, CompileError> {
+    match value {
+        None => Ok(None),
+        Some(v) if valid(v) => JsonTemplate::compile(v)
+            .map(Some)
+            .map_err(|e| CompileError::template(field, e)),
+        Some(_) => Err(CompileError::invalid(field, problem)),
+    }
 }
 
 /// An optional templated string field.

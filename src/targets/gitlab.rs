@@ -9,6 +9,7 @@ use reqwest::{Method, Url};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::error::CompileError;
 use super::fields::{
     Field, base_url, compile_templates, credential_text, join_url, path_segment, render_templates,
     required, token,
@@ -16,7 +17,6 @@ use super::fields::{
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use crate::expr::{JsonTemplate, Template};
-use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
@@ -37,7 +37,7 @@ pub struct GitlabPipelineTarget {
     /// arrays. GitLab.com projects increasingly refuse variables from triggers; inputs are
     /// what they accept. With inputs the request is JSON instead of a form.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub inputs: Option<serde_json::Value>,
     /// Secret key holding the pipeline trigger token (key defaults to `token`).
     pub token_secret_ref: SecretKeySelector,

@@ -5,12 +5,12 @@
 use reqwest::Url;
 use reqwest::header::HeaderName;
 
+use super::error::CompileError;
 use super::fields::EventBody;
 use super::fields::{Field, base_url, credential_text, join_url, token};
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
 use super::send::Class;
-use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
 spec! {
@@ -23,7 +23,7 @@ pub struct JenkinsTarget {
     pub token_secret_ref: SecretKeySelector,
     /// JSON body; strings are templated. Defaults to the whole CloudEvent.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_json")]
+    #[schemars(schema_with = "crate::schema::any_json")]
     pub body: Option<serde_json::Value>,
 }
 }

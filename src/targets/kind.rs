@@ -1,14 +1,15 @@
 //! What a target kind does, and what compiling one target entry yields.
 //!
-//! Each kind's spec type (one variant of the API's `TargetKind`) implements
-//! [`Kind`] in the kind's own file; the registry maps the variant to it.
+//! Each kind's spec type (one variant of [`TargetKind`](super::TargetKind)) implements
+//! [`Kind`] in the kind's own file; [`TargetKind::as_kind`](super::TargetKind::as_kind) maps
+//! the variant to it.
 
 use std::time::Duration;
 
+use super::error::CompileError;
 use super::fields::Field;
 use super::objects::{ApiRef, KubeTarget};
 use super::request::HttpTarget;
-use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet};
 
 /// One target kind.

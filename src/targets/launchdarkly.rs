@@ -12,6 +12,7 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::json;
 
+use super::error::CompileError;
 use super::fields::{
     Choice, Field, base_url, compile_opt, credential, credential_text, join_url, render_opt,
     required,
@@ -23,7 +24,6 @@ use super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
 use crate::expr::Template;
-use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://app.launchdarkly.com";

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::error::CompileError;
 use super::fields::Field;
 use super::kind::{Kind, Trigger};
-use super::signing::{BodySignature, BodySigner};
+use super::signing::{Algorithm, BodySignature, BodySigner, Scheme};
 use super::webhook::{self, Webhook, WebhookTarget};
-use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet};
 
 spec! {
@@ -31,15 +31,20 @@ pub struct ListenerTarget {
     pub headers_secret_ref: Option<SecretKeySelector>,
     /// JSON body; strings are templated. Defaults to the whole CloudEvent.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_json")]
+    #[schemars(schema_with = "crate::schema::any_json")]
     pub body: Option<serde_json::Value>,
     /// HMAC-SHA256 of the body; header defaults to `X-Hub-Signature-256`, prefix to `sha256=`.
     pub signature: Option<BodySignature>,
 }
 }
 
-pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
-pub const DEFAULT_SIGNATURE_PREFIX: &str = "sha256=";
+/// GitHub's signature, which Tekton's GitHub interceptor and Argo Events check.
+pub const SIGNATURE: Scheme = Scheme {
+    header: "X-Hub-Signature-256",
+    prefix: "sha256=",
+    algorithm: Algorithm::Sha256,
+    exact_key: true,
+};
 
 fn compile(
     field: &Field,
@@ -58,12 +63,11 @@ fn compile(
     };
     let mut compiled = webhook::compile_kind(field, &as_webhook, secrets)?;
     if let Some(sig) = &spec.signature {
-        compiled.signer = Some(BodySigner::compile_exact(
+        compiled.signer = Some(BodySigner::compile(
             &field.at("signature"),
             sig,
             secrets,
-            DEFAULT_SIGNATURE_HEADER,
-            DEFAULT_SIGNATURE_PREFIX,
+            &SIGNATURE,
         )?);
     }
     Ok(compiled)
@@ -112,11 +116,11 @@ impl Kind for ArgoEventsWebhookTarget {
 
 impl ListenerTarget {
     fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        self.url_secret_ref
-            .iter()
-            .chain(&self.headers_secret_ref)
-            .chain(self.signature.iter().map(|s| &s.secret_ref))
-            .collect()
+        webhook::secret_refs(
+            &self.url_secret_ref,
+            &self.headers_secret_ref,
+            &self.signature,
+        )
     }
 }
 

@@ -7,11 +7,11 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::error::CompileError;
 use super::fields::Field;
 use super::request::{RenderContext, RenderError};
 use crate::expr::Template;
 use crate::naming::ObjectIdentity;
-use crate::route::error::CompileError;
 
 /// A target that is triggered by creating one object through the Kubernetes API, in the
 /// route's namespace, under a name derived from route, rule, target and event.

@@ -11,6 +11,7 @@ use reqwest::Url;
 use reqwest::header::AUTHORIZATION;
 use serde_json::json;
 
+use super::error::CompileError;
 use super::fields::{
     Choice, Field, base_url, compile_opt, credential, credential_text, incident_key, path_segment,
     render_opt,
@@ -19,7 +20,6 @@ use super::kind::{Kind, Trigger};
 use super::message::default_message;
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
 use crate::expr::Template;
-use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
 pub const US_BASE_URL: &str = "https://api.opsgenie.com";

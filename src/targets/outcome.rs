@@ -1,8 +1,24 @@
-//! What one attempt at a target came to: succeeded, worth retrying, or failed for good.
+//! What one attempt at a target came to: succeeded, worth retrying, or failed for good; and
+//! the object it created.
 
 use std::time::Duration;
 
-use crate::api::delivery::CreatedObject;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A reference to an object a target created.
+#[serde_with::skip_serializing_none]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedObject {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: Option<String>,
+    /// Where to see it, for what a target started outside the cluster (a GitHub workflow
+    /// run's page).
+    pub url: Option<String>,
+}
 
 /// One attempt's outcome, as the retry policy reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,12 +10,12 @@
 use reqwest::Url;
 use serde_json::json;
 
+use super::error::CompileError;
 use super::fields::{Choice, Field, base_url, compile_opt, incident_key, join_url, render_opt};
 use super::kind::{Kind, Trigger};
 use super::message::default_message;
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
 use crate::expr::Template;
-use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://events.pagerduty.com";

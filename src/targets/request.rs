@@ -184,12 +184,12 @@ pub trait HttpTarget: Send + Sync + fmt::Debug {
         None
     }
     /// What the service says it started, from a successful answer (a GitHub workflow run).
-    fn created(&self, _body: &[u8]) -> Option<crate::api::delivery::CreatedObject> {
+    fn created(&self, _body: &[u8]) -> Option<super::outcome::CreatedObject> {
         None
     }
 }
 
-/// A compiled target as the registry holds it.
+/// A compiled target as a `Trigger` holds it.
 impl<T: HttpTarget + ?Sized> HttpTarget for Box<T> {
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         (**self).build_request(ctx)
@@ -199,7 +199,7 @@ impl<T: HttpTarget + ?Sized> HttpTarget for Box<T> {
         (**self).response_id(body)
     }
 
-    fn created(&self, body: &[u8]) -> Option<crate::api::delivery::CreatedObject> {
+    fn created(&self, body: &[u8]) -> Option<super::outcome::CreatedObject> {
         (**self).created(body)
     }
 }

@@ -5,9 +5,9 @@ use reqwest::header::{HeaderName, HeaderValue};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::error::CompileError;
 use super::fields::Field;
 use super::request::RenderError;
-use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 use crate::signature::hmac_sha256_hex;
@@ -47,48 +47,29 @@ impl std::fmt::Debug for BodySigner {
     }
 }
 
+/// How a kind signs when its route does not say otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct Scheme {
+    /// The header, when `header` is not set.
+    pub header: &'static str,
+    /// The text before the hex digest, when `prefix` is not set.
+    pub prefix: &'static str,
+    pub algorithm: Algorithm,
+    /// Sign with the Secret's bytes exactly as stored, for receivers that do not trim them
+    /// (Tekton's GitHub interceptor): with a trimmed key, a Secret ending in a newline would
+    /// make every signature fail there while the call still succeeds here. Otherwise the
+    /// key is trimmed, as the receiver's own signing Secrets are.
+    pub exact_key: bool,
+}
+
 impl BodySigner {
     pub fn compile(
         field: &Field,
         spec: &BodySignature,
         secrets: &SecretSet,
-        default_header: &str,
-        default_prefix: &str,
+        scheme: &Scheme,
     ) -> Result<Self, CompileError> {
-        Self::compile_with(
-            field,
-            spec,
-            secrets,
-            default_header,
-            default_prefix,
-            Algorithm::Sha256,
-        )
-    }
-
-    /// Signs with the Secret's bytes exactly as stored, for receivers that do not trim them
-    /// (Tekton's GitHub interceptor): with a trimmed key, a Secret ending in a newline would
-    /// make every signature fail there while the call still succeeds here.
-    pub fn compile_exact(
-        field: &Field,
-        spec: &BodySignature,
-        secrets: &SecretSet,
-        default_header: &str,
-        default_prefix: &str,
-    ) -> Result<Self, CompileError> {
-        let mut signer = Self::compile(field, spec, secrets, default_header, default_prefix)?;
-        signer.key = secrets.get(&spec.secret_ref, "secret")?;
-        Ok(signer)
-    }
-
-    pub fn compile_with(
-        field: &Field,
-        spec: &BodySignature,
-        secrets: &SecretSet,
-        default_header: &str,
-        default_prefix: &str,
-        algorithm: Algorithm,
-    ) -> Result<Self, CompileError> {
-        let header_name = spec.header.as_deref().unwrap_or(default_header);
+        let header_name = spec.header.as_deref().unwrap_or(scheme.header);
         let header = HeaderName::from_bytes(header_name.as_bytes()).map_err(|_| {
             CompileError::invalid(
                 field.at("header"),
@@ -98,30 +79,30 @@ impl BodySigner {
         let prefix = spec
             .prefix
             .clone()
-            .unwrap_or_else(|| default_prefix.to_string());
+            .unwrap_or_else(|| scheme.prefix.to_string());
         if HeaderValue::from_str(&prefix).is_err() {
             return Err(CompileError::invalid(
                 field.at("prefix"),
                 "not valid in a header",
             ));
         }
-        let key = SecretValue::new(
-            secrets
-                .get(&spec.secret_ref, "secret")?
-                .as_bytes()
-                .trim_ascii(),
-        );
-        if key.as_bytes().is_empty() {
+        let stored = secrets.get(&spec.secret_ref, "secret")?;
+        if stored.as_bytes().trim_ascii().is_empty() {
             return Err(CompileError::invalid(
                 field.at("secretRef"),
                 "the signing key is empty",
             ));
         }
+        let key = if scheme.exact_key {
+            stored
+        } else {
+            SecretValue::new(stored.as_bytes().trim_ascii())
+        };
         Ok(Self {
             header,
             prefix,
             key,
-            algorithm,
+            algorithm: scheme.algorithm,
         })
     }
 

@@ -4,12 +4,12 @@
 
 use serde_json::{Value, json};
 
-use super::fields::{Field, SecretUrl, compile_opt, parse_http_url, render_opt};
+use super::error::CompileError;
+use super::fields::{Field, SecretUrl, compile_json_opt, compile_opt, render_opt};
 use super::kind::{Kind, Trigger};
 use super::message::{default_message, slack_escape};
-use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
+use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError};
 use crate::expr::{JsonTemplate, Template};
-use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::SecretSet;
 
@@ -21,7 +21,7 @@ pub struct SlackTarget {
     pub text: Option<String>,
     /// Block Kit blocks; strings are templated. `text` is then the notification fallback.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_json")]
+    #[schemars(schema_with = "crate::schema::any_json")]
     pub blocks: Option<Value>,
 }
 }
@@ -39,27 +39,16 @@ impl Kind for SlackTarget {
     }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
-        let spec = self;
-        let url = parse_http_url(
-            &field.at("urlSecretRef"),
-            &secrets.text(&spec.url_secret_ref, "url")?,
+        let url = SecretUrl::read(&field.at("urlSecretRef"), &self.url_secret_ref, secrets)?;
+        let blocks = compile_json_opt(
+            &field.at("blocks"),
+            self.blocks.as_ref(),
+            Value::is_array,
+            "must be a list of Block Kit blocks",
         )?;
-        let blocks = match &spec.blocks {
-            None => None,
-            Some(v @ Value::Array(_)) => Some(
-                JsonTemplate::compile(v)
-                    .map_err(|e| CompileError::template(field.at("blocks"), e))?,
-            ),
-            Some(_) => {
-                return Err(CompileError::invalid(
-                    field.at("blocks"),
-                    "must be a list of Block Kit blocks",
-                ));
-            }
-        };
         Ok(Trigger::http(Slack {
-            url: SecretUrl(url),
-            text: compile_opt(&field.at("text"), spec.text.as_deref())?,
+            url,
+            text: compile_opt(&field.at("text"), self.text.as_deref())?,
             blocks,
         }))
     }
@@ -90,10 +79,7 @@ impl HttpTarget for Slack {
                 body
             }
         };
-        Ok(
-            HttpRequest::post_json(self.url.0.clone(), base_headers(ctx)?, &body)
-                .secret_url(&self.url.0),
-        )
+        self.url.post_json(ctx, &body)
     }
 }
 

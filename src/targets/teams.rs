@@ -3,12 +3,12 @@
 
 use serde_json::{Value, json};
 
-use super::fields::{Field, SecretUrl, compile_opt, parse_http_url, render_opt};
+use super::error::CompileError;
+use super::fields::{Field, SecretUrl, compile_json_opt, compile_opt, render_opt};
 use super::kind::{Kind, Trigger};
 use super::message::{Tone, default_message, markdown_escape};
-use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
+use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError};
 use crate::expr::{JsonTemplate, Template};
-use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::SecretSet;
 
@@ -24,7 +24,7 @@ pub struct TeamsTarget {
     pub text: Option<String>,
     /// A whole Adaptive Card (`{"type": "AdaptiveCard", ...}`) instead; strings are templated.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub card: Option<Value>,
 }
 }
@@ -43,36 +43,25 @@ impl Kind for TeamsTarget {
     }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
-        let spec = self;
-        let url = parse_http_url(
-            &field.at("urlSecretRef"),
-            &secrets.text(&spec.url_secret_ref, "url")?,
+        let url = SecretUrl::read(&field.at("urlSecretRef"), &self.url_secret_ref, secrets)?;
+        let adaptive = |v: &Value| v.get("type").and_then(Value::as_str) == Some("AdaptiveCard");
+        if self.card.as_ref().is_some_and(adaptive) && (self.title.is_some() || self.text.is_some())
+        {
+            return Err(CompileError::invalid(
+                field,
+                "set either card or title/text",
+            ));
+        }
+        let card = compile_json_opt(
+            &field.at("card"),
+            self.card.as_ref(),
+            adaptive,
+            "must be an Adaptive Card with type AdaptiveCard",
         )?;
-        let card = match &spec.card {
-            None => None,
-            Some(v) if v.get("type").and_then(Value::as_str) == Some("AdaptiveCard") => {
-                if spec.title.is_some() || spec.text.is_some() {
-                    return Err(CompileError::invalid(
-                        field,
-                        "set either card or title/text",
-                    ));
-                }
-                Some(
-                    JsonTemplate::compile(v)
-                        .map_err(|e| CompileError::template(field.at("card"), e))?,
-                )
-            }
-            Some(_) => {
-                return Err(CompileError::invalid(
-                    field.at("card"),
-                    "must be an Adaptive Card with type AdaptiveCard",
-                ));
-            }
-        };
         Ok(Trigger::http(Teams {
-            url: SecretUrl(url),
-            title: compile_opt(&field.at("title"), spec.title.as_deref())?,
-            text: compile_opt(&field.at("text"), spec.text.as_deref())?,
+            url,
+            title: compile_opt(&field.at("title"), self.title.as_deref())?,
+            text: compile_opt(&field.at("text"), self.text.as_deref())?,
             card,
         }))
     }
@@ -117,10 +106,7 @@ impl HttpTarget for Teams {
             }
         };
         let message = json!({"type": "message", "attachments": [{"contentType": ADAPTIVE_CARD, "contentUrl": null, "content": content}]});
-        Ok(
-            HttpRequest::post_json(self.url.0.clone(), base_headers(ctx)?, &message)
-                .secret_url(&self.url.0),
-        )
+        self.url.post_json(ctx, &message)
     }
 }
 

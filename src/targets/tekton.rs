@@ -4,13 +4,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::error::CompileError;
 use super::fields::{Field, check_duration};
 use super::kind::{Kind, Trigger};
 use super::objects::{ApiRef, CompiledMetadata, ExtraMetadata, KubeTarget};
 use super::request::{RenderContext, RenderError};
 use crate::expr::Template;
 use crate::naming::ObjectIdentity;
-use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet};
 
 pub const PIPELINE_RUN: ApiRef = ApiRef {
@@ -59,7 +59,7 @@ pub struct ResolverParam {
 pub struct TektonParam {
     pub name: String,
     /// A string, an array of strings or an object of strings.
-    #[schemars(schema_with = "crate::api::schema::any_json")]
+    #[schemars(schema_with = "crate::schema::any_json")]
     pub value: Value,
 }
 
@@ -75,19 +75,19 @@ pub struct WorkspaceBinding {
     pub name: String,
     pub sub_path: Option<String>,
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub volume_claim_template: Option<Value>,
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub empty_dir: Option<Value>,
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub secret: Option<Value>,
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub config_map: Option<Value>,
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub persistent_volume_claim: Option<Value>,
 }
 }
@@ -363,8 +363,8 @@ impl KubeTarget for Tekton {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::conditions::Reason;
-    use crate::targets::test_support::{compile_kube, identity, scope};
+    use crate::conditions::Reason;
+    use crate::targets::test_support::{compile_kube, identity, object};
 
     fn spec(v: Value) -> TektonTarget {
         serde_json::from_value(v).unwrap()
@@ -387,13 +387,7 @@ mod tests {
                 "annotations": {"example.com/why": "$(data.status)"}
             })))
         .unwrap();
-        let scope = scope();
-        let ctx = RenderContext {
-            scope: &scope,
-            event_id: "ev-1",
-            round: 0,
-        };
-        let obj = t.build_object(&ctx, &identity()).unwrap();
+        let obj = object(&*t);
         assert_eq!(obj["apiVersion"], "tekton.dev/v1");
         assert_eq!(obj["kind"], "PipelineRun");
         assert_eq!(obj["metadata"]["name"], identity().name);
@@ -424,17 +418,7 @@ mod tests {
                 {"name": "url", "value": "https://example.com/ci.git"},
                 {"name": "revision", "value": "release-$(data.version)"}]}})))
         .unwrap();
-        let scope = scope();
-        let obj = t
-            .build_object(
-                &RenderContext {
-                    scope: &scope,
-                    event_id: "e",
-                    round: 0,
-                },
-                &identity(),
-            )
-            .unwrap();
+        let obj = object(&*t);
         assert_eq!(
             obj["spec"]["pipelineRef"],
             json!({"resolver": "git", "params": [{"name": "url", "value": "https://example.com/ci.git"},

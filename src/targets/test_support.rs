@@ -1,13 +1,13 @@
-//! What the kinds' unit tests share: the sample event, the request a target builds for it,
-//! and an object identity.
+//! What the kinds' unit tests share: the sample event, the request or object a target
+//! builds for it, and an object identity.
 
+use super::error::CompileError;
 use super::fields::Field;
 use super::kind::{Kind, Trigger};
 use super::objects::KubeTarget;
-use super::request::{HttpRequest, HttpTarget, RenderContext};
+use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError};
 use crate::expr::Scope;
 use crate::naming::{IdentityInput, ObjectIdentity};
-use crate::route::error::CompileError;
 use crate::secrets::SecretSet;
 
 /// The `build-valid` sample as targets see it.
@@ -17,16 +17,18 @@ pub fn scope() -> Scope {
     Scope::new(&env.to_value(), "mobile-ci", "releases")
 }
 
+/// What `target` builds for the event in `scope`, as event id `ev-1`.
+fn build(target: &dyn HttpTarget, scope: &Scope) -> Result<HttpRequest, RenderError> {
+    target.build_request(&RenderContext {
+        scope,
+        event_id: "ev-1",
+        round: 0,
+    })
+}
+
 /// The request `target` builds for `event` (a CloudEvent as JSON).
 pub fn request_for(target: &dyn HttpTarget, event: &serde_json::Value) -> HttpRequest {
-    let scope = Scope::new(event, "mobile-ci", "releases");
-    target
-        .build_request(&RenderContext {
-            scope: &scope,
-            event_id: "ev-1",
-            round: 0,
-        })
-        .unwrap()
+    build(target, &Scope::new(event, "mobile-ci", "releases")).unwrap()
 }
 
 /// The `build-valid` sample with its `data` fields changed.
@@ -39,9 +41,26 @@ pub fn sample_with(data: serde_json::Value) -> serde_json::Value {
     event
 }
 
+/// The request `target` builds for the `build-valid` sample (event id `ev-1`), or why it
+/// cannot.
+pub fn try_request(target: &dyn HttpTarget) -> Result<HttpRequest, RenderError> {
+    build(target, &scope())
+}
+
 /// The request `target` builds for the `build-valid` sample (event id `ev-1`).
 pub fn request(target: &dyn HttpTarget) -> HttpRequest {
-    request_for(target, scope().event())
+    try_request(target).unwrap()
+}
+
+/// The object an in-cluster `target` builds for the `build-valid` sample (event id `ev-1`,
+/// [`identity`]).
+pub fn object(target: &dyn KubeTarget) -> serde_json::Value {
+    let ctx = RenderContext {
+        scope: &scope(),
+        event_id: "ev-1",
+        round: 0,
+    };
+    target.build_object(&ctx, &identity()).unwrap()
 }
 
 pub fn identity() -> ObjectIdentity {

@@ -8,12 +8,12 @@
 use reqwest::Method;
 use reqwest::header::AUTHORIZATION;
 
+use super::error::CompileError;
 use super::fields::{Choice, Field, base_url, credential_text, path_segment, required, token};
 use super::kind::{Kind, Trigger};
 use super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
-use crate::route::error::CompileError;
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
 /// The first is the default: features off while an app is in review.
@@ -131,14 +131,7 @@ mod tests {
         }))
         .unwrap();
         let t = crate::targets::test_support::compile_http(&spec, &secrets()).unwrap();
-        let scope = crate::targets::test_support::scope();
-        let err = t
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "e",
-                round: 0,
-            })
-            .unwrap_err();
+        let err = crate::targets::test_support::try_request(&t).unwrap_err();
         assert!(err.to_string().contains("not one of off, on"), "{err}");
     }
 }

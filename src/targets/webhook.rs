@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 
+use super::error::CompileError;
 use super::fields::{EventBody, Field};
 use super::kind::{Kind, Trigger};
 use super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
-use super::signing::{BodySignature, BodySigner};
+use super::signing::{Algorithm, BodySignature, BodySigner, Scheme};
 use crate::expr::Template;
-use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
@@ -33,7 +33,7 @@ pub struct WebhookTarget {
     pub headers_secret_ref: Option<SecretKeySelector>,
     /// JSON body; strings are templated. Defaults to the whole CloudEvent.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_json")]
+    #[schemars(schema_with = "crate::schema::any_json")]
     pub body: Option<serde_json::Value>,
     /// Re-sign the body sent with HMAC-SHA256; header defaults to `X-Statused-Signature`,
     /// prefix to `sha256=`.
@@ -42,6 +42,14 @@ pub struct WebhookTarget {
     pub idempotency_key: Option<bool>,
 }
 }
+
+/// The receiver's own signature, re-made over the body sent.
+const SIGNATURE: Scheme = Scheme {
+    header: crate::signature::SIGNATURE_HEADER,
+    prefix: "sha256=",
+    algorithm: Algorithm::Sha256,
+    exact_key: false,
+};
 
 pub struct Webhook {
     url_from_secret: bool,
@@ -78,8 +86,7 @@ pub fn compile(
             &field.at("signature"),
             sig,
             secrets,
-            crate::signature::SIGNATURE_HEADER,
-            "sha256=",
+            &SIGNATURE,
         )?);
     }
     Ok(w)
@@ -212,36 +219,39 @@ impl Kind for WebhookTarget {
     }
 
     fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        self.url_secret_ref
-            .iter()
-            .chain(&self.headers_secret_ref)
-            .chain(self.signature.iter().map(|s| &s.secret_ref))
-            .collect()
+        secret_refs(
+            &self.url_secret_ref,
+            &self.headers_secret_ref,
+            &self.signature,
+        )
     }
+}
+
+/// The Secrets a kind that POSTs to a URL reads: the URL's, the headers' and the signing
+/// key's, each when set.
+pub(super) fn secret_refs<'a>(
+    url: &'a Option<SecretKeySelector>,
+    headers: &'a Option<SecretKeySelector>,
+    signature: &'a Option<BodySignature>,
+) -> Vec<&'a SecretKeySelector> {
+    url.iter()
+        .chain(headers)
+        .chain(signature.iter().map(|s| &s.secret_ref))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::conditions::Reason;
-    use crate::expr::Scope;
+    use crate::conditions::Reason;
+    use crate::targets::test_support::request_for;
     use serde_json::json;
 
     /// The request `t` builds for this module's event (`ev-9`).
     fn build(t: &dyn HttpTarget) -> HttpRequest {
-        let scope = scope();
-        t.build_request(&RenderContext {
-            scope: &scope,
-            event_id: "ev-9",
-            round: 0,
-        })
-        .unwrap()
-    }
-
-    fn scope() -> Scope {
         let event = json!({"specversion": "1.0", "id": "ev-9", "type": "com.statused.app.status.updated",
             "source": "statused", "data": {"app_name": "Markdown Email", "version": "1.2.3"}});
-        Scope::new(&event, "mobile-ci", "releases")
+        request_for(t, &event)
     }
 
     fn spec(v: serde_json::Value) -> WebhookTarget {

@@ -14,10 +14,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::super::credentials::CredentialCache;
+use super::super::error::CompileError;
 use super::super::fields::Field;
 use super::super::request::{DeferredAuth, USER_AGENT};
 use super::super::send::{Class, Outcome, classify_status, transport_error};
-use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 

@@ -10,16 +10,16 @@ use reqwest::Url;
 use reqwest::header::AUTHORIZATION;
 use serde_json::{Value, json};
 
+use super::super::error::CompileError;
 use super::super::fields::{Field, base_url, credential_text, token};
 use super::super::kind::{Kind, Trigger};
+use super::super::outcome::CreatedObject;
 use super::super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
 use super::app::{GithubApp, GithubAppAuth};
 use super::{DEFAULT_API_URL, github_headers};
-use crate::api::delivery::CreatedObject;
 use crate::expr::{JsonTemplate, Template};
-use crate::route::error::CompileError;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
@@ -39,7 +39,7 @@ pub struct GithubDispatchTarget {
     pub event_type: Option<String>,
     /// `repository_dispatch`: up to 10 top-level properties, values templated.
     #[serde(default)]
-    #[schemars(schema_with = "crate::api::schema::any_object")]
+    #[schemars(schema_with = "crate::schema::any_object")]
     pub client_payload: Option<Value>,
     /// `workflow_dispatch`: the workflow file name (`release.yml`) or id. Set this or
     /// `eventType`.
@@ -355,8 +355,8 @@ impl HttpTarget for GithubDispatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::conditions::Reason;
-    use crate::targets::test_support::{compile_http, scope};
+    use crate::conditions::Reason;
+    use crate::targets::test_support::{compile_http, request, try_request};
 
     fn spec(v: Value) -> GithubDispatchTarget {
         let mut base = json!({"repository": "acme/ios-app", "tokenSecretRef": {"name": "github-token", "key": "token"},
@@ -371,22 +371,12 @@ mod tests {
         SecretSet::new("mobile-ci").with("github-token", &[("token", "ghp_test")])
     }
 
-    fn build(t: &dyn HttpTarget) -> HttpRequest {
-        let scope = scope();
-        t.build_request(&RenderContext {
-            scope: &scope,
-            event_id: "ev-1",
-            round: 0,
-        })
-        .unwrap()
-    }
-
     #[test]
     fn repository_dispatch_request_is_exactly_what_github_documents() {
         let t = compile_http(&spec(json!({"eventType": "submit-for-review",
                          "clientPayload": {"app_name": "$(data.app_name)", "build_version": "$(data.build_version)"}})), &secrets())
         .unwrap();
-        let req = build(&t);
+        let req = request(&t);
         assert_eq!(req.method, reqwest::Method::POST);
         assert_eq!(
             req.url.as_str(),
@@ -420,7 +410,7 @@ mod tests {
             &secrets(),
         )
         .unwrap();
-        let req = build(&t);
+        let req = request(&t);
         assert_eq!(
             req.url.as_str(),
             "http://127.0.0.1:9999/repos/acme/ios-app/actions/workflows/release.yml/dispatches"
@@ -509,7 +499,7 @@ mod tests {
             &secrets(),
         )
         .unwrap();
-        let body: Value = serde_json::from_slice(&build(&t).body).unwrap();
+        let body: Value = serde_json::from_slice(&request(&t).body).unwrap();
         assert_eq!(
             body,
             json!({"ref": "main", "inputs": {}, "return_run_details": true})
@@ -539,14 +529,7 @@ mod tests {
             &secrets(),
         )
         .unwrap();
-        let scope = scope();
-        let err = long
-            .build_request(&RenderContext {
-                scope: &scope,
-                event_id: "e",
-                round: 0,
-            })
-            .unwrap_err();
+        let err = try_request(&long).unwrap_err();
         assert!(err.to_string().contains("GitHub accepts 1 to 100"), "{err}");
     }
 }

@@ -1,8 +1,9 @@
 //! Why a route could not be compiled: the reason and message of its Ready condition.
+//! Declared with the target kinds, which return it; the route's own checks return it too.
 
 use std::fmt;
 
-use crate::api::conditions::Reason;
+use crate::conditions::Reason;
 use crate::expr::ExprError;
 use crate::secrets::SecretError;
 
