@@ -8,32 +8,19 @@ use serde::{Deserialize, Serialize};
 use crate::targets::outcome::CreatedObject;
 
 /// One accepted event for one route, the targets it matched and what happened to each.
+// One line per printed column: the table `kubectl get` shows.
+#[rustfmt::skip]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
 #[kube(
-    group = "statused.dev",
-    version = "v1alpha1",
-    kind = "StatusedDelivery",
-    plural = "statuseddeliveries",
-    namespaced,
-    status = "StatusedDeliveryStatus",
-    shortname = "sdel",
-    category = "statused",
+    group = "statused.dev", version = "v1alpha1", kind = "StatusedDelivery", plural = "statuseddeliveries",
+    namespaced, status = "StatusedDeliveryStatus", shortname = "sdel", category = "statused",
     doc = "The durable record of one Statused event accepted for one route, and each target's outcome.",
     printcolumn(name = "Route", type_ = "string", json_path = ".spec.route"),
     printcolumn(name = "Event Type", type_ = "string", json_path = ".spec.event.type"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    printcolumn(
-        name = "Created",
-        type_ = "string",
-        json_path = ".status.targets[*].created.name",
-        priority = 1
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Created", type_ = "string", json_path = ".status.targets[*].created.name", priority = 1)
 )]
 #[serde(rename_all = "camelCase")]
 // Only the receiver creates deliveries, and the executor acts on their spec: it may never

@@ -11,35 +11,19 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Asks the operator to run a finished StatusedDelivery's targets again, once.
+// One line per printed column: the table `kubectl get` shows.
+#[rustfmt::skip]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
-    group = "statused.dev",
-    version = "v1alpha1",
-    kind = "StatusedRedelivery",
-    plural = "statusedredeliveries",
-    namespaced,
-    status = "StatusedRedeliveryStatus",
-    shortname = "sredel",
-    category = "statused",
+    group = "statused.dev", version = "v1alpha1", kind = "StatusedRedelivery", plural = "statusedredeliveries",
+    namespaced, status = "StatusedRedeliveryStatus", shortname = "sredel", category = "statused",
     doc = "A request to run a finished StatusedDelivery's targets again; each request is honoured once.",
     printcolumn(name = "Delivery", type_ = "string", json_path = ".spec.delivery"),
     printcolumn(name = "Targets", type_ = "string", json_path = ".spec.targets"),
-    printcolumn(
-        name = "Accepted",
-        type_ = "string",
-        json_path = r#".status.conditions[?(@.type=="Accepted")].status"#
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = r#".status.conditions[?(@.type=="Accepted")].reason"#
-    ),
+    printcolumn(name = "Accepted", type_ = "string", json_path = r#".status.conditions[?(@.type=="Accepted")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Accepted")].reason"#),
     printcolumn(name = "Round", type_ = "integer", json_path = ".status.round"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 // A request is honoured once, as it was made (API servers from 1.25 enforce the rule; the

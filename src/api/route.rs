@@ -11,38 +11,18 @@ pub use crate::targets::TargetKind;
 /// One Statused webhook endpoint (`/hooks/<namespace>/<name>`) and the rules that decide what
 /// each of its events triggers.
 #[serde_with::skip_serializing_none]
+// One line per printed column: the table `kubectl get` shows.
+#[rustfmt::skip]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
 #[kube(
-    group = "statused.dev",
-    version = "v1alpha1",
-    kind = "StatusedRoute",
-    namespaced,
-    status = "StatusedRouteStatus",
-    shortname = "sroute",
-    shortname = "sroutes",
-    category = "statused",
+    group = "statused.dev", version = "v1alpha1", kind = "StatusedRoute",
+    namespaced, status = "StatusedRouteStatus", shortname = "sroute", shortname = "sroutes", category = "statused",
     doc = "A Statused webhook endpoint and the pipelines, workflows and messages its events trigger.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#
-    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
     printcolumn(name = "Path", type_ = "string", json_path = ".status.webhookPath"),
-    printcolumn(
-        name = "Last Event",
-        type_ = "date",
-        json_path = ".status.lastEvent.receivedAt"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Last Event", type_ = "date", json_path = ".status.lastEvent.receivedAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StatusedRouteSpec {

@@ -270,22 +270,17 @@ mod tests {
 
     use super::*;
     use crate::api::MatchedTarget;
-    use crate::backoff::Backoff;
+    use crate::controller::retry::tests::policy;
 
     const ROUTE: &str = "compiled route";
+    /// A rendered plan to call; at most once (`onUncertain: fail`).
+    const CALL: Plan = Plan::Call {
+        at_most_once: false,
+    };
+    const ONCE: Plan = Plan::Call { at_most_once: true };
 
     fn at(secs: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap()
-    }
-
-    fn policy() -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 3,
-            backoff: Backoff {
-                base: Duration::from_secs(2),
-                max: Duration::from_secs(60),
-            },
-        }
     }
 
     /// A delivery recorded at `at(0)` that matched two targets, with `status`.
@@ -301,6 +296,14 @@ mod tests {
             .collect();
         d.status = status;
         d
+    }
+
+    /// The due targets of `d` at `now` (every target's status, the due ones' indexes).
+    fn due(d: &StatusedDelivery, now: jiff::Timestamp) -> (Vec<TargetStatus>, Vec<usize>) {
+        match decide(observe(d), now) {
+            Step::Render { targets, due, .. } => (targets, due),
+            other => panic!("nothing due at {now}: {other:?}"),
+        }
     }
 
     fn observe(d: &StatusedDelivery) -> Observed<'_, &'static str> {
@@ -330,6 +333,16 @@ mod tests {
         }
     }
 
+    /// The first round at `at(1)`: target 0 succeeded, target 1 is to be retried.
+    fn half_done() -> StatusedDeliveryStatus {
+        run(
+            &delivery(None),
+            call_all(false),
+            vec![(0, ok()), (1, unavailable(None))],
+            at(1),
+        )
+    }
+
     fn call_all(at_most_once: bool) -> Vec<(usize, Plan)> {
         vec![
             (0, Plan::Call { at_most_once }),
@@ -346,9 +359,7 @@ mod tests {
         outcomes: Vec<(usize, Outcome)>,
         now: jiff::Timestamp,
     ) -> StatusedDeliveryStatus {
-        let Step::Render { targets, due, .. } = decide(observe(d), now) else {
-            panic!("nothing due: {:?}", decide(observe(d), now));
-        };
+        let (targets, due) = due(d, now);
         let current = d.status.clone().unwrap_or_default();
         let plans = plans.into_iter().filter(|(i, _)| due.contains(i));
         let calls = calls(&current, targets, plans, now);
@@ -391,13 +402,7 @@ mod tests {
 
     #[test]
     fn a_retry_waits_for_its_backoff_and_only_the_unfinished_target_is_called_again() {
-        let d = delivery(None);
-        let s = run(
-            &d,
-            call_all(false),
-            vec![(0, ok()), (1, unavailable(None))],
-            at(1),
-        );
+        let s = half_done();
         assert_eq!(s.phase, DeliveryPhase::Running);
         assert_eq!(
             phases(&s),
@@ -414,21 +419,9 @@ mod tests {
             Step::Wait(w) => assert!(w >= Duration::from_secs(1), "{w:?}"),
             other => panic!("{other:?}"),
         }
-        let Step::Render { due, .. } = decide(observe(&backing_off), retry_at) else {
-            panic!("due at its retry time");
-        };
-        assert_eq!(due, [1], "the succeeded target is never called again");
-        let s = run(
-            &backing_off,
-            vec![(
-                1,
-                Plan::Call {
-                    at_most_once: false,
-                },
-            )],
-            vec![(1, ok())],
-            retry_at,
-        );
+        let (_, due_now) = due(&backing_off, retry_at);
+        assert_eq!(due_now, [1], "the succeeded target is never called again");
+        let s = run(&backing_off, vec![(1, CALL)], vec![(1, ok())], retry_at);
         assert_eq!(s.phase, DeliveryPhase::Succeeded);
         assert_eq!(s.targets[1].attempts, 2);
     }
@@ -490,20 +483,13 @@ mod tests {
     #[test]
     fn a_plan_that_cannot_be_made_fails_without_a_call() {
         let d = delivery(None);
-        let Step::Render { targets, .. } = decide(observe(&d), at(1)) else {
-            panic!()
-        };
+        let (targets, _) = due(&d, at(1));
         let plans = vec![
             (
                 0,
                 Plan::Fail("rule a target 0 (webhook) is no longer in the route".into()),
             ),
-            (
-                1,
-                Plan::Call {
-                    at_most_once: false,
-                },
-            ),
+            (1, CALL),
         ];
         let c = calls(&StatusedDeliveryStatus::default(), targets, plans, at(1));
         assert_eq!(c.call, [1]);
@@ -515,18 +501,8 @@ mod tests {
     #[test]
     fn at_most_once_calls_are_marked_before_they_are_made() {
         let d = delivery(None);
-        let Step::Render { targets, .. } = decide(observe(&d), at(1)) else {
-            panic!()
-        };
-        let plans = vec![
-            (0, Plan::Call { at_most_once: true }),
-            (
-                1,
-                Plan::Call {
-                    at_most_once: false,
-                },
-            ),
-        ];
+        let (targets, _) = due(&d, at(1));
+        let plans = vec![(0, ONCE), (1, CALL)];
         let c = calls(&StatusedDeliveryStatus::default(), targets, plans, at(1));
         assert_eq!(c.call, [0, 1]);
         let mark = c.mark.expect("a mark to write first");
@@ -549,9 +525,7 @@ mod tests {
     fn uncertain_after_a_crash_an_at_most_once_call_fails_instead_of_repeating() {
         // The operator stopped after writing the mark, before the outcome.
         let d = delivery(None);
-        let Step::Render { targets, .. } = decide(observe(&d), at(1)) else {
-            panic!()
-        };
+        let (targets, _) = due(&d, at(1));
         let mark = calls(
             &StatusedDeliveryStatus::default(),
             targets,
@@ -561,13 +535,11 @@ mod tests {
         .mark
         .unwrap();
         let after_crash = delivery(Some(mark));
-        let Step::Render { targets, due, .. } = decide(observe(&after_crash), at(9)) else {
-            panic!("the marked targets are still due")
-        };
+        let (targets, due) = due(&after_crash, at(9));
         let c = calls(
             after_crash.status.as_ref().unwrap(),
             targets,
-            due.iter().map(|&i| (i, Plan::Call { at_most_once: true })),
+            due.iter().map(|&i| (i, ONCE)),
             at(9),
         );
         assert!(c.call.is_empty(), "never called twice");
@@ -585,12 +557,7 @@ mod tests {
         let c = calls(
             after_crash.status.as_ref().unwrap(),
             s.targets.clone(),
-            [(
-                0,
-                Plan::Call {
-                    at_most_once: false,
-                },
-            )],
+            [(0, CALL)],
             at(9),
         );
         assert_eq!(c.call, [0]);
@@ -607,13 +574,7 @@ mod tests {
 
     #[test]
     fn route_gone_or_re_created_gives_up_every_unfinished_target() {
-        let d = delivery(None);
-        let s = run(
-            &d,
-            call_all(false),
-            vec![(0, ok()), (1, unavailable(None))],
-            at(1),
-        );
+        let s = half_done();
         let d = delivery(Some(s));
         for (check, reason) in [
             (RouteCheck::Gone, "RouteGone: route r no longer exists"),
@@ -682,21 +643,9 @@ mod tests {
         assert_eq!(rerun, 1);
         let mut d = delivery(Some(reopened));
         d.metadata.annotations = finished.metadata.annotations.clone();
-        let Step::Render { due, .. } = decide(observe(&d), at(3)) else {
-            panic!("the failed target runs again")
-        };
+        let (_, due) = due(&d, at(3));
         assert_eq!(due, [1]);
-        let s = run(
-            &d,
-            vec![(
-                1,
-                Plan::Call {
-                    at_most_once: false,
-                },
-            )],
-            vec![(1, ok())],
-            at(3),
-        );
+        let s = run(&d, vec![(1, CALL)], vec![(1, ok())], at(3));
         assert_eq!(s.phase, DeliveryPhase::Succeeded);
         assert_eq!(s.redeliveries, 1);
         // The token is honoured: the annotation does not reopen it again.

@@ -115,10 +115,11 @@ pub fn next_attempt(now: jiff::Timestamp, delay: Duration) -> jiff::Timestamp {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn policy() -> RetryPolicy {
+    /// 3 attempts, backing off from 2 s: the policy the executor's unit tests run with.
+    pub(crate) fn policy() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 3,
             backoff: Backoff {
