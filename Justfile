@@ -38,7 +38,9 @@ bench:
     cargo bench --locked --bench receiver
 
 # A burst of signed events through the receiver to a local sink, as ratios to raw API-server
-# creates in the same run (N = 10,000, C = 32; STATUSED_LOAD_EVENTS / _CONCURRENCY override).
+# creates in the same run (N = 10,000, C = 32; STATUSED_LOAD_EVENTS / _CONCURRENCY override;
+# STATUSED_LOAD_SINK_LATENCY_MS=300 makes the sink answer each call in 300 ms, as real CI
+# and chat APIs do).
 bench-load: tools
     hack/cluster.sh exec -- cargo bench --locked --bench load
 

@@ -33,7 +33,7 @@ use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 
 /// The executor's default concurrency: the most calls that can be in flight at a kill.
-const EXECUTOR_CONCURRENCY: usize = 128;
+const EXECUTOR_CONCURRENCY: usize = 256;
 /// Most connection attempts per second towards a dead API server that count as backing off.
 const MAX_DEAD_API_CONNECTS_PER_SEC: f64 = 10.0;
 

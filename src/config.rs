@@ -106,7 +106,7 @@ impl Default for Config {
             max_inflight_bytes: 32 * 1024 * 1024,
             max_inflight_per_namespace: 32,
             record_timeout: Duration::from_secs(5),
-            executor_concurrency: 128,
+            executor_concurrency: 256,
             executor_api_writes: 16,
             dedup_window: Duration::from_secs(72 * 3600),
             prune_interval: Duration::from_secs(10),

@@ -210,7 +210,7 @@ pub struct RunArgs {
     /// Deliveries the executor works on at once: their target calls are in flight together
     /// (cheap: a socket and a request each), round-robin across namespaces. Also the most
     /// calls a crash can leave with no recorded outcome.
-    #[arg(long, env = "STATUSED_EXECUTOR_CONCURRENCY", default_value_t = 128,
+    #[arg(long, env = "STATUSED_EXECUTOR_CONCURRENCY", default_value_t = 256,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub executor_concurrency: u16,
     /// The executor's requests to the API server at once (status writes and fresh reads),
