@@ -1,5 +1,10 @@
 //! The delivery executor: for each pending `StatusedDelivery`, calls every matched target,
 //! retries what is worth retrying, and records each target's outcome on the delivery.
+//!
+//! This file is the loop and its IO: it gathers what `decide.rs` reads (the delivery, never
+//! older than its own last write; the route check; the ledger), does the step `decide`
+//! names (render, call, write) and writes every status through `write_status`. What to do
+//! is never decided here; each decision has its test in `decide.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +37,9 @@ use crate::targets::request::RenderContext;
 use crate::targets::send::{self, Outcome};
 
 /// Runs the executor until `shutdown`: the delivery controller (at most
-/// `executor_concurrency` reconciles at once), the pruner and the route status flush, all
-/// over one watch of the deliveries.
+/// `--executor-concurrency` deliveries worked on at once, `--executor-api-writes` requests to
+/// the API server), the pruner and the route status flush, all over one watch of the
+/// deliveries.
 pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let api: Api<StatusedDelivery> =
         scoped_api(ctx.client.clone(), ctx.config.namespace.as_deref());
