@@ -33,6 +33,8 @@ pub struct Admission {
     /// Verified requests in flight per namespace, and the most one namespace may have.
     namespaces: Arc<Mutex<HashMap<String, usize>>>,
     max_per_namespace: usize,
+    /// Whose turn it is to watch for a quiet receiver (see [`Admission::quiet`]).
+    quiet_turn: tokio::sync::Mutex<()>,
 }
 
 /// Held while a request is worked on; dropping it gives the budget back.
@@ -100,6 +102,7 @@ impl Admission {
             max_kib,
             namespaces: Arc::default(),
             max_per_namespace: max_requests,
+            quiet_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -144,8 +147,18 @@ impl Admission {
 
     /// Waits until fewer than `below` requests are in flight, or for `at_most`: background
     /// work (the executor) lets the receiver's writes go first, without waiting forever.
+    ///
+    /// One waiter looks every 10 ms while the others queue for their turn, so however many
+    /// wait (the executor's calls in flight), the looking costs one timer; once the receiver
+    /// is quiet, each queued waiter finds it so at once.
     pub async fn quiet(&self, below: usize, at_most: std::time::Duration) {
+        if self.in_flight() < below {
+            return;
+        }
         let deadline = tokio::time::Instant::now() + at_most;
+        let Ok(_turn) = tokio::time::timeout_at(deadline, self.quiet_turn.lock()).await else {
+            return;
+        };
         while self.in_flight() >= below && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }

@@ -209,12 +209,13 @@ pub struct RunArgs {
     pub record_timeout_seconds: f64,
     /// Deliveries the executor works on at once: their target calls are in flight together
     /// (cheap: a socket and a request each), round-robin across namespaces. Also the most
-    /// calls a crash can leave with no recorded outcome.
+    /// deliveries whose calls a crash can leave with no recorded outcome.
     #[arg(long, env = "STATUSED_EXECUTOR_CONCURRENCY", default_value_t = 256,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub executor_concurrency: u16,
-    /// The executor's requests to the API server at once (status writes and fresh reads),
-    /// bounded apart from the calls: they share the API server with the receiver's creates.
+    /// The executor's requests to the API server at once (status writes, fresh reads, the
+    /// objects Tekton and Argo targets create), bounded apart from the calls: they share the
+    /// API server with the receiver's creates. Also how many unwritten statuses stop new calls.
     #[arg(long, env = "STATUSED_EXECUTOR_API_WRITES", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub executor_api_writes: u16,

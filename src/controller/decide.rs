@@ -4,8 +4,9 @@
 //! calls' outcomes: the status to write. From a status: when to look again.
 //!
 //! `delivery.rs` is the loop around these: it gathers what they read, does the IO they name
-//! (render, call, write) and writes every status built by `status::delivery_status` (the one
-//! builder) through its `write_status` (the one writer). Every transition has a test below.
+//! (render, call, write) and writes every status through its `write_status` (the one writer).
+//! Every status decided here is built by `status::delivery_status` (the one builder; a
+//! redelivery's reopened status is `redeliver::reopen`'s). Every transition has a test below.
 
 use std::time::Duration;
 
@@ -129,6 +130,7 @@ fn not_runnable<R>(
             "RouteGone: route {name} was deleted and created again; this delivery belonged to the earlier one"
         )),
         RouteCheck::Gone => give_up(format!("RouteGone: route {name} no longer exists")),
+        // (`RoutingTable::check` answers `Run` with the route, never as an error.)
         RouteCheck::Run | RouteCheck::Settling => Step::Wait(SETTLE),
         // Not Ready (a Secret is missing) or not loaded yet: wait, but not forever.
         RouteCheck::NotReady if age(d, now) > max_pending_age => give_up(format!(
@@ -273,10 +275,11 @@ mod tests {
     use crate::controller::retry::tests::policy;
 
     const ROUTE: &str = "compiled route";
-    /// A rendered plan to call; at most once (`onUncertain: fail`).
+    /// A rendered plan to call.
     const CALL: Plan = Plan::Call {
         at_most_once: false,
     };
+    /// A rendered plan to call at most once (`onUncertain: fail`).
     const ONCE: Plan = Plan::Call { at_most_once: true };
 
     fn at(secs: i64) -> jiff::Timestamp {

@@ -3,8 +3,8 @@
 //!
 //! This file is the loop and its IO: it gathers what `decide.rs` reads (the delivery, never
 //! older than its own last write; the route check; the ledger), does the step `decide`
-//! names (render, call, write) and writes every status through `write_status`. What to do
-//! is never decided here; each decision has its test in `decide.rs`.
+//! names (render, call, write) and writes every status through `write_status`. What happens
+//! to a target is never decided here; each decision has its test in `decide.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,9 +37,9 @@ use crate::targets::request::RenderContext;
 use crate::targets::send::{self, Outcome};
 
 /// Runs the executor until `shutdown`: the delivery controller (at most
-/// `--executor-concurrency` deliveries worked on at once, `--executor-api-writes` requests to
-/// the API server), the pruner and the route status flush, all over one watch of the
-/// deliveries.
+/// `--executor-concurrency` deliveries worked on at once; `--executor-api-writes` status
+/// writes, fresh reads and object creates), the pruner and the route status flush, all over
+/// one watch of the deliveries.
 pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let api: Api<StatusedDelivery> =
         scoped_api(ctx.client.clone(), ctx.config.namespace.as_deref());
@@ -185,7 +185,7 @@ async fn work(
         ),
         writes_backlogged: ctx
             .ledger
-            .backlog_full(usize::from(ctx.config.executor_concurrency)),
+            .backlog_full(usize::from(ctx.config.executor_api_writes)),
         max_pending_age: ctx.config.max_pending_age,
     };
     match decide(observed, jiff::Timestamp::now()) {
@@ -204,6 +204,8 @@ async fn work(
         }
         Step::Wait(after) => {
             debug!(route = %key, ?after, "delivery waits");
+            ctx.reconcile_failures
+                .reset(&format!("delivery:{ns}/{}", delivery.name_any()));
             Ok(Action::requeue(after))
         }
         Step::Render {
@@ -248,7 +250,15 @@ async fn call_due(
     targets: Vec<TargetStatus>,
     due: Vec<usize>,
 ) -> Result<Action, Error> {
-    let planned = render(route, &delivery, &targets, due).await?;
+    // Incoming events first: while the receiver is busy, a delivery waits (a bounded time)
+    // before it calls anything, so that its writes do not slow down the creates that senders
+    // are waiting on. Under a burst this makes events durable sooner and delivers them right
+    // after. Waiting here, not between a call and its write, keeps the time a made call goes
+    // unrecorded short.
+    ctx.admission
+        .quiet(RECEIVER_BUSY, RECEIVER_FIRST_WAIT)
+        .await;
+    let (planned, _bytes) = render(ctx, route, &delivery, &targets, due).await?;
     let now = jiff::Timestamp::now();
     let current = delivery.status.clone().unwrap_or_default();
     let plans = planned.iter().map(|(i, p)| (*i, plan_of(p)));
@@ -286,12 +296,15 @@ async fn call_due(
 }
 
 /// The plan of each `due` target (index, plan), rendered on the blocking pool.
+/// With them, their share of the budget of rendered bytes in flight, held until the calls
+/// are done.
 async fn render<'r>(
+    ctx: &'r Executor,
     route: &'r Arc<CompiledRoute>,
     delivery: &Arc<StatusedDelivery>,
     targets: &[TargetStatus],
     due: Vec<usize>,
-) -> Result<Vec<(usize, Planned<'r>)>, Error> {
+) -> Result<(Vec<(usize, Planned<'r>)>, tokio::sync::SemaphorePermit<'r>), Error> {
     let matched: Vec<MatchedTarget> = due
         .iter()
         .map(|&i| MatchedTarget {
@@ -300,12 +313,13 @@ async fn render<'r>(
             kind: targets[i].kind.clone(),
         })
         .collect();
-    let rendered = render_off_the_workers(route, delivery, &matched).await?;
-    Ok(due
+    let (rendered, bytes) = render_off_the_workers(ctx, route, delivery, &matched).await?;
+    let planned = due
         .into_iter()
         .zip(matched.iter().zip(rendered))
         .map(|(i, (m, r))| (i, attach(route, m, r)))
-        .collect())
+        .collect();
+    Ok((planned, bytes))
 }
 
 /// What the pure decisions need to know of a rendered plan.
@@ -368,71 +382,89 @@ static RENDER_SLOTS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
 /// The request or object of each `due` target, in order, rendered on the blocking pool. A
 /// stored event over the data limits (recorded before they were in force, or by hand) is
 /// not rendered: each target fails with `EventOverLimits`, once, and the delivery finishes.
-async fn render_off_the_workers(
+///
+/// The render slot is held until the rendered requests' bytes have their share of the
+/// executor's budget (`Executor::bytes`): at most that budget, plus what the render slots
+/// hold, is ever rendered and waiting for its calls, however many deliveries are in flight.
+async fn render_off_the_workers<'e>(
+    ctx: &'e Executor,
     route: &Arc<CompiledRoute>,
     delivery: &Arc<StatusedDelivery>,
     due: &[MatchedTarget],
-) -> Result<Vec<Rendered>, Error> {
+) -> Result<(Vec<Rendered>, tokio::sync::SemaphorePermit<'e>), Error> {
     let permit = RENDER_SLOTS
         .clone()
         .acquire_owned()
         .await
         .map_err(|_| Error::Blocking("render slots closed".into()))?;
-    let (route, delivery, due) = (route.clone(), delivery.clone(), due.to_vec());
-    tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let event = &delivery.spec.event;
-        if let Err(over) = crate::event::check_data_value(&event.data, &crate::event::DATA_LIMITS) {
-            let why = format!("EventOverLimits: the stored event is over its data limits: {over}");
-            return due
-                .iter()
-                .map(|_| Rendered::Unbuildable(why.clone()))
-                .collect();
-        }
-        let (ns, name) = (
-            delivery.namespace().unwrap_or_default(),
-            delivery.name_any(),
-        );
-        let round = delivery.status.as_ref().map_or(0, |s| s.redeliveries);
-        let scope = Scope::new(&event.to_value(), &ns, &delivery.spec.route);
-        let render = RenderContext {
-            scope: &scope,
-            event_id: &event.id,
-            round,
-        };
-        let input = PlanInput {
-            namespace: &ns,
-            route: &delivery.spec.route,
-            delivery: &name,
-            event_id: &event.id,
-            event_type: &event.type_,
-            data: &event.data,
-            round,
-        };
-        due.iter()
-            .map(|m| plan(&route, &input, &render, m).detach())
-            .collect()
-    })
-    .await
-    .map_err(|e| Error::Blocking(e.to_string()))
+    let (rendered, permit) = render_blocking(route, delivery, due, permit).await?;
+    let bytes = ctx.bytes_for(&rendered).await?;
+    drop(permit);
+    Ok((rendered, bytes))
 }
 
-/// One of the executor's `--executor-api-writes`, held for one request to the API server.
-///
-/// Incoming events first: while the receiver is busy, the holder waits (a bounded time) so
-/// that the executor's requests do not slow down the creates that senders are waiting on.
-/// Under a burst this makes events durable sooner and delivers them right after. Only the
-/// holders of a write slot wait, so the waiting costs no more when many calls are in flight.
+/// Renders `due` on the blocking pool, holding the render slot `permit` there: it bounds
+/// the work that runs, even when the reconcile that waits for it is dropped. The slot is
+/// handed back with the result.
+async fn render_blocking(
+    route: &Arc<CompiledRoute>,
+    delivery: &Arc<StatusedDelivery>,
+    due: &[MatchedTarget],
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(Vec<Rendered>, tokio::sync::OwnedSemaphorePermit), Error> {
+    let (route, delivery, due) = (route.clone(), delivery.clone(), due.to_vec());
+    tokio::task::spawn_blocking(move || (render_now(&route, &delivery, &due), permit))
+        .await
+        .map_err(|e| Error::Blocking(e.to_string()))
+}
+
+/// The request or object of each of `due`, rendered here and now (CEL: on the blocking
+/// pool only).
+fn render_now(
+    route: &CompiledRoute,
+    delivery: &StatusedDelivery,
+    due: &[MatchedTarget],
+) -> Vec<Rendered> {
+    let event = &delivery.spec.event;
+    if let Err(over) = crate::event::check_data_value(&event.data, &crate::event::DATA_LIMITS) {
+        let why = format!("EventOverLimits: the stored event is over its data limits: {over}");
+        return due
+            .iter()
+            .map(|_| Rendered::Unbuildable(why.clone()))
+            .collect();
+    }
+    let (ns, name) = (
+        delivery.namespace().unwrap_or_default(),
+        delivery.name_any(),
+    );
+    let round = delivery.status.as_ref().map_or(0, |s| s.redeliveries);
+    let scope = Scope::new(&event.to_value(), &ns, &delivery.spec.route);
+    let render = RenderContext {
+        scope: &scope,
+        event_id: &event.id,
+        round,
+    };
+    let input = PlanInput {
+        namespace: &ns,
+        route: &delivery.spec.route,
+        delivery: &name,
+        event_id: &event.id,
+        event_type: &event.type_,
+        data: &event.data,
+        round,
+    };
+    due.iter()
+        .map(|m| plan(route, &input, &render, m).detach())
+        .collect()
+}
+
+/// One of the executor's `--executor-api-writes`, held for one request to the API server
+/// (a status write, a fresh read, an object a target creates).
 async fn api_write(ctx: &Executor) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
-    let permit = ctx
-        .writes
+    ctx.writes
         .acquire()
         .await
-        .map_err(|_| Error::Blocking("executor writes closed".into()))?;
-    ctx.admission
-        .quiet(RECEIVER_BUSY, RECEIVER_FIRST_WAIT)
-        .await;
-    Ok(permit)
+        .map_err(|_| Error::Blocking("executor writes closed".into()))
 }
 
 /// Reads delivery `ns/name` from the API server.
@@ -561,8 +593,7 @@ async fn recorded(
 
 /// Requests in flight at the receiver from which it counts as busy.
 const RECEIVER_BUSY: usize = 4;
-/// The longest an executor request waits for a busy receiver (its least rate under a
-/// sustained flood: `executor_api_writes` requests per this).
+/// The longest a delivery waits for a busy receiver before it calls its targets.
 const RECEIVER_FIRST_WAIT: Duration = Duration::from_secs(1);
 
 /// What the route's status says about this delivery (`lastEvent`, `lastDelivery`).
@@ -591,6 +622,7 @@ fn activity(delivery: &StatusedDelivery, status: &StatusedDeliveryStatus) -> Act
             phase: status.phase.as_str().to_string(),
             completed_at: status.completed_at.clone(),
         },
+        route_uid: delivery.route_uid().map(str::to_string),
     }
 }
 

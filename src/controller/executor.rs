@@ -14,6 +14,7 @@ use super::route_activity::RouteActivity;
 use crate::api::StatusedDelivery;
 use crate::context::Context;
 use crate::fair_share::FairShare;
+use crate::route::plan::Rendered;
 use crate::targets::outbound::Outbound;
 
 pub struct Executor {
@@ -24,9 +25,9 @@ pub struct Executor {
     /// The executor's `--executor-concurrency` slots, served round-robin across namespaces:
     /// the deliveries worked on (their calls in flight) at once.
     pub slots: FairShare,
-    /// The executor's `--executor-api-writes`: its status writes and reads at once, bounded
-    /// apart from the calls, so that slow targets can be many in flight while the API server
-    /// sees no more writes than before.
+    /// The executor's `--executor-api-writes`: its status writes, fresh reads and the objects
+    /// in-cluster targets create, at once; bounded apart from the calls, so that slow targets
+    /// can be many in flight while the API server sees no more of these than before.
     pub writes: tokio::sync::Semaphore,
     /// The executor's own status writes, beyond what its cache shows.
     pub ledger: Ledger,
@@ -37,7 +38,13 @@ pub struct Executor {
     pub event_budget: EventBudget,
     /// `lastEvent` / `lastDelivery` per route, written by a coalescing flush.
     pub route_activity: Arc<RouteActivity>,
+    /// The budget of rendered requests in flight, in KiB ([`BYTES_IN_FLIGHT`]).
+    pub bytes: tokio::sync::Semaphore,
 }
+
+/// Rendered requests and objects held by deliveries in flight, at most: with 256 deliveries
+/// of the largest events, their copies would otherwise take hundreds of MiB.
+pub const BYTES_IN_FLIGHT: usize = 32 * 1024 * 1024;
 
 impl std::ops::Deref for Executor {
     type Target = Context;
@@ -59,8 +66,30 @@ impl Executor {
             deliveries: RwLock::default(),
             event_budget: EventBudget::default(),
             route_activity: Arc::default(),
+            bytes: tokio::sync::Semaphore::new(BYTES_IN_FLIGHT / 1024),
             ctx,
         }
+    }
+
+    /// The share of [`BYTES_IN_FLIGHT`] that `rendered` takes (at least 1 KiB each, at most
+    /// the whole budget), waited for.
+    pub async fn bytes_for(
+        &self,
+        rendered: &[Rendered],
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, super::Error> {
+        let bytes: usize = rendered
+            .iter()
+            .map(|r| match r {
+                Rendered::Http { request, .. } => request.body.len(),
+                // An object is small next to the event it renders from: count it so.
+                _ => 0,
+            } + 1024)
+            .sum();
+        let kib = u32::try_from((bytes / 1024).clamp(1, BYTES_IN_FLIGHT / 1024)).unwrap_or(1);
+        self.bytes
+            .acquire_many(kib)
+            .await
+            .map_err(|_| super::Error::Blocking("rendered bytes budget closed".into()))
     }
 
     /// Delivery `ns/name` as the executor's watch cache has it; `None` when the executor

@@ -106,7 +106,7 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Executor>) -> Resu
             claimed.answer
         }
         // `decide` reopens only a delivery it was given.
-        (Decision::Reopen(_), None) => Answer::NotFound,
+        (Decision::Reopen(_), None) => return Ok(Action::await_change()),
     };
     let desired = redeliver::request_status(
         previous.as_ref(),

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use crate::api::{LastDelivery, LastEvent, StatusedRoute};
 use crate::route::RouteKey;
-use crate::route_cache::RouteCache;
+use crate::route_cache::{RouteCache, RouteIndex};
 
 /// Field manager for the route status fields the executor owns. Separate from the route
 /// reconciler's so that neither apply removes the other's fields.
@@ -26,6 +26,9 @@ pub const ROUTE_ACTIVITY_MANAGER: &str = "statused-operator-delivery";
 pub struct Activity {
     pub last_event: LastEvent,
     pub last_delivery: LastDelivery,
+    /// The route object the event was accepted for (the delivery's routeUID): activity of a
+    /// route deleted and applied again is never written on the new object.
+    pub route_uid: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -45,7 +48,8 @@ impl RouteActivity {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = map.entry(route).or_default();
         let newer_known = entry.latest.as_ref().is_some_and(|l| {
-            l.last_event.received_at.0 > activity.last_event.received_at.0
+            l.route_uid == activity.route_uid
+                && l.last_event.received_at.0 > activity.last_event.received_at.0
                 && l.last_delivery.name != activity.last_delivery.name
         });
         if !newer_known {
@@ -72,12 +76,15 @@ impl RouteActivity {
         }
     }
 
-    /// Keeps the routes `keep` says yes to.
-    pub fn retain(&self, mut keep: impl FnMut(&RouteKey) -> bool) {
+    /// Keeps the activity `keep` says yes to, given its route and route uid.
+    pub fn retain(&self, mut keep: impl FnMut(&RouteKey, Option<&str>) -> bool) {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|k, _| keep(k));
+            .retain(|k, e| {
+                let uid = e.latest.as_ref().and_then(|l| l.route_uid.as_deref());
+                keep(k, uid)
+            });
     }
 
     /// The route is gone: forget it.
@@ -111,8 +118,13 @@ pub async fn flush_every(
             () = &mut stop => true,
             () = tokio::time::sleep(interval) => false,
         };
-        // Per-route state of a deleted route must not outlive it.
-        activity.retain(|route| routes.contains(route));
+        // Per-route state of a deleted route must not outlive it, nor be written on a route
+        // applied again under its name.
+        activity.retain(|route, uid| {
+            routes
+                .cached_uid(route)
+                .is_some_and(|current| uid.is_none() || current.as_deref() == uid)
+        });
         flush(&client, &activity).await;
         if stopping {
             return;
@@ -170,6 +182,7 @@ mod tests {
                 phase: phase.into(),
                 completed_at: None,
             },
+            route_uid: Some("uid-1".into()),
         }
     }
 
@@ -203,6 +216,25 @@ mod tests {
         // The same delivery moving on (Running -> Succeeded) does replace it.
         routes.record(key.clone(), activity("new", 200, "Succeeded"));
         assert_eq!(routes.unwritten()[0].1.last_delivery.phase, "Succeeded");
+    }
+
+    #[test]
+    fn activity_of_a_route_applied_again_is_kept_only_for_the_object_it_was_for() {
+        let routes = RouteActivity::default();
+        let key = RouteKey::new("ns", "r");
+        routes.record(key.clone(), activity("d", 1, "Succeeded"));
+        // The route was deleted and applied again (uid-2) before the flush.
+        routes.retain(|_, uid| uid == Some("uid-2"));
+        assert!(routes.is_empty(), "not written on the new route object");
+        let mut newer_object = activity("e", 0, "Succeeded");
+        newer_object.route_uid = Some("uid-2".into());
+        routes.record(key.clone(), activity("d", 5, "Succeeded"));
+        routes.record(key.clone(), newer_object);
+        assert_eq!(
+            routes.unwritten()[0].1.last_delivery.name,
+            "e",
+            "an older time on another object is not 'older'"
+        );
     }
 
     #[test]
