@@ -46,6 +46,7 @@ pub struct Metrics {
     reconciles: Family<ReconcileLabels, Counter>,
     deliveries: Family<OutcomeLabels, Counter>,
     kube_events: Family<OutcomeLabels, Counter>,
+    calls_deferred: Family<ReasonLabels, Counter>,
     watches_failing: prometheus_client::metrics::gauge::Gauge,
     leader: prometheus_client::metrics::gauge::Gauge,
     routes: Family<ReadyLabels, prometheus_client::metrics::gauge::Gauge>,
@@ -110,6 +111,12 @@ impl Default for Metrics {
             "Kubernetes Events on deliveries: published, or skipped over the event budget",
             kube_events.clone(),
         );
+        let calls_deferred = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "target_calls_deferred",
+            "Target calls not made yet because their destination could not take them: paused after a 429 or rate-limit answer, at maxConcurrent, or out of ratePerMinute",
+            calls_deferred.clone(),
+        );
         let watches_failing = prometheus_client::metrics::gauge::Gauge::default();
         registry.register(
             "watches_failing",
@@ -149,6 +156,7 @@ impl Default for Metrics {
             backlog_oldest,
             watches_failing,
             kube_events,
+            calls_deferred,
             registry,
             webhook_requests,
             events_refused,
@@ -229,6 +237,13 @@ impl Metrics {
     pub fn watches_failing(&self, n: usize) {
         self.watches_failing
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A call deferred by its destination (`paused`, `busy`, `rate`).
+    pub fn call_deferred(&self, reason: &'static str) {
+        self.calls_deferred
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn kube_event(&self, outcome: &str) {

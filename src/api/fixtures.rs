@@ -105,6 +105,8 @@ impl RuleBuilder {
         self.rule.targets.push(Target {
             timeout_seconds: None,
             on_uncertain: Default::default(),
+            max_concurrent: None,
+            rate_per_minute: None,
             kind,
         });
         self

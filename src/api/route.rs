@@ -129,6 +129,15 @@ pub struct Target {
     /// per call, made before it.
     #[serde(default, skip_serializing_if = "OnUncertain::is_retry")]
     pub on_uncertain: OnUncertain,
+    /// HTTP kinds: the most calls at once to this target's destination (its URL's scheme,
+    /// host and port, within the route's namespace), 1 to 64. Targets of one namespace that
+    /// call the same host share the destination and its limits; the smallest declared wins.
+    #[schemars(range(min = 1, max = 64))]
+    pub max_concurrent: Option<u32>,
+    /// HTTP kinds: the most calls a minute to this target's destination, 1 to 6000, spaced
+    /// out evenly.
+    #[schemars(range(min = 1, max = 6000))]
+    pub rate_per_minute: Option<u32>,
     /// The kind: one key per kind, its value the kind's settings.
     #[serde(flatten)]
     pub kind: TargetKind,
@@ -148,6 +157,10 @@ impl<'de> Deserialize<'de> for Target {
             timeout_seconds: Option<u32>,
             #[serde(default)]
             on_uncertain: OnUncertain,
+            #[serde(default)]
+            max_concurrent: Option<u32>,
+            #[serde(default)]
+            rate_per_minute: Option<u32>,
             #[serde(flatten)]
             rest: serde_json::Map<String, serde_json::Value>,
         }
@@ -168,6 +181,8 @@ impl<'de> Deserialize<'de> for Target {
         Ok(Target {
             timeout_seconds: entry.timeout_seconds,
             on_uncertain: entry.on_uncertain,
+            max_concurrent: entry.max_concurrent,
+            rate_per_minute: entry.rate_per_minute,
             kind: TargetKind::deserialize(serde_json::Value::Object(kinds))
                 .map_err(D::Error::custom)?,
         })

@@ -148,6 +148,10 @@ pub enum Plan {
     Call { at_most_once: bool },
     /// It cannot be made for this event (gone from the route, or unbuildable): it fails.
     Fail(String),
+    /// Its destination cannot take it now (paused after a 429, at its `maxConcurrent`, or
+    /// out of its `ratePerMinute`): not called, no attempt counted, due again `until`; `why`
+    /// is shown on the target.
+    Defer { until: jiff::Timestamp, why: String },
 }
 
 /// The calls to make for a delivery, and the status that goes before them.
@@ -179,6 +183,10 @@ pub fn calls(
         let t = &mut targets[i];
         match plan {
             Plan::Fail(error) => finish(t, DeliveryPhase::Failed, None, Some(error), now),
+            Plan::Defer { until, why } => {
+                t.next_attempt_at = Some(Time(retry::next_attempt(until, Duration::ZERO)));
+                t.last_error = Some(why);
+            }
             // At most once, and a call was started that has no recorded outcome: the
             // operator stopped while it was in flight. Never call twice.
             Plan::Call { at_most_once: true } if t.call_started_at.is_some() => {
@@ -499,6 +507,43 @@ mod tests {
         assert_eq!(c.mark, None, "nothing at most once: no extra write");
         assert_eq!(c.targets[0].phase, DeliveryPhase::Failed);
         assert_eq!(c.targets[0].attempts, 0);
+    }
+
+    #[test]
+    fn a_deferred_call_is_not_made_nor_counted_and_is_due_when_its_destination_allows() {
+        let d = delivery(None);
+        let (targets, _) = due(&d, at(1));
+        let why = "DestinationPaused: http://127.0.0.1:1 asked to be left alone (HTTP 429)";
+        let plans = vec![
+            (
+                0,
+                Plan::Defer {
+                    until: at(6),
+                    why: why.into(),
+                },
+            ),
+            (1, CALL),
+        ];
+        let c = calls(&StatusedDeliveryStatus::default(), targets, plans, at(1));
+        assert_eq!(c.call, [1]);
+        let s = recorded(
+            &StatusedDeliveryStatus::default(),
+            c.targets,
+            vec![(1, ok())],
+            &policy(),
+            at(1),
+        );
+        assert_eq!(s.targets[0].attempts, 0, "a deferred call is no attempt");
+        assert_eq!(s.targets[0].phase, DeliveryPhase::Pending);
+        assert_eq!(
+            s.targets[0].last_error.as_deref(),
+            Some(why),
+            "the wait is visible"
+        );
+        assert_eq!(s.phase, DeliveryPhase::Running);
+        let waiting = delivery(Some(s));
+        assert!(matches!(decide(observe(&waiting), at(5)), Step::Wait(_)));
+        assert_eq!(due(&waiting, at(6)).1, [0]);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! names (render, call, write) and writes every status through `write_status`. What happens
 //! to a target is never decided here; each decision has its test in `decide.rs`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, future};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -19,6 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
 use super::decide::{self, Observed, Plan, Step, decide};
+use super::destinations::{Admit, Destination, Lease};
 use super::executor::Executor;
 use super::redeliver;
 use super::retry::RetryPolicy;
@@ -261,8 +263,9 @@ async fn call_due(
     let (planned, _bytes) = render(ctx, route, &delivery, &targets, due).await?;
     let now = jiff::Timestamp::now();
     let current = delivery.status.clone().unwrap_or_default();
-    let plans = planned.iter().map(|(i, p)| (*i, plan_of(p)));
-    let calls = decide::calls(&current, targets, plans, now);
+    // Each HTTP call's destination admits it, or defers it (held until the calls are done).
+    let admitted = admit(ctx, route, &delivery, &targets, &planned, now);
+    let calls = decide::calls(&current, targets, admitted.plans, now);
     let first_look = delivery.status.is_none();
     let delivery = match &calls.mark {
         // The outcome is written on top of the mark, conditional on the mark's version.
@@ -284,7 +287,10 @@ async fn call_due(
         max_attempts: ctx.config.max_attempts,
         backoff: ctx.config.retry_backoff,
     };
+    let limited = rate_limited(&outcomes);
     let desired = decide::recorded(&current, calls.targets, outcomes, &policy, now);
+    pause(ctx, &admitted.destinations, &limited, &desired);
+    drop(admitted.leases);
     if desired != current
         && let Err(e) = write_status(ctx, &delivery, &desired).await
     {
@@ -320,6 +326,89 @@ async fn render<'r>(
         .map(|(i, (m, r))| (i, attach(route, m, r)))
         .collect();
     Ok((planned, bytes))
+}
+
+/// The plans as the decisions see them, once each HTTP call's destination admitted it or
+/// deferred it; the leases of the admitted calls; where each HTTP call goes.
+struct Admitted {
+    plans: Vec<(usize, Plan)>,
+    leases: Vec<Lease>,
+    destinations: HashMap<usize, Destination>,
+}
+
+/// Asks each HTTP call's destination (see destinations.rs) whether it may go now, with the
+/// limits its target declares.
+fn admit(
+    ctx: &Executor,
+    route: &CompiledRoute,
+    delivery: &StatusedDelivery,
+    targets: &[TargetStatus],
+    planned: &[(usize, Planned<'_>)],
+    now: jiff::Timestamp,
+) -> Admitted {
+    let ns = delivery.namespace().unwrap_or_default();
+    let mut admitted = Admitted {
+        plans: Vec::with_capacity(planned.len()),
+        leases: Vec::new(),
+        destinations: HashMap::new(),
+    };
+    for (i, p) in planned {
+        let (i, mut plan) = (*i, plan_of(p));
+        if let Planned::Http { request, .. } = p {
+            let t = &targets[i];
+            let limits = route
+                .target(&t.rule, t.target)
+                .map(|c| c.limits)
+                .unwrap_or_default();
+            let destination = Destination::of(&ns, &request.url);
+            match ctx
+                .destinations
+                .admit(&destination, limits, now, Instant::now())
+            {
+                Admit::Go(lease) => admitted.leases.push(lease),
+                Admit::Later { until, why, reason } => {
+                    ctx.metrics.call_deferred(reason);
+                    plan = Plan::Defer { until, why };
+                }
+            }
+            admitted.destinations.insert(i, destination);
+        }
+        admitted.plans.push((i, plan));
+    }
+    admitted
+}
+
+/// The calls answered with a rate limit (429, or a 403 that `send` read as GitHub's
+/// secondary limit), by index, with the code.
+fn rate_limited(outcomes: &[(usize, Outcome)]) -> Vec<(usize, u16)> {
+    outcomes
+        .iter()
+        .filter_map(|(i, o)| match o {
+            Outcome::Retry {
+                code: Some(code @ (429 | 403)),
+                ..
+            } => Some((*i, *code)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Pauses the destinations that answered with a rate limit until the time their target is
+/// due again (the later of the answer's Retry-After or reset time and our backoff): every
+/// delivery's calls to them wait until then.
+fn pause(
+    ctx: &Executor,
+    destinations: &HashMap<usize, Destination>,
+    limited: &[(usize, u16)],
+    status: &StatusedDeliveryStatus,
+) {
+    for &(i, code) in limited {
+        let until = status.targets[i].next_attempt_at.as_ref().map(|t| t.0);
+        if let (Some(d), Some(until)) = (destinations.get(&i), until) {
+            warn!(destination = %d.origin, code, %until, "destination asked to be left alone; its calls wait");
+            ctx.destinations.pause(d, until, Some(code));
+        }
+    }
 }
 
 /// What the pure decisions need to know of a rendered plan.

@@ -8,6 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::destinations::Destinations;
 use super::event_budget::EventBudget;
 use super::ledger::Ledger;
 use super::route_activity::RouteActivity;
@@ -40,6 +41,8 @@ pub struct Executor {
     pub route_activity: Arc<RouteActivity>,
     /// The budget of rendered requests in flight, in KiB ([`BYTES_IN_FLIGHT`]).
     pub bytes: tokio::sync::Semaphore,
+    /// Limits and pauses per destination (`maxConcurrent`, `ratePerMinute`, 429s).
+    pub destinations: Destinations,
 }
 
 /// Rendered requests and objects held by deliveries in flight, at most: with 256 deliveries
@@ -67,6 +70,7 @@ impl Executor {
             event_budget: EventBudget::default(),
             route_activity: Arc::default(),
             bytes: tokio::sync::Semaphore::new(BYTES_IN_FLIGHT / 1024),
+            destinations: Destinations::default(),
             ctx,
         }
     }

@@ -16,7 +16,7 @@ use crate::matching::Matcher;
 use crate::secrets::{SecretSet, SecretValue};
 use crate::targets::error::CompileError;
 use crate::targets::fields::Field;
-use crate::targets::kind::{CompiledTarget, Trigger};
+use crate::targets::kind::{CompiledTarget, DestinationLimits, Trigger};
 use crate::targets::objects::ApiRef;
 use crate::token_bucket::Limit;
 
@@ -229,12 +229,43 @@ fn compile_target(
             ));
         }
     };
+    let limits = DestinationLimits {
+        max_concurrent: within(field, "maxConcurrent", target.max_concurrent, 64)?,
+        per_minute: within(field, "ratePerMinute", target.rate_per_minute, 6000)?,
+    };
+    if limits != DestinationLimits::default() && matches!(trigger, Trigger::Kube(_)) {
+        return Err(CompileError::invalid(
+            field.at(if limits.max_concurrent.is_some() {
+                "maxConcurrent"
+            } else {
+                "ratePerMinute"
+            }),
+            "applies to HTTP kinds only: Tekton and Argo objects are created on the API server",
+        ));
+    }
     Ok(CompiledTarget {
         kind: kind.name(),
         trigger,
         timeout,
         at_most_once,
+        limits,
     })
+}
+
+/// `value` of setting `name`, which must be between 1 and `max` when set.
+fn within(
+    field: &Field,
+    name: &str,
+    value: Option<u32>,
+    max: u32,
+) -> Result<Option<u32>, CompileError> {
+    match value {
+        Some(v) if !(1..=max).contains(&v) => Err(CompileError::invalid(
+            field.at(name),
+            format!("must be between 1 and {max}"),
+        )),
+        v => Ok(v),
+    }
 }
 
 #[cfg(test)]
@@ -414,6 +445,42 @@ mod tests {
                 .unwrap_err()
                 .reason,
             Reason::InvalidSpec
+        );
+    }
+
+    #[test]
+    fn destination_limits_apply_to_http_kinds_within_their_range() {
+        let compile = |t: serde_json::Value| {
+            let t: Target = serde_json::from_value(t).unwrap();
+            compile_target(&Field::new("t"), &t, &SecretSet::new("ns"))
+        };
+        let ok = compile(json!({"maxConcurrent": 2, "ratePerMinute": 30,
+                                 "webhook": {"url": "http://127.0.0.1:1/"}}))
+        .unwrap();
+        assert_eq!(
+            ok.limits,
+            DestinationLimits {
+                max_concurrent: Some(2),
+                per_minute: Some(30)
+            }
+        );
+        let err = compile(json!({"ratePerMinute": 0, "webhook": {"url": "http://127.0.0.1:1/"}}))
+            .err()
+            .unwrap();
+        assert!(
+            err.message
+                .starts_with("t.ratePerMinute: must be between 1 and 6000"),
+            "{}",
+            err.message
+        );
+        let err = compile(json!({"maxConcurrent": 1, "tekton": {"pipelineRef": {"name": "p"}}}))
+            .err()
+            .unwrap();
+        assert!(
+            err.message
+                .starts_with("t.maxConcurrent: applies to HTTP kinds only"),
+            "{}",
+            err.message
         );
     }
 

@@ -56,4 +56,13 @@ pub struct CompiledTarget {
     pub timeout: Option<Duration>,
     /// Never call twice, even when an outcome is unknown (`onUncertain: fail`).
     pub at_most_once: bool,
+    /// `maxConcurrent`, `ratePerMinute`: what this target asks of its destination.
+    pub limits: DestinationLimits,
+}
+
+/// What a target declares about its destination (`maxConcurrent`, `ratePerMinute`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DestinationLimits {
+    pub max_concurrent: Option<u32>,
+    pub per_minute: Option<u32>,
 }

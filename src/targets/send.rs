@@ -124,12 +124,13 @@ pub async fn send(out: &Outbound, mut req: HttpRequest, default_timeout: Duratio
         },
     };
     let code = response.status().as_u16();
-    let class = classify_status(code);
-    let after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()));
+    let (limited, after) = rate_limit(response.headers(), jiff::Timestamp::now());
+    let class = match classify_status(code) {
+        // GitHub answers its secondary rate limit with 403 and Retry-After, or with
+        // x-ratelimit-remaining: 0 and the reset time: a wait, not a refusal.
+        Class::Permanent if code == 403 && limited => Class::Retry,
+        class => class,
+    };
     if class == Class::Success {
         return Outcome::Succeeded {
             code: Some(code),
@@ -161,6 +162,24 @@ pub async fn send(out: &Outbound, mut req: HttpRequest, default_timeout: Duratio
         Class::Retry => Outcome::retry(Some(code), error, after),
         _ => Outcome::failed(Some(code), error),
     }
+}
+
+/// Whether an answer says a rate limit was hit, and until when: `Retry-After` (seconds or a
+/// date), else `x-ratelimit-reset` (epoch seconds, GitHub and others) when
+/// `x-ratelimit-remaining` is 0.
+pub fn rate_limit(
+    headers: &reqwest::header::HeaderMap,
+    now: jiff::Timestamp,
+) -> (bool, Option<Duration>) {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let retry_after = text("retry-after").and_then(|v| parse_retry_after(v, now));
+    let exhausted = text("x-ratelimit-remaining").is_some_and(|v| v.trim() == "0");
+    let reset = text("x-ratelimit-reset")
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .and_then(|secs| jiff::Timestamp::from_second(secs).ok())
+        .filter(|_| exhausted)
+        .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or_default());
+    (retry_after.is_some() || exhausted, retry_after.or(reset))
 }
 
 /// A transport failure in words, without the URL reqwest would include.
@@ -201,6 +220,45 @@ mod tests {
         for code in [301, 400, 401, 403, 404, 410, 422] {
             assert_eq!(classify_status(code), Class::Permanent, "{code}");
         }
+    }
+
+    #[test]
+    fn a_rate_limit_is_read_from_retry_after_or_githubs_reset_headers() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = reqwest::header::HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            h
+        };
+        assert_eq!(
+            rate_limit(&headers(&[("retry-after", "5")]), now),
+            (true, Some(Duration::from_secs(5)))
+        );
+        let reset = (now.as_second() + 30).to_string();
+        assert_eq!(
+            rate_limit(
+                &headers(&[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", &reset)
+                ]),
+                now
+            ),
+            (true, Some(Duration::from_secs(30)))
+        );
+        // Requests left: the reset time is no wait.
+        assert_eq!(
+            rate_limit(
+                &headers(&[
+                    ("x-ratelimit-remaining", "12"),
+                    ("x-ratelimit-reset", &reset)
+                ]),
+                now
+            ),
+            (false, None)
+        );
+        assert_eq!(rate_limit(&headers(&[]), now), (false, None));
     }
 
     #[test]

@@ -799,6 +799,7 @@ pub fn every_metric_family() -> String {
     metrics.reconcile("delivery", "error");
     metrics.delivery("Failed");
     metrics.kube_event("published");
+    metrics.call_deferred("paused");
     metrics.scrape_state(true, 1, 1);
     metrics.backlog(1, Duration::from_secs(1));
     metrics.watches_failing(0);

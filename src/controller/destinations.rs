@@ -1,0 +1,336 @@
+//! Limits per destination, kept by the executor: how many calls to one destination are in
+//! flight, how many it takes per minute, and until when it asked to be left alone (a 429, or
+//! a documented rate-limit answer). The state is the executor's memory: a new leader starts
+//! with no pauses and learns again from the first answer, which costs one call.
+//!
+//! A destination is a namespace and a URL's scheme, host and port. Targets of one team that
+//! call the same host share its limits, because the services we call (GitHub, GitLab, Slack,
+//! PagerDuty, ...) limit an account or a token across all its requests to that host. Two
+//! namespaces never share one, even for the same host: one team's 429 must not pause another
+//! team's calls made with other credentials.
+//!
+//! Bounded: at most [`MAX_DESTINATIONS`] are tracked; an idle one (no call in flight, no
+//! pause ahead) is forgotten first, and when every tracked one is busy a new destination is
+//! called untracked rather than refused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::token_bucket::{Bucket, Limit};
+
+/// The most destinations tracked at once.
+pub const MAX_DESTINATIONS: usize = 4096;
+
+pub use crate::targets::kind::DestinationLimits;
+
+/// Where a call goes: a namespace and a URL's scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Destination {
+    pub namespace: String,
+    pub origin: String,
+}
+
+impl Destination {
+    pub fn of(namespace: &str, url: &url::Url) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            origin: url.origin().ascii_serialization(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    in_flight: u32,
+    paused_until: Option<jiff::Timestamp>,
+    /// The answer that paused it (429, 403).
+    paused_by: Option<u16>,
+    bucket: Option<Bucket>,
+}
+
+/// Whether a call may go now.
+#[derive(Debug)]
+pub enum Admit {
+    /// Go; the lease counts the call in flight until dropped.
+    Go(Lease),
+    /// Not before `until`: the destination paused, at its most calls at once, or out of its
+    /// rate; `why` says which, for the target's status.
+    Later {
+        until: jiff::Timestamp,
+        why: String,
+        reason: &'static str,
+    },
+}
+
+/// The executor's destinations.
+#[derive(Debug, Default)]
+pub struct Destinations(Arc<Mutex<HashMap<Destination, State>>>);
+
+/// A call in flight to a destination; dropping it ends the call.
+#[derive(Debug)]
+pub struct Lease {
+    destination: Option<Destination>,
+    map: Arc<Mutex<HashMap<Destination, State>>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(d) = self.destination.take() else {
+            return;
+        };
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = map.get_mut(&d) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+impl Destinations {
+    /// Whether a call to `d`, whose target declares `limits`, may go at `now` (`at`: the
+    /// same moment on the monotonic clock, for the rate).
+    pub fn admit(
+        &self,
+        d: &Destination,
+        limits: DestinationLimits,
+        now: jiff::Timestamp,
+        at: Instant,
+    ) -> Admit {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !map.contains_key(d) && !make_room(&mut map, now) {
+            return Admit::Go(self.lease(None));
+        }
+        let s = map.entry(d.clone()).or_insert(State {
+            in_flight: 0,
+            paused_until: None,
+            paused_by: None,
+            bucket: None,
+        });
+        if let Some(until) = s.paused_until.filter(|u| *u > now) {
+            let code = s
+                .paused_by
+                .map_or(String::new(), |c| format!(" (HTTP {c})"));
+            return Admit::Later {
+                until,
+                why: format!(
+                    "DestinationPaused: {} asked to be left alone{code}; calls to it wait until {until}",
+                    d.origin
+                ),
+                reason: "paused",
+            };
+        }
+        if let Some(max) = limits.max_concurrent.filter(|m| s.in_flight >= *m) {
+            return Admit::Later {
+                until: now + jiff::SignedDuration::from_secs(1),
+                why: format!(
+                    "DestinationBusy: {max} calls to {} in flight (maxConcurrent)",
+                    d.origin
+                ),
+                reason: "busy",
+            };
+        }
+        if let Some(per_minute) = limits.per_minute {
+            let limit = Limit {
+                per_minute: f64::from(per_minute),
+                burst: 1.0,
+            };
+            let bucket = s.bucket.get_or_insert_with(|| Bucket::full(limit, at));
+            if let Err(wait) = bucket.take(limit, at) {
+                let wait = wait.max(Duration::from_millis(10));
+                return Admit::Later {
+                    until: now + jiff::SignedDuration::try_from(wait).unwrap_or_default(),
+                    why: format!(
+                        "DestinationRate: {} takes {per_minute} calls a minute (ratePerMinute)",
+                        d.origin
+                    ),
+                    reason: "rate",
+                };
+            }
+        }
+        s.in_flight += 1;
+        Admit::Go(self.lease(Some(d.clone())))
+    }
+
+    /// `d` answered `code` asking to be left alone until `until`: every call to it waits.
+    pub fn pause(&self, d: &Destination, until: jiff::Timestamp, code: Option<u16>) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = map.get_mut(d)
+            && s.paused_until.is_none_or(|u| u < until)
+        {
+            s.paused_until = Some(until);
+            s.paused_by = code;
+        }
+    }
+
+    /// How many destinations are tracked.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lease(&self, destination: Option<Destination>) -> Lease {
+        Lease {
+            destination,
+            map: self.0.clone(),
+        }
+    }
+}
+
+/// Room for one more destination: drops idle ones (no call in flight, no pause ahead) when
+/// full; `false` when none is idle.
+fn make_room(map: &mut HashMap<Destination, State>, now: jiff::Timestamp) -> bool {
+    if map.len() < MAX_DESTINATIONS {
+        return true;
+    }
+    map.retain(|_, s| s.in_flight > 0 || s.paused_until.is_some_and(|u| u > now));
+    map.len() < MAX_DESTINATIONS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap()
+    }
+
+    fn dest(ns: &str, url: &str) -> Destination {
+        Destination::of(ns, &url.parse().unwrap())
+    }
+
+    fn goes(a: &Admit) -> bool {
+        matches!(a, Admit::Go(_))
+    }
+
+    #[test]
+    fn a_pause_holds_every_call_to_the_destination_and_no_other() {
+        let ds = Destinations::default();
+        let github = dest("team-a", "https://api.github.com/repos/a/b/dispatches");
+        let same_host = dest("team-a", "https://api.github.com/repos/c/d/dispatches");
+        let other_team = dest("team-b", "https://api.github.com/repos/a/b/dispatches");
+        let slack = dest("team-a", "https://hooks.slack.com/services/x");
+        let none = DestinationLimits::default();
+        let t = Instant::now();
+        assert!(goes(&ds.admit(&github, none, at(0), t)));
+        ds.pause(&github, at(5), Some(429));
+        match ds.admit(&same_host, none, at(1), t) {
+            Admit::Later { until, why, reason } => {
+                assert_eq!((until, reason), (at(5), "paused"));
+                assert!(
+                    why.contains("https://api.github.com") && why.contains("HTTP 429"),
+                    "{why}"
+                );
+            }
+            Admit::Go(_) => panic!("paused until at(5)"),
+        }
+        assert!(
+            goes(&ds.admit(&other_team, none, at(1), t)),
+            "another team is not paused"
+        );
+        assert!(
+            goes(&ds.admit(&slack, none, at(1), t)),
+            "another host is not paused"
+        );
+        assert!(
+            goes(&ds.admit(&github, none, at(5), t)),
+            "the pause ends at its time"
+        );
+    }
+
+    #[test]
+    fn a_shorter_pause_never_shortens_a_longer_one() {
+        let ds = Destinations::default();
+        let d = dest("ns", "http://127.0.0.1:8080/x");
+        let t = Instant::now();
+        drop(ds.admit(&d, DestinationLimits::default(), at(0), t));
+        ds.pause(&d, at(60), Some(403));
+        ds.pause(&d, at(2), Some(429));
+        assert!(!goes(&ds.admit(
+            &d,
+            DestinationLimits::default(),
+            at(30),
+            t
+        )));
+    }
+
+    #[test]
+    fn max_concurrent_counts_calls_in_flight_until_they_end() {
+        let ds = Destinations::default();
+        let d = dest("ns", "http://127.0.0.1:8080/x");
+        let two = DestinationLimits {
+            max_concurrent: Some(2),
+            per_minute: None,
+        };
+        let t = Instant::now();
+        let a = ds.admit(&d, two, at(0), t);
+        let b = ds.admit(&d, two, at(0), t);
+        assert!(goes(&a) && goes(&b));
+        match ds.admit(&d, two, at(0), t) {
+            Admit::Later { reason, .. } => assert_eq!(reason, "busy"),
+            Admit::Go(_) => panic!("two in flight"),
+        }
+        drop(a);
+        assert!(goes(&ds.admit(&d, two, at(0), t)));
+    }
+
+    #[test]
+    fn a_rate_spaces_calls_out() {
+        let ds = Destinations::default();
+        let d = dest("ns", "http://127.0.0.1:8080/x");
+        let one_a_second = DestinationLimits {
+            max_concurrent: None,
+            per_minute: Some(60),
+        };
+        let t = Instant::now();
+        assert!(goes(&ds.admit(&d, one_a_second, at(0), t)));
+        match ds.admit(&d, one_a_second, at(0), t) {
+            Admit::Later { until, reason, .. } => {
+                assert_eq!(reason, "rate");
+                assert!(until > at(0) && until <= at(1), "{until}");
+            }
+            Admit::Go(_) => panic!("one a second"),
+        }
+        assert!(goes(&ds.admit(
+            &d,
+            one_a_second,
+            at(1),
+            t + Duration::from_secs(1)
+        )));
+    }
+
+    #[test]
+    fn idle_destinations_are_forgotten_when_the_table_is_full() {
+        let ds = Destinations::default();
+        let none = DestinationLimits::default();
+        let t = Instant::now();
+        let held: Vec<Admit> = (0..MAX_DESTINATIONS)
+            .map(|i| {
+                ds.admit(
+                    &dest("ns", &format!("http://h{i}.example/")),
+                    none,
+                    at(0),
+                    t,
+                )
+            })
+            .collect();
+        // Every tracked destination has a call in flight: a new one goes, untracked.
+        assert!(goes(&ds.admit(
+            &dest("ns", "http://new.example/"),
+            none,
+            at(0),
+            t
+        )));
+        assert_eq!(ds.len(), MAX_DESTINATIONS);
+        drop(held);
+        assert!(goes(&ds.admit(
+            &dest("ns", "http://new.example/"),
+            none,
+            at(0),
+            t
+        )));
+        assert_eq!(ds.len(), 1, "the idle ones were forgotten");
+    }
+}
