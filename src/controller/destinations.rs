@@ -49,6 +49,48 @@ struct State {
     bucket: Option<Bucket>,
 }
 
+impl State {
+    /// Why a call to `origin` may not go at `now` (`at` on the monotonic clock), if it may
+    /// not: a pause, `maxConcurrent` reached, or no token left of `ratePerMinute` (a token
+    /// is taken when it may go).
+    fn holds(
+        &mut self,
+        origin: &str,
+        limits: DestinationLimits,
+        now: jiff::Timestamp,
+        at: Instant,
+    ) -> Option<Admit> {
+        let later = |until, why, reason| Some(Admit::Later { until, why, reason });
+        if let Some(until) = self.paused_until.filter(|u| *u > now) {
+            let code = self
+                .paused_by
+                .map_or(String::new(), |c| format!(" (HTTP {c})"));
+            let why = format!(
+                "DestinationPaused: {origin} asked to be left alone{code}; calls to it wait until {until}"
+            );
+            return later(until, why, "paused");
+        }
+        if let Some(max) = limits.max_concurrent.filter(|m| self.in_flight >= *m) {
+            let why = format!("DestinationBusy: {max} calls to {origin} in flight (maxConcurrent)");
+            return later(now + jiff::SignedDuration::from_secs(1), why, "busy");
+        }
+        let per_minute = limits.per_minute?;
+        let limit = Limit {
+            per_minute: f64::from(per_minute),
+            burst: 1.0,
+        };
+        let bucket = self.bucket.get_or_insert_with(|| Bucket::full(limit, at));
+        let wait = bucket.take(limit, at).err()?.max(Duration::from_millis(10));
+        let why =
+            format!("DestinationRate: {origin} takes {per_minute} calls a minute (ratePerMinute)");
+        later(
+            now + jiff::SignedDuration::try_from(wait).unwrap_or_default(),
+            why,
+            "rate",
+        )
+    }
+}
+
 /// Whether a call may go now.
 #[derive(Debug)]
 pub enum Admit {
@@ -106,46 +148,8 @@ impl Destinations {
             paused_by: None,
             bucket: None,
         });
-        if let Some(until) = s.paused_until.filter(|u| *u > now) {
-            let code = s
-                .paused_by
-                .map_or(String::new(), |c| format!(" (HTTP {c})"));
-            return Admit::Later {
-                until,
-                why: format!(
-                    "DestinationPaused: {} asked to be left alone{code}; calls to it wait until {until}",
-                    d.origin
-                ),
-                reason: "paused",
-            };
-        }
-        if let Some(max) = limits.max_concurrent.filter(|m| s.in_flight >= *m) {
-            return Admit::Later {
-                until: now + jiff::SignedDuration::from_secs(1),
-                why: format!(
-                    "DestinationBusy: {max} calls to {} in flight (maxConcurrent)",
-                    d.origin
-                ),
-                reason: "busy",
-            };
-        }
-        if let Some(per_minute) = limits.per_minute {
-            let limit = Limit {
-                per_minute: f64::from(per_minute),
-                burst: 1.0,
-            };
-            let bucket = s.bucket.get_or_insert_with(|| Bucket::full(limit, at));
-            if let Err(wait) = bucket.take(limit, at) {
-                let wait = wait.max(Duration::from_millis(10));
-                return Admit::Later {
-                    until: now + jiff::SignedDuration::try_from(wait).unwrap_or_default(),
-                    why: format!(
-                        "DestinationRate: {} takes {per_minute} calls a minute (ratePerMinute)",
-                        d.origin
-                    ),
-                    reason: "rate",
-                };
-            }
+        if let Some(later) = s.holds(&d.origin, limits, now, at) {
+            return later;
         }
         s.in_flight += 1;
         Admit::Go(self.lease(Some(d.clone())))
