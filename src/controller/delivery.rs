@@ -252,14 +252,7 @@ async fn call_due(
     targets: Vec<TargetStatus>,
     due: Vec<usize>,
 ) -> Result<Action, Error> {
-    // Incoming events first: while the receiver is busy, a delivery waits (a bounded time)
-    // before it calls anything, so that its writes do not slow down the creates that senders
-    // are waiting on. Under a burst this makes events durable sooner and delivers them right
-    // after. Waiting here, not between a call and its write, keeps the time a made call goes
-    // unrecorded short.
-    ctx.admission
-        .quiet(RECEIVER_BUSY, RECEIVER_FIRST_WAIT)
-        .await;
+    receiver_first(ctx).await?;
     let (planned, _bytes) = render(ctx, route, &delivery, &targets, due).await?;
     let now = jiff::Timestamp::now();
     let current = delivery.status.clone().unwrap_or_default();
@@ -299,6 +292,25 @@ async fn call_due(
         return Err(e);
     }
     Ok(recorded(ctx, &delivery, &desired, first_look).await)
+}
+
+/// Incoming events first: while the receiver is busy, a delivery waits (a bounded time)
+/// before it calls anything, so that its writes do not slow down the creates that senders
+/// are waiting on. Under a burst this makes events durable sooner and delivers them right
+/// after. Waiting here, not between a call and its write, keeps the time a made call goes
+/// unrecorded short. At most `--executor-api-writes` deliveries wait at once, each up to a
+/// second: under a sustained flood the executor starts that many deliveries a second, as
+/// when its slots bounded calls and writes together.
+async fn receiver_first(ctx: &Executor) -> Result<(), Error> {
+    let _turn = ctx
+        .quiet_turns
+        .acquire()
+        .await
+        .map_err(|_| Error::Blocking("quiet turns closed".into()))?;
+    ctx.admission
+        .quiet(RECEIVER_BUSY, RECEIVER_FIRST_WAIT)
+        .await;
+    Ok(())
 }
 
 /// The plan of each `due` target (index, plan), rendered on the blocking pool.

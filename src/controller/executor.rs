@@ -43,6 +43,8 @@ pub struct Executor {
     pub bytes: tokio::sync::Semaphore,
     /// Limits and pauses per destination (`maxConcurrent`, `ratePerMinute`, 429s).
     pub destinations: Destinations,
+    /// Deliveries waiting for a quiet receiver at once (`--executor-api-writes`).
+    pub quiet_turns: tokio::sync::Semaphore,
 }
 
 /// Rendered requests and objects held by deliveries in flight, at most: with 256 deliveries
@@ -71,6 +73,7 @@ impl Executor {
             route_activity: Arc::default(),
             bytes: tokio::sync::Semaphore::new(BYTES_IN_FLIGHT / 1024),
             destinations: Destinations::default(),
+            quiet_turns: tokio::sync::Semaphore::new(usize::from(config.executor_api_writes)),
             ctx,
         }
     }
