@@ -228,6 +228,20 @@ pub fn recorded(
     delivery_status(current, targets, now)
 }
 
+/// Whether `desired` says more than `current` did: a status that differs only in when
+/// deferred targets are due again (a destination still busy, paused or out of its rate, for
+/// the reason already shown) is not written; the next look comes from `desired` anyway.
+pub fn worth_writing(current: &StatusedDeliveryStatus, desired: &StatusedDeliveryStatus) -> bool {
+    let untimed = |s: &StatusedDeliveryStatus| {
+        let mut s = s.clone();
+        for t in &mut s.targets {
+            t.next_attempt_at = None;
+        }
+        s
+    };
+    desired != current && untimed(desired) != untimed(current)
+}
+
 /// When to look at a delivery with `status` again: at its next attempt (10 ms at the
 /// soonest); `None` once finished (until it changes).
 pub fn next_look(status: &StatusedDeliveryStatus, now: jiff::Timestamp) -> Option<Duration> {
@@ -544,6 +558,30 @@ mod tests {
         let waiting = delivery(Some(s));
         assert!(matches!(decide(observe(&waiting), at(5)), Step::Wait(_)));
         assert_eq!(due(&waiting, at(6)).1, [0]);
+    }
+
+    #[test]
+    fn a_call_deferred_again_for_the_same_reason_is_not_written_again() {
+        let d = delivery(None);
+        let (targets, _) = due(&d, at(1));
+        let defer = |until| Plan::Defer {
+            until,
+            why: "DestinationBusy: 1 calls to http://127.0.0.1:1 in flight (maxConcurrent)".into(),
+        };
+        let none = StatusedDeliveryStatus::default();
+        let c = calls(&none, targets, vec![(0, defer(at(2))), (1, CALL)], at(1));
+        let first = recorded(&none, c.targets, vec![(1, ok())], &policy(), at(1));
+        assert!(worth_writing(&none, &first), "the wait is shown once");
+        let waiting = delivery(Some(first.clone()));
+        let (targets, _) = due(&waiting, at(2));
+        let c = calls(&first, targets, vec![(0, defer(at(3)))], at(2));
+        let again = recorded(&first, c.targets, vec![], &policy(), at(2));
+        assert_ne!(again, first, "due later");
+        assert!(!worth_writing(&first, &again), "only the time moved");
+        assert_eq!(next_look(&again, at(2)), Some(Duration::from_secs(1)));
+        let c = calls(&first, again.targets.clone(), vec![(0, CALL)], at(3));
+        let done = recorded(&first, c.targets, vec![(0, ok())], &policy(), at(3));
+        assert!(worth_writing(&first, &done), "an outcome is always written");
     }
 
     #[test]

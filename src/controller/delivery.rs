@@ -284,7 +284,7 @@ async fn call_due(
     let desired = decide::recorded(&current, calls.targets, outcomes, &policy, now);
     pause(ctx, &admitted.destinations, &limited, &desired);
     drop(admitted.leases);
-    if desired != current
+    if decide::worth_writing(&current, &desired)
         && let Err(e) = write_status(ctx, &delivery, &desired).await
     {
         // The calls were made: remember what they did, so that the retry only writes.
