@@ -1,7 +1,5 @@
 //! The `statused.dev/v1alpha1` API: CRD types.
 
-/// The Ready condition's reasons, which live below the API so that the target kinds can
-/// name them; still reachable here for the controllers.
 pub mod delivery;
 pub mod fixtures;
 pub mod redelivery;

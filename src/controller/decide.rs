@@ -527,7 +527,7 @@ mod tests {
     fn a_deferred_call_is_not_made_nor_counted_and_is_due_when_its_destination_allows() {
         let d = delivery(None);
         let (targets, _) = due(&d, at(1));
-        let why = "DestinationPaused: http://127.0.0.1:1 asked to be left alone (HTTP 429)";
+        let why = "DestinationPaused: the target's host asked to be left alone (HTTP 429)";
         let plans = vec![
             (
                 0,
@@ -566,7 +566,7 @@ mod tests {
         let (targets, _) = due(&d, at(1));
         let defer = |until| Plan::Defer {
             until,
-            why: "DestinationBusy: 1 calls to http://127.0.0.1:1 in flight (maxConcurrent)".into(),
+            why: "DestinationBusy: 1 calls to the target's host in flight (maxConcurrent)".into(),
         };
         let none = StatusedDeliveryStatus::default();
         let c = calls(&none, targets, vec![(0, defer(at(2))), (1, CALL)], at(1));

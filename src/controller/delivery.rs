@@ -417,7 +417,8 @@ fn pause(
     for &(i, code) in limited {
         let until = status.targets[i].next_attempt_at.as_ref().map(|t| t.0);
         if let (Some(d), Some(until)) = (destinations.get(&i), until) {
-            warn!(destination = %d.origin, code, %until, "destination asked to be left alone; its calls wait");
+            // The host is not logged: a URL read from a Secret may hold its token there.
+            warn!(namespace = %d.namespace, code, %until, "a target's host asked to be left alone; its calls wait");
             ctx.destinations.pause(d, until, Some(code));
         }
     }

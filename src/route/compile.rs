@@ -219,16 +219,13 @@ fn compile_target(
             "applies to HTTP kinds only: Tekton and Argo objects are created exactly once",
         ));
     }
-    let timeout = match target.timeout_seconds {
-        None => None,
-        Some(secs @ 1..=MAX_TIMEOUT_SECONDS) => Some(Duration::from_secs(secs.into())),
-        Some(_) => {
-            return Err(CompileError::invalid(
-                field.at("timeoutSeconds"),
-                format!("must be between 1 and {MAX_TIMEOUT_SECONDS}"),
-            ));
-        }
-    };
+    let timeout = within(
+        field,
+        "timeoutSeconds",
+        target.timeout_seconds,
+        MAX_TIMEOUT_SECONDS,
+    )?
+    .map(|secs| Duration::from_secs(secs.into()));
     let limits = DestinationLimits {
         max_concurrent: within(field, "maxConcurrent", target.max_concurrent, 64)?,
         per_minute: within(field, "ratePerMinute", target.rate_per_minute, 6000)?,
@@ -415,7 +412,10 @@ mod tests {
         let err = compile_route(&with_targets(11), &all_secrets(), &BTreeSet::new()).unwrap_err();
         assert_eq!(err.reason, Reason::InvalidTemplate);
         assert!(
-            err.message.contains("at most 4000000 for one delivery"),
+            err.message.contains(&format!(
+                "at most {} for one delivery",
+                cost::ROUTE_RENDER_UNITS
+            )),
             "{}",
             err.message
         );
