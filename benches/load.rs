@@ -97,6 +97,7 @@ async fn raw_create_rate(client: &Client, ns: &str, count: usize, concurrency: u
                                 rule: "all".into(),
                                 target: 0,
                                 kind: "webhook".into(),
+                                ordering: None,
                             }],
                         },
                         status: None,

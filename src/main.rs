@@ -67,8 +67,11 @@ async fn main() -> anyhow::Result<()> {
                 },
                 _ => return Err(redeliver::RedeliverError::NothingSelected.into()),
             };
-            let made =
-                redeliver::redeliver(client, &namespace, selection, args.all_targets).await?;
+            let asked = redeliver::Asked {
+                all_targets: args.all_targets,
+                ignore_ordering: args.ignore_ordering,
+            };
+            let made = redeliver::redeliver(client, &namespace, selection, asked).await?;
             for (delivery, request) in &made {
                 println!(
                     "statuseddelivery/{delivery} redelivery requested: statusedredelivery/{request}"

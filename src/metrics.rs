@@ -47,6 +47,7 @@ pub struct Metrics {
     deliveries: Family<OutcomeLabels, Counter>,
     kube_events: Family<OutcomeLabels, Counter>,
     calls_deferred: Family<ReasonLabels, Counter>,
+    calls_superseded: Counter,
     watches_failing: prometheus_client::metrics::gauge::Gauge,
     leader: prometheus_client::metrics::gauge::Gauge,
     routes: Family<ReadyLabels, prometheus_client::metrics::gauge::Gauge>,
@@ -114,8 +115,14 @@ impl Default for Metrics {
         let calls_deferred = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "target_calls_deferred",
-            "Target calls not made yet because their destination could not take them: paused after a 429 or rate-limit answer, at maxConcurrent, or out of ratePerMinute",
+            "Target calls not made yet: their destination could not take them (paused after a 429 or rate-limit answer, at maxConcurrent, or out of ratePerMinute), or their ordering key made them wait (for an earlier event, a newer one, or a call in flight)",
             calls_deferred.clone(),
+        );
+        let calls_superseded = Counter::default();
+        registry.register(
+            "target_calls_superseded",
+            "Target calls not made because a newer event for their ordering key succeeded there first (latestWins)",
+            calls_superseded.clone(),
         );
         let watches_failing = prometheus_client::metrics::gauge::Gauge::default();
         registry.register(
@@ -157,6 +164,7 @@ impl Default for Metrics {
             watches_failing,
             kube_events,
             calls_deferred,
+            calls_superseded,
             registry,
             webhook_requests,
             events_refused,
@@ -239,11 +247,17 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// A call deferred by its destination (`paused`, `busy`, `rate`).
+    /// A call deferred by its destination (`paused`, `busy`, `rate`) or its ordering key
+    /// (`earlierEvent`, `newerEvent`, `keyInFlight`).
     pub fn call_deferred(&self, reason: &'static str) {
         self.calls_deferred
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// A call not made: a newer event for its ordering key succeeded there first.
+    pub fn call_superseded(&self) {
+        self.calls_superseded.inc();
     }
 
     pub fn kube_event(&self, outcome: &str) {

@@ -5,6 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::route::OrderingPolicy;
 use crate::targets::outcome::CreatedObject;
 
 /// One accepted event for one route, the targets it matched and what happened to each.
@@ -20,7 +21,8 @@ use crate::targets::outcome::CreatedObject;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Created", type_ = "string", json_path = ".status.targets[*].created.name", priority = 1)
+    printcolumn(name = "Created", type_ = "string", json_path = ".status.targets[*].created.name", priority = 1),
+    printcolumn(name = "Targets", type_ = "string", json_path = ".status.targets[*].phase", priority = 1)
 )]
 #[serde(rename_all = "camelCase")]
 // Only the receiver creates deliveries, and the executor acts on their spec: it may never
@@ -140,11 +142,27 @@ pub struct MatchedTarget {
     pub target: u32,
     /// The target's kind, e.g. `githubDispatch`.
     pub kind: String,
+    /// The ordering this event has at the target (its rendered key and the policy), when
+    /// the route declares one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<OrderedBy>,
+}
+
+/// An event's place in the order of its key at one target.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderedBy {
+    /// The route's key template rendered from this event (at most 128 bytes; a longer key
+    /// is kept as `sha256:` and its hash).
+    pub key: String,
+    pub policy: OrderingPolicy,
 }
 
 /// Pending: not tried yet. Running: tried, and due again at `nextAttemptAt` (see `lastError`).
-/// Succeeded, Failed: finished. A delivery is Succeeded when all its targets are, Failed when
-/// all are finished and any failed.
+/// Succeeded, Failed, Superseded: finished. A target is Superseded when its route orders it
+/// `latestWins` and a newer event for its key succeeded there first (`supersededBy`): it is
+/// not called. A delivery is Failed when all its targets are finished and any failed,
+/// Superseded when all were superseded, and Succeeded otherwise.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeliveryPhase {
     #[default]
@@ -152,11 +170,15 @@ pub enum DeliveryPhase {
     Running,
     Succeeded,
     Failed,
+    Superseded,
 }
 
 impl DeliveryPhase {
     pub fn is_finished(self) -> bool {
-        matches!(self, DeliveryPhase::Succeeded | DeliveryPhase::Failed)
+        matches!(
+            self,
+            DeliveryPhase::Succeeded | DeliveryPhase::Failed | DeliveryPhase::Superseded
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -165,6 +187,7 @@ impl DeliveryPhase {
             DeliveryPhase::Running => "Running",
             DeliveryPhase::Succeeded => "Succeeded",
             DeliveryPhase::Failed => "Failed",
+            DeliveryPhase::Superseded => "Superseded",
         }
     }
 }
@@ -221,6 +244,16 @@ pub struct TargetStatus {
     pub completed_at: Option<Time>,
     /// The PipelineRun or Workflow this target created for the event.
     pub created: Option<CreatedObject>,
+    /// Ordered targets: the delivery this one waits for (an earlier event for its key, with
+    /// `inOrder`; a newer one, with `latestWins`), while it waits.
+    pub waiting_for: Option<String>,
+    /// `latestWins`: the delivery of the newer event for its key that succeeded at this
+    /// target, so this one was not sent (phase Superseded).
+    pub superseded_by: Option<String>,
+    /// Run again by a redelivery that asked to ignore the ordering: called whatever the
+    /// other events for its key did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_ordering: bool,
     /// The `eventID` a Tekton EventListener answered with.
     #[serde(
         default,
@@ -286,6 +319,9 @@ impl TargetStatus {
             call_started_at: None,
             completed_at: None,
             created: None,
+            waiting_for: None,
+            superseded_by: None,
+            ignore_ordering: false,
             listener_event_id: None,
         }
     }

@@ -4,7 +4,8 @@
 use kube::api::ObjectMeta;
 
 use super::route::{
-    RateLimit, Rule, RuleMatch, StatusedRoute, StatusedRouteSpec, Target, TargetKind,
+    Ordering, OrderingPolicy, RateLimit, Rule, RuleMatch, StatusedRoute, StatusedRouteSpec, Target,
+    TargetKind,
 };
 use crate::secrets::SecretKeySelector;
 use crate::targets::webhook::WebhookTarget;
@@ -77,6 +78,7 @@ pub fn rule(name: &str) -> RuleBuilder {
             name: name.into(),
             match_: RuleMatch::default(),
             targets: Vec::new(),
+            ordering: None,
         },
     }
 }
@@ -101,12 +103,22 @@ impl RuleBuilder {
         self
     }
 
+    /// Orders the rule's targets' calls per `key` with `policy`.
+    pub fn ordering(mut self, key: &str, policy: OrderingPolicy) -> Self {
+        self.rule.ordering = Some(Ordering {
+            key: key.into(),
+            policy,
+        });
+        self
+    }
+
     pub fn target(mut self, kind: TargetKind) -> Self {
         self.rule.targets.push(Target {
             timeout_seconds: None,
             on_uncertain: Default::default(),
             max_concurrent: None,
             rate_per_minute: None,
+            ordering: None,
             kind,
         });
         self

@@ -7,15 +7,15 @@ pub mod route;
 
 pub use crate::targets::outcome::CreatedObject;
 pub use delivery::{
-    DeliveredEvent, DeliveryPhase, MatchedTarget, StatusedDelivery, StatusedDeliverySpec,
-    StatusedDeliveryStatus, TargetStatus,
+    DeliveredEvent, DeliveryPhase, MatchedTarget, OrderedBy, StatusedDelivery,
+    StatusedDeliverySpec, StatusedDeliveryStatus, TargetStatus,
 };
 pub use redelivery::{
     RedeliveryTargets, StatusedRedelivery, StatusedRedeliverySpec, StatusedRedeliveryStatus,
 };
 pub use route::{
-    History, LastDelivery, LastEvent, OnUncertain, RateLimit, Rule, RuleMatch, SecretKeySelector,
-    StatusedRoute, StatusedRouteSpec, StatusedRouteStatus, Target,
+    History, LastDelivery, LastEvent, OnUncertain, Ordering, OrderingPolicy, RateLimit, Rule,
+    RuleMatch, SecretKeySelector, StatusedRoute, StatusedRouteSpec, StatusedRouteStatus, Target,
 };
 
 /// API group of every resource this operator serves.

@@ -38,6 +38,10 @@ pub struct StatusedRedeliverySpec {
     /// `Failed` (default): the targets that failed; `All`: every target.
     #[serde(default)]
     pub targets: RedeliveryTargets,
+    /// Send targets that a newer event for their ordering key superseded too, and call the
+    /// targets run again without waiting for their key's order (see a route's `ordering`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_ordering: bool,
 }
 
 /// Which of the delivery's targets run again.

@@ -79,6 +79,34 @@ pub struct Rule {
     /// What to trigger. Each entry sets exactly one kind.
     #[schemars(length(min = 1))]
     pub targets: Vec<Target>,
+    /// Orders the calls of this rule's targets per key (a target's own `ordering` wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<Ordering>,
+}
+
+/// Calls to one target for one key happen in a declared order, across restarts and leader
+/// changes (the order is read from the stored deliveries). Events are ordered by their
+/// `time`, then by when they were accepted (to the second), then by delivery name.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ordering {
+    /// A template rendered from the event when it is accepted, e.g. `$(data.app_name)`.
+    /// Events with the same key are ordered at each target; a key that cannot be rendered
+    /// (a missing field) is the empty key.
+    #[schemars(length(min = 1, max = 1024))]
+    pub key: String,
+    /// `inOrder`: a call waits until every earlier event for the key has finished at the
+    /// target. `latestWins`: a call waits while a newer event for the key is unfinished at
+    /// the target, and is not made (`Superseded`) once a newer one has succeeded there.
+    pub policy: OrderingPolicy,
+}
+
+/// How events with one key are ordered at a target (see [`Ordering`]).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OrderingPolicy {
+    InOrder,
+    LatestWins,
 }
 
 #[serde_with::skip_serializing_none]
@@ -138,6 +166,8 @@ pub struct Target {
     /// out evenly.
     #[schemars(range(min = 1, max = 6000))]
     pub rate_per_minute: Option<u32>,
+    /// Orders this target's calls per key; overrides the rule's `ordering`.
+    pub ordering: Option<Ordering>,
     /// The kind: one key per kind, its value the kind's settings.
     #[serde(flatten)]
     pub kind: TargetKind,
@@ -161,6 +191,8 @@ impl<'de> Deserialize<'de> for Target {
             max_concurrent: Option<u32>,
             #[serde(default)]
             rate_per_minute: Option<u32>,
+            #[serde(default)]
+            ordering: Option<Ordering>,
             #[serde(flatten)]
             rest: serde_json::Map<String, serde_json::Value>,
         }
@@ -183,6 +215,7 @@ impl<'de> Deserialize<'de> for Target {
             on_uncertain: entry.on_uncertain,
             max_concurrent: entry.max_concurrent,
             rate_per_minute: entry.rate_per_minute,
+            ordering: entry.ordering,
             kind: TargetKind::deserialize(serde_json::Value::Object(kinds))
                 .map_err(D::Error::custom)?,
         })

@@ -61,6 +61,10 @@ pub struct RedeliverArgs {
     /// Run every target again, not only the failed ones.
     #[arg(long)]
     pub all_targets: bool,
+    /// Send targets superseded by a newer event for their ordering key too, and ignore the
+    /// route's `ordering` for the targets run again.
+    #[arg(long)]
+    pub ignore_ordering: bool,
     /// Every delivery of this route that failed within `--failed-since`.
     #[arg(long, requires = "failed_since")]
     pub route: Option<String>,

@@ -63,7 +63,7 @@ pub async fn redeliver(
     client: Client,
     namespace: &str,
     selection: Selection,
-    all_targets: bool,
+    asked: Asked,
 ) -> Result<Vec<(String, String)>, RedeliverError> {
     let names = match selection {
         Selection::One(name) => vec![name],
@@ -80,15 +80,24 @@ pub async fn redeliver(
     let mut made = Vec::new();
     for name in names {
         let created = requests
-            .create(&PostParams::default(), &request_for(&name, all_targets))
+            .create(&PostParams::default(), &request_for(&name, asked))
             .await?;
         made.push((name, created.name_any()));
     }
     Ok(made)
 }
 
+/// What a redelivery asks for beyond the failed targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Asked {
+    /// Every target, not only the failed ones.
+    pub all_targets: bool,
+    /// Superseded targets too, ignoring the route's `ordering`.
+    pub ignore_ordering: bool,
+}
+
 /// A new request for delivery `name`: each one is honoured once, so its name is generated.
-pub fn request_for(name: &str, all_targets: bool) -> StatusedRedelivery {
+pub fn request_for(name: &str, asked: Asked) -> StatusedRedelivery {
     // The API server shortens a long prefix to fit the generated suffix.
     let prefix: String = name.chars().take(200).collect();
     StatusedRedelivery {
@@ -98,11 +107,12 @@ pub fn request_for(name: &str, all_targets: bool) -> StatusedRedelivery {
         },
         spec: StatusedRedeliverySpec {
             delivery: name.to_string(),
-            targets: if all_targets {
+            targets: if asked.all_targets {
                 RedeliveryTargets::All
             } else {
                 RedeliveryTargets::Failed
             },
+            ignore_ordering: asked.ignore_ordering,
         },
         status: None,
     }

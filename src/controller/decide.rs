@@ -152,7 +152,17 @@ pub enum Plan {
     /// out of its `ratePerMinute`): not called, no attempt counted, due again `until`; `why`
     /// is shown on the target.
     Defer { until: jiff::Timestamp, why: String },
+    /// Its ordering key makes it wait for delivery `on` (an earlier event not finished there,
+    /// a newer one, or a call in flight): not called, no attempt counted, due again when the
+    /// key's order moves (the executor is woken) or after [`ORDER_POLL`]; `why` is shown.
+    Hold { on: String, why: String },
+    /// A newer event for its key (`latestWins`), recorded as delivery `by`, succeeded at the
+    /// target first: it is not called, and finishes Superseded.
+    Supersede { by: String },
 }
+
+/// How often a target held by its ordering key looks again when nothing wakes it sooner.
+pub const ORDER_POLL: Duration = Duration::from_secs(10);
 
 /// The calls to make for a delivery, and the status that goes before them.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,6 +196,18 @@ pub fn calls(
             Plan::Defer { until, why } => {
                 t.next_attempt_at = Some(Time(retry::next_attempt(until, Duration::ZERO)));
                 t.last_error = Some(why);
+                t.waiting_for = None;
+            }
+            Plan::Hold { on, why } => {
+                // Due at every look: what it waits for is an event, not a time.
+                t.next_attempt_at = None;
+                t.last_error = Some(why);
+                t.waiting_for = Some(on);
+            }
+            Plan::Supersede { by } => {
+                finish(t, DeliveryPhase::Superseded, None, None, now);
+                t.waiting_for = None;
+                t.superseded_by = Some(by);
             }
             // At most once, and a call was started that has no recorded outcome: the
             // operator stopped while it was in flight. Never call twice.
@@ -193,6 +215,7 @@ pub fn calls(
                 finish(t, DeliveryPhase::Failed, None, Some(UNCERTAIN.into()), now);
             }
             Plan::Call { at_most_once } => {
+                t.waiting_for = None;
                 if at_most_once {
                     marked.push(i);
                 }
@@ -243,14 +266,18 @@ pub fn worth_writing(current: &StatusedDeliveryStatus, desired: &StatusedDeliver
 }
 
 /// When to look at a delivery with `status` again: at its next attempt (10 ms at the
-/// soonest); `None` once finished (until it changes).
+/// soonest), or after [`ORDER_POLL`] for a target its ordering key holds (the executor is
+/// woken sooner when the key's order moves); `None` once finished (until it changes).
 pub fn next_look(status: &StatusedDeliveryStatus, now: jiff::Timestamp) -> Option<Duration> {
     let next = status
         .targets
         .iter()
         .filter(|t| !t.phase.is_finished())
-        .filter_map(|t| t.next_attempt_at.as_ref())
-        .map(|at| at.0.duration_since(now))
+        .filter_map(|t| match (&t.next_attempt_at, &t.waiting_for) {
+            (Some(at), _) => Some(at.0.duration_since(now)),
+            (None, Some(_)) => jiff::SignedDuration::try_from(ORDER_POLL).ok(),
+            (None, None) => None,
+        })
         .min();
     match next {
         Some(wait) => Some(
@@ -317,6 +344,7 @@ mod tests {
                 rule: "a".into(),
                 target,
                 kind: "webhook".into(),
+                ordering: None,
             })
             .collect();
         d.status = status;
@@ -582,6 +610,49 @@ mod tests {
         let c = calls(&first, again.targets.clone(), vec![(0, CALL)], at(3));
         let done = recorded(&first, c.targets, vec![(0, ok())], &policy(), at(3));
         assert!(worth_writing(&first, &done), "an outcome is always written");
+    }
+
+    #[test]
+    fn an_ordering_hold_waits_for_a_wake_and_a_superseded_target_finishes_uncalled() {
+        let d = delivery(None);
+        let (targets, _) = due(&d, at(1));
+        let hold = Plan::Hold {
+            on: "earlier".into(),
+            why: "WaitingForEarlierEvent: delivery earlier ...".into(),
+        };
+        let none = StatusedDeliveryStatus::default();
+        let c = calls(&none, targets, vec![(0, hold), (1, CALL)], at(1));
+        assert_eq!(c.call, [1]);
+        let s = recorded(&none, c.targets, vec![(1, ok())], &policy(), at(1));
+        let held = &s.targets[0];
+        assert_eq!((held.phase, held.attempts), (DeliveryPhase::Pending, 0));
+        assert_eq!(held.waiting_for.as_deref(), Some("earlier"));
+        assert_eq!(
+            held.next_attempt_at, None,
+            "due at every look: a wake is enough"
+        );
+        assert_eq!(next_look(&s, at(1)), Some(ORDER_POLL), "or the poll");
+        let waiting = delivery(Some(s.clone()));
+        assert_eq!(due(&waiting, at(2)).1, [0]);
+
+        // A newer event succeeded meanwhile (latestWins): not called, finished, says by whom.
+        let (targets, _) = due(&waiting, at(2));
+        let by = Plan::Supersede { by: "newer".into() };
+        let c = calls(&s, targets, vec![(0, by)], at(2));
+        assert!(c.call.is_empty());
+        let done = recorded(&s, c.targets, vec![], &policy(), at(2));
+        let t = &done.targets[0];
+        assert_eq!(t.phase, DeliveryPhase::Superseded);
+        assert_eq!(
+            (t.superseded_by.as_deref(), t.waiting_for.as_deref()),
+            (Some("newer"), None)
+        );
+        assert_eq!(
+            done.phase,
+            DeliveryPhase::Succeeded,
+            "the other target was called"
+        );
+        assert_eq!(next_look(&done, at(2)), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, future};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action};
@@ -22,6 +22,7 @@ use tracing::{debug, info, instrument, warn};
 use super::decide::{self, Observed, Plan, Step, decide};
 use super::destinations::{Admit, Destination, Lease};
 use super::executor::Executor;
+use super::ordering::{self, Claimed};
 use super::redeliver;
 use super::retry::RetryPolicy;
 use super::route_activity::Activity;
@@ -46,14 +47,10 @@ pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send +
     let api: Api<StatusedDelivery> =
         scoped_api(ctx.client.clone(), ctx.config.namespace.as_deref());
     let (store, writer) = reflector::store();
-    // The cache holds every stored delivery (all of the dedup window's): keep each small.
-    // Small pages: the first list of a large history is parsed a page at a time.
-    let deliveries = watcher(
-        api,
-        watcher::Config::default().any_semantic().page_size(100),
-    )
-    .modify(trim)
-    .reflect(writer);
+    // Ordering per key: what may go once a key's order moves is woken (ordering.rs).
+    let (wake, woken) = futures::channel::mpsc::channel(super::ordering::WAKE_QUEUE);
+    ctx.ordering.wake_to(wake);
+    let deliveries = watch(&ctx, api).reflect(writer);
     let deliveries = super::triggers("deliveries", deliveries, store.clone(), ctx.health.clone());
     // Shared with the redelivery requests while this executor runs (see `Cached` below).
     let _shared = Cached::share(&ctx, store.clone());
@@ -86,6 +83,7 @@ pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send +
     // (fair_share.rs), so that the wait is fair; a waiting reconcile is one parked future
     // per queued delivery (the controller never queues an object twice).
     Controller::for_stream(deliveries, store)
+        .reconcile_on(woken)
         .with_config(controller::Config::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -98,6 +96,27 @@ pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send +
         .await;
     stop.cancel();
     while helpers.join_next().await.is_some() {}
+}
+
+/// The watch of deliveries: it feeds the ordering index (before the cache trims finished
+/// deliveries), then the cache. The cache holds every stored delivery (all of the dedup
+/// window's): keep each small. Small pages: the first list of a large history is parsed a
+/// page at a time.
+fn watch(
+    ctx: &Arc<Executor>,
+    api: Api<StatusedDelivery>,
+) -> impl futures::Stream<Item = Result<watcher::Event<StatusedDelivery>, watcher::Error>> + use<> {
+    let index = ctx.clone();
+    watcher(
+        api,
+        watcher::Config::default().any_semantic().page_size(100),
+    )
+    .inspect_ok(move |event| {
+        index
+            .ordering
+            .observe(event, |d| index.ledger.newer_written(d));
+    })
+    .modify(trim)
 }
 
 /// The executor's cache, shared in the context while it runs: unshared when the executor
@@ -214,7 +233,12 @@ async fn work(
             route,
             targets,
             due,
-        } => call_due(&ctx, delivery, &route, targets, due).await,
+        } => {
+            // What the targets' ordering keys say first: held or superseded calls are not
+            // rendered; the lanes of those that go are held until their outcome is written.
+            let claimed = ctx.ordering.claim(&delivery, &targets, due);
+            call_due(&ctx, delivery, &route, targets, claimed).await
+        }
     }
 }
 
@@ -243,22 +267,28 @@ async fn record(
     Ok(recorded(ctx, delivery, status, delivery.status.is_none()).await)
 }
 
-/// Renders the `due` targets of `delivery`, makes the calls [`decide::calls`] decides on
-/// (after writing the mark of at-most-once ones), and records their outcomes.
+/// Renders the due targets of `delivery` that their ordering lets go (`claimed`), makes
+/// the calls [`decide::calls`] decides on (after writing the mark of at-most-once ones), and
+/// records their outcomes with what the ordering decided for the others.
 async fn call_due(
     ctx: &Arc<Executor>,
     delivery: Arc<StatusedDelivery>,
     route: &Arc<CompiledRoute>,
     targets: Vec<TargetStatus>,
-    due: Vec<usize>,
+    claimed: Claimed<'_>,
 ) -> Result<Action, Error> {
+    let ordered = ordered(ctx, claimed.plans);
+    if claimed.go.is_empty() {
+        return record_plans(ctx, &delivery, targets, ordered).await;
+    }
     receiver_first(ctx).await?;
-    let (planned, _bytes) = render(ctx, route, &delivery, &targets, due).await?;
+    let (planned, _bytes) = render(ctx, route, &delivery, &targets, claimed.go).await?;
     let now = jiff::Timestamp::now();
     let current = delivery.status.clone().unwrap_or_default();
     // Each HTTP call's destination admits it, or defers it (held until the calls are done).
     let admitted = admit(ctx, route, &delivery, &targets, &planned, now);
-    let calls = decide::calls(&current, targets, admitted.plans, now);
+    let plans = ordered.into_iter().chain(admitted.plans);
+    let calls = decide::calls(&current, targets, plans, now);
     let first_look = delivery.status.is_none();
     let delivery = match &calls.mark {
         // The outcome is written on top of the mark, conditional on the mark's version.
@@ -276,10 +306,7 @@ async fn call_due(
             }),
     )
     .await;
-    let policy = RetryPolicy {
-        max_attempts: ctx.config.max_attempts,
-        backoff: ctx.config.retry_backoff,
-    };
+    let policy = retry_policy(ctx);
     let limited = rate_limited(&outcomes);
     let desired = decide::recorded(&current, calls.targets, outcomes, &policy, now);
     pause(ctx, &admitted.destinations, &limited, &desired);
@@ -292,6 +319,43 @@ async fn call_due(
         return Err(e);
     }
     Ok(recorded(ctx, &delivery, &desired, first_look).await)
+}
+
+/// The plans the ordering decided (held or superseded), counted in the metrics.
+fn ordered(ctx: &Executor, plans: Vec<(usize, Plan)>) -> Vec<(usize, Plan)> {
+    for (_, plan) in &plans {
+        match plan {
+            Plan::Hold { why, .. } => ctx.metrics.call_deferred(ordering::hold_reason(why)),
+            Plan::Supersede { .. } => ctx.metrics.call_superseded(),
+            _ => {}
+        }
+    }
+    plans
+}
+
+/// Records `plans` (the ordering held or superseded every due target), calling nothing.
+async fn record_plans(
+    ctx: &Executor,
+    delivery: &StatusedDelivery,
+    targets: Vec<TargetStatus>,
+    plans: Vec<(usize, Plan)>,
+) -> Result<Action, Error> {
+    let current = delivery.status.clone().unwrap_or_default();
+    let now = jiff::Timestamp::now();
+    let calls = decide::calls(&current, targets, plans, now);
+    let policy = retry_policy(ctx);
+    let desired = decide::recorded(&current, calls.targets, [], &policy, now);
+    if decide::worth_writing(&current, &desired) {
+        write_status(ctx, delivery, &desired).await?;
+    }
+    Ok(recorded(ctx, delivery, &desired, delivery.status.is_none()).await)
+}
+
+fn retry_policy(ctx: &Executor) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: ctx.config.max_attempts,
+        backoff: ctx.config.retry_backoff,
+    }
 }
 
 /// Incoming events first: while the receiver is busy, a delivery waits (a bounded time)
@@ -329,6 +393,7 @@ async fn render<'r>(
             rule: targets[i].rule.clone(),
             target: targets[i].target,
             kind: targets[i].kind.clone(),
+            ordering: None,
         })
         .collect();
     let (rendered, bytes) = render_off_the_workers(ctx, route, delivery, &matched).await?;
@@ -609,6 +674,7 @@ async fn write_status(
         .await?;
     let rv = written.metadata.resource_version;
     ctx.ledger.written(delivery, rv.clone());
+    ctx.ordering.written(delivery, desired);
     Ok(rv)
 }
 
@@ -640,7 +706,17 @@ pub async fn write_reopened(
     ctx.ledger.read_afresh(fresh);
     let (next, rerun) = (&reopened.status, reopened.rerun);
     write_status(ctx, fresh, next).await?;
-    let (reason, note) = if rerun == 0 {
+    let superseded = redeliver::superseded(next);
+    let (reason, note) = if rerun == 0 && superseded > 0 {
+        (
+            "RedeliverySuperseded",
+            format!(
+                "redelivery {:?}: {superseded} {}",
+                request.token,
+                redeliver::SUPERSEDED_NOT_SENT
+            ),
+        )
+    } else if rerun == 0 {
         (
             "RedeliveryNotNeeded",
             format!(
@@ -652,10 +728,14 @@ pub async fn write_reopened(
         (
             "Redelivering",
             format!(
-                "redelivery {:?} (round {}): {rerun} of {} targets run again",
+                "redelivery {:?} (round {}): {rerun} of {} targets run again{}",
                 request.token,
                 next.redeliveries,
-                next.targets.len()
+                next.targets.len(),
+                match superseded {
+                    0 => String::new(),
+                    n => format!("; {n} {}", redeliver::SUPERSEDED_NOT_SENT),
+                }
             ),
         )
     };
@@ -745,16 +825,24 @@ async fn announce(ctx: &Executor, delivery: &StatusedDelivery, status: &Statused
             )
         })
         .collect();
+    let superseded = redeliver::superseded(status);
     let (type_, reason, note) = if failed.is_empty() {
-        info!(attempts = status.attempts, "delivery succeeded");
+        info!(attempts = status.attempts, superseded, "delivery succeeded");
+        let triggered = status.targets.len() - superseded;
+        let event = &delivery.spec.event.id;
         (
             EventType::Normal,
-            "Delivered",
-            format!(
-                "{} targets triggered for event {}",
-                status.targets.len(),
-                delivery.spec.event.id
-            ),
+            if triggered == 0 {
+                "Superseded"
+            } else {
+                "Delivered"
+            },
+            match superseded {
+                0 => format!("{triggered} targets triggered for event {event}"),
+                n => format!(
+                    "{triggered} targets triggered for event {event}; {n} not, a newer event for their ordering key having succeeded there (latestWins)"
+                ),
+            },
         )
     } else {
         warn!(failed = ?failed, "delivery failed");

@@ -11,6 +11,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::destinations::Destinations;
 use super::event_budget::EventBudget;
 use super::ledger::Ledger;
+use super::ordering::Ordering;
 use super::route_activity::RouteActivity;
 use crate::api::StatusedDelivery;
 use crate::context::Context;
@@ -43,6 +44,9 @@ pub struct Executor {
     pub bytes: tokio::sync::Semaphore,
     /// Limits and pauses per destination (`maxConcurrent`, `ratePerMinute`, 429s).
     pub destinations: Destinations,
+    /// Where each stored delivery stands in its ordering keys' order, and the keys with a
+    /// call in flight (a route's `ordering`).
+    pub ordering: Ordering,
     /// Deliveries waiting for a quiet receiver at once (`--executor-api-writes`).
     pub quiet_turns: tokio::sync::Semaphore,
 }
@@ -73,6 +77,7 @@ impl Executor {
             route_activity: Arc::default(),
             bytes: tokio::sync::Semaphore::new(BYTES_IN_FLIGHT / 1024),
             destinations: Destinations::default(),
+            ordering: Ordering::default(),
             quiet_turns: tokio::sync::Semaphore::new(usize::from(config.executor_api_writes)),
             ctx,
         }

@@ -47,7 +47,8 @@ pub fn to_prune(
     let mut prune = Vec::new();
     for d in finished {
         let (slot, limit) = match d.phase {
-            DeliveryPhase::Succeeded => (0, limits.succeeded),
+            // A superseded delivery called nothing, and failed nowhere.
+            DeliveryPhase::Succeeded | DeliveryPhase::Superseded => (0, limits.succeeded),
             _ => (1, limits.failed),
         };
         let beyond = kept[slot] >= limit || now.duration_since(d.at) > max_age;

@@ -78,6 +78,18 @@ impl Ledger {
         }
     }
 
+    /// Whether the executor wrote (or read afresh) a status of `delivery` other than the
+    /// one it carries: a copy from a watch that lags. Unlike [`Ledger::cache_behind`], it
+    /// forgets nothing: the watch's readers ask before the cache holds the copy.
+    pub fn newer_written(&self, delivery: &StatusedDelivery) -> bool {
+        let Some(uid) = delivery.uid() else {
+            return false;
+        };
+        lock(&self.written)
+            .get(&uid)
+            .is_some_and(|rv| Some(rv) != delivery.metadata.resource_version.as_ref())
+    }
+
     /// `delivery` is finished or gone: nothing to remember.
     pub fn forget(&self, delivery: &StatusedDelivery) {
         if let Some(uid) = delivery.uid() {

@@ -9,6 +9,7 @@ pub mod event_budget;
 pub mod executor;
 pub mod history;
 pub mod ledger;
+pub mod ordering;
 pub mod pruner;
 pub mod redeliver;
 pub mod redelivery_requests;

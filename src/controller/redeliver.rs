@@ -4,7 +4,8 @@
 //!   `-redeliver` role, aggregated into `edit`, may create them); its uid is the token;
 //! - for admins, who may write deliveries anyway: `kubectl annotate statuseddelivery NAME
 //!   statused.dev/redeliver="$(date -u +%FT%TZ)"` (`statused.dev/redeliver-targets: all`:
-//!   every target).
+//!   every target; `statused.dev/redeliver-ignore-ordering: "true"`: send even targets that a
+//!   newer event superseded, and call without waiting for the key's order).
 //!
 //! Each is honoured exactly once, recorded in the delivery's status by the same conditional
 //! write that reopens it, with the number of redeliveries, which also names the round's
@@ -34,6 +35,9 @@ use crate::api::{
 pub const ANNOTATION_REDELIVER: &str = "statused.dev/redeliver";
 /// `all` re-runs every target; otherwise only the failed ones.
 pub const ANNOTATION_REDELIVER_TARGETS: &str = "statused.dev/redeliver-targets";
+/// `true`: the targets run again ignore their route's `ordering`, and superseded ones run
+/// again too (the explicit override; without it a superseded target stays superseded).
+pub const ANNOTATION_REDELIVER_IGNORE_ORDERING: &str = "statused.dev/redeliver-ignore-ordering";
 
 /// How many honoured requests' uids a delivery keeps (36 bytes each).
 pub const RECENT_REQUESTS: usize = 32;
@@ -52,6 +56,8 @@ pub enum Source {
 pub struct Request {
     pub token: String,
     pub all_targets: bool,
+    /// Superseded targets run again too, and every target run again ignores the ordering.
+    pub ignore_ordering: bool,
     pub source: Source,
 }
 
@@ -71,6 +77,9 @@ pub fn requested(delivery: &StatusedDelivery) -> Option<Request> {
         all_targets: annotations
             .get(ANNOTATION_REDELIVER_TARGETS)
             .is_some_and(|v| v.trim() == "all"),
+        ignore_ordering: annotations
+            .get(ANNOTATION_REDELIVER_IGNORE_ORDERING)
+            .is_some_and(|v| v.trim() == "true"),
         source: Source::Annotation,
     })
 }
@@ -98,14 +107,18 @@ pub fn reopen(
     let mut next = status.clone();
     let mut rerun = 0;
     for t in &mut next.targets {
-        if request.all_targets || t.phase == DeliveryPhase::Failed {
+        if runs_again(t.phase, request) {
             // As new: nothing of the last round survives (a call-started mark would make an
             // at-most-once target fail at once as "outcome unknown").
-            *t = TargetStatus::pending(&MatchedTarget {
-                rule: t.rule.clone(),
-                target: t.target,
-                kind: t.kind.clone(),
-            });
+            *t = TargetStatus {
+                ignore_ordering: request.ignore_ordering,
+                ..TargetStatus::pending(&MatchedTarget {
+                    rule: t.rule.clone(),
+                    target: t.target,
+                    kind: t.kind.clone(),
+                    ordering: None,
+                })
+            };
             rerun += 1;
         }
     }
@@ -126,6 +139,30 @@ pub fn reopen(
     }
     (next, rerun)
 }
+
+/// Whether a target finished in `phase` runs again for `request`: a failed one always; a
+/// superseded one only when the request ignores the ordering (a newer event for its key
+/// succeeded there: sending this one would undo it); any other with `all`.
+fn runs_again(phase: DeliveryPhase, request: &Request) -> bool {
+    match phase {
+        DeliveryPhase::Failed => true,
+        DeliveryPhase::Superseded => request.ignore_ordering,
+        _ => request.all_targets,
+    }
+}
+
+/// How many of `status`'s targets are superseded, and stay so after a reopen that did not
+/// ignore the ordering: what a redelivery's answer says it did not send.
+pub fn superseded(status: &StatusedDeliveryStatus) -> usize {
+    status
+        .targets
+        .iter()
+        .filter(|t| t.phase == DeliveryPhase::Superseded)
+        .count()
+}
+
+/// What a redelivery says of the superseded targets it did not send.
+pub const SUPERSEDED_NOT_SENT: &str = "superseded by a newer event for their ordering key, not sent: sending an older event would undo the newer one (ask with ignoreOrdering: true to send anyway)";
 
 /// The condition a `StatusedRedelivery` answers with.
 pub const ACCEPTED: &str = "Accepted";
@@ -165,6 +202,7 @@ pub fn decide(request: &StatusedRedelivery, delivery: Option<&StatusedDelivery>)
     Decision::Reopen(Request {
         token,
         all_targets: request.spec.targets == RedeliveryTargets::All,
+        ignore_ordering: request.spec.ignore_ordering,
         source: Source::Request,
     })
 }
@@ -223,11 +261,13 @@ pub enum Answer {
         round: u32,
         rerun: usize,
     },
-    /// `rerun` of `of` targets run again, as redelivery `round`.
+    /// `rerun` of `of` targets run again, as redelivery `round`; `superseded` were not, a
+    /// newer event for their ordering key having succeeded there.
     Reopened {
         round: u32,
         rerun: usize,
         of: usize,
+        superseded: usize,
     },
     /// Honoured before (see [`Decision::Honoured`]): what its claim recorded.
     Honoured {
@@ -316,22 +356,13 @@ fn said(
             (rerun > 0).then_some(round),
             u32::try_from(rerun).ok(),
         ),
-        Answer::Reopened { rerun: 0, .. } | Answer::Honoured { rerun: Some(0), .. } => (
-            "True",
-            "NothingToRedeliver",
-            format!(
-                "delivery {delivery} has no failed targets; ask for targets: All to run every target again"
-            ),
-            None,
-            Some(0),
-        ),
-        Answer::Reopened { round, rerun, of } => (
-            "True",
-            "Redelivering",
-            format!("delivery {delivery}: {rerun} of {of} targets run again (round {round})"),
-            Some(round),
-            u32::try_from(rerun).ok(),
-        ),
+        Answer::Reopened {
+            round,
+            rerun,
+            of,
+            superseded,
+        } => reopened_said(delivery, round, rerun, of, superseded),
+        Answer::Honoured { rerun: Some(0), .. } => nothing_to_redeliver(delivery),
         Answer::Honoured { round, rerun } => (
             "True",
             "Redelivering",
@@ -343,6 +374,54 @@ fn said(
             rerun,
         ),
     }
+}
+
+/// What a request's condition says once it reopened `delivery` (see [`said`]).
+fn reopened_said(
+    delivery: &str,
+    round: u32,
+    rerun: usize,
+    of: usize,
+    superseded: usize,
+) -> (&'static str, &'static str, String, Option<u32>, Option<u32>) {
+    match (rerun, superseded) {
+        (0, 0) => nothing_to_redeliver(delivery),
+        (0, _) => (
+            "True",
+            "Superseded",
+            format!("delivery {delivery}: {SUPERSEDED_NOT_SENT}"),
+            None,
+            Some(0),
+        ),
+        (_, n) => {
+            let mut message =
+                format!("delivery {delivery}: {rerun} of {of} targets run again (round {round})");
+            if n > 0 {
+                message.push_str(&format!("; {n} {SUPERSEDED_NOT_SENT}"));
+            }
+            (
+                "True",
+                "Redelivering",
+                message,
+                Some(round),
+                u32::try_from(rerun).ok(),
+            )
+        }
+    }
+}
+
+fn nothing_to_redeliver(
+    delivery: &str,
+) -> (&'static str, &'static str, String, Option<u32>, Option<u32>) {
+    (
+        "True",
+        "NothingToRedeliver",
+        format!(
+            "delivery {delivery} has no failed targets; ask for targets: All to run every target again"
+        ),
+        None,
+        Some(0),
+    )
 }
 
 #[cfg(test)]
@@ -373,6 +452,7 @@ mod tests {
                 rule: "r".into(),
                 target: i,
                 kind: "webhook".into(),
+                ordering: None,
             })
         };
         d.status = Some(StatusedDeliveryStatus {
@@ -420,6 +500,39 @@ mod tests {
         assert_eq!(requested(&d), None);
         annotate(&mut d, &[(ANNOTATION_REDELIVER, "2026-11-27T13:00:00Z")]);
         assert!(requested(&d).is_some());
+    }
+
+    #[test]
+    fn a_superseded_target_runs_again_only_when_the_ordering_is_ignored() {
+        let mut d = finished();
+        let status = d.status.as_mut().unwrap();
+        status.targets[0].phase = DeliveryPhase::Superseded;
+        status.targets[0].superseded_by = Some("newer".into());
+        status.targets[1].phase = DeliveryPhase::Succeeded;
+        for all in ["failed", "all"] {
+            annotate(
+                &mut d,
+                &[
+                    (ANNOTATION_REDELIVER, all),
+                    (ANNOTATION_REDELIVER_TARGETS, all),
+                ],
+            );
+            let (next, _) = reopen(d.status.as_ref().unwrap(), &requested(&d).unwrap());
+            assert_eq!(next.targets[0].phase, DeliveryPhase::Superseded, "{all}");
+            assert_eq!(superseded(&next), 1, "what the answer says was not sent");
+        }
+        annotate(&mut d, &[(ANNOTATION_REDELIVER_IGNORE_ORDERING, "true")]);
+        let request = requested(&d).unwrap();
+        assert!(request.ignore_ordering);
+        let (next, rerun) = reopen(d.status.as_ref().unwrap(), &request);
+        assert_eq!(rerun, 2);
+        assert_eq!(next.targets[0].phase, DeliveryPhase::Pending);
+        assert_eq!(next.targets[0].superseded_by, None);
+        assert!(
+            next.targets.iter().all(|t| t.ignore_ordering),
+            "every target run again ignores the ordering"
+        );
+        assert_eq!(superseded(&next), 0);
     }
 
     #[test]
@@ -647,6 +760,7 @@ mod tests {
             crate::api::StatusedRedeliverySpec {
                 delivery: "ev-1".into(),
                 targets,
+                ignore_ordering: false,
             },
         );
         r.metadata.uid = Some("request-uid".into());
@@ -670,6 +784,7 @@ mod tests {
             Request {
                 token: "request-uid".into(),
                 all_targets: false,
+                ignore_ordering: false,
                 source: Source::Request,
             }
         );
@@ -692,6 +807,7 @@ mod tests {
                 round: 1,
                 rerun,
                 of: 2,
+                superseded: 0,
             },
             None,
             now(),
@@ -729,14 +845,29 @@ mod tests {
             reason(Answer::Reopened {
                 round: 1,
                 rerun: 0,
-                of: 2
+                of: 2,
+                superseded: 0,
             }),
             "NothingToRedeliver"
+        );
+        let all_superseded = status(Answer::Reopened {
+            round: 1,
+            rerun: 0,
+            of: 2,
+            superseded: 2,
+        });
+        assert_eq!(all_superseded.conditions[0].reason, "Superseded");
+        assert!(
+            all_superseded.conditions[0]
+                .message
+                .contains("ignoreOrdering: true"),
+            "it says how to send anyway"
         );
         let reopened = status(Answer::Reopened {
             round: 2,
             rerun: 1,
             of: 2,
+            superseded: 0,
         });
         assert_eq!(reopened.conditions[0].reason, "Redelivering");
         assert_eq!(

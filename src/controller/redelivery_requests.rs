@@ -164,6 +164,7 @@ async fn claim(
         round: reopened.status.redeliveries,
         rerun: reopened.rerun,
         of: reopened.status.targets.len(),
+        superseded: redeliver::superseded(&reopened.status),
     };
     Ok(Claimed {
         status,

@@ -134,6 +134,7 @@ pub(crate) mod tests {
             rule: "r".into(),
             target: 0,
             kind: "webhook".into(),
+            ordering: None,
         })
     }
 
@@ -215,6 +216,7 @@ pub(crate) mod tests {
             rule: rule.into(),
             target: 0,
             kind: "webhook".into(),
+            ordering: None,
         };
         let mut done = TargetStatus::pending(&m("a"));
         done.phase = DeliveryPhase::Succeeded;

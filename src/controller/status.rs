@@ -70,12 +70,16 @@ pub fn delivery_status(
     }
 }
 
-/// A delivery's phase from its targets': finished when all are, failed if any failed;
-/// Running once any was tried or has a call in flight.
+/// A delivery's phase from its targets': finished when all are, failed if any failed,
+/// superseded if all were (none was called), else succeeded; Running once any was tried or has a call in flight.
 pub fn delivery_phase(targets: &[TargetStatus]) -> DeliveryPhase {
     if targets.iter().all(|t| t.phase.is_finished()) {
         if targets.iter().any(|t| t.phase == DeliveryPhase::Failed) {
             DeliveryPhase::Failed
+        } else if !targets.is_empty()
+            && targets.iter().all(|t| t.phase == DeliveryPhase::Superseded)
+        {
+            DeliveryPhase::Superseded
         } else {
             DeliveryPhase::Succeeded
         }
@@ -144,6 +148,7 @@ mod tests {
             rule: "r".into(),
             target: 0,
             kind: "webhook".into(),
+            ordering: None,
         };
         let mut a = TargetStatus::pending(&m);
         let mut b = TargetStatus::pending(&m);

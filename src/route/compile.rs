@@ -7,8 +7,9 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use super::history::HistoryLimits;
+use super::ordering::KeyOrdering;
 use super::{CompiledRoute, CompiledRule, RouteKey};
-use crate::api::{OnUncertain, StatusedRoute, Target};
+use crate::api::{OnUncertain, Rule, StatusedRoute, Target};
 use crate::conditions::Reason;
 use crate::cost::{self, Cost};
 use crate::expr;
@@ -163,10 +164,12 @@ pub fn compile_route(
                 compiled
             })
             .collect::<Result<_, _>>()?;
+        let ordering = ordering(&field, rule, &mut matching)?;
         rules.push(CompiledRule {
             name: rule.name.clone(),
             matcher,
             targets,
+            ordering,
         });
     }
     Ok(CompiledRoute {
@@ -201,6 +204,39 @@ pub fn compile_route(
             }),
         },
     })
+}
+
+/// Each target's ordering (its own, else the rule's), compiled. Keys are rendered when an
+/// event matches, in the same evaluation as the match expressions: their cost is added to
+/// `matching`, which is bounded as a whole.
+fn ordering(
+    field: &str,
+    rule: &Rule,
+    matching: &mut Cost,
+) -> Result<Vec<Option<KeyOrdering>>, CompileError> {
+    let mut compiled = Vec::with_capacity(rule.targets.len());
+    for (j, target) in rule.targets.iter().enumerate() {
+        let (at, declared) = match &target.ordering {
+            Some(own) => (format!("{field}.targets[{j}].ordering"), Some(own)),
+            None => (format!("{field}.ordering"), rule.ordering.as_ref()),
+        };
+        let Some(declared) = declared else {
+            compiled.push(None);
+            continue;
+        };
+        let (key, cost) = expr::metered(|| KeyOrdering::compile(&at, declared));
+        *matching = matching.plus(cost);
+        if let Some(why) = matching.over(cost::BUDGET) {
+            return Err(CompileError {
+                reason: Reason::InvalidExpression,
+                message: format!(
+                    "{at}.key: the rules' match expressions and ordering keys up to this one together are too costly: {why} (each event evaluates all of them)"
+                ),
+            });
+        }
+        compiled.push(Some(key?));
+    }
+    Ok(compiled)
 }
 
 /// Compiles one target entry: its kind, then the settings every kind shares; `field` is its

@@ -5,6 +5,7 @@
 
 pub mod compile;
 pub mod history;
+pub mod ordering;
 pub mod plan;
 
 use crate::api::MatchedTarget;
@@ -15,6 +16,7 @@ use crate::secrets::SecretValue;
 use crate::targets::kind::CompiledTarget;
 use crate::token_bucket::Limit;
 use history::HistoryLimits;
+use ordering::KeyOrdering;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteKey {
@@ -61,6 +63,8 @@ pub struct CompiledRule {
     pub name: String,
     pub matcher: Matcher,
     pub targets: Vec<CompiledTarget>,
+    /// Each target's ordering (its own, else the rule's), one per target, in order.
+    pub ordering: Vec<Option<KeyOrdering>>,
 }
 
 /// A rule whose expression could not be evaluated for one event; the rule is skipped.
@@ -79,11 +83,24 @@ impl CompiledRoute {
         for rule in &self.rules {
             match rule.matcher.matches(&view) {
                 Ok(true) => {
-                    matched.extend(rule.targets.iter().enumerate().map(|(i, t)| MatchedTarget {
-                        rule: rule.name.clone(),
-                        target: u32::try_from(i).unwrap_or(u32::MAX),
-                        kind: t.kind.to_string(),
-                    }))
+                    for (i, t) in rule.targets.iter().enumerate() {
+                        let ordering = rule.ordering.get(i).and_then(Option::as_ref).map(|o| {
+                            let (ordered, error) = o.of(view.scope());
+                            if let Some(e) = error {
+                                failures.push(MatchFailure {
+                                    rule: rule.name.clone(),
+                                    error: format!("ordering key (the empty key is used): {e}"),
+                                });
+                            }
+                            ordered
+                        });
+                        matched.push(MatchedTarget {
+                            rule: rule.name.clone(),
+                            target: u32::try_from(i).unwrap_or(u32::MAX),
+                            kind: t.kind.to_string(),
+                            ordering,
+                        });
+                    }
                 }
                 Ok(false) => {}
                 Err(e) => failures.push(MatchFailure {

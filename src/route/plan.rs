@@ -212,6 +212,7 @@ mod tests {
             rule: "a".into(),
             target,
             kind: kind.into(),
+            ordering: None,
         };
         match plan(&route, &input, &render, &m) {
             Planned::Http { request, .. } => String::from_utf8(request.body).unwrap(),

@@ -280,7 +280,7 @@ async fn handle(
             }
         })?;
     for f in &failures {
-        warn!(rule = %f.rule, error = %f.error, event = %envelope.id, "rule expression failed; rule skipped");
+        warn!(rule = %f.rule, error = %f.error, event = %envelope.id, "rule expression failed (a match expression: the rule is skipped)");
     }
     if matched.is_empty() {
         info!(event = %envelope.id, "no rule matched");
