@@ -109,6 +109,16 @@ pub enum OrderingPolicy {
     LatestWins,
 }
 
+impl OrderingPolicy {
+    /// As spelled in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderingPolicy::InOrder => "inOrder",
+            OrderingPolicy::LatestWins => "latestWins",
+        }
+    }
+}
+
 #[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 pub struct RuleMatch {

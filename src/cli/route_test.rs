@@ -135,6 +135,9 @@ pub fn report(
     };
     for m in &matched {
         let _ = writeln!(out, "\nrule {}, target {} ({}):", m.rule, m.target, m.kind);
+        if let Some(o) = &m.ordering {
+            let _ = writeln!(out, "  ordered: {}, key {:?}", o.policy.as_str(), o.key);
+        }
         // The executor's own plan: what is printed is what it would send.
         match plan(&compiled, &input, &render, m) {
             Planned::Http { request: req, .. } => {

@@ -360,6 +360,44 @@ mod tests {
     }
 
     #[test]
+    fn each_matched_target_carries_its_ordering_key_its_own_over_its_rules() {
+        use crate::api::{OrderedBy, Ordering, OrderingPolicy};
+        let mut r = issue_example();
+        r.spec.rules[0].ordering = Some(Ordering {
+            key: "$(data.app_name)".into(),
+            policy: OrderingPolicy::InOrder,
+        });
+        let mut second = r.spec.rules[0].targets[0].clone();
+        second.ordering = Some(Ordering {
+            key: "$(data.app_name)/$(data.build_version)".into(),
+            policy: OrderingPolicy::LatestWins,
+        });
+        r.spec.rules[0].targets.push(second);
+        let compiled = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap();
+        let body = crate::test_support::sample("build-valid.json");
+        let (matched, failures) = compiled.match_event(&Envelope::parse(&body).unwrap());
+        assert!(failures.is_empty(), "{failures:?}");
+        let ordered: Vec<_> = matched.iter().map(|m| m.ordering.clone()).collect();
+        assert_eq!(
+            ordered,
+            [
+                Some(OrderedBy {
+                    key: "Markdown Email".into(),
+                    policy: OrderingPolicy::InOrder
+                }),
+                Some(OrderedBy {
+                    key: "Markdown Email/456".into(),
+                    policy: OrderingPolicy::LatestWins
+                }),
+            ]
+        );
+        // Another rule declares none: as before.
+        let body = crate::test_support::sample("app-ready-for-sale.json");
+        let (matched, _) = compiled.match_event(&Envelope::parse(&body).unwrap());
+        assert_eq!(matched[0].ordering, None);
+    }
+
+    #[test]
     fn missing_signing_secret_is_secret_not_found() {
         let secrets = SecretSet::new("mobile-ci").with("github-token", &[("token", "x")]);
         let err = compile_route(&issue_example(), &secrets, &BTreeSet::new()).unwrap_err();
@@ -401,6 +439,40 @@ mod tests {
         assert!(
             err.message.starts_with("spec.rules[2].match.expression")
                 && err.message.contains("together are too costly"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn ordering_keys_are_bounded_with_the_match_expressions() {
+        let mut r = issue_example();
+        r.spec.rules[0].match_.expression = Some(near_half());
+        let key = |key: String| crate::api::Ordering {
+            key,
+            policy: crate::api::OrderingPolicy::InOrder,
+        };
+        r.spec.rules[1].ordering = Some(key("$(data.app_name)".into()));
+        let compiled = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap();
+        assert!(compiled.rules[1].ordering.iter().all(Option::is_some));
+        assert!(compiled.rules[0].ordering.iter().all(Option::is_none));
+        // Keys are rendered with the match expressions, in one evaluation per event.
+        r.spec.rules[1].ordering = Some(key(format!("$(string({}))", near_half())));
+        assert!(compile_route(&r, &all_secrets(), &BTreeSet::new()).is_ok());
+        r.spec.rules[0].targets[0].ordering = Some(key(format!("$(string({}))", near_half())));
+        let err = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidExpression);
+        assert!(
+            err.message.starts_with("spec.rules[1].ordering.key")
+                && err.message.contains("together are too costly"),
+            "{}",
+            err.message
+        );
+        r.spec.rules[1].targets[0].ordering = Some(key("$(data.app_name".into()));
+        let err = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap_err();
+        assert!(
+            err.message
+                .starts_with("spec.rules[1].targets[0].ordering.key"),
             "{}",
             err.message
         );
