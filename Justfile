@@ -21,6 +21,8 @@ test: tools
     targets="$(hack/test-targets.sh bare)" && hack/cluster.sh exec --bare -- cargo test --locked $targets -- --ignored
     # The load benchmark's smoke (N = 200): nothing unanswered, lost or duplicated; no timing.
     hack/cluster.sh exec -- cargo test --locked --bench load
+    # The same with the calls ordered per app (inOrder, 100 events each): also none out of order.
+    STATUSED_BENCH_ORDERING=inOrder hack/cluster.sh exec -- cargo test --locked --bench load
     # One team attacks, another sends steady events (5 s): bounds that hold by construction.
     hack/cluster.sh exec -- cargo test --locked --bench noisy_neighbour
     # Faults (API server frozen, killed and restarted; operator killed) with N = 300 each:
@@ -40,7 +42,7 @@ bench:
 # A burst of signed events through the receiver to a local sink, as ratios to raw API-server
 # creates in the same run (N = 10,000, C = 32; STATUSED_LOAD_EVENTS / _CONCURRENCY override;
 # STATUSED_LOAD_SINK_LATENCY_MS=300 makes the sink answer each call in 300 ms, as real CI
-# and chat APIs do).
+# and chat APIs do; STATUSED_BENCH_ORDERING=inOrder orders the calls per app, 100 events each).
 bench-load: tools
     hack/cluster.sh exec -- cargo bench --locked --bench load
 

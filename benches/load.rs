@@ -13,8 +13,11 @@
 //! Figures are ratios to the baseline, so they mean the same on any machine. Every address is
 //! on loopback. `cargo bench` runs N = 10,000, C = 32 (override with STATUSED_LOAD_EVENTS and
 //! STATUSED_LOAD_CONCURRENCY) to a sink that answers at once (STATUSED_LOAD_SINK_LATENCY_MS=300
-//! makes it answer each call in 300 ms, as real CI and chat APIs do); `cargo test --bench load` is the smoke CI runs (N = 200, C = 8),
-//! which asserts correctness only: nothing unanswered, lost or duplicated, never timing.
+//! makes it answer each call in 300 ms, as real CI and chat APIs do;
+//! STATUSED_BENCH_ORDERING=inOrder orders the calls per app, 100 events each, and counts the
+//! events delivered out of order); `cargo test --bench load` is the smoke CI runs (N = 200,
+//! C = 8), which asserts correctness only: nothing unanswered, lost, duplicated or (ordered)
+//! out of order, never timing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
@@ -125,8 +128,12 @@ async fn main() {
     let operator_client = client_from("STATUSED_TEST_OPERATOR_KUBECONFIG").await;
     let log = std::env::temp_dir().join(format!("statused-load-{}.log", std::process::id()));
     println!(
-        "load: N = {n} events, C = {c} senders, the sink answers in {} ms; operator log {}",
+        "load: N = {n} events, C = {c} senders, the sink answers in {} ms, ordering {}; operator log {}",
         settings.sink_latency.as_millis(),
+        harness::ordering().map_or("none".to_string(), |p| format!(
+            "{p} by app ({} events each)",
+            harness::EVENTS_PER_APP
+        )),
         log.display()
     );
 
@@ -157,12 +164,16 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let peak_rss = op.rss().1;
 
-    let (tally, deliver_secs) = {
+    let (tally, deliver_secs, out_of_order) = {
         let counts = counts.lock().unwrap();
         let secs = counts
             .last_new
             .map_or(f64::NAN, |t| (t - start).as_secs_f64());
-        (counts.tally("load-", &sent.accepted), secs)
+        (
+            counts.tally("load-", &sent.accepted),
+            secs,
+            counts.out_of_order(&sent),
+        )
     };
     let Tally {
         lost,
@@ -213,6 +224,10 @@ async fn main() {
     println!("  duplicated         {duplicated}");
     println!("  delivered unasked  {stray} (delivered, but the sender never saw a 2xx)");
     println!(
+        "  out of app order   {} pairs, {} of them stored in order (first delivered after a later event of their app)",
+        out_of_order.0, out_of_order.1
+    );
+    println!(
         "  operator RSS       idle {:.0} MiB, peak {:.0} MiB   (goal < 150 MiB)",
         mib(idle_rss),
         mib(peak_rss)
@@ -239,6 +254,12 @@ async fn main() {
     }
     if duplicated > 0 {
         failures.push(format!("{duplicated} events delivered more than once"));
+    }
+    if harness::ordering().is_some() && out_of_order.1 > 0 {
+        failures.push(format!(
+            "{} pairs of events stored in order delivered out of order (inOrder)",
+            out_of_order.1
+        ));
     }
     if failures.is_empty() {
         println!("load: 1 passed, 0 failed");

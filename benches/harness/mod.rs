@@ -80,14 +80,19 @@ pub fn events(prefix: &str, count: usize) -> Arc<Vec<(String, Vec<u8>)>> {
     )
 }
 
-/// A ~1 KiB build event with the id `id`, as Statused sends it.
+/// Events per app: the ordering key of `STATUSED_BENCH_ORDERING` (`data.app_name`).
+pub const EVENTS_PER_APP: usize = 100;
+
+/// A ~1 KiB build event with the id `id`, as Statused sends it; event `i` is about app
+/// `i / EVENTS_PER_APP`, and its time is now (so later events have later times).
 pub fn event(id: &str, i: usize) -> (String, Vec<u8>) {
     let id = id.to_string();
     let body = serde_json::json!({
         "specversion": "1.0", "type": "com.statused.build.status.updated", "source": "statused",
         "id": id, "time": jiff::Timestamp::now().to_string(), "datacontenttype": "application/json",
         "data": {
-            "app_name": "Pocket Ledger", "version": "4.0.0", "build_version": format!("{i}"),
+            "app_name": format!("Pocket Ledger {}", i / EVENTS_PER_APP), "version": "4.0.0",
+            "build_version": format!("{i}"),
             "status": "Valid", "store_name": "App Store Connect", "track": "TestFlight",
             "message": "x".repeat(700), "status_color": "#1eb6fc",
             "app_icon_url": "https://is1-ssl.mzstatic.com/image/thumb/icon.png",
@@ -103,6 +108,44 @@ pub struct Counts {
     /// `Idempotency-Key` values seen per event id: a repeat must carry the same one.
     pub keys: HashMap<String, HashSet<String>>,
     pub last_new: Option<Instant>,
+    /// Event ids in the order of their first delivery.
+    pub first_seen: Vec<String>,
+}
+
+impl Counts {
+    /// Pairs of events of one app (ids end in `-<i>`, the app is `i / EVENTS_PER_APP`; a
+    /// lower `i`, an earlier time) first delivered in the wrong order: all of them, and those
+    /// where the earlier event was accepted before the later one was sent, so it was stored
+    /// first, which `inOrder` forbids. (Concurrent senders can get a later event stored
+    /// first; the executor orders what is stored, not what is still on its way.)
+    pub fn out_of_order(&self, sent: &Sent) -> (usize, usize) {
+        let index = |id: &str| id.rsplit('-').next()?.parse::<usize>().ok();
+        let mut apps: HashMap<usize, Vec<(usize, &str)>> = HashMap::new();
+        for id in &self.first_seen {
+            if let Some(i) = index(id) {
+                apps.entry(i / EVENTS_PER_APP).or_default().push((i, id));
+            }
+        }
+        let (mut any, mut stored_first) = (0, 0);
+        for delivered in apps.values() {
+            for (at, &(later, later_id)) in delivered.iter().enumerate() {
+                for &(earlier, earlier_id) in &delivered[at + 1..] {
+                    if earlier > later {
+                        continue;
+                    }
+                    any += 1;
+                    let accepted = sent.accepted_during.get(earlier_id).map(|w| w.1);
+                    let sent_at = sent.accepted_during.get(later_id).map(|w| w.0);
+                    if let (Some(accepted), Some(sent_at)) = (accepted, sent_at)
+                        && accepted < sent_at
+                    {
+                        stored_first += 1;
+                    }
+                }
+            }
+        }
+        (any, stored_first)
+    }
 }
 
 /// What the sink saw against what the senders were told.
@@ -182,10 +225,11 @@ pub async fn start_slow_sink(latency: Duration) -> (SocketAddr, Arc<Mutex<Counts
             if !key.is_empty() {
                 counts.keys.entry(id.clone()).or_default().insert(key);
             }
-            let n = counts.by_id.entry(id).or_default();
+            let n = counts.by_id.entry(id.clone()).or_default();
             *n += 1;
             if *n == 1 {
                 counts.last_new = Some(Instant::now());
+                counts.first_seen.push(id);
             }
             axum::http::StatusCode::NO_CONTENT
         }
@@ -372,6 +416,8 @@ pub struct Sent {
     pub refused: Vec<(String, u16)>,
     pub by_status: HashMap<u16, usize>,
     pub last_accept: Option<Instant>,
+    /// Per accepted event: when the attempt that got the 2xx started, and when it ended.
+    pub accepted_during: HashMap<String, (Instant, Instant)>,
     /// Attempts that found no listener (the operator was down).
     pub no_connection: usize,
 }
@@ -446,6 +492,8 @@ pub async fn burst(
                                 if (200..300).contains(&code) {
                                     s.accepted.push(id.clone());
                                     s.last_accept = Some(Instant::now());
+                                    s.accepted_during
+                                        .insert(id.clone(), (started, Instant::now()));
                                     break;
                                 }
                                 if !matches!(code, 408 | 429 | 500..=599) {
@@ -507,6 +555,17 @@ pub async fn wait_route_ready(routes: &Api<StatusedRoute>, name: &str) {
 
 /// The signing Secret, the sink's URL Secret and a route `load` sending every build event
 /// to the sink (with an `Idempotency-Key`); [`wait_ready`] once an operator runs.
+/// The ordering policy the bench's route declares (`STATUSED_BENCH_ORDERING`), if any. Only
+/// `inOrder` delivers every event, which the benches count.
+pub fn ordering() -> Option<String> {
+    let policy = std::env::var("STATUSED_BENCH_ORDERING").ok()?;
+    assert_eq!(
+        policy, "inOrder",
+        "STATUSED_BENCH_ORDERING: only inOrder delivers every event (latestWins supersedes older ones by design)"
+    );
+    Some(policy)
+}
+
 pub async fn prepare_route(admin: &Client, ns: &str, sink: SocketAddr) {
     apply_secrets(
         admin,
@@ -521,7 +580,7 @@ pub async fn prepare_route(admin: &Client, ns: &str, sink: SocketAddr) {
     // STATUSED_BENCH_ON_UNCERTAIN=fail measures at-most-once targets (a write before each call).
     let on_uncertain =
         std::env::var("STATUSED_BENCH_ON_UNCERTAIN").unwrap_or_else(|_| "retry".into());
-    let route = serde_json::json!({
+    let mut route = serde_json::json!({
         "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedRoute",
         "metadata": {"name": "load"},
         "spec": {
@@ -532,6 +591,11 @@ pub async fn prepare_route(admin: &Client, ns: &str, sink: SocketAddr) {
                                                 "idempotencyKey": true}}]}],
         },
     });
+    // STATUSED_BENCH_ORDERING=inOrder orders the calls per app: one key per EVENTS_PER_APP.
+    if let Some(policy) = ordering() {
+        route["spec"]["rules"][0]["ordering"] =
+            serde_json::json!({"key": "$(data.app_name)", "policy": policy});
+    }
     routes
         .patch("load", &PatchParams::apply("load"), &Patch::Apply(&route))
         .await
