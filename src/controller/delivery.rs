@@ -277,12 +277,13 @@ async fn call_due(
     targets: Vec<TargetStatus>,
     claimed: Claimed<'_>,
 ) -> Result<Action, Error> {
-    let ordered = ordered(ctx, claimed.plans);
-    if claimed.go.is_empty() {
+    let Claimed { go, plans, held } = claimed;
+    let ordered = ordered(ctx, plans);
+    if go.is_empty() {
         return record_plans(ctx, &delivery, targets, ordered).await;
     }
     receiver_first(ctx).await?;
-    let (planned, _bytes) = render(ctx, route, &delivery, &targets, claimed.go).await?;
+    let (planned, _bytes) = render(ctx, route, &delivery, &targets, go).await?;
     let now = jiff::Timestamp::now();
     let current = delivery.status.clone().unwrap_or_default();
     // Each HTTP call's destination admits it, or defers it (held until the calls are done).
@@ -318,6 +319,8 @@ async fn call_due(
         ctx.ledger.unrecorded(&delivery, desired);
         return Err(e);
     }
+    // The outcome is in the ordering index: the next call for these keys may go.
+    drop(held);
     Ok(recorded(ctx, &delivery, &desired, first_look).await)
 }
 
@@ -334,6 +337,8 @@ fn ordered(ctx: &Executor, plans: Vec<(usize, Plan)>) -> Vec<(usize, Plan)> {
 }
 
 /// Records `plans` (the ordering held or superseded every due target), calling nothing.
+/// Incoming events first here too: under a burst of ordered events, most wait, and each
+/// says so once, after the receiver's writes.
 async fn record_plans(
     ctx: &Executor,
     delivery: &StatusedDelivery,
@@ -346,6 +351,7 @@ async fn record_plans(
     let policy = retry_policy(ctx);
     let desired = decide::recorded(&current, calls.targets, [], &policy, now);
     if decide::worth_writing(&current, &desired) {
+        receiver_first(ctx).await?;
         write_status(ctx, delivery, &desired).await?;
     }
     Ok(recorded(ctx, delivery, &desired, delivery.status.is_none()).await)

@@ -388,7 +388,12 @@ impl Lanes {
             mine.push((lane, place.clone()));
         }
         self.of.insert(id(d), mine);
-        moved.iter().flat_map(|lane| self.to_wake(lane)).collect()
+        // A lane with a call in flight is woken when that call's lanes are let go.
+        moved
+            .iter()
+            .filter(|lane| !self.calling.contains_key(*lane))
+            .flat_map(|lane| self.to_wake(lane))
+            .collect()
     }
 
     /// Removes delivery `id` from its lanes; the deliveries to wake.
