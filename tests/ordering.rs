@@ -328,31 +328,97 @@ async fn each_policy_keeps_its_promise_and_no_ordering_keeps_the_old_behaviour()
     op.shutdown().await;
 }
 
-#[tokio::test]
-#[ignore = "needs the local cluster: hack/just test"]
-async fn the_order_holds_when_the_operator_is_killed_mid_way() {
-    let env = env("ordering-kill").await;
+/// Both ordered routes, each half-way: "Ready for Sale" succeeded (latestWins) or waits
+/// (inOrder), and "In Review" is still to be tried again. Events go to `to`.
+struct MidWay {
+    latest: LaunchDarkly,
+    in_order: LaunchDarkly,
+    sent: [(String, String); 2],
+}
+
+async fn apply_ordered_routes(env: &TestEnv) -> (LaunchDarkly, LaunchDarkly) {
     let (latest, in_order) = (LaunchDarkly::start(2).await, LaunchDarkly::start(2).await);
+    env.apply_route("latest", route(&latest, Some("latestWins")))
+        .await;
     env.apply_route("in-order", route(&in_order, Some("inOrder")))
         .await;
-    let op = env
-        .operator_with_route("latest", route(&latest, Some("latestWins")))
-        .await;
-    env.wait_ready("in-order", "True").await;
-    let (l_review, l_live) = review_then_live(&env, &op, "latest", &latest).await;
-    let (o_review, o_live) = review_then_live(&env, &op, "in-order", &in_order).await;
-    // Killed once the newer event succeeded (latestWins) and while it waits (inOrder),
-    // before "In Review" is tried again: a new operator knows only the stored deliveries.
+    for r in ["latest", "in-order"] {
+        env.wait_ready(r, "True").await;
+    }
+    (latest, in_order)
+}
+
+async fn half_way(
+    env: &TestEnv,
+    to: &Running,
+    (latest, in_order): (LaunchDarkly, LaunchDarkly),
+) -> MidWay {
+    let l = review_then_live(env, to, "latest", &latest).await;
+    let o = review_then_live(env, to, "in-order", &in_order).await;
     eventually("Ready for Sale succeeded", || async {
         latest.calls().contains(&(true, 200)).then_some(())
     })
     .await;
-    assert_waiting(&env, &o_review, &o_live).await;
-    op.kill().await;
-    assert_eq!(in_order.calls(), [(false, 503)], "killed before the retry");
-    let op = env.start_operator().await;
+    assert_waiting(env, &o.0, &o.1).await;
+    MidWay {
+        latest,
+        in_order,
+        sent: [l, o],
+    }
+}
 
-    assert_latest_wins(&env, &latest, &l_review, &l_live).await;
-    assert_in_order(&env, &in_order, &o_review, &o_live).await;
+/// Whoever delivers now knows only the stored deliveries: the same outcome as without a stop.
+async fn finished_in_order(env: &TestEnv, m: &MidWay) {
+    let [(l_review, l_live), (o_review, o_live)] = &m.sent;
+    assert_latest_wins(env, &m.latest, l_review, l_live).await;
+    assert_in_order(env, &m.in_order, o_review, o_live).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
+async fn the_order_holds_when_the_operator_is_killed_mid_way() {
+    let env = env("ordering-kill").await;
+    let op = env.start_operator().await;
+    let m = half_way(&env, &op, apply_ordered_routes(&env).await).await;
+    op.kill().await;
+    assert_eq!(
+        m.in_order.calls(),
+        [(false, 503)],
+        "killed before the retry"
+    );
+    let op = env.start_operator().await;
+    finished_in_order(&env, &m).await;
     op.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
+async fn the_order_holds_when_the_leader_changes_mid_way() {
+    let env = env("ordering-leader").await;
+    let lease = format!("lease-{}", env.ns);
+    let (a, b) = (
+        env.start_replica(&lease, "replica-a").await,
+        env.start_replica(&lease, "replica-b").await,
+    );
+    let routes = apply_ordered_routes(&env).await;
+    let a_leads = eventually("one leader", || async {
+        match (a.context.is_leader(), b.context.is_leader()) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            _ => None,
+        }
+    })
+    .await;
+    let (leader, follower) = if a_leads { (a, b) } else { (b, a) };
+    eventually("the follower ready", || async {
+        follower.context.is_ready().then_some(())
+    })
+    .await;
+    // The follower receives, the leader delivers, until it dies without a word: the
+    // follower takes over once the Lease expires, from the stored deliveries alone.
+    let m = half_way(&env, &follower, routes).await;
+    leader.kill().await;
+    finished_in_order(&env, &m).await;
+    assert!(follower.context.is_leader());
+    follower.shutdown().await;
 }

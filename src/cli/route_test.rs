@@ -106,7 +106,8 @@ pub fn report(
     let _ = writeln!(out, "route {ns}/{name}: Ready");
     let _ = writeln!(out, "event {} ({})", envelope.id, envelope.type_);
     for f in &failures {
-        let _ = writeln!(out, "rule {} skipped: {}", f.rule, f.error);
+        let skipped = if f.skipped { " skipped" } else { "" };
+        let _ = writeln!(out, "rule {}{skipped}: {}", f.rule, f.error);
     }
     if matched.is_empty() {
         let _ = writeln!(

@@ -47,9 +47,15 @@ pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send +
     let api: Api<StatusedDelivery> =
         scoped_api(ctx.client.clone(), ctx.config.namespace.as_deref());
     let (store, writer) = reflector::store();
-    // Ordering per key: what may go once a key's order moves is woken (ordering.rs).
-    let (wake, woken) = futures::channel::mpsc::channel(super::ordering::WAKE_QUEUE);
+    // A new term: what this replica wrote in an earlier one says nothing of the stored
+    // deliveries now (another leader may have written since).
+    ctx.ledger.new_term();
+    // Ordering per key: what may go once a key's order moves is woken (ordering.rs), each
+    // delivery once until taken.
+    let (wake, woken) = futures::channel::mpsc::unbounded();
     ctx.ordering.wake_to(wake);
+    let taker = ctx.clone();
+    let woken = woken.inspect(move |d| taker.ordering.taken(d));
     let deliveries = watch(&ctx, api).reflect(writer);
     let deliveries = super::triggers("deliveries", deliveries, store.clone(), ctx.health.clone());
     // Shared with the redelivery requests while this executor runs (see `Cached` below).
@@ -693,7 +699,9 @@ async fn honour_redelivery(ctx: &Executor, ns: &str, name: &str) -> Result<Actio
         ctx.ledger.read_afresh(&fresh);
         return Ok(Action::requeue(Duration::from_millis(100)));
     };
-    let reopened = redeliver::reopened(&fresh, &request);
+    let reopened = redeliver::reopened(&fresh, &request, |t| {
+        ctx.ordering.superseded_by(&fresh, &t.rule, t.target)
+    });
     write_reopened(ctx, &fresh, &request, &reopened).await?;
     Ok(Action::requeue(Duration::from_millis(10)))
 }

@@ -90,6 +90,13 @@ impl Ledger {
             .is_some_and(|rv| Some(rv) != delivery.metadata.resource_version.as_ref())
     }
 
+    /// The executor starts a new term (it leads again): the versions it wrote before say
+    /// nothing of what is stored now. What it could not write is kept: the next reconcile
+    /// writes it, conditionally, or finds the delivery moved on.
+    pub fn new_term(&self) {
+        lock(&self.written).clear();
+    }
+
     /// `delivery` is finished or gone: nothing to remember.
     pub fn forget(&self, delivery: &StatusedDelivery) {
         if let Some(uid) = delivery.uid() {
@@ -134,5 +141,16 @@ mod tests {
             !ledger.cache_behind(&delivery("1")),
             "forgotten once caught up"
         );
+    }
+
+    #[test]
+    fn a_new_term_forgets_the_versions_written_in_the_last_one() {
+        let ledger = Ledger::default();
+        ledger.written(&delivery("1"), Some("7".into()));
+        assert!(ledger.newer_written(&delivery("1")), "the watch lags");
+        // Another leader wrote version 9 meanwhile; this replica leads again.
+        ledger.new_term();
+        assert!(!ledger.newer_written(&delivery("9")));
+        assert!(!ledger.cache_behind(&delivery("9")));
     }
 }

@@ -2,28 +2,29 @@
 //! whose route declares an `ordering`, and the verdict for a call about to be made.
 //!
 //! A lane is one target (namespace, route, rule, target index) and one key. The index holds,
-//! per lane, every stored delivery in it, by its place (the event's `time`, then the second
-//! it was accepted, then the delivery's name), with its phase at that target. It is built
-//! from the executor's watch of deliveries, before the watch cache trims finished ones, and
-//! from the executor's own status writes, so it never lags behind them: the state comes from
-//! the stored deliveries, and holds across restarts and leader changes (a new leader's watch
-//! lists them all again). A call in flight holds its lane in this replica (only the leader
-//! calls), so that two calls for one key never overlap.
+//! per lane, the stored deliveries unfinished there and those that succeeded there, by their
+//! place (the event's `time`, then the second it was accepted, then the delivery's name). It
+//! is built from the executor's watch of deliveries, before the watch cache trims finished
+//! ones, and from the executor's own status writes, so it never lags behind them: the state
+//! comes from the stored deliveries, and holds across restarts and leader changes (a new
+//! leader's watch lists them all again). A call in flight holds its lane in this replica
+//! (only the leader calls), so that two calls for one key never overlap.
 //!
 //! Verdicts ([`verdict`], pure):
 //! - `inOrder`: a call waits until every earlier delivery in its lane has finished there;
 //! - `latestWins`: a call waits while a newer delivery in its lane is unfinished (the newest
 //!   goes first), and is not made once a newer one succeeded there (Superseded).
 //!
-//! When a lane moves (a delivery in it finishes, or a call ends), the deliveries that may
-//! now go are woken through a bounded channel ([`WAKE_QUEUE`]; a wake that does not fit is
-//! dropped, and the delivery looks again after `decide::ORDER_POLL`).
+//! When a lane moves (a delivery in it finishes or succeeds, or a call ends), the deliveries
+//! that may now go are woken: each at most once until the executor takes it, so the wake
+//! queue never holds more than one entry per stored delivery.
 //!
 //! Bounds: one entry per ordered target of a stored delivery (so the index grows with the
-//! watch cache, about 200 bytes an entry), one lane held per call in flight, at most
-//! [`WAKES_PER_MOVE`] deliveries woken per move.
+//! watch cache, about 200 bytes an entry), each verdict and each move costs O(log n) in its
+//! lane, one lane held per call in flight, at most [`WAKES_PER_MOVE`] deliveries woken per
+//! move.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -38,8 +39,6 @@ use crate::api::{
     DeliveryPhase, OrderingPolicy, StatusedDelivery, StatusedDeliveryStatus, TargetStatus,
 };
 
-/// Wakes waiting to be taken by the executor, at most.
-pub const WAKE_QUEUE: usize = 4096;
 /// Deliveries woken when a lane moves, at most.
 pub const WAKES_PER_MOVE: usize = 256;
 
@@ -85,11 +84,47 @@ impl Place {
     }
 }
 
-/// A delivery in a lane.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub phase: DeliveryPhase,
-    pub policy: OrderingPolicy,
+/// One lane's deliveries, as the verdicts read them: those unfinished there, and those that
+/// succeeded there (a failed or superseded one holds nothing, and is not kept).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaneState {
+    unfinished: BTreeSet<Place>,
+    succeeded: BTreeSet<Place>,
+    /// The policy of the delivery last put in the lane.
+    policy: Option<OrderingPolicy>,
+}
+
+impl LaneState {
+    /// Puts the delivery at `place` in `phase`; whether the lane moved (an unfinished one
+    /// finished, or one succeeded): someone waiting may go now.
+    fn set(&mut self, place: &Place, phase: DeliveryPhase, policy: OrderingPolicy) -> bool {
+        self.policy = Some(policy);
+        let was_unfinished = self.unfinished.remove(place);
+        let was_succeeded = self.succeeded.remove(place);
+        if !phase.is_finished() {
+            self.unfinished.insert(place.clone());
+        } else if phase == DeliveryPhase::Succeeded {
+            self.succeeded.insert(place.clone());
+        }
+        (was_unfinished && phase.is_finished())
+            || (phase == DeliveryPhase::Succeeded && !was_succeeded)
+    }
+
+    /// Takes the delivery at `place` out; whether the lane moved.
+    fn remove(&mut self, place: &Place) -> bool {
+        let was_unfinished = self.unfinished.remove(place);
+        let was_succeeded = self.succeeded.remove(place);
+        was_unfinished || was_succeeded
+    }
+
+    fn is_empty(&self) -> bool {
+        self.unfinished.is_empty() && self.succeeded.is_empty()
+    }
+
+    /// The newest success after `me`, if any.
+    fn newer_success(&self, me: &Place) -> Option<&Place> {
+        self.succeeded.last().filter(|p| *p > me)
+    }
 }
 
 /// What a due call's ordering says.
@@ -110,17 +145,16 @@ pub enum Verdict {
 
 /// The verdict for a call of the delivery at `me` in a lane holding `lane` (which may or may
 /// not hold `me` yet), with `policy`, while `calling` (if any) has a call in flight in it.
+/// Each verdict looks at one neighbour of `me`: O(log n).
 pub fn verdict(
-    lane: &BTreeMap<Place, Entry>,
+    lane: &LaneState,
     me: &Place,
     policy: OrderingPolicy,
     calling: Option<&str>,
 ) -> Verdict {
-    let unfinished = |(_, e): &(&Place, &Entry)| !e.phase.is_finished();
-    let after = lane.range((Bound::Excluded(me), Bound::Unbounded));
     match policy {
         OrderingPolicy::InOrder => {
-            if let Some((p, _)) = lane.range(..me).rev().find(unfinished) {
+            if let Some(p) = lane.unfinished.range(..me).next_back() {
                 return Verdict::Wait {
                     on: p.name.clone(),
                     reason: "earlierEvent",
@@ -132,18 +166,16 @@ pub fn verdict(
             }
         }
         OrderingPolicy::LatestWins => {
-            let newer_succeeded = after
-                .clone()
-                .rfind(|(_, e)| e.phase == DeliveryPhase::Succeeded);
-            if let Some((p, _)) = newer_succeeded {
+            if let Some(p) = lane.newer_success(me) {
                 return Verdict::Superseded { by: p.name.clone() };
             }
-            if let Some((p, _)) = after.rev().find(unfinished) {
+            let after = (Bound::Excluded(me), Bound::Unbounded);
+            if let Some(p) = lane.unfinished.range(after).next() {
                 return Verdict::Wait {
                     on: p.name.clone(),
                     reason: "newerEvent",
                     why: format!(
-                        "WaitingForNewerEvent: delivery {} holds a newer event for this target's ordering key (latestWins) and goes first",
+                        "WaitingForNewerEvent: delivery {} holds a newer event for this target's ordering key (latestWins), which goes first",
                         p.name
                     ),
                 };
@@ -166,12 +198,19 @@ pub fn verdict(
 #[derive(Debug, Default)]
 pub struct Ordering {
     inner: Mutex<Lanes>,
-    wake: Mutex<Option<mpsc::Sender<ObjectRef<StatusedDelivery>>>>,
+    wake: Mutex<Wakes>,
+}
+
+/// Where wakes go, and those not taken by the executor yet (each delivery once).
+#[derive(Debug, Default)]
+struct Wakes {
+    sender: Option<mpsc::UnboundedSender<ObjectRef<StatusedDelivery>>>,
+    pending: HashSet<ObjectRef<StatusedDelivery>>,
 }
 
 #[derive(Debug, Default)]
 struct Lanes {
-    lanes: HashMap<Lane, BTreeMap<Place, Entry>>,
+    lanes: HashMap<Lane, LaneState>,
     /// Each delivery's (namespace, name) entries, to replace or remove them.
     of: HashMap<(String, String), Vec<(Lane, Place)>>,
     /// Lanes with a call in flight, and whose.
@@ -223,11 +262,49 @@ impl Ordering {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn wakes(&self) -> MutexGuard<'_, Wakes> {
+        self.wake.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// From now on, deliveries to wake go to `sender`; the index starts empty (the watch
-    /// lists every delivery again).
-    pub fn wake_to(&self, sender: mpsc::Sender<ObjectRef<StatusedDelivery>>) {
+    /// lists every delivery again). The executor calls [`Ordering::taken`] for each it takes.
+    pub fn wake_to(&self, sender: mpsc::UnboundedSender<ObjectRef<StatusedDelivery>>) {
         *self.lock() = Lanes::default();
-        *self.wake.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+        *self.wakes() = Wakes {
+            sender: Some(sender),
+            pending: HashSet::new(),
+        };
+    }
+
+    /// The executor took the wake of `delivery`: it may be woken again.
+    pub fn taken(&self, delivery: &ObjectRef<StatusedDelivery>) {
+        self.wakes().pending.remove(delivery);
+    }
+
+    /// The delivery of a newer event for the key of `delivery`'s target `target` (of rule
+    /// `rule`) that succeeded there, when the target is ordered `latestWins`: running it again
+    /// would undo that one.
+    pub fn superseded_by(
+        &self,
+        delivery: &StatusedDelivery,
+        rule: &str,
+        target: u32,
+    ) -> Option<String> {
+        let m = delivery
+            .spec
+            .matched
+            .iter()
+            .find(|m| m.rule == rule && m.target == target)?;
+        let o = m
+            .ordering
+            .as_ref()
+            .filter(|o| o.policy == OrderingPolicy::LatestWins)?;
+        let lane = lane(delivery, m.rule.clone(), m.target, o.key.clone());
+        let inner = self.lock();
+        let state = inner.lanes.get(&lane)?;
+        state
+            .newer_success(&Place::of(delivery))
+            .map(|p| p.name.clone())
     }
 
     /// Takes what the watch of deliveries saw. `newer_written` says whether the executor
@@ -299,7 +376,7 @@ impl Ordering {
                 claimed.go.push(i);
                 continue;
             };
-            let none = BTreeMap::new();
+            let none = LaneState::default();
             let entries = inner.lanes.get(&lane).unwrap_or(&none);
             let calling = inner.calling.get(&lane).map(String::as_str);
             match verdict(entries, &me, policy, calling) {
@@ -319,11 +396,15 @@ impl Ordering {
         if deliveries.is_empty() {
             return;
         }
-        let mut wake = self.wake.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(sender) = wake.as_mut() {
-            for d in deliveries {
-                // Full: it looks again after ORDER_POLL anyway.
-                let _ = sender.try_send(d.clone());
+        let mut wakes = self.wakes();
+        let Wakes { sender, pending } = &mut *wakes;
+        let Some(sender) = sender.as_ref() else {
+            return;
+        };
+        for d in deliveries {
+            // Once until taken: the queue holds at most one entry per stored delivery.
+            if pending.insert(d.clone()) && sender.unbounded_send(d.clone()).is_err() {
+                pending.remove(d);
             }
         }
     }
@@ -353,37 +434,30 @@ fn lane(d: &StatusedDelivery, rule: String, target: u32, key: String) -> Lane {
 }
 
 impl Lanes {
-    /// Puts `d`, with `status`, in its lanes (replacing what it had); the deliveries to wake.
+    /// Puts `d`, with `status`, in its lanes (its place and lanes never change: the spec is
+    /// immutable); the deliveries to wake.
     fn put(
         &mut self,
         d: &StatusedDelivery,
         status: Option<&StatusedDeliveryStatus>,
     ) -> Vec<ObjectRef<StatusedDelivery>> {
-        let ordered: Vec<_> = d
-            .spec
-            .matched
-            .iter()
-            .filter(|m| m.ordering.is_some())
-            .collect();
-        if ordered.is_empty() {
+        if d.spec.matched.iter().all(|m| m.ordering.is_none()) {
             return Vec::new();
         }
         let place = Place::of(d);
         let current = status.cloned().unwrap_or_default();
         let targets = retry::targets(&d.spec.matched, &current);
         let mut moved = Vec::new();
-        let mut mine = Vec::with_capacity(ordered.len());
+        let mut mine = Vec::new();
         for (m, t) in d.spec.matched.iter().zip(&targets) {
             let Some(o) = &m.ordering else { continue };
             let lane = lane(d, m.rule.clone(), m.target, o.key.clone());
-            let entry = Entry {
-                phase: t.phase,
-                policy: o.policy,
-            };
-            let entries = self.lanes.entry(lane.clone()).or_default();
-            let before = entries.insert(place.clone(), entry.clone());
-            if before.is_none_or(|b| b.phase.is_finished() != entry.phase.is_finished()) {
+            let state = self.lanes.entry(lane.clone()).or_default();
+            if state.set(&place, t.phase, o.policy) {
                 moved.push(lane.clone());
+            }
+            if state.is_empty() {
+                self.lanes.remove(&lane);
             }
             mine.push((lane, place.clone()));
         }
@@ -403,13 +477,15 @@ impl Lanes {
         };
         let mut wake = Vec::new();
         for (lane, place) in mine {
-            if let Some(entries) = self.lanes.get_mut(&lane) {
-                entries.remove(&place);
-                if entries.is_empty() {
-                    self.lanes.remove(&lane);
-                }
+            let Some(state) = self.lanes.get_mut(&lane) else {
+                continue;
+            };
+            let moved = state.remove(&place);
+            if state.is_empty() {
+                self.lanes.remove(&lane);
+            } else if moved {
+                wake.extend(self.to_wake(&lane));
             }
-            wake.extend(self.to_wake(&lane));
         }
         wake
     }
@@ -432,32 +508,24 @@ impl Lanes {
     /// newest unfinished and every unfinished one older than the newest success
     /// (`latestWins`), at most [`WAKES_PER_MOVE`].
     fn to_wake(&self, lane: &Lane) -> Vec<ObjectRef<StatusedDelivery>> {
-        let Some(entries) = self.lanes.get(lane) else {
+        let Some(state) = self.lanes.get(lane) else {
             return Vec::new();
         };
-        let unfinished = |(_, e): &(&Place, &Entry)| !e.phase.is_finished();
-        let policy = entries.values().next_back().map(|e| e.policy);
-        let places: Vec<&Place> = match policy {
+        let places: Vec<&Place> = match state.policy {
             None => Vec::new(),
-            Some(OrderingPolicy::InOrder) => entries
-                .iter()
-                .find(unfinished)
-                .map(|(p, _)| p)
-                .into_iter()
-                .collect(),
+            Some(OrderingPolicy::InOrder) => state.unfinished.first().into_iter().collect(),
             Some(OrderingPolicy::LatestWins) => {
-                let newest_success = entries
-                    .iter()
-                    .rev()
-                    .find(|(_, e)| e.phase == DeliveryPhase::Succeeded)
-                    .map(|(p, _)| p);
-                let newest = entries.iter().rev().find(unfinished).map(|(p, _)| p);
-                let superseded = entries
-                    .iter()
-                    .take_while(|(p, _)| newest_success.is_some_and(|s| *p < s))
-                    .filter(unfinished)
-                    .map(|(p, _)| p);
-                newest
+                let superseded = match state.succeeded.last() {
+                    Some(newest) => state
+                        .unfinished
+                        .range(..newest)
+                        .take(WAKES_PER_MOVE)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                state
+                    .unfinished
+                    .last()
                     .into_iter()
                     .chain(superseded)
                     .take(WAKES_PER_MOVE)
@@ -487,14 +555,12 @@ mod tests {
         }
     }
 
-    fn lane(
-        entries: &[(i64, &str, DeliveryPhase)],
-        policy: OrderingPolicy,
-    ) -> BTreeMap<Place, Entry> {
-        entries
-            .iter()
-            .map(|&(secs, name, phase)| (place(secs, name), Entry { phase, policy }))
-            .collect()
+    fn lane(entries: &[(i64, &str, DeliveryPhase)], policy: OrderingPolicy) -> LaneState {
+        let mut state = LaneState::default();
+        for &(secs, name, phase) in entries {
+            state.set(&place(secs, name), phase, policy);
+        }
+        state
     }
 
     use DeliveryPhase::{Failed, Pending, Running, Succeeded};
@@ -560,6 +626,15 @@ mod tests {
         };
         assert_eq!((on.as_str(), reason), ("b", "newerEvent"));
         assert_eq!(verdict(&l, &place(2, "b"), LatestWins, None), Verdict::Go);
+        // The nearest newer one is named, so the wait reads the same as newer events come.
+        let l = lane(
+            &[(1, "a", Running), (2, "b", Pending), (3, "c", Pending)],
+            LatestWins,
+        );
+        let Verdict::Wait { on, .. } = verdict(&l, &place(1, "a"), LatestWins, None) else {
+            panic!()
+        };
+        assert_eq!(on, "b");
         // A newer one that failed for good holds nothing: the older one is sent.
         let l = lane(&[(1, "a", Running), (2, "b", Failed)], LatestWins);
         assert_eq!(verdict(&l, &place(1, "a"), LatestWins, None), Verdict::Go);
@@ -612,8 +687,13 @@ mod tests {
         (go, plans)
     }
 
-    fn woken(rx: &mut mpsc::Receiver<ObjectRef<StatusedDelivery>>) -> Vec<String> {
+    /// The deliveries woken since the last call, taken as the executor takes them.
+    fn woken(
+        o: &Ordering,
+        rx: &mut mpsc::UnboundedReceiver<ObjectRef<StatusedDelivery>>,
+    ) -> Vec<String> {
         std::iter::from_fn(|| rx.try_recv().ok())
+            .inspect(|r| o.taken(r))
             .map(|r| r.name)
             .collect()
     }
@@ -621,7 +701,7 @@ mod tests {
     #[test]
     fn the_index_follows_the_watch_and_the_executors_own_writes() {
         let o = Ordering::default();
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, mut rx) = mpsc::unbounded();
         o.wake_to(tx);
         let (first, second) = (
             delivery("first", 1, "app", InOrder),
@@ -636,11 +716,11 @@ mod tests {
         let (go, plans) = claim(&o, &second);
         assert!(go.is_empty());
         assert!(matches!(&plans[0], (0, Plan::Hold { on, .. }) if on == "first"));
-        woken(&mut rx);
+        woken(&o, &mut rx);
 
         // The executor wrote `first` finished: `second` is woken, and goes.
         o.written(&first, &status(Succeeded));
-        assert_eq!(woken(&mut rx), ["second"]);
+        assert_eq!(woken(&o, &mut rx), ["second"]);
         // A watch event older than that write changes nothing.
         o.observe(&watcher::Event::Apply(first.clone()), |_| true);
         assert_eq!(claim(&o, &second).0, [0]);
@@ -652,7 +732,7 @@ mod tests {
     #[test]
     fn a_call_in_flight_holds_its_lane_until_it_is_recorded() {
         let o = Ordering::default();
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, mut rx) = mpsc::unbounded();
         o.wake_to(tx);
         let (old, new) = (
             delivery("old", 1, "app", LatestWins),
@@ -668,17 +748,17 @@ mod tests {
         assert!(
             matches!(&plans[0], (0, Plan::Hold { why, .. }) if hold_reason(why) == "keyInFlight")
         );
-        woken(&mut rx);
+        woken(&o, &mut rx);
         drop(calling);
         assert_eq!(
-            woken(&mut rx),
+            woken(&o, &mut rx),
             ["new"],
             "the newest is woken once the call is over"
         );
         assert_eq!(claim(&o, &new).0, [0]);
         // `new` succeeded: `old` (retrying) is superseded, and woken to say so.
         o.written(&new, &status(Succeeded));
-        assert!(woken(&mut rx).contains(&"old".to_string()));
+        assert!(woken(&o, &mut rx).contains(&"old".to_string()));
         let (_, plans) = claim(&o, &old);
         assert_eq!(plans, [(0, Plan::Supersede { by: "new".into() })]);
         // A redelivery that ignores the ordering goes anyway.
@@ -705,5 +785,38 @@ mod tests {
         o.observe(&watcher::Event::Apply(first.clone()), |_| false);
         o.observe(&watcher::Event::Delete(first), |_| false);
         assert_eq!(claim(&o, &second).0, [0], "deleted");
+    }
+
+    #[test]
+    fn a_delivery_is_woken_once_until_the_executor_takes_it() {
+        let o = Ordering::default();
+        let (tx, mut rx) = mpsc::unbounded();
+        o.wake_to(tx);
+        let (first, second) = (
+            delivery("first", 1, "app", InOrder),
+            delivery("second", 2, "app", InOrder),
+        );
+        o.observe(&watcher::Event::Apply(second.clone()), |_| false);
+        for _ in 0..3 {
+            // `first` is redelivered and finishes again, three times over.
+            o.written(&first, &status(Running));
+            o.written(&first, &status(Succeeded));
+        }
+        let queued: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(
+            queued,
+            ["second"],
+            "one entry, however often the lane moved"
+        );
+        o.taken(&ObjectRef::new("second").within("ns"));
+        o.written(&first, &status(Running));
+        o.written(&first, &status(Failed));
+        assert_eq!(
+            woken(&o, &mut rx),
+            ["second"],
+            "taken: it may be woken again"
+        );
     }
 }

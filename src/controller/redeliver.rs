@@ -91,23 +91,50 @@ pub struct Reopened {
     pub rerun: usize,
 }
 
-/// `delivery` reopened for `request` (see [`reopen`]).
-pub fn reopened(delivery: &StatusedDelivery, request: &Request) -> Reopened {
-    let (status, rerun) = reopen(&delivery.status.clone().unwrap_or_default(), request);
+/// `delivery` reopened for `request` (see [`reopen_with`]); `newer` names, for a target
+/// ordered `latestWins`, the delivery of a newer event for its key that succeeded there.
+pub fn reopened(
+    delivery: &StatusedDelivery,
+    request: &Request,
+    newer: impl Fn(&TargetStatus) -> Option<String>,
+) -> Reopened {
+    let status = delivery.status.clone().unwrap_or_default();
+    let (status, rerun) = reopen_with(&status, request, newer);
     Reopened { status, rerun }
 }
 
-/// The status that re-runs what `request` asks for: those targets start again (pending, no
-/// attempts, nothing left of their last outcome), and the token is recorded. Returns how
-/// many targets re-run (none: the token is still recorded, so it is not asked again).
+/// [`reopen_with`] for targets that no newer event superseded.
 pub fn reopen(
     status: &StatusedDeliveryStatus,
     request: &Request,
 ) -> (StatusedDeliveryStatus, usize) {
+    reopen_with(status, request, |_| None)
+}
+
+/// The status that re-runs what `request` asks for: those targets start again (pending, no
+/// attempts, nothing left of their last outcome), and the token is recorded. Returns how
+/// many targets re-run (none: the token is still recorded, so it is not asked again). A
+/// target that a newer event for its key superseded since (`newer` names its delivery) is
+/// not run again unless the request ignores the ordering: it becomes Superseded, so that the
+/// answer says so.
+pub fn reopen_with(
+    status: &StatusedDeliveryStatus,
+    request: &Request,
+    newer: impl Fn(&TargetStatus) -> Option<String>,
+) -> (StatusedDeliveryStatus, usize) {
     let mut next = status.clone();
     let mut rerun = 0;
     for t in &mut next.targets {
-        if runs_again(t.phase, request) {
+        let superseded_since = (!request.ignore_ordering)
+            .then(|| newer(t))
+            .flatten()
+            .filter(|_| runs_again(t.phase, request));
+        if let Some(by) = superseded_since {
+            t.phase = DeliveryPhase::Superseded;
+            t.superseded_by = Some(by);
+            t.last_error = None;
+            t.next_attempt_at = None;
+        } else if runs_again(t.phase, request) {
             // As new: nothing of the last round survives (a call-started mark would make an
             // at-most-once target fail at once as "outcome unknown").
             *t = TargetStatus {
@@ -533,6 +560,31 @@ mod tests {
             "every target run again ignores the ordering"
         );
         assert_eq!(superseded(&next), 0);
+    }
+
+    #[test]
+    fn a_target_a_newer_event_superseded_since_is_not_run_again_and_says_so() {
+        let mut d = finished();
+        annotate(
+            &mut d,
+            &[
+                (ANNOTATION_REDELIVER, "t1"),
+                (ANNOTATION_REDELIVER_TARGETS, "all"),
+            ],
+        );
+        let newer = |t: &TargetStatus| (t.target == 0).then(|| "newer".to_string());
+        let request = requested(&d).unwrap();
+        let reopened = reopened(&d, &request, newer);
+        let t = &reopened.status.targets[0];
+        assert_eq!(
+            (t.phase, t.superseded_by.as_deref()),
+            (DeliveryPhase::Superseded, Some("newer"))
+        );
+        assert_eq!(reopened.rerun, 1, "only the other target");
+        assert_eq!(superseded(&reopened.status), 1, "what the answer says");
+        annotate(&mut d, &[(ANNOTATION_REDELIVER_IGNORE_ORDERING, "true")]);
+        let reopened = super::reopened(&d, &requested(&d).unwrap(), newer);
+        assert_eq!(reopened.rerun, 2, "unless the ordering is ignored");
     }
 
     #[test]

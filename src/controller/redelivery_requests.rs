@@ -99,7 +99,7 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Executor>) -> Resu
         (Decision::Wait, _) => Answer::Waiting,
         (Decision::Honoured, _) => redeliver::honoured_answer(&request),
         (Decision::Reopen(asked), Some(delivery)) => {
-            let claimed = claim(&requests, &request, delivery, &asked).await?;
+            let claimed = claim(&ctx, &requests, &request, delivery, &asked).await?;
             previous = Some(claimed.status);
             super::delivery::write_reopened(&ctx, delivery, &asked, &claimed.reopened).await?;
             info!(delivery = %delivery.name_any(), rerun = claimed.reopened.rerun, "redelivery request honoured");
@@ -142,12 +142,15 @@ struct Claimed {
 /// so it does exactly that or nothing: a retry after a failed write then knows whether the
 /// reopen landed, even after other requests reopened the delivery since (see redeliver.rs).
 async fn claim(
+    ctx: &Executor,
     requests: &Api<StatusedRedelivery>,
     request: &StatusedRedelivery,
     delivery: &StatusedDelivery,
     asked: &redeliver::Request,
 ) -> Result<Claimed, Error> {
-    let reopened = redeliver::reopened(delivery, asked);
+    let reopened = redeliver::reopened(delivery, asked, |t| {
+        ctx.ordering.superseded_by(delivery, &t.rule, t.target)
+    });
     let status = redeliver::request_status(
         request.status.as_ref(),
         &request.spec.delivery,

@@ -67,11 +67,14 @@ pub struct CompiledRule {
     pub ordering: Vec<Option<KeyOrdering>>,
 }
 
-/// A rule whose expression could not be evaluated for one event; the rule is skipped.
+/// A rule whose expression could not be evaluated for one event: its match expression (the
+/// rule is skipped) or an ordering key (the empty key is used).
 #[derive(Debug)]
 pub struct MatchFailure {
     pub rule: String,
     pub error: String,
+    /// Whether the rule was skipped (its match expression failed).
+    pub skipped: bool,
 }
 
 impl CompiledRoute {
@@ -90,6 +93,7 @@ impl CompiledRoute {
                                 failures.push(MatchFailure {
                                     rule: rule.name.clone(),
                                     error: format!("ordering key (the empty key is used): {e}"),
+                                    skipped: false,
                                 });
                             }
                             ordered
@@ -106,6 +110,7 @@ impl CompiledRoute {
                 Err(e) => failures.push(MatchFailure {
                     rule: rule.name.clone(),
                     error: e.to_string(),
+                    skipped: true,
                 }),
             }
         }

@@ -280,7 +280,12 @@ async fn handle(
             }
         })?;
     for f in &failures {
-        warn!(rule = %f.rule, error = %f.error, event = %envelope.id, "rule expression failed (a match expression: the rule is skipped)");
+        let what = if f.skipped {
+            "rule expression failed; rule skipped"
+        } else {
+            "ordering key failed; the empty key is used"
+        };
+        warn!(rule = %f.rule, error = %f.error, event = %envelope.id, "{what}");
     }
     if matched.is_empty() {
         info!(event = %envelope.id, "no rule matched");
