@@ -67,7 +67,9 @@ install_misc() {
 
 build_apiserver() {
   local out="$BIN/kube-apiserver"
-  [ -x "$out" ] && return 0
+  # The patches below, by name: a binary built without them (an older cache) is built again.
+  local stamp="$BIN/kube-apiserver.patches" patches="reflect2-1.0.2 kube-openapi-empty-string"
+  [ -x "$out" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$patches" ] && return 0
   apt_install golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev build-essential
   if ! grep -rqs '^Types: deb deb-src\|^deb-src .*bookworm' /etc/apt/sources.list /etc/apt/sources.list.d/; then
     cat >/etc/apt/sources.list.d/statused-deb-src.sources <<'SRC'
@@ -91,6 +93,14 @@ SRC
   local r2="$tree/vendor/github.com/modern-go/reflect2"
   rm -f "$r2"/*.go
   cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go "$r2"/
+  # Built with a newer Go than 1.20 was released with, the vendored kube-openapi validator
+  # takes an empty string for null and refuses it in custom resources ("Invalid value:
+  # \"null\": ... must be of type string"): kubernetes/kubernetes#99804. Upstream fixed it
+  # in kube-openapi by treating only nil as null; the same one-line change here.
+  log "patching the vendored kube-openapi validator (kubernetes#99804)"
+  local tv="$tree/vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go"
+  sed -i 's/^\(\s*\)if data == nil || reflect\.DeepEqual(reflect\.Zero(reflect\.TypeOf(data)), reflect\.ValueOf(data)) {$/\1if data == nil {/' "$tv"
+  grep -q '^\s*if data == nil {$' "$tv" || { echo "could not patch $tv" >&2; exit 1; }
   mkdir -p "$tree/.go/src/k8s.io"
   ln -sfn "$tree" "$tree/.go/src/k8s.io/kubernetes"
   log "building kube-apiserver (about ten minutes on two cores)"
@@ -98,6 +108,7 @@ SRC
      make WHAT=cmd/kube-apiserver >"$CACHE/apiserver-build.log" 2>&1) || {
        tail -n 40 "$CACHE/apiserver-build.log" >&2; exit 1; }
   install -m 0755 "$(find "$tree/_output" -type f -name kube-apiserver | head -n1)" "$out"
+  echo "$patches" >"$stamp"
   rm -rf "$src"
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::ObjectMeta;
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -116,7 +116,7 @@ impl Election {
                 },
                 spec: Some(spec(&self.cfg, None, Decision::Acquire, now)),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
+            return match self.api.create(&crate::naming::post_params(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
                 Err(e) => Err(e),
@@ -137,7 +137,7 @@ impl Election {
         // `replace` sends the resourceVersion we read: a concurrent writer makes it 409.
         match self
             .api
-            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .replace(&self.cfg.name, &crate::naming::post_params(), &lease)
             .await
         {
             Ok(_) => Ok(true),
@@ -156,7 +156,7 @@ impl Election {
             spec.renew_time = None;
             let _ = self
                 .api
-                .replace(&self.cfg.name, &PostParams::default(), &lease)
+                .replace(&self.cfg.name, &crate::naming::post_params(), &lease)
                 .await;
         }
     }

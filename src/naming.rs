@@ -15,6 +15,26 @@ pub const ANNOTATION_APP: &str = "statused.dev/app";
 pub const ANNOTATION_STATUS: &str = "statused.dev/status";
 pub const ANNOTATION_DELIVERY: &str = "statused.dev/delivery";
 
+/// The field manager of every write this operator makes: what `managedFields` names as the
+/// owner of the objects it creates and the fields it sets (instead of `unknown`).
+pub const FIELD_MANAGER: &str = "statused-operator";
+
+/// Create and replace options naming [`FIELD_MANAGER`].
+pub fn post_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Merge-patch options naming [`FIELD_MANAGER`].
+pub fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
 fn sha256_hex(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {

@@ -51,6 +51,7 @@ async fn valid_build_creates_exactly_one_pipeline_run() {
 
     let body = sample("build-valid.json");
     let delivery = env.deliver(&op, "ios", &body).await;
+    let stored = env.deliveries().get(&delivery.name_any()).await.unwrap();
     let target = &delivery.status.unwrap().targets[0];
     assert_eq!(
         target.phase.as_str(),
@@ -97,6 +98,21 @@ async fn valid_build_creates_exactly_one_pipeline_run() {
     assert_eq!(spec["taskRunTemplate"]["serviceAccountName"], "release-bot");
     assert_eq!(spec["workspaces"][0]["name"], "source");
     assert_eq!(spec["timeouts"]["pipeline"], "1h0m0s");
+    // What the operator writes is its own in managedFields, never `unknown`: the delivery
+    // the receiver created and the executor wrote, and the PipelineRun.
+    let managers = |m: &kube::api::ObjectMeta| -> Vec<String> {
+        m.managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|f| f.manager.clone())
+            .collect()
+    };
+    assert_eq!(managers(&run.metadata), ["statused-operator"]);
+    let written = managers(&stored.metadata);
+    assert!(
+        !written.is_empty() && written.iter().all(|m| m == "statused-operator"),
+        "{written:?}"
+    );
 
     // Statused sends the same event again: nothing new is created.
     let (code, _) = env.post_signed(&op, "ios", &body, SIGNING_SECRET).await;

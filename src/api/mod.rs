@@ -20,5 +20,5 @@ pub use route::{
 
 /// API group of every resource this operator serves.
 pub const GROUP: &str = "statused.dev";
-/// Field manager for every server-side apply this operator makes.
-pub const FIELD_MANAGER: &str = "statused-operator";
+/// Field manager for every write this operator makes (`naming.rs`).
+pub use crate::naming::FIELD_MANAGER;

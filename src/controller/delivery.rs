@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
@@ -680,7 +680,7 @@ async fn write_status(
     let written = api
         .patch_status(
             &delivery.name_any(),
-            &PatchParams::default(),
+            &crate::naming::patch_params(),
             &Patch::Merge(&patch),
         )
         .await?;

@@ -262,7 +262,7 @@ async fn owned_by(
     let api: Api<StatusedRedelivery> = Api::namespaced(ctx.client.clone(), &ns);
     api.patch(
         &request.name_any(),
-        &PatchParams::default(),
+        &crate::naming::patch_params(),
         &Patch::Merge(&patch),
     )
     .await?;

@@ -3,7 +3,6 @@
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use kube::api::PostParams;
 use kube::{Api, Client};
 
 use super::webhook::{DeliveryStore, StoreError};
@@ -32,7 +31,7 @@ impl DeliveryStore for KubeDeliveries {
         let namespace = delivery.metadata.namespace.as_deref().unwrap_or_default();
         let api = self.api(namespace);
         async move {
-            api.create(&PostParams::default(), delivery)
+            api.create(&crate::naming::post_params(), delivery)
                 .await
                 .map(|_| ())
                 .map_err(store_error)

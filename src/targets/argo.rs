@@ -90,6 +90,18 @@ impl Kind for ArgoWorkflowTarget {
                     "parameter names must be non-empty and unique",
                 ));
             }
+            // What the Workflow schema allows: the API server would refuse every Workflow
+            // with 422, one delivery at a time.
+            let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if !p.name.chars().all(allowed) {
+                return Err(CompileError::invalid(
+                    format!("{pf}.name"),
+                    format!(
+                        "{:?} is not a Workflow parameter name: use letters, digits, '-' and '_' (^[-a-zA-Z0-9_]+$)",
+                        p.name
+                    ),
+                ));
+            }
             let value = Template::compile(&p.value)
                 .map_err(|e| CompileError::template(format!("{pf}.value"), e))?;
             parameters.push((p.name.clone(), value));
@@ -172,6 +184,34 @@ mod tests {
                    "serviceAccountName": "argo-runner"})
         );
         assert_eq!(obj["metadata"]["labels"]["statused.dev/event-id"], "ev-1");
+    }
+
+    #[test]
+    fn parameter_names_the_workflow_schema_refuses_make_the_target_invalid() {
+        for (name, ok) in [
+            ("app-name_2", true),
+            ("app.name", false),
+            ("app name", false),
+            ("ä", false),
+        ] {
+            let spec: ArgoWorkflowTarget = serde_json::from_value(json!({
+                "workflowTemplateRef": {"name": "x"},
+                "arguments": {"parameters": [{"name": name, "value": "v"}]}
+            }))
+            .unwrap();
+            match compile_kube(&spec) {
+                Ok(_) => assert!(ok, "{name:?} was accepted"),
+                Err(e) => {
+                    assert!(!ok, "{name:?}: {}", e.message);
+                    assert!(
+                        e.message.contains("arguments.parameters[0].name")
+                            && e.message.contains("^[-a-zA-Z0-9_]+$"),
+                        "{}",
+                        e.message
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! deterministic, so a retry (or another replica, or a restarted operator) that finds the
 //! object already there points at it instead of creating a second one.
 
-use kube::api::{Api, DynamicObject, PostParams};
+use kube::api::{Api, DynamicObject};
 use kube::{Client, ResourceExt};
 
 use super::objects::ApiRef;
@@ -22,7 +22,7 @@ pub async fn create_once(
         Ok(o) => o,
         Err(e) => return Outcome::failed(None, format!("cannot build {}: {e}", api_ref.kind)),
     };
-    match api.create(&PostParams::default(), &object).await {
+    match api.create(&crate::naming::post_params(), &object).await {
         Ok(created) => Outcome::created(created_ref(api_ref, &created), 201),
         Err(kube::Error::Api(status)) if status.code == 409 => match api.get(&id.name).await {
             Ok(existing) => {
