@@ -35,7 +35,8 @@ pub fn hmac_sha256_hex(secret: &[u8], body: &[u8]) -> String {
     hex::encode(mac(secret, body))
 }
 
-fn mac(secret: &[u8], body: &[u8]) -> [u8; 32] {
+/// HMAC-SHA256 of `body` under `secret`, the raw 32 bytes.
+pub fn mac(secret: &[u8], body: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
     #[allow(clippy::expect_used)]
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");

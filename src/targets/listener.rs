@@ -60,6 +60,7 @@ fn compile(
         body: spec.body.clone(),
         signature: None,
         idempotency_key: None,
+        standard_webhooks: None,
     };
     let mut compiled = webhook::compile_kind(field, &as_webhook, secrets)?;
     if let Some(sig) = &spec.signature {

@@ -108,5 +108,6 @@ pub mod outcome;
 pub mod request;
 pub mod send;
 pub mod signing;
+pub mod standard_webhooks;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -12,6 +12,7 @@ use super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
 use super::signing::{Algorithm, BodySignature, BodySigner, Scheme};
+use super::standard_webhooks::{StandardSigner, StandardWebhooks};
 use crate::expr::Template;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
@@ -40,6 +41,10 @@ pub struct WebhookTarget {
     pub signature: Option<BodySignature>,
     /// Send `Idempotency-Key: <event id>` so the receiver can drop repeats.
     pub idempotency_key: Option<bool>,
+    /// Sign as the Standard Webhooks specification says (`webhook-id`: the event id, the
+    /// same on every retry and redelivery; `webhook-timestamp`; `webhook-signature`), so that
+    /// the receiver verifies with that specification's libraries.
+    pub standard_webhooks: Option<StandardWebhooks>,
 }
 }
 
@@ -56,6 +61,8 @@ pub struct Webhook {
     /// Field of a JSON success answer recorded on the delivery (Tekton's `eventID`).
     pub(super) response_id_field: Option<&'static str>,
     pub(super) signer: Option<BodySigner>,
+    /// `standardWebhooks`.
+    standard: Option<StandardSigner>,
     idempotency_key: bool,
     method: Method,
     url: Url,
@@ -87,6 +94,13 @@ pub fn compile(
             sig,
             secrets,
             &SIGNATURE,
+        )?);
+    }
+    if let Some(standard) = &spec.standard_webhooks {
+        w.standard = Some(StandardSigner::compile(
+            &field.at("standardWebhooks"),
+            standard,
+            secrets,
         )?);
     }
     Ok(w)
@@ -152,6 +166,7 @@ pub(super) fn compile_kind(
         url_from_secret: spec.url_secret_ref.is_some(),
         response_id_field: None,
         signer: None,
+        standard: None,
         idempotency_key: spec.idempotency_key.unwrap_or(false),
         method,
         url,
@@ -198,6 +213,12 @@ impl HttpTarget for Webhook {
             let (name, value) = signer.sign(&body)?;
             headers.insert(name, value);
         }
+        if let Some(standard) = &self.standard {
+            let now = jiff::Timestamp::now().as_second();
+            for (name, value) in standard.headers(ctx.event_id, now, &body)? {
+                headers.insert(name, value);
+            }
+        }
         let mut request = HttpRequest::new(self.method.clone(), self.url.clone(), headers, body);
         for (_, value) in &self.secret_headers {
             request = request.secret(String::from_utf8_lossy(value.as_bytes()).trim());
@@ -219,11 +240,13 @@ impl Kind for WebhookTarget {
     }
 
     fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        secret_refs(
+        let mut refs = secret_refs(
             &self.url_secret_ref,
             &self.headers_secret_ref,
             &self.signature,
-        )
+        );
+        refs.extend(self.standard_webhooks.iter().flat_map(|s| &s.secret_refs));
+        refs
     }
 }
 
@@ -290,6 +313,46 @@ mod tests {
             !debug.contains("T0K3N") && !debug.contains("s3cr3t"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn standard_webhooks_headers_sign_the_body_sent_for_the_event_id() {
+        let set = secrets().with(
+            "sw",
+            &[("secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+        );
+        let t = compile(
+            &Field::new("t"),
+            &spec(json!({"url": "http://127.0.0.1:1/x",
+                         "standardWebhooks": {"secretRefs": [{"name": "sw"}]}})),
+            &set,
+        )
+        .unwrap();
+        let before = jiff::Timestamp::now().as_second();
+        let req = build(&t);
+        assert_eq!(req.headers["webhook-id"], "ev-1", "the event id it is rendered for");
+        let ts: i64 = req.headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
+        assert!((before..=before + 5).contains(&ts), "{ts}");
+        let key = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .unwrap();
+        assert_eq!(
+            req.headers["webhook-signature"],
+            crate::targets::standard_webhooks::sign(&key, "ev-1", ts, &req.body).as_str()
+        );
+        let debug = format!("{req:?} {t:?}");
+        assert!(!debug.contains("MfKQ9r8G"), "{debug}");
+        // The reconciler reads (and watches) the signing Secrets.
+        let rotating = spec(json!({"url": "http://127.0.0.1:1/x",
+            "standardWebhooks": {"secretRefs": [{"name": "sw"}, {"name": "sw-next"}]}}));
+        let refs: Vec<&str> = rotating
+            .secret_refs()
+            .into_iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(refs, ["sw", "sw-next"]);
     }
 
     #[test]
