@@ -1,4 +1,5 @@
-//! Verification of the `X-Statused-Signature` header: `sha256=<hex HMAC-SHA256(secret, raw body)>`.
+//! Verification of the `X-Statused-Signature` header: `sha256=<hex HMAC-SHA256(secret, raw body)>`,
+//! and of Standard Webhooks signatures (standardwebhooks.com), for routes that ask for them.
 //!
 //! Pure: no HTTP framework, no Kubernetes. The whole header value is compared in constant time
 //! against the expected value computed for each signing secret (rotation means several secrets
@@ -23,6 +24,104 @@ pub enum SignatureError {
     Malformed,
     #[error("signature does not match any signing secret")]
     Mismatch,
+    #[error("webhook-id, webhook-timestamp and webhook-signature (v1,<base64>) are required")]
+    MalformedStandard,
+    #[error("webhook-timestamp is more than 5 minutes from now")]
+    Stale,
+}
+
+/// How a route's events are signed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// `X-Statused-Signature: sha256=<hex>` over the body.
+    #[default]
+    Statused,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    StandardWebhooks,
+}
+
+/// How far a Standard Webhooks timestamp may be from now, as the specification advises.
+pub const STANDARD_TOLERANCE_SECONDS: i64 = 5 * 60;
+/// Signatures read from one `webhook-signature` header, at most (a rotation sends two).
+const STANDARD_MAX_SIGNATURES: usize = 8;
+
+/// The key of a `whsec_` secret (a trailing newline is not part of it); `None` when it is
+/// not one.
+pub fn decode_whsec(stored: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let text = std::str::from_utf8(stored.trim_ascii()).ok()?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(text.strip_prefix("whsec_")?)
+        .ok()?;
+    (!key.is_empty()).then_some(key)
+}
+
+/// `v1,<base64 HMAC-SHA256 of "id.timestamp.body" under key>`.
+pub fn sign_standard(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    use base64::Engine;
+    let mut signed = Vec::with_capacity(id.len() + body.len() + 24);
+    signed.extend_from_slice(id.as_bytes());
+    signed.push(b'.');
+    signed.extend_from_slice(timestamp.to_string().as_bytes());
+    signed.push(b'.');
+    signed.extend_from_slice(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac(key, &signed))
+    )
+}
+
+/// The Standard Webhooks headers of a request, as received.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StandardHeaders<'a> {
+    pub id: Option<&'a [u8]>,
+    pub timestamp: Option<&'a [u8]>,
+    pub signature: Option<&'a [u8]>,
+}
+
+/// Checks a Standard-Webhooks-signed request at `now` (Unix seconds): its timestamp within
+/// [`STANDARD_TOLERANCE_SECONDS`], and any of its `v1` signatures (the first 8) made with any
+/// of `keys`, compared in constant time, every pair tried.
+pub fn verify_standard<S: AsRef<[u8]>>(
+    headers: StandardHeaders<'_>,
+    body: &[u8],
+    keys: &[S],
+    now: i64,
+) -> Result<(), SignatureError> {
+    let signature = headers.signature.ok_or(SignatureError::Missing)?;
+    fn text(v: Option<&[u8]>) -> Result<&str, SignatureError> {
+        v.and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or(SignatureError::MalformedStandard)
+    }
+    let (id, timestamp) = (text(headers.id)?, text(headers.timestamp)?);
+    let timestamp: i64 = timestamp
+        .parse()
+        .map_err(|_| SignatureError::MalformedStandard)?;
+    if (now - timestamp).abs() > STANDARD_TOLERANCE_SECONDS {
+        return Err(SignatureError::Stale);
+    }
+    let given: Vec<&str> = text(Some(signature))?
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .take(STANDARD_MAX_SIGNATURES)
+        .collect();
+    if given.is_empty() {
+        return Err(SignatureError::MalformedStandard);
+    }
+    let mut matched = subtle::Choice::from(0);
+    for key in keys {
+        let expected = sign_standard(key.as_ref(), id, timestamp, body);
+        for g in &given {
+            matched |= expected.as_bytes()[3..].ct_eq(g.as_bytes());
+        }
+    }
+    if bool::from(matched) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
 /// The header value Statused sends for `body` under `secret`.
@@ -196,5 +295,67 @@ mod tests {
             verify(Some(sig.as_bytes()), &body, &none),
             Err(SignatureError::Mismatch)
         );
+    }
+
+    /// The Standard Webhooks specification's published vector.
+    const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SW_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const SW_AT: i64 = 1_614_265_330;
+    const SW_BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const SW_SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    fn standard<'a>(id: &'a str, at: &'a str, sig: &'a str) -> StandardHeaders<'a> {
+        StandardHeaders {
+            id: Some(id.as_bytes()),
+            timestamp: Some(at.as_bytes()),
+            signature: Some(sig.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn standard_webhooks_the_published_vector_signs_and_verifies() {
+        let key = decode_whsec(WHSEC.as_bytes()).unwrap();
+        assert_eq!(sign_standard(&key, SW_ID, SW_AT, SW_BODY), SW_SIGNATURE);
+        let at = SW_AT.to_string();
+        let ok = verify_standard(standard(SW_ID, &at, SW_SIGNATURE), SW_BODY, &[&key], SW_AT);
+        assert_eq!(ok, Ok(()));
+        // Rotation: another key first, and several signatures in the header.
+        let rotated = format!("v1,bm90IGl0 {SW_SIGNATURE}");
+        let keys = [b"another key".to_vec(), key.clone()];
+        assert_eq!(
+            verify_standard(standard(SW_ID, &at, &rotated), SW_BODY, &keys, SW_AT + 299),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_refuses_stale_altered_and_malformed_requests() {
+        let key = decode_whsec(WHSEC.as_bytes()).unwrap();
+        let at = SW_AT.to_string();
+        let check =
+            |h: StandardHeaders<'_>, body: &[u8], now: i64| verify_standard(h, body, &[&key], now);
+        let h = standard(SW_ID, &at, SW_SIGNATURE);
+        assert_eq!(check(h, SW_BODY, SW_AT + 301), Err(SignatureError::Stale));
+        assert_eq!(check(h, SW_BODY, SW_AT - 301), Err(SignatureError::Stale));
+        assert_eq!(check(h, b"{}", SW_AT), Err(SignatureError::Mismatch));
+        let other_id = standard("msg_other", &at, SW_SIGNATURE);
+        assert_eq!(
+            check(other_id, SW_BODY, SW_AT),
+            Err(SignatureError::Mismatch)
+        );
+        let no_v1 = standard(SW_ID, &at, "v2,g0hM9SsE");
+        assert_eq!(
+            check(no_v1, SW_BODY, SW_AT),
+            Err(SignatureError::MalformedStandard)
+        );
+        let bad_time = standard(SW_ID, "soon", SW_SIGNATURE);
+        assert_eq!(
+            check(bad_time, SW_BODY, SW_AT),
+            Err(SignatureError::MalformedStandard)
+        );
+        let none = StandardHeaders::default();
+        assert_eq!(check(none, SW_BODY, SW_AT), Err(SignatureError::Missing));
+        assert!(decode_whsec(b"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_none());
+        assert!(decode_whsec(b"whsec_not base64!").is_none());
     }
 }

@@ -234,8 +234,19 @@ fn releases() -> StatusedRoute {
     route(NS, "releases").uid("u1").rule(ship("ship")).build()
 }
 
+/// A `whsec_` secret, for routes whose events are signed as Standard Webhooks say.
+const STANDARD_SECRET_NAME: &str = "standard-webhooks";
+const STANDARD_KEY: &[u8] = b"a standard webhooks key";
+
 fn compile(route: &StatusedRoute) -> CompiledRoute {
-    let secrets = SecretSet::new(NS).with(SIGNING_SECRET_NAME, &[("secret", SIGNING_SECRET)]);
+    use base64::Engine;
+    let whsec = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(STANDARD_KEY)
+    );
+    let secrets = SecretSet::new(NS)
+        .with(SIGNING_SECRET_NAME, &[("secret", SIGNING_SECRET)])
+        .with(STANDARD_SECRET_NAME, &[("secret", &whsec)]);
     compile_route(route, &secrets, &BTreeSet::new()).unwrap()
 }
 
@@ -472,6 +483,54 @@ async fn a_new_event_is_recorded_once_and_answered_202() {
     assert_eq!(stored.spec.event.data["build_version"], "456");
     assert_eq!(stored.spec.matched.len(), 1);
     assert_eq!(h.counted(202), 1);
+}
+
+/// A POST of `body` to route `name` signed as Standard Webhooks say, at `at` (Unix seconds).
+fn standard_signed(name: &str, body: Vec<u8>, at: i64) -> Request<Body> {
+    let id = event_id(&body);
+    post_to(name, body.len())
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", at)
+        .header(
+            "webhook-signature",
+            statused_operator::signature::sign_standard(STANDARD_KEY, &id, at, &body),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_route_signed_as_standard_webhooks_verifies_them_within_five_minutes() {
+    let mut r = route(NS, "standard").uid("u-sw").rule(ship("ship")).build();
+    r.spec.signature_format = Some(statused_operator::api::SignatureFormat::StandardWebhooks);
+    r.spec.signing_secrets[0].name = STANDARD_SECRET_NAME.into();
+    let h = Harness::serving(&r);
+    let now = jiff::Timestamp::now().as_second();
+    let reply = h
+        .send(standard_signed(
+            "standard",
+            build_valid_with_id("sw-1"),
+            now,
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+    // Outside the tolerance, or signed the Statused way: refused, nothing recorded.
+    let stale = h
+        .send(standard_signed(
+            "standard",
+            build_valid_with_id("sw-2"),
+            now - 301,
+        ))
+        .await;
+    assert_eq!(stale.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        stale.error(),
+        "invalid signature",
+        "which check failed is not said"
+    );
+    let statused_way = h.post("standard", &build_valid_with_id("sw-3")).await;
+    assert_eq!(statused_way.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.store.len(), 1);
 }
 
 #[tokio::test]

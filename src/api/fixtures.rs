@@ -25,6 +25,7 @@ pub fn route(namespace: &str, name: &str) -> RouteBuilder {
                 rate_limit: None,
                 history: None,
                 replay_window: None,
+                signature_format: None,
             },
             status: None,
         },

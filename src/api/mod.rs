@@ -15,7 +15,8 @@ pub use redelivery::{
 };
 pub use route::{
     History, LastDelivery, LastEvent, OnUncertain, Ordering, OrderingPolicy, RateLimit, Rule,
-    RuleMatch, SecretKeySelector, StatusedRoute, StatusedRouteSpec, StatusedRouteStatus, Target,
+    RuleMatch, SecretKeySelector, SignatureFormat, StatusedRoute, StatusedRouteSpec,
+    StatusedRouteStatus, Target,
 };
 
 /// API group of every resource this operator serves.

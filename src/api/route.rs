@@ -42,6 +42,20 @@ pub struct StatusedRouteSpec {
     /// `0` disables). Defaults to the operator's `--replay-window` (72h); never longer than
     /// its `--dedup-window`.
     pub replay_window: Option<String>,
+    /// How the events are signed: `statused` (default: `X-Statused-Signature: sha256=<hex
+    /// HMAC-SHA256 of the body>`), or `standardWebhooks` (`webhook-id`, `webhook-timestamp`
+    /// within 5 minutes of now, `webhook-signature: v1,<base64>`; the signing Secrets then
+    /// hold `whsec_` secrets, any of which verifies).
+    pub signature_format: Option<SignatureFormat>,
+}
+
+/// How a route's events are signed (see `StatusedRouteSpec::signature_format`).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SignatureFormat {
+    #[default]
+    Statused,
+    StandardWebhooks,
 }
 
 #[serde_with::skip_serializing_none]

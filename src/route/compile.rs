@@ -9,12 +9,13 @@ use kube::ResourceExt;
 use super::history::HistoryLimits;
 use super::ordering::KeyOrdering;
 use super::{CompiledRoute, CompiledRule, RouteKey};
-use crate::api::{OnUncertain, Rule, StatusedRoute, Target};
+use crate::api::{OnUncertain, Rule, SignatureFormat, StatusedRoute, Target};
 use crate::conditions::Reason;
 use crate::cost::{self, Cost};
 use crate::expr;
 use crate::matching::Matcher;
 use crate::secrets::{SecretSet, SecretValue};
+use crate::signature;
 use crate::targets::error::CompileError;
 use crate::targets::fields::Field;
 use crate::targets::kind::{CompiledTarget, DestinationLimits, Trigger};
@@ -64,10 +65,30 @@ pub fn compile_route(
             message: "spec.signingSecrets: at least one signing Secret is required".into(),
         });
     }
+    let signature = match spec.signature_format.unwrap_or_default() {
+        SignatureFormat::Statused => signature::Format::Statused,
+        SignatureFormat::StandardWebhooks => signature::Format::StandardWebhooks,
+    };
     let mut signing_keys = Vec::new();
     for sel in &spec.signing_secrets {
         // A trailing newline from `kubectl create secret --from-file` is not part of the secret.
-        let value = SecretValue::new(secrets.get(sel, "secret")?.as_bytes().trim_ascii());
+        let stored = secrets.get(sel, "secret")?;
+        let value = match signature {
+            signature::Format::Statused => SecretValue::new(stored.as_bytes().trim_ascii()),
+            signature::Format::StandardWebhooks => {
+                SecretValue::new(signature::decode_whsec(stored.as_bytes()).ok_or_else(|| {
+                    CompileError {
+                        reason: Reason::InvalidSpec,
+                        message: format!(
+                            "Secret {}/{} key {} is not a Standard Webhooks secret (signatureFormat: standardWebhooks): whsec_ and the key in base64",
+                            key.namespace,
+                            sel.name,
+                            sel.key_or("secret")
+                        ),
+                    }
+                })?)
+            }
+        };
         if value.as_bytes().is_empty() {
             return Err(CompileError {
                 reason: Reason::SecretKeyMissing,
@@ -176,6 +197,7 @@ pub fn compile_route(
         key,
         uid: route.uid(),
         signing_keys,
+        signature,
         rules,
         history: HistoryLimits::compile(spec.history.as_ref())?,
         replay_window: match &spec.replay_window {
@@ -395,6 +417,26 @@ mod tests {
         let body = crate::test_support::sample("app-ready-for-sale.json");
         let (matched, _) = compiled.match_event(&Envelope::parse(&body).unwrap());
         assert_eq!(matched[0].ordering, None);
+    }
+
+    #[test]
+    fn standard_webhooks_routes_need_whsec_secrets_and_keep_their_decoded_keys() {
+        let mut r = issue_example();
+        r.spec.signature_format = Some(SignatureFormat::StandardWebhooks);
+        let err = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidSpec);
+        assert!(
+            err.message
+                .contains("statused-webhook key secret is not a Standard Webhooks secret")
+                && !err.message.contains("statused-test-secret"),
+            "{}",
+            err.message
+        );
+        let secrets =
+            all_secrets().with("statused-webhook", &[("secret", "whsec_c2lnbmluZy1rZXk=")]);
+        let compiled = compile_route(&r, &secrets, &BTreeSet::new()).unwrap();
+        assert_eq!(compiled.signature, signature::Format::StandardWebhooks);
+        assert_eq!(compiled.signing_keys[0].as_bytes(), b"signing-key");
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct CompiledRoute {
     pub key: RouteKey,
     pub uid: Option<String>,
     pub signing_keys: Vec<SecretValue>,
+    /// How its events are signed; with Standard Webhooks, `signing_keys` are the decoded
+    /// `whsec_` keys.
+    pub signature: crate::signature::Format,
     pub rules: Vec<CompiledRule>,
     pub history: HistoryLimits,
     pub rate_limit: Option<Limit>,

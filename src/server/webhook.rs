@@ -254,11 +254,7 @@ async fn handle(
     )
     .await
     .map_err(|_| ReceiveError::SlowBody)??;
-    signature::verify(
-        headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()),
-        &bytes,
-        &route.signing_keys,
-    )?;
+    verify(&route, headers, &bytes)?;
     // From here on the request is the route's team's own: it takes a share of the receiver
     // that leaves the rest to the other namespaces.
     let _share = ctx
@@ -296,6 +292,30 @@ async fn handle(
         });
     }
     record(ctx, &route, envelope, matched).await
+}
+
+/// Checks the request's signature as its route says events are signed.
+fn verify(
+    route: &CompiledRoute,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), signature::SignatureError> {
+    let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
+    match route.signature {
+        signature::Format::Statused => {
+            signature::verify(header(SIGNATURE_HEADER), body, &route.signing_keys)
+        }
+        signature::Format::StandardWebhooks => signature::verify_standard(
+            signature::StandardHeaders {
+                id: header("webhook-id"),
+                timestamp: header("webhook-timestamp"),
+                signature: header("webhook-signature"),
+            },
+            body,
+            &route.signing_keys,
+            jiff::Timestamp::now().as_second(),
+        ),
+    }
 }
 
 /// Rule matching (CEL) runs on the blocking pool, at most [`EVALUATIONS`] at once: an

@@ -4,8 +4,6 @@
 //! is built) and `webhook-signature`, `v1,<base64 HMAC-SHA256 of "id.timestamp.body">` per
 //! secret, space-separated, so that a secret can be rotated (the receiver accepts any).
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use reqwest::header::{HeaderName, HeaderValue};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -101,26 +99,14 @@ impl StandardSigner {
     }
 }
 
-/// The key of a `whsec_` secret (a trailing newline, as `kubectl create secret --from-file`
-/// leaves, is not part of it); `None` when it is not one.
+/// The key of a `whsec_` secret (`signature::decode_whsec`), kept as a secret.
 fn decode_secret(stored: &[u8]) -> Option<SecretValue> {
-    let text = std::str::from_utf8(stored.trim_ascii()).ok()?;
-    let key = STANDARD.decode(text.strip_prefix("whsec_")?).ok()?;
-    (!key.is_empty()).then(|| SecretValue::new(key))
+    crate::signature::decode_whsec(stored).map(SecretValue::new)
 }
 
-/// `v1,<base64 HMAC-SHA256 of "id.timestamp.body" under key>`.
+/// `v1,<base64 HMAC-SHA256 of "id.timestamp.body" under key>` (`signature::sign_standard`).
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut signed = Vec::with_capacity(id.len() + body.len() + 24);
-    signed.extend_from_slice(id.as_bytes());
-    signed.push(b'.');
-    signed.extend_from_slice(timestamp.to_string().as_bytes());
-    signed.push(b'.');
-    signed.extend_from_slice(body);
-    format!(
-        "v1,{}",
-        STANDARD.encode(crate::signature::mac(key, &signed))
-    )
+    crate::signature::sign_standard(key, id, timestamp, body)
 }
 
 #[cfg(test)]
