@@ -77,6 +77,10 @@ impl StandardSigner {
         body: &[u8],
     ) -> Result<[(HeaderName, HeaderValue); 3], RenderError> {
         let invalid = |what: &str| RenderError::Invalid(format!("{what} is not a valid header"));
+        // A receiver trims header values, and would check a signature over another id.
+        if id.trim() != id {
+            return Err(invalid("an event id with spaces at its ends"));
+        }
         let signatures: Vec<String> = self
             .keys
             .iter()
@@ -168,6 +172,8 @@ mod tests {
         let parts: Vec<&str> = sig.to_str().unwrap().split(' ').collect();
         assert_eq!(parts[0], SIGNATURE);
         assert_eq!(parts[1], sign(b"second-secret", ID, TIMESTAMP, BODY));
+        // A receiver trims header values: an id it would read otherwise is refused.
+        assert!(signer.headers(" msg_1", TIMESTAMP, BODY).is_err());
     }
 
     #[test]
