@@ -502,7 +502,7 @@ fn standard_signed(name: &str, body: Vec<u8>, at: i64) -> Request<Body> {
 #[tokio::test]
 async fn a_route_signed_as_standard_webhooks_verifies_them_within_five_minutes() {
     let mut r = route(NS, "standard").uid("u-sw").rule(ship("ship")).build();
-    r.spec.signature_format = Some(statused_operator::api::SignatureFormat::StandardWebhooks);
+    r.spec.signature_format = statused_operator::api::SignatureFormat::StandardWebhooks;
     r.spec.signing_secrets[0].name = STANDARD_SECRET_NAME.into();
     let h = Harness::serving(&r);
     let now = jiff::Timestamp::now().as_second();

@@ -25,7 +25,7 @@ pub fn route(namespace: &str, name: &str) -> RouteBuilder {
                 rate_limit: None,
                 history: None,
                 replay_window: None,
-                signature_format: None,
+                signature_format: Default::default(),
             },
             status: None,
         },

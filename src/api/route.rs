@@ -46,7 +46,8 @@ pub struct StatusedRouteSpec {
     /// HMAC-SHA256 of the body>`), or `standardWebhooks` (`webhook-id`, `webhook-timestamp`
     /// within 5 minutes of now, `webhook-signature: v1,<base64>`; the signing Secrets then
     /// hold `whsec_` secrets, any of which verifies).
-    pub signature_format: Option<SignatureFormat>,
+    #[serde(default, skip_serializing_if = "SignatureFormat::is_statused")]
+    pub signature_format: SignatureFormat,
 }
 
 /// How a route's events are signed (see `StatusedRouteSpec::signature_format`).
@@ -56,6 +57,12 @@ pub enum SignatureFormat {
     #[default]
     Statused,
     StandardWebhooks,
+}
+
+impl SignatureFormat {
+    pub fn is_statused(&self) -> bool {
+        *self == SignatureFormat::Statused
+    }
 }
 
 #[serde_with::skip_serializing_none]

@@ -65,7 +65,7 @@ pub fn compile_route(
             message: "spec.signingSecrets: at least one signing Secret is required".into(),
         });
     }
-    let signature = match spec.signature_format.unwrap_or_default() {
+    let signature = match spec.signature_format {
         SignatureFormat::Statused => signature::Format::Statused,
         SignatureFormat::StandardWebhooks => signature::Format::StandardWebhooks,
     };
@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn standard_webhooks_routes_need_whsec_secrets_and_keep_their_decoded_keys() {
         let mut r = issue_example();
-        r.spec.signature_format = Some(SignatureFormat::StandardWebhooks);
+        r.spec.signature_format = SignatureFormat::StandardWebhooks;
         let err = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap_err();
         assert_eq!(err.reason, Reason::InvalidSpec);
         assert!(
