@@ -623,14 +623,11 @@ async fn two_replicas_deliver_each_event_once_and_the_follower_takes_over() {
     let b = env.start_replica(&lease, "replica-b").await;
     env.apply_route("releases", issue_route(&github)).await;
     env.wait_ready("releases", "True").await;
-    let (leader, follower) = eventually("one leader", || async {
-        match (a.context.is_leader(), b.context.is_leader()) {
-            (true, false) => Some((&a, &b)),
-            (false, true) => Some((&b, &a)),
-            _ => None,
-        }
-    })
-    .await;
+    let (leader, follower) = if support::a_leads(&a, &b).await {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
 
     // The follower receives once its own routing table has caught up (until then it answers
     // 503, which Statused retries; route compiling runs on the blocking pool); the leader

@@ -387,14 +387,7 @@ async fn a_partitioned_leader_stops_calling_before_the_new_leader_starts() {
     let b = env.start_operator_through(&pb, replica("replica-b")).await;
     env.apply_route("builds", route()).await;
     env.wait_ready("builds", "True").await;
-    let a_leads = eventually("one leader", || async {
-        match (a.context.is_leader(), b.context.is_leader()) {
-            (true, false) => Some(true),
-            (false, true) => Some(false),
-            _ => None,
-        }
-    })
-    .await;
+    let a_leads = support::a_leads(&a, &b).await;
     let (leader_proxy, follower) = if a_leads { (&pa, &b) } else { (&pb, &a) };
 
     // A stream of events into the follower's receiver, while the leader's API traffic is

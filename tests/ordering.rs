@@ -401,14 +401,7 @@ async fn the_order_holds_when_the_leader_changes_mid_way() {
         env.start_replica(&lease, "replica-b").await,
     );
     let routes = apply_ordered_routes(&env).await;
-    let a_leads = eventually("one leader", || async {
-        match (a.context.is_leader(), b.context.is_leader()) {
-            (true, false) => Some(true),
-            (false, true) => Some(false),
-            _ => None,
-        }
-    })
-    .await;
+    let a_leads = support::a_leads(&a, &b).await;
     let (leader, follower) = if a_leads { (a, b) } else { (b, a) };
     eventually("the follower ready", || async {
         follower.context.is_ready().then_some(())

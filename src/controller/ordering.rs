@@ -687,6 +687,17 @@ mod tests {
         (go, plans)
     }
 
+    /// An empty index whose wakes come out of the receiver returned with it.
+    fn waking() -> (
+        Ordering,
+        mpsc::UnboundedReceiver<ObjectRef<StatusedDelivery>>,
+    ) {
+        let o = Ordering::default();
+        let (tx, rx) = mpsc::unbounded();
+        o.wake_to(tx);
+        (o, rx)
+    }
+
     /// The deliveries woken since the last call, taken as the executor takes them.
     fn woken(
         o: &Ordering,
@@ -700,9 +711,7 @@ mod tests {
 
     #[test]
     fn the_index_follows_the_watch_and_the_executors_own_writes() {
-        let o = Ordering::default();
-        let (tx, mut rx) = mpsc::unbounded();
-        o.wake_to(tx);
+        let (o, mut rx) = waking();
         let (first, second) = (
             delivery("first", 1, "app", InOrder),
             delivery("second", 2, "app", InOrder),
@@ -731,9 +740,7 @@ mod tests {
 
     #[test]
     fn a_call_in_flight_holds_its_lane_until_it_is_recorded() {
-        let o = Ordering::default();
-        let (tx, mut rx) = mpsc::unbounded();
-        o.wake_to(tx);
+        let (o, mut rx) = waking();
         let (old, new) = (
             delivery("old", 1, "app", LatestWins),
             delivery("new", 2, "app", LatestWins),
@@ -789,9 +796,7 @@ mod tests {
 
     #[test]
     fn a_delivery_is_woken_once_until_the_executor_takes_it() {
-        let o = Ordering::default();
-        let (tx, mut rx) = mpsc::unbounded();
-        o.wake_to(tx);
+        let (o, mut rx) = waking();
         let (first, second) = (
             delivery("first", 1, "app", InOrder),
             delivery("second", 2, "app", InOrder),

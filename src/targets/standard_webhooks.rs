@@ -84,7 +84,7 @@ impl StandardSigner {
         let signatures: Vec<String> = self
             .keys
             .iter()
-            .map(|k| sign(k.as_bytes(), id, timestamp, body))
+            .map(|k| crate::signature::sign_standard(k.as_bytes(), id, timestamp, body))
             .collect();
         Ok([
             (
@@ -108,14 +108,10 @@ fn decode_secret(stored: &[u8]) -> Option<SecretValue> {
     crate::signature::decode_whsec(stored).map(SecretValue::new)
 }
 
-/// `v1,<base64 HMAC-SHA256 of "id.timestamp.body" under key>` (`signature::sign_standard`).
-pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    crate::signature::sign_standard(key, id, timestamp, body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signature::sign_standard as sign;
 
     /// The specification's published vector.
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

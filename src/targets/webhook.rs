@@ -340,7 +340,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             req.headers["webhook-signature"],
-            crate::targets::standard_webhooks::sign(&key, "ev-1", ts, &req.body).as_str()
+            crate::signature::sign_standard(&key, "ev-1", ts, &req.body).as_str()
         );
         let debug = format!("{req:?} {t:?}");
         assert!(!debug.contains("MfKQ9r8G"), "{debug}");

@@ -390,6 +390,18 @@ pub fn sample_with_id(name: &str, id: &str) -> Vec<u8> {
     serde_json::to_vec(&event).unwrap()
 }
 
+/// Whether `a` (rather than `b`) leads, once exactly one of the two replicas does.
+pub async fn a_leads(a: &Running, b: &Running) -> bool {
+    eventually("one leader", || async {
+        match (a.context.is_leader(), b.context.is_leader()) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            _ => None,
+        }
+    })
+    .await
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, for at most 30 seconds.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
