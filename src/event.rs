@@ -34,7 +34,7 @@ pub struct MatchFields<'a> {
 /// Why a body is not a Statused event. Answered with 400.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
-    #[error("body is not a JSON CloudEvent: {0}")]
+    #[error("body is not JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("unsupported specversion {0:?}, expected \"1.0\"")]
     SpecVersion(String),
@@ -42,6 +42,8 @@ pub enum EnvelopeError {
     Empty(&'static str),
     #[error("event over its data limits: {0}")]
     OverLimit(#[from] OverLimit),
+    #[error("not an App Store Connect notification: {0}")]
+    AppStoreConnect(&'static str),
 }
 
 impl Envelope {
@@ -124,6 +126,26 @@ impl Envelope {
         obj.insert("data".into(), self.data.clone());
         Value::Object(obj)
     }
+}
+
+/// A whole JSON body held to `limits` as it is read, the way [`Envelope::parse`] holds `data`
+/// (a source whose events are not CloudEvents, such as App Store Connect's, is read so).
+pub fn parse_limited(body: &[u8], limits: &DataLimits) -> Result<Value, EnvelopeError> {
+    let mut walk = Walk::new(limits);
+    // Paths in a message start from the body, not from a CloudEvent's `data`.
+    walk.path = vec!["body".to_string()];
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = Node {
+        walk: &mut walk,
+        depth: 0,
+    }
+    .deserialize(&mut de);
+    if let Some(over) = walk.over {
+        return Err(over.into());
+    }
+    let value = parsed?;
+    de.end()?;
+    Ok(value)
 }
 
 /// The envelope's members, read in one pass; unknown ones are skipped without being kept.
@@ -405,10 +427,12 @@ const ALIASES: &[(&str, &str)] = &[
 ];
 
 /// The canonical, lowercase form of a status label: trimmed, case-folded, inner whitespace
-/// collapsed, and Apple's newer labels mapped to the older ones.
+/// collapsed, underscores read as spaces (App Store Connect's API says `IN_REVIEW` where
+/// Statused says "In Review"), and Apple's newer labels mapped to the older ones.
 pub fn normalize_status(label: &str) -> String {
     let folded = label
-        .split_whitespace()
+        .split(|c: char| c.is_whitespace() || c == '_')
+        .filter(|word| !word.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
         .to_lowercase();
@@ -580,6 +604,12 @@ mod tests {
             normalize_status("processing for distribution")
         );
         assert_eq!(normalize_status(" Valid "), "valid");
+        // App Store Connect's own webhooks name states in the API's enum form.
+        assert_eq!(normalize_status("IN_REVIEW"), normalize_status("In Review"));
+        assert_eq!(
+            normalize_status("READY_FOR_DISTRIBUTION"),
+            normalize_status("Ready for Sale")
+        );
         assert_ne!(
             normalize_status("Ready for Sale"),
             normalize_status("Ready for Review")

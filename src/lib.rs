@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod app_store_connect;
 pub mod backoff;
 pub mod cli;
 pub mod conditions;

@@ -14,11 +14,17 @@ async fn main() -> anyhow::Result<()> {
             send::sign(&args.secret, &send::read_body(&args.body)?)
         ),
         Command::Send(args) => {
+            let sender = if args.app_store_connect {
+                send::Sender::AppStoreConnect
+            } else {
+                send::Sender::Statused
+            };
             let mut body = send::read_body(&args.body)?;
             if args.now {
-                body = send::dated_now(&body).context("--now: the body is not a JSON object")?;
+                body = send::dated_now(&body, sender)
+                    .context("--now: the body is not a JSON object")?;
             }
-            let (status, text) = send::send(&args.url, &args.secret, body).await?;
+            let (status, text) = send::send(&args.url, &args.secret, body, sender).await?;
             println!("{status} {text}");
             if !(200..300).contains(&status) {
                 std::process::exit(1);

@@ -1,5 +1,6 @@
 //! Verification of the `X-Statused-Signature` header: `sha256=<hex HMAC-SHA256(secret, raw body)>`,
-//! and of Standard Webhooks signatures (standardwebhooks.com), for routes that ask for them.
+//! of Standard Webhooks signatures (standardwebhooks.com), and of App Store Connect's own
+//! `x-apple-signature: hmacsha256=<hex>`, for routes that ask for them.
 //!
 //! Pure: no HTTP framework, no Kubernetes. The whole header value is compared in constant time
 //! against the expected value computed for each signing secret (rotation means several secrets
@@ -12,6 +13,11 @@ use subtle::ConstantTimeEq;
 /// The header Statused puts the signature in.
 pub const SIGNATURE_HEADER: &str = "x-statused-signature";
 const PREFIX: &str = "sha256=";
+/// The header App Store Connect puts its signature in, and the value's prefix: Apple's
+/// "Configuring and parsing App Store Connect API webhook notifications" gives
+/// `x-apple-signature:hmacsha256=<hex digest of HMAC-SHA256(secret, body)>`.
+pub const APPLE_SIGNATURE_HEADER: &str = "x-apple-signature";
+const APPLE_PREFIX: &str = "hmacsha256=";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -20,7 +26,7 @@ type HmacSha256 = Hmac<Sha256>;
 pub enum SignatureError {
     #[error("missing signature header")]
     Missing,
-    #[error("signature header is not of the form sha256=<hex>")]
+    #[error("signature header is not of the form sha256=<hex> (hmacsha256=<hex> from Apple)")]
     Malformed,
     #[error("signature does not match any signing secret")]
     Mismatch,
@@ -38,6 +44,8 @@ pub enum Format {
     Statused,
     /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
     StandardWebhooks,
+    /// App Store Connect: `x-apple-signature: hmacsha256=<hex>` over the body.
+    AppStoreConnect,
 }
 
 /// How far a Standard Webhooks timestamp may be from now, as the specification advises.
@@ -149,6 +157,12 @@ pub fn mac(secret: &[u8], body: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// The header value App Store Connect sends for `body` under `secret` (the secret's bytes as
+/// the user typed it in the webhook's configuration).
+pub fn sign_apple(secret: &[u8], body: &[u8]) -> String {
+    format!("{APPLE_PREFIX}{}", hmac_sha256_hex(secret, body))
+}
+
 /// Checks `header` (the raw header value, if any) against every secret in `secrets`.
 ///
 /// Every secret is tried even after a match so that the time taken does not reveal which one
@@ -158,12 +172,31 @@ pub fn verify<S: AsRef<[u8]>>(
     body: &[u8],
     secrets: &[S],
 ) -> Result<(), SignatureError> {
+    verify_hex(PREFIX, header, body, secrets)
+}
+
+/// [`verify`] for App Store Connect's `x-apple-signature: hmacsha256=<hex>`.
+pub fn verify_apple<S: AsRef<[u8]>>(
+    header: Option<&[u8]>,
+    body: &[u8],
+    secrets: &[S],
+) -> Result<(), SignatureError> {
+    verify_hex(APPLE_PREFIX, header, body, secrets)
+}
+
+/// `<prefix><hex HMAC-SHA256 of body>` against every secret, in constant time.
+fn verify_hex<S: AsRef<[u8]>>(
+    prefix: &str,
+    header: Option<&[u8]>,
+    body: &[u8],
+    secrets: &[S],
+) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
-    let normalized = normalize(header).ok_or(SignatureError::Malformed)?;
+    let given = normalize(prefix, header).ok_or(SignatureError::Malformed)?;
     let mut matched = subtle::Choice::from(0);
     for secret in secrets {
-        let expected = sign(secret.as_ref(), body);
-        matched |= expected.as_bytes().ct_eq(&normalized);
+        let expected = hmac_sha256_hex(secret.as_ref(), body);
+        matched |= expected.as_bytes().ct_eq(&given);
     }
     if bool::from(matched) {
         Ok(())
@@ -172,16 +205,14 @@ pub fn verify<S: AsRef<[u8]>>(
     }
 }
 
-/// `sha256=` followed by exactly 64 hex digits, lowercased; anything else is malformed.
-fn normalize(header: &[u8]) -> Option<Vec<u8>> {
+/// The hex digits after `prefix`, exactly 64 of them, lowercased; anything else is malformed.
+fn normalize(prefix: &str, header: &[u8]) -> Option<Vec<u8>> {
     let header = header.trim_ascii();
-    let hex = header.strip_prefix(PREFIX.as_bytes())?;
+    let hex = header.strip_prefix(prefix.as_bytes())?;
     if hex.len() != 64 || !hex.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
-    let mut out = PREFIX.as_bytes().to_vec();
-    out.extend(hex.iter().map(u8::to_ascii_lowercase));
-    Some(out)
+    Some(hex.iter().map(u8::to_ascii_lowercase).collect())
 }
 
 #[cfg(test)]
@@ -270,6 +301,43 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn app_store_connect_apples_published_example_signs_and_verifies() {
+        // Apple's article: the secret "This is my secret" and the body "Hello, World!" give
+        // `x-apple-signature:hmacsha256=7f062172…e54657`.
+        let header = sign_apple(b"This is my secret", b"Hello, World!");
+        assert_eq!(
+            header,
+            "hmacsha256=7f062172b01cb00b53ca068614674a3d982a34062a0f5d37687d5e3377e54657"
+        );
+        let keys: [&[u8]; 2] = [b"an older secret", b"This is my secret"];
+        assert_eq!(
+            verify_apple(Some(header.as_bytes()), b"Hello, World!", &keys),
+            Ok(())
+        );
+        assert_eq!(
+            verify_apple(Some(header.as_bytes()), b"Hello, World?", &keys),
+            Err(SignatureError::Mismatch)
+        );
+        // Statused's prefix is not Apple's, nor the other way round; a bare digest neither.
+        let hex = header.strip_prefix("hmacsha256=").unwrap();
+        for bad in [format!("sha256={hex}"), hex.to_string()] {
+            assert_eq!(
+                verify_apple(Some(bad.as_bytes()), b"Hello, World!", &keys),
+                Err(SignatureError::Malformed),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            verify(Some(header.as_bytes()), b"Hello, World!", &keys),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_apple(None, b"Hello, World!", &keys),
+            Err(SignatureError::Missing)
+        );
     }
 
     #[test]

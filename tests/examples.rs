@@ -81,27 +81,31 @@ fn rsa_key() -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `statused-operator route test examples/ROUTE tests/fixtures/FIXTURE`: what it prints.
+fn route_test(route: &str, fixture: &str) -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_statused-operator"))
+        .args([
+            "route",
+            "test",
+            &format!("{dir}/examples/{route}"),
+            &format!("{dir}/tests/fixtures/{fixture}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `statused-operator route test examples/seed-handlers.yaml EVENT` for every sample: each
 /// handler of the seed plans exactly the request its service documents.
 #[test]
 fn the_seed_handlers_route_plans_what_each_sample_should_trigger() {
-    let route = format!("{}/examples/seed-handlers.yaml", env!("CARGO_MANIFEST_DIR"));
-    let plan = |sample: &str| {
-        let event = format!(
-            "{}/tests/fixtures/samples/{sample}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_statused-operator"))
-            .args(["route", "test", &route, &event])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let plan = |sample: &str| route_test("seed-handlers.yaml", &format!("samples/{sample}"));
     let cases: [(&str, &[&str]); 7] = [
         (
             "app-ready-for-sale.json",
@@ -178,6 +182,56 @@ fn the_seed_handlers_route_plans_what_each_sample_should_trigger() {
         assert!(
             !out.contains("<the "),
             "{sample}: a Secret value was shown\n{out}"
+        );
+    }
+}
+
+/// The App Store Connect example plans what each of Apple's notifications should trigger, read
+/// with Apple's field names; the ping triggers nothing.
+#[test]
+fn the_app_store_connect_example_plans_what_each_notification_should_trigger() {
+    let cases: [(&str, &[&str]); 6] = [
+        (
+            "app-version-ready-for-distribution.json",
+            &[
+                "event 5e2b7c1d-9a4f-4f0b-8c3e-7d1a2b3c4d02 (appStoreVersionAppVersionStateUpdated)",
+                "rule released, target 0 (githubDispatch)",
+                "\"version_id\": \"ad7e6298-7b4a-4c4e-a3a1-0f1a5c2d9b11\"",
+                "\"from\": \"PENDING_DEVELOPER_RELEASE\"",
+            ],
+        ),
+        ("app-version-in-review.json", &["no rule matches"]),
+        (
+            "build-upload-complete.json",
+            &[
+                "rule build-processed, target 0 (slack)",
+                "Build upload 4f8e2a6c-1d3b-4a5e-8f7c-9b0a1c2d3e44: PROCESSING → COMPLETE",
+            ],
+        ),
+        (
+            "build-beta-approved.json",
+            &[
+                "rule beta-review, target 0 (slack)",
+                "TestFlight external review: BETA_APPROVED",
+            ],
+        ),
+        ("beta-feedback-screenshot.json", &["no rule matches"]),
+        (
+            "ping.json",
+            &["ping from App Store Connect", "trigger nothing"],
+        ),
+    ];
+    for (fixture, expected) in cases {
+        let out = route_test(
+            "app-store-connect.yaml",
+            &format!("app-store-connect/{fixture}"),
+        );
+        for line in expected {
+            assert!(out.contains(line), "{fixture}: no {line:?} in\n{out}");
+        }
+        assert!(
+            !out.contains("<the "),
+            "{fixture}: a Secret value was shown\n{out}"
         );
     }
 }

@@ -162,6 +162,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "foundations",
         &[
             "event",
+            "app_store_connect",
             "signature",
             "expr",
             "cost",

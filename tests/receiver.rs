@@ -868,7 +868,7 @@ async fn a_signed_body_that_is_not_a_cloudevent_is_400() {
         let text = String::from_utf8_lossy(body);
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{text}");
         assert!(
-            reply.error().starts_with("invalid CloudEvent: "),
+            reply.error().starts_with("invalid event: "),
             "{text}: {}",
             reply.error()
         );
@@ -1196,4 +1196,139 @@ async fn a_route_replay_window_overrides_the_operators() {
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
     let reply = h.post("short", &dated("two-hours", 7200)).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.json);
+}
+
+/// An App Store Connect notification from tests/fixtures/app-store-connect, dated now.
+fn apple_notification(name: &str) -> Vec<u8> {
+    use statused_operator::cli::send::{Sender, dated_now};
+    let path = format!(
+        "{}/tests/fixtures/app-store-connect/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    dated_now(&std::fs::read(path).unwrap(), Sender::AppStoreConnect).unwrap()
+}
+
+/// A POST of `body` signed as App Store Connect signs: `x-apple-signature: hmacsha256=<hex>`.
+fn apple_signed(name: &str, body: Vec<u8>) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(hook(name))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            "x-apple-signature",
+            statused_operator::signature::sign_apple(SIGNING_SECRET.as_bytes(), &body),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+/// A route for App Store Connect's own notifications: versions in review go to one webhook.
+fn from_apple() -> StatusedRoute {
+    let mut r = route(NS, "apple")
+        .uid("u-asc")
+        .rule(
+            rule("in-review")
+                .types(&["appStoreVersionAppVersionStateUpdated"])
+                // Statused's label: App Store Connect's IN_REVIEW matches it.
+                .statuses(&["In Review"])
+                .target(webhook("http://127.0.0.1:9/")),
+        )
+        .build();
+    r.spec.source = statused_operator::api::EventSource::AppStoreConnect;
+    r
+}
+
+#[tokio::test]
+async fn an_app_store_connect_notification_is_verified_mapped_and_recorded_once() {
+    let h = Harness::serving(&from_apple());
+    let body = apple_notification("app-version-in-review.json");
+
+    let reply = h.send(apple_signed("apple", body.clone())).await;
+
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+    assert_eq!(reply.json["matched"][0]["rule"], "in-review");
+    let id = "0d6a9f4e-3f0e-4c55-9a1b-2f4d1c6e8a01";
+    let stored = h.store.stored(&delivery_name("apple", id)).unwrap();
+    assert_eq!(stored.spec.event.id, id);
+    assert_eq!(
+        stored.spec.event.type_,
+        "appStoreVersionAppVersionStateUpdated"
+    );
+    assert_eq!(stored.spec.event.data["status"], "IN_REVIEW");
+    assert_eq!(stored.spec.event.data["old_status"], "WAITING_FOR_REVIEW");
+    assert_eq!(stored.spec.event.data["instance_type"], "appStoreVersions");
+    // The same notification again (Apple's redelivery) is the same event: no second record.
+    let again = h.send(apple_signed("apple", body)).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json["duplicate"], true);
+    assert_eq!(h.store.creates(), 1);
+}
+
+#[tokio::test]
+async fn an_app_store_connect_ping_is_verified_and_answered_without_a_delivery() {
+    let h = Harness::serving(&from_apple());
+    let ping = apple_notification("ping.json");
+
+    let reply = h.send(apple_signed("apple", ping.clone())).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    assert_eq!(reply.json, json!({"ping": true}));
+    assert_eq!(h.store.creates(), 0);
+    // A ping is verified like any notification.
+    let mut unsigned = apple_signed("apple", ping);
+    unsigned.headers_mut().remove("x-apple-signature");
+    assert_eq!(h.send(unsigned).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_app_store_connect_route_refuses_what_apple_would_not_send() {
+    let h = Harness::serving(&from_apple());
+    let body = apple_notification("app-version-in-review.json");
+    // Signed the Statused way, or with another secret: 401, nothing recorded.
+    assert_eq!(
+        h.post("apple", &body).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut forged = apple_signed("apple", body.clone());
+    forged.headers_mut().insert(
+        "x-apple-signature",
+        statused_operator::signature::sign_apple(b"not the secret", &body)
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(h.send(forged).await.status, StatusCode::UNAUTHORIZED);
+    // A Statused event, signed Apple's way, is not a notification: 400 saying so.
+    let statused = sample("build-valid.json");
+    let reply = h.send(apple_signed("apple", statused)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply
+            .error()
+            .contains("not an App Store Connect notification"),
+        "{}",
+        reply.error()
+    );
+    // Outside the replay window, as for Statused's events.
+    let stale = String::from_utf8(body)
+        .unwrap()
+        .replace(
+            &jiff::Timestamp::now().to_string()[..4],
+            "2001", // the year
+        )
+        .into_bytes();
+    let reply = h.send(apple_signed("apple", stale)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.json);
+    // Over the data limits: refused naming where, as for Statused's events.
+    let long = "x".repeat(statused_operator::event::DATA_LIMITS.max_string_bytes + 1);
+    let big = serde_json::to_vec(&json!({"data": {"type": "buildUploadStateUpdated",
+        "id": "big", "attributes": {"newState": long}}}))
+    .unwrap();
+    let reply = h.send(apple_signed("apple", big)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.error().contains("body.data.attributes.newState"),
+        "{}",
+        reply.error()
+    );
+    assert_eq!(h.store.creates(), 0);
 }

@@ -26,6 +26,7 @@ pub fn route(namespace: &str, name: &str) -> RouteBuilder {
                 history: None,
                 replay_window: None,
                 signature_format: Default::default(),
+                source: Default::default(),
             },
             status: None,
         },

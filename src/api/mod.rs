@@ -14,9 +14,9 @@ pub use redelivery::{
     RedeliveryTargets, StatusedRedelivery, StatusedRedeliverySpec, StatusedRedeliveryStatus,
 };
 pub use route::{
-    History, LastDelivery, LastEvent, OnUncertain, Ordering, OrderingPolicy, RateLimit, Rule,
-    RuleMatch, SecretKeySelector, SignatureFormat, StatusedRoute, StatusedRouteSpec,
-    StatusedRouteStatus, Target,
+    EventSource, History, LastDelivery, LastEvent, OnUncertain, Ordering, OrderingPolicy,
+    RateLimit, Rule, RuleMatch, SecretKeySelector, SignatureFormat, StatusedRoute,
+    StatusedRouteSpec, StatusedRouteStatus, Target,
 };
 
 /// API group of every resource this operator serves.

@@ -48,6 +48,28 @@ pub struct StatusedRouteSpec {
     /// hold `whsec_` secrets, any of which verifies).
     #[serde(default, skip_serializing_if = "SignatureFormat::is_statused")]
     pub signature_format: SignatureFormat,
+    /// Who sends the events: `statused` (default: Statused's CloudEvents), or
+    /// `appStoreConnect` (App Store Connect's own webhook notifications: JSON:API documents
+    /// signed with `x-apple-signature: hmacsha256=<hex>` under the secret given to Apple; the
+    /// new state is `data.status`, the old one `data.old_status`, and a ping is answered
+    /// without a delivery). `signatureFormat` applies to `statused` only.
+    #[serde(default, skip_serializing_if = "EventSource::is_statused")]
+    pub source: EventSource,
+}
+
+/// Who sends a route's events (see `StatusedRouteSpec::source`).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EventSource {
+    #[default]
+    Statused,
+    AppStoreConnect,
+}
+
+impl EventSource {
+    pub fn is_statused(&self) -> bool {
+        *self == EventSource::Statused
+    }
 }
 
 /// How a route's events are signed (see `StatusedRouteSpec::signature_format`).

@@ -364,6 +364,10 @@ pub struct SendArgs {
     /// receiver's replay window and would be refused as it is.
     #[arg(long)]
     pub now: bool,
+    /// Send it as App Store Connect does (`x-apple-signature: hmacsha256=<hex>`; `--now` sets
+    /// `data.attributes.timestamp`), to a route with `source: appStoreConnect`.
+    #[arg(long)]
+    pub app_store_connect: bool,
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use super::history::HistoryLimits;
 use super::ordering::KeyOrdering;
 use super::{CompiledRoute, CompiledRule, RouteKey};
-use crate::api::{OnUncertain, Rule, SignatureFormat, StatusedRoute, Target};
+use crate::api::{EventSource, OnUncertain, Rule, SignatureFormat, StatusedRoute, Target};
 use crate::conditions::Reason;
 use crate::cost::{self, Cost};
 use crate::expr;
@@ -65,16 +65,29 @@ pub fn compile_route(
             message: "spec.signingSecrets: at least one signing Secret is required".into(),
         });
     }
-    let signature = match spec.signature_format {
-        SignatureFormat::Statused => signature::Format::Statused,
-        SignatureFormat::StandardWebhooks => signature::Format::StandardWebhooks,
+    let signature = match (spec.source, spec.signature_format) {
+        (EventSource::AppStoreConnect, SignatureFormat::Statused) => {
+            signature::Format::AppStoreConnect
+        }
+        (EventSource::AppStoreConnect, _) => {
+            return Err(CompileError {
+                reason: Reason::InvalidSpec,
+                message: "spec.signatureFormat applies to source statused only: App Store Connect signs its notifications with x-apple-signature; remove signatureFormat".into(),
+            });
+        }
+        (EventSource::Statused, SignatureFormat::Statused) => signature::Format::Statused,
+        (EventSource::Statused, SignatureFormat::StandardWebhooks) => {
+            signature::Format::StandardWebhooks
+        }
     };
     let mut signing_keys = Vec::new();
     for sel in &spec.signing_secrets {
         // A trailing newline from `kubectl create secret --from-file` is not part of the secret.
         let stored = secrets.get(sel, "secret")?;
         let value = match signature {
-            signature::Format::Statused => SecretValue::new(stored.as_bytes().trim_ascii()),
+            signature::Format::Statused | signature::Format::AppStoreConnect => {
+                SecretValue::new(stored.as_bytes().trim_ascii())
+            }
             signature::Format::StandardWebhooks => {
                 SecretValue::new(signature::decode_whsec(stored.as_bytes()).ok_or_else(|| {
                     CompileError {
@@ -198,6 +211,7 @@ pub fn compile_route(
         uid: route.uid(),
         signing_keys,
         signature,
+        source: spec.source,
         rules,
         history: HistoryLimits::compile(spec.history.as_ref())?,
         replay_window: match &spec.replay_window {
@@ -437,6 +451,23 @@ mod tests {
         let compiled = compile_route(&r, &secrets, &BTreeSet::new()).unwrap();
         assert_eq!(compiled.signature, signature::Format::StandardWebhooks);
         assert_eq!(compiled.signing_keys[0].as_bytes(), b"signing-key");
+    }
+
+    #[test]
+    fn app_store_connect_routes_verify_apples_way_and_take_no_signature_format() {
+        let mut r = issue_example();
+        r.spec.source = EventSource::AppStoreConnect;
+        let compiled = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap();
+        assert_eq!(compiled.signature, signature::Format::AppStoreConnect);
+        assert_eq!(compiled.signing_keys[0].as_bytes(), b"statused-test-secret");
+        r.spec.signature_format = SignatureFormat::StandardWebhooks;
+        let err = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidSpec);
+        assert!(
+            err.message.contains("remove signatureFormat"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

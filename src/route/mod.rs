@@ -10,7 +10,7 @@ pub mod plan;
 
 use crate::api::MatchedTarget;
 use crate::api::StatusedRoute;
-use crate::event::Envelope;
+use crate::event::{Envelope, EnvelopeError};
 use crate::matching::{EventView, Matcher};
 use crate::secrets::SecretValue;
 use crate::targets::kind::CompiledTarget;
@@ -54,6 +54,9 @@ pub struct CompiledRoute {
     /// How its events are signed; with Standard Webhooks, `signing_keys` are the decoded
     /// `whsec_` keys.
     pub signature: crate::signature::Format,
+    /// Who sends its events, which says how a body is read (`app_store_connect.rs` for App
+    /// Store Connect's notifications).
+    pub source: crate::api::EventSource,
     pub rules: Vec<CompiledRule>,
     pub history: HistoryLimits,
     pub rate_limit: Option<Limit>,
@@ -81,6 +84,19 @@ pub struct MatchFailure {
 }
 
 impl CompiledRoute {
+    /// Reads a body as the route's source sends events; `None` for App Store Connect's ping,
+    /// which is answered without a delivery.
+    pub fn read_event(&self, body: &[u8]) -> Result<Option<Envelope>, EnvelopeError> {
+        use crate::app_store_connect::{self, Notification};
+        match self.source {
+            crate::api::EventSource::Statused => Envelope::parse(body).map(Some),
+            crate::api::EventSource::AppStoreConnect => match app_store_connect::parse(body)? {
+                Notification::Event(envelope) => Ok(Some(envelope)),
+                Notification::Ping { .. } => Ok(None),
+            },
+        }
+    }
+
     /// Every (rule, target) pair the event triggers, in route order.
     pub fn match_event(&self, envelope: &Envelope) -> (Vec<MatchedTarget>, Vec<MatchFailure>) {
         let view = EventView::new(envelope, &self.key.namespace, &self.key.name);

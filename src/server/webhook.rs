@@ -27,7 +27,7 @@ use crate::replay::{self, OutsideWindow};
 use crate::route::{CompiledRoute, RouteKey};
 use crate::route_cache::RouteIndex;
 use crate::routing::{RouteCheck, RoutingTable};
-use crate::signature::{self, SIGNATURE_HEADER};
+use crate::signature::{self, APPLE_SIGNATURE_HEADER, SIGNATURE_HEADER};
 
 /// What the receiver needs, and nothing more: no kube client, no leadership. Tests build it
 /// with an in-memory store (`tests/receiver.rs`); `operator.rs` with the API server's.
@@ -104,7 +104,7 @@ pub enum ReceiveError {
     RouteBusy,
     #[error("invalid signature")]
     Signature(#[from] signature::SignatureError),
-    #[error("invalid CloudEvent: {0}")]
+    #[error("invalid event: {0}")]
     Envelope(#[from] crate::event::EnvelopeError),
     /// Outside the replay window: refused for good (a 4xx the sender does not retry).
     #[error("{0}")]
@@ -192,6 +192,20 @@ pub struct Accepted {
     delivery: Option<String>,
     duplicate: bool,
     matched: Vec<MatchedTarget>,
+    /// App Store Connect's test notification: verified, and nothing else done.
+    ping: bool,
+}
+
+impl Accepted {
+    /// No delivery (nothing matched) unless one is set.
+    fn new(matched: Vec<MatchedTarget>) -> Self {
+        Accepted {
+            delivery: None,
+            duplicate: false,
+            matched,
+            ping: false,
+        }
+    }
 }
 
 impl IntoResponse for Accepted {
@@ -201,6 +215,9 @@ impl IntoResponse for Accepted {
         } else {
             StatusCode::OK
         };
+        if self.ping {
+            return (status, Json(json!({"ping": true}))).into_response();
+        }
         let mut body = json!({"matched": self.matched});
         if let Some(d) = self.delivery {
             body["delivery"] = d.into();
@@ -268,13 +285,19 @@ async fn handle(
     }
     // Parsed once (into the record the matcher, the replay check and the delivery share),
     // checked against the replay window and matched, on the blocking pool.
-    let (envelope, (matched, failures)) = match_off_the_workers(ctx, &route, bytes)
+    let Some((envelope, (matched, failures))) = match_off_the_workers(ctx, &route, bytes)
         .await
         .inspect_err(|e| {
             if let ReceiveError::Replay(outside) = e {
                 ctx.metrics.event_refused(outside.as_str());
             }
-        })?;
+        })?
+    else {
+        return Ok(Accepted {
+            ping: true,
+            ..Accepted::new(Vec::new())
+        });
+    };
     for f in &failures {
         let what = if f.skipped {
             "rule expression failed; rule skipped"
@@ -285,11 +308,7 @@ async fn handle(
     }
     if matched.is_empty() {
         info!(event = %envelope.id, "no rule matched");
-        return Ok(Accepted {
-            delivery: None,
-            duplicate: false,
-            matched,
-        });
+        return Ok(Accepted::new(matched));
     }
     record(ctx, &route, envelope, matched).await
 }
@@ -304,6 +323,9 @@ fn verify(
     match route.signature {
         signature::Format::Statused => {
             signature::verify(header(SIGNATURE_HEADER), body, &route.signing_keys)
+        }
+        signature::Format::AppStoreConnect => {
+            signature::verify_apple(header(APPLE_SIGNATURE_HEADER), body, &route.signing_keys)
         }
         signature::Format::StandardWebhooks => signature::verify_standard(
             signature::StandardHeaders {
@@ -326,11 +348,12 @@ fn verify(
 /// the work is done.
 type Matches = (Vec<MatchedTarget>, Vec<crate::route::MatchFailure>);
 
+/// `None` for App Store Connect's ping, which is answered without matching.
 async fn match_off_the_workers(
     ctx: &Receiver,
     route: &Arc<CompiledRoute>,
     bytes: Vec<u8>,
-) -> Result<(Envelope, Matches), ReceiveError> {
+) -> Result<Option<(Envelope, Matches)>, ReceiveError> {
     let permit = tokio::time::timeout(
         EVALUATION_TIME,
         ctx.evaluations.acquire(&route.key.namespace),
@@ -343,7 +366,10 @@ async fn match_off_the_workers(
         // The slot is the evaluation's, not the waiter's: it is given back when the work
         // ends, so that EVALUATIONS is a bound on work running, not on work waited for.
         let _permit = permit;
-        let envelope = Envelope::parse(&bytes)?;
+        let Some(envelope) = route.read_event(&bytes)? else {
+            info!("App Store Connect ping answered");
+            return Ok(None);
+        };
         drop(bytes);
         // An event outside the replay window costs no rule evaluation.
         let now = jiff::Timestamp::now();
@@ -352,7 +378,7 @@ async fn match_off_the_workers(
             ReceiveError::Replay(outside)
         })?;
         let matches = route.match_event(&envelope);
-        Ok::<_, ReceiveError>((envelope, matches))
+        Ok::<_, ReceiveError>(Some((envelope, matches)))
     });
     match tokio::time::timeout(EVALUATION_TIME, matching).await {
         Ok(Ok(parsed)) => parsed,
@@ -392,8 +418,7 @@ async fn record(
                 info!(event = %envelope.id, delivery = %name, targets = matched.len(), "event accepted");
                 return Ok(Accepted {
                     delivery: Some(name),
-                    duplicate: false,
-                    matched,
+                    ..Accepted::new(matched)
                 });
             }
             Err(StoreError::AlreadyExists) => {
@@ -409,7 +434,7 @@ async fn record(
                     return Ok(Accepted {
                         delivery: Some(name),
                         duplicate: true,
-                        matched,
+                        ..Accepted::new(matched)
                     });
                 }
                 warn!(event = %envelope.id, delivery = %name, "name taken by another event; recording under a second name");
