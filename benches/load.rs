@@ -102,6 +102,7 @@ async fn raw_create_rate(client: &Client, ns: &str, count: usize, concurrency: u
                                 kind: "webhook".into(),
                                 ordering: None,
                             }],
+                            traceparent: None,
                         },
                         status: None,
                     };

@@ -76,6 +76,8 @@ pub struct Config {
     /// On shutdown, how long `/readyz` fails while the receiver still serves, so that the
     /// Service stops sending before the listener closes.
     pub shutdown_drain: Duration,
+    /// Where spans are exported (OTLP/HTTP base URL, `--otlp-endpoint`); `None`: no traces.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -114,6 +116,7 @@ impl Default for Config {
             max_pending_age: Duration::from_secs(24 * 3600),
             unhealthy_after: Duration::from_secs(300),
             shutdown_drain: Duration::from_secs(5),
+            otlp_endpoint: None,
             egress_allow: Vec::new(),
             egress_deny: Vec::new(),
             egress_profile: crate::egress::EgressProfile::Default,

@@ -39,6 +39,7 @@ pub mod targets;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod token_bucket;
+pub mod traces;
 
 /// Installs the process-wide rustls crypto provider. kube and reqwest both use rustls with
 /// `ring`; without an explicit choice the first TLS connection panics. Safe to call twice.

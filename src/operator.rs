@@ -37,6 +37,8 @@ pub struct Running {
     tasks: JoinSet<()>,
     /// Keeps the leadership channel open when there is no election (always leading).
     _leading: Option<watch::Sender<bool>>,
+    /// The export of spans (`--otlp-endpoint`), flushed last at shutdown.
+    traces: Option<crate::traces::Export>,
 }
 
 impl Running {
@@ -68,6 +70,10 @@ impl Running {
             self.tasks.abort_all();
             while self.tasks.join_next().await.is_some() {}
         }
+        if let Some(export) = self.traces.take() {
+            // The SDK exports from its own thread; wait for it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || export.shutdown()).await;
+        }
     }
 
     /// Stops everything at once, without any of the graceful steps (no Lease release, no
@@ -89,6 +95,10 @@ impl Running {
 
 /// Binds both listeners and starts everything.
 pub async fn start(client: Client, config: Config) -> Result<Running, std::io::Error> {
+    let traces = match &config.otlp_endpoint {
+        Some(endpoint) => Some(crate::traces::export_to(endpoint).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let webhook_listener = TcpListener::bind(config.webhook_addr).await?;
     let metrics_listener = TcpListener::bind(config.metrics_addr).await?;
     let webhook_addr = webhook_listener.local_addr()?;
@@ -222,6 +232,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         cancel,
         tasks,
         _leading: leading_tx,
+        traces,
     })
 }
 

@@ -194,6 +194,22 @@ fn a_single_watched_namespace_gets_a_role_there_instead_of_cluster_wide_rights()
 
 #[test]
 #[ignore = "needs helm: hack/just test"]
+fn traces_are_off_by_default_and_the_value_sets_the_otlp_endpoint() {
+    assert!(!render(&[]).contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    let manifests = render(&[
+        "--set",
+        "tracing.otlpEndpoint=http://otel-collector.observability:4318",
+    ]);
+    assert!(
+        manifests.contains(
+            "- name: OTEL_EXPORTER_OTLP_ENDPOINT\n              value: \"http://otel-collector.observability:4318\""
+        ),
+        "{manifests}"
+    );
+}
+
+#[test]
+#[ignore = "needs helm: hack/just test"]
 fn bad_values_are_refused_with_the_field_named() {
     for (value, field) in [
         ("logFormat=yaml", "logFormat"),
@@ -203,6 +219,7 @@ fn bad_values_are_refused_with_the_field_named() {
         ("replicas=3", "replicas"),
         ("executor.concurency=3", "concurency"),
         ("image.digest=latest", "digest"),
+        ("tracing.otlpEndpoint=collector:4318", "otlpEndpoint"),
     ] {
         let err = try_render(&["--set", value]).unwrap_err();
         assert!(err.contains(field), "{value}: {err}");

@@ -163,6 +163,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "event",
             "app_store_connect",
+            "traces",
             "signature",
             "expr",
             "cost",

@@ -45,6 +45,11 @@ pub struct StatusedDeliverySpec {
     pub event: DeliveredEvent,
     /// The (rule, target) pairs the event matched, in route order.
     pub matched: Vec<MatchedTarget>,
+    /// The W3C trace context of the receipt that recorded this delivery, set when traces are
+    /// exported (`--otlp-endpoint`): every later attempt, by whichever replica, joins that
+    /// trace, and HTTP targets receive it as `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl StatusedDelivery {
@@ -95,6 +100,7 @@ impl StatusedDelivery {
                     data,
                 },
                 matched,
+                traceparent: None,
             },
             status: None,
         }
@@ -287,6 +293,7 @@ impl StatusedDelivery {
                     data: serde_json::Value::Null,
                 },
                 matched: vec![],
+                traceparent: None,
             },
             status: None,
         }

@@ -243,6 +243,11 @@ pub struct RunArgs {
     #[arg(long, env = "STATUSED_SHUTDOWN_DRAIN", default_value = "5s",
           value_parser = parse_duration)]
     pub shutdown_drain: Duration,
+    /// Export traces (OpenTelemetry, one trace per event from receipt to every target call)
+    /// to this OTLP/HTTP collector base URL, e.g. http://otel-collector:4318 (spans go to
+    /// <url>/v1/traces, protobuf). Unset: no traces, and no `traceparent` sent to targets.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// A flag's value that is not a Go duration.
@@ -324,6 +329,7 @@ impl RunArgs {
             max_pending_age: self.max_pending_age,
             unhealthy_after: self.unhealthy_after,
             shutdown_drain: self.shutdown_drain,
+            otlp_endpoint: self.otlp_endpoint.clone(),
             egress_allow: parse_cidrs(&self.egress_allow)?,
             egress_deny: parse_cidrs(&self.egress_deny)?,
             egress_profile: self.egress_profile,

@@ -38,6 +38,7 @@ use crate::route_cache::RouteIndex;
 use crate::targets::create::create_once;
 use crate::targets::request::RenderContext;
 use crate::targets::send::{self, Outcome};
+use crate::traces::{Kind, Span};
 
 /// Runs the executor until `shutdown`: the delivery controller (at most
 /// `--executor-concurrency` deliveries worked on at once; `--executor-api-writes` status
@@ -302,17 +303,7 @@ async fn call_due(
         Some(mark) => marked(ctx, &delivery, mark).await?,
         None => delivery,
     };
-    let kinds: Vec<String> = calls.targets.iter().map(|t| t.kind.clone()).collect();
-    let outcomes = future::join_all(
-        planned
-            .into_iter()
-            .filter(|(i, _)| calls.call.contains(i))
-            .map(|(i, p)| {
-                let kind = &kinds[i];
-                async move { (i, call(ctx, kind, p).await) }
-            }),
-    )
-    .await;
+    let outcomes = make_calls(ctx, &delivery, planned, &calls).await;
     let policy = retry_policy(ctx);
     let limited = rate_limited(&outcomes);
     let desired = decide::recorded(&current, calls.targets, outcomes, &policy, now);
@@ -328,6 +319,42 @@ async fn call_due(
     // The outcome is in the ordering index: the next call for these keys may go.
     drop(held);
     Ok(recorded(ctx, &delivery, &desired, first_look).await)
+}
+
+/// Makes the calls `calls` asks for, at once: one `execute` span for the pass, in the trace
+/// the delivery was recorded in, and one `call` span per target.
+async fn make_calls(
+    ctx: &Executor,
+    delivery: &StatusedDelivery,
+    planned: Vec<(usize, Planned<'_>)>,
+    calls: &decide::Calls,
+) -> Vec<(usize, Outcome)> {
+    let kinds: Vec<(String, u32)> = (calls.targets.iter())
+        .map(|t| (t.kind.clone(), t.attempts))
+        .collect();
+    let pass = Span::continuing(
+        delivery.spec.traceparent.as_deref(),
+        "execute",
+        Kind::Consumer,
+    );
+    pass.set("statused.delivery", delivery.name_any());
+    pass.set("statused.route", delivery.spec.route.clone());
+    let outcomes = future::join_all(
+        planned
+            .into_iter()
+            .filter(|(i, _)| calls.call.contains(i))
+            .map(|(i, p)| {
+                let (kind, attempt) = &kinds[i];
+                let span = pass.child("call", Kind::Client);
+                span.set("statused.target.index", i as i64);
+                span.set("statused.target.kind", kind.clone());
+                span.set("statused.target.attempt", i64::from(*attempt));
+                async move { (i, call(ctx, kind, p, span).await) }
+            }),
+    )
+    .await;
+    drop(pass);
+    outcomes
 }
 
 /// The plans the ordering decided (held or superseded), counted in the metrics.
@@ -529,12 +556,17 @@ async fn marked(
 
 /// Makes one planned call: an HTTP request or an in-cluster object. (A plan that cannot be
 /// made fails; `decide::calls` never asks for one.)
-async fn call(ctx: &Executor, kind: &str, planned: Planned<'_>) -> Outcome {
+async fn call(ctx: &Executor, kind: &str, planned: Planned<'_>, span: Span) -> Outcome {
     let started = std::time::Instant::now();
     let outcome = match planned {
         Planned::Http {
-            target, request, ..
-        } => send::call(&ctx.outbound, target, request, ctx.config.request_timeout).await,
+            target,
+            mut request,
+            ..
+        } => {
+            span.propagate(&mut request.headers);
+            send::call(&ctx.outbound, target, request, ctx.config.request_timeout).await
+        }
         Planned::Kube {
             target,
             object,
@@ -548,6 +580,17 @@ async fn call(ctx: &Executor, kind: &str, planned: Planned<'_>) -> Outcome {
     };
     ctx.metrics
         .target_attempt(kind, &outcome, started.elapsed());
+    let (code, error) = match &outcome {
+        Outcome::Succeeded { code, .. } => (code, None),
+        Outcome::Retry { code, error, .. } | Outcome::Failed { code, error } => (code, Some(error)),
+    };
+    if let Some(code) = code {
+        span.set("http.response.status_code", i64::from(*code));
+    }
+    if let Some(error) = error {
+        // Recorded errors are scrubbed of the request's secrets (send.rs).
+        span.fail(error.clone());
+    }
     outcome
 }
 

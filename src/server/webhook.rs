@@ -28,6 +28,7 @@ use crate::route::{CompiledRoute, RouteKey};
 use crate::route_cache::RouteIndex;
 use crate::routing::{RouteCheck, RoutingTable};
 use crate::signature::{self, APPLE_SIGNATURE_HEADER, SIGNATURE_HEADER};
+use crate::traces::{Kind, Span};
 
 /// What the receiver needs, and nothing more: no kube client, no leadership. Tests build it
 /// with an in-memory store (`tests/receiver.rs`); `operator.rs` with the API server's.
@@ -169,7 +170,9 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = handle(&ctx, RouteKey::new(namespace, name), &headers, body).await;
+    let span = Span::root("receive", Kind::Server);
+    span.set("statused.route", format!("{namespace}/{name}"));
+    let result = handle(&ctx, RouteKey::new(namespace, name), &headers, body, &span).await;
     let response = match result {
         Ok(accepted) => accepted.into_response(),
         Err(e) => {
@@ -183,7 +186,12 @@ pub async fn receive(
             e.into_response()
         }
     };
-    ctx.metrics.webhook_request(response.status().as_u16());
+    let code = response.status();
+    span.set("http.response.status_code", i64::from(code.as_u16()));
+    if code.is_server_error() {
+        span.fail(code.to_string());
+    }
+    ctx.metrics.webhook_request(code.as_u16());
     response
 }
 
@@ -234,6 +242,7 @@ async fn handle(
     key: RouteKey,
     headers: &HeaderMap,
     body: Body,
+    span: &Span,
 ) -> Result<Accepted, ReceiveError> {
     if !ctx.routes.is_ready() {
         return Err(ReceiveError::NotReady);
@@ -271,7 +280,10 @@ async fn handle(
     )
     .await
     .map_err(|_| ReceiveError::SlowBody)??;
-    verify(&route, headers, &bytes)?;
+    {
+        let verifying = span.child("verify", Kind::Internal);
+        verify(&route, headers, &bytes).inspect_err(|e| verifying.fail(e.to_string()))?;
+    }
     // From here on the request is the route's team's own: it takes a share of the receiver
     // that leaves the rest to the other namespaces.
     let _share = ctx
@@ -285,14 +297,17 @@ async fn handle(
     }
     // Parsed once (into the record the matcher, the replay check and the delivery share),
     // checked against the replay window and matched, on the blocking pool.
+    let matching = span.child("match", Kind::Internal);
     let Some((envelope, (matched, failures))) = match_off_the_workers(ctx, &route, bytes)
         .await
         .inspect_err(|e| {
+            matching.fail(e.to_string());
             if let ReceiveError::Replay(outside) = e {
                 ctx.metrics.event_refused(outside.as_str());
             }
         })?
     else {
+        span.set("statused.ping", true);
         return Ok(Accepted {
             ping: true,
             ..Accepted::new(Vec::new())
@@ -306,11 +321,23 @@ async fn handle(
         };
         warn!(rule = %f.rule, error = %f.error, event = %envelope.id, "{what}");
     }
+    span.set("statused.event.id", envelope.id.clone());
+    span.set("statused.event.type", envelope.type_.clone());
+    matching.set("statused.matched", matched.len() as i64);
+    drop(matching);
     if matched.is_empty() {
         info!(event = %envelope.id, "no rule matched");
         return Ok(Accepted::new(matched));
     }
-    record(ctx, &route, envelope, matched).await
+    let recording = span.child("record", Kind::Internal);
+    let accepted = record(ctx, &route, envelope, matched, recording.traceparent())
+        .await
+        .inspect_err(|e| recording.fail(e.to_string()))?;
+    if let Some(name) = &accepted.delivery {
+        recording.set("statused.delivery", name.clone());
+        recording.set("statused.duplicate", accepted.duplicate);
+    }
+    Ok(accepted)
 }
 
 /// Checks the request's signature as its route says events are signed.
@@ -402,11 +429,13 @@ async fn record(
     route: &CompiledRoute,
     mut envelope: Envelope,
     matched: Vec<MatchedTarget>,
+    traceparent: Option<String>,
 ) -> Result<Accepted, ReceiveError> {
     // The event's data moves into the record, and back out only for a second name.
     let mut data = std::mem::take(&mut envelope.data);
     for second_name in [false, true] {
         let mut delivery = new_delivery(route, &envelope, data, matched.clone(), second_name);
+        delivery.spec.traceparent = traceparent.clone();
         let name = delivery.metadata.name.clone().unwrap_or_default();
         // Bounded: a slow API server gets a 503 to the sender, not a queue. Should the
         // create still land after the timeout, the sender's retry finds it (a duplicate).
