@@ -28,7 +28,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::event::{DATA_LIMITS, Envelope, EnvelopeError, parse_limited};
+use crate::event::{DATA_LIMITS, Envelope, EnvelopeError, check_data_value, parse_limited};
 
 /// The `source` of every event read from App Store Connect.
 pub const SOURCE: &str = "https://appstoreconnect.apple.com";
@@ -93,6 +93,11 @@ pub fn parse(body: &[u8]) -> Result<Notification, EnvelopeError> {
     }
     let subject = instance.id.map(str::to_string);
     mapped.insert("app_store_connect".into(), Value::Object(data));
+    let data = Value::Object(mapped);
+    // The copies above (the states, the instance) count too: what rules, templates and the
+    // record see is held to the same limits as a Statused event's `data`, which the cost of
+    // every expression was bounded against.
+    check_data_value(&data, &DATA_LIMITS)?;
     Ok(Notification::Event(Envelope {
         specversion: "1.0".into(),
         type_,
@@ -100,7 +105,7 @@ pub fn parse(body: &[u8]) -> Result<Notification, EnvelopeError> {
         id,
         time,
         subject,
-        data: Value::Object(mapped),
+        data,
     }))
 }
 
@@ -232,6 +237,33 @@ mod tests {
             let error = parse(body).unwrap_err().to_string();
             assert!(error.contains(why), "{error} (wanted {why})");
         }
+    }
+
+    #[test]
+    fn what_the_mapping_copies_counts_against_the_limits_too() {
+        // Each string within the limit, and the body within the total; the states and ids
+        // copied into `data` would take it over: refused, not passed on over the limits.
+        let part = "x".repeat(DATA_LIMITS.max_string_bytes);
+        let strings = DATA_LIMITS.max_total_bytes / DATA_LIMITS.max_string_bytes - 1;
+        let mut attributes = serde_json::Map::new();
+        attributes.insert("newValue".into(), part.clone().into());
+        attributes.insert("oldValue".into(), part.clone().into());
+        for i in 0..strings.saturating_sub(2) {
+            attributes.insert(format!("pad{i}"), part.clone().into());
+        }
+        let body = serde_json::to_vec(&serde_json::json!({
+            "data": {"type": "t", "id": "i", "attributes": attributes}
+        }))
+        .unwrap();
+        assert!(
+            parse_limited(&body, &DATA_LIMITS).is_ok(),
+            "the body alone is within the limits"
+        );
+        assert!(
+            matches!(parse(&body), Err(EnvelopeError::OverLimit(_))),
+            "{:?}",
+            parse(&body).map(|_| ())
+        );
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! that traces joins the same trace.
 //!
 //! Spans carry names, ids, kinds, counts and answers' status codes: never a URL, a header or
-//! a body (any of which may hold a secret).
+//! a request body (any of which may hold a secret); a failed call's status is the error the
+//! delivery's status records (scrubbed of the request's secrets). Text is cut to [`MAX_TEXT`].
 //!
 //! Bounds: the SDK's batch processor queues at most [`QUEUE`] finished spans and drops beyond
 //! (a slow or absent collector never holds up an event); it exports from its own thread at
@@ -37,17 +38,25 @@ use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer
 pub const QUEUE: usize = 4096;
 /// Spans in one export request, at most.
 pub const BATCH: usize = 512;
-/// How long one export may take.
-pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one export may take (and the flush at shutdown: with the drain and the grace,
+/// within the pod's default termination grace period).
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest string an attribute or a status keeps, in bytes: a span costs at most a few
+/// KiB whatever an event's id or type holds.
+pub const MAX_TEXT: usize = 256;
 /// How long finished spans wait to be exported with others.
 const EXPORT_EVERY: Duration = Duration::from_secs(2);
 /// The name of the tracer, and the `service.name` of what is exported.
 const NAME: &str = "statused-operator";
 
-/// The export of spans, while it runs: [`Export::shutdown`] sends what is queued.
+/// The export of spans: [`Export::shutdown`] sends what is queued.
 pub struct Export {
     provider: SdkTracerProvider,
 }
+
+/// The process's one export: the OpenTelemetry tracer provider is process-wide, so it is set
+/// up once, and a second operator in the process (tests start several) shares it.
+static EXPORT: std::sync::OnceLock<(String, SdkTracerProvider)> = std::sync::OnceLock::new();
 
 #[derive(Debug, thiserror::Error)]
 #[error("--otlp-endpoint: {0}")]
@@ -56,6 +65,17 @@ pub struct ExportError(String);
 /// Starts exporting this process's spans to `endpoint` (an OTLP/HTTP base URL, as
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` is: traces go to `<endpoint>/v1/traces`, protobuf).
 pub fn export_to(endpoint: &str) -> Result<Export, ExportError> {
+    if let Some((set, provider)) = EXPORT.get() {
+        return if set == endpoint {
+            Ok(Export {
+                provider: provider.clone(),
+            })
+        } else {
+            Err(ExportError(format!(
+                "this process exports to {set} already"
+            )))
+        };
+    }
     let url = url::Url::parse(endpoint).map_err(|e| ExportError(e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ExportError("an http(s) URL is needed".into()));
@@ -85,15 +105,23 @@ pub fn export_to(endpoint: &str) -> Result<Export, ExportError> {
                 .build(),
         )
         .build();
+    if EXPORT
+        .set((endpoint.to_string(), provider.clone()))
+        .is_err()
+    {
+        // Another start won the race: use its export.
+        return export_to(endpoint);
+    }
     opentelemetry::global::set_tracer_provider(provider.clone());
     Ok(Export { provider })
 }
 
 impl Export {
-    /// Exports what is queued (within [`EXPORT_TIMEOUT`]) and stops. Blocking: the SDK's
-    /// thread does the export.
+    /// Exports what is queued (each export within [`EXPORT_TIMEOUT`]). Blocking: the SDK's
+    /// thread does the export. The export stays set up for the rest of the process, which
+    /// ends soon after (or, in tests, starts another operator that shares it).
     pub fn shutdown(self) {
-        if let Err(e) = self.provider.shutdown_with_timeout(EXPORT_TIMEOUT) {
+        if let Err(e) = self.provider.force_flush() {
             tracing::warn!(error = %e, "spans not all exported at shutdown");
         }
     }
@@ -158,14 +186,27 @@ impl Span {
         }
     }
 
-    /// Sets an attribute (never a secret: see the module's comment).
+    /// Sets an attribute (never a secret: see the module's comment); text is cut to
+    /// [`MAX_TEXT`] bytes.
     pub fn set(&self, key: &'static str, value: impl Into<Value>) {
-        self.cx.span().set_attribute(KeyValue::new(key, value));
+        let span = self.cx.span();
+        if !span.is_recording() {
+            return;
+        }
+        let value = match value.into() {
+            Value::String(text) => Value::from(cut(text.as_str()).to_string()),
+            other => other,
+        };
+        span.set_attribute(KeyValue::new(key, value));
     }
 
-    /// Marks the span failed, saying why (text that is safe to show: no secrets).
-    pub fn fail(&self, why: impl Into<String>) {
-        self.cx.span().set_status(Status::error(why.into()));
+    /// Marks the span failed, saying why (text that is safe to show: no secrets), cut to
+    /// [`MAX_TEXT`] bytes.
+    pub fn fail(&self, why: impl AsRef<str>) {
+        let span = self.cx.span();
+        if span.is_recording() {
+            span.set_status(Status::error(cut(why.as_ref()).to_string()));
+        }
     }
 
     /// Adds this span's `traceparent` to an outgoing request's headers, unless the target's
@@ -179,15 +220,29 @@ impl Span {
         }
     }
 
-    /// The W3C `traceparent` of this span; `None` when nothing is traced.
+    /// The W3C `traceparent` of this span; `None` when nothing is traced (no export: a span
+    /// continued from a stored `traceparent` then passes nothing on either).
     pub fn traceparent(&self) -> Option<String> {
-        if !self.cx.span().span_context().is_valid() {
+        let span = self.cx.span();
+        if !span.is_recording() || !span.span_context().is_valid() {
             return None;
         }
         let mut carrier = HashMap::new();
         TraceContextPropagator::new().inject_context(&self.cx, &mut carrier);
         carrier.remove("traceparent")
     }
+}
+
+/// `text` cut to at most [`MAX_TEXT`] bytes, on a character boundary.
+fn cut(text: &str) -> &str {
+    if text.len() <= MAX_TEXT {
+        return text;
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 impl Drop for Span {
@@ -210,6 +265,21 @@ mod tests {
         let stored = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let resumed = Span::continuing(Some(stored), "execute", Kind::Consumer);
         assert!(!resumed.cx.span().is_recording());
+        assert_eq!(resumed.traceparent(), None);
+        let call = resumed.child("call", Kind::Client);
+        assert_eq!(call.traceparent(), None);
+        let mut headers = reqwest::header::HeaderMap::new();
+        call.propagate(&mut headers);
+        assert!(headers.is_empty(), "{headers:?}");
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary() {
+        assert_eq!(cut("short"), "short");
+        let long = "é".repeat(MAX_TEXT);
+        let kept = cut(&long);
+        assert!(kept.len() <= MAX_TEXT && kept.len() >= MAX_TEXT - 1);
+        assert!(long.starts_with(kept));
     }
 
     #[test]

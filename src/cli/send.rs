@@ -34,10 +34,16 @@ pub fn dated_now(body: &[u8], sender: Sender) -> Result<Vec<u8>, serde_json::Err
     let now = jiff::Timestamp::now().to_string();
     let (fields, name) = match sender {
         Sender::Statused => (event.as_object_mut(), "time"),
+        // `data.attributes` is made when the notification has none.
         Sender::AppStoreConnect => (
             event
-                .pointer_mut("/data/attributes")
-                .and_then(|a| a.as_object_mut()),
+                .get_mut("data")
+                .and_then(|d| d.as_object_mut())
+                .and_then(|d| {
+                    d.entry("attributes")
+                        .or_insert_with(|| serde_json::json!({}))
+                        .as_object_mut()
+                }),
             "timestamp",
         ),
     };

@@ -171,7 +171,6 @@ pub async fn receive(
     body: Body,
 ) -> Response {
     let span = Span::root("receive", Kind::Server);
-    span.set("statused.route", format!("{namespace}/{name}"));
     let result = handle(&ctx, RouteKey::new(namespace, name), &headers, body, &span).await;
     let response = match result {
         Ok(accepted) => accepted.into_response(),
@@ -258,6 +257,8 @@ async fn handle(
             RouteCheck::Gone => ReceiveError::UnknownRoute,
             _ => ReceiveError::RouteNotReady,
         })?;
+    // Named only once it is a route: a path nobody routes is not worth a span's bytes.
+    span.set("statused.route", key.to_string());
     let limit = ctx.limits.body_limit;
     let declared = headers
         .get(header::CONTENT_LENGTH)
