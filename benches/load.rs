@@ -148,7 +148,16 @@ async fn main() {
     let ns = create_namespace(&admin, "load").await;
     let (sink, counts) = start_slow_sink(settings.sink_latency).await;
     prepare_route(&admin, &ns, sink).await;
-    let op = Operator::start(&ns, &log).await;
+    let collector = if harness::traces() {
+        Some(harness::start_collector().await)
+    } else {
+        None
+    };
+    let mut options = harness::OperatorOptions::new(&ns, &log);
+    if let Some((endpoint, _)) = &collector {
+        options.args = vec!["--otlp-endpoint".into(), endpoint.clone()];
+    }
+    let op = Operator::start_with(&options).await;
     let idle_rss = op.rss().0;
     wait_ready(&admin, &ns).await;
     let url = format!("http://{}/hooks/{ns}/load", op.webhook);
@@ -183,6 +192,10 @@ async fn main() {
         ..
     } = tally;
     op.stop().await;
+    let traced = collector.map(|(_, c)| {
+        let c = c.lock().unwrap();
+        (c.requests, c.spans, c.traces.len())
+    });
 
     // (c) What each stored delivery costs an operator that starts with them all in place.
     let stored = Api::<StatusedDelivery>::namespaced(admin.clone(), &ns)
@@ -240,6 +253,13 @@ async fn main() {
     );
 
     let mut failures = Vec::new();
+    if let Some((requests, spans, traces)) = traced {
+        println!(
+            "  traces             {spans} spans in {traces} traces, {requests} OTLP requests ({:.1} spans per accepted event)",
+            spans as f64 / accepted.max(1) as f64
+        );
+        // Not a failure when fewer: past 4,096 queued spans the export drops by design.
+    }
     if sent.unanswered > 0 {
         failures.push(format!("{} requests unanswered", sent.unanswered));
     }

@@ -557,6 +557,56 @@ pub async fn wait_route_ready(routes: &Api<StatusedRoute>, name: &str) {
 /// to the sink (with an `Idempotency-Key`); [`wait_ready`] once an operator runs.
 /// The ordering policy the bench's route declares (`STATUSED_BENCH_ORDERING`), if any. Only
 /// `inOrder` delivers every event, which the benches count.
+/// `STATUSED_BENCH_TRACES=1`: the operator exports traces to a collector on 127.0.0.1 (this
+/// process), which decodes each OTLP/HTTP request and counts spans and traces.
+pub fn traces() -> bool {
+    std::env::var("STATUSED_BENCH_TRACES").is_ok_and(|v| v == "1")
+}
+
+/// What the loopback collector received.
+#[derive(Default)]
+pub struct Collected {
+    pub requests: usize,
+    pub spans: usize,
+    pub traces: std::collections::HashSet<Vec<u8>>,
+}
+
+/// A collector on 127.0.0.1 answering `POST /v1/traces` (OTLP/HTTP protobuf); its base URL.
+pub async fn start_collector() -> (String, Arc<Mutex<Collected>>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    let collected = Arc::new(Mutex::new(Collected::default()));
+    let seen = collected.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).unwrap();
+                let mut seen = seen.lock().unwrap();
+                seen.requests += 1;
+                for span in request
+                    .resource_spans
+                    .into_iter()
+                    .flat_map(|r| r.scope_spans)
+                    .flat_map(|s| s.spans)
+                {
+                    seen.spans += 1;
+                    seen.traces.insert(span.trace_id);
+                }
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), collected)
+}
+
 pub fn ordering() -> Option<String> {
     let policy = std::env::var("STATUSED_BENCH_ORDERING").ok()?;
     assert_eq!(
