@@ -589,7 +589,7 @@ async fn call(ctx: &Executor, kind: &str, planned: Planned<'_>, span: Span) -> O
     }
     if let Some(error) = error {
         // Recorded errors are scrubbed of the request's secrets (send.rs).
-        span.fail(error.clone());
+        span.fail(error);
     }
     outcome
 }

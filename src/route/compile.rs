@@ -211,7 +211,6 @@ pub fn compile_route(
         uid: route.uid(),
         signing_keys,
         signature,
-        source: spec.source,
         rules,
         history: HistoryLimits::compile(spec.history.as_ref())?,
         replay_window: match &spec.replay_window {

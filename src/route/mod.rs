@@ -51,12 +51,10 @@ pub struct CompiledRoute {
     pub key: RouteKey,
     pub uid: Option<String>,
     pub signing_keys: Vec<SecretValue>,
-    /// How its events are signed; with Standard Webhooks, `signing_keys` are the decoded
-    /// `whsec_` keys.
+    /// How its events are signed, which also says how a body is read (App Store Connect's
+    /// notifications by `app_store_connect.rs`, every other format's CloudEvents by
+    /// `event.rs`); with Standard Webhooks, `signing_keys` are the decoded `whsec_` keys.
     pub signature: crate::signature::Format,
-    /// Who sends its events, which says how a body is read (`app_store_connect.rs` for App
-    /// Store Connect's notifications).
-    pub source: crate::api::EventSource,
     pub rules: Vec<CompiledRule>,
     pub history: HistoryLimits,
     pub rate_limit: Option<Limit>,
@@ -88,11 +86,12 @@ impl CompiledRoute {
     /// which is answered without a delivery.
     pub fn read_event(&self, body: &[u8]) -> Result<Option<Envelope>, EnvelopeError> {
         use crate::app_store_connect::{self, Notification};
-        match self.source {
-            crate::api::EventSource::Statused => Envelope::parse(body).map(Some),
-            crate::api::EventSource::AppStoreConnect => match app_store_connect::parse(body)? {
+        use crate::signature::Format;
+        match self.signature {
+            Format::Statused | Format::StandardWebhooks => Envelope::parse(body).map(Some),
+            Format::AppStoreConnect => match app_store_connect::parse(body)? {
                 Notification::Event(envelope) => Ok(Some(envelope)),
-                Notification::Ping { .. } => Ok(None),
+                Notification::Ping => Ok(None),
             },
         }
     }
