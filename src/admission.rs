@@ -9,11 +9,15 @@
 //!
 //! Before its signature is checked a request is anybody's: it reserves at most
 //! [`UNVERIFIED_BYTES`] up front, whatever it declares, and more only as its bytes arrive, so
-//! that slow uploads hold what they sent, not what they promised. After the signature, a
-//! namespace's requests hold at most their share ([`Admission::namespace_share`]): a team
-//! holds no more by spreading its events over many routes.
+//! that slow uploads hold what they sent, not what they promised. Every request to a route,
+//! signed or not, is charged to the route's namespace, which holds at most half the
+//! receiver's requests ([`Admission::arriving_share`]): an anonymous client who floods one
+//! team's URL takes from that team only. After the signature, a namespace's requests hold
+//! at most their share ([`Admission::namespace_share`]): a team holds no more by spreading
+//! its events over many routes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -33,8 +37,14 @@ pub struct Admission {
     /// Verified requests in flight per namespace, and the most one namespace may have.
     namespaces: Arc<Mutex<HashMap<String, usize>>>,
     max_per_namespace: usize,
+    /// Requests in flight per namespace, signed or not: at most half the receiver's, so that
+    /// whoever floods one team's URL leaves the other half to every other team.
+    arriving: Arc<Mutex<HashMap<String, usize>>>,
+    max_arriving_per_namespace: usize,
     /// Whose turn it is to watch for a quiet receiver (see [`Admission::quiet`]).
     quiet_turn: tokio::sync::Mutex<()>,
+    /// Requests in flight whose signature was checked: only those hold the executor back.
+    signed: Arc<AtomicUsize>,
 }
 
 /// Held while a request is worked on; dropping it gives the budget back.
@@ -44,9 +54,31 @@ pub struct Admitted {
     bytes: OwnedSemaphorePermit,
     kib: Arc<Semaphore>,
     max_kib: u32,
+    /// Set once the signature is checked (see [`Admitted::verified`]), and then counted in
+    /// `signed`.
+    verified: bool,
+    signed: Arc<AtomicUsize>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if self.verified {
+            self.signed.fetch_sub(1, AtomicOrdering::Relaxed);
+        }
+    }
 }
 
 impl Admitted {
+    /// Marks the request as signed: from now on it is an event some team sent, and the
+    /// executor lets it go first ([`Admission::quiet`]). An unsigned upload, however slow,
+    /// never holds back the delivery of other teams' events.
+    pub fn verified(&mut self) {
+        if !self.verified {
+            self.signed.fetch_add(1, AtomicOrdering::Relaxed);
+            self.verified = true;
+        }
+    }
+
     /// Reserves the budget for a body that has grown to `body_bytes`; `false` when the
     /// budget has no room for it (the request is then refused, 503).
     pub fn grow(&mut self, body_bytes: usize) -> bool {
@@ -65,7 +97,7 @@ impl Admitted {
     }
 }
 
-/// One verified request of a namespace; dropping it gives the namespace's share back.
+/// One request of a namespace; dropping it gives the namespace's share back.
 #[derive(Debug)]
 pub struct NamespaceShare {
     namespace: String,
@@ -82,6 +114,26 @@ impl Drop for NamespaceShare {
             }
         }
     }
+}
+
+fn take_share(
+    shares: &Arc<Mutex<HashMap<String, usize>>>,
+    max: usize,
+    namespace: &str,
+) -> Option<NamespaceShare> {
+    let mut namespaces = shares.lock().unwrap_or_else(|e| e.into_inner());
+    let n = namespaces.entry(namespace.to_string()).or_default();
+    if *n >= max {
+        if *n == 0 {
+            namespaces.remove(namespace);
+        }
+        return None;
+    }
+    *n += 1;
+    Some(NamespaceShare {
+        namespace: namespace.to_string(),
+        namespaces: shares.clone(),
+    })
 }
 
 fn kib(bytes: usize) -> u32 {
@@ -102,7 +154,10 @@ impl Admission {
             max_kib,
             namespaces: Arc::default(),
             max_per_namespace: max_requests,
+            arriving: Arc::default(),
+            max_arriving_per_namespace: max_requests.div_ceil(2),
             quiet_turn: tokio::sync::Mutex::new(()),
+            signed: Arc::default(),
         }
     }
 
@@ -126,6 +181,8 @@ impl Admission {
             bytes,
             kib: self.kib.clone(),
             max_kib: self.max_kib,
+            verified: false,
+            signed: self.signed.clone(),
         })
     }
 
@@ -133,33 +190,33 @@ impl Admission {
     /// `None` when the namespace already has its most requests in flight: one team's burst,
     /// over however many routes, leaves the rest of the budget to the others.
     pub fn namespace_share(&self, namespace: &str) -> Option<NamespaceShare> {
-        let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
-        let n = namespaces.entry(namespace.to_string()).or_default();
-        if *n >= self.max_per_namespace {
-            return None;
-        }
-        *n += 1;
-        Some(NamespaceShare {
-            namespace: namespace.to_string(),
-            namespaces: self.namespaces.clone(),
-        })
+        take_share(&self.namespaces, self.max_per_namespace, namespace)
     }
 
-    /// Waits until fewer than `below` requests are in flight, or for `at_most`: background
-    /// work (the executor) lets the receiver's writes go first, without waiting forever.
+    /// A share of the receiver for any request to a route in `namespace`, before its body
+    /// is read or its signature checked, or `None` when half the receiver's requests are
+    /// already the namespace's: an anonymous flood of one team's URL is charged to that
+    /// team, and the other teams keep the other half.
+    pub fn arriving_share(&self, namespace: &str) -> Option<NamespaceShare> {
+        take_share(&self.arriving, self.max_arriving_per_namespace, namespace)
+    }
+
+    /// Waits until fewer than `below` signed requests are in flight, or for `at_most`:
+    /// background work (the executor) lets the receiver's writes go first, without waiting
+    /// forever. Unsigned requests do not count: anybody can send those.
     ///
     /// One waiter looks every 10 ms while the others queue for their turn, so however many
     /// wait (the executor's calls in flight), the looking costs one timer; once the receiver
     /// is quiet, each queued waiter finds it so at once.
     pub async fn quiet(&self, below: usize, at_most: std::time::Duration) {
-        if self.in_flight() < below {
+        if self.verified_in_flight() < below {
             return;
         }
         let deadline = tokio::time::Instant::now() + at_most;
         let Ok(_turn) = tokio::time::timeout_at(deadline, self.quiet_turn.lock()).await else {
             return;
         };
-        while self.in_flight() >= below && tokio::time::Instant::now() < deadline {
+        while self.verified_in_flight() >= below && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
@@ -167,6 +224,11 @@ impl Admission {
     /// Requests being worked on now.
     pub fn in_flight(&self) -> usize {
         self.max_requests - self.requests.available_permits()
+    }
+
+    /// Requests being worked on now whose signature was checked.
+    pub fn verified_in_flight(&self) -> usize {
+        self.signed.load(AtomicOrdering::Relaxed)
     }
 }
 
@@ -214,6 +276,21 @@ mod tests {
     }
 
     #[test]
+    fn requests_to_one_namespace_hold_at_most_half_the_receiver_signed_or_not() {
+        let admission = Admission::new(4, 1 << 20);
+        let first = admission.arriving_share("attacked").unwrap();
+        let _second = admission.arriving_share("attacked").unwrap();
+        assert!(admission.arriving_share("attacked").is_none());
+        assert!(admission.arriving_share("another-team").is_some());
+        assert!(
+            admission.namespace_share("attacked").is_some(),
+            "counted apart"
+        );
+        drop(first);
+        assert!(admission.arriving_share("attacked").is_some());
+    }
+
+    #[test]
     fn one_namespace_holds_at_most_its_share() {
         let admission = Admission::new(100, 1 << 20).per_namespace(2);
         let first = admission.namespace_share("team-a").unwrap();
@@ -230,7 +307,21 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn quiet_returns_when_requests_drain_or_after_the_longest_wait() {
         let admission = Arc::new(Admission::new(10, 1 << 20));
-        let held: Vec<_> = (0..3).map(|_| admission.try_admit(1).unwrap()).collect();
+        let unsigned: Vec<_> = (0..3).map(|_| admission.try_admit(1).unwrap()).collect();
+        let start = tokio::time::Instant::now();
+        admission.quiet(2, Duration::from_secs(1)).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "unsigned requests do not count"
+        );
+        let held: Vec<_> = unsigned
+            .into_iter()
+            .map(|mut a| {
+                a.verified();
+                a
+            })
+            .collect();
         let start = tokio::time::Instant::now();
         admission.quiet(2, Duration::from_secs(1)).await;
         assert_eq!(

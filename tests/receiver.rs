@@ -80,6 +80,8 @@ enum Mode {
     Fails,
     /// Never answers.
     Hangs,
+    /// Refused by the namespace's ResourceQuota `deliveries`, as the API server refuses.
+    OverQuota,
 }
 
 /// `StatusedDelivery`s by (namespace, name), as the API server would keep them: a create of a
@@ -147,6 +149,7 @@ impl DeliveryStore for MemoryStore {
         let result = match *self.create_mode.lock().unwrap() {
             Mode::Hangs => return futures::future::pending().boxed(),
             Mode::Fails => Err(unavailable()),
+            Mode::OverQuota => Err(StoreError::OverQuota("deliveries".into())),
             Mode::Works => {
                 let key = (
                     delivery.metadata.namespace.clone().unwrap_or_default(),
@@ -172,7 +175,7 @@ impl DeliveryStore for MemoryStore {
     ) -> BoxFuture<'a, Result<StatusedDelivery, StoreError>> {
         let result = match *self.get_mode.lock().unwrap() {
             Mode::Hangs => return futures::future::pending().boxed(),
-            Mode::Fails => Err(unavailable()),
+            Mode::Fails | Mode::OverQuota => Err(unavailable()),
             Mode::Works => self
                 .deliveries
                 .lock()
@@ -966,6 +969,84 @@ async fn a_namespace_with_its_share_in_flight_is_429_retry_after_1_and_others_ar
     drop(held);
     let reply = h.post("releases", &sample("build-valid.json")).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+}
+
+#[tokio::test]
+async fn requests_to_one_namespace_signed_or_not_hold_at_most_half_the_receiver() {
+    // 4 requests at once: at most 2 to one namespace's routes, before any signature.
+    let h = Harness::with_admission(Admission::new(4, 1 << 20));
+    h.serve(&releases());
+    // Whoever floods another team's URL holds that team's half...
+    let flood: Vec<_> = (0..2)
+        .map(|_| h.receiver.admission.arriving_share("other-team").unwrap())
+        .collect();
+    assert!(h.receiver.admission.arriving_share("other-team").is_none());
+    // ... and this team's events are not held up.
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+    // Flooded itself, this team gets 429 at once, naming the bound.
+    let mine: Vec<_> = (0..2)
+        .map(|_| h.receiver.admission.arriving_share(NS).unwrap())
+        .collect();
+    let reply = h.post("releases", &build_valid_with_id("flooded")).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        reply.error(),
+        "too many events in flight for this namespace"
+    );
+    assert_eq!(reply.retry_after(), Some("1"));
+    drop((flood, mine));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_signature_is_checked_in_a_slot_of_the_blocking_pool_not_on_the_workers() {
+    let h = Harness::serving(&releases());
+    let mut held = Vec::new();
+    for _ in 0..EVALUATIONS {
+        held.push(h.receiver.evaluations.acquire("another-team").await);
+    }
+    // A wrong signature would be 401 at once if it were checked inline: it waits for a
+    // slot, like rule matching, and hears 503 when none frees within the evaluation time.
+    let body = sample("build-valid.json");
+    let request = post_to("releases", body.len())
+        .header(SIGNATURE_HEADER, format!("sha256={}", "0".repeat(64)))
+        .body(Body::from(body))
+        .unwrap();
+    let reply = h.send(request).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error(), "receiver busy");
+    drop(held);
+    let body = sample("build-valid.json");
+    let request = post_to("releases", body.len())
+        .header(SIGNATURE_HEADER, format!("sha256={}", "0".repeat(64)))
+        .body(Body::from(body))
+        .unwrap();
+    assert_eq!(h.send(request).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_namespace_over_its_delivery_quota_is_429_naming_the_quota() {
+    let h = Harness::serving(&releases());
+    h.store.set_create(Mode::OverQuota);
+
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{:?}",
+        reply.json
+    );
+    assert!(
+        reply.error().contains("ResourceQuota \"deliveries\""),
+        "{}",
+        reply.error()
+    );
+    assert_eq!(reply.retry_after(), Some("60"));
+    assert_eq!(h.store.len(), 0);
+    h.store.set_create(Mode::Works);
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "room again: accepted");
 }
 
 #[tokio::test]

@@ -41,8 +41,8 @@ pub struct Receiver {
     pub rate_limiter: Arc<RateLimiter>,
     /// The budget of requests and body bytes in flight.
     pub admission: Arc<Admission>,
-    /// Rule evaluations (CEL) running at once on the blocking pool ([`EVALUATIONS`]), handed
-    /// out round-robin across namespaces.
+    /// Work on the blocking pool at once, signature checks and rule evaluations (CEL)
+    /// ([`EVALUATIONS`]), handed out round-robin across namespaces.
     pub evaluations: Arc<FairShare>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
@@ -79,6 +79,9 @@ pub trait DeliveryStore: Send + Sync {
 pub enum StoreError {
     #[error("a delivery of that name exists")]
     AlreadyExists,
+    /// The namespace's ResourceQuota (named, when the API server said which) has no room.
+    #[error("exceeded quota: {0}")]
+    OverQuota(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -103,6 +106,12 @@ pub enum ReceiveError {
     /// The route's namespace has its share of the receiver in flight already.
     #[error("too many events in flight for this namespace")]
     RouteBusy,
+    /// The namespace's ResourceQuota on deliveries is used up: its team must let deliveries
+    /// finish and be pruned, or raise the quota. Answered 429, so the sender retries later.
+    #[error(
+        "the namespace's ResourceQuota {0:?} has no room for another StatusedDelivery; retry after its deliveries finish and are pruned, or raise the quota"
+    )]
+    OverQuota(String),
     #[error("invalid signature")]
     Signature(#[from] signature::SignatureError),
     #[error("invalid event: {0}")]
@@ -135,7 +144,9 @@ impl ReceiveError {
                 StatusCode::BAD_REQUEST
             }
             ReceiveError::SlowBody => StatusCode::REQUEST_TIMEOUT,
-            ReceiveError::RateLimited(_) | ReceiveError::RouteBusy => StatusCode::TOO_MANY_REQUESTS,
+            ReceiveError::RateLimited(_) | ReceiveError::RouteBusy | ReceiveError::OverQuota(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ReceiveError::Signature(_) => StatusCode::UNAUTHORIZED,
         }
     }
@@ -151,6 +162,8 @@ impl IntoResponse for ReceiveError {
             ReceiveError::RateLimited(wait) => Some(wait.as_secs_f64().ceil().max(1.0).to_string()),
             // Over the in-flight budget: capacity frees up within moments.
             ReceiveError::Busy | ReceiveError::RouteBusy => Some("1".to_string()),
+            // Room in a quota comes back as deliveries finish and are pruned.
+            ReceiveError::OverQuota(_) => Some("60".to_string()),
             // The API server is slow or refusing: give it a few seconds.
             ReceiveError::Record(_) | ReceiveError::RecordTimeout => Some("5".to_string()),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some("10".to_string()),
@@ -180,6 +193,9 @@ pub async fn receive(
                 ReceiveError::RecordTimeout => warn!("could not record event in time"),
                 // Under overload this is every other request: not worth a line each.
                 ReceiveError::Busy => debug!("receiver busy"),
+                ReceiveError::OverQuota(quota) => {
+                    warn!(%quota, "event refused: the namespace's quota of deliveries is used up")
+                }
                 other => info!(status = other.status().as_u16(), reason = %other, "event refused"),
             }
             e.into_response()
@@ -268,6 +284,13 @@ async fn handle(
         drain(body.into_data_stream()).await;
         return Err(ReceiveError::TooLarge(limit));
     }
+    // Every request to a route is its namespace's, signed or not: at most half the
+    // receiver's requests. Anyone who can reach a team's URL can fill that team's half
+    // (429), never the rest.
+    let _arriving = ctx
+        .admission
+        .arriving_share(&key.namespace)
+        .ok_or(ReceiveError::RouteBusy)?;
     // Held until the answer: bounds the requests and body bytes worked on at once. Before
     // the signature is checked a request holds only what it has sent (see admission.rs),
     // and all of it must arrive within the body timeout.
@@ -281,10 +304,14 @@ async fn handle(
     )
     .await
     .map_err(|_| ReceiveError::SlowBody)??;
-    {
+    let bytes = {
         let verifying = span.child("verify", Kind::Internal);
-        verify(&route, headers, &bytes).inspect_err(|e| verifying.fail(e.to_string()))?;
-    }
+        verify_off_the_workers(ctx, &route, headers, bytes)
+            .await
+            .inspect_err(|e| verifying.fail(e.to_string()))?
+    };
+    // Only a signed request keeps the executor waiting (see `Admission::quiet`).
+    admitted.verified();
     // From here on the request is the route's team's own: it takes a share of the receiver
     // that leaves the rest to the other namespaces.
     let _share = ctx
@@ -341,25 +368,71 @@ async fn handle(
     Ok(accepted)
 }
 
+/// The signature is checked on the blocking pool, in a slot of [`EVALUATIONS`] handed out
+/// round-robin across namespaces, like rule matching: one check costs at most the body
+/// limit times the route's signing secrets (at most 4, the CRD's `maxItems`) of HMAC, and
+/// however many unsigned bodies are sent to one team's route, they wait for that team's
+/// turn, never on the async workers that answer probes, renew the lease and serve the other
+/// teams. The body comes back for the parse.
+async fn verify_off_the_workers(
+    ctx: &Receiver,
+    route: &Arc<CompiledRoute>,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, ReceiveError> {
+    let permit = tokio::time::timeout(
+        EVALUATION_TIME,
+        ctx.evaluations.acquire(&route.key.namespace),
+    )
+    .await
+    .map_err(|_| ReceiveError::Busy)?;
+    let route = route.clone();
+    // Only the headers a check reads (hyper bounds their size).
+    let wanted = |name: &str| headers.get(name).map(|v| v.as_bytes().to_vec());
+    let given = SignatureHeaders {
+        statused: wanted(SIGNATURE_HEADER),
+        apple: wanted(APPLE_SIGNATURE_HEADER),
+        id: wanted("webhook-id"),
+        timestamp: wanted("webhook-timestamp"),
+        signature: wanted("webhook-signature"),
+    };
+    let checking = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        verify(&route, &given, &body).map(|()| body)
+    });
+    match tokio::time::timeout(EVALUATION_TIME, checking).await {
+        Ok(Ok(checked)) => Ok(checked?),
+        _ => Err(ReceiveError::Busy),
+    }
+}
+
+/// The signature headers of one request, owned so that the check can run off the workers.
+struct SignatureHeaders {
+    statused: Option<Vec<u8>>,
+    apple: Option<Vec<u8>>,
+    id: Option<Vec<u8>>,
+    timestamp: Option<Vec<u8>>,
+    signature: Option<Vec<u8>>,
+}
+
 /// Checks the request's signature as its route says events are signed.
 fn verify(
     route: &CompiledRoute,
-    headers: &HeaderMap,
+    given: &SignatureHeaders,
     body: &[u8],
 ) -> Result<(), signature::SignatureError> {
-    let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
     match route.signature {
         signature::Format::Statused => {
-            signature::verify(header(SIGNATURE_HEADER), body, &route.signing_keys)
+            signature::verify(given.statused.as_deref(), body, &route.signing_keys)
         }
         signature::Format::AppStoreConnect => {
-            signature::verify_apple(header(APPLE_SIGNATURE_HEADER), body, &route.signing_keys)
+            signature::verify_apple(given.apple.as_deref(), body, &route.signing_keys)
         }
         signature::Format::StandardWebhooks => signature::verify_standard(
             signature::StandardHeaders {
-                id: header("webhook-id"),
-                timestamp: header("webhook-timestamp"),
-                signature: header("webhook-signature"),
+                id: given.id.as_deref(),
+                timestamp: given.timestamp.as_deref(),
+                signature: given.signature.as_deref(),
             },
             body,
             &route.signing_keys,
@@ -415,7 +488,7 @@ async fn match_off_the_workers(
     }
 }
 
-/// Rule evaluations at once, across all routes.
+/// Signature checks and rule evaluations at once, across all routes.
 pub const EVALUATIONS: usize = 4;
 /// The longest one event's rule matching may take before the sender is told to retry.
 pub const EVALUATION_TIME: std::time::Duration = std::time::Duration::from_secs(2);
@@ -470,6 +543,7 @@ async fn record(
                 warn!(event = %envelope.id, delivery = %name, "name taken by another event; recording under a second name");
                 data = std::mem::take(&mut delivery.spec.event.data);
             }
+            Err(StoreError::OverQuota(quota)) => return Err(ReceiveError::OverQuota(quota)),
             Err(e) => return Err(ReceiveError::Record(e)),
         }
     }
