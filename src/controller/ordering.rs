@@ -90,15 +90,20 @@ impl Place {
 pub struct LaneState {
     unfinished: BTreeSet<Place>,
     succeeded: BTreeSet<Place>,
-    /// The policy of the delivery last put in the lane.
+    /// The policy of the newest delivery ever put in the lane, and its place: one policy
+    /// per lane (see [`LaneState::policy_for`]).
     policy: Option<OrderingPolicy>,
+    newest: Option<Place>,
 }
 
 impl LaneState {
     /// Puts the delivery at `place` in `phase`; whether the lane moved (an unfinished one
     /// finished, or one succeeded): someone waiting may go now.
     fn set(&mut self, place: &Place, phase: DeliveryPhase, policy: OrderingPolicy) -> bool {
-        self.policy = Some(policy);
+        if self.newest.as_ref().is_none_or(|newest| place >= newest) {
+            self.policy = Some(policy);
+            self.newest = Some(place.clone());
+        }
         let was_unfinished = self.unfinished.remove(place);
         let was_succeeded = self.succeeded.remove(place);
         if !phase.is_finished() {
@@ -119,6 +124,18 @@ impl LaneState {
 
     fn is_empty(&self) -> bool {
         self.unfinished.is_empty() && self.succeeded.is_empty()
+    }
+
+    /// The policy every delivery in the lane is held to: the newest event's (the route as
+    /// it is now), whatever each delivery's own event was accepted with. A lane whose
+    /// deliveries each kept their own policy could deadlock after the route switched
+    /// (an older `latestWins` waiting for the newer, a newer `inOrder` waiting for the
+    /// older); with one policy, whoever goes first under it is never held by the other.
+    fn policy_for(&self, me: &Place, mine: OrderingPolicy) -> OrderingPolicy {
+        match (&self.newest, self.policy) {
+            (Some(newest), Some(policy)) if newest > me => policy,
+            _ => mine,
+        }
     }
 
     /// The newest success after `me`, if any.
@@ -144,7 +161,8 @@ pub enum Verdict {
 }
 
 /// The verdict for a call of the delivery at `me` in a lane holding `lane` (which may or may
-/// not hold `me` yet), with `policy`, while `calling` (if any) has a call in flight in it.
+/// not hold `me` yet), with `policy` (its own; the lane's when a newer event set another:
+/// [`LaneState::policy_for`]), while `calling` (if any) has a call in flight in it.
 /// Each verdict looks at one neighbour of `me`: O(log n).
 pub fn verdict(
     lane: &LaneState,
@@ -152,7 +170,7 @@ pub fn verdict(
     policy: OrderingPolicy,
     calling: Option<&str>,
 ) -> Verdict {
-    match policy {
+    match lane.policy_for(me, policy) {
         OrderingPolicy::InOrder => {
             if let Some(p) = lane.unfinished.range(..me).next_back() {
                 return Verdict::Wait {
@@ -594,6 +612,32 @@ mod tests {
         );
         // Later events never hold an earlier one.
         assert_eq!(verdict(&l, &place(0, "z"), InOrder, None), Verdict::Go);
+    }
+
+    #[test]
+    fn a_lane_keeps_the_newest_events_policy_so_a_switch_never_deadlocks() {
+        // The route was latestWins for "old", then switched to inOrder before "new" arrived.
+        let mut l = LaneState::default();
+        l.set(&place(1, "old"), Pending, LatestWins);
+        l.set(&place(2, "new"), Pending, InOrder);
+        // Each under its own policy, both would wait for the other for ever.
+        assert_eq!(verdict(&l, &place(1, "old"), LatestWins, None), Verdict::Go);
+        let Verdict::Wait { on, .. } = verdict(&l, &place(2, "new"), InOrder, None) else {
+            panic!("the newer waits under inOrder")
+        };
+        assert_eq!(on, "old");
+        // Switched the other way: the newest goes first, the older waits for it.
+        let mut l = LaneState::default();
+        l.set(&place(1, "old"), Pending, InOrder);
+        l.set(&place(2, "new"), Pending, LatestWins);
+        assert_eq!(verdict(&l, &place(2, "new"), LatestWins, None), Verdict::Go);
+        let Verdict::Wait { on, .. } = verdict(&l, &place(1, "old"), InOrder, None) else {
+            panic!("the older waits under latestWins")
+        };
+        assert_eq!(on, "new");
+        // An older event arriving late does not change the lane's policy.
+        l.set(&place(0, "late"), Pending, InOrder);
+        assert_eq!(verdict(&l, &place(2, "new"), LatestWins, None), Verdict::Go);
     }
 
     #[test]
