@@ -9,9 +9,13 @@
 //! namespaces never share one, even for the same host: one team's 429 must not pause another
 //! team's calls made with other credentials.
 //!
-//! Bounded: at most [`MAX_DESTINATIONS`] are tracked; an idle one (no call in flight, no
-//! pause ahead) is forgotten first, and when every tracked one is busy a new destination is
-//! called untracked rather than refused.
+//! Bounded: at most [`MAX_DESTINATIONS`] are tracked, at most
+//! [`MAX_DESTINATIONS_PER_NAMESPACE`] of them one namespace's; an idle one (no call in
+//! flight, no pause ahead) is forgotten first. A namespace whose own destinations are all
+//! busy waits with its calls to a new one (`DestinationsFull`), so that one team that pauses
+//! thousands of hosts cannot push another team's destinations out of the table; only when
+//! every tracked one is busy across many namespaces is a new destination called untracked
+//! rather than refused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +25,10 @@ use crate::token_bucket::{Bucket, Limit};
 
 /// The most destinations tracked at once.
 pub const MAX_DESTINATIONS: usize = 4096;
+/// The most destinations of one namespace tracked at once: a team's targets call a few
+/// hosts (its CI, its chat, its incident service), and 16 teams at this bound still leave
+/// room in the table.
+pub const MAX_DESTINATIONS_PER_NAMESPACE: usize = 256;
 
 pub use crate::targets::kind::DestinationLimits;
 
@@ -142,8 +150,19 @@ impl Destinations {
         at: Instant,
     ) -> Admit {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if !map.contains_key(d) && !make_room(&mut map, now) {
-            return Admit::Go(self.lease(None));
+        if !map.contains_key(d) {
+            if !make_room_in(&mut map, &d.namespace, now) {
+                return Admit::Later {
+                    until: now + jiff::SignedDuration::from_secs(1),
+                    why: format!(
+                        "DestinationsFull: this namespace has {MAX_DESTINATIONS_PER_NAMESPACE} destinations with calls in flight or paused; calls to another wait for one of them"
+                    ),
+                    reason: "full",
+                };
+            }
+            if !make_room(&mut map, now) {
+                return Admit::Go(self.lease(None));
+            }
         }
         let s = map.entry(d.clone()).or_insert(State {
             in_flight: 0,
@@ -186,13 +205,33 @@ impl Destinations {
     }
 }
 
+fn idle(s: &State, now: jiff::Timestamp) -> bool {
+    s.in_flight == 0 && s.paused_until.is_none_or(|u| u <= now)
+}
+
+/// Room for one more destination of `namespace`: drops its idle ones when it has its most;
+/// `false` when none of them is idle. O(tracked), only when a new destination comes.
+fn make_room_in(
+    map: &mut HashMap<Destination, State>,
+    namespace: &str,
+    now: jiff::Timestamp,
+) -> bool {
+    let count =
+        |map: &HashMap<Destination, State>| map.keys().filter(|d| d.namespace == namespace).count();
+    if count(map) < MAX_DESTINATIONS_PER_NAMESPACE {
+        return true;
+    }
+    map.retain(|d, s| d.namespace != namespace || !idle(s, now));
+    count(map) < MAX_DESTINATIONS_PER_NAMESPACE
+}
+
 /// Room for one more destination: drops idle ones (no call in flight, no pause ahead) when
 /// full; `false` when none is idle.
 fn make_room(map: &mut HashMap<Destination, State>, now: jiff::Timestamp) -> bool {
     if map.len() < MAX_DESTINATIONS {
         return true;
     }
-    map.retain(|_, s| s.in_flight > 0 || s.paused_until.is_some_and(|u| u > now));
+    map.retain(|_, s| !idle(s, now));
     map.len() < MAX_DESTINATIONS
 }
 
@@ -306,36 +345,69 @@ mod tests {
         )));
     }
 
+    /// Destination `i` of a table filled by 16 namespaces, each at its bound.
+    fn spread(i: usize) -> Destination {
+        let ns = format!("ns-{}", i / MAX_DESTINATIONS_PER_NAMESPACE);
+        dest(&ns, &format!("http://h{i}.example/"))
+    }
+
     #[test]
     fn idle_destinations_are_forgotten_when_the_table_is_full() {
         let ds = Destinations::default();
         let none = DestinationLimits::default();
         let t = Instant::now();
         let held: Vec<Admit> = (0..MAX_DESTINATIONS)
-            .map(|i| {
-                ds.admit(
-                    &dest("ns", &format!("http://h{i}.example/")),
-                    none,
-                    at(0),
-                    t,
-                )
-            })
+            .map(|i| ds.admit(&spread(i), none, at(0), t))
             .collect();
+        assert!(held.iter().all(goes));
         // Every tracked destination has a call in flight: a new one goes, untracked.
-        assert!(goes(&ds.admit(
-            &dest("ns", "http://new.example/"),
-            none,
-            at(0),
-            t
-        )));
+        let new = dest("another-team", "http://new.example/");
+        assert!(goes(&ds.admit(&new, none, at(0), t)));
         assert_eq!(ds.len(), MAX_DESTINATIONS);
         drop(held);
-        assert!(goes(&ds.admit(
-            &dest("ns", "http://new.example/"),
+        assert!(goes(&ds.admit(&new, none, at(0), t)));
+        assert_eq!(ds.len(), 1, "the idle ones were forgotten");
+    }
+
+    #[test]
+    fn one_namespace_that_pauses_its_most_destinations_waits_and_others_stay_tracked() {
+        let ds = Destinations::default();
+        let none = DestinationLimits::default();
+        let t = Instant::now();
+        for i in 0..MAX_DESTINATIONS_PER_NAMESPACE {
+            let d = dest("attacker", &format!("http://h{i}.example/"));
+            drop(ds.admit(&d, none, at(0), t));
+            ds.pause(&d, at(3600), Some(429));
+        }
+        match ds.admit(
+            &dest("attacker", "http://one-more.example/"),
             none,
-            at(0),
+            at(1),
+            t,
+        ) {
+            Admit::Later { reason, why, .. } => {
+                assert_eq!(reason, "full");
+                assert!(why.contains("DestinationsFull"), "{why}");
+            }
+            Admit::Go(_) => panic!("the attacker's own bound holds"),
+        }
+        // Another team's destination is tracked, so its own limits hold.
+        let victim = dest("victim", "http://ci.example/");
+        let one = DestinationLimits {
+            max_concurrent: Some(1),
+            ..DestinationLimits::default()
+        };
+        let _first = ds.admit(&victim, one, at(1), t);
+        assert!(
+            !goes(&ds.admit(&victim, one, at(1), t)),
+            "maxConcurrent still holds for the victim"
+        );
+        // Once the pauses are over, the attacker's idle destinations make room.
+        assert!(goes(&ds.admit(
+            &dest("attacker", "http://one-more.example/"),
+            none,
+            at(3601),
             t
         )));
-        assert_eq!(ds.len(), 1, "the idle ones were forgotten");
     }
 }
