@@ -149,9 +149,13 @@ impl Drop for Cached {
     }
 }
 
-/// What the executor's cache keeps of a delivery: everything while it is being delivered;
-/// once finished, only what pruning needs (name, uid, times, route, phase), so that a stored
-/// delivery costs a few hundred bytes, not its event. `managedFields` are never needed.
+/// What the executor's cache keeps of a delivery. While it is being delivered: everything,
+/// up to [`CACHED_UNFINISHED_BYTES`] of spec and status; a larger one (an event near the
+/// data limits, many targets) keeps only what a finished one keeps and is marked
+/// [`TRIMMED`], and the executor reads it afresh each time it works on it. Once finished:
+/// only what pruning needs (name, uid, times, route, phase). So a stored delivery costs the
+/// executor a small fixed amount, whatever its team sends, and a restart with every
+/// delivery unfinished fits the pod's memory. `managedFields` are never needed.
 pub fn trim(delivery: &mut StatusedDelivery) {
     delivery.metadata.managed_fields = None;
     if let Some(annotations) = delivery.metadata.annotations.as_mut() {
@@ -161,25 +165,61 @@ pub fn trim(delivery: &mut StatusedDelivery) {
         .status
         .as_ref()
         .is_some_and(|s| s.phase.is_finished());
-    if finished {
-        let meta = &mut delivery.metadata;
-        meta.labels = None;
-        // Only a redelivery request is kept: it is what reopens a finished delivery.
-        if let Some(annotations) = meta.annotations.as_mut() {
-            annotations.retain(|k, _| k.starts_with(redeliver::ANNOTATION_REDELIVER));
+    if !finished && held_bytes(delivery) <= CACHED_UNFINISHED_BYTES {
+        return;
+    }
+    let meta = &mut delivery.metadata;
+    meta.labels = None;
+    // Only a redelivery request is kept: it is what reopens a finished delivery.
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| k.starts_with(redeliver::ANNOTATION_REDELIVER));
+    }
+    if !finished {
+        meta.annotations
+            .get_or_insert_default()
+            .insert(TRIMMED.to_string(), String::new());
+    }
+    meta.owner_references = None;
+    let event = &mut delivery.spec.event;
+    event.data = serde_json::Value::Null;
+    event.source = String::new();
+    event.subject = None;
+    // The time stays: the pruner keeps a record while its event could be replayed.
+    delivery.spec.matched = Vec::new();
+    if let Some(status) = delivery.status.as_mut() {
+        status.targets = Vec::new();
+        status.recent_redelivery_requests = Vec::new();
+    }
+}
+
+/// The most of an unfinished delivery's spec and status (as JSON) the executor's cache keeps
+/// whole: a Statused event with its targets' status is 1 to 3 KiB.
+pub const CACHED_UNFINISHED_BYTES: usize = 8 * 1024;
+
+/// Marks, in the executor's cache only (never written), a delivery kept without its event
+/// and targets (see [`trim`]).
+pub const TRIMMED: &str = "statused.dev/trimmed-in-cache";
+
+/// The bytes of `delivery`'s spec and status as JSON, counted without building the text.
+fn held_bytes(delivery: &StatusedDelivery) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
         }
-        meta.owner_references = None;
-        let event = &mut delivery.spec.event;
-        event.data = serde_json::Value::Null;
-        event.source = String::new();
-        event.subject = None;
-        // The time stays: the pruner keeps a record while its event could be replayed.
-        delivery.spec.matched = Vec::new();
-        if let Some(status) = delivery.status.as_mut() {
-            status.targets = Vec::new();
-            status.recent_redelivery_requests = Vec::new();
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a value that does not serialize counts as large.
+    if serde_json::to_writer(&mut count, &delivery.spec).is_err()
+        || serde_json::to_writer(&mut count, &delivery.status).is_err()
+    {
+        return usize::MAX;
+    }
+    count.0
 }
 
 #[instrument(skip(delivery, ctx), fields(delivery = %delivery.name_any()))]
@@ -250,13 +290,15 @@ async fn work(
 }
 
 /// `delivery` as the executor last wrote it: when its last write is not in the cache yet
-/// (the watch lags), read afresh, so that a finished target never looks due.
+/// (the watch lags), read afresh, so that a finished target never looks due; and whole,
+/// read afresh when the cache keeps it [`TRIMMED`].
 async fn not_behind(
     ctx: &Executor,
     delivery: Arc<StatusedDelivery>,
     ns: &str,
 ) -> Result<Arc<StatusedDelivery>, Error> {
-    if !ctx.ledger.cache_behind(&delivery) {
+    let trimmed = delivery.annotations().contains_key(TRIMMED);
+    if !trimmed && !ctx.ledger.cache_behind(&delivery) {
         return Ok(delivery);
     }
     let fresh = read(ctx, ns, &delivery.name_any()).await?;
@@ -953,4 +995,48 @@ fn error_policy(delivery: Arc<StatusedDelivery>, error: &Error, ctx: Arc<Executo
     warn!(delivery = %key, %error, retry_in = ?delay, "delivery reconcile failed");
     ctx.metrics.reconcile("delivery", "error");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{DeliveryPhase, StatusedDeliveryStatus};
+
+    fn with_data(bytes: usize, phase: Option<DeliveryPhase>) -> StatusedDelivery {
+        let mut d = StatusedDelivery::fixture("d", "r");
+        d.spec.event.data = serde_json::json!({"s": "x".repeat(bytes)});
+        d.spec.event.time = Some("2026-12-07T00:00:00Z".into());
+        d.status = phase.map(|phase| StatusedDeliveryStatus {
+            phase,
+            ..Default::default()
+        });
+        d
+    }
+
+    #[test]
+    fn an_unfinished_delivery_is_kept_whole_up_to_its_bound_and_marked_beyond() {
+        let mut small = with_data(1024, None);
+        trim(&mut small);
+        assert_eq!(small.spec.event.data["s"].as_str().unwrap().len(), 1024);
+        assert!(!small.annotations().contains_key(TRIMMED));
+
+        // An event near the data limits (16 strings of 15 KiB, as the issue's attacker sent).
+        let mut large = with_data(16 * 15 * 1024, Some(DeliveryPhase::Pending));
+        trim(&mut large);
+        assert!(large.spec.event.data.is_null(), "its event is not held");
+        assert!(
+            large.annotations().contains_key(TRIMMED),
+            "read afresh when worked on"
+        );
+        assert!(held_bytes(&large) <= CACHED_UNFINISHED_BYTES);
+    }
+
+    #[test]
+    fn a_finished_delivery_keeps_only_what_pruning_needs_unmarked() {
+        let mut done = with_data(1024, Some(DeliveryPhase::Succeeded));
+        trim(&mut done);
+        assert!(done.spec.event.data.is_null());
+        assert!(!done.annotations().contains_key(TRIMMED));
+        assert!(done.spec.event.time.is_some(), "the pruner reads the time");
+    }
 }
