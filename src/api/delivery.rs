@@ -5,8 +5,16 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::route::OrderingPolicy;
+use super::route::{MAX_RULES, MAX_TARGETS_PER_RULE, OrderingPolicy};
 use crate::targets::outcome::CreatedObject;
+
+/// The most (rule, target) pairs one event matches: every target of every rule of a route
+/// (`spec.matched`, and one `status.targets` entry each).
+pub const MAX_MATCHED_TARGETS: usize = MAX_RULES * MAX_TARGETS_PER_RULE;
+/// The most redelivery request uids a delivery keeps (`status.recentRedeliveryRequests`):
+/// the executor keeps the last `controller::redeliver::RECENT_REQUESTS`, which
+/// `tests/crd_drift.rs` checks is this.
+pub const MAX_RECENT_REDELIVERY_REQUESTS: usize = 32;
 
 /// One accepted event for one route, the targets it matched and what happened to each.
 // One line per printed column: the table `kubectl get` shows.
@@ -43,7 +51,9 @@ pub struct StatusedDeliverySpec {
     #[serde(default, rename = "routeUID", skip_serializing_if = "Option::is_none")]
     pub route_uid: Option<String>,
     pub event: DeliveredEvent,
-    /// The (rule, target) pairs the event matched, in route order.
+    /// The (rule, target) pairs the event matched, in route order (at most 256: 32 rules of
+    /// 8 targets).
+    #[schemars(length(max = MAX_MATCHED_TARGETS))]
     pub matched: Vec<MatchedTarget>,
     /// The W3C trace context of the receipt that recorded this delivery, set when traces are
     /// exported (`--otlp-endpoint`): every later attempt, by whichever replica, joins that
@@ -207,7 +217,9 @@ pub struct StatusedDeliveryStatus {
     /// Attempts made across all targets.
     #[serde(default)]
     pub attempts: u32,
+    /// One entry per matched (rule, target) pair.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_MATCHED_TARGETS))]
     pub targets: Vec<TargetStatus>,
     pub completed_at: Option<Time>,
     /// Redeliveries asked for with the `statused.dev/redeliver` annotation and carried out.
@@ -222,6 +234,7 @@ pub struct StatusedDeliveryStatus {
     /// The uids of the last requests honoured (at most 32), oldest first: the last of them
     /// is request number `redeliveryRequests`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_RECENT_REDELIVERY_REQUESTS))]
     pub recent_redelivery_requests: Vec<String>,
 }
 

@@ -8,6 +8,22 @@ use serde::{Deserialize, Serialize};
 pub use crate::secrets::SecretKeySelector;
 pub use crate::targets::TargetKind;
 
+// The bounds of a route's lists. The CRD states each one (`maxItems`), and the route compiler
+// checks each again, so that a route over one is not Ready even on an API server whose CRD
+// lacks it (an older chart).
+
+/// The most signing Secrets a route names: a rotation needs two. The receiver computes one
+/// HMAC over the whole body per secret for every request that carries a signature, before it
+/// knows whether the request is authentic (every secret is tried, in constant time), so this
+/// bounds the CPU an unauthenticated request can cost: 4 × the body limit of hashing.
+pub const MAX_SIGNING_SECRETS: usize = 4;
+/// The most rules a route holds: every event is matched against each of them.
+pub const MAX_RULES: usize = 32;
+/// The most targets one rule triggers.
+pub const MAX_TARGETS_PER_RULE: usize = 8;
+/// The most values in each of a rule's `match.types`, `match.statuses` and `match.apps`.
+pub const MAX_MATCH_VALUES: usize = 64;
+
 /// One Statused webhook endpoint (`/hooks/<namespace>/<name>`) and the rules that decide what
 /// each of its events triggers.
 #[serde_with::skip_serializing_none]
@@ -26,12 +42,14 @@ pub use crate::targets::TargetKind;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StatusedRouteSpec {
-    /// Secrets holding the webhook signing secret. An event verifies if it is signed with any
-    /// of them, so a secret can be rotated without downtime. The key defaults to `secret`.
-    #[schemars(length(min = 1))]
+    /// Secrets holding the webhook signing secret, 1 to 4. An event verifies if it is signed
+    /// with any of them, so a secret can be rotated without downtime (that needs two). Each
+    /// costs one HMAC over the body for every request, signed or forged, before it is
+    /// verified: hence the bound. The key defaults to `secret`.
+    #[schemars(length(min = 1, max = MAX_SIGNING_SECRETS))]
     pub signing_secrets: Vec<SecretKeySelector>,
-    /// Rules are evaluated in order; every matching rule triggers its targets.
-    #[schemars(length(min = 1))]
+    /// Rules (1 to 32) are evaluated in order; every matching rule triggers its targets.
+    #[schemars(length(min = 1, max = MAX_RULES))]
     pub rules: Vec<Rule>,
     /// Limit on accepted events (per replica); over it the receiver answers 429 with
     /// `Retry-After`, and Statused retries later.
@@ -119,8 +137,8 @@ pub struct Rule {
     /// Which events this rule applies to. Omitted fields match anything.
     #[serde(default, rename = "match")]
     pub match_: RuleMatch,
-    /// What to trigger. Each entry sets exactly one kind.
-    #[schemars(length(min = 1))]
+    /// What to trigger, 1 to 8 targets. Each entry sets exactly one kind.
+    #[schemars(length(min = 1, max = MAX_TARGETS_PER_RULE))]
     pub targets: Vec<Target>,
     /// Orders the calls of this rule's targets per key (a target's own `ordering` wins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,15 +183,18 @@ impl OrderingPolicy {
 #[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 pub struct RuleMatch {
-    /// CloudEvents types, e.g. `com.statused.build.status.updated`.
+    /// CloudEvents types (at most 64), e.g. `com.statused.build.status.updated`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_MATCH_VALUES))]
     pub types: Vec<String>,
-    /// Status labels, case-insensitive; Apple's renamed labels ("Ready for Distribution",
-    /// "Processing for Distribution") match their older names too.
+    /// Status labels (at most 64), case-insensitive; Apple's renamed labels ("Ready for
+    /// Distribution", "Processing for Distribution") match their older names too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_MATCH_VALUES))]
     pub statuses: Vec<String>,
-    /// App names, exact or glob (`Markdown*`).
+    /// App names (at most 64), exact or glob (`Markdown*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_MATCH_VALUES))]
     pub apps: Vec<String>,
     /// A CEL expression over `id`, `type`, `source`, `time`, `data` and `route` that must
     /// evaluate to a bool.
@@ -298,7 +319,9 @@ pub struct LastEvent {
     #[serde(rename = "type")]
     pub type_: String,
     pub received_at: Time,
+    /// The rules the event matched: at most every rule of the route.
     #[serde(default)]
+    #[schemars(length(max = MAX_RULES))]
     pub matched_rules: Vec<String>,
 }
 

@@ -9,6 +9,7 @@ use kube::ResourceExt;
 use super::history::HistoryLimits;
 use super::ordering::KeyOrdering;
 use super::{CompiledRoute, CompiledRule, RouteKey};
+use crate::api::route::{MAX_MATCH_VALUES, MAX_RULES, MAX_SIGNING_SECRETS, MAX_TARGETS_PER_RULE};
 use crate::api::{EventSource, OnUncertain, Rule, SignatureFormat, StatusedRoute, Target};
 use crate::conditions::Reason;
 use crate::cost::{self, Cost};
@@ -17,7 +18,7 @@ use crate::matching::Matcher;
 use crate::secrets::{SecretSet, SecretValue};
 use crate::signature;
 use crate::targets::error::CompileError;
-use crate::targets::fields::Field;
+use crate::targets::fields::{self, Field};
 use crate::targets::kind::{CompiledTarget, DestinationLimits, Trigger};
 use crate::targets::objects::ApiRef;
 use crate::token_bucket::Limit;
@@ -65,6 +66,12 @@ pub fn compile_route(
             message: "spec.signingSecrets: at least one signing Secret is required".into(),
         });
     }
+    // Before any Secret is read: the bound is what limits the HMACs per request.
+    at_most(
+        "spec.signingSecrets",
+        spec.signing_secrets.len(),
+        MAX_SIGNING_SECRETS,
+    )?;
     let signature = match (spec.source, spec.signature_format) {
         (EventSource::AppStoreConnect, SignatureFormat::Statused) => {
             signature::Format::AppStoreConnect
@@ -121,6 +128,7 @@ pub fn compile_route(
             message: "spec.rules: at least one rule is required".into(),
         });
     }
+    at_most("spec.rules", spec.rules.len(), MAX_RULES)?;
     let mut seen = BTreeSet::new();
     let mut rules = Vec::new();
     // Every rule's match expression runs in one evaluation per event: bounded together.
@@ -144,6 +152,23 @@ pub fn compile_route(
                 format!("{field}.targets"),
                 "at least one target is required",
             ));
+        }
+        at_most(
+            format!("{field}.targets"),
+            rule.targets.len(),
+            MAX_TARGETS_PER_RULE,
+        )?;
+        let m = &rule.match_;
+        for (name, values) in [
+            ("types", &m.types),
+            ("statuses", &m.statuses),
+            ("apps", &m.apps),
+        ] {
+            at_most(
+                format!("{field}.match.{name}"),
+                values.len(),
+                MAX_MATCH_VALUES,
+            )?;
         }
         let (matcher, cost) =
             expr::metered(|| Matcher::compile(&format!("{field}.match"), &rule.match_));
@@ -317,6 +342,14 @@ fn compile_target(
         timeout,
         at_most_once,
         limits,
+    })
+}
+
+/// The route's own lists, bounded as [`fields::at_most`] bounds a target's: an invalid spec.
+fn at_most(field: impl std::fmt::Display, count: usize, max: usize) -> Result<(), CompileError> {
+    fields::at_most(field, count, max).map_err(|e| CompileError {
+        reason: Reason::InvalidSpec,
+        ..e
     })
 }
 
@@ -579,14 +612,19 @@ mod tests {
 
     #[test]
     fn all_the_targets_of_a_route_are_bounded_together() {
+        // `n` targets, in rules of at most MAX_TARGETS_PER_RULE: the bound is the route's.
         let with_targets = |n: usize| {
-            let mut r = rule("a");
-            for _ in 0..n {
-                r = r.target(kind(json!({"webhook": {
-                    "urlSecretRef": {"name": "chat-hook", "key": "url"},
-                    "body": {"k": format!("$(string({}))", near_half())}}})));
+            let mut b = route("mobile-ci", "releases");
+            for first in (0..n).step_by(MAX_TARGETS_PER_RULE) {
+                let mut r = rule(&format!("r{first}"));
+                for _ in first..n.min(first + MAX_TARGETS_PER_RULE) {
+                    r = r.target(kind(json!({"webhook": {
+                        "urlSecretRef": {"name": "chat-hook", "key": "url"},
+                        "body": {"k": format!("$(string({}))", near_half())}}})));
+                }
+                b = b.rule(r);
             }
-            route("mobile-ci", "releases").rule(r).build()
+            b.build()
         };
         assert!(compile_route(&with_targets(10), &all_secrets(), &BTreeSet::new()).is_ok());
         let err = compile_route(&with_targets(11), &all_secrets(), &BTreeSet::new()).unwrap_err();
@@ -613,6 +651,90 @@ mod tests {
                 && err.message.contains("256 items per list"),
             "{}",
             err.message
+        );
+    }
+
+    /// The error `r` compiles to, which must be an invalid spec.
+    fn invalid_spec(r: &StatusedRoute) -> String {
+        let err = compile_route(r, &all_secrets(), &BTreeSet::new()).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidSpec, "{}", err.message);
+        err.message
+    }
+
+    #[test]
+    fn more_signing_secrets_than_the_limit_are_refused_before_any_is_read() {
+        let mut r = issue_example();
+        r.spec.signing_secrets = vec![r.spec.signing_secrets[0].clone(); MAX_SIGNING_SECRETS];
+        assert!(compile_route(&r, &all_secrets(), &BTreeSet::new()).is_ok());
+        // The fifth names a Secret that does not exist: the count is what is refused.
+        r.spec
+            .signing_secrets
+            .push(crate::api::fixtures::secret("absent"));
+        assert_eq!(
+            invalid_spec(&r),
+            "spec.signingSecrets has 5 entries; at most 4 are allowed"
+        );
+    }
+
+    #[test]
+    fn more_rules_than_the_limit_are_refused() {
+        let mut r = issue_example();
+        while r.spec.rules.len() < MAX_RULES {
+            let mut next = r.spec.rules[0].clone();
+            next.name = format!("rule-{}", r.spec.rules.len());
+            r.spec.rules.push(next);
+        }
+        assert!(compile_route(&r, &all_secrets(), &BTreeSet::new()).is_ok());
+        let mut next = r.spec.rules[0].clone();
+        next.name = "one-too-many".into();
+        r.spec.rules.push(next);
+        assert_eq!(
+            invalid_spec(&r),
+            "spec.rules has 33 entries; at most 32 are allowed"
+        );
+    }
+
+    #[test]
+    fn more_targets_in_a_rule_than_the_limit_are_refused() {
+        let mut r = issue_example();
+        let target = r.spec.rules[1].targets[0].clone();
+        r.spec.rules[1].targets = vec![target.clone(); MAX_TARGETS_PER_RULE];
+        assert!(compile_route(&r, &all_secrets(), &BTreeSet::new()).is_ok());
+        r.spec.rules[1].targets.push(target);
+        assert_eq!(
+            invalid_spec(&r),
+            "spec.rules[1].targets has 9 entries; at most 8 are allowed"
+        );
+    }
+
+    #[test]
+    fn more_match_values_than_the_limit_are_refused() {
+        let values = |n: usize| -> Vec<String> { (0..n).map(|i| format!("v{i}")).collect() };
+        let mut r = issue_example();
+        r.spec.rules[0].match_.apps = values(MAX_MATCH_VALUES);
+        r.spec.rules[0].match_.types = values(MAX_MATCH_VALUES);
+        r.spec.rules[0].match_.statuses = values(MAX_MATCH_VALUES);
+        assert!(compile_route(&r, &all_secrets(), &BTreeSet::new()).is_ok());
+        r.spec.rules[0].match_.statuses = values(MAX_MATCH_VALUES + 1);
+        assert_eq!(
+            invalid_spec(&r),
+            "spec.rules[0].match.statuses has 65 entries; at most 64 are allowed"
+        );
+    }
+
+    #[test]
+    fn a_kinds_own_bounds_name_the_field_in_the_route() {
+        let headers: serde_json::Map<String, serde_json::Value> =
+            (0..=32).map(|i| (format!("X-H{i}"), "v".into())).collect();
+        let r = route("mobile-ci", "releases")
+            .rule(rule("a").target(kind(json!({"webhook": {
+                "urlSecretRef": {"name": "chat-hook", "key": "url"}, "headers": headers}}))))
+            .build();
+        let err = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidTarget);
+        assert_eq!(
+            err.message,
+            "spec.rules[0].targets[0].webhook.headers has 33 entries; at most 32 are allowed"
         );
     }
 

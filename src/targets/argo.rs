@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::error::CompileError;
-use super::fields::Field;
+use super::fields::{Field, at_most};
 use super::kind::{Kind, Trigger};
 use super::objects::{ApiRef, CompiledMetadata, ExtraMetadata, KubeTarget};
 use super::request::{RenderContext, RenderError};
@@ -40,10 +40,14 @@ pub struct WorkflowTemplateRef {
 }
 }
 
+/// The most parameters one Workflow gets (`arguments.parameters`), each templated per event.
+pub const MAX_PARAMETERS: usize = 64;
+
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 pub struct Arguments {
-    /// Workflow parameters; values are templated.
+    /// Workflow parameters (at most 64); values are templated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PARAMETERS))]
     pub parameters: Vec<Parameter>,
 }
 
@@ -74,6 +78,13 @@ impl Kind for ArgoWorkflowTarget {
                 format!("{field}.workflowTemplateRef.name"),
                 "must not be empty",
             ));
+        }
+        if let Some(arguments) = &spec.arguments {
+            at_most(
+                field.at("arguments").at("parameters"),
+                arguments.parameters.len(),
+                MAX_PARAMETERS,
+            )?;
         }
         let mut parameters = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
@@ -212,6 +223,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn more_parameters_labels_or_annotations_than_the_limits_are_refused() {
+        let parameters: Vec<_> = (0..=MAX_PARAMETERS)
+            .map(|i| json!({"name": format!("p{i}"), "value": "v"}))
+            .collect();
+        let spec: ArgoWorkflowTarget = serde_json::from_value(json!({
+            "workflowTemplateRef": {"name": "x"}, "arguments": {"parameters": parameters}
+        }))
+        .unwrap();
+        assert_eq!(
+            compile_kube(&spec).unwrap_err().message,
+            "t.arguments.parameters has 65 entries; at most 64 are allowed"
+        );
+        let labels: serde_json::Map<String, Value> = (0..=crate::targets::objects::MAX_LABELS)
+            .map(|i| (format!("l{i}"), "v".into()))
+            .collect();
+        let spec: ArgoWorkflowTarget = serde_json::from_value(json!({
+            "workflowTemplateRef": {"name": "x"}, "labels": labels
+        }))
+        .unwrap();
+        assert_eq!(
+            compile_kube(&spec).unwrap_err().message,
+            "t.labels has 33 entries; at most 32 are allowed"
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::error::CompileError;
 use super::fields::{
-    Field, base_url, compile_opt, compile_templates, credential_text, join_url, render_templates,
-    required, token,
+    Field, at_most, base_url, compile_opt, compile_templates, credential_text, join_url,
+    render_templates, required, token,
 };
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
@@ -19,6 +19,8 @@ use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.bitrise.io";
+/// The most environment variables one build gets (`environments`), each templated per event.
+pub const MAX_ENVIRONMENTS: usize = 64;
 
 spec! {
 pub struct BitriseTarget {
@@ -35,8 +37,9 @@ pub struct BitriseTarget {
     pub pipeline_id: Option<String>,
     /// Shown as the build's commit message. Templated.
     pub commit_message: Option<String>,
-    /// Environment variables for the build; values are templated.
+    /// Environment variables for the build (at most 64); values are templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_ENVIRONMENTS))]
     pub environments: BTreeMap<String, String>,
     /// Secret key holding a personal access or workspace API token (key defaults to `token`).
     pub token_secret_ref: SecretKeySelector,
@@ -60,6 +63,11 @@ impl Kind for BitriseTarget {
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let spec = self;
+        at_most(
+            field.at("environments"),
+            spec.environments.len(),
+            MAX_ENVIRONMENTS,
+        )?;
         let slug = required(&field.at("appSlug"), spec.app_slug.trim())?;
         if !slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(CompileError::invalid(
@@ -174,6 +182,24 @@ mod tests {
                                  "environments": [{"mapped_to": "BUILD_NUMBER", "value": "456", "is_expand": false}]},
                 "triggered_by": "statused-operator"
             })
+        );
+    }
+
+    #[test]
+    fn more_environments_than_the_limit_are_refused() {
+        let environments: serde_json::Map<String, Value> = (0..=MAX_ENVIRONMENTS)
+            .map(|i| (format!("E{i}"), "v".into()))
+            .collect();
+        let spec: BitriseTarget = serde_json::from_value(json!({
+            "appSlug": "a1", "workflowId": "w", "environments": environments,
+            "tokenSecretRef": {"name": "b"}
+        }))
+        .unwrap();
+        let err =
+            compile_http(&spec, &SecretSet::new("ns").with("b", &[("token", "x")])).unwrap_err();
+        assert_eq!(
+            err.message,
+            "t.environments has 65 entries; at most 64 are allowed"
         );
     }
 

@@ -9,7 +9,7 @@ use reqwest::header::HeaderName;
 use serde_json::{Value, json};
 
 use super::error::CompileError;
-use super::fields::{Field, base_url, credential_text, join_url, required, token};
+use super::fields::{Field, at_most, base_url, credential_text, join_url, required, token};
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, token_post};
 use crate::expr::{JsonTemplate, Template};
@@ -17,6 +17,8 @@ use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://circleci.com";
+/// The most pipeline parameters one target passes (`parameters`).
+pub const MAX_PARAMETERS: usize = 64;
 
 spec! {
 pub struct CircleciTarget {
@@ -29,9 +31,13 @@ pub struct CircleciTarget {
     pub branch: Option<String>,
     /// Tag to build (templated). Set this or `branch`.
     pub tag: Option<String>,
-    /// Pipeline parameters: strings are templated, numbers and booleans pass as they are.
+    /// Pipeline parameters (at most 64): strings are templated, numbers and booleans pass as
+    /// they are.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "crate::schema::any_object")]
+    #[schemars(
+        schema_with = "crate::schema::any_object",
+        extend("maxProperties" = MAX_PARAMETERS)
+    )]
     pub parameters: BTreeMap<String, Value>,
     /// Secret key holding a personal API token (key defaults to `token`).
     pub token_secret_ref: SecretKeySelector,
@@ -62,6 +68,11 @@ impl Kind for CircleciTarget {
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let spec = self;
+        at_most(
+            field.at("parameters"),
+            spec.parameters.len(),
+            MAX_PARAMETERS,
+        )?;
         let slug = required(&field.at("projectSlug"), spec.project_slug.trim())?;
         let parts: Vec<&str> = slug.split('/').collect();
         let valid_part = |p: &&str| {
@@ -198,6 +209,23 @@ mod tests {
         assert_eq!(
             serde_json::from_slice::<Value>(&req.body).unwrap(),
             json!({"tag": "v1.2.3"})
+        );
+    }
+
+    #[test]
+    fn more_parameters_than_the_limit_are_refused() {
+        let parameters: serde_json::Map<String, Value> = (0..=MAX_PARAMETERS)
+            .map(|i| (format!("p{i}"), true.into()))
+            .collect();
+        let spec: CircleciTarget = serde_json::from_value(json!({
+            "projectSlug": "gh/acme/ios-app", "branch": "main", "parameters": parameters,
+            "tokenSecretRef": {"name": "cci"}
+        }))
+        .unwrap();
+        let secrets = SecretSet::new("ns").with("cci", &[("token", "x")]);
+        assert_eq!(
+            compile_http(&spec, &secrets).unwrap_err().message,
+            "t.parameters has 65 entries; at most 64 are allowed"
         );
     }
 

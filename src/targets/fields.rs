@@ -8,6 +8,7 @@ use reqwest::Url;
 
 use super::error::CompileError;
 use super::request::{HttpRequest, RenderContext, RenderError, base_headers};
+use crate::conditions::Reason;
 use crate::expr::{JsonTemplate, Scope, Template};
 use crate::secrets::{SecretKeySelector, SecretSet, SecretValue};
 
@@ -236,6 +237,19 @@ pub fn credential_text(value: &SecretValue) -> &str {
     std::str::from_utf8(value.as_bytes()).unwrap_or_default()
 }
 
+/// Refuses the list or map at `field` when it has more than `max` entries. The CRD bounds it
+/// too (`maxItems`, `maxProperties`), but an API server whose CRD lacks the bound (an older
+/// chart) accepts any number: the compiler checks again, so that such a route is not Ready.
+pub fn at_most(field: impl fmt::Display, count: usize, max: usize) -> Result<(), CompileError> {
+    if count > max {
+        return Err(CompileError {
+            reason: Reason::InvalidTarget,
+            message: format!("{field} has {count} entries; at most {max} are allowed"),
+        });
+    }
+    Ok(())
+}
+
 /// A field that must be set and non-empty.
 pub fn required(field: impl fmt::Display + Copy, value: &str) -> Result<&str, CompileError> {
     if value.trim().is_empty() {
@@ -257,6 +271,14 @@ mod tests {
         for bad in ["", "1", "h", "an hour", "1d", "-1h", "1h-"] {
             assert!(check_duration("f", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn at_most_names_the_field_the_count_and_the_limit() {
+        assert!(at_most("f", 4, 4).is_ok());
+        let err = at_most("t.tags", 5, 4).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidTarget);
+        assert_eq!(err.message, "t.tags has 5 entries; at most 4 are allowed");
     }
 }
 

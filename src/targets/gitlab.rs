@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::CompileError;
 use super::fields::{
-    Field, base_url, compile_templates, credential_text, join_url, path_segment, render_templates,
-    required, token,
+    Field, at_most, base_url, compile_templates, credential_text, join_url, path_segment,
+    render_templates, required, token,
 };
 use super::kind::{Kind, Trigger};
 use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
@@ -21,6 +21,10 @@ use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
 pub const DEFAULT_BASE_URL: &str = "https://gitlab.com";
+/// The most CI/CD variables one pipeline gets (`variables`), each templated per event.
+pub const MAX_VARIABLES: usize = 64;
+/// The most pipeline inputs one pipeline gets (`inputs`), as many as variables.
+pub const MAX_INPUTS: usize = 64;
 #[serde_with::skip_serializing_none]
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -30,14 +34,18 @@ pub struct GitlabPipelineTarget {
     /// Branch or tag to run the pipeline for. Templated.
     #[serde(rename = "ref")]
     pub git_ref: String,
-    /// CI/CD variables; values are templated.
+    /// CI/CD variables (at most 64); values are templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_VARIABLES))]
     pub variables: BTreeMap<String, String>,
     /// Pipeline inputs (`spec:inputs`), typed: strings (templated), numbers, booleans,
     /// arrays. GitLab.com projects increasingly refuse variables from triggers; inputs are
-    /// what they accept. With inputs the request is JSON instead of a form.
+    /// what they accept. With inputs the request is JSON instead of a form. At most 64.
     #[serde(default)]
-    #[schemars(schema_with = "crate::schema::any_object")]
+    #[schemars(
+        schema_with = "crate::schema::any_object",
+        extend("maxProperties" = MAX_INPUTS)
+    )]
     pub inputs: Option<serde_json::Value>,
     /// Secret key holding the pipeline trigger token (key defaults to `token`).
     pub token_secret_ref: SecretKeySelector,
@@ -62,6 +70,10 @@ impl Kind for GitlabPipelineTarget {
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let spec = self;
+        at_most(field.at("variables"), spec.variables.len(), MAX_VARIABLES)?;
+        if let Some(serde_json::Value::Object(inputs)) = &spec.inputs {
+            at_most(field.at("inputs"), inputs.len(), MAX_INPUTS)?;
+        }
         let project = required(&field.at("project"), spec.project.trim())?;
         let is_path = project.split('/').count() >= 2 && project.split('/').all(|s| !s.is_empty());
         if !project.chars().all(|c| c.is_ascii_digit()) && !is_path {
@@ -185,6 +197,31 @@ mod tests {
             "token=glptt-123&ref=main&variables%5BAPP%5D=Markdown+Email&variables%5BSTATUS%5D=Valid"
         );
         assert!(!format!("{t:?}{req:?}").contains("glptt-123"));
+    }
+
+    #[test]
+    fn more_variables_or_inputs_than_the_limits_are_refused() {
+        let map = |n: usize| -> serde_json::Map<String, serde_json::Value> {
+            (0..n).map(|i| (format!("K{i}"), "v".into())).collect()
+        };
+        let secrets = SecretSet::new("ns").with("gl", &[("token", "t")]);
+        let compile = |field: &str, n: usize| {
+            let spec: GitlabPipelineTarget = serde_json::from_value(serde_json::json!({
+                "project": "a/b", "ref": "main", "tokenSecretRef": {"name": "gl"}, field: map(n)
+            }))
+            .unwrap();
+            compile_http(&spec, &secrets).map(|_| ())
+        };
+        assert!(compile("variables", MAX_VARIABLES).is_ok());
+        assert!(compile("inputs", MAX_INPUTS).is_ok());
+        assert_eq!(
+            compile("variables", 65).unwrap_err().message,
+            "t.variables has 65 entries; at most 64 are allowed"
+        );
+        assert_eq!(
+            compile("inputs", 65).unwrap_err().message,
+            "t.inputs has 65 entries; at most 64 are allowed"
+        );
     }
 
     #[test]

@@ -22,8 +22,10 @@ pub struct ListenerTarget {
     pub url: Option<String>,
     /// Secret key holding the URL (key defaults to `url`).
     pub url_secret_ref: Option<SecretKeySelector>,
-    /// Extra headers (e.g. `X-GitHub-Event` for a GitHub interceptor); values are templated.
+    /// Extra headers (e.g. `X-GitHub-Event` for a GitHub interceptor), at most 32; values
+    /// are templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = webhook::MAX_HEADERS))]
     pub headers: BTreeMap<String, String>,
     /// A Secret whose every key is a header name and whose value is that header's value,
     /// e.g. `Authorization: Bearer <token>` for an Argo Events webhook's `authSecret`.

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::CompileError;
-use super::fields::Field;
+use super::fields::{Field, at_most};
 use super::request::{RenderContext, RenderError};
 use crate::expr::Template;
 use crate::naming::ObjectIdentity;
@@ -84,20 +84,36 @@ impl TemplateMap {
     }
 }
 
+/// The most extra labels a route puts on one created object: selectors need a few, and the
+/// operator adds its own identity labels on top.
+pub const MAX_LABELS: usize = 32;
+/// The most extra annotations a route puts on one created object (each templated per event).
+pub const MAX_ANNOTATIONS: usize = 32;
+
 /// Labels and annotations a user adds to the object an in-cluster kind creates.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 pub struct ExtraMetadata {
-    /// Extra labels on the created Workflow or PipelineRun; values are templated.
+    /// Extra labels on the created Workflow or PipelineRun (at most 32); values are templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_LABELS))]
     pub labels: BTreeMap<String, String>,
-    /// Extra annotations on the created Workflow or PipelineRun; values are templated.
+    /// Extra annotations on the created Workflow or PipelineRun (at most 32); values are
+    /// templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_ANNOTATIONS))]
     pub annotations: BTreeMap<String, String>,
 }
 
 impl ExtraMetadata {
-    /// Checks the keys and compiles the templated values; `field` is the kind's path.
+    /// Checks the counts and keys and compiles the templated values; `field` is the kind's
+    /// path.
     pub fn compile(&self, field: &Field) -> Result<CompiledMetadata, CompileError> {
+        at_most(field.at("labels"), self.labels.len(), MAX_LABELS)?;
+        at_most(
+            field.at("annotations"),
+            self.annotations.len(),
+            MAX_ANNOTATIONS,
+        )?;
         Ok(CompiledMetadata {
             labels: TemplateMap::compile(&field.at("labels"), &self.labels)?,
             annotations: TemplateMap::compile(&field.at("annotations"), &self.annotations)?,

@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::error::CompileError;
 use super::fields::{
-    Choice, Field, base_url, compile_opt, credential, credential_text, incident_key, path_segment,
-    render_opt,
+    Choice, Field, at_most, base_url, compile_opt, credential, credential_text, incident_key,
+    path_segment, render_opt,
 };
 use super::kind::{Kind, Trigger};
 use super::message::default_message;
@@ -27,6 +27,9 @@ pub const EU_BASE_URL: &str = "https://api.eu.opsgenie.com";
 /// Opsgenie's limits on an alert's message and alias.
 const MAX_MESSAGE: usize = 130;
 const MAX_ALIAS: usize = 512;
+/// Opsgenie's limit on an alert's tags ("at most 20 tags can be specified for a single
+/// alert", docs.opsgenie.com/docs/alerts-and-alert-fields).
+pub const MAX_TAGS: usize = 20;
 const ACTIONS: &[&str] = &["create", "close"];
 const PRIORITIES: &[&str] = &["P3", "P1", "P2", "P4", "P5"];
 
@@ -45,8 +48,9 @@ pub struct OpsgenieTarget {
     pub description: Option<String>,
     /// `P1` to `P5` (default `P3`); templated.
     pub priority: Option<String>,
-    /// Tags; templated.
+    /// Tags (at most 20, Opsgenie's limit); templated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_TAGS))]
     pub tags: Vec<String>,
     /// `us` (default) or `eu`.
     pub region: Option<String>,
@@ -84,6 +88,7 @@ impl Kind for OpsgenieTarget {
                 ));
             }
         };
+        at_most(field.at("tags"), self.tags.len(), MAX_TAGS)?;
         let tags = self
             .tags
             .iter()
@@ -204,6 +209,18 @@ mod tests {
         assert_eq!(body["details"]["build_version"], "456");
         assert_eq!(req.redact("saw 0f0e-genie-key"), "saw [redacted]");
         assert!(!format!("{t:?}").contains("genie-key"));
+    }
+
+    #[test]
+    fn more_tags_than_opsgenie_takes_are_refused() {
+        let tags = |n: usize| -> Vec<String> { (0..n).map(|i| format!("t{i}")).collect() };
+        let spec = |n| -> OpsgenieTarget {
+            serde_json::from_value(json!({"apiKeySecretRef": {"name": "og"}, "tags": tags(n)}))
+                .unwrap()
+        };
+        assert!(compile_http(&spec(MAX_TAGS), &secrets()).is_ok());
+        let err = compile_http(&spec(MAX_TAGS + 1), &secrets()).unwrap_err();
+        assert_eq!(err.message, "t.tags has 21 entries; at most 20 are allowed");
     }
 
     #[test]

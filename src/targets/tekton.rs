@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::error::CompileError;
-use super::fields::{Field, check_duration};
+use super::fields::{Field, at_most, check_duration};
 use super::kind::{Kind, Trigger};
 use super::objects::{ApiRef, CompiledMetadata, ExtraMetadata, KubeTarget};
 use super::request::{RenderContext, RenderError};
@@ -21,17 +21,25 @@ pub const PIPELINE_RUN: ApiRef = ApiRef {
     chart_switch: "tekton.enabled",
 };
 
+/// The most parameters one PipelineRun gets (`params`), and the most a resolver gets
+/// (`pipelineRef.params`): each is templated per event.
+pub const MAX_PARAMS: usize = 64;
+/// The most workspaces one PipelineRun binds.
+pub const MAX_WORKSPACES: usize = 16;
+
 spec! {
 pub struct TektonTarget {
     /// The Pipeline to run: by `name`, or through a `resolver` (git, bundles, hub, cluster).
     pub pipeline_ref: PipelineRef,
-    /// Pipeline parameters. A value is a string, an array of strings or an object of strings;
-    /// every string is templated with `$(...)`.
+    /// Pipeline parameters, at most 64. A value is a string, an array of strings or an
+    /// object of strings; every string is templated with `$(...)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PARAMS))]
     pub params: Vec<TektonParam>,
     pub task_run_template: Option<TaskRunTemplate>,
-    /// Workspace bindings, passed to the PipelineRun as written.
+    /// Workspace bindings (at most 16), passed to the PipelineRun as written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_WORKSPACES))]
     pub workspaces: Vec<WorkspaceBinding>,
     pub timeouts: Option<Timeouts>,
     #[serde(flatten)]
@@ -44,8 +52,9 @@ pub struct TektonTarget {
 pub struct PipelineRef {
     pub name: Option<String>,
     pub resolver: Option<String>,
-    /// Resolver parameters; values are templated.
+    /// Resolver parameters (at most 64); values are templated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PARAMS))]
     pub params: Vec<ResolverParam>,
 }
 
@@ -159,6 +168,17 @@ impl Kind for TektonTarget {
     fn compile(&self, field: &Field, _secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let spec = self;
         let r = &spec.pipeline_ref;
+        at_most(
+            field.at("pipelineRef").at("params"),
+            r.params.len(),
+            MAX_PARAMS,
+        )?;
+        at_most(field.at("params"), spec.params.len(), MAX_PARAMS)?;
+        at_most(
+            field.at("workspaces"),
+            spec.workspaces.len(),
+            MAX_WORKSPACES,
+        )?;
         let pipeline_ref = match (&r.name, &r.resolver) {
             (Some(name), None) if !name.trim().is_empty() => {
                 if !r.params.is_empty() {
@@ -474,6 +494,51 @@ mod tests {
             let err = compile_kube(&spec(s.clone())).unwrap_err();
             assert_eq!(err.reason, reason, "{s}");
             assert!(err.message.contains(needle), "{s}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn more_params_workspaces_or_annotations_than_the_limits_are_refused() {
+        let params = |n: usize| -> Vec<Value> {
+            (0..n)
+                .map(|i| json!({"name": format!("p{i}"), "value": "v"}))
+                .collect()
+        };
+        let workspaces = |n: usize| -> Vec<Value> {
+            (0..n)
+                .map(|i| json!({"name": format!("w{i}"), "emptyDir": {}}))
+                .collect()
+        };
+        let annotations = |n: usize| -> serde_json::Map<String, Value> {
+            (0..n).map(|i| (format!("a{i}"), "v".into())).collect()
+        };
+        let fits = json!({"pipelineRef": {"resolver": "git", "params": params(MAX_PARAMS)},
+                          "params": params(MAX_PARAMS), "workspaces": workspaces(MAX_WORKSPACES),
+                          "annotations": annotations(crate::targets::objects::MAX_ANNOTATIONS)});
+        assert!(compile_kube(&spec(fits)).is_ok());
+        for (s, message) in [
+            (
+                json!({"pipelineRef": {"name": "a"}, "params": params(65)}),
+                "t.params has 65 entries; at most 64 are allowed",
+            ),
+            (
+                json!({"pipelineRef": {"resolver": "git", "params": params(65)}}),
+                "t.pipelineRef.params has 65 entries; at most 64 are allowed",
+            ),
+            (
+                json!({"pipelineRef": {"name": "a"}, "workspaces": workspaces(17)}),
+                "t.workspaces has 17 entries; at most 16 are allowed",
+            ),
+            (
+                json!({"pipelineRef": {"name": "a"}, "annotations": annotations(33)}),
+                "t.annotations has 33 entries; at most 32 are allowed",
+            ),
+        ] {
+            let err = compile_kube(&spec(s)).unwrap_err();
+            assert_eq!(
+                (err.reason, err.message.as_str()),
+                (Reason::InvalidTarget, message)
+            );
         }
     }
 }

@@ -6,7 +6,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 
 use super::error::CompileError;
-use super::fields::{EventBody, Field};
+use super::fields::{EventBody, Field, at_most};
 use super::kind::{Kind, Trigger};
 use super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
@@ -17,6 +17,10 @@ use crate::expr::Template;
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
 
+/// The most extra headers a target sends (`headers`; `webhook`, `tektonEventListener`,
+/// `argoEventsWebhook`): far more than a receiver reads, and each is templated per call.
+pub const MAX_HEADERS: usize = 32;
+
 spec! {
 pub struct WebhookTarget {
     /// Secret key holding the URL (key defaults to `url`). Incoming-webhook URLs usually embed
@@ -26,8 +30,9 @@ pub struct WebhookTarget {
     pub url: Option<String>,
     /// HTTP method, default `POST`.
     pub method: Option<String>,
-    /// Extra headers; values are templated.
+    /// Extra headers (at most 32); values are templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_HEADERS))]
     pub headers: BTreeMap<String, String>,
     /// A Secret whose every key is a header name and whose value is that header's value
     /// (for `Authorization` and API keys). Only `name` is used.
@@ -137,6 +142,7 @@ pub(super) fn compile_kind(
     }
     let method = Method::from_bytes(method_name.as_bytes())
         .map_err(|e| CompileError::invalid(field.at("method"), e))?;
+    at_most(field.at("headers"), spec.headers.len(), MAX_HEADERS)?;
     let mut headers = Vec::new();
     for (name, value) in &spec.headers {
         let header_field = format!("{field}.headers.{name}");
@@ -316,6 +322,21 @@ mod tests {
     }
 
     #[test]
+    fn more_headers_than_the_limit_are_refused_naming_the_count() {
+        let headers = |n: usize| -> serde_json::Map<String, serde_json::Value> {
+            (0..n).map(|i| (format!("X-H{i}"), "v".into())).collect()
+        };
+        let with = |n| spec(json!({"url": "http://127.0.0.1:1/", "headers": headers(n)}));
+        assert!(compile(&Field::new("t"), &with(MAX_HEADERS), &secrets()).is_ok());
+        let err = compile(&Field::new("t"), &with(MAX_HEADERS + 1), &secrets()).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidTarget);
+        assert_eq!(
+            err.message,
+            format!("t.headers has 33 entries; at most {MAX_HEADERS} are allowed")
+        );
+    }
+
+    #[test]
     fn standard_webhooks_headers_sign_the_body_sent_for_the_event_id() {
         let set = secrets().with(
             "sw",
@@ -330,8 +351,15 @@ mod tests {
         .unwrap();
         let before = jiff::Timestamp::now().as_second();
         let req = build(&t);
-        assert_eq!(req.headers["webhook-id"], "ev-1", "the event id it is rendered for");
-        let ts: i64 = req.headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
+        assert_eq!(
+            req.headers["webhook-id"], "ev-1",
+            "the event id it is rendered for"
+        );
+        let ts: i64 = req.headers["webhook-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((before..=before + 5).contains(&ts), "{ts}");
         let key = base64::Engine::decode(
             &base64::engine::general_purpose::STANDARD,

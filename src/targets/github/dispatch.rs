@@ -39,7 +39,10 @@ pub struct GithubDispatchTarget {
     pub event_type: Option<String>,
     /// `repository_dispatch`: up to 10 top-level properties, values templated.
     #[serde(default)]
-    #[schemars(schema_with = "crate::schema::any_object")]
+    #[schemars(
+        schema_with = "crate::schema::any_object",
+        extend("maxProperties" = MAX_CLIENT_PAYLOAD_KEYS)
+    )]
     pub client_payload: Option<Value>,
     /// `workflow_dispatch`: the workflow file name (`release.yml`) or id. Set this or
     /// `eventType`.
@@ -49,6 +52,7 @@ pub struct GithubDispatchTarget {
     pub git_ref: Option<String>,
     /// `workflow_dispatch`: string inputs (at most 25), values templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_WORKFLOW_INPUTS))]
     pub inputs: BTreeMap<String, String>,
     /// `workflow_dispatch`: ask GitHub for the run it started (`return_run_details`) and
     /// record its id and URL on the delivery (`status.targets[].created`).
