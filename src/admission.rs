@@ -11,7 +11,7 @@
 //! [`UNVERIFIED_BYTES`] up front, whatever it declares, and more only as its bytes arrive, so
 //! that slow uploads hold what they sent, not what they promised. Every request to a route,
 //! signed or not, is charged to the route's namespace, which holds at most half the
-//! receiver's requests ([`Admission::arriving_share`]): an anonymous client who floods one
+//! receiver's requests and bytes ([`Admission::try_admit`]): an anonymous client who floods one
 //! team's URL takes from that team only. After the signature, a namespace's requests hold
 //! at most their share ([`Admission::namespace_share`]): a team holds no more by spreading
 //! its events over many routes.
@@ -37,14 +37,31 @@ pub struct Admission {
     /// Verified requests in flight per namespace, and the most one namespace may have.
     namespaces: Arc<Mutex<HashMap<String, usize>>>,
     max_per_namespace: usize,
-    /// Requests in flight per namespace, signed or not: at most half the receiver's, so that
-    /// whoever floods one team's URL leaves the other half to every other team.
-    arriving: Arc<Mutex<HashMap<String, usize>>>,
+    /// Requests in flight per namespace, signed or not, and the body bytes (KiB) they
+    /// hold: each at most half the receiver's, so that whoever floods one team's URL
+    /// leaves the other half to every other team.
+    arriving: Arc<Mutex<HashMap<String, Arriving>>>,
     max_arriving_per_namespace: usize,
     /// Whose turn it is to watch for a quiet receiver (see [`Admission::quiet`]).
     quiet_turn: tokio::sync::Mutex<()>,
     /// Requests in flight whose signature was checked: only those hold the executor back.
     signed: Arc<AtomicUsize>,
+}
+
+/// One namespace's requests in flight and its half of the byte budget.
+#[derive(Debug)]
+struct Arriving {
+    requests: usize,
+    kib: Arc<Semaphore>,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The route's namespace holds half the receiver's requests or bytes already (429).
+    Namespace,
+    /// The receiver holds its most requests or bytes (503).
+    Busy,
 }
 
 /// Held while a request is worked on; dropping it gives the budget back.
@@ -54,6 +71,11 @@ pub struct Admitted {
     bytes: OwnedSemaphorePermit,
     kib: Arc<Semaphore>,
     max_kib: u32,
+    /// The same bytes, charged to the route's namespace.
+    namespace_bytes: OwnedSemaphorePermit,
+    namespace_kib: Arc<Semaphore>,
+    max_namespace_kib: u32,
+    _namespace: ArrivingShare,
     /// Set once the signature is checked (see [`Admitted::verified`]), and then counted in
     /// `signed`.
     verified: bool,
@@ -79,25 +101,60 @@ impl Admitted {
         }
     }
 
-    /// Reserves the budget for a body that has grown to `body_bytes`; `false` when the
-    /// budget has no room for it (the request is then refused, 503).
-    pub fn grow(&mut self, body_bytes: usize) -> bool {
-        let want = kib(body_bytes).min(self.max_kib);
-        let held = u32::try_from(self.bytes.num_permits()).unwrap_or(u32::MAX);
-        if want <= held {
-            return true;
+    /// Reserves the budget for a body that has grown to `body_bytes`, from the namespace's
+    /// half and from the receiver's; refused when either has no room for it.
+    pub fn grow(&mut self, body_bytes: usize) -> Result<(), Refused> {
+        let want = kib(body_bytes);
+        if !grow(
+            &mut self.namespace_bytes,
+            &self.namespace_kib,
+            want.min(self.max_namespace_kib),
+        ) {
+            return Err(Refused::Namespace);
         }
-        match self.kib.clone().try_acquire_many_owned(want - held) {
-            Ok(more) => {
-                self.bytes.merge(more);
-                true
+        if !grow(&mut self.bytes, &self.kib, want.min(self.max_kib)) {
+            return Err(Refused::Busy);
+        }
+        Ok(())
+    }
+}
+
+/// Tops `held` up to `want` permits of `budget`; `false` when it has no room.
+fn grow(held: &mut OwnedSemaphorePermit, budget: &Arc<Semaphore>, want: u32) -> bool {
+    let have = u32::try_from(held.num_permits()).unwrap_or(u32::MAX);
+    if want <= have {
+        return true;
+    }
+    match budget.clone().try_acquire_many_owned(want - have) {
+        Ok(more) => {
+            held.merge(more);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// One request counted in its namespace's [`Arriving`]; dropping it gives it back, and
+/// forgets the namespace when it has none left.
+#[derive(Debug)]
+struct ArrivingShare {
+    namespace: String,
+    arriving: Arc<Mutex<HashMap<String, Arriving>>>,
+}
+
+impl Drop for ArrivingShare {
+    fn drop(&mut self) {
+        let mut arriving = self.arriving.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = arriving.get_mut(&self.namespace) {
+            a.requests = a.requests.saturating_sub(1);
+            if a.requests == 0 {
+                arriving.remove(&self.namespace);
             }
-            Err(_) => false,
         }
     }
 }
 
-/// One request of a namespace; dropping it gives the namespace's share back.
+/// One verified request of a namespace; dropping it gives the namespace's share back.
 #[derive(Debug)]
 pub struct NamespaceShare {
     namespace: String,
@@ -114,26 +171,6 @@ impl Drop for NamespaceShare {
             }
         }
     }
-}
-
-fn take_share(
-    shares: &Arc<Mutex<HashMap<String, usize>>>,
-    max: usize,
-    namespace: &str,
-) -> Option<NamespaceShare> {
-    let mut namespaces = shares.lock().unwrap_or_else(|e| e.into_inner());
-    let n = namespaces.entry(namespace.to_string()).or_default();
-    if *n >= max {
-        if *n == 0 {
-            namespaces.remove(namespace);
-        }
-        return None;
-    }
-    *n += 1;
-    Some(NamespaceShare {
-        namespace: namespace.to_string(),
-        namespaces: shares.clone(),
-    })
 }
 
 fn kib(bytes: usize) -> u32 {
@@ -167,20 +204,58 @@ impl Admission {
         self
     }
 
-    /// Admits a request whose body may be up to `body_bytes` long (its Content-Length, or
-    /// the body limit when it declares none), reserving at most [`UNVERIFIED_BYTES`] of it
-    /// now (the rest with [`Admitted::grow`] as it arrives), or `None` when that would exceed
-    /// the budget.
-    pub fn try_admit(&self, body_bytes: usize) -> Option<Admitted> {
-        let request = self.requests.clone().try_acquire_owned().ok()?;
+    /// Admits a request to a route of `namespace` whose body may be up to `body_bytes` long
+    /// (its Content-Length, or the body limit when it declares none), reserving at most
+    /// [`UNVERIFIED_BYTES`] of it now (the rest with [`Admitted::grow`] as it arrives).
+    /// Refused when the namespace already holds half the receiver's requests or bytes
+    /// (signed or not: an anonymous flood of one team's URL is charged to that team, and the
+    /// other teams keep the other half), or when the receiver holds its most.
+    pub fn try_admit(&self, namespace: &str, body_bytes: usize) -> Result<Admitted, Refused> {
+        let up_front = kib(body_bytes.min(UNVERIFIED_BYTES));
+        let max_namespace_kib = self.max_kib.div_ceil(2);
+        let (share, namespace_kib) = {
+            let mut arriving = self.arriving.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = arriving
+                .entry(namespace.to_string())
+                .or_insert_with(|| Arriving {
+                    requests: 0,
+                    kib: Arc::new(Semaphore::new(max_namespace_kib as usize)),
+                });
+            if entry.requests >= self.max_arriving_per_namespace {
+                return Err(Refused::Namespace);
+            }
+            entry.requests += 1;
+            let share = ArrivingShare {
+                namespace: namespace.to_string(),
+                arriving: self.arriving.clone(),
+            };
+            (share, entry.kib.clone())
+        };
+        // A body larger than the namespace's half still gets in when it is alone.
+        let namespace_bytes = namespace_kib
+            .clone()
+            .try_acquire_many_owned(up_front.min(max_namespace_kib))
+            .map_err(|_| Refused::Namespace)?;
+        let request = self
+            .requests
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Busy)?;
         // A body larger than the whole budget still gets in when nothing else is in flight.
-        let up_front = kib(body_bytes.min(UNVERIFIED_BYTES)).min(self.max_kib);
-        let bytes = self.kib.clone().try_acquire_many_owned(up_front).ok()?;
-        Some(Admitted {
+        let bytes = self
+            .kib
+            .clone()
+            .try_acquire_many_owned(up_front.min(self.max_kib))
+            .map_err(|_| Refused::Busy)?;
+        Ok(Admitted {
             _request: request,
             bytes,
             kib: self.kib.clone(),
             max_kib: self.max_kib,
+            namespace_bytes,
+            namespace_kib,
+            max_namespace_kib,
+            _namespace: share,
             verified: false,
             signed: self.signed.clone(),
         })
@@ -190,15 +265,16 @@ impl Admission {
     /// `None` when the namespace already has its most requests in flight: one team's burst,
     /// over however many routes, leaves the rest of the budget to the others.
     pub fn namespace_share(&self, namespace: &str) -> Option<NamespaceShare> {
-        take_share(&self.namespaces, self.max_per_namespace, namespace)
-    }
-
-    /// A share of the receiver for any request to a route in `namespace`, before its body
-    /// is read or its signature checked, or `None` when half the receiver's requests are
-    /// already the namespace's: an anonymous flood of one team's URL is charged to that
-    /// team, and the other teams keep the other half.
-    pub fn arriving_share(&self, namespace: &str) -> Option<NamespaceShare> {
-        take_share(&self.arriving, self.max_arriving_per_namespace, namespace)
+        let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        let n = namespaces.entry(namespace.to_string()).or_default();
+        if *n >= self.max_per_namespace {
+            return None;
+        }
+        *n += 1;
+        Some(NamespaceShare {
+            namespace: namespace.to_string(),
+            namespaces: self.namespaces.clone(),
+        })
     }
 
     /// Waits until fewer than `below` signed requests are in flight, or for `at_most`:
@@ -238,25 +314,33 @@ mod tests {
 
     use super::*;
 
+    /// The `i`th of many namespaces: the receiver's own budget, apart from any one team's.
+    fn team(i: usize) -> String {
+        format!("team-{i}")
+    }
+
     #[test]
     fn requests_beyond_the_count_are_refused_until_one_finishes() {
         let admission = Admission::new(2, 1 << 20);
-        let a = admission.try_admit(100).unwrap();
-        let _b = admission.try_admit(100).unwrap();
-        assert!(admission.try_admit(100).is_none());
+        let a = admission.try_admit(&team(0), 100).unwrap();
+        let _b = admission.try_admit(&team(1), 100).unwrap();
+        assert_eq!(
+            admission.try_admit(&team(2), 100).unwrap_err(),
+            Refused::Busy
+        );
         assert_eq!(admission.in_flight(), 2);
         drop(a);
-        assert!(admission.try_admit(100).is_some());
+        assert!(admission.try_admit(&team(2), 100).is_ok());
     }
 
     #[test]
     fn bodies_beyond_the_byte_budget_are_refused() {
         let admission = Admission::new(100, 10 * 1024);
-        let big = admission.try_admit(8 * 1024).unwrap();
-        assert!(admission.try_admit(4 * 1024).is_none());
-        let _small = admission.try_admit(2 * 1024).unwrap();
+        let big = admission.try_admit(&team(0), 8 * 1024).unwrap();
+        assert!(admission.try_admit(&team(1), 4 * 1024).is_err());
+        let _small = admission.try_admit(&team(2), 2 * 1024).unwrap();
         drop(big);
-        assert!(admission.try_admit(4 * 1024).is_some());
+        assert!(admission.try_admit(&team(3), 4 * 1024).is_ok());
     }
 
     #[test]
@@ -265,29 +349,54 @@ mod tests {
         let admission = Admission::new(100, 4 * MIB);
         // Four uploads declaring 1 MiB would take the whole budget up front; fifteen hold
         // less than a quarter of it until their bytes arrive.
-        let mut slow: Vec<_> = (0..15).map(|_| admission.try_admit(MIB).unwrap()).collect();
-        assert!(admission.try_admit(2 * MIB).is_some(), "room left");
-        assert!(slow[0].grow(MIB));
-        assert!(slow[1].grow(MIB));
-        assert!(!slow[2].grow(2 * MIB), "no room for more");
-        assert!(slow[3].grow(UNVERIFIED_BYTES), "already held");
+        let mut slow: Vec<_> = (0..15)
+            .map(|i| admission.try_admit(&team(i), MIB).unwrap())
+            .collect();
+        assert!(admission.try_admit(&team(15), 2 * MIB).is_ok(), "room left");
+        assert!(slow[0].grow(MIB).is_ok());
+        assert!(slow[1].grow(MIB).is_ok());
+        assert_eq!(
+            slow[2].grow(2 * MIB),
+            Err(Refused::Busy),
+            "no room for more"
+        );
+        assert!(slow[3].grow(UNVERIFIED_BYTES).is_ok(), "already held");
         drop(slow.remove(0));
-        assert!(slow[0].grow(2 * MIB), "room again once a request is done");
+        assert!(
+            slow[0].grow(2 * MIB).is_ok(),
+            "room again once a request is done"
+        );
     }
 
     #[test]
     fn requests_to_one_namespace_hold_at_most_half_the_receiver_signed_or_not() {
         let admission = Admission::new(4, 1 << 20);
-        let first = admission.arriving_share("attacked").unwrap();
-        let _second = admission.arriving_share("attacked").unwrap();
-        assert!(admission.arriving_share("attacked").is_none());
-        assert!(admission.arriving_share("another-team").is_some());
+        let first = admission.try_admit("attacked", 1).unwrap();
+        let _second = admission.try_admit("attacked", 1).unwrap();
+        assert_eq!(
+            admission.try_admit("attacked", 1).unwrap_err(),
+            Refused::Namespace
+        );
+        assert!(admission.try_admit("another-team", 1).is_ok());
         assert!(
             admission.namespace_share("attacked").is_some(),
-            "counted apart"
+            "verified requests are counted apart"
         );
         drop(first);
-        assert!(admission.arriving_share("attacked").is_some());
+        assert!(admission.try_admit("attacked", 1).is_ok());
+    }
+
+    #[test]
+    fn bodies_to_one_namespace_hold_at_most_half_the_bytes() {
+        const MIB: usize = 1 << 20;
+        let admission = Admission::new(100, 4 * MIB);
+        let mut a = admission.try_admit("attacked", MIB).unwrap();
+        let mut b = admission.try_admit("attacked", MIB).unwrap();
+        assert!(a.grow(MIB).is_ok());
+        assert_eq!(b.grow(2 * MIB), Err(Refused::Namespace), "over its half");
+        // Another team has the other half.
+        let mut other = admission.try_admit("another-team", 2 * MIB).unwrap();
+        assert!(other.grow(2 * MIB).is_ok());
     }
 
     #[test]
@@ -307,7 +416,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn quiet_returns_when_requests_drain_or_after_the_longest_wait() {
         let admission = Arc::new(Admission::new(10, 1 << 20));
-        let unsigned: Vec<_> = (0..3).map(|_| admission.try_admit(1).unwrap()).collect();
+        let unsigned: Vec<_> = (0..3)
+            .map(|i| admission.try_admit(&team(i), 1).unwrap())
+            .collect();
         let start = tokio::time::Instant::now();
         admission.quiet(2, Duration::from_secs(1)).await;
         assert_eq!(
@@ -344,8 +455,8 @@ mod tests {
     #[test]
     fn a_body_larger_than_the_budget_gets_in_alone() {
         let admission = Admission::new(10, 4 * 1024);
-        let alone = admission.try_admit(1 << 20).unwrap();
-        assert!(admission.try_admit(1).is_none());
+        let alone = admission.try_admit(&team(0), 1 << 20).unwrap();
+        assert_eq!(admission.try_admit(&team(1), 1).unwrap_err(), Refused::Busy);
         drop(alone);
         assert_eq!(admission.in_flight(), 0);
     }

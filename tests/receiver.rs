@@ -708,7 +708,11 @@ async fn a_declared_content_length_over_the_limit_is_413() {
     // refused before the request takes any of the budget (and before its body is read).
     let h = Harness::with_admission(Admission::new(1, 1 << 20));
     h.serve(&releases());
-    let _held = h.receiver.admission.try_admit(1).expect("budget free");
+    let _held = h
+        .receiver
+        .admission
+        .try_admit("other-team", 1)
+        .expect("budget free");
     let body = vec![b' '; BODY_LIMIT + 1];
 
     let reply = h.post("releases", &body).await;
@@ -913,7 +917,11 @@ async fn over_the_route_rate_limit_is_429_with_retry_after() {
 async fn over_the_admission_budget_is_503_retry_after_1() {
     let h = Harness::with_admission(Admission::new(1, 1 << 20));
     h.serve(&releases());
-    let held = h.receiver.admission.try_admit(1).expect("budget free");
+    let held = h
+        .receiver
+        .admission
+        .try_admit("other-team", 1)
+        .expect("budget free");
 
     let reply = h.post("releases", &sample("build-valid.json")).await;
 
@@ -978,15 +986,15 @@ async fn requests_to_one_namespace_signed_or_not_hold_at_most_half_the_receiver(
     h.serve(&releases());
     // Whoever floods another team's URL holds that team's half...
     let flood: Vec<_> = (0..2)
-        .map(|_| h.receiver.admission.arriving_share("other-team").unwrap())
+        .map(|_| h.receiver.admission.try_admit("other-team", 1).unwrap())
         .collect();
-    assert!(h.receiver.admission.arriving_share("other-team").is_none());
+    assert!(h.receiver.admission.try_admit("other-team", 1).is_err());
     // ... and this team's events are not held up.
     let reply = h.post("releases", &sample("build-valid.json")).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
     // Flooded itself, this team gets 429 at once, naming the bound.
     let mine: Vec<_> = (0..2)
-        .map(|_| h.receiver.admission.arriving_share(NS).unwrap())
+        .map(|_| h.receiver.admission.try_admit(NS, 1).unwrap())
         .collect();
     let reply = h.post("releases", &build_valid_with_id("flooded")).await;
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
@@ -1038,7 +1046,9 @@ async fn a_namespace_over_its_delivery_quota_is_429_naming_the_quota() {
         reply.json
     );
     assert!(
-        reply.error().contains("ResourceQuota \"deliveries\""),
+        reply
+            .error()
+            .contains("ResourceQuota deliveries has no room"),
         "{}",
         reply.error()
     );

@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-use crate::admission::{Admission, Admitted};
+use crate::admission::{Admission, Admitted, Refused};
 use crate::api::{MatchedTarget, StatusedDelivery};
 use crate::event::Envelope;
 use crate::fair_share::FairShare;
@@ -86,6 +86,15 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+impl From<Refused> for ReceiveError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Namespace => ReceiveError::RouteBusy,
+            Refused::Busy => ReceiveError::Busy,
+        }
+    }
+}
+
 /// Every way a request can be refused. Bodies are short and never carry internal detail.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiveError {
@@ -109,7 +118,7 @@ pub enum ReceiveError {
     /// The namespace's ResourceQuota on deliveries is used up: its team must let deliveries
     /// finish and be pruned, or raise the quota. Answered 429, so the sender retries later.
     #[error(
-        "the namespace's ResourceQuota {0:?} has no room for another StatusedDelivery; retry after its deliveries finish and are pruned, or raise the quota"
+        "the namespace's ResourceQuota {0} has no room for another StatusedDelivery; retry after its deliveries finish and are pruned, or raise the quota"
     )]
     OverQuota(String),
     #[error("invalid signature")]
@@ -284,20 +293,14 @@ async fn handle(
         drain(body.into_data_stream()).await;
         return Err(ReceiveError::TooLarge(limit));
     }
-    // Every request to a route is its namespace's, signed or not: at most half the
-    // receiver's requests. Anyone who can reach a team's URL can fill that team's half
-    // (429), never the rest.
-    let _arriving = ctx
-        .admission
-        .arriving_share(&key.namespace)
-        .ok_or(ReceiveError::RouteBusy)?;
-    // Held until the answer: bounds the requests and body bytes worked on at once. Before
-    // the signature is checked a request holds only what it has sent (see admission.rs),
-    // and all of it must arrive within the body timeout.
+    // Held until the answer: bounds the requests and body bytes worked on at once, and
+    // charges them to the route's namespace, signed or not: anyone who can reach a team's
+    // URL can fill that team's half of the receiver (429), never the rest. Before the
+    // signature is checked a request holds only what it has sent (see admission.rs), and
+    // all of it must arrive within the body timeout.
     let mut admitted = ctx
         .admission
-        .try_admit(declared.map_or(limit, |len| len as usize))
-        .ok_or(ReceiveError::Busy)?;
+        .try_admit(&key.namespace, declared.map_or(limit, |len| len as usize))?;
     let bytes = tokio::time::timeout(
         ctx.limits.body_timeout,
         read_body(body, limit, &mut admitted),
@@ -596,9 +599,9 @@ async fn read_body(
             return Err(ReceiveError::TooLarge(limit));
         }
         // The budget is taken as the bytes arrive, never on the word of Content-Length.
-        if !admitted.grow(bytes.len() + chunk.len()) {
-            return Err(ReceiveError::Busy);
-        }
+        admitted
+            .grow(bytes.len() + chunk.len())
+            .map_err(ReceiveError::from)?;
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)
