@@ -25,6 +25,8 @@ test: tools
     STATUSED_BENCH_ORDERING=inOrder hack/cluster.sh exec -- cargo test --locked --bench load
     # One team attacks, another sends steady events (5 s): bounds that hold by construction.
     hack/cluster.sh exec -- cargo test --locked --bench noisy_neighbour
+    # The attacks of issue 25 (unsigned floods, deliveries held whole, a quota), 5 s each.
+    hack/cluster.sh exec -- cargo test --locked --bench attack
     # Faults (API server frozen, killed and restarted; operator killed) with N = 300 each:
     # a cluster of its own, since it kills the API server.
     hack/cluster.sh exec -- cargo test --locked --bench chaos
@@ -50,6 +52,12 @@ bench-load: tools
 # another sends signed events at a steady rate: the victim's latency, deliveries, peak RSS.
 bench-noisy: tools
     hack/cluster.sh exec -- cargo bench --locked --bench noisy_neighbour
+
+# Each attack of issue 25 from one namespace while another sends signed events steadily
+# (STATUSED_ATTACK=secrets,memory,quota picks some): the victim's latency and deliveries,
+# /healthz, the operator's peak RSS and restarts, what the attacker got.
+attack: tools
+    hack/cluster.sh exec -- cargo bench --locked --bench attack
 
 # The operator's OCI image without a daemon (umoci + skopeo): target/image/oci (OCI layout)
 # and target/image/statused-operator.tar (docker-archive, `docker load -i`).

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use harness::victim::{steady_victim, watchdog};
 use harness::{
     Operator, OperatorOptions, client_from, create_namespace, mib, percentile, prepare_route,
     start_sink, wait_delivered, wait_ready,
@@ -49,8 +50,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const ATTACKER_SECRET: &str = "the-attackers-own-route-secret";
 /// A 100-item list literal.
 const HUNDRED: &str = "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100]";
-/// The operator is killed past this resident size: the run must not take the machine down.
-const KILL_AT: u64 = 1536 * 1024 * 1024;
 /// The goal for the operator's peak RSS under attack.
 const RSS_GOAL: u64 = 256 * 1024 * 1024;
 
@@ -208,120 +207,6 @@ fn attack(
             })
         })
         .collect()
-}
-
-/// What the victim saw.
-#[derive(Default)]
-struct Victim {
-    accepted: Vec<String>,
-    /// From the first attempt to the 2xx.
-    latencies: Vec<Duration>,
-    not_accepted: Vec<(String, String)>,
-}
-
-/// One victim event, retried as Statused does (non-2xx but a permanent 4xx, no answer or no
-/// connection; after `Retry-After`, at most 5 s) until accepted or 30 s have passed.
-async fn send_victim_event(
-    http: &reqwest::Client,
-    url: &str,
-    id: &str,
-) -> Result<Duration, String> {
-    let (_, body) = harness::event(id, 0);
-    let signature = statused_operator::signature::sign(harness::SECRET.as_bytes(), &body);
-    let started = Instant::now();
-    let mut last = String::new();
-    while started.elapsed() < Duration::from_secs(30) {
-        let answer = http
-            .post(url)
-            .header("X-Statused-Signature", &signature)
-            .body(body.clone())
-            .send()
-            .await;
-        let wait = match answer {
-            Ok(r) if r.status().is_success() => return Ok(started.elapsed()),
-            Ok(r) => {
-                let code = r.status().as_u16();
-                let retry_after = r
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .map_or(Duration::from_secs(1), Duration::from_secs);
-                last = format!("{code} {}", r.text().await.unwrap_or_default());
-                if !matches!(code, 408 | 429 | 500..=599) {
-                    return Err(last);
-                }
-                retry_after.min(Duration::from_secs(5))
-            }
-            Err(e) => {
-                last = e.to_string();
-                Duration::from_millis(200)
-            }
-        };
-        tokio::time::sleep(wait).await;
-    }
-    Err(last)
-}
-
-/// `rate` events a second for `seconds`, each on its own task.
-async fn steady_victim(
-    webhook: SocketAddr,
-    ns: &str,
-    prefix: &str,
-    rate: u32,
-    seconds: u64,
-) -> Victim {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let url = format!("http://{webhook}/hooks/{ns}/load");
-    let victim = Arc::new(Mutex::new(Victim::default()));
-    let mut tasks = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
-    for i in 0..(rate as u64 * seconds) {
-        tick.tick().await;
-        let (http, url, victim) = (http.clone(), url.clone(), victim.clone());
-        let id = format!("{prefix}-{i:05}");
-        tasks.push(tokio::spawn(async move {
-            let result = send_victim_event(&http, &url, &id).await;
-            let mut v = victim.lock().unwrap();
-            match result {
-                Ok(latency) => {
-                    v.accepted.push(id);
-                    v.latencies.push(latency);
-                }
-                Err(why) => v.not_accepted.push((id, why)),
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    Arc::try_unwrap(victim).ok().unwrap().into_inner().unwrap()
-}
-
-/// Reads the operator's RSS every 100 ms; kills it past [`KILL_AT`]. Returns the peak seen
-/// and whether it killed it.
-fn watchdog(pid: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, bool)> {
-    tokio::spawn(async move {
-        let (mut peak, mut killed) = (0u64, false);
-        while !stop.load(Ordering::Relaxed) {
-            let Some((now, high)) = harness::rss_of(pid) else {
-                break;
-            };
-            peak = peak.max(now).max(high);
-            if now > KILL_AT {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-                killed = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        (peak, killed)
-    })
 }
 
 /// Phase 2: `connections` unauthenticated uploads to the victim's route path, each declaring

@@ -18,6 +18,8 @@ use kube::{Client, Config};
 use statused_operator::api::StatusedRoute;
 use tokio::process::{Child, Command};
 
+pub mod victim;
+
 pub const SECRET: &str = "statused-load-secret";
 /// How long a sender waits for an answer before it counts the request as unanswered.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -297,7 +299,11 @@ impl Operator {
         } else {
             vec!["--namespace", &o.namespace]
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_statused-operator"))
+        // Another build of the operator (an earlier commit's), to measure before and after
+        // with the same bench.
+        let binary = std::env::var("STATUSED_BENCH_OPERATOR_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_statused-operator").to_string());
+        let child = Command::new(binary)
             .args(["run", "--log-format", "json"])
             .args(&scope)
             .args(["--webhook-addr", &o.webhook.to_string()])
