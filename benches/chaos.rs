@@ -225,7 +225,7 @@ async fn main() {
     let (sink, counts) = start_sink().await;
     prepare_route(&admin, &ns, sink).await;
 
-    let mut options = OperatorOptions::new(&ns, &log);
+    let mut options = OperatorOptions::new(&ns, &log).unbounded_storage();
     let (proxy, connects) = counting_proxy(operator_kubeconfig().1).await;
     options.kubeconfig = kubeconfig_through(proxy);
     let op = Operator::start_with(&options).await;

@@ -153,9 +153,11 @@ async fn main() {
     } else {
         None
     };
-    let mut options = harness::OperatorOptions::new(&ns, &log);
+    let mut options = harness::OperatorOptions::new(&ns, &log).unbounded_storage();
     if let Some((endpoint, _)) = &collector {
-        options.args = vec!["--otlp-endpoint".into(), endpoint.clone()];
+        options
+            .args
+            .extend(["--otlp-endpoint".into(), endpoint.clone()]);
     }
     let op = Operator::start_with(&options).await;
     let idle_rss = op.rss().0;

@@ -40,6 +40,10 @@ pub struct Config {
     pub max_inflight_bytes: usize,
     /// Verified requests of one namespace worked on at once; beyond, 429 with `Retry-After`.
     pub max_inflight_per_namespace: usize,
+    /// Stored deliveries of one namespace; beyond, new events 429.
+    pub max_deliveries_per_namespace: usize,
+    /// Stored deliveries in all namespaces; beyond, new events 503.
+    pub max_deliveries: usize,
     /// How long the receiver waits for the API server to store a delivery (then 503).
     pub record_timeout: Duration,
     /// Deliveries the executor works on at once (their calls in flight together).
@@ -107,6 +111,8 @@ impl Default for Config {
             max_inflight_requests: 128,
             max_inflight_bytes: 32 * 1024 * 1024,
             max_inflight_per_namespace: 32,
+            max_deliveries_per_namespace: 5_000,
+            max_deliveries: 25_000,
             record_timeout: Duration::from_secs(5),
             executor_concurrency: 256,
             executor_api_writes: 16,

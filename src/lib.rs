@@ -35,6 +35,7 @@ pub mod schema;
 pub mod secrets;
 pub mod server;
 pub mod signature;
+pub mod stored;
 pub mod targets;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -142,10 +142,15 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
     });
     let executor = Arc::new(Executor::new(context.clone(), outbound));
 
+    let stored = Arc::new(crate::stored::StoredDeliveries::new(
+        context.config.max_deliveries_per_namespace,
+        context.config.max_deliveries,
+    ));
     let receiver = Arc::new(Receiver {
         table: context.routes.table.clone(),
         routes: context.routes.clone(),
         store: Arc::new(KubeDeliveries(context.client.clone())),
+        stored: stored.clone(),
         rate_limiter: context.rate_limiter.clone(),
         admission: context.admission.clone(),
         evaluations: Arc::new(crate::fair_share::FairShare::new(
@@ -170,6 +175,17 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         (
             "route controller",
             crate::controller::route::run(context.clone(), store, writer, stopped(&cancel)).boxed(),
+        ),
+        (
+            "stored deliveries",
+            crate::server::record::count_stored(
+                context.client.clone(),
+                context.config.namespace.clone(),
+                stored,
+                context.health.clone(),
+                stopped(&cancel),
+            )
+            .boxed(),
         ),
         (
             "webhook server",

@@ -188,7 +188,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("compiled route", &["route", "matching"]),
     (
         "tables and settings",
-        &["routing", "route_cache", "rate_limit", "metrics", "config"],
+        &[
+            "routing",
+            "route_cache",
+            "stored",
+            "rate_limit",
+            "metrics",
+            "config",
+        ],
     ),
     ("shared context", &["context"]),
     ("receiver and controllers", &["server", "controller"]),

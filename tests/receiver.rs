@@ -32,9 +32,13 @@ use statused_operator::server::webhook::{
 };
 use statused_operator::server::webhook_router;
 use statused_operator::signature::{SIGNATURE_HEADER, hmac_sha256_hex};
+use statused_operator::stored::StoredDeliveries;
 use tower::ServiceExt;
 
 const NS: &str = "mobile-ci";
+/// The receiver's bounds on stored deliveries (counted only where a test feeds the counts).
+const STORED_PER_NAMESPACE: usize = 3;
+const STORED_TOTAL: usize = 100;
 /// The operator's default replay window.
 const REPLAY_WINDOW: Duration = Duration::from_secs(72 * 3600);
 const SIGNING_SECRET_NAME: &str = "statused-webhook";
@@ -301,6 +305,7 @@ impl Harness {
             table: RoutingTable::default(),
             routes: routes.clone(),
             store: store.clone(),
+            stored: Arc::new(StoredDeliveries::new(STORED_PER_NAMESPACE, STORED_TOTAL)),
             rate_limiter: Arc::new(RateLimiter::default()),
             admission: Arc::new(admission),
             evaluations: Arc::new(FairShare::new(EVALUATIONS)),
@@ -1030,6 +1035,42 @@ async fn a_signature_is_checked_in_a_slot_of_the_blocking_pool_not_on_the_worker
         .body(Body::from(body))
         .unwrap();
     assert_eq!(h.send(request).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_namespace_with_its_most_stored_deliveries_is_429_naming_the_bound() {
+    let h = Harness::serving(&releases());
+    for i in 0..STORED_PER_NAMESPACE {
+        let reply = h
+            .post("releases", &build_valid_with_id(&format!("e{i}")))
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+    }
+    // What the watch of deliveries would tell every replica.
+    for d in h.store.deliveries.lock().unwrap().values() {
+        h.receiver
+            .stored
+            .observe(&kube::runtime::watcher::Event::Apply(d.clone()));
+    }
+
+    let reply = h.post("releases", &build_valid_with_id("one-more")).await;
+
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{:?}",
+        reply.json
+    );
+    assert!(
+        reply
+            .error()
+            .contains("holds 3 stored deliveries, its most (--max-deliveries-per-namespace 3)"),
+        "{}",
+        reply.error()
+    );
+    assert_eq!(reply.retry_after(), Some("60"));
+    assert_eq!(h.store.len(), STORED_PER_NAMESPACE, "nothing more stored");
+    assert!(h.receiver.stored.admit("other-team").is_ok());
 }
 
 #[tokio::test]

@@ -202,6 +202,19 @@ pub struct RunArgs {
         default_value_t = 32
     )]
     pub max_inflight_per_namespace: usize,
+    /// Stored StatusedDeliveries of one namespace (finished ones stay for the dedup window,
+    /// or their route's history limits); beyond, its new events are answered 429. What one
+    /// team can store in etcd and in the operator's memory.
+    #[arg(
+        long,
+        env = "STATUSED_MAX_DELIVERIES_PER_NAMESPACE",
+        default_value_t = 5_000
+    )]
+    pub max_deliveries_per_namespace: usize,
+    /// Stored StatusedDeliveries in all namespaces; beyond, new events are answered 503. The
+    /// chart's memory limit is derived from it (each costs the executor a few KiB).
+    #[arg(long, env = "STATUSED_MAX_DELIVERIES", default_value_t = 25_000)]
+    pub max_deliveries: usize,
     /// Seconds a sender has to deliver the whole body once its headers arrived; slower,
     /// 408. A deadline rather than a minimum rate: it holds a slot for a known, short time
     /// whatever the client does (Statused's events are a few KiB sent from a data centre).
@@ -321,6 +334,8 @@ impl RunArgs {
             max_inflight_requests: self.max_inflight_requests.max(1),
             max_inflight_bytes: self.max_inflight_bytes.max(1),
             max_inflight_per_namespace: self.max_inflight_per_namespace.max(1),
+            max_deliveries_per_namespace: self.max_deliveries_per_namespace.max(1),
+            max_deliveries: self.max_deliveries.max(1),
             body_timeout: secs(self.body_timeout_seconds),
             record_timeout: secs(self.record_timeout_seconds),
             executor_concurrency: self.executor_concurrency,

@@ -20,6 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
 use super::decide::{self, Observed, Plan, Step, decide};
+use super::delivery_cache::{CacheBudget, DeliveryCache, TRIMMED};
 use super::destinations::{Admit, Destination, Lease};
 use super::executor::Executor;
 use super::ordering::{self, Claimed};
@@ -105,10 +106,10 @@ pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send +
     while helpers.join_next().await.is_some() {}
 }
 
-/// The watch of deliveries: it feeds the ordering index (before the cache trims finished
-/// deliveries), then the cache. The cache holds every stored delivery (all of the dedup
-/// window's): keep each small. Small pages: the first list of a large history is parsed a
-/// page at a time.
+/// The watch of deliveries: it feeds the ordering index (before the cache trims them), then
+/// the cache, which holds every stored delivery (all of the dedup window's), each small
+/// (delivery_cache.rs). Small pages: the first list of a large history is parsed a page at
+/// a time.
 fn watch(
     ctx: &Arc<Executor>,
     api: Api<StatusedDelivery>,
@@ -123,7 +124,7 @@ fn watch(
             .ordering
             .observe(event, |d| index.ledger.newer_written(d));
     })
-    .modify(trim)
+    .map_ok(DeliveryCache::new(CacheBudget::default()).keeper())
 }
 
 /// The executor's cache, shared in the context while it runs: unshared when the executor
@@ -147,79 +148,6 @@ impl Drop for Cached {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
-}
-
-/// What the executor's cache keeps of a delivery. While it is being delivered: everything,
-/// up to [`CACHED_UNFINISHED_BYTES`] of spec and status; a larger one (an event near the
-/// data limits, many targets) keeps only what a finished one keeps and is marked
-/// [`TRIMMED`], and the executor reads it afresh each time it works on it. Once finished:
-/// only what pruning needs (name, uid, times, route, phase). So a stored delivery costs the
-/// executor a small fixed amount, whatever its team sends, and a restart with every
-/// delivery unfinished fits the pod's memory. `managedFields` are never needed.
-pub fn trim(delivery: &mut StatusedDelivery) {
-    delivery.metadata.managed_fields = None;
-    if let Some(annotations) = delivery.metadata.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-    let finished = delivery
-        .status
-        .as_ref()
-        .is_some_and(|s| s.phase.is_finished());
-    if !finished && held_bytes(delivery) <= CACHED_UNFINISHED_BYTES {
-        return;
-    }
-    let meta = &mut delivery.metadata;
-    meta.labels = None;
-    // Only a redelivery request is kept: it is what reopens a finished delivery.
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|k, _| k.starts_with(redeliver::ANNOTATION_REDELIVER));
-    }
-    if !finished {
-        meta.annotations
-            .get_or_insert_default()
-            .insert(TRIMMED.to_string(), String::new());
-    }
-    meta.owner_references = None;
-    let event = &mut delivery.spec.event;
-    event.data = serde_json::Value::Null;
-    event.source = String::new();
-    event.subject = None;
-    // The time stays: the pruner keeps a record while its event could be replayed.
-    delivery.spec.matched = Vec::new();
-    if let Some(status) = delivery.status.as_mut() {
-        status.targets = Vec::new();
-        status.recent_redelivery_requests = Vec::new();
-    }
-}
-
-/// The most of an unfinished delivery's spec and status (as JSON) the executor's cache keeps
-/// whole: a Statused event with its targets' status is 1 to 3 KiB.
-pub const CACHED_UNFINISHED_BYTES: usize = 8 * 1024;
-
-/// Marks, in the executor's cache only (never written), a delivery kept without its event
-/// and targets (see [`trim`]).
-pub const TRIMMED: &str = "statused.dev/trimmed-in-cache";
-
-/// The bytes of `delivery`'s spec and status as JSON, counted without building the text.
-fn held_bytes(delivery: &StatusedDelivery) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing to a counter cannot fail; a value that does not serialize counts as large.
-    if serde_json::to_writer(&mut count, &delivery.spec).is_err()
-        || serde_json::to_writer(&mut count, &delivery.status).is_err()
-    {
-        return usize::MAX;
-    }
-    count.0
 }
 
 #[instrument(skip(delivery, ctx), fields(delivery = %delivery.name_any()))]
@@ -995,48 +923,4 @@ fn error_policy(delivery: Arc<StatusedDelivery>, error: &Error, ctx: Arc<Executo
     warn!(delivery = %key, %error, retry_in = ?delay, "delivery reconcile failed");
     ctx.metrics.reconcile("delivery", "error");
     Action::requeue(delay)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::{DeliveryPhase, StatusedDeliveryStatus};
-
-    fn with_data(bytes: usize, phase: Option<DeliveryPhase>) -> StatusedDelivery {
-        let mut d = StatusedDelivery::fixture("d", "r");
-        d.spec.event.data = serde_json::json!({"s": "x".repeat(bytes)});
-        d.spec.event.time = Some("2026-12-07T00:00:00Z".into());
-        d.status = phase.map(|phase| StatusedDeliveryStatus {
-            phase,
-            ..Default::default()
-        });
-        d
-    }
-
-    #[test]
-    fn an_unfinished_delivery_is_kept_whole_up_to_its_bound_and_marked_beyond() {
-        let mut small = with_data(1024, None);
-        trim(&mut small);
-        assert_eq!(small.spec.event.data["s"].as_str().unwrap().len(), 1024);
-        assert!(!small.annotations().contains_key(TRIMMED));
-
-        // An event near the data limits (16 strings of 15 KiB, as the issue's attacker sent).
-        let mut large = with_data(16 * 15 * 1024, Some(DeliveryPhase::Pending));
-        trim(&mut large);
-        assert!(large.spec.event.data.is_null(), "its event is not held");
-        assert!(
-            large.annotations().contains_key(TRIMMED),
-            "read afresh when worked on"
-        );
-        assert!(held_bytes(&large) <= CACHED_UNFINISHED_BYTES);
-    }
-
-    #[test]
-    fn a_finished_delivery_keeps_only_what_pruning_needs_unmarked() {
-        let mut done = with_data(1024, Some(DeliveryPhase::Succeeded));
-        trim(&mut done);
-        assert!(done.spec.event.data.is_null());
-        assert!(!done.annotations().contains_key(TRIMMED));
-        assert!(done.spec.event.time.is_some(), "the pruner reads the time");
-    }
 }

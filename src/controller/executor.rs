@@ -34,7 +34,7 @@ pub struct Executor {
     /// The executor's own status writes, beyond what its cache shows.
     pub ledger: Ledger,
     /// The executor's watch cache of deliveries while it runs (trimmed: see
-    /// `delivery::trim`), for the redelivery requests' cheap look at a delivery's phase.
+    /// `delivery_cache.rs`), for the redelivery requests' cheap look at a delivery's phase.
     pub deliveries: RwLock<Option<Store<StatusedDelivery>>>,
     /// How many Kubernetes Events the executor may publish.
     pub event_budget: EventBudget,

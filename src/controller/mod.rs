@@ -4,6 +4,7 @@
 
 pub mod decide;
 pub mod delivery;
+pub mod delivery_cache;
 pub mod destinations;
 pub mod event_budget;
 pub mod executor;

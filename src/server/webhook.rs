@@ -28,6 +28,7 @@ use crate::route::{CompiledRoute, RouteKey};
 use crate::route_cache::RouteIndex;
 use crate::routing::{RouteCheck, RoutingTable};
 use crate::signature::{self, APPLE_SIGNATURE_HEADER, SIGNATURE_HEADER};
+use crate::stored::{Full, StoredDeliveries};
 use crate::traces::{Kind, Span};
 
 /// What the receiver needs, and nothing more: no kube client, no leadership. Tests build it
@@ -38,6 +39,8 @@ pub struct Receiver {
     pub routes: Arc<dyn RouteIndex>,
     /// Where accepted events are recorded.
     pub store: Arc<dyn DeliveryStore>,
+    /// How many deliveries are stored, per namespace and in all, and the bounds.
+    pub stored: Arc<StoredDeliveries>,
     pub rate_limiter: Arc<RateLimiter>,
     /// The budget of requests and body bytes in flight.
     pub admission: Arc<Admission>,
@@ -130,6 +133,9 @@ pub enum ReceiveError {
     Replay(#[from] OutsideWindow),
     #[error("receiver busy")]
     Busy,
+    /// The namespace (429) or the operator (503) holds its most stored deliveries.
+    #[error("{0}")]
+    Full(Full),
     #[error("could not record event")]
     Record(#[source] StoreError),
     #[error("could not record event in time")]
@@ -153,9 +159,11 @@ impl ReceiveError {
                 StatusCode::BAD_REQUEST
             }
             ReceiveError::SlowBody => StatusCode::REQUEST_TIMEOUT,
-            ReceiveError::RateLimited(_) | ReceiveError::RouteBusy | ReceiveError::OverQuota(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ReceiveError::RateLimited(_)
+            | ReceiveError::RouteBusy
+            | ReceiveError::OverQuota(_)
+            | ReceiveError::Full(Full::Namespace { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            ReceiveError::Full(Full::Total { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ReceiveError::Signature(_) => StatusCode::UNAUTHORIZED,
         }
     }
@@ -172,7 +180,7 @@ impl IntoResponse for ReceiveError {
             // Over the in-flight budget: capacity frees up within moments.
             ReceiveError::Busy | ReceiveError::RouteBusy => Some("1".to_string()),
             // Room in a quota comes back as deliveries finish and are pruned.
-            ReceiveError::OverQuota(_) => Some("60".to_string()),
+            ReceiveError::OverQuota(_) | ReceiveError::Full(_) => Some("60".to_string()),
             // The API server is slow or refusing: give it a few seconds.
             ReceiveError::Record(_) | ReceiveError::RecordTimeout => Some("5".to_string()),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some("10".to_string()),
@@ -360,6 +368,10 @@ async fn handle(
         info!(event = %envelope.id, "no rule matched");
         return Ok(Accepted::new(matched));
     }
+    // Bounded before it is stored: what one team keeps in etcd and in the executor's cache.
+    ctx.stored
+        .admit(&key.namespace)
+        .map_err(ReceiveError::Full)?;
     let recording = span.child("record", Kind::Internal);
     let accepted = record(ctx, &route, envelope, matched, recording.traceparent())
         .await

@@ -1,0 +1,282 @@
+//! What the executor's watch cache keeps of each stored delivery, and the budget that keeps
+//! it small whatever a team sends.
+//!
+//! The cache holds every stored delivery (all of the dedup window's; how many is bounded
+//! per namespace and in all by `stored.rs`). Each is kept:
+//! - finished: only what pruning needs (name, uid, times, route, phase);
+//! - unfinished, while its spec and status fit the budget: whole, so that the executor works
+//!   from the cache without a read;
+//! - unfinished beyond the budget (a namespace's deliveries near the data limits, or
+//!   thousands of them waiting behind a target's 429): as a finished one is, marked
+//!   [`TRIMMED`], and read afresh each time the executor works on it (one GET).
+//!
+//! The budget is counted in bytes of JSON, [`NAMESPACE_BYTES`] per namespace and
+//! [`TOTAL_BYTES`] in all: one team's deliveries never take another's room, and the
+//! executor's memory is a small fixed cost per stored delivery plus at most the budget.
+//! A restart with the bounds full comes back up the same way.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use kube::ResourceExt;
+use kube::runtime::watcher;
+
+use super::redeliver;
+use crate::api::StatusedDelivery;
+
+/// Bytes (as JSON) of whole unfinished deliveries one namespace keeps in the cache.
+pub const NAMESPACE_BYTES: usize = 2 * 1024 * 1024;
+/// Bytes (as JSON) of whole unfinished deliveries the cache keeps in all.
+pub const TOTAL_BYTES: usize = 16 * 1024 * 1024;
+
+/// Marks, in the executor's cache only (never written), a delivery kept without its event
+/// and targets: the executor reads it afresh before working on it.
+pub const TRIMMED: &str = "statused.dev/trimmed-in-cache";
+
+/// Who holds how much of the budget: the whole unfinished deliveries by uid.
+#[derive(Debug)]
+pub struct CacheBudget {
+    held: HashMap<String, (String, usize)>,
+    by_namespace: HashMap<String, usize>,
+    total: usize,
+    per_namespace: usize,
+    max_total: usize,
+}
+
+impl Default for CacheBudget {
+    fn default() -> Self {
+        Self::new(NAMESPACE_BYTES, TOTAL_BYTES)
+    }
+}
+
+impl CacheBudget {
+    pub fn new(per_namespace: usize, max_total: usize) -> Self {
+        Self {
+            held: HashMap::new(),
+            by_namespace: HashMap::new(),
+            total: 0,
+            per_namespace,
+            max_total,
+        }
+    }
+
+    /// Charges `bytes` for delivery `uid` of `namespace` (in place of what it held), or
+    /// holds nothing for it and says `false` when that is over either bound.
+    pub fn hold(&mut self, uid: &str, namespace: &str, bytes: usize) -> bool {
+        self.release(uid);
+        let used = self.by_namespace.get(namespace).copied().unwrap_or(0);
+        if used + bytes > self.per_namespace || self.total + bytes > self.max_total {
+            return false;
+        }
+        *self.by_namespace.entry(namespace.to_string()).or_default() += bytes;
+        self.total += bytes;
+        self.held
+            .insert(uid.to_string(), (namespace.to_string(), bytes));
+        true
+    }
+
+    /// What delivery `uid` held goes back to the budget.
+    pub fn release(&mut self, uid: &str) {
+        let Some((namespace, bytes)) = self.held.remove(uid) else {
+            return;
+        };
+        self.total -= bytes;
+        if let Some(used) = self.by_namespace.get_mut(&namespace) {
+            *used -= bytes;
+            if *used == 0 {
+                self.by_namespace.remove(&namespace);
+            }
+        }
+    }
+
+    /// Bytes held in all.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+/// The budget behind the watch: each event's deliveries kept whole or trimmed.
+#[derive(Debug, Clone)]
+pub struct DeliveryCache(Arc<Mutex<CacheBudget>>);
+
+impl DeliveryCache {
+    pub fn new(budget: CacheBudget) -> Self {
+        Self(Arc::new(Mutex::new(budget)))
+    }
+
+    /// For `map_ok` on the watch: keeps each event's delivery as the budget allows.
+    pub fn keeper(
+        self,
+    ) -> impl FnMut(watcher::Event<StatusedDelivery>) -> watcher::Event<StatusedDelivery> {
+        move |mut event| {
+            self.keep(&mut event);
+            event
+        }
+    }
+
+    fn keep(&self, event: &mut watcher::Event<StatusedDelivery>) {
+        let mut budget = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            // A relist: every delivery is charged again as it arrives (the old ones stay in
+            // the store until the list is done, so for that moment the cache may hold up to
+            // twice the budget).
+            watcher::Event::Init => {
+                *budget = CacheBudget::new(budget.per_namespace, budget.max_total)
+            }
+            watcher::Event::InitApply(d) | watcher::Event::Apply(d) => {
+                let uid = d.uid().unwrap_or_default();
+                let finished = d.status.as_ref().is_some_and(|s| s.phase.is_finished());
+                strip(d);
+                if finished {
+                    budget.release(&uid);
+                    trim(d);
+                } else if !budget.hold(&uid, &d.namespace().unwrap_or_default(), held_bytes(d)) {
+                    trim(d);
+                    d.annotations_mut()
+                        .insert(TRIMMED.to_string(), String::new());
+                }
+            }
+            watcher::Event::Delete(d) => budget.release(&d.uid().unwrap_or_default()),
+            watcher::Event::InitDone => {}
+        }
+    }
+}
+
+/// What no delivery in the cache needs: `managedFields`, the last applied configuration.
+fn strip(delivery: &mut StatusedDelivery) {
+    delivery.metadata.managed_fields = None;
+    if let Some(annotations) = delivery.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// Keeps only what pruning needs: name, uid, times, route, phase, and a redelivery request
+/// (what reopens a finished delivery).
+pub fn trim(delivery: &mut StatusedDelivery) {
+    strip(delivery);
+    let meta = &mut delivery.metadata;
+    meta.labels = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| k.starts_with(redeliver::ANNOTATION_REDELIVER));
+    }
+    meta.owner_references = None;
+    let event = &mut delivery.spec.event;
+    event.data = serde_json::Value::Null;
+    event.source = String::new();
+    event.subject = None;
+    // The time stays: the pruner keeps a record while its event could be replayed.
+    delivery.spec.matched = Vec::new();
+    if let Some(status) = delivery.status.as_mut() {
+        status.targets = Vec::new();
+        status.recent_redelivery_requests = Vec::new();
+    }
+}
+
+/// The bytes of `delivery`'s spec and status as JSON, counted without building the text.
+fn held_bytes(delivery: &StatusedDelivery) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a value that does not serialize counts as large.
+    if serde_json::to_writer(&mut count, &delivery.spec).is_err()
+        || serde_json::to_writer(&mut count, &delivery.status).is_err()
+    {
+        return usize::MAX;
+    }
+    count.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{DeliveryPhase, StatusedDeliveryStatus};
+
+    fn delivery(ns: &str, name: &str, bytes: usize, phase: DeliveryPhase) -> StatusedDelivery {
+        let mut d = StatusedDelivery::fixture(name, "r");
+        d.metadata.namespace = Some(ns.into());
+        d.spec.event.data = serde_json::json!({"s": "x".repeat(bytes)});
+        d.spec.event.time = Some("2026-12-07T00:00:00Z".into());
+        d.status = Some(StatusedDeliveryStatus {
+            phase,
+            ..Default::default()
+        });
+        d
+    }
+
+    fn kept(cache: &DeliveryCache, d: StatusedDelivery) -> StatusedDelivery {
+        let mut event = watcher::Event::Apply(d);
+        cache.keep(&mut event);
+        match event {
+            watcher::Event::Apply(d) => d,
+            _ => unreachable!(),
+        }
+    }
+
+    fn whole(d: &StatusedDelivery) -> bool {
+        !d.spec.event.data.is_null() && !d.annotations().contains_key(TRIMMED)
+    }
+
+    #[test]
+    fn unfinished_deliveries_are_whole_within_the_namespaces_budget_and_marked_beyond() {
+        let cache = DeliveryCache::new(CacheBudget::new(10_000, 100_000));
+        let first = kept(&cache, delivery("hog", "a", 6_000, DeliveryPhase::Pending));
+        assert!(whole(&first));
+        // The namespace has no room for a second: it is read afresh when worked on.
+        let second = kept(&cache, delivery("hog", "b", 6_000, DeliveryPhase::Pending));
+        assert!(second.spec.event.data.is_null());
+        assert!(second.annotations().contains_key(TRIMMED));
+        assert!(held_bytes(&second) < 1_000, "small once trimmed");
+        // Another team has room of its own.
+        assert!(whole(&kept(
+            &cache,
+            delivery("other", "c", 6_000, DeliveryPhase::Pending)
+        )));
+        // Once the first finishes, its room is given back.
+        let done = kept(
+            &cache,
+            delivery("hog", "a", 6_000, DeliveryPhase::Succeeded),
+        );
+        assert!(done.spec.event.data.is_null() && !done.annotations().contains_key(TRIMMED));
+        assert!(whole(&kept(
+            &cache,
+            delivery("hog", "b", 6_000, DeliveryPhase::Pending)
+        )));
+    }
+
+    #[test]
+    fn the_total_bounds_every_namespace_together_and_a_delete_gives_room_back() {
+        let cache = DeliveryCache::new(CacheBudget::new(10_000, 10_000));
+        let a = kept(&cache, delivery("a", "a", 6_000, DeliveryPhase::Pending));
+        assert!(whole(&a));
+        assert!(!whole(&kept(
+            &cache,
+            delivery("b", "b", 6_000, DeliveryPhase::Pending)
+        )));
+        let mut gone = watcher::Event::Delete(a);
+        cache.keep(&mut gone);
+        assert!(whole(&kept(
+            &cache,
+            delivery("b", "b", 6_000, DeliveryPhase::Pending)
+        )));
+    }
+
+    #[test]
+    fn a_delivery_seen_again_is_charged_once() {
+        let cache = DeliveryCache::new(CacheBudget::new(10_000, 10_000));
+        for _ in 0..5 {
+            assert!(whole(&kept(
+                &cache,
+                delivery("a", "a", 6_000, DeliveryPhase::Running)
+            )));
+        }
+        assert!(cache.0.lock().unwrap().total() < 10_000);
+    }
+}
