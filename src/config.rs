@@ -44,6 +44,10 @@ pub struct Config {
     pub max_deliveries_per_namespace: usize,
     /// Stored deliveries in all namespaces; beyond, new events 503.
     pub max_deliveries: usize,
+    /// Bytes (spec as JSON) of one namespace's stored deliveries; beyond, new events 429.
+    pub max_delivery_bytes_per_namespace: usize,
+    /// Bytes of all stored deliveries; beyond, new events 503.
+    pub max_delivery_bytes: usize,
     /// How long the receiver waits for the API server to store a delivery (then 503).
     pub record_timeout: Duration,
     /// Deliveries the executor works on at once (their calls in flight together).
@@ -113,6 +117,8 @@ impl Default for Config {
             max_inflight_per_namespace: 32,
             max_deliveries_per_namespace: 5_000,
             max_deliveries: 25_000,
+            max_delivery_bytes_per_namespace: 128 * 1024 * 1024,
+            max_delivery_bytes: 512 * 1024 * 1024,
             record_timeout: Duration::from_secs(5),
             executor_concurrency: 256,
             executor_api_writes: 16,

@@ -143,8 +143,12 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
     let executor = Arc::new(Executor::new(context.clone(), outbound));
 
     let stored = Arc::new(crate::stored::StoredDeliveries::new(
-        context.config.max_deliveries_per_namespace,
-        context.config.max_deliveries,
+        crate::stored::Bounds {
+            per_namespace: context.config.max_deliveries_per_namespace,
+            total: context.config.max_deliveries,
+            bytes_per_namespace: context.config.max_delivery_bytes_per_namespace,
+            bytes: context.config.max_delivery_bytes,
+        },
     ));
     let receiver = Arc::new(Receiver {
         table: context.routes.table.clone(),

@@ -32,7 +32,7 @@ use statused_operator::server::webhook::{
 };
 use statused_operator::server::webhook_router;
 use statused_operator::signature::{SIGNATURE_HEADER, hmac_sha256_hex};
-use statused_operator::stored::StoredDeliveries;
+use statused_operator::stored::{ANNOTATION_SIZE, Bounds, StoredDeliveries};
 use tower::ServiceExt;
 
 const NS: &str = "mobile-ci";
@@ -305,7 +305,12 @@ impl Harness {
             table: RoutingTable::default(),
             routes: routes.clone(),
             store: store.clone(),
-            stored: Arc::new(StoredDeliveries::new(STORED_PER_NAMESPACE, STORED_TOTAL)),
+            stored: Arc::new(StoredDeliveries::new(Bounds {
+                per_namespace: STORED_PER_NAMESPACE,
+                total: STORED_TOTAL,
+                bytes_per_namespace: 1 << 30,
+                bytes: 1 << 30,
+            })),
             rate_limiter: Arc::new(RateLimiter::default()),
             admission: Arc::new(admission),
             evaluations: Arc::new(FairShare::new(EVALUATIONS)),
@@ -1070,7 +1075,27 @@ async fn a_namespace_with_its_most_stored_deliveries_is_429_naming_the_bound() {
     );
     assert_eq!(reply.retry_after(), Some("60"));
     assert_eq!(h.store.len(), STORED_PER_NAMESPACE, "nothing more stored");
-    assert!(h.receiver.stored.admit("other-team").is_ok());
+    assert!(h.receiver.stored.admit("other-team", 1000).is_ok());
+    // An event already stored is still a duplicate at the bound, so its sender stops.
+    let reply = h.post("releases", &build_valid_with_id("e0")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    assert_eq!(reply.json["duplicate"], true);
+    // Each stored delivery carries its size, which every replica's count reads.
+    let size: usize = h
+        .store
+        .deliveries
+        .lock()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .metadata
+        .annotations
+        .as_ref()
+        .unwrap()[ANNOTATION_SIZE]
+        .parse()
+        .unwrap();
+    assert!(size > 100, "{size}");
 }
 
 #[tokio::test]

@@ -279,6 +279,10 @@ impl OperatorOptions {
                 "1000000",
                 "--max-deliveries",
                 "1000000",
+                "--max-delivery-bytes-per-namespace",
+                "100000000000",
+                "--max-delivery-bytes",
+                "100000000000",
             ]
             .map(String::from),
         );

@@ -215,6 +215,22 @@ pub struct RunArgs {
     /// chart's memory limit is derived from it (each costs the executor a few KiB).
     #[arg(long, env = "STATUSED_MAX_DELIVERIES", default_value_t = 25_000)]
     pub max_deliveries: usize,
+    /// Bytes of one namespace's stored StatusedDeliveries (each its spec as JSON: mostly its
+    /// event); beyond, its new events are answered 429. What one team can put in etcd.
+    #[arg(
+        long,
+        env = "STATUSED_MAX_DELIVERY_BYTES_PER_NAMESPACE",
+        default_value_t = 128 * 1024 * 1024
+    )]
+    pub max_delivery_bytes_per_namespace: usize,
+    /// Bytes of all stored StatusedDeliveries; beyond, new events are answered 503. Keep it
+    /// well under etcd's quota (2 GiB by default), which every resource of the cluster shares.
+    #[arg(
+        long,
+        env = "STATUSED_MAX_DELIVERY_BYTES",
+        default_value_t = 512 * 1024 * 1024
+    )]
+    pub max_delivery_bytes: usize,
     /// Seconds a sender has to deliver the whole body once its headers arrived; slower,
     /// 408. A deadline rather than a minimum rate: it holds a slot for a known, short time
     /// whatever the client does (Statused's events are a few KiB sent from a data centre).
@@ -336,6 +352,8 @@ impl RunArgs {
             max_inflight_per_namespace: self.max_inflight_per_namespace.max(1),
             max_deliveries_per_namespace: self.max_deliveries_per_namespace.max(1),
             max_deliveries: self.max_deliveries.max(1),
+            max_delivery_bytes_per_namespace: self.max_delivery_bytes_per_namespace.max(1),
+            max_delivery_bytes: self.max_delivery_bytes.max(1),
             body_timeout: secs(self.body_timeout_seconds),
             record_timeout: secs(self.record_timeout_seconds),
             executor_concurrency: self.executor_concurrency,

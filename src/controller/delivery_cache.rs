@@ -23,6 +23,7 @@ use kube::runtime::watcher;
 
 use super::redeliver;
 use crate::api::StatusedDelivery;
+use crate::stored::json_len;
 
 /// Bytes (as JSON) of whole unfinished deliveries one namespace keeps in the cache.
 pub const NAMESPACE_BYTES: usize = 2 * 1024 * 1024;
@@ -172,26 +173,9 @@ pub fn trim(delivery: &mut StatusedDelivery) {
     }
 }
 
-/// The bytes of `delivery`'s spec and status as JSON, counted without building the text.
+/// The bytes of `delivery`'s spec and status as JSON.
 fn held_bytes(delivery: &StatusedDelivery) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing to a counter cannot fail; a value that does not serialize counts as large.
-    if serde_json::to_writer(&mut count, &delivery.spec).is_err()
-        || serde_json::to_writer(&mut count, &delivery.status).is_err()
-    {
-        return usize::MAX;
-    }
-    count.0
+    json_len(&delivery.spec).saturating_add(json_len(&delivery.status))
 }
 
 #[cfg(test)]

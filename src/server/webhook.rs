@@ -28,7 +28,7 @@ use crate::route::{CompiledRoute, RouteKey};
 use crate::route_cache::RouteIndex;
 use crate::routing::{RouteCheck, RoutingTable};
 use crate::signature::{self, APPLE_SIGNATURE_HEADER, SIGNATURE_HEADER};
-use crate::stored::{Full, StoredDeliveries};
+use crate::stored::{ANNOTATION_SIZE, Full, StoredDeliveries, json_len};
 use crate::traces::{Kind, Span};
 
 /// What the receiver needs, and nothing more: no kube client, no leadership. Tests build it
@@ -147,6 +147,8 @@ pub enum ReceiveError {
 impl ReceiveError {
     pub fn status(&self) -> StatusCode {
         match self {
+            // The operator's bound across namespaces: not the team's doing.
+            ReceiveError::Full(full) if !full.is_namespace() => StatusCode::SERVICE_UNAVAILABLE,
             ReceiveError::NotReady
             | ReceiveError::RouteNotReady
             | ReceiveError::Busy
@@ -162,8 +164,7 @@ impl ReceiveError {
             ReceiveError::RateLimited(_)
             | ReceiveError::RouteBusy
             | ReceiveError::OverQuota(_)
-            | ReceiveError::Full(Full::Namespace { .. }) => StatusCode::TOO_MANY_REQUESTS,
-            ReceiveError::Full(Full::Total { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            | ReceiveError::Full(_) => StatusCode::TOO_MANY_REQUESTS,
             ReceiveError::Signature(_) => StatusCode::UNAUTHORIZED,
         }
     }
@@ -368,10 +369,6 @@ async fn handle(
         info!(event = %envelope.id, "no rule matched");
         return Ok(Accepted::new(matched));
     }
-    // Bounded before it is stored: what one team keeps in etcd and in the executor's cache.
-    ctx.stored
-        .admit(&key.namespace)
-        .map_err(ReceiveError::Full)?;
     let recording = span.child("record", Kind::Internal);
     let accepted = record(ctx, &route, envelope, matched, recording.traceparent())
         .await
@@ -526,6 +523,22 @@ async fn record(
         let mut delivery = new_delivery(route, &envelope, data, matched.clone(), second_name);
         delivery.spec.traceparent = traceparent.clone();
         let name = delivery.metadata.name.clone().unwrap_or_default();
+        // Bounded before it is stored: what one team keeps in etcd and in the executor's
+        // cache. Every replica counts what is stored; the size goes with the delivery.
+        let size = json_len(&delivery.spec);
+        if !second_name && let Err(full) = ctx.stored.admit(&route.key.namespace, size) {
+            return duplicate_or(
+                ctx,
+                route,
+                &envelope,
+                &name,
+                matched,
+                ReceiveError::Full(full),
+            )
+            .await;
+        }
+        kube::ResourceExt::annotations_mut(&mut delivery)
+            .insert(ANNOTATION_SIZE.to_string(), size.to_string());
         // Bounded: a slow API server gets a 503 to the sender, not a queue. Should the
         // create still land after the timeout, the sender's retry finds it (a duplicate).
         let created = tokio::time::timeout(ctx.limits.record_timeout, ctx.store.create(&delivery))
@@ -563,6 +576,31 @@ async fn record(
         }
     }
     Err(ReceiveError::NameTaken)
+}
+
+/// At a bound, an event already stored is still a duplicate (200), so its sender stops;
+/// anything else is `refused`.
+async fn duplicate_or(
+    ctx: &Receiver,
+    route: &CompiledRoute,
+    envelope: &Envelope,
+    name: &str,
+    matched: Vec<MatchedTarget>,
+    refused: ReceiveError,
+) -> Result<Accepted, ReceiveError> {
+    let existing = tokio::time::timeout(
+        ctx.limits.record_timeout,
+        ctx.store.get(&route.key.namespace, name),
+    )
+    .await;
+    match existing {
+        Ok(Ok(existing)) if same_event(&existing, route, envelope) => Ok(Accepted {
+            delivery: Some(name.to_string()),
+            duplicate: true,
+            ..Accepted::new(matched)
+        }),
+        _ => Err(refused),
+    }
 }
 
 /// Whether `existing` records this event for this route name, whichever object of that name
