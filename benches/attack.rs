@@ -461,6 +461,7 @@ async fn memory(admin: Client, s: &Settings) -> Report {
     let stop = Arc::new(AtomicBool::new(false));
     let dog = watchdog(op.pid().unwrap(), stop.clone());
     let after = steady_victim(op.webhook, &victim_ns, "memory-after", s.rate, 2).await;
+    let settled = op.rss().0;
     stop.store(true, Ordering::Relaxed);
     let (peak, killed) = dog.await.unwrap();
     report.peak_rss = report.peak_rss.max(peak);
@@ -468,10 +469,11 @@ async fn memory(admin: Client, s: &Settings) -> Report {
     wait_delivered(&stage.counts, &after.accepted, Duration::from_secs(60)).await;
     let delivered = stage.counts.lock().unwrap().delivered(&after.accepted);
     report.notes.push(format!(
-        "after kill -9 and a restart with them stored: ready in {:.1} s, peak RSS {:.0} MiB, \
-         victim accepted {}/{} and delivered {delivered}",
+        "after kill -9 and a restart with them stored: ready in {:.1} s, peak RSS {:.0} MiB \
+         ({:.0} MiB once listed), victim accepted {}/{} and delivered {delivered}",
         ready.as_secs_f64(),
         mib(peak),
+        mib(settled),
         after.accepted.len(),
         s.rate * 2
     ));

@@ -834,3 +834,60 @@ fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
     }
     server_dry_run(&manifests);
 }
+
+#[test]
+#[ignore = "needs helm: hack/just test"]
+fn storage_bounds_reach_the_operator_and_the_quota_is_installed_where_asked() {
+    let defaults = render(&[]);
+    for (name, value) in [
+        ("STATUSED_MAX_DELIVERIES_PER_NAMESPACE", "5000"),
+        ("STATUSED_MAX_DELIVERIES", "25000"),
+        ("STATUSED_MAX_DELIVERY_BYTES_PER_NAMESPACE", "134217728"),
+        ("STATUSED_MAX_DELIVERY_BYTES", "536870912"),
+    ] {
+        assert!(
+            defaults.contains(&format!("name: {name}\n              value: \"{value}\"")),
+            "{name}={value} not rendered"
+        );
+    }
+    assert!(
+        !defaults.contains("kind: ResourceQuota"),
+        "no quota unless asked"
+    );
+    use serde::Deserialize;
+    let manifests = render(&[
+        "--set",
+        "storage.maxDeliveriesPerNamespace=100",
+        "--set-json",
+        r#"storage.quota={"namespaces":["default","kube-public"],"deliveries":300}"#,
+    ]);
+    assert!(
+        manifests
+            .contains("name: STATUSED_MAX_DELIVERIES_PER_NAMESPACE\n              value: \"100\"")
+    );
+    let quotas: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&manifests)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .filter(|v| v["kind"] == "ResourceQuota")
+        .collect();
+    let placed: Vec<(&str, &str)> = quotas
+        .iter()
+        .map(|q| {
+            (
+                q["metadata"]["namespace"].as_str().unwrap(),
+                q["spec"]["hard"]["count/statuseddeliveries.statused.dev"]
+                    .as_str()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(placed, [("default", "300"), ("kube-public", "300")]);
+    for bad in [
+        "storage.maxDeliveries=0",
+        "storage.maxDeliveryBytesPerNamespace=12",
+        "storage.quota.namespaces={Not_A_Namespace}",
+        "storage.maxDeliverie=5",
+    ] {
+        assert!(try_render(&["--set", bad]).is_err(), "{bad} was accepted");
+    }
+    server_dry_run(&manifests);
+}

@@ -106,6 +106,12 @@ pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send +
     while helpers.join_next().await.is_some() {}
 }
 
+/// Deliveries per page of the watch's list: a page is held whole while it is parsed, and a
+/// stored delivery's spec may be a few hundred KiB (an event near the data limits), so 25 of
+/// them are at most a few MiB, where 100 took a restart with 800 such deliveries stored
+/// 20 MiB higher (`hack/just attack`, `memory`).
+const LIST_PAGE: u32 = 25;
+
 /// The watch of deliveries: it feeds the ordering index (before the cache trims them), then
 /// the cache, which holds every stored delivery (all of the dedup window's), each small
 /// (delivery_cache.rs). Small pages: the first list of a large history is parsed a page at
@@ -117,7 +123,9 @@ fn watch(
     let index = ctx.clone();
     watcher(
         api,
-        watcher::Config::default().any_semantic().page_size(100),
+        watcher::Config::default()
+            .any_semantic()
+            .page_size(LIST_PAGE),
     )
     .inspect_ok(move |event| {
         index

@@ -133,6 +133,7 @@ pub fn compile_route(
     let mut rules = Vec::new();
     // Every rule's match expression runs in one evaluation per event: bounded together.
     let mut matching = Cost::default();
+    let mut ordered = 0usize;
     // One delivery renders all its due targets in one render slot: their work together is
     // bounded too, so that no route holds a slot for long.
     let mut rendering = 0u64;
@@ -224,6 +225,15 @@ pub fn compile_route(
             })
             .collect::<Result<_, _>>()?;
         let ordering = ordering(&field, rule, &mut matching)?;
+        ordered += ordering.iter().flatten().count();
+        if ordered > MAX_ORDERED_TARGETS {
+            return Err(CompileError {
+                reason: Reason::InvalidSpec,
+                message: format!(
+                    "{field}: the route orders {ordered} targets up to this rule; at most {MAX_ORDERED_TARGETS} may be ordered (each keeps an entry per stored delivery in the executor's ordering index): order the targets that need it, or split the route"
+                ),
+            });
+        }
         rules.push(CompiledRule {
             name: rule.name.clone(),
             matcher,
@@ -265,6 +275,11 @@ pub fn compile_route(
         },
     })
 }
+
+/// The most targets of one route with an `ordering` (its own or its rule's): each keeps an
+/// entry per stored delivery in the executor's ordering index, about 1 KiB (measured by
+/// `hack/just bench-load` with `STATUSED_BENCH_ORDERING=inOrder`).
+pub const MAX_ORDERED_TARGETS: usize = 4;
 
 /// Each target's ordering (its own, else the rule's), compiled. Keys are rendered when an
 /// event matches, in the same evaluation as the match expressions: their cost is added to
@@ -547,6 +562,30 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn a_route_orders_at_most_its_most_targets() {
+        let mut r = issue_example();
+        let mut rule = r.spec.rules[0].clone();
+        let target = rule.targets[0].clone();
+        rule.targets = vec![target; MAX_ORDERED_TARGETS + 1];
+        rule.ordering = Some(crate::api::Ordering {
+            key: "$(data.app_name)".into(),
+            policy: crate::api::OrderingPolicy::LatestWins,
+        });
+        r.spec.rules = vec![rule.clone()];
+        let err = compile_route(&r, &all_secrets(), &BTreeSet::new()).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidSpec);
+        assert!(
+            err.message
+                .contains("orders 5 targets up to this rule; at most 4"),
+            "{}",
+            err.message
+        );
+        rule.targets.pop();
+        r.spec.rules = vec![rule];
+        assert!(compile_route(&r, &all_secrets(), &BTreeSet::new()).is_ok());
     }
 
     #[test]
