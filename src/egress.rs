@@ -132,20 +132,11 @@ pub fn classify(ip: IpAddr) -> AddressClass {
 /// (so the usual /96 deployment sees no false refusals). An address with no other reading is
 /// unspecified.
 fn nat64_local_use(ip: Ipv6Addr) -> Option<AddressClass> {
-    let o = ip.octets();
-    if o[..6] != [0, 0x64, 0xff, 0x9b, 0, 1] {
+    if ip.octets()[..6] != [0, 0x64, 0xff, 0x9b, 0, 1] {
         return None;
     }
-    let readings = [
-        [o[6], o[7], o[9], o[10]],    // /48
-        [o[7], o[9], o[10], o[11]],   // /56
-        [o[9], o[10], o[11], o[12]],  // /64
-        [o[12], o[13], o[14], o[15]], // /96
-    ];
-    let class = readings
-        .into_iter()
-        .filter(|r| r[0] != 0)
-        .map(|r| classify_v4(Ipv4Addr::from(r)))
+    let class = local_use_readings(IpAddr::V6(ip))
+        .map(classify_v4)
         .max_by_key(AddressClass::severity)
         .unwrap_or(AddressClass::Unspecified);
     Some(class)
@@ -335,6 +326,21 @@ impl EgressPolicy {
         self.own_ips.iter().any(|own| canonical(*own) == ip)
     }
 
+    /// Whether any address `ip` may reach (itself, or an IPv4 address a NAT64 translator
+    /// may read from it) is the operator's own or on the deny list.
+    fn own_or_denied(&self, ip: IpAddr) -> Option<Refused> {
+        let readings = std::iter::once(ip).chain(local_use_readings(ip).map(IpAddr::V4));
+        for reading in readings {
+            if self.is_own_ip(reading) {
+                return Some(Refused::Operator);
+            }
+            if self.deny.iter().any(|net| net.contains(&reading)) {
+                return Some(Refused::Denied);
+            }
+        }
+        None
+    }
+
     /// Whether `addr` is the API server's address and port.
     pub fn is_api_server(&self, addr: SocketAddr) -> bool {
         let ip = canonical(addr.ip());
@@ -346,11 +352,8 @@ impl EgressPolicy {
     /// Whether a target may connect to `ip`, whatever the port: the classes and the lists.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refused> {
         let ip = canonical(ip);
-        if self.is_own_ip(ip) {
-            return Err(Refused::Operator);
-        }
-        if self.deny.iter().any(|net| net.contains(&ip)) {
-            return Err(Refused::Denied);
+        if let Some(refused) = self.own_or_denied(ip) {
+            return Err(refused);
         }
         if self.allow.iter().any(|net| net.contains(&ip)) {
             return Ok(());
@@ -362,12 +365,37 @@ impl EgressPolicy {
     }
 }
 
-/// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) is that IPv4 address, for the lists.
+/// An IPv4 address written as IPv6 (mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`, or
+/// behind NAT64's well-known prefix `64:ff9b::a.b.c.d`) is that IPv4 address, for the lists
+/// and the operator's own addresses: `--egress-deny 10.0.0.0/8` refuses `64:ff9b::a00:1` too.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => embedded_v4(v6).map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
+}
+
+/// Each IPv4 address a translator may read from an address in NAT64's local-use prefix
+/// (see [`nat64_local_use`]); none for any other address.
+fn local_use_readings(ip: IpAddr) -> impl Iterator<Item = Ipv4Addr> {
+    let o = match ip {
+        IpAddr::V6(v6) => v6.octets(),
+        IpAddr::V4(_) => [0; 16],
+    };
+    let readings = if o[..6] == [0, 0x64, 0xff, 0x9b, 0, 1] {
+        vec![
+            [o[6], o[7], o[9], o[10]],
+            [o[7], o[9], o[10], o[11]],
+            [o[9], o[10], o[11], o[12]],
+            [o[12], o[13], o[14], o[15]],
+        ]
+    } else {
+        Vec::new()
+    };
+    readings
+        .into_iter()
+        .filter(|r| r[0] != 0)
+        .map(Ipv4Addr::from)
 }
 
 /// A comma-separated list of CIDRs (`10.0.0.0/8, 127.0.0.2/32`); a bare address is a /32 or
@@ -528,6 +556,43 @@ mod tests {
 
     fn at(ip: &str, port: u16) -> SocketAddr {
         SocketAddr::new(ip.parse().unwrap(), port)
+    }
+
+    #[test]
+    fn the_lists_and_own_addresses_see_ipv4_inside_every_ipv6_form() {
+        let policy = EgressPolicy {
+            deny: parse_cidrs("10.0.0.0/8").unwrap(),
+            own_ips: vec!["192.0.2.7".parse().unwrap()],
+            ..EgressPolicy::default()
+        };
+        for denied in [
+            "10.0.0.1",
+            "::ffff:10.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::a00:1",
+        ] {
+            assert_eq!(
+                policy.check_ip(denied.parse().unwrap()),
+                Err(Refused::Denied),
+                "{denied}"
+            );
+        }
+        for own in ["::ffff:192.0.2.7", "::192.0.2.7", "64:ff9b::c000:207"] {
+            assert_eq!(
+                policy.check_ip(own.parse().unwrap()),
+                Err(Refused::Operator),
+                "{own}"
+            );
+        }
+        let allowing = EgressPolicy {
+            allow: parse_cidrs("127.0.0.2/32").unwrap(),
+            ..EgressPolicy::default()
+        };
+        assert_eq!(
+            allowing.check_ip("64:ff9b::7f00:2".parse().unwrap()),
+            Ok(())
+        );
     }
 
     #[test]

@@ -713,12 +713,12 @@ async fn a_route_re_created_under_the_same_name_is_503_until_recompiled() {
 // The body (413 / 408 / 400)
 
 #[tokio::test]
-async fn a_declared_content_length_over_the_limit_is_413() {
-    // One request at a time, and that one is taken: a declared length over the limit is
-    // refused before the request takes any of the budget (and before its body is read).
+async fn a_declared_content_length_over_the_limit_is_413_and_its_drain_is_a_request_in_flight() {
+    // One request at a time. The body over the limit is drained (so that its sender reads
+    // the 413) as a request in flight: while another holds the only slot, it waits its turn.
     let h = Harness::with_admission(Admission::new(1, 1 << 20));
     h.serve(&releases());
-    let _held = h
+    let held = h
         .receiver
         .admission
         .try_admit("other-team", 1)
@@ -726,7 +726,10 @@ async fn a_declared_content_length_over_the_limit_is_413() {
     let body = vec![b' '; BODY_LIMIT + 1];
 
     let reply = h.post("releases", &body).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "counted");
 
+    drop(held);
+    let reply = h.post("releases", &body).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(
         reply.error(),
@@ -734,6 +737,7 @@ async fn a_declared_content_length_over_the_limit_is_413() {
     );
     assert_eq!(reply.retry_after(), None);
     assert_eq!(h.store.create_calls(), 0);
+    assert_eq!(h.receiver.admission.in_flight(), 0, "given back");
 }
 
 #[tokio::test]

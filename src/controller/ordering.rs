@@ -257,7 +257,9 @@ impl Drop for Held<'_> {
                 if inner.calling.get(&lane) == Some(&name) {
                     inner.calling.remove(&lane);
                 }
-                wake.extend(inner.to_wake(&lane));
+                // Never the holder itself: a call whose outcome (or at-most-once mark) could
+                // not be written is retried after its reconcile's backoff, not at once.
+                wake.extend(inner.to_wake(&lane).into_iter().filter(|d| d.name != name));
             }
         }
         self.ordering.wake(&wake);
@@ -816,6 +818,25 @@ mod tests {
         let mut targets = status(Pending).targets;
         targets[0].ignore_ordering = true;
         assert_eq!(o.claim(&old, &targets, vec![0]).go, [0]);
+    }
+
+    #[test]
+    fn letting_go_of_a_lane_never_wakes_its_holder() {
+        // An at-most-once call whose mark cannot be written lets go of its lane at once: were
+        // it woken, it would try again at once, for ever, instead of after its backoff.
+        let (o, mut rx) = waking();
+        let first = delivery("first", 1, "app", InOrder);
+        o.observe(&watcher::Event::Apply(first.clone()), |_| false);
+        woken(&o, &mut rx);
+        for _ in 0..3 {
+            let calling = o.claim(&first, &status(Pending).targets, vec![0]);
+            assert_eq!(calling.go, [0]);
+            drop(calling);
+            assert!(
+                woken(&o, &mut rx).is_empty(),
+                "not woken by its own release"
+            );
+        }
     }
 
     #[test]

@@ -298,18 +298,22 @@ async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        drain(body.into_data_stream()).await;
-        return Err(ReceiveError::TooLarge(limit));
-    }
     // Held until the answer: bounds the requests and body bytes worked on at once, and
     // charges them to the route's namespace, signed or not: anyone who can reach a team's
     // URL can fill that team's half of the receiver (429), never the rest. Before the
     // signature is checked a request holds only what it has sent (see admission.rs), and
     // all of it must arrive within the body timeout.
+    let declared_body = declared.map_or(limit, |len| usize::try_from(len).unwrap_or(usize::MAX));
     let mut admitted = ctx
         .admission
-        .try_admit(&key.namespace, declared.map_or(limit, |len| len as usize))?;
+        .try_admit(&key.namespace, declared_body.min(limit))?;
+    if declared_body > limit {
+        // Drained (and thrown away) so that the sender reads its 413, as a request in
+        // flight: within the body timeout and counted, like any other.
+        let _ = tokio::time::timeout(ctx.limits.body_timeout, drain(body.into_data_stream())).await;
+        drop(admitted);
+        return Err(ReceiveError::TooLarge(limit));
+    }
     let bytes = tokio::time::timeout(
         ctx.limits.body_timeout,
         read_body(body, limit, &mut admitted),
