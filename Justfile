@@ -25,7 +25,8 @@ test: tools
     STATUSED_BENCH_ORDERING=inOrder hack/cluster.sh exec -- cargo test --locked --bench load
     # One team attacks, another sends steady events (5 s): bounds that hold by construction.
     hack/cluster.sh exec -- cargo test --locked --bench noisy_neighbour
-    # The attacks of issue 25 (unsigned floods, deliveries held whole, a quota), 5 s each.
+    # The attacks of issue 25 (unsigned floods, deliveries held whole, a quota, slow
+    # uploads), 5 s each: what holds by construction.
     hack/cluster.sh exec -- cargo test --locked --bench attack
     # Faults (API server frozen, killed and restarted; operator killed) with N = 300 each:
     # a cluster of its own, since it kills the API server.
@@ -54,8 +55,9 @@ bench-noisy: tools
     hack/cluster.sh exec -- cargo bench --locked --bench noisy_neighbour
 
 # Each attack of issue 25 from one namespace while another sends signed events steadily
-# (STATUSED_ATTACK=secrets,memory,quota picks some): the victim's latency and deliveries,
-# /healthz, the operator's peak RSS and restarts, what the attacker got.
+# (STATUSED_ATTACK=secrets,memory,quota,uploads picks some; `full` stores 25,000 deliveries
+# and starts the operator on them): the victim's latency and deliveries, /healthz, the
+# operator's peak RSS and restarts, what the attacker got.
 attack: tools
     hack/cluster.sh exec -- cargo bench --locked --bench attack
 

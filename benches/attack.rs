@@ -13,6 +13,13 @@
 //!   is killed and started again with them all stored: what each unfinished delivery costs.
 //! - `quota`: a `ResourceQuota` on `count/statuseddeliveries.statused.dev` in the attacker's
 //!   namespace, and twice that many events: what the attacker hears once it is used up.
+//! - `uploads`: 8 unauthenticated uploads to the attacker's route, each trickling a byte
+//!   every 200 ms until its 408, again and again: the victim's events, accepted and then
+//!   delivered (the executor lets signed requests in flight go first, not unsigned ones).
+//! - `full` (not in the default list: it stores 25,000 deliveries): the operator started
+//!   with nearly `--max-deliveries` finished deliveries stored, 5,000 in each of 4 namespaces
+//!   (each at its bound) and the victim's just under its bound, written straight to the API
+//!   server: its RSS once it has listed them, and the victim's events meanwhile.
 //!
 //! Printed per scenario: the victim's accept p50/p99 (from the first attempt to the 2xx),
 //! accepted and delivered (each exactly once), the slowest `/healthz` answer and how many
@@ -34,7 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::victim::{Health, Victim, steady_victim, watch_health, watchdog};
+use harness::victim::{Health, Victim, slow_uploads, steady_victim, watch_health, watchdog};
 use harness::{
     Operator, OperatorOptions, client_from, create_namespace, mib, percentile, prepare_route,
     start_sink, wait_delivered, wait_ready,
@@ -61,6 +68,8 @@ struct Settings {
     hogs: usize,
     /// The `quota` attacker's ResourceQuota on deliveries.
     quota: usize,
+    /// Deliveries per namespace the `full` scenario stores (5 namespaces).
+    full: usize,
 }
 
 impl Settings {
@@ -80,6 +89,7 @@ impl Settings {
             flood: var("STATUSED_ATTACK_FLOOD", 32) as usize,
             hogs: var("STATUSED_ATTACK_HOGS", if smoke { 60 } else { 800 }) as usize,
             quota: var("STATUSED_ATTACK_QUOTA", 20) as usize,
+            full: var("STATUSED_ATTACK_FULL", 5000) as usize,
         }
     }
 }
@@ -573,6 +583,132 @@ async fn quota(admin: Client, s: &Settings) -> Report {
     report
 }
 
+/// `uploads`: slow unsigned uploads to the attacker's route while the victim's events are
+/// accepted and delivered.
+async fn uploads(admin: Client, s: &Settings) -> Report {
+    let (stage, victim_ns) = Stage::new(admin.clone(), "uploads").await;
+    let mut report = Report {
+        name: "uploads",
+        ..Report::default()
+    };
+    let mut op = Operator::start_with(&stage.options).await;
+    wait_ready(&admin, &victim_ns).await;
+    let target = format!("http://{}/attacker", stage.sink);
+    let (ns, _) = prepare_attacker(&admin, "slow", 1, target).await;
+    let answers: Answers = Arc::default();
+    let (webhook, a) = (op.webhook, answers.clone());
+    let until = Instant::now() + Duration::from_secs(s.seconds);
+    let attack = async move {
+        let stop = Arc::new(AtomicBool::new(false));
+        // Bounded in count as well as in time.
+        for _ in 0..100 {
+            if Instant::now() >= until {
+                break;
+            }
+            let path = format!("/hooks/{ns}/slow");
+            for upload in slow_uploads(webhook, path, 8, stop.clone()) {
+                let answer = upload.await.unwrap();
+                let key = answer
+                    .split(" after")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                count(&a, key, "");
+            }
+        }
+    };
+    let started = Instant::now();
+    stage
+        .under_attack(&mut op, &victim_ns, s, &mut report, attack)
+        .await;
+    if let Some(last) = stage.counts.lock().unwrap().last_new {
+        report.notes.push(format!(
+            "the victim's {} events all delivered {:.1} s after the first was sent",
+            report.delivered,
+            last.duration_since(started).as_secs_f64()
+        ));
+    }
+    report.attacker = answers.lock().unwrap().clone();
+    op.stop().await;
+    report
+}
+
+/// Stores `count` finished deliveries of route `load` in `ns`, as the operator would have
+/// (created, then their status written), 16 at a time.
+async fn store_finished(admin: &Client, ns: &str, count: usize) {
+    use futures::StreamExt;
+    use statused_operator::api::StatusedDelivery;
+    let api: Api<StatusedDelivery> = Api::namespaced(admin.clone(), ns);
+    futures::stream::iter(0..count)
+        .for_each_concurrent(16, |i| {
+            let api = api.clone();
+            async move {
+                let name = format!("stored-{i:06}");
+                let (_, body) = harness::event(&name, i);
+                let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let delivery: StatusedDelivery = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "statused.dev/v1alpha1", "kind": "StatusedDelivery",
+                    "metadata": {"name": name, "annotations": {
+                        statused_operator::stored::ANNOTATION_SIZE: body.len().to_string()}},
+                    "spec": {"route": "load", "event": event,
+                             "matched": [{"rule": "builds", "target": 0, "kind": "webhook"}]},
+                }))
+                .unwrap();
+                api.create(&Default::default(), &delivery).await.unwrap();
+                let now = jiff::Timestamp::now().to_string();
+                let status = serde_json::json!({"status": {"phase": "Succeeded", "attempts": 1,
+                    "completedAt": now, "targets": [{"rule": "builds", "target": 0,
+                    "kind": "webhook", "phase": "Succeeded", "attempts": 1}]}});
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+}
+
+/// `full`: the operator started with its stored deliveries at their bounds.
+async fn full(admin: Client, s: &Settings) -> Report {
+    use futures::StreamExt;
+    let (stage, victim_ns) = Stage::new(admin.clone(), "full").await;
+    let mut report = Report {
+        name: "full",
+        ..Report::default()
+    };
+    let started = Instant::now();
+    let mut namespaces = vec![victim_ns.clone()];
+    for _ in 1..5 {
+        namespaces.push(create_namespace(&admin, "stored").await);
+    }
+    // The victim's namespace just under its bound, with room for its events; the others
+    // at theirs.
+    let room = (s.rate as usize * s.seconds as usize + 50).min(s.full);
+    futures::stream::iter(namespaces.iter().enumerate())
+        .for_each_concurrent(5, |(i, ns)| {
+            let count = if i == 0 { s.full - room } else { s.full };
+            store_finished(&admin, ns, count)
+        })
+        .await;
+    report.notes.push(format!(
+        "stored {} finished deliveries in {:.0} s",
+        s.full * namespaces.len() - room,
+        started.elapsed().as_secs_f64()
+    ));
+    let mut op = Operator::start_with(&stage.options).await;
+    wait_ready(&admin, &victim_ns).await;
+    // Let the executor and the count list every stored delivery.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    report.notes.push(format!(
+        "RSS once they are listed: {:.0} MiB",
+        mib(op.rss().0)
+    ));
+    stage
+        .under_attack(&mut op, &victim_ns, s, &mut report, async {})
+        .await;
+    op.stop().await;
+    report
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -583,7 +719,8 @@ async fn main() {
     }
     let s = Settings::from_env();
     let admin = client_from("STATUSED_TEST_ADMIN_KUBECONFIG").await;
-    let chosen = std::env::var("STATUSED_ATTACK").unwrap_or_else(|_| "secrets,memory,quota".into());
+    let chosen =
+        std::env::var("STATUSED_ATTACK").unwrap_or_else(|_| "secrets,memory,quota,uploads".into());
     println!(
         "attack: victim {} events/s for {} s a scenario; scenarios {chosen}",
         s.rate, s.seconds
@@ -593,7 +730,9 @@ async fn main() {
             "secrets" => secrets(admin.clone(), &s).await,
             "memory" => memory(admin.clone(), &s).await,
             "quota" => quota(admin.clone(), &s).await,
-            other => panic!("no scenario {other:?}: secrets, memory or quota"),
+            "uploads" => uploads(admin.clone(), &s).await,
+            "full" => full(admin.clone(), &s).await,
+            other => panic!("no scenario {other:?}: secrets, memory, quota, uploads or full"),
         };
         report.print();
         if s.smoke {

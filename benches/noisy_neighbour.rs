@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::victim::{steady_victim, watchdog};
+use harness::victim::{slow_uploads, steady_victim, watchdog};
 use harness::{
     Operator, OperatorOptions, client_from, create_namespace, mib, percentile, prepare_route,
     start_sink, wait_delivered, wait_ready,
@@ -45,7 +45,6 @@ use harness::{
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use statused_operator::api::StatusedRoute;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ATTACKER_SECRET: &str = "the-attackers-own-route-secret";
 /// A 100-item list literal.
@@ -204,57 +203,6 @@ fn attack(
                         .0 += 1;
                     n += 1;
                 }
-            })
-        })
-        .collect()
-}
-
-/// Phase 2: `connections` unauthenticated uploads to the victim's route path, each declaring
-/// a 1 MiB body and sending one byte every 200 ms. Returns, per connection, the status line
-/// the operator answered with (or what happened).
-fn slow_uploads(
-    webhook: SocketAddr,
-    path: String,
-    connections: usize,
-    stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<String>> {
-    (0..connections)
-        .map(|_| {
-            let (path, stop) = (path.clone(), stop.clone());
-            tokio::spawn(async move {
-                let Ok(mut stream) = tokio::net::TcpStream::connect(webhook).await else {
-                    return "no connection".to_string();
-                };
-                let head = format!(
-                    "POST {path} HTTP/1.1\r\nHost: {webhook}\r\nContent-Type: application/json\r\n\
-                     X-Statused-Signature: sha256=00\r\nContent-Length: 1048576\r\n\r\n{{"
-                );
-                if stream.write_all(head.as_bytes()).await.is_err() {
-                    return "closed before the body".to_string();
-                }
-                let started = Instant::now();
-                let mut answer = vec![0u8; 256];
-                // Trickle until told to stop (at most 30 s), watching for an answer.
-                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
-                    tokio::select! {
-                        read = stream.read(&mut answer) => {
-                            return match read {
-                                Ok(0) | Err(_) => format!("closed after {:.1} s", started.elapsed().as_secs_f64()),
-                                Ok(n) => {
-                                    let text = String::from_utf8_lossy(&answer[..n]);
-                                    let line = text.lines().next().unwrap_or_default().to_string();
-                                    format!("{line} after ~{:.0} s", started.elapsed().as_secs_f64())
-                                }
-                            };
-                        }
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                            if stream.write_all(b" ").await.is_err() {
-                                return format!("closed after {:.1} s", started.elapsed().as_secs_f64());
-                            }
-                        }
-                    }
-                }
-                "still trickling when stopped".to_string()
             })
         })
         .collect()

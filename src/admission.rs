@@ -104,6 +104,7 @@ impl Admitted {
     /// Reserves the budget for a body that has grown to `body_bytes`, from the namespace's
     /// half and from the receiver's; refused when either has no room for it.
     pub fn grow(&mut self, body_bytes: usize) -> Result<(), Refused> {
+        // The namespace's half first: a request over it takes nothing more of the receiver's.
         let want = kib(body_bytes);
         if !grow(
             &mut self.namespace_bytes,
@@ -213,6 +214,13 @@ impl Admission {
     pub fn try_admit(&self, namespace: &str, body_bytes: usize) -> Result<Admitted, Refused> {
         let up_front = kib(body_bytes.min(UNVERIFIED_BYTES));
         let max_namespace_kib = self.max_kib.div_ceil(2);
+        // The receiver's own bound first: when it is full, that is the answer (503), even
+        // where one namespace's half is all of it.
+        let request = self
+            .requests
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Busy)?;
         let (share, namespace_kib) = {
             let mut arriving = self.arriving.lock().unwrap_or_else(|e| e.into_inner());
             let entry = arriving
@@ -231,22 +239,17 @@ impl Admission {
             };
             (share, entry.kib.clone())
         };
-        // A body larger than the namespace's half still gets in when it is alone.
-        let namespace_bytes = namespace_kib
-            .clone()
-            .try_acquire_many_owned(up_front.min(max_namespace_kib))
-            .map_err(|_| Refused::Namespace)?;
-        let request = self
-            .requests
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Refused::Busy)?;
-        // A body larger than the whole budget still gets in when nothing else is in flight.
+        // A body larger than the whole budget still gets in when nothing else is in flight,
+        // and one larger than the namespace's half when it is the namespace's only one.
         let bytes = self
             .kib
             .clone()
             .try_acquire_many_owned(up_front.min(self.max_kib))
             .map_err(|_| Refused::Busy)?;
+        let namespace_bytes = namespace_kib
+            .clone()
+            .try_acquire_many_owned(up_front.min(max_namespace_kib))
+            .map_err(|_| Refused::Namespace)?;
         Ok(Admitted {
             _request: request,
             bytes,
@@ -377,7 +380,13 @@ mod tests {
             admission.try_admit("attacked", 1).unwrap_err(),
             Refused::Namespace
         );
-        assert!(admission.try_admit("another-team", 1).is_ok());
+        let _other = admission.try_admit("another-team", 1).unwrap();
+        let _last = admission.try_admit("another-team", 1).unwrap();
+        // Full: the receiver's own bound is the answer, whoever asks.
+        assert_eq!(
+            admission.try_admit("attacked", 1).unwrap_err(),
+            Refused::Busy
+        );
         assert!(
             admission.namespace_share("attacked").is_some(),
             "verified requests are counted apart"

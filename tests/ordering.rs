@@ -415,3 +415,59 @@ async fn the_order_holds_when_the_leader_changes_mid_way() {
     assert!(follower.context.is_leader());
     follower.shutdown().await;
 }
+
+/// The corner: a route's policy switched while a delivery waits for its retry, then a
+/// newer event for the key. Each delivery keeps the policy it was accepted with, and the
+/// lane follows the newest's, so the two never wait for each other.
+#[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
+async fn a_policy_switched_while_deliveries_wait_never_deadlocks() {
+    let env = env("switch").await;
+    // In Review (off) is refused twice to `to_in_order`, and until the end to `to_latest`.
+    let (to_in_order, to_latest) = (LaunchDarkly::start(2).await, LaunchDarkly::start(99).await);
+    env.apply_route("to-in-order", route(&to_in_order, Some("latestWins")))
+        .await;
+    let op = env
+        .operator_with_route("to-latest", route(&to_latest, Some("inOrder")))
+        .await;
+    env.wait_ready("to-in-order", "True").await;
+
+    // latestWins → inOrder: the older (latestWins) goes first, then the newer (inOrder).
+    let review = send(&env, &op, "to-in-order", "app-in-review.json", "a-review").await;
+    eventually("the first, refused call", || async {
+        (!to_in_order.calls().is_empty()).then_some(())
+    })
+    .await;
+    env.apply_route("to-in-order", route(&to_in_order, Some("inOrder")))
+        .await;
+    env.wait_ready("to-in-order", "True").await;
+    let live = send(
+        &env,
+        &op,
+        "to-in-order",
+        "app-ready-for-sale.json",
+        "a-live",
+    )
+    .await;
+    assert_in_order(&env, &to_in_order, &review, &live).await;
+
+    // inOrder → latestWins: the newer (latestWins) goes first; the older is superseded.
+    let review = send(&env, &op, "to-latest", "app-in-review.json", "b-review").await;
+    eventually("the first, refused call", || async {
+        (!to_latest.calls().is_empty()).then_some(())
+    })
+    .await;
+    env.apply_route("to-latest", route(&to_latest, Some("latestWins")))
+        .await;
+    env.wait_ready("to-latest", "True").await;
+    let live = send(&env, &op, "to-latest", "app-ready-for-sale.json", "b-live").await;
+    let live_d = env.wait_delivery_finished(&live).await;
+    assert_eq!(target_of(&live_d).phase, DeliveryPhase::Succeeded);
+    let review_d = env.wait_delivery_finished(&review).await;
+    let t = target_of(&review_d);
+    assert_eq!(t.phase, DeliveryPhase::Superseded, "{t:?}");
+    assert_eq!(t.superseded_by.as_deref(), Some(live.as_str()));
+    assert_eq!(to_latest.on(), Some(true), "the flag ends on");
+    assert_eq!(to_latest.calls().last(), Some(&(true, 200)));
+    op.shutdown().await;
+}

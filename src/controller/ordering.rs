@@ -85,11 +85,13 @@ impl Place {
 }
 
 /// One lane's deliveries, as the verdicts read them: those unfinished there, and those that
-/// succeeded there (a failed or superseded one holds nothing, and is not kept).
+/// succeeded there; and those that failed or were superseded there, which hold no call but
+/// may be redelivered (see [`Ordering::pinned`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LaneState {
     unfinished: BTreeSet<Place>,
     succeeded: BTreeSet<Place>,
+    others: BTreeSet<Place>,
     /// The policy of the newest delivery ever put in the lane, and its place: one policy
     /// per lane (see [`LaneState::policy_for`]).
     policy: Option<OrderingPolicy>,
@@ -106,10 +108,13 @@ impl LaneState {
         }
         let was_unfinished = self.unfinished.remove(place);
         let was_succeeded = self.succeeded.remove(place);
+        self.others.remove(place);
         if !phase.is_finished() {
             self.unfinished.insert(place.clone());
         } else if phase == DeliveryPhase::Succeeded {
             self.succeeded.insert(place.clone());
+        } else {
+            self.others.insert(place.clone());
         }
         (was_unfinished && phase.is_finished())
             || (phase == DeliveryPhase::Succeeded && !was_succeeded)
@@ -119,11 +124,22 @@ impl LaneState {
     fn remove(&mut self, place: &Place) -> bool {
         let was_unfinished = self.unfinished.remove(place);
         let was_succeeded = self.succeeded.remove(place);
+        self.others.remove(place);
         was_unfinished || was_succeeded
     }
 
     fn is_empty(&self) -> bool {
-        self.unfinished.is_empty() && self.succeeded.is_empty()
+        self.unfinished.is_empty() && self.succeeded.is_empty() && self.others.is_empty()
+    }
+
+    /// Whether `place` is the newest success of a `latestWins` lane that still holds an
+    /// older delivery: the one that says the older is superseded.
+    fn pins(&self, place: &Place) -> bool {
+        self.policy == Some(OrderingPolicy::LatestWins)
+            && self.succeeded.last() == Some(place)
+            && [&self.unfinished, &self.succeeded, &self.others]
+                .iter()
+                .any(|set| set.range(..place).next().is_some())
     }
 
     /// The policy every delivery in the lane is held to: the newest event's (the route as
@@ -294,6 +310,20 @@ impl Ordering {
             sender: Some(sender),
             pending: HashSet::new(),
         };
+    }
+
+    /// Whether delivery `name` of `namespace` must not be pruned yet: it is the newest success
+    /// of a `latestWins` lane where an older delivery is still stored. Were it pruned, the
+    /// older one, redelivered, would find no newer success and undo it; kept, the older is
+    /// superseded, across restarts too (both are stored). At most one extra per lane, for as
+    /// long as the history limits keep an older one.
+    pub fn pinned(&self, namespace: &str, name: &str) -> bool {
+        let inner = self.lock();
+        let id = (namespace.to_string(), name.to_string());
+        inner.of.get(&id).is_some_and(|mine| {
+            mine.iter()
+                .any(|(lane, place)| inner.lanes.get(lane).is_some_and(|l| l.pins(place)))
+        })
     }
 
     /// The executor took the wake of `delivery`: it may be woken again.
@@ -818,6 +848,31 @@ mod tests {
         let mut targets = status(Pending).targets;
         targets[0].ignore_ordering = true;
         assert_eq!(o.claim(&old, &targets, vec![0]).go, [0]);
+    }
+
+    #[test]
+    fn the_newest_success_is_kept_while_an_older_delivery_of_its_lane_is_stored() {
+        let o = Ordering::default();
+        let (old, new) = (
+            delivery("old", 1, "app", LatestWins),
+            delivery("new", 2, "app", LatestWins),
+        );
+        o.observe(&watcher::Event::Apply(old.clone()), |_| false);
+        o.observe(&watcher::Event::Apply(new.clone()), |_| false);
+        o.written(&old, &status(Failed));
+        o.written(&new, &status(Succeeded));
+        assert!(
+            o.pinned("ns", "new"),
+            "the older failed one could be redelivered"
+        );
+        assert!(!o.pinned("ns", "old"));
+        // Redelivered, the older one is superseded by the newer, which is still there.
+        o.written(&old, &status(Pending));
+        let (_, plans) = claim(&o, &old);
+        assert_eq!(plans, [(0, Plan::Supersede { by: "new".into() })]);
+        // Once the older one is pruned, the newer may be too.
+        o.observe(&watcher::Event::Delete(old.clone()), |_| false);
+        assert!(!o.pinned("ns", "new"));
     }
 
     #[test]

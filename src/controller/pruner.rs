@@ -224,12 +224,14 @@ pub async fn run(
         let cached = store.state();
         let (pending, oldest) = backlog(&cached, jiff::Timestamp::now());
         ctx.metrics.backlog(pending, oldest);
-        let doomed = plan(
+        let mut doomed = plan(
             &cached,
             |route| route_now(&ctx, route),
             ctx.config.dedup_window,
             jiff::Timestamp::now(),
         );
+        // A latestWins lane's newest success stays while an older delivery of it does.
+        doomed.retain(|d| !ctx.ordering.pinned(&d.namespace, &d.name));
         let backlog = doomed.len();
         wait = if backlog > PRUNE_BATCH {
             Duration::from_secs(1).min(interval)
