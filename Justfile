@@ -55,7 +55,7 @@ bench-noisy: tools
     hack/cluster.sh exec -- cargo bench --locked --bench noisy_neighbour
 
 # Each attack of issue 25 from one namespace while another sends signed events steadily
-# (STATUSED_ATTACK=secrets,memory,quota,uploads picks some; `full` stores 25,000 deliveries
+# (STATUSED_ATTACK=secrets,memory,quota,uploads picks some; `full` stores 20,000 deliveries
 # and starts the operator on them): the victim's latency and deliveries, /healthz, the
 # operator's peak RSS and restarts, what the attacker got.
 attack: tools

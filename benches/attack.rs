@@ -16,8 +16,8 @@
 //! - `uploads`: 8 unauthenticated uploads to the attacker's route, each trickling a byte
 //!   every 200 ms until its 408, again and again: the victim's events, accepted and then
 //!   delivered (the executor lets signed requests in flight go first, not unsigned ones).
-//! - `full` (not in the default list: it stores 25,000 deliveries): the operator started
-//!   with nearly `--max-deliveries` finished deliveries stored, 5,000 in each of 4 namespaces
+//! - `full` (not in the default list: it stores 20,000 deliveries): the operator started
+//!   with nearly `--max-deliveries` finished deliveries stored, 2,000 in each of 9 namespaces
 //!   (each at its bound) and the victim's just under its bound, written straight to the API
 //!   server: its RSS once it has listed them, and the victim's events meanwhile.
 //!
@@ -68,7 +68,7 @@ struct Settings {
     hogs: usize,
     /// The `quota` attacker's ResourceQuota on deliveries.
     quota: usize,
-    /// Deliveries per namespace the `full` scenario stores (5 namespaces).
+    /// Deliveries per namespace the `full` scenario stores (10 namespaces).
     full: usize,
 }
 
@@ -89,7 +89,7 @@ impl Settings {
             flood: var("STATUSED_ATTACK_FLOOD", 32) as usize,
             hogs: var("STATUSED_ATTACK_HOGS", if smoke { 60 } else { 800 }) as usize,
             quota: var("STATUSED_ATTACK_QUOTA", 20) as usize,
-            full: var("STATUSED_ATTACK_FULL", 5000) as usize,
+            full: var("STATUSED_ATTACK_FULL", 2000) as usize,
         }
     }
 }
@@ -677,7 +677,7 @@ async fn full(admin: Client, s: &Settings) -> Report {
     };
     let started = Instant::now();
     let mut namespaces = vec![victim_ns.clone()];
-    for _ in 1..5 {
+    for _ in 1..10 {
         namespaces.push(create_namespace(&admin, "stored").await);
     }
     // The victim's namespace just under its bound, with room for its events; the others

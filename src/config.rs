@@ -48,6 +48,10 @@ pub struct Config {
     pub max_delivery_bytes_per_namespace: usize,
     /// Bytes of all stored deliveries; beyond, new events 503.
     pub max_delivery_bytes: usize,
+    /// Routes served in one namespace (oldest first); the rest are not Ready.
+    pub max_routes_per_namespace: usize,
+    /// Routes served in all namespaces (oldest first); the rest are not Ready.
+    pub max_routes: usize,
     /// How long the receiver waits for the API server to store a delivery (then 503).
     pub record_timeout: Duration,
     /// Deliveries the executor works on at once (their calls in flight together).
@@ -115,10 +119,12 @@ impl Default for Config {
             max_inflight_requests: 128,
             max_inflight_bytes: 32 * 1024 * 1024,
             max_inflight_per_namespace: 32,
-            max_deliveries_per_namespace: 5_000,
-            max_deliveries: 25_000,
-            max_delivery_bytes_per_namespace: 128 * 1024 * 1024,
+            max_deliveries_per_namespace: 2_000,
+            max_deliveries: 20_000,
+            max_delivery_bytes_per_namespace: 48 * 1024 * 1024,
             max_delivery_bytes: 512 * 1024 * 1024,
+            max_routes_per_namespace: 100,
+            max_routes: 2_000,
             record_timeout: Duration::from_secs(5),
             executor_concurrency: 256,
             executor_api_writes: 16,

@@ -326,10 +326,12 @@ impl EgressPolicy {
         self.own_ips.iter().any(|own| canonical(*own) == ip)
     }
 
-    /// Whether any address `ip` may reach (itself, or an IPv4 address a NAT64 translator
-    /// may read from it) is the operator's own or on the deny list.
+    /// Whether any address `ip` stands for (as written, the IPv4 address inside it, or one
+    /// a NAT64 translator may read from it) is the operator's own or on the deny list.
     fn own_or_denied(&self, ip: IpAddr) -> Option<Refused> {
-        let readings = std::iter::once(ip).chain(local_use_readings(ip).map(IpAddr::V4));
+        let readings = [ip, canonical(ip)]
+            .into_iter()
+            .chain(local_use_readings(ip).map(IpAddr::V4));
         for reading in readings {
             if self.is_own_ip(reading) {
                 return Some(Refused::Operator);
@@ -351,11 +353,17 @@ impl EgressPolicy {
 
     /// Whether a target may connect to `ip`, whatever the port: the classes and the lists.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refused> {
-        let ip = canonical(ip);
         if let Some(refused) = self.own_or_denied(ip) {
             return Err(refused);
         }
-        if self.allow.iter().any(|net| net.contains(&ip)) {
+        // Allowed as written (`64:ff9b::/96` allows every NAT64 address) or as the IPv4
+        // address inside.
+        let inside = canonical(ip);
+        if self
+            .allow
+            .iter()
+            .any(|net| net.contains(&ip) || net.contains(&inside))
+        {
             return Ok(());
         }
         match classify(ip) {

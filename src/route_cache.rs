@@ -59,6 +59,30 @@ impl RouteCache {
         self.get(key).is_some()
     }
 
+    /// Where `route` stands among the routes, oldest first (creation time, then namespace
+    /// and name): (its place in its namespace, its place among all). The routes beyond
+    /// `--max-routes-per-namespace` / `--max-routes` are not served. O(routes), once per
+    /// reconcile of a route.
+    pub fn place(&self, route: &StatusedRoute) -> (usize, usize) {
+        let order = |r: &StatusedRoute| {
+            let created = r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            (
+                created,
+                r.metadata.namespace.clone(),
+                r.metadata.name.clone(),
+            )
+        };
+        let mine = order(route);
+        let (mut in_namespace, mut overall) = (0, 0);
+        for other in self.store.state() {
+            if order(&other) < mine {
+                overall += 1;
+                in_namespace += usize::from(other.metadata.namespace == route.metadata.namespace);
+            }
+        }
+        (in_namespace, overall)
+    }
+
     fn get(&self, key: &RouteKey) -> Option<std::sync::Arc<StatusedRoute>> {
         self.store
             .get(&ObjectRef::new(&key.name).within(&key.namespace))
@@ -85,5 +109,41 @@ impl RouteIndex for RouteCache {
 
     fn cached_uid(&self, key: &RouteKey) -> Option<Option<String>> {
         self.get(key).map(|r| r.metadata.uid.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::{reflector, watcher};
+
+    use super::*;
+    use crate::api::fixtures::route;
+
+    fn at(ns: &str, name: &str, secs: i64) -> StatusedRoute {
+        let mut r = route(ns, name).build();
+        r.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap(),
+        ));
+        r
+    }
+
+    #[test]
+    fn a_routes_place_counts_the_older_routes_in_its_namespace_and_in_all() {
+        let (store, mut writer) = reflector::store();
+        let routes = [
+            at("a", "one", 1),
+            at("b", "two", 2),
+            at("a", "three", 3),
+            at("a", "four", 3),
+        ];
+        for r in &routes {
+            writer.apply_watcher_event(&watcher::Event::Apply(r.clone()));
+        }
+        let cache = RouteCache::new(store);
+        assert_eq!(cache.place(&routes[0]), (0, 0));
+        assert_eq!(cache.place(&routes[1]), (0, 1));
+        // The same second: by name, so every replica agrees.
+        assert_eq!(cache.place(&routes[3]), (1, 2));
+        assert_eq!(cache.place(&routes[2]), (2, 3));
     }
 }

@@ -25,6 +25,8 @@ pub const ANNOTATION_SIZE: &str = "statused.dev/size";
 
 /// What a delivery without [`ANNOTATION_SIZE`] (made by hand) is counted as.
 const UNKNOWN_SIZE: usize = 4 * 1024;
+/// The most one delivery is counted as, whatever its annotation says.
+const MAX_SIZE: usize = 64 * 1024 * 1024;
 
 /// The bounds: stored deliveries and their bytes, per namespace and in all.
 #[derive(Debug, Clone, Copy)]
@@ -50,11 +52,11 @@ struct Namespace {
 }
 
 impl Namespace {
-    /// Puts `name` at `size`; whether it is new, and the change in bytes.
-    fn put(&mut self, name: String, size: usize) -> (bool, isize) {
+    /// Puts `name` at `size`; the size it had, if it was there.
+    fn put(&mut self, name: String, size: usize) -> Option<usize> {
         let old = self.sizes.insert(name, size);
         self.bytes = self.bytes - old.unwrap_or(0) + size;
-        (old.is_none(), size as isize - old.unwrap_or(0) as isize)
+        old
     }
 }
 
@@ -63,6 +65,9 @@ struct State {
     by_namespace: HashMap<String, Namespace>,
     total: usize,
     bytes: usize,
+    /// The watch has listed every stored delivery once: until then nothing is admitted,
+    /// since a restarted replica would otherwise admit past the bounds.
+    listed: bool,
     /// A relist under way: what it has listed so far, swapped in when it is done.
     relisting: Option<HashMap<String, Namespace>>,
 }
@@ -89,14 +94,16 @@ pub enum Full {
         event: usize,
         max: usize,
     },
-    /// The operator holds its most across all namespaces (503: not this team's doing).
-    #[error("the operator holds {count} stored deliveries, its most (--max-deliveries {max})")]
+    /// The operator holds its most across all namespaces (503: not this team's doing). The
+    /// answer names the bound, not what other teams store.
+    #[error("the operator holds its most stored deliveries (--max-deliveries {max})")]
     Total { count: usize, max: usize },
     /// The stored deliveries of all namespaces hold their most bytes (503).
-    #[error(
-        "the operator's stored deliveries hold {bytes} bytes, its most (--max-delivery-bytes {max})"
-    )]
+    #[error("the operator's stored deliveries hold their most bytes (--max-delivery-bytes {max})")]
     TotalBytes { bytes: usize, max: usize },
+    /// The stored deliveries have not been counted yet since this replica started (503).
+    #[error("the operator has not counted the stored deliveries yet")]
+    NotListed,
 }
 
 impl Full {
@@ -137,6 +144,9 @@ impl StoredDeliveries {
     /// Whether one more delivery of `namespace`, of `size` bytes, may be stored now.
     pub fn admit(&self, namespace: &str, size: usize) -> Result<(), Full> {
         let (state, b) = (self.lock(), &self.bounds);
+        if !state.listed {
+            return Err(Full::NotListed);
+        }
         let (count, bytes) = state
             .by_namespace
             .get(namespace)
@@ -192,10 +202,13 @@ impl StoredDeliveries {
     pub fn observe<K: kube::Resource>(&self, event: &watcher::Event<K>) {
         let key = |o: &K| {
             let meta = o.meta();
+            // Clamped: the annotation is text, and no delivery's spec is over the body limit
+            // by much (the event is parsed from at most that).
             let size = (meta.annotations.as_ref())
                 .and_then(|a| a.get(ANNOTATION_SIZE))
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(UNKNOWN_SIZE);
+                .and_then(|s| s.parse::<usize>().ok())
+                .unwrap_or(UNKNOWN_SIZE)
+                .min(MAX_SIZE);
             let namespace = meta.namespace.clone().unwrap_or_default();
             (namespace, meta.name.clone().unwrap_or_default(), size)
         };
@@ -213,12 +226,13 @@ impl StoredDeliveries {
                 state.total = listed.values().map(|n| n.sizes.len()).sum();
                 state.bytes = listed.values().map(|n| n.bytes).sum();
                 state.by_namespace = listed;
+                state.listed = true;
             }
             watcher::Event::Apply(o) => {
                 let (ns, name, size) = key(o);
-                let (new, change) = state.by_namespace.entry(ns).or_default().put(name, size);
-                state.total += usize::from(new);
-                state.bytes = state.bytes.saturating_add_signed(change);
+                let old = state.by_namespace.entry(ns).or_default().put(name, size);
+                state.total += usize::from(old.is_none());
+                state.bytes = state.bytes - old.unwrap_or(0) + size;
             }
             watcher::Event::Delete(o) => {
                 let (ns, name, _) = key(o);
@@ -265,6 +279,14 @@ mod tests {
         }
     }
 
+    /// Counted from a watch that has listed nothing yet.
+    fn listed(bounds: Bounds) -> StoredDeliveries {
+        let stored = StoredDeliveries::new(bounds);
+        stored.observe(&watcher::Event::<Meta>::Init);
+        stored.observe(&watcher::Event::<Meta>::InitDone);
+        stored
+    }
+
     fn bounds(per_namespace: usize, total: usize) -> Bounds {
         Bounds {
             per_namespace,
@@ -276,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_namespace_at_its_bound_is_refused_and_another_is_not() {
-        let stored = StoredDeliveries::new(bounds(2, 10));
+        let stored = listed(bounds(2, 10));
         for name in ["a", "b"] {
             stored.observe(&watcher::Event::Apply(meta("team-a", name, 100)));
         }
@@ -303,7 +325,7 @@ mod tests {
 
     #[test]
     fn a_namespaces_bytes_are_bounded_whatever_their_count() {
-        let stored = StoredDeliveries::new(bounds(100, 100));
+        let stored = listed(bounds(100, 100));
         stored.observe(&watcher::Event::Apply(meta("hog", "a", 9_000)));
         let full = stored.admit("hog", 2_000).unwrap_err();
         assert!(full.is_namespace());
@@ -318,13 +340,27 @@ mod tests {
 
     #[test]
     fn the_total_bounds_every_namespace_together() {
-        let stored = StoredDeliveries::new(bounds(10, 3));
+        let stored = listed(bounds(10, 3));
         for (ns, name) in [("a", "1"), ("b", "1"), ("c", "1")] {
             stored.observe(&watcher::Event::Apply(meta(ns, name, 10)));
         }
         let full = stored.admit("d", 10).unwrap_err();
         assert_eq!(full, Full::Total { count: 3, max: 3 });
         assert!(!full.is_namespace());
+    }
+
+    #[test]
+    fn nothing_is_admitted_before_the_first_list_and_sizes_are_clamped() {
+        let stored = StoredDeliveries::new(bounds(10, 10));
+        assert_eq!(stored.admit("a", 10), Err(Full::NotListed));
+        stored.observe(&watcher::Event::<Meta>::Init);
+        stored.observe(&watcher::Event::InitApply(meta("a", "huge", usize::MAX)));
+        stored.observe(&watcher::Event::<Meta>::InitDone);
+        assert_eq!(stored.total(), (1, MAX_SIZE));
+        stored.observe(&watcher::Event::Apply(meta("a", "huge", 1)));
+        assert_eq!(stored.total(), (1, 1));
+        stored.observe(&watcher::Event::Delete(meta("a", "huge", 1)));
+        assert_eq!(stored.total(), (0, 0));
     }
 
     #[test]

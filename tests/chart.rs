@@ -837,13 +837,15 @@ fn security_settings_reach_the_operator_and_bad_ones_are_refused() {
 
 #[test]
 #[ignore = "needs helm: hack/just test"]
-fn storage_bounds_reach_the_operator_and_the_quota_is_installed_where_asked() {
+fn storage_and_route_bounds_reach_the_operator_and_the_quota_is_installed_where_asked() {
     let defaults = render(&[]);
     for (name, value) in [
-        ("STATUSED_MAX_DELIVERIES_PER_NAMESPACE", "5000"),
-        ("STATUSED_MAX_DELIVERIES", "25000"),
-        ("STATUSED_MAX_DELIVERY_BYTES_PER_NAMESPACE", "134217728"),
+        ("STATUSED_MAX_DELIVERIES_PER_NAMESPACE", "2000"),
+        ("STATUSED_MAX_DELIVERIES", "20000"),
+        ("STATUSED_MAX_DELIVERY_BYTES_PER_NAMESPACE", "50331648"),
         ("STATUSED_MAX_DELIVERY_BYTES", "536870912"),
+        ("STATUSED_MAX_ROUTES_PER_NAMESPACE", "100"),
+        ("STATUSED_MAX_ROUTES", "2000"),
     ] {
         assert!(
             defaults.contains(&format!("name: {name}\n              value: \"{value}\"")),
@@ -886,6 +888,7 @@ fn storage_bounds_reach_the_operator_and_the_quota_is_installed_where_asked() {
         "storage.maxDeliveryBytesPerNamespace=12",
         "storage.quota.namespaces={Not_A_Namespace}",
         "storage.maxDeliverie=5",
+        "routes.maxPerNamespace=0",
     ] {
         assert!(try_render(&["--set", bad]).is_err(), "{bad} was accepted");
     }

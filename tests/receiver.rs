@@ -14,6 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 use statused_operator::admission::Admission;
 use statused_operator::api::fixtures::{RuleBuilder, route, rule, webhook};
@@ -297,6 +298,15 @@ impl Harness {
 
     fn with_admission(admission: Admission) -> Self {
         let store = Arc::new(MemoryStore::default());
+        // Counted from a watch that listed nothing: the store starts empty.
+        let stored = Arc::new(StoredDeliveries::new(Bounds {
+            per_namespace: STORED_PER_NAMESPACE,
+            total: STORED_TOTAL,
+            bytes_per_namespace: 1 << 30,
+            bytes: 1 << 30,
+        }));
+        stored.observe(&watcher::Event::<StatusedDelivery>::Init);
+        stored.observe(&watcher::Event::<StatusedDelivery>::InitDone);
         let routes = Arc::new(CachedRoutes {
             ready: AtomicBool::new(true),
             uids: Mutex::default(),
@@ -305,12 +315,7 @@ impl Harness {
             table: RoutingTable::default(),
             routes: routes.clone(),
             store: store.clone(),
-            stored: Arc::new(StoredDeliveries::new(Bounds {
-                per_namespace: STORED_PER_NAMESPACE,
-                total: STORED_TOTAL,
-                bytes_per_namespace: 1 << 30,
-                bytes: 1 << 30,
-            })),
+            stored: stored.clone(),
             rate_limiter: Arc::new(RateLimiter::default()),
             admission: Arc::new(admission),
             evaluations: Arc::new(FairShare::new(EVALUATIONS)),
@@ -982,7 +987,7 @@ async fn a_namespace_with_its_share_in_flight_is_429_retry_after_1_and_others_ar
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
         reply.error(),
-        "too many events in flight for this namespace"
+        "too many events in flight for this namespace (--max-inflight-per-namespace)"
     );
     assert_eq!(reply.retry_after(), Some("1"));
     assert_eq!(h.store.create_calls(), 0);
@@ -1015,7 +1020,7 @@ async fn requests_to_one_namespace_signed_or_not_hold_at_most_half_the_receiver(
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
         reply.error(),
-        "too many events in flight for this namespace"
+        "requests to this namespace's routes hold half the receiver's requests or body bytes, the most one namespace may"
     );
     assert_eq!(reply.retry_after(), Some("1"));
     drop(mine);
@@ -1058,9 +1063,7 @@ async fn a_namespace_with_its_most_stored_deliveries_is_429_naming_the_bound() {
     }
     // What the watch of deliveries would tell every replica.
     for d in h.store.deliveries.lock().unwrap().values() {
-        h.receiver
-            .stored
-            .observe(&kube::runtime::watcher::Event::Apply(d.clone()));
+        h.receiver.stored.observe(&watcher::Event::Apply(d.clone()));
     }
 
     let reply = h.post("releases", &build_valid_with_id("one-more")).await;
@@ -1128,6 +1131,11 @@ async fn a_namespace_over_its_delivery_quota_is_429_naming_the_quota() {
     h.store.set_create(Mode::Works);
     let reply = h.post("releases", &sample("build-valid.json")).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "room again: accepted");
+    // The quota used up again, a retry of the stored event is still a duplicate.
+    h.store.set_create(Mode::OverQuota);
+    let reply = h.post("releases", &sample("build-valid.json")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+    assert_eq!(reply.json["duplicate"], true);
 }
 
 #[tokio::test]

@@ -279,3 +279,39 @@ async fn no_secret_value_reaches_logs_status_events_or_answers() {
         }
     }
 }
+
+#[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
+async fn a_namespace_is_served_its_most_routes_oldest_first_and_the_next_says_why() {
+    let sink = Sink::start(204).await;
+    let env = TestEnv::new("routes").await;
+    env.apply_secret("statused-webhook", &[("secret", SIGNING_SECRET)])
+        .await;
+    let op = env
+        .start_operator_with(|c| {
+            c.max_routes_per_namespace = 2;
+            c.api_recheck = std::time::Duration::from_secs(1);
+        })
+        .await;
+    for name in ["first", "second"] {
+        env.apply_route(name, sink_route(&sink)).await;
+        env.wait_ready(name, "True").await;
+    }
+    // Created a second later at least, so that it is the newest.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    env.apply_route("third", sink_route(&sink)).await;
+    let (reason, message) = env.wait_ready("third", "False").await;
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        message.contains("2 older routes") && message.contains("--max-routes-per-namespace"),
+        "{message}"
+    );
+    let (code, _) = env
+        .post_signed(&op, "third", &sample("build-valid.json"), SIGNING_SECRET)
+        .await;
+    assert_eq!(code, 503, "not served");
+    // Once an older one goes, it is served.
+    env.delete_route("first").await;
+    env.wait_ready("third", "True").await;
+    op.shutdown().await;
+}

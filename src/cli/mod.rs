@@ -208,19 +208,19 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "STATUSED_MAX_DELIVERIES_PER_NAMESPACE",
-        default_value_t = 5_000
+        default_value_t = 2_000
     )]
     pub max_deliveries_per_namespace: usize,
     /// Stored StatusedDeliveries in all namespaces; beyond, new events are answered 503. The
     /// chart's memory limit is derived from it (each costs the executor a few KiB).
-    #[arg(long, env = "STATUSED_MAX_DELIVERIES", default_value_t = 25_000)]
+    #[arg(long, env = "STATUSED_MAX_DELIVERIES", default_value_t = 20_000)]
     pub max_deliveries: usize,
     /// Bytes of one namespace's stored StatusedDeliveries (each its spec as JSON: mostly its
     /// event); beyond, its new events are answered 429. What one team can put in etcd.
     #[arg(
         long,
         env = "STATUSED_MAX_DELIVERY_BYTES_PER_NAMESPACE",
-        default_value_t = 128 * 1024 * 1024
+        default_value_t = 48 * 1024 * 1024
     )]
     pub max_delivery_bytes_per_namespace: usize,
     /// Bytes of all stored StatusedDeliveries; beyond, new events are answered 503. Keep it
@@ -231,6 +231,13 @@ pub struct RunArgs {
         default_value_t = 512 * 1024 * 1024
     )]
     pub max_delivery_bytes: usize,
+    /// Routes served in one namespace, oldest first: each is compiled and held by every
+    /// replica; the newer ones beyond are not Ready, saying so, until older ones go.
+    #[arg(long, env = "STATUSED_MAX_ROUTES_PER_NAMESPACE", default_value_t = 100)]
+    pub max_routes_per_namespace: usize,
+    /// Routes served in all namespaces, oldest first; the newer ones beyond are not Ready.
+    #[arg(long, env = "STATUSED_MAX_ROUTES", default_value_t = 2_000)]
+    pub max_routes: usize,
     /// Seconds a sender has to deliver the whole body once its headers arrived; slower,
     /// 408. A deadline rather than a minimum rate: it holds a slot for a known, short time
     /// whatever the client does (Statused's events are a few KiB sent from a data centre).
@@ -354,6 +361,8 @@ impl RunArgs {
             max_deliveries: self.max_deliveries.max(1),
             max_delivery_bytes_per_namespace: self.max_delivery_bytes_per_namespace.max(1),
             max_delivery_bytes: self.max_delivery_bytes.max(1),
+            max_routes_per_namespace: self.max_routes_per_namespace.max(1),
+            max_routes: self.max_routes.max(1),
             body_timeout: secs(self.body_timeout_seconds),
             record_timeout: secs(self.record_timeout_seconds),
             executor_concurrency: self.executor_concurrency,

@@ -20,7 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
 use super::decide::{self, Observed, Plan, Step, decide};
-use super::delivery_cache::{CacheBudget, DeliveryCache, TRIMMED};
+use super::delivery_cache::{CacheBudget, DeliveryCache, EVENT_TRIMMED, TRIMMED};
 use super::destinations::{Admit, Destination, Lease};
 use super::executor::Executor;
 use super::ordering::{self, Claimed};
@@ -217,6 +217,8 @@ async fn work(
             targets,
             due,
         } => {
+            // The event, when the cache keeps the delivery without it.
+            let delivery = with_event(&ctx, delivery, &ns).await?;
             // What the targets' ordering keys say first: held or superseded calls are not
             // rendered; the lanes of those that go are held until their outcome is written.
             let claimed = ctx.ordering.claim(&delivery, &targets, due);
@@ -240,6 +242,24 @@ async fn not_behind(
     let fresh = read(ctx, ns, &delivery.name_any()).await?;
     ctx.ledger.read_afresh(&fresh);
     Ok(Arc::new(fresh))
+}
+
+/// `delivery` with its event read afresh when the cache keeps it without
+/// ([`EVENT_TRIMMED`]): the spec never changes, so the event is the stored one whatever the
+/// status is now.
+async fn with_event(
+    ctx: &Executor,
+    delivery: Arc<StatusedDelivery>,
+    ns: &str,
+) -> Result<Arc<StatusedDelivery>, Error> {
+    if !delivery.annotations().contains_key(EVENT_TRIMMED) {
+        return Ok(delivery);
+    }
+    let fresh = read(ctx, ns, &delivery.name_any()).await?;
+    let mut whole = (*delivery).clone();
+    whole.spec.event = fresh.spec.event;
+    whole.annotations_mut().remove(EVENT_TRIMMED);
+    Ok(Arc::new(whole))
 }
 
 /// Writes `status`, calling nothing, and what follows.

@@ -7,8 +7,11 @@
 //! - unfinished, while its spec and status fit the budget: whole, so that the executor works
 //!   from the cache without a read;
 //! - unfinished beyond the budget (a namespace's deliveries near the data limits, or
-//!   thousands of them waiting behind a target's 429): as a finished one is, marked
-//!   [`TRIMMED`], and read afresh each time the executor works on it (one GET).
+//!   thousands of them waiting behind a target's 429): without its event's data, marked
+//!   [`EVENT_TRIMMED`], while the rest fits: the executor decides from it as it is (a
+//!   delivery that waits costs no read) and reads the event afresh to render it (one GET);
+//! - beyond the budget even so (hundreds of targets each): as a finished one is, marked
+//!   [`TRIMMED`], and read afresh each time the executor works on it.
 //!
 //! The budget is counted in bytes of JSON, [`NAMESPACE_BYTES`] per namespace and
 //! [`TOTAL_BYTES`] in all: one team's deliveries never take another's room, and the
@@ -33,6 +36,10 @@ pub const TOTAL_BYTES: usize = 16 * 1024 * 1024;
 /// Marks, in the executor's cache only (never written), a delivery kept without its event
 /// and targets: the executor reads it afresh before working on it.
 pub const TRIMMED: &str = "statused.dev/trimmed-in-cache";
+
+/// Marks, in the executor's cache only, a delivery kept without its event's data: the
+/// executor decides from it as it is, and reads the event afresh to render it.
+pub const EVENT_TRIMMED: &str = "statused.dev/event-trimmed-in-cache";
 
 /// Who holds how much of the budget: the whole unfinished deliveries by uid.
 #[derive(Debug)]
@@ -131,11 +138,22 @@ impl DeliveryCache {
                 if finished {
                     budget.release(&uid);
                     trim(d);
-                } else if !budget.hold(&uid, &d.namespace().unwrap_or_default(), held_bytes(d)) {
-                    trim(d);
-                    d.annotations_mut()
-                        .insert(TRIMMED.to_string(), String::new());
+                    return;
                 }
+                let ns = d.namespace().unwrap_or_default();
+                if budget.hold(&uid, &ns, held_bytes(d)) {
+                    return;
+                }
+                // Without its event (read again only to render it), what the executor
+                // decides from stays: a delivery that waits costs no read.
+                drop_event(d);
+                let mark = if budget.hold(&uid, &ns, held_bytes(d)) {
+                    EVENT_TRIMMED
+                } else {
+                    trim(d);
+                    TRIMMED
+                };
+                d.annotations_mut().insert(mark.to_string(), String::new());
             }
             watcher::Event::Delete(d) => budget.release(&d.uid().unwrap_or_default()),
             watcher::Event::InitDone => {}
@@ -161,16 +179,22 @@ pub fn trim(delivery: &mut StatusedDelivery) {
         annotations.retain(|k, _| k.starts_with(redeliver::ANNOTATION_REDELIVER));
     }
     meta.owner_references = None;
-    let event = &mut delivery.spec.event;
-    event.data = serde_json::Value::Null;
-    event.source = String::new();
-    event.subject = None;
+    drop_event(delivery);
     // The time stays: the pruner keeps a record while its event could be replayed.
     delivery.spec.matched = Vec::new();
     if let Some(status) = delivery.status.as_mut() {
         status.targets = Vec::new();
         status.recent_redelivery_requests = Vec::new();
     }
+}
+
+/// Drops what only rendering reads: the event's data, source and subject (its id, type and
+/// time stay: the pruner, the ordering and the logs read them).
+fn drop_event(delivery: &mut StatusedDelivery) {
+    let event = &mut delivery.spec.event;
+    event.data = serde_json::Value::Null;
+    event.source = String::new();
+    event.subject = None;
 }
 
 /// The bytes of `delivery`'s spec and status as JSON.
@@ -205,7 +229,9 @@ mod tests {
     }
 
     fn whole(d: &StatusedDelivery) -> bool {
-        !d.spec.event.data.is_null() && !d.annotations().contains_key(TRIMMED)
+        !d.spec.event.data.is_null()
+            && !d.annotations().contains_key(TRIMMED)
+            && !d.annotations().contains_key(EVENT_TRIMMED)
     }
 
     #[test]
@@ -213,11 +239,20 @@ mod tests {
         let cache = DeliveryCache::new(CacheBudget::new(10_000, 100_000));
         let first = kept(&cache, delivery("hog", "a", 6_000, DeliveryPhase::Pending));
         assert!(whole(&first));
-        // The namespace has no room for a second: it is read afresh when worked on.
+        // The namespace has no room for a second: kept without its event, which is read
+        // afresh to render it.
         let second = kept(&cache, delivery("hog", "b", 6_000, DeliveryPhase::Pending));
         assert!(second.spec.event.data.is_null());
-        assert!(second.annotations().contains_key(TRIMMED));
+        assert!(second.annotations().contains_key(EVENT_TRIMMED));
         assert!(held_bytes(&second) < 1_000, "small once trimmed");
+        // Once even that has no room, it is kept as a finished one is.
+        let cramped = DeliveryCache::new(CacheBudget::new(100, 100_000));
+        let third = kept(
+            &cramped,
+            delivery("hog", "c", 6_000, DeliveryPhase::Pending),
+        );
+        assert!(third.annotations().contains_key(TRIMMED));
+        assert!(third.status.as_ref().unwrap().targets.is_empty());
         // Another team has room of its own.
         assert!(whole(&kept(
             &cache,

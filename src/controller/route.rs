@@ -178,6 +178,26 @@ fn desired_status(
     )
 }
 
+/// Why `route` is not served, if it is newer than the most routes its namespace, or the
+/// operator, serves: each route is compiled and held by every replica.
+fn beyond_the_routes_served(ctx: &Context, route: &StatusedRoute) -> Option<CompileError> {
+    let (in_namespace, overall) = ctx.routes.place(route);
+    let (per_namespace, max) = (ctx.config.max_routes_per_namespace, ctx.config.max_routes);
+    let message = if in_namespace >= per_namespace {
+        format!(
+            "the namespace has {per_namespace} older routes, the most one namespace is served (--max-routes-per-namespace); delete routes it no longer needs"
+        )
+    } else if overall >= max {
+        format!("the operator serves {max} older routes, its most (--max-routes)")
+    } else {
+        return None;
+    };
+    Some(CompileError {
+        reason: Reason::InvalidSpec,
+        message,
+    })
+}
+
 /// `route` compiled with its Secrets, and whether to look again later: nothing tells us when
 /// Tekton or Argo gets installed, so a route that needs a missing API is rechecked.
 async fn compile(
@@ -185,6 +205,11 @@ async fn compile(
     ns: &str,
     route: &Arc<StatusedRoute>,
 ) -> Result<(Result<CompiledRoute, CompileError>, bool), Error> {
+    // Beyond the routes served, nothing is read or compiled; looked at again later, in case
+    // older routes went.
+    if let Some(beyond) = beyond_the_routes_served(ctx, route) {
+        return Ok((Err(beyond), true));
+    }
     let secrets = read_secrets(ctx, ns, route).await?;
     let missing_apis = missing_apis(ctx, route).await?;
     let recheck = !missing_apis.is_empty();

@@ -279,7 +279,7 @@ pub fn compile_route(
 /// The most targets of one route with an `ordering` (its own or its rule's): each keeps an
 /// entry per stored delivery in the executor's ordering index, about 1 KiB (measured by
 /// `hack/just bench-load` with `STATUSED_BENCH_ORDERING=inOrder`).
-pub const MAX_ORDERED_TARGETS: usize = 4;
+pub const MAX_ORDERED_TARGETS: usize = 2;
 
 /// Each target's ordering (its own, else the rule's), compiled. Keys are rendered when an
 /// event matches, in the same evaluation as the match expressions: their cost is added to
@@ -579,7 +579,7 @@ mod tests {
         assert_eq!(err.reason, Reason::InvalidSpec);
         assert!(
             err.message
-                .contains("orders 5 targets up to this rule; at most 4"),
+                .contains("orders 3 targets up to this rule; at most 2"),
             "{}",
             err.message
         );

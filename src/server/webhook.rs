@@ -92,7 +92,7 @@ pub enum StoreError {
 impl From<Refused> for ReceiveError {
     fn from(refused: Refused) -> Self {
         match refused {
-            Refused::Namespace => ReceiveError::RouteBusy,
+            Refused::Namespace => ReceiveError::NamespaceHalf,
             Refused::Busy => ReceiveError::Busy,
         }
     }
@@ -116,8 +116,14 @@ pub enum ReceiveError {
     #[error("route over its rate limit")]
     RateLimited(std::time::Duration),
     /// The route's namespace has its share of the receiver in flight already.
-    #[error("too many events in flight for this namespace")]
+    #[error("too many events in flight for this namespace (--max-inflight-per-namespace)")]
     RouteBusy,
+    /// Requests to the namespace's routes, signed or not, hold half the receiver's requests
+    /// or body bytes already.
+    #[error(
+        "requests to this namespace's routes hold half the receiver's requests or body bytes, the most one namespace may"
+    )]
+    NamespaceHalf,
     /// The namespace's ResourceQuota on deliveries is used up: its team must let deliveries
     /// finish and be pruned, or raise the quota. Answered 429, so the sender retries later.
     #[error(
@@ -163,6 +169,7 @@ impl ReceiveError {
             ReceiveError::SlowBody => StatusCode::REQUEST_TIMEOUT,
             ReceiveError::RateLimited(_)
             | ReceiveError::RouteBusy
+            | ReceiveError::NamespaceHalf
             | ReceiveError::OverQuota(_)
             | ReceiveError::Full(_) => StatusCode::TOO_MANY_REQUESTS,
             ReceiveError::Signature(_) => StatusCode::UNAUTHORIZED,
@@ -179,7 +186,11 @@ impl IntoResponse for ReceiveError {
         let retry_after = match &self {
             ReceiveError::RateLimited(wait) => Some(wait.as_secs_f64().ceil().max(1.0).to_string()),
             // Over the in-flight budget: capacity frees up within moments.
-            ReceiveError::Busy | ReceiveError::RouteBusy => Some("1".to_string()),
+            ReceiveError::Busy | ReceiveError::RouteBusy | ReceiveError::NamespaceHalf => {
+                Some("1".to_string())
+            }
+            // The count is a moment away: the watch's first list.
+            ReceiveError::Full(Full::NotListed) => Some("5".to_string()),
             // Room in a quota comes back as deliveries finish and are pruned.
             ReceiveError::OverQuota(_) | ReceiveError::Full(_) => Some("60".to_string()),
             // The API server is slow or refusing: give it a few seconds.
@@ -531,15 +542,8 @@ async fn record(
         // cache. Every replica counts what is stored; the size goes with the delivery.
         let size = json_len(&delivery.spec);
         if !second_name && let Err(full) = ctx.stored.admit(&route.key.namespace, size) {
-            return duplicate_or(
-                ctx,
-                route,
-                &envelope,
-                &name,
-                matched,
-                ReceiveError::Full(full),
-            )
-            .await;
+            let refused = ReceiveError::Full(full);
+            return duplicate_or(ctx, route, &envelope, matched, refused).await;
         }
         kube::ResourceExt::annotations_mut(&mut delivery)
             .insert(ANNOTATION_SIZE.to_string(), size.to_string());
@@ -575,36 +579,46 @@ async fn record(
                 warn!(event = %envelope.id, delivery = %name, "name taken by another event; recording under a second name");
                 data = std::mem::take(&mut delivery.spec.event.data);
             }
-            Err(StoreError::OverQuota(quota)) => return Err(ReceiveError::OverQuota(quota)),
+            Err(StoreError::OverQuota(quota)) => {
+                let refused = ReceiveError::OverQuota(quota);
+                return duplicate_or(ctx, route, &envelope, matched, refused).await;
+            }
             Err(e) => return Err(ReceiveError::Record(e)),
         }
     }
     Err(ReceiveError::NameTaken)
 }
 
-/// At a bound, an event already stored is still a duplicate (200), so its sender stops;
-/// anything else is `refused`.
+/// At a bound, an event already stored (under its name or its second name) is still a
+/// duplicate (200), so its sender stops; anything else is `refused`.
 async fn duplicate_or(
     ctx: &Receiver,
     route: &CompiledRoute,
     envelope: &Envelope,
-    name: &str,
     matched: Vec<MatchedTarget>,
     refused: ReceiveError,
 ) -> Result<Accepted, ReceiveError> {
-    let existing = tokio::time::timeout(
-        ctx.limits.record_timeout,
-        ctx.store.get(&route.key.namespace, name),
-    )
-    .await;
-    match existing {
-        Ok(Ok(existing)) if same_event(&existing, route, envelope) => Ok(Accepted {
-            delivery: Some(name.to_string()),
-            duplicate: true,
-            ..Accepted::new(matched)
-        }),
-        _ => Err(refused),
+    let names = [
+        delivery_name(&route.key.name, &envelope.id),
+        second_delivery_name(&route.key.name, &envelope.id),
+    ];
+    for name in names {
+        let existing = tokio::time::timeout(
+            ctx.limits.record_timeout,
+            ctx.store.get(&route.key.namespace, &name),
+        )
+        .await;
+        if let Ok(Ok(existing)) = existing
+            && same_event(&existing, route, envelope)
+        {
+            return Ok(Accepted {
+                delivery: Some(name),
+                duplicate: true,
+                ..Accepted::new(matched)
+            });
+        }
     }
+    Err(refused)
 }
 
 /// Whether `existing` records this event for this route name, whichever object of that name
