@@ -34,6 +34,8 @@ pub struct Context {
     pub rate_limiter: Arc<RateLimiter>,
     /// The receiver's budget of requests and bytes in flight.
     pub admission: Arc<Admission>,
+    /// The stored deliveries counted per namespace, and their bounds (the receiver's).
+    pub stored: Arc<crate::stored::StoredDeliveries>,
     /// Whether the watches work (for `/healthz`).
     pub health: Arc<Health>,
     /// Set when shutdown begins: `/readyz` fails from then on.

@@ -127,6 +127,14 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         crate::admission::Admission::new(config.max_inflight_requests, config.max_inflight_bytes)
             .per_namespace(config.max_inflight_per_namespace),
     );
+    let stored = Arc::new(crate::stored::StoredDeliveries::new(
+        crate::stored::Bounds {
+            per_namespace: config.max_deliveries_per_namespace,
+            total: config.max_deliveries,
+            bytes_per_namespace: config.max_delivery_bytes_per_namespace,
+            bytes: config.max_delivery_bytes,
+        },
+    ));
     let context = Arc::new(Context {
         leading,
         recorder: Recorder::new(client.clone(), reporter),
@@ -137,19 +145,12 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
         routes: Arc::new(RouteCache::new(store.clone())),
         rate_limiter: Default::default(),
         admission,
+        stored: stored.clone(),
         health: Default::default(),
         stopping: AtomicBool::new(false),
     });
     let executor = Arc::new(Executor::new(context.clone(), outbound));
 
-    let stored = Arc::new(crate::stored::StoredDeliveries::new(
-        crate::stored::Bounds {
-            per_namespace: context.config.max_deliveries_per_namespace,
-            total: context.config.max_deliveries,
-            bytes_per_namespace: context.config.max_delivery_bytes_per_namespace,
-            bytes: context.config.max_delivery_bytes,
-        },
-    ));
     let receiver = Arc::new(Receiver {
         table: context.routes.table.clone(),
         routes: context.routes.clone(),

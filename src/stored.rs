@@ -192,6 +192,11 @@ impl StoredDeliveries {
             .map_or((0, 0), |n| (n.sizes.len(), n.bytes))
     }
 
+    /// Whether the watch has listed every stored delivery once (`/readyz` waits for it).
+    pub fn is_listed(&self) -> bool {
+        self.lock().listed
+    }
+
     /// Stored deliveries in all and their bytes, as last seen.
     pub fn total(&self) -> (usize, usize) {
         let state = self.lock();

@@ -32,10 +32,16 @@ pub async fn healthz(State(ctx): State<Arc<Context>>) -> (StatusCode, String) {
 pub async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {
     if ctx.stopping.load(std::sync::atomic::Ordering::Acquire) {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping")
-    } else if ctx.is_ready() {
-        (StatusCode::OK, "ok")
-    } else {
+    } else if !ctx.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "routes not synced")
+    } else if !ctx.stored.is_listed() {
+        // Until then every event would be answered 503: no traffic yet.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stored deliveries not counted yet",
+        )
+    } else {
+        (StatusCode::OK, "ok")
     }
 }
 
