@@ -9,8 +9,9 @@
 //! when it creates it. Pure bookkeeping over the watch's events:
 //! [`StoredDeliveries::observe`].
 //!
-//! The counts lag the API server by the watch's delay, so the bound may be passed by the
-//! creates in flight when it is reached: at most `--max-inflight-requests` per replica. A
+//! A replica counts its own creates at once ([`StoredDeliveries::created`]) and the other
+//! replicas' as its watch sees them, so the bound may be passed by what other replicas
+//! stored within the watch's delay. A
 //! `ResourceQuota` on `count/statuseddeliveries.statused.dev` is exact, and the receiver
 //! answers its refusal the same way (429, naming the quota).
 
@@ -203,6 +204,19 @@ impl StoredDeliveries {
         (state.total, state.bytes)
     }
 
+    /// This replica stored delivery `name` of `namespace`, of `size` bytes: counted at once,
+    /// not when the watch reports it (the watch's event for it then changes nothing), so
+    /// that one replica's own creates never pass the bounds however far the watch lags.
+    pub fn created(&self, namespace: &str, name: &str, size: usize) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let size = size.min(MAX_SIZE);
+        let entry = state.by_namespace.entry(namespace.to_string()).or_default();
+        let old = entry.put(name.to_string(), size);
+        state.total += usize::from(old.is_none());
+        state.bytes = state.bytes - old.unwrap_or(0) + size;
+    }
+
     /// Takes in one event of the watch of deliveries (`namespace`, `name` of its object).
     pub fn observe<K: kube::Resource>(&self, event: &watcher::Event<K>) {
         let key = |o: &K| {
@@ -341,6 +355,11 @@ mod tests {
         );
         assert!(stored.admit("hog", 1_000).is_ok(), "a small one fits");
         assert!(stored.admit("other", 2_000).is_ok());
+        // Counted when this replica creates it, before the watch says so; once.
+        stored.created("hog", "b", 1_000);
+        assert!(stored.admit("hog", 1).is_err());
+        stored.observe(&watcher::Event::Apply(meta("hog", "b", 1_000)));
+        assert_eq!(stored.count("hog"), (2, 10_000));
     }
 
     #[test]

@@ -554,6 +554,7 @@ async fn record(
             .map_err(|_| ReceiveError::RecordTimeout)?;
         match created {
             Ok(_) => {
+                ctx.stored.created(&route.key.namespace, &name, size);
                 info!(event = %envelope.id, delivery = %name, targets = matched.len(), "event accepted");
                 return Ok(Accepted {
                     delivery: Some(name),
