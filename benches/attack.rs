@@ -75,12 +75,7 @@ struct Settings {
 impl Settings {
     fn from_env() -> Self {
         let smoke = !std::env::args().any(|a| a == "--bench");
-        let var = |name: &str, default: u64| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        };
+        let var = harness::env_number::<u64>;
         Self {
             smoke,
             seconds: var("STATUSED_ATTACK_SECONDS", if smoke { 5 } else { 15 }),

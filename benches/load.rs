@@ -47,12 +47,7 @@ impl Settings {
     fn from_env() -> Self {
         // `cargo bench` passes --bench to a harness-less bench; `cargo test` does not.
         let smoke = !std::env::args().any(|a| a == "--bench");
-        let var = |name: &str, default: usize| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        };
+        let var = harness::env_number::<usize>;
         Self {
             events: var("STATUSED_LOAD_EVENTS", if smoke { 200 } else { 10_000 }),
             concurrency: var("STATUSED_LOAD_CONCURRENCY", if smoke { 8 } else { 32 }),

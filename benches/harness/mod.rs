@@ -46,6 +46,14 @@ pub fn cluster_or_explain(bench: &str, recipe: &str) -> bool {
     false
 }
 
+/// The number in environment variable `name`, or `default`.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub async fn client_from(var: &str) -> Client {
     let path = std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run through `just bench-load` (hack/cluster.sh starts the API server)")

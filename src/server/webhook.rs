@@ -407,12 +407,7 @@ async fn verify_off_the_workers(
     headers: &HeaderMap,
     body: Vec<u8>,
 ) -> Result<Vec<u8>, ReceiveError> {
-    let permit = tokio::time::timeout(
-        EVALUATION_TIME,
-        ctx.evaluations.acquire(&route.key.namespace),
-    )
-    .await
-    .map_err(|_| ReceiveError::Busy)?;
+    let permit = blocking_slot(ctx, &route.key.namespace).await?;
     let route = route.clone();
     // Only the headers a check reads (hyper bounds their size).
     let wanted = |name: &str| headers.get(name).map(|v| v.as_bytes().to_vec());
@@ -431,6 +426,17 @@ async fn verify_off_the_workers(
         Ok(Ok(checked)) => Ok(checked?),
         _ => Err(ReceiveError::Busy),
     }
+}
+
+/// A slot of the blocking pool for `namespace`'s turn ([`EVALUATIONS`], round-robin across
+/// namespaces), waited for at most [`EVALUATION_TIME`]; then 503.
+async fn blocking_slot(
+    ctx: &Receiver,
+    namespace: &str,
+) -> Result<crate::fair_share::Slot, ReceiveError> {
+    tokio::time::timeout(EVALUATION_TIME, ctx.evaluations.acquire(namespace))
+        .await
+        .map_err(|_| ReceiveError::Busy)
 }
 
 /// The signature headers of one request, owned so that the check can run off the workers.
@@ -482,12 +488,7 @@ async fn match_off_the_workers(
     route: &Arc<CompiledRoute>,
     bytes: Vec<u8>,
 ) -> Result<Option<(Envelope, Matches)>, ReceiveError> {
-    let permit = tokio::time::timeout(
-        EVALUATION_TIME,
-        ctx.evaluations.acquire(&route.key.namespace),
-    )
-    .await
-    .map_err(|_| ReceiveError::Busy)?;
+    let permit = blocking_slot(ctx, &route.key.namespace).await?;
     let route = route.clone();
     let window = route.replay_window.unwrap_or(ctx.limits.replay_window);
     let matching = tokio::task::spawn_blocking(move || {
