@@ -35,12 +35,12 @@ pub struct Admission {
     max_requests: usize,
     max_kib: u32,
     /// Verified requests in flight per namespace, and the most one namespace may have.
-    namespaces: Arc<Mutex<HashMap<String, usize>>>,
+    namespaces: Counts<()>,
     max_per_namespace: usize,
     /// Requests in flight per namespace, signed or not, and the body bytes (KiB) they
     /// hold: each at most half the receiver's, so that whoever floods one team's URL
     /// leaves the other half to every other team.
-    arriving: Arc<Mutex<HashMap<String, Arriving>>>,
+    arriving: Counts<Arc<Semaphore>>,
     max_arriving_per_namespace: usize,
     /// Whose turn it is to watch for a quiet receiver (see [`Admission::quiet`]).
     quiet_turn: tokio::sync::Mutex<()>,
@@ -48,12 +48,55 @@ pub struct Admission {
     signed: Arc<AtomicUsize>,
 }
 
-/// One namespace's requests in flight and its half of the byte budget.
-#[derive(Debug)]
-struct Arriving {
-    requests: usize,
-    kib: Arc<Semaphore>,
+/// Requests in flight per namespace, each namespace with its own `V` (its half of the byte
+/// budget, or nothing), forgotten once it has none in flight.
+type Counts<V> = Arc<Mutex<HashMap<String, (usize, V)>>>;
+
+/// One request counted in its namespace's entry of [`Counts`], within `max`; `None` when
+/// the namespace has `max` in flight already.
+fn take<V: Clone>(
+    counts: &Counts<V>,
+    namespace: &str,
+    max: usize,
+    new: impl FnOnce() -> V,
+) -> Option<(Share<V>, V)> {
+    let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+    let (n, value) = map
+        .entry(namespace.to_string())
+        .or_insert_with(|| (0, new()));
+    if *n >= max {
+        return None;
+    }
+    *n += 1;
+    let value = value.clone();
+    let share = Share {
+        namespace: namespace.to_string(),
+        counts: counts.clone(),
+    };
+    Some((share, value))
 }
+
+/// One request of a namespace; dropping it gives the namespace's share back.
+#[derive(Debug)]
+pub struct Share<V> {
+    namespace: String,
+    counts: Counts<V>,
+}
+
+impl<V> Drop for Share<V> {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((n, _)) = map.get_mut(&self.namespace) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.namespace);
+            }
+        }
+    }
+}
+
+/// One verified request of a namespace.
+pub type NamespaceShare = Share<()>;
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +118,7 @@ pub struct Admitted {
     namespace_bytes: OwnedSemaphorePermit,
     namespace_kib: Arc<Semaphore>,
     max_namespace_kib: u32,
-    _namespace: ArrivingShare,
+    _namespace: Share<Arc<Semaphore>>,
     /// Set once the signature is checked (see [`Admitted::verified`]), and then counted in
     /// `signed`.
     verified: bool,
@@ -135,45 +178,6 @@ fn grow(held: &mut OwnedSemaphorePermit, budget: &Arc<Semaphore>, want: u32) -> 
     }
 }
 
-/// One request counted in its namespace's [`Arriving`]; dropping it gives it back, and
-/// forgets the namespace when it has none left.
-#[derive(Debug)]
-struct ArrivingShare {
-    namespace: String,
-    arriving: Arc<Mutex<HashMap<String, Arriving>>>,
-}
-
-impl Drop for ArrivingShare {
-    fn drop(&mut self) {
-        let mut arriving = self.arriving.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(a) = arriving.get_mut(&self.namespace) {
-            a.requests = a.requests.saturating_sub(1);
-            if a.requests == 0 {
-                arriving.remove(&self.namespace);
-            }
-        }
-    }
-}
-
-/// One verified request of a namespace; dropping it gives the namespace's share back.
-#[derive(Debug)]
-pub struct NamespaceShare {
-    namespace: String,
-    namespaces: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl Drop for NamespaceShare {
-    fn drop(&mut self) {
-        let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = namespaces.get_mut(&self.namespace) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                namespaces.remove(&self.namespace);
-            }
-        }
-    }
-}
-
 fn kib(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX)
 }
@@ -221,24 +225,13 @@ impl Admission {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refused::Busy)?;
-        let (share, namespace_kib) = {
-            let mut arriving = self.arriving.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = arriving
-                .entry(namespace.to_string())
-                .or_insert_with(|| Arriving {
-                    requests: 0,
-                    kib: Arc::new(Semaphore::new(max_namespace_kib as usize)),
-                });
-            if entry.requests >= self.max_arriving_per_namespace {
-                return Err(Refused::Namespace);
-            }
-            entry.requests += 1;
-            let share = ArrivingShare {
-                namespace: namespace.to_string(),
-                arriving: self.arriving.clone(),
-            };
-            (share, entry.kib.clone())
-        };
+        let (share, namespace_kib) = take(
+            &self.arriving,
+            namespace,
+            self.max_arriving_per_namespace,
+            || Arc::new(Semaphore::new(max_namespace_kib as usize)),
+        )
+        .ok_or(Refused::Namespace)?;
         // A body larger than the whole budget still gets in when nothing else is in flight,
         // and one larger than the namespace's half when it is the namespace's only one.
         let bytes = self
@@ -268,16 +261,7 @@ impl Admission {
     /// `None` when the namespace already has its most requests in flight: one team's burst,
     /// over however many routes, leaves the rest of the budget to the others.
     pub fn namespace_share(&self, namespace: &str) -> Option<NamespaceShare> {
-        let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
-        let n = namespaces.entry(namespace.to_string()).or_default();
-        if *n >= self.max_per_namespace {
-            return None;
-        }
-        *n += 1;
-        Some(NamespaceShare {
-            namespace: namespace.to_string(),
-            namespaces: self.namespaces.clone(),
-        })
+        take(&self.namespaces, namespace, self.max_per_namespace, || ()).map(|(share, ())| share)
     }
 
     /// Waits until fewer than `below` signed requests are in flight, or for `at_most`:

@@ -61,6 +61,19 @@ impl Namespace {
     }
 }
 
+impl State {
+    /// Counts delivery `name` of `namespace` at `size` (once, however often it is seen).
+    fn put(&mut self, namespace: String, name: String, size: usize) {
+        let old = self
+            .by_namespace
+            .entry(namespace)
+            .or_default()
+            .put(name, size);
+        self.total += usize::from(old.is_none());
+        self.bytes = self.bytes - old.unwrap_or(0) + size;
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     by_namespace: HashMap<String, Namespace>,
@@ -208,13 +221,9 @@ impl StoredDeliveries {
     /// not when the watch reports it (the watch's event for it then changes nothing), so
     /// that one replica's own creates never pass the bounds however far the watch lags.
     pub fn created(&self, namespace: &str, name: &str, size: usize) {
-        let mut guard = self.lock();
-        let state = &mut *guard;
         let size = size.min(MAX_SIZE);
-        let entry = state.by_namespace.entry(namespace.to_string()).or_default();
-        let old = entry.put(name.to_string(), size);
-        state.total += usize::from(old.is_none());
-        state.bytes = state.bytes - old.unwrap_or(0) + size;
+        self.lock()
+            .put(namespace.to_string(), name.to_string(), size);
     }
 
     /// Takes in one event of the watch of deliveries (`namespace`, `name` of its object).
@@ -249,9 +258,7 @@ impl StoredDeliveries {
             }
             watcher::Event::Apply(o) => {
                 let (ns, name, size) = key(o);
-                let old = state.by_namespace.entry(ns).or_default().put(name, size);
-                state.total += usize::from(old.is_none());
-                state.bytes = state.bytes - old.unwrap_or(0) + size;
+                state.put(ns, name, size);
             }
             watcher::Event::Delete(o) => {
                 let (ns, name, _) = key(o);

@@ -214,10 +214,18 @@ mod tests {
         d.metadata.namespace = Some(ns.into());
         d.spec.event.data = serde_json::json!({"s": "x".repeat(bytes)});
         d.spec.event.time = Some("2026-12-07T00:00:00Z".into());
+        let matched = crate::api::MatchedTarget {
+            rule: "r".into(),
+            target: 0,
+            kind: "webhook".into(),
+            ordering: None,
+        };
         d.status = Some(StatusedDeliveryStatus {
             phase,
+            targets: vec![crate::api::TargetStatus::pending(&matched)],
             ..Default::default()
         });
+        d.spec.matched = vec![matched];
         d
     }
 
@@ -255,6 +263,10 @@ mod tests {
         );
         assert!(third.annotations().contains_key(TRIMMED));
         assert!(third.status.as_ref().unwrap().targets.is_empty());
+        assert!(third.spec.matched.is_empty());
+        // Without its event only, it keeps what the executor decides from.
+        assert_eq!(second.status.as_ref().unwrap().targets.len(), 1);
+        assert_eq!(second.spec.matched.len(), 1);
         // Another team has room of its own.
         assert!(whole(&kept(
             &cache,

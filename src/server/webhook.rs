@@ -249,6 +249,15 @@ pub struct Accepted {
 }
 
 impl Accepted {
+    /// `delivery` already records this event: answered 200, nothing triggered again.
+    fn duplicate(delivery: String, matched: Vec<MatchedTarget>) -> Self {
+        Accepted {
+            delivery: Some(delivery),
+            duplicate: true,
+            ..Accepted::new(matched)
+        }
+    }
+
     /// No delivery (nothing matched) unless one is set.
     fn new(matched: Vec<MatchedTarget>) -> Self {
         Accepted {
@@ -322,7 +331,6 @@ async fn handle(
         // Drained (and thrown away) so that the sender reads its 413, as a request in
         // flight: within the body timeout and counted, like any other.
         let _ = tokio::time::timeout(ctx.limits.body_timeout, drain(body.into_data_stream())).await;
-        drop(admitted);
         return Err(ReceiveError::TooLarge(limit));
     }
     let bytes = tokio::time::timeout(
@@ -572,11 +580,7 @@ async fn record(
                 .map_err(ReceiveError::Record)?;
                 if same_event(&existing, route, &envelope) {
                     info!(event = %envelope.id, delivery = %name, "duplicate event");
-                    return Ok(Accepted {
-                        delivery: Some(name),
-                        duplicate: true,
-                        ..Accepted::new(matched)
-                    });
+                    return Ok(Accepted::duplicate(name, matched));
                 }
                 warn!(event = %envelope.id, delivery = %name, "name taken by another event; recording under a second name");
                 data = std::mem::take(&mut delivery.spec.event.data);
@@ -613,11 +617,7 @@ async fn duplicate_or(
         if let Ok(Ok(existing)) = existing
             && same_event(&existing, route, envelope)
         {
-            return Ok(Accepted {
-                delivery: Some(name),
-                duplicate: true,
-                ..Accepted::new(matched)
-            });
+            return Ok(Accepted::duplicate(name, matched));
         }
     }
     Err(refused)
