@@ -14,6 +14,8 @@
 //! on loopback. `cargo bench` runs N = 10,000, C = 32 (override with STATUSED_LOAD_EVENTS and
 //! STATUSED_LOAD_CONCURRENCY) to a sink that answers at once (STATUSED_LOAD_SINK_LATENCY_MS=300
 //! makes it answer each call in 300 ms, as real CI and chat APIs do;
+//! STATUSED_LOAD_SINK_AT_ONCE=2 makes it work on two calls at a time and queue the rest, as a
+//! server that takes few requests at once does: a flood of calls to it times out and repeats;
 //! STATUSED_BENCH_ORDERING=inOrder orders the calls per app, 100 events each, and counts the
 //! events delivered out of order); `cargo test --bench load` is the smoke CI runs (N = 200,
 //! C = 8), which asserts correctness only: nothing unanswered, lost, duplicated or (ordered)
@@ -41,6 +43,8 @@ struct Settings {
     concurrency: usize,
     /// How long the sink takes to answer each call (STATUSED_LOAD_SINK_LATENCY_MS; 0: at once).
     sink_latency: Duration,
+    /// How many calls the sink works on at once (STATUSED_LOAD_SINK_AT_ONCE; 0: any number).
+    sink_at_once: Option<usize>,
 }
 
 impl Settings {
@@ -52,6 +56,7 @@ impl Settings {
             events: var("STATUSED_LOAD_EVENTS", if smoke { 200 } else { 10_000 }),
             concurrency: var("STATUSED_LOAD_CONCURRENCY", if smoke { 8 } else { 32 }),
             sink_latency: Duration::from_millis(var("STATUSED_LOAD_SINK_LATENCY_MS", 0) as u64),
+            sink_at_once: Some(var("STATUSED_LOAD_SINK_AT_ONCE", 0)).filter(|n| *n > 0),
         }
     }
 }
@@ -124,8 +129,11 @@ async fn main() {
     let operator_client = client_from("STATUSED_TEST_OPERATOR_KUBECONFIG").await;
     let log = std::env::temp_dir().join(format!("statused-load-{}.log", std::process::id()));
     println!(
-        "load: N = {n} events, C = {c} senders, the sink answers in {} ms, ordering {}; operator log {}",
+        "load: N = {n} events, C = {c} senders, the sink answers in {} ms, {} at once, ordering {}; operator log {}",
         settings.sink_latency.as_millis(),
+        settings
+            .sink_at_once
+            .map_or("any number".to_string(), |n| n.to_string()),
         harness::ordering().map_or("none".to_string(), |p| format!(
             "{p} by app ({} events each)",
             harness::EVENTS_PER_APP
@@ -141,7 +149,7 @@ async fn main() {
 
     // (b) The operator, a route to the sink, and the burst.
     let ns = create_namespace(&admin, "load").await;
-    let (sink, counts) = start_slow_sink(settings.sink_latency).await;
+    let (sink, counts) = start_slow_sink(settings.sink_latency, settings.sink_at_once).await;
     prepare_route(&admin, &ns, sink).await;
     let collector = if harness::traces() {
         Some(harness::start_collector().await)
@@ -170,6 +178,8 @@ async fn main() {
     // Late repeats would show up now.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let peak_rss = op.rss().1;
+    // Receiving and delivering them all (the 3 s above add next to nothing idle).
+    let cpu = op.cpu();
 
     let (tally, deliver_secs, out_of_order) = {
         let counts = counts.lock().unwrap();
@@ -237,6 +247,11 @@ async fn main() {
     println!(
         "  out of app order   {} pairs, {} of them stored in order (first delivered after a later event of their app)",
         out_of_order.0, out_of_order.1
+    );
+    println!(
+        "  operator CPU       {:.2} ms per event ({:.1} s in all; the API server's is not counted)",
+        cpu.as_secs_f64() * 1000.0 / accepted.max(1) as f64,
+        cpu.as_secs_f64()
     );
     println!(
         "  operator RSS       idle {:.0} MiB, peak {:.0} MiB   (goal < 150 MiB)",

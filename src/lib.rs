@@ -5,6 +5,7 @@
 //! `server` (receiver, probes, metrics), `cli` (subcommands), `operator` (wiring).
 #![forbid(unsafe_code)]
 
+pub mod adaptive_limit;
 pub mod admission;
 pub mod api;
 pub mod app_store_connect;

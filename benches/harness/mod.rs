@@ -208,39 +208,34 @@ impl Counts {
 }
 
 pub async fn start_sink() -> (SocketAddr, Arc<Mutex<Counts>>) {
-    start_slow_sink(Duration::ZERO).await
+    start_slow_sink(Duration::ZERO, None).await
 }
 
-/// A sink that answers each call after `latency`, as real CI and chat APIs take their time.
-/// A call counts once answered: a delivery is done when the target has said so.
-pub async fn start_slow_sink(latency: Duration) -> (SocketAddr, Arc<Mutex<Counts>>) {
+/// A sink that answers each call after `latency`, as real CI and chat APIs take their time,
+/// working on at most `at_once` calls at a time when given (the others wait in line, as on a
+/// server that takes only a few requests at once). A call counts once answered: a delivery
+/// is done when the target has said so. It is worked on to its end even when its caller
+/// gave up waiting, as a real server does with a request it has read.
+pub async fn start_slow_sink(
+    latency: Duration,
+    at_once: Option<usize>,
+) -> (SocketAddr, Arc<Mutex<Counts>>) {
     let counts = Arc::new(Mutex::new(Counts::default()));
     let c = counts.clone();
+    let line = Arc::new(tokio::sync::Semaphore::new(
+        at_once.unwrap_or(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     let app = axum::Router::new().fallback(move |headers: HeaderMap| {
-        let c = c.clone();
-        async move {
+        let (c, line) = (c.clone(), line.clone());
+        let work = tokio::spawn(async move {
+            let _turn = line.acquire_owned().await.unwrap();
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
-            let header = |name: &str| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let id = header("x-statused-event-id");
-            let mut counts = c.lock().unwrap();
-            let key = header("idempotency-key");
-            if !key.is_empty() {
-                counts.keys.entry(id.clone()).or_default().insert(key);
-            }
-            let n = counts.by_id.entry(id.clone()).or_default();
-            *n += 1;
-            if *n == 1 {
-                counts.last_new = Some(Instant::now());
-                counts.first_seen.push(id);
-            }
+            count(&c, &headers);
+        });
+        async move {
+            work.await.unwrap();
             axum::http::StatusCode::NO_CONTENT
         }
     });
@@ -248,6 +243,29 @@ pub async fn start_slow_sink(latency: Duration) -> (SocketAddr, Arc<Mutex<Counts
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (addr, counts)
+}
+
+/// Counts one call, by its event id and Idempotency-Key.
+fn count(counts: &Mutex<Counts>, headers: &HeaderMap) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let id = header("x-statused-event-id");
+    let mut counts = counts.lock().unwrap();
+    let key = header("idempotency-key");
+    if !key.is_empty() {
+        counts.keys.entry(id.clone()).or_default().insert(key);
+    }
+    let n = counts.by_id.entry(id.clone()).or_default();
+    *n += 1;
+    if *n == 1 {
+        counts.last_new = Some(Instant::now());
+        counts.first_seen.push(id);
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -388,6 +406,11 @@ impl Operator {
     }
 
     /// (current, peak) resident set size in bytes, from /proc.
+    /// CPU time the operator has used so far.
+    pub fn cpu(&self) -> Duration {
+        cpu_of(self.child.id().expect("operator running")).expect("operator running")
+    }
+
     pub fn rss(&self) -> (u64, u64) {
         rss_of(self.child.id().expect("operator running")).expect("operator running")
     }
@@ -420,6 +443,18 @@ pub fn rss_of(pid: u32) -> Option<(u64, u64)> {
             * 1024
     };
     Some((kib("VmRSS:"), kib("VmHWM:")))
+}
+
+/// CPU time (user + system) process `pid` has used so far; `None` once it is gone. Read
+/// from /proc/<pid>/stat, in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+pub fn cpu_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at state (field 3);
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Applies each (name, key, value) as a Secret of `ns` with that one key.

@@ -301,12 +301,11 @@ async fn call_due(
         Some(mark) => marked(ctx, &delivery, mark).await?,
         None => delivery,
     };
-    let outcomes = make_calls(ctx, &delivery, planned, &calls).await;
+    let outcomes = make_calls(ctx, &delivery, planned, &calls, admitted.leases).await;
     let policy = retry_policy(ctx);
     let limited = rate_limited(&outcomes);
     let desired = decide::recorded(&current, calls.targets, outcomes, &policy, now);
     pause(ctx, &admitted.destinations, &limited, &desired);
-    drop(admitted.leases);
     if decide::worth_writing(&current, &desired)
         && let Err(e) = write_status(ctx, &delivery, &desired).await
     {
@@ -326,6 +325,7 @@ async fn make_calls(
     delivery: &StatusedDelivery,
     planned: Vec<(usize, Planned<'_>)>,
     calls: &decide::Calls,
+    mut leases: HashMap<usize, Lease>,
 ) -> Vec<(usize, Outcome)> {
     let kinds: Vec<(String, u32)> = (calls.targets.iter())
         .map(|t| (t.kind.clone(), t.attempts))
@@ -347,7 +347,8 @@ async fn make_calls(
                 span.set("statused.target.index", i as i64);
                 span.set("statused.target.kind", kind.clone());
                 span.set("statused.target.attempt", i64::from(*attempt));
-                async move { (i, call(ctx, kind, p, span).await) }
+                let lease = leases.remove(&i);
+                async move { (i, call(ctx, kind, p, span, lease).await) }
             }),
     )
     .await;
@@ -443,10 +444,10 @@ async fn render<'r>(
 }
 
 /// The plans as the decisions see them, once each HTTP call's destination admitted it or
-/// deferred it; the leases of the admitted calls; where each HTTP call goes.
+/// deferred it; the leases of the admitted calls, by index; where each HTTP call goes.
 struct Admitted {
     plans: Vec<(usize, Plan)>,
-    leases: Vec<Lease>,
+    leases: HashMap<usize, Lease>,
     destinations: HashMap<usize, Destination>,
 }
 
@@ -463,7 +464,7 @@ fn admit(
     let ns = delivery.namespace().unwrap_or_default();
     let mut admitted = Admitted {
         plans: Vec::with_capacity(planned.len()),
-        leases: Vec::new(),
+        leases: HashMap::new(),
         destinations: HashMap::new(),
     };
     for (i, p) in planned {
@@ -479,7 +480,9 @@ fn admit(
                 .destinations
                 .admit(&destination, limits, now, Instant::now())
             {
-                Admit::Go(lease) => admitted.leases.push(lease),
+                Admit::Go(lease) => {
+                    admitted.leases.insert(i, lease);
+                }
                 Admit::Later { until, why, reason } => {
                     ctx.metrics.call_deferred(reason);
                     plan = Plan::Defer { until, why };
@@ -552,9 +555,16 @@ async fn marked(
     Ok(Arc::new(next))
 }
 
-/// Makes one planned call: an HTTP request or an in-cluster object. (A plan that cannot be
-/// made fails; `decide::calls` never asks for one.)
-async fn call(ctx: &Executor, kind: &str, planned: Planned<'_>, span: Span) -> Outcome {
+/// Makes one planned call: an HTTP request (its destination's `lease` ends with its
+/// answer) or an in-cluster object. (A plan that cannot be made fails; `decide::calls`
+/// never asks for one.)
+async fn call(
+    ctx: &Executor,
+    kind: &str,
+    planned: Planned<'_>,
+    span: Span,
+    lease: Option<Lease>,
+) -> Outcome {
     let started = std::time::Instant::now();
     let outcome = match planned {
         Planned::Http {
@@ -563,7 +573,12 @@ async fn call(ctx: &Executor, kind: &str, planned: Planned<'_>, span: Span) -> O
             ..
         } => {
             span.propagate(&mut request.headers);
-            send::call(&ctx.outbound, target, request, ctx.config.request_timeout).await
+            let outcome =
+                send::call(&ctx.outbound, target, request, ctx.config.request_timeout).await;
+            if let Some(lease) = lease {
+                lease.answered(&outcome, started);
+            }
+            outcome
         }
         Planned::Kube {
             target,

@@ -9,6 +9,10 @@
 //! namespaces never share one, even for the same host: one team's 429 must not pause another
 //! team's calls made with other credentials.
 //!
+//! A target that declares no `maxConcurrent` gets a limit that adapts to how its
+//! destination answers (adaptive_limit.rs): one that slows down under load gets fewer calls
+//! at once instead of timeouts and the repeats they make.
+//!
 //! Bounded: at most [`MAX_DESTINATIONS`] are tracked, at most
 //! [`MAX_DESTINATIONS_PER_NAMESPACE`] of them one namespace's; an idle one (no call in
 //! flight, no pause ahead) is forgotten first. A namespace whose own destinations are all
@@ -21,6 +25,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::adaptive_limit::{AdaptiveLimit, Answer};
+use crate::targets::outcome::Outcome;
 use crate::token_bucket::{Bucket, Limit};
 
 /// The most destinations tracked at once.
@@ -55,6 +61,8 @@ struct State {
     /// The answer that paused it (429, 403).
     paused_by: Option<u16>,
     bucket: Option<Bucket>,
+    /// How many calls at once it takes when its target declares no `maxConcurrent`.
+    adaptive: AdaptiveLimit,
 }
 
 impl State {
@@ -78,11 +86,19 @@ impl State {
             );
             return later(until, why, "paused");
         }
-        if let Some(max) = limits.max_concurrent.filter(|m| self.in_flight >= *m) {
-            let why = format!(
-                "DestinationBusy: {max} calls to the target's host in flight (maxConcurrent)"
-            );
-            return later(now + jiff::SignedDuration::from_secs(1), why, "busy");
+        let busy = |why| later(now + jiff::SignedDuration::from_secs(1), why, "busy");
+        match limits.max_concurrent {
+            Some(max) if self.in_flight >= max => {
+                return busy(format!(
+                    "DestinationBusy: {max} calls to the target's host in flight (maxConcurrent)"
+                ));
+            }
+            // The same words whatever the limit is now: a wait is written once, not each
+            // time the limit moves.
+            None if self.in_flight >= self.adaptive.limit() => {
+                return busy(ADAPTIVE_BUSY.to_string());
+            }
+            _ => {}
         }
         let per_minute = limits.per_minute?;
         let limit = Limit {
@@ -102,6 +118,9 @@ impl State {
     }
 }
 
+/// Why a call waits for a destination at its adaptive limit.
+pub const ADAPTIVE_BUSY: &str = "DestinationBusy: the target's host is answering slower or failing under the calls in flight, so fewer go at once; set maxConcurrent to fix the number";
+
 /// Whether a call may go now.
 #[derive(Debug)]
 pub enum Admit {
@@ -120,11 +139,41 @@ pub enum Admit {
 #[derive(Debug, Default)]
 pub struct Destinations(Arc<Mutex<HashMap<Destination, State>>>);
 
-/// A call in flight to a destination; dropping it ends the call.
+/// A call in flight to a destination; dropping it ends the call, [`Lease::answered`] ends it
+/// with what its answer says about the destination.
 #[derive(Debug)]
 pub struct Lease {
     destination: Option<Destination>,
     map: Arc<Mutex<HashMap<Destination, State>>>,
+}
+
+impl Lease {
+    /// The call, started at `started`, got `outcome`: its destination's adaptive limit
+    /// learns from it, then the call ends.
+    pub fn answered(self, outcome: &Outcome, started: Instant) {
+        let at = Instant::now();
+        if let Some(d) = &self.destination {
+            let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(s) = map.get_mut(d) {
+                let answer = answer_of(outcome, at.saturating_duration_since(started));
+                s.adaptive.learn(answer, started, at, s.in_flight);
+            }
+        }
+    }
+}
+
+/// What an outcome says about its destination's load: a timeout, a failed connection, a
+/// 429 or a 5xx that it has too much to do; any other answer how fast it answers; a call
+/// refused before it went (the outbound guard) nothing.
+pub fn answer_of(outcome: &Outcome, latency: Duration) -> Answer {
+    let overloaded = |code: Option<u16>| matches!(code, None | Some(429 | 500..=599));
+    match outcome {
+        Outcome::Succeeded { .. } => Answer::Answered(latency),
+        Outcome::Retry { code, .. } if overloaded(*code) => Answer::Overloaded,
+        Outcome::Failed { code: None, .. } => Answer::Unknown,
+        Outcome::Failed { code: Some(code), .. } if overloaded(Some(*code)) => Answer::Overloaded,
+        Outcome::Retry { .. } | Outcome::Failed { .. } => Answer::Answered(latency),
+    }
 }
 
 impl Drop for Lease {
@@ -169,6 +218,7 @@ impl Destinations {
             paused_until: None,
             paused_by: None,
             bucket: None,
+            adaptive: AdaptiveLimit::default(),
         });
         if let Some(later) = s.holds(limits, now, at) {
             return later;
@@ -343,6 +393,63 @@ mod tests {
             at(1),
             t + Duration::from_secs(1)
         )));
+    }
+
+    #[test]
+    fn without_max_concurrent_a_destination_takes_fewer_calls_once_they_time_out() {
+        let ds = Destinations::default();
+        let d = dest("ns", "http://127.0.0.1:8080/x");
+        let none = DestinationLimits::default();
+        let t = Instant::now();
+        let mut leases: Vec<Lease> = (0..crate::adaptive_limit::INITIAL as usize)
+            .map(|_| match ds.admit(&d, none, at(0), t) {
+                Admit::Go(lease) => lease,
+                Admit::Later { why, .. } => panic!("{why}"),
+            })
+            .collect();
+        let Admit::Later { why, reason, .. } = ds.admit(&d, none, at(0), t) else {
+            panic!("at its limit")
+        };
+        assert_eq!((why.as_str(), reason), (ADAPTIVE_BUSY, "busy"));
+        let timed_out = Outcome::retry(None, "no response within 10s".into(), None);
+        leases.pop().unwrap().answered(&timed_out, t);
+        let free = (0..16)
+            .take_while(|_| goes(&ds.admit(&d, none, at(0), t)))
+            .count();
+        assert_eq!(free, 0, "15 in flight against a limit of 8 now");
+        leases.truncate(7);
+        assert!(goes(&ds.admit(&d, none, at(0), t)), "the eighth goes");
+    }
+
+    #[test]
+    fn what_an_answer_says_of_its_destinations_load() {
+        let latency = Duration::from_millis(30);
+        let answer = |o: &Outcome| answer_of(o, latency);
+        let ok = Outcome::Succeeded {
+            code: Some(204),
+            body: Vec::new(),
+            created: None,
+            response_id: None,
+        };
+        assert_eq!(answer(&ok), Answer::Answered(latency));
+        for overloaded in [
+            Outcome::retry(None, "no response within 10s".into(), None),
+            Outcome::retry(Some(429), "HTTP 429".into(), None),
+            Outcome::retry(Some(503), "HTTP 503".into(), None),
+            Outcome::failed(Some(500), "HTTP 500".into()),
+        ] {
+            assert_eq!(answer(&overloaded), Answer::Overloaded, "{overloaded:?}");
+        }
+        assert_eq!(
+            answer(&Outcome::failed(Some(404), "HTTP 404".into())),
+            Answer::Answered(latency),
+            "a refusal is an answer, and a fast one"
+        );
+        assert_eq!(
+            answer(&Outcome::failed(None, "refused by the outbound guard".into())),
+            Answer::Unknown,
+            "a call that never went says nothing"
+        );
     }
 
     /// Destination `i` of a table filled by 16 namespaces, each at its bound.
