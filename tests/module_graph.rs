@@ -170,6 +170,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "naming",
             "duration",
             "token_bucket",
+            "adaptive_limit",
             "secrets",
             "egress",
             "replay",
