@@ -140,7 +140,11 @@ mod tests {
         for _ in 0..16 {
             busy(&mut l, Answer::Answered(ms(5)), t, ms(5));
         }
-        assert_eq!(l.limit(), 32, "one more per answer while nothing slowed down");
+        assert_eq!(
+            l.limit(),
+            32,
+            "one more per answer while nothing slowed down"
+        );
         for _ in 0..1000 {
             busy(&mut l, Answer::Answered(ms(5)), t, ms(5));
         }
@@ -154,7 +158,11 @@ mod tests {
         for _ in 0..100 {
             l.learn(Answer::Answered(ms(5)), t, t + ms(5), 1);
         }
-        assert_eq!(l.limit(), INITIAL as u32, "one call at a time says nothing of 17");
+        assert_eq!(
+            l.limit(),
+            INITIAL as u32,
+            "one call at a time says nothing of 17"
+        );
     }
 
     #[test]
@@ -175,7 +183,11 @@ mod tests {
         }
         assert_eq!(l.limit(), MIN as u32, "never below one call at a time");
         busy(&mut l, Answer::Unknown, t + ms(2000), ms(50));
-        assert_eq!(l.limit(), MIN as u32, "a call that never reached it says nothing");
+        assert_eq!(
+            l.limit(),
+            MIN as u32,
+            "a call that never reached it says nothing"
+        );
     }
 
     #[test]
@@ -187,7 +199,11 @@ mod tests {
         for _ in 0..9 {
             busy(&mut l, Answer::Answered(ms(5)), t + ms(2), ms(5));
         }
-        assert_eq!(l.limit(), 9, "a round trip's answers at 8 at once: one more");
+        assert_eq!(
+            l.limit(),
+            9,
+            "a round trip's answers at 8 at once: one more"
+        );
         for _ in 0..9 {
             busy(&mut l, Answer::Answered(ms(5)), t + ms(2), ms(5));
         }
@@ -203,7 +219,11 @@ mod tests {
         busy(&mut l, Answer::Answered(ms(40)), t, ms(40));
         assert_eq!(l.limit(), 18);
         busy(&mut l, Answer::Answered(ms(300)), t, ms(300));
-        assert_eq!(l.limit(), 14, "a fifth off for an answer well over the usual");
+        assert_eq!(
+            l.limit(),
+            14,
+            "a fifth off for an answer well over the usual"
+        );
     }
 
     #[test]
@@ -217,7 +237,11 @@ mod tests {
             t += ms(400);
             busy(&mut l, Answer::Answered(ms(400)), t, ms(400));
         }
-        assert!(l.limit() > 4, "grows again once 400 ms is usual: {}", l.limit());
+        assert!(
+            l.limit() > 4,
+            "grows again once 400 ms is usual: {}",
+            l.limit()
+        );
     }
 
     /// A target that works on `capacity` calls at once, each in `service`, queues the rest:

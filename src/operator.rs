@@ -265,7 +265,7 @@ async fn run_executor_while_leading(
     done: CancellationToken,
 ) {
     let _done = done.drop_guard();
-    let mut leading = ctx.leading.clone();
+    let mut leading = ctx.shared.leading.clone();
     loop {
         while !*leading.borrow_and_update() {
             tokio::select! {
@@ -280,7 +280,7 @@ async fn run_executor_while_leading(
         };
         // Redelivery requests reopen deliveries: the leader's work, beside the executor.
         let executor = futures::future::join(
-            crate::controller::delivery::run(ctx.clone(), stopped(&term)),
+            crate::controller::executor::watch::run(ctx.clone(), stopped(&term)),
             crate::controller::redelivery_requests::run(ctx.clone(), stopped(&term)),
         );
         let executor = executor.map(|_| ());
@@ -297,7 +297,7 @@ async fn run_executor_while_leading(
                     info!("no longer leading; stopping the delivery executor");
                     term.cancel();
                     // A follower has no backlog of its own to report.
-                    ctx.metrics.backlog(0, Duration::ZERO);
+                    ctx.shared.metrics.backlog(0, Duration::ZERO);
                     break;
                 }
             }

@@ -367,49 +367,6 @@ fn the_layer_check_sees_an_upward_edge() {
     assert_eq!(at(&["nowhere"]), None);
 }
 
-/// No function in `src/controller/` is longer than this many lines (issue 17: the executor
-/// is decisions in `decide.rs` and a thin loop).
-const LONGEST_CONTROLLER_FUNCTION: usize = 60;
-
-#[test]
-fn controller_functions_are_short() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/controller");
-    let mut long = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        // Unit tests are not the controller's code.
-        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
-        let lines: Vec<&str> = code.lines().collect();
-        for (i, line) in lines.iter().enumerate() {
-            let trimmed = line.trim_start();
-            let indent = &line[..line.len() - trimmed.len()];
-            let is_fn = [
-                "fn ",
-                "pub fn ",
-                "async fn ",
-                "pub async fn ",
-                "pub(crate) fn ",
-            ]
-            .iter()
-            .any(|p| trimmed.starts_with(p));
-            if !is_fn || trimmed.ends_with(';') {
-                continue;
-            }
-            let close = format!("{indent}}}");
-            if let Some(len) = lines[i..].iter().position(|l| *l == close)
-                && len + 1 > LONGEST_CONTROLLER_FUNCTION
-            {
-                long.push(format!("{}:{} ({} lines)", path.display(), i + 1, len + 1));
-            }
-        }
-    }
-    assert!(
-        long.is_empty(),
-        "functions over {LONGEST_CONTROLLER_FUNCTION} lines: {long:?}"
-    );
-}
-
 /// Tarjan's algorithm: the groups of more than one file that reach each other.
 fn strongly_connected(
     edges: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,

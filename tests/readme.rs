@@ -92,11 +92,26 @@ fn the_layout_table_names_every_module() {
             if name == "targets" {
                 continue;
             }
-            for file in std::fs::read_dir(&path).unwrap() {
-                let file = file.unwrap().path();
-                let file_name = file.file_name().unwrap().to_string_lossy().to_string();
+            // And one level deeper (the executor's folder in `controller/`).
+            let files = std::fs::read_dir(&path).unwrap().flat_map(|f| {
+                let f = f.unwrap().path();
+                match f.is_dir() {
+                    true => std::fs::read_dir(&f)
+                        .unwrap()
+                        .map(|g| g.unwrap().path())
+                        .chain([f])
+                        .collect(),
+                    false => vec![f],
+                }
+            });
+            for file in files {
+                let mut file_name = file.file_name().unwrap().to_string_lossy().to_string();
+                if file.is_dir() {
+                    file_name.push('/');
+                }
                 if file_name != "mod.rs" && !named(&layout, &file_name) {
-                    missing.push(format!("src/{name}/{file_name}"));
+                    let rel = file.strip_prefix(Path::new(ROOT).join("src")).unwrap();
+                    missing.push(format!("src/{}", rel.display()));
                 }
             }
         } else if !named(&layout, &format!("src/{name}")) {

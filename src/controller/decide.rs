@@ -3,7 +3,7 @@
 //! which [`Calls`] to make, and the mark that goes before an at-most-once call. From the
 //! calls' outcomes: the status to write. From a status: when to look again.
 //!
-//! `delivery.rs` is the loop around these: it gathers what they read, does the IO they name
+//! `executor/` is the IO around these: it gathers what they read, does the IO they name
 //! (render, call, write) and writes every status through its `write_status` (the one writer).
 //! Every status decided here is built by `status::delivery_status` (the one builder; a
 //! redelivery's reopened status is `redeliver::reopen`'s). Every transition has a test below.
@@ -16,6 +16,7 @@ use super::redeliver;
 use super::retry::{self, RetryPolicy, finish};
 use super::status::delivery_status;
 use crate::api::{DeliveryPhase, StatusedDelivery, StatusedDeliveryStatus, TargetStatus};
+use crate::route::plan::Planned;
 use crate::routing::RouteCheck;
 use crate::targets::send::Outcome;
 
@@ -50,7 +51,7 @@ pub enum Step<R> {
     Reopen,
     /// Write this status and call nothing: calls already made whose outcome is not written
     /// yet, or a status that the targets' own states imply.
-    Record(StatusedDeliveryStatus),
+    Write(StatusedDeliveryStatus),
     /// The delivery can never run (its route is gone, or was not Ready in time): write this
     /// status, in which every unfinished target failed with `why`, and call nothing.
     GiveUp {
@@ -80,7 +81,7 @@ pub fn decide<R>(o: Observed<'_, R>, now: jiff::Timestamp) -> Step<R> {
     }
     if let Some(status) = o.unrecorded {
         // Calls made, status not written yet: write it, call nothing.
-        return Step::Record(status.clone());
+        return Step::Write(status.clone());
     }
     let route = match o.route {
         Ok(route) => route,
@@ -102,7 +103,7 @@ pub fn decide<R>(o: Observed<'_, R>, now: jiff::Timestamp) -> Step<R> {
     // Nothing due: the targets back off. Their states may imply a status not written yet.
     let status = delivery_status(&current, targets, now);
     if d.status.as_ref() != Some(&status) {
-        Step::Record(status)
+        Step::Write(status)
     } else {
         Step::Wait(next_look(&status, now).unwrap_or(SETTLE))
     }
@@ -143,7 +144,7 @@ fn not_runnable<R>(
 
 /// How a due target's request or object came out of rendering.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
+pub enum Fate {
     /// Ready to call; `at_most_once` with `onUncertain: fail`.
     Call { at_most_once: bool },
     /// It cannot be made for this event (gone from the route, or unbuildable): it fails.
@@ -185,36 +186,36 @@ pub const UNCERTAIN: &str =
 pub fn calls(
     current: &StatusedDeliveryStatus,
     mut targets: Vec<TargetStatus>,
-    plans: impl IntoIterator<Item = (usize, Plan)>,
+    plans: impl IntoIterator<Item = (usize, Fate)>,
     now: jiff::Timestamp,
 ) -> Calls {
     let (mut call, mut marked) = (Vec::new(), Vec::new());
     for (i, plan) in plans {
         let t = &mut targets[i];
         match plan {
-            Plan::Fail(error) => finish(t, DeliveryPhase::Failed, None, Some(error), now),
-            Plan::Defer { until, why } => {
+            Fate::Fail(error) => finish(t, DeliveryPhase::Failed, None, Some(error), now),
+            Fate::Defer { until, why } => {
                 t.next_attempt_at = Some(Time(retry::next_attempt(until, Duration::ZERO)));
                 t.last_error = Some(why);
                 t.waiting_for = None;
             }
-            Plan::Hold { on, why } => {
+            Fate::Hold { on, why } => {
                 // Due at every look: what it waits for is an event, not a time.
                 t.next_attempt_at = None;
                 t.last_error = Some(why);
                 t.waiting_for = Some(on);
             }
-            Plan::Supersede { by } => {
+            Fate::Supersede { by } => {
                 finish(t, DeliveryPhase::Superseded, None, None, now);
                 t.waiting_for = None;
                 t.superseded_by = Some(by);
             }
             // At most once, and a call was started that has no recorded outcome: the
             // operator stopped while it was in flight. Never call twice.
-            Plan::Call { at_most_once: true } if t.call_started_at.is_some() => {
+            Fate::Call { at_most_once: true } if t.call_started_at.is_some() => {
                 finish(t, DeliveryPhase::Failed, None, Some(UNCERTAIN.into()), now);
             }
-            Plan::Call { at_most_once } => {
+            Fate::Call { at_most_once } => {
                 t.waiting_for = None;
                 if at_most_once {
                     marked.push(i);
@@ -238,7 +239,7 @@ pub fn calls(
 }
 
 /// The status once the calls made at `now` had their `outcomes` (index, outcome).
-pub fn recorded(
+pub fn status_after(
     current: &StatusedDeliveryStatus,
     mut targets: Vec<TargetStatus>,
     outcomes: impl IntoIterator<Item = (usize, Outcome)>,
@@ -314,6 +315,34 @@ fn age(d: &StatusedDelivery, now: jiff::Timestamp) -> Duration {
         .unwrap_or_default()
 }
 
+/// The calls answered with a rate limit (429, or a 403 that `send` read as GitHub's
+/// secondary limit), by index, with the code.
+pub fn rate_limited(outcomes: &[(usize, Outcome)]) -> Vec<(usize, u16)> {
+    outcomes
+        .iter()
+        .filter_map(|(i, o)| match o {
+            Outcome::Retry {
+                code: Some(code @ (429 | 403)),
+                ..
+            } => Some((*i, *code)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the pure decisions need to know of a rendered plan.
+pub fn fate_of(planned: &Planned<'_>) -> Fate {
+    match planned {
+        Planned::Http { at_most_once, .. } => Fate::Call {
+            at_most_once: *at_most_once,
+        },
+        Planned::Kube { .. } => Fate::Call {
+            at_most_once: false,
+        },
+        Planned::Gone(e) | Planned::Unbuildable(e) => Fate::Fail(e.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! One delivery walked through every transition, as the loop would: each step's input is
@@ -325,11 +354,11 @@ mod tests {
 
     const ROUTE: &str = "compiled route";
     /// A rendered plan to call.
-    const CALL: Plan = Plan::Call {
+    const CALL: Fate = Fate::Call {
         at_most_once: false,
     };
     /// A rendered plan to call at most once (`onUncertain: fail`).
-    const ONCE: Plan = Plan::Call { at_most_once: true };
+    const ONCE: Fate = Fate::Call { at_most_once: true };
 
     fn at(secs: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap()
@@ -396,10 +425,10 @@ mod tests {
         )
     }
 
-    fn call_all(at_most_once: bool) -> Vec<(usize, Plan)> {
+    fn call_all(at_most_once: bool) -> Vec<(usize, Fate)> {
         vec![
-            (0, Plan::Call { at_most_once }),
-            (1, Plan::Call { at_most_once }),
+            (0, Fate::Call { at_most_once }),
+            (1, Fate::Call { at_most_once }),
         ]
     }
 
@@ -408,7 +437,7 @@ mod tests {
     /// that are not due, or not called, are never used.)
     fn run(
         d: &StatusedDelivery,
-        plans: Vec<(usize, Plan)>,
+        plans: Vec<(usize, Fate)>,
         outcomes: Vec<(usize, Outcome)>,
         now: jiff::Timestamp,
     ) -> StatusedDeliveryStatus {
@@ -417,7 +446,7 @@ mod tests {
         let plans = plans.into_iter().filter(|(i, _)| due.contains(i));
         let calls = calls(&current, targets, plans, now);
         let outcomes = outcomes.into_iter().filter(|(i, _)| calls.call.contains(i));
-        recorded(&current, calls.targets, outcomes, &policy(), now)
+        status_after(&current, calls.targets, outcomes, &policy(), now)
     }
 
     fn phases(s: &StatusedDeliveryStatus) -> Vec<DeliveryPhase> {
@@ -540,7 +569,7 @@ mod tests {
         let plans = vec![
             (
                 0,
-                Plan::Fail("rule a target 0 (webhook) is no longer in the route".into()),
+                Fate::Fail("rule a target 0 (webhook) is no longer in the route".into()),
             ),
             (1, CALL),
         ];
@@ -559,7 +588,7 @@ mod tests {
         let plans = vec![
             (
                 0,
-                Plan::Defer {
+                Fate::Defer {
                     until: at(6),
                     why: why.into(),
                 },
@@ -568,7 +597,7 @@ mod tests {
         ];
         let c = calls(&StatusedDeliveryStatus::default(), targets, plans, at(1));
         assert_eq!(c.call, [1]);
-        let s = recorded(
+        let s = status_after(
             &StatusedDeliveryStatus::default(),
             c.targets,
             vec![(1, ok())],
@@ -592,23 +621,23 @@ mod tests {
     fn a_call_deferred_again_for_the_same_reason_is_not_written_again() {
         let d = delivery(None);
         let (targets, _) = due(&d, at(1));
-        let defer = |until| Plan::Defer {
+        let defer = |until| Fate::Defer {
             until,
             why: "DestinationBusy: 1 calls to the target's host in flight (maxConcurrent)".into(),
         };
         let none = StatusedDeliveryStatus::default();
         let c = calls(&none, targets, vec![(0, defer(at(2))), (1, CALL)], at(1));
-        let first = recorded(&none, c.targets, vec![(1, ok())], &policy(), at(1));
+        let first = status_after(&none, c.targets, vec![(1, ok())], &policy(), at(1));
         assert!(worth_writing(&none, &first), "the wait is shown once");
         let waiting = delivery(Some(first.clone()));
         let (targets, _) = due(&waiting, at(2));
         let c = calls(&first, targets, vec![(0, defer(at(3)))], at(2));
-        let again = recorded(&first, c.targets, vec![], &policy(), at(2));
+        let again = status_after(&first, c.targets, vec![], &policy(), at(2));
         assert_ne!(again, first, "due later");
         assert!(!worth_writing(&first, &again), "only the time moved");
         assert_eq!(next_look(&again, at(2)), Some(Duration::from_secs(1)));
         let c = calls(&first, again.targets.clone(), vec![(0, CALL)], at(3));
-        let done = recorded(&first, c.targets, vec![(0, ok())], &policy(), at(3));
+        let done = status_after(&first, c.targets, vec![(0, ok())], &policy(), at(3));
         assert!(worth_writing(&first, &done), "an outcome is always written");
     }
 
@@ -616,14 +645,14 @@ mod tests {
     fn an_ordering_hold_waits_for_a_wake_and_a_superseded_target_finishes_uncalled() {
         let d = delivery(None);
         let (targets, _) = due(&d, at(1));
-        let hold = Plan::Hold {
+        let hold = Fate::Hold {
             on: "earlier".into(),
             why: "WaitingForEarlierEvent: delivery earlier ...".into(),
         };
         let none = StatusedDeliveryStatus::default();
         let c = calls(&none, targets, vec![(0, hold), (1, CALL)], at(1));
         assert_eq!(c.call, [1]);
-        let s = recorded(&none, c.targets, vec![(1, ok())], &policy(), at(1));
+        let s = status_after(&none, c.targets, vec![(1, ok())], &policy(), at(1));
         let held = &s.targets[0];
         assert_eq!((held.phase, held.attempts), (DeliveryPhase::Pending, 0));
         assert_eq!(held.waiting_for.as_deref(), Some("earlier"));
@@ -637,10 +666,10 @@ mod tests {
 
         // A newer event succeeded meanwhile (latestWins): not called, finished, says by whom.
         let (targets, _) = due(&waiting, at(2));
-        let by = Plan::Supersede { by: "newer".into() };
+        let by = Fate::Supersede { by: "newer".into() };
         let c = calls(&s, targets, vec![(0, by)], at(2));
         assert!(c.call.is_empty());
-        let done = recorded(&s, c.targets, vec![], &policy(), at(2));
+        let done = status_after(&s, c.targets, vec![], &policy(), at(2));
         let t = &done.targets[0];
         assert_eq!(t.phase, DeliveryPhase::Superseded);
         assert_eq!(
@@ -667,7 +696,7 @@ mod tests {
         assert_eq!(mark.targets[0].call_started_at, Some(Time(at(1))));
         assert_eq!(mark.targets[1].call_started_at, None);
         // The outcome clears the mark.
-        let s = recorded(
+        let s = status_after(
             &mark,
             c.targets,
             vec![(0, ok()), (1, ok())],
@@ -700,7 +729,7 @@ mod tests {
             at(9),
         );
         assert!(c.call.is_empty(), "never called twice");
-        let s = recorded(
+        let s = status_after(
             after_crash.status.as_ref().unwrap(),
             c.targets,
             vec![],
@@ -726,7 +755,7 @@ mod tests {
         let s = run(&d, call_all(false), vec![(0, ok()), (1, ok())], at(1));
         let mut o = observe(&d);
         o.unrecorded = Some(&s);
-        assert_eq!(decide(o, at(2)), Step::Record(s.clone()));
+        assert_eq!(decide(o, at(2)), Step::Write(s.clone()));
     }
 
     #[test]
@@ -823,9 +852,27 @@ mod tests {
         let mut s = run(&d, call_all(false), vec![(0, ok()), (1, ok())], at(1));
         s.phase = DeliveryPhase::Running;
         s.completed_at = None;
-        let Step::Record(fixed) = decide(observe(&delivery(Some(s))), at(2)) else {
+        let Step::Write(fixed) = decide(observe(&delivery(Some(s))), at(2)) else {
             panic!()
         };
         assert_eq!(fixed.phase, DeliveryPhase::Succeeded);
+    }
+
+    #[test]
+    fn a_429_or_a_rate_limit_403_asks_its_destination_to_pause_and_nothing_else_does() {
+        let retry = |code| Outcome::retry(code, "HTTP".into(), None);
+        let outcomes = vec![
+            (0, retry(Some(429))),
+            (1, retry(Some(403))),
+            (2, retry(Some(503))),
+            (3, retry(None)),
+            (4, Outcome::failed(Some(403), "HTTP 403".into())),
+            (5, ok()),
+        ];
+        assert_eq!(
+            rate_limited(&outcomes),
+            [(0, 429), (1, 403)],
+            "a 403 is a rate limit only when send read it as one (a retry), never a refusal"
+        );
     }
 }

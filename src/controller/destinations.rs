@@ -171,7 +171,9 @@ pub fn answer_of(outcome: &Outcome, latency: Duration) -> Answer {
         Outcome::Succeeded { .. } => Answer::Answered(latency),
         Outcome::Retry { code, .. } if overloaded(*code) => Answer::Overloaded,
         Outcome::Failed { code: None, .. } => Answer::Unknown,
-        Outcome::Failed { code: Some(code), .. } if overloaded(Some(*code)) => Answer::Overloaded,
+        Outcome::Failed {
+            code: Some(code), ..
+        } if overloaded(Some(*code)) => Answer::Overloaded,
         Outcome::Retry { .. } | Outcome::Failed { .. } => Answer::Answered(latency),
     }
 }
@@ -446,7 +448,10 @@ mod tests {
             "a refusal is an answer, and a fast one"
         );
         assert_eq!(
-            answer(&Outcome::failed(None, "refused by the outbound guard".into())),
+            answer(&Outcome::failed(
+                None,
+                "refused by the outbound guard".into()
+            )),
             Answer::Unknown,
             "a call that never went says nothing"
         );

@@ -33,7 +33,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
-use super::decide::Plan;
+use super::decide::Fate;
 use super::retry;
 use crate::api::{
     DeliveryPhase, OrderingPolicy, StatusedDelivery, StatusedDeliveryStatus, TargetStatus,
@@ -288,7 +288,7 @@ pub struct Claimed<'o> {
     /// To render and call (indexes into the targets).
     pub go: Vec<usize>,
     /// Held or superseded, as plans.
-    pub plans: Vec<(usize, Plan)>,
+    pub plans: Vec<(usize, Fate)>,
     /// The lanes the calls of `go` hold.
     pub held: Held<'o>,
 }
@@ -435,8 +435,8 @@ impl Ordering {
                     claimed.held.lanes.push((lane, me.name.clone()));
                     claimed.go.push(i);
                 }
-                Verdict::Wait { on, why, .. } => claimed.plans.push((i, Plan::Hold { on, why })),
-                Verdict::Superseded { by } => claimed.plans.push((i, Plan::Supersede { by })),
+                Verdict::Wait { on, why, .. } => claimed.plans.push((i, Fate::Hold { on, why })),
+                Verdict::Superseded { by } => claimed.plans.push((i, Fate::Supersede { by })),
             }
         }
         claimed
@@ -756,7 +756,7 @@ mod tests {
         }
     }
 
-    fn claim(o: &Ordering, d: &StatusedDelivery) -> (Vec<usize>, Vec<(usize, Plan)>) {
+    fn claim(o: &Ordering, d: &StatusedDelivery) -> (Vec<usize>, Vec<(usize, Fate)>) {
         let c = o.claim(d, &status(Pending).targets, vec![0]);
         let (go, plans) = (c.go.clone(), c.plans.clone());
         drop(c);
@@ -800,7 +800,7 @@ mod tests {
         assert_eq!(claim(&o, &other_key).0, [0], "another key is another lane");
         let (go, plans) = claim(&o, &second);
         assert!(go.is_empty());
-        assert!(matches!(&plans[0], (0, Plan::Hold { on, .. }) if on == "first"));
+        assert!(matches!(&plans[0], (0, Fate::Hold { on, .. }) if on == "first"));
         woken(&o, &mut rx);
 
         // The executor wrote `first` finished: `second` is woken, and goes.
@@ -829,7 +829,7 @@ mod tests {
         let (go, plans) = claim(&o, &new);
         assert!(go.is_empty());
         assert!(
-            matches!(&plans[0], (0, Plan::Hold { why, .. }) if hold_reason(why) == "keyInFlight")
+            matches!(&plans[0], (0, Fate::Hold { why, .. }) if hold_reason(why) == "keyInFlight")
         );
         woken(&o, &mut rx);
         drop(calling);
@@ -843,7 +843,7 @@ mod tests {
         o.written(&new, &status(Succeeded));
         assert!(woken(&o, &mut rx).contains(&"old".to_string()));
         let (_, plans) = claim(&o, &old);
-        assert_eq!(plans, [(0, Plan::Supersede { by: "new".into() })]);
+        assert_eq!(plans, [(0, Fate::Supersede { by: "new".into() })]);
         // A redelivery that ignores the ordering goes anyway.
         let mut targets = status(Pending).targets;
         targets[0].ignore_ordering = true;
@@ -869,7 +869,7 @@ mod tests {
         // Redelivered, the older one is superseded by the newer, which is still there.
         o.written(&old, &status(Pending));
         let (_, plans) = claim(&o, &old);
-        assert_eq!(plans, [(0, Plan::Supersede { by: "new".into() })]);
+        assert_eq!(plans, [(0, Fate::Supersede { by: "new".into() })]);
         // Once the older one is pruned, the newer may be too.
         o.observe(&watcher::Event::Delete(old.clone()), |_| false);
         assert!(!o.pinned("ns", "new"));

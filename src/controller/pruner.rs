@@ -189,8 +189,11 @@ pub fn backlog(deliveries: &[Arc<StatusedDelivery>], now: jiff::Timestamp) -> (u
 /// A route as the executor knows it: the watch cache says whether it exists and which
 /// object it is, the table its compiled history limits.
 fn route_now(ctx: &Executor, route: &RouteKey) -> Option<RouteNow> {
-    let default_window = ctx.config.replay_window;
-    match (ctx.routes.table.lookup(route), ctx.routes.cached_uid(route)) {
+    let default_window = ctx.shared.config.replay_window;
+    match (
+        ctx.shared.routes.table.lookup(route),
+        ctx.shared.routes.cached_uid(route),
+    ) {
         (Some(RouteState::Ready(compiled)), Some(uid)) if uid == compiled.uid => {
             Some(RouteNow::Live {
                 uid,
@@ -199,7 +202,7 @@ fn route_now(ctx: &Executor, route: &RouteKey) -> Option<RouteNow> {
             })
         }
         // Loaded, and no route of that name: its records go once the windows allow.
-        (None, None) if ctx.is_ready() => Some(RouteNow::Gone {
+        (None, None) if ctx.shared.is_ready() => Some(RouteNow::Gone {
             replay_window: default_window,
         }),
         // Not Ready, or the table and the cache disagree for a moment: wait.
@@ -223,11 +226,11 @@ pub async fn run(
         }
         let cached = store.state();
         let (pending, oldest) = backlog(&cached, jiff::Timestamp::now());
-        ctx.metrics.backlog(pending, oldest);
+        ctx.shared.metrics.backlog(pending, oldest);
         let mut doomed = plan(
             &cached,
             |route| route_now(&ctx, route),
-            ctx.config.dedup_window,
+            ctx.shared.config.dedup_window,
             jiff::Timestamp::now(),
         );
         // A latestWins lane's newest success stays while an older delivery of it does.
@@ -252,7 +255,7 @@ pub async fn run(
 }
 
 async fn delete(ctx: &Executor, d: Doomed) -> bool {
-    let api: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &d.namespace);
+    let api: Api<StatusedDelivery> = Api::namespaced(ctx.shared.client.clone(), &d.namespace);
     // The uid precondition: never delete a record that was recreated under the same name.
     let params = DeleteParams {
         preconditions: Some(Preconditions {

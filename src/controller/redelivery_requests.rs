@@ -16,7 +16,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, info, instrument};
 
 use super::executor::Executor;
 use super::redeliver::{self, Answer, Decision};
@@ -45,13 +45,20 @@ static REQUEST_SLOTS: std::sync::LazyLock<FairShare> =
 
 /// Runs until `shutdown`, while this replica leads (next to the executor).
 pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let api: Api<StatusedRedelivery> =
-        scoped_api(ctx.client.clone(), ctx.config.namespace.as_deref());
+    let api: Api<StatusedRedelivery> = scoped_api(
+        ctx.shared.client.clone(),
+        ctx.shared.config.namespace.as_deref(),
+    );
     let (store, writer) = reflector::store();
     let requests = watcher(api, watcher::Config::default().any_semantic())
         .modify(|r: &mut StatusedRedelivery| r.metadata.managed_fields = None)
         .reflect(writer);
-    let requests = super::triggers("redeliveries", requests, store.clone(), ctx.health.clone());
+    let requests = super::triggers(
+        "redeliveries",
+        requests,
+        store.clone(),
+        ctx.shared.health.clone(),
+    );
     // Not limited here: a waiting request's look is a read of two caches, and the API
     // calls are limited, fairly, by REQUEST_SLOTS.
     Controller::for_stream(requests, store)
@@ -77,7 +84,7 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Executor>) -> Resu
         return Ok(Action::requeue(delay));
     }
     let _slot = REQUEST_SLOTS.acquire(&ns).await;
-    let requests: Api<StatusedRedelivery> = Api::namespaced(ctx.client.clone(), &ns);
+    let requests: Api<StatusedRedelivery> = Api::namespaced(ctx.shared.client.clone(), &ns);
     // Read afresh too: the cached copy may predate this controller's own last write (the
     // ownerReference patch triggers a look before the status write is in the cache).
     let Some(request) = requests.get_opt(&request.name_any()).await? else {
@@ -86,7 +93,7 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Executor>) -> Resu
     if redeliver::answered(&request) {
         return Ok(Action::await_change());
     }
-    let deliveries: Api<StatusedDelivery> = Api::namespaced(ctx.client.clone(), &ns);
+    let deliveries: Api<StatusedDelivery> = Api::namespaced(ctx.shared.client.clone(), &ns);
     // Read afresh: the executor's cache keeps little of a finished delivery.
     let delivery = deliveries.get_opt(&request.spec.delivery).await?;
     if let Some(delivery) = &delivery {
@@ -101,7 +108,7 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Executor>) -> Resu
         (Decision::Reopen(asked), Some(delivery)) => {
             let claimed = claim(&ctx, &requests, &request, delivery, &asked).await?;
             previous = Some(claimed.status);
-            super::delivery::write_reopened(&ctx, delivery, &asked, &claimed.reopened).await?;
+            super::reopen::write_reopened(&ctx, delivery, &asked, &claimed.reopened).await?;
             info!(delivery = %delivery.name_any(), rerun = claimed.reopened.rerun, "redelivery request honoured");
             claimed.answer
         }
@@ -118,9 +125,8 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Executor>) -> Resu
     if previous.as_ref() != Some(&desired) {
         write_status(&requests, &request, &desired).await?;
     }
-    ctx.metrics.reconcile("redelivery", "success");
-    ctx.reconcile_failures
-        .reset(&format!("redelivery:{ns}/{}", request.name_any()));
+    ctx.shared.metrics.reconcile("redelivery", "success");
+    super::reset_backoff(&ctx.shared, &request);
     Ok(match answer {
         Answer::Waiting => Action::requeue(wait_delay(waited(&desired))),
         _ => Action::await_change(),
@@ -259,7 +265,7 @@ async fn owned_by(
         "ownerReferences": owners,
     }});
     let ns = request.namespace().ok_or(Error::NoNamespace)?;
-    let api: Api<StatusedRedelivery> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<StatusedRedelivery> = Api::namespaced(ctx.shared.client.clone(), &ns);
     api.patch(
         &request.name_any(),
         &crate::naming::patch_params(),
@@ -270,16 +276,7 @@ async fn owned_by(
 }
 
 fn error_policy(request: Arc<StatusedRedelivery>, error: &Error, ctx: Arc<Executor>) -> Action {
-    let key = format!(
-        "redelivery:{}/{}",
-        request.namespace().unwrap_or_default(),
-        request.name_any()
-    );
-    let failures = ctx.reconcile_failures.fail(&key);
-    let delay = ctx.config.reconcile_backoff.delay(failures);
-    warn!(request = %key, %error, retry_in = ?delay, "redelivery request reconcile failed");
-    ctx.metrics.reconcile("redelivery", "error");
-    Action::requeue(delay)
+    super::back_off(&ctx.shared, "redelivery", &*request, error)
 }
 
 #[cfg(test)]

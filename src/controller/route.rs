@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, info, instrument};
 
 use super::status::{route_status, route_status_changed};
 use super::{Error, scoped_api};
@@ -96,7 +96,7 @@ fn follow_deletes(ctx: &Context, event: &Result<watcher::Event<StatusedRoute>, w
             // Per-route state of a deleted route must not outlive it (the executor's route
             // activity forgets it at its next flush).
             ctx.rate_limiter.forget(&key);
-            ctx.reconcile_failures.reset(&format!("route:{key}"));
+            super::reset_backoff(ctx, route);
         }
         Ok(watcher::Event::InitDone) => {
             ctx.routes.table.retain(|k| ctx.routes.contains(k));
@@ -140,7 +140,7 @@ async fn reconcile(route: Arc<StatusedRoute>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
     ctx.metrics.reconcile("route", "success");
-    ctx.reconcile_failures.reset(&format!("route:{key}"));
+    super::reset_backoff(&ctx, &*route);
     Ok(if recheck {
         Action::requeue(ctx.config.api_recheck)
     } else {
@@ -333,10 +333,5 @@ fn error_policy(route: Arc<StatusedRoute>, error: &Error, ctx: Arc<Context>) -> 
             .table
             .upsert(route_key.clone(), RouteState::NotReady);
     }
-    let key = format!("route:{route_key}");
-    let failures = ctx.reconcile_failures.fail(&key);
-    let delay = ctx.config.reconcile_backoff.delay(failures);
-    warn!(route = %key, %error, retry_in = ?delay, "route reconcile failed");
-    ctx.metrics.reconcile("route", "error");
-    Action::requeue(delay.max(Duration::from_millis(100)))
+    super::back_off(&ctx, "route", &*route, error)
 }

@@ -1,6 +1,6 @@
 //! What one matched target does for one event, built without doing it: the exact request,
 //! or the exact object with its deterministic identity. Pure: the executor sends what it
-//! plans (see `delivery.rs`), and `statused-operator route test` prints the same plan.
+//! plans (see `controller/executor/render.rs`), and `statused-operator route test` prints the same plan.
 
 use crate::api::MatchedTarget;
 use crate::naming::{IdentityInput, ObjectIdentity};

@@ -1,8 +1,27 @@
-//! What the delivery executor owns, beside what every part shares (`Context`, which it
-//! derefs to): how it reaches targets, its slots for deliveries and for API writes, what it
-//! knows of its own writes, its watch cache of deliveries while it runs, its Event budget
-//! and the route activity it reports. Built once in `operator.rs`; used by the executor
-//! (`delivery.rs`), the pruner and the redelivery requests.
+//! The delivery executor: for each pending `StatusedDelivery`, calls every matched target,
+//! retries what is worth retrying, and records each target's outcome on the delivery.
+//!
+//! What happens to a target is decided in `decide.rs` (pure); this folder is the IO around
+//! it, a file per concern:
+//! - `watch.rs`: the watch of deliveries and the controller over it (`watch::run`);
+//! - `step.rs`: one look at a delivery, doing the step `decide` names;
+//! - `calls.rs`: admitting, marking, making and recording the calls of one look;
+//! - `render.rs`: rendering requests on the blocking pool;
+//! - `writes.rs`: the fresh reads and status writes, each one of `--executor-api-writes`;
+//! - `after_write.rs`: the route activity, Event and metric after a write.
+//!
+//! This file is what the executor owns, beside what every part shares (`shared`): how it
+//! reaches targets, its slots for deliveries, renders and API writes, what it knows of its
+//! own writes, its watch cache of deliveries while it runs, its Event budget and the route
+//! activity it reports. Built once in `operator.rs`; used by the executor, the pruner and
+//! the redelivery requests.
+
+pub mod after_write;
+mod calls;
+mod render;
+mod step;
+pub mod watch;
+pub mod writes;
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -20,7 +39,8 @@ use crate::route::plan::Rendered;
 use crate::targets::outbound::Outbound;
 
 pub struct Executor {
-    pub ctx: Arc<Context>,
+    /// What every part shares.
+    pub shared: Arc<Context>,
     /// How the executor reaches HTTP targets: the guarded client, the outbound policy and the
     /// credentials it obtained at send time (GitHub App installation tokens).
     pub outbound: Outbound,
@@ -42,6 +62,10 @@ pub struct Executor {
     pub route_activity: Arc<RouteActivity>,
     /// The budget of rendered requests in flight, in KiB ([`BYTES_IN_FLIGHT`]).
     pub bytes: tokio::sync::Semaphore,
+    /// Renders at once on the blocking pool ([`RENDERS`]): an `Arc`, since a
+    /// render holds its slot on the blocking pool even when the look that waits for it is
+    /// dropped.
+    pub renders: Arc<tokio::sync::Semaphore>,
     /// Limits and pauses per destination (`maxConcurrent`, `ratePerMinute`, 429s).
     pub destinations: Destinations,
     /// Where each stored delivery stands in its ordering keys' order, and the keys with a
@@ -51,20 +75,17 @@ pub struct Executor {
     pub quiet_turns: tokio::sync::Semaphore,
 }
 
+/// Renders at once on the blocking pool, across all deliveries: rendering is bounded per
+/// target (cost.rs), and this bounds how many run, so the executor's async threads (status
+/// writes, watches, lease renewal) never wait on CEL.
+pub const RENDERS: usize = 2;
+
 /// Rendered requests and objects held by deliveries in flight, at most: with 256 deliveries
 /// of the largest events, their copies would otherwise take hundreds of MiB.
 pub const BYTES_IN_FLIGHT: usize = 32 * 1024 * 1024;
 
-impl std::ops::Deref for Executor {
-    type Target = Context;
-
-    fn deref(&self) -> &Context {
-        &self.ctx
-    }
-}
-
 impl Executor {
-    /// The executor's state, with the bounds `ctx.config` sets.
+    /// The executor's state, with the bounds `ctx.shared.config` sets.
     pub fn new(ctx: Arc<Context>, outbound: Outbound) -> Self {
         let config = &ctx.config;
         Self {
@@ -76,10 +97,11 @@ impl Executor {
             event_budget: EventBudget::default(),
             route_activity: Arc::default(),
             bytes: tokio::sync::Semaphore::new(BYTES_IN_FLIGHT / 1024),
+            renders: Arc::new(tokio::sync::Semaphore::new(RENDERS)),
             destinations: Destinations::default(),
             ordering: Ordering::default(),
             quiet_turns: tokio::sync::Semaphore::new(usize::from(config.executor_api_writes)),
-            ctx,
+            shared: ctx,
         }
     }
 
@@ -101,7 +123,7 @@ impl Executor {
         self.bytes
             .acquire_many(kib)
             .await
-            .map_err(|_| super::Error::Blocking("rendered bytes budget closed".into()))
+            .map_err(|_| super::Error::Closed("rendered bytes budget"))
     }
 
     /// Delivery `ns/name` as the executor's watch cache has it; `None` when the executor
