@@ -21,11 +21,15 @@
 //! every tracked one is busy across many namespaces is a new destination called untracked
 //! rather than refused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use kube::runtime::reflector::ObjectRef;
+
+use super::wakeups::Wakeups;
 use crate::adaptive_limit::{AdaptiveLimit, Answer};
+use crate::api::StatusedDelivery;
 use crate::targets::outcome::Outcome;
 use crate::token_bucket::{Bucket, Limit};
 
@@ -35,6 +39,11 @@ pub const MAX_DESTINATIONS: usize = 4096;
 /// hosts (its CI, its chat, its incident service), and 16 teams at this bound still leave
 /// room in the table.
 pub const MAX_DESTINATIONS_PER_NAMESPACE: usize = 256;
+/// The most deliveries a destination wakes when its calls end: beyond that, a delivery that
+/// waits for it looks again at its next poll ([`BUSY_POLL`]).
+pub const MAX_WAITING: usize = 1024;
+/// When a delivery waiting for a busy destination looks again if no call's end woke it.
+pub const BUSY_POLL: Duration = Duration::from_secs(5);
 
 pub use crate::targets::kind::DestinationLimits;
 
@@ -63,6 +72,8 @@ struct State {
     bucket: Option<Bucket>,
     /// How many calls at once it takes when its target declares no `maxConcurrent`.
     adaptive: AdaptiveLimit,
+    /// Deliveries that found it busy, woken one per call that ends (at most [`MAX_WAITING`]).
+    waiting: VecDeque<ObjectRef<StatusedDelivery>>,
 }
 
 impl State {
@@ -86,7 +97,8 @@ impl State {
             );
             return later(until, why, "paused");
         }
-        let busy = |why| later(now + jiff::SignedDuration::from_secs(1), why, "busy");
+        let poll = jiff::SignedDuration::try_from(BUSY_POLL).unwrap_or_default();
+        let busy = |why| later(now + poll, why, "busy");
         match limits.max_concurrent {
             Some(max) if self.in_flight >= max => {
                 return busy(format!(
@@ -135,16 +147,20 @@ pub enum Admit {
     },
 }
 
-/// The executor's destinations.
-#[derive(Debug, Default)]
-pub struct Destinations(Arc<Mutex<HashMap<Destination, State>>>);
+/// The executor's destinations, and where a call that ends wakes a delivery waiting for it.
+#[derive(Debug, Default, Clone)]
+pub struct Destinations {
+    map: Arc<Mutex<HashMap<Destination, State>>>,
+    wakeups: Arc<Wakeups>,
+}
 
-/// A call in flight to a destination; dropping it ends the call, [`Lease::answered`] ends it
-/// with what its answer says about the destination.
+/// A call in flight to a destination; dropping it ends the call (and wakes a delivery that
+/// waits for the destination), [`Lease::answered`] ends it with what its answer says about
+/// the destination.
 #[derive(Debug)]
 pub struct Lease {
     destination: Option<Destination>,
-    map: Arc<Mutex<HashMap<Destination, State>>>,
+    of: Destinations,
 }
 
 impl Lease {
@@ -153,7 +169,7 @@ impl Lease {
     pub fn answered(self, outcome: &Outcome, started: Instant) {
         let at = Instant::now();
         if let Some(d) = &self.destination {
-            let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut map = self.of.lock();
             if let Some(s) = map.get_mut(d) {
                 let answer = answer_of(outcome, at.saturating_duration_since(started));
                 s.adaptive.learn(answer, started, at, s.in_flight);
@@ -183,14 +199,40 @@ impl Drop for Lease {
         let Some(d) = self.destination.take() else {
             return;
         };
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.of.lock();
         if let Some(s) = map.get_mut(&d) {
             s.in_flight = s.in_flight.saturating_sub(1);
+            if let Some(next) = s.waiting.pop_front() {
+                self.of.wakeups.wake(&[next]);
+            }
         }
     }
 }
 
 impl Destinations {
+    /// Destinations that wake the deliveries waiting for them through `wakeups`.
+    pub fn new(wakeups: Arc<Wakeups>) -> Self {
+        Self {
+            map: Arc::default(),
+            wakeups,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Destination, State>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `delivery` found `d` busy: it is woken when one of `d`'s calls ends (in the order they
+    /// came, each once), unless [`MAX_WAITING`] already wait.
+    pub fn wake_when_free(&self, d: &Destination, delivery: ObjectRef<StatusedDelivery>) {
+        if let Some(s) = self.lock().get_mut(d)
+            && s.waiting.len() < MAX_WAITING
+            && !s.waiting.contains(&delivery)
+        {
+            s.waiting.push_back(delivery);
+        }
+    }
+
     /// Whether a call to `d`, whose target declares `limits`, may go at `now` (`at`: the
     /// same moment on the monotonic clock, for the rate).
     pub fn admit(
@@ -200,7 +242,7 @@ impl Destinations {
         now: jiff::Timestamp,
         at: Instant,
     ) -> Admit {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.lock();
         if !map.contains_key(d) {
             if !make_room_in(&mut map, &d.namespace, now) {
                 return Admit::Later {
@@ -221,6 +263,7 @@ impl Destinations {
             paused_by: None,
             bucket: None,
             adaptive: AdaptiveLimit::default(),
+            waiting: VecDeque::new(),
         });
         if let Some(later) = s.holds(limits, now, at) {
             return later;
@@ -231,7 +274,7 @@ impl Destinations {
 
     /// `d` answered `code` asking to be left alone until `until`: every call to it waits.
     pub fn pause(&self, d: &Destination, until: jiff::Timestamp, code: Option<u16>) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.lock();
         if let Some(s) = map.get_mut(d)
             && s.paused_until.is_none_or(|u| u < until)
         {
@@ -242,7 +285,7 @@ impl Destinations {
 
     /// How many destinations are tracked.
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -252,7 +295,7 @@ impl Destinations {
     fn lease(&self, destination: Option<Destination>) -> Lease {
         Lease {
             destination,
-            map: self.0.clone(),
+            of: self.clone(),
         }
     }
 }
@@ -421,6 +464,39 @@ mod tests {
         assert_eq!(free, 0, "15 in flight against a limit of 8 now");
         leases.truncate(7);
         assert!(goes(&ds.admit(&d, none, at(0), t)), "the eighth goes");
+    }
+
+    #[test]
+    fn a_call_that_ends_wakes_one_delivery_that_found_its_destination_busy() {
+        let wakeups = Arc::new(Wakeups::default());
+        let (tx, mut woken) = futures::channel::mpsc::unbounded();
+        wakeups.connect(tx);
+        let ds = Destinations::new(wakeups);
+        let d = dest("ns", "http://127.0.0.1:8080/x");
+        let one = DestinationLimits {
+            max_concurrent: Some(1),
+            per_minute: None,
+        };
+        let t = Instant::now();
+        let Admit::Go(lease) = ds.admit(&d, one, at(0), t) else {
+            panic!("the first goes")
+        };
+        let Admit::Later { until, .. } = ds.admit(&d, one, at(0), t) else {
+            panic!("busy")
+        };
+        assert_eq!(until, at(5), "polls at BUSY_POLL if nothing wakes it");
+        for name in ["second", "third", "second"] {
+            ds.wake_when_free(&d, ObjectRef::new(name).within("ns"));
+        }
+        assert!(woken.try_recv().is_err(), "nothing ended yet");
+        drop(lease);
+        assert_eq!(woken.try_recv().ok().map(|r| r.name), Some("second".into()));
+        assert!(woken.try_recv().is_err(), "one call ended: one woken");
+        let Admit::Go(lease) = ds.admit(&d, one, at(0), t) else {
+            panic!("free again")
+        };
+        lease.answered(&Outcome::failed(Some(400), "HTTP 400".into()), t);
+        assert_eq!(woken.try_recv().ok().map(|r| r.name), Some("third".into()));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod retry;
 pub mod route;
 pub mod route_activity;
 pub mod status;
+pub mod wakeups;
 
 use futures::{Stream, StreamExt};
 use kube::runtime::controller::Action;

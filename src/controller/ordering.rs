@@ -16,8 +16,7 @@
 //!   goes first), and is not made once a newer one succeeded there (Superseded).
 //!
 //! When a lane moves (a delivery in it finishes or succeeds, or a call ends), the deliveries
-//! that may now go are woken: each at most once until the executor takes it, so the wake
-//! queue never holds more than one entry per stored delivery.
+//! that may now go are woken (wakeups.rs).
 //!
 //! Bounds: one entry per ordered target of a stored delivery (so the index grows with the
 //! watch cache, about 200 bytes an entry), each verdict and each move costs O(log n) in its
@@ -26,15 +25,15 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use futures::channel::mpsc;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use super::decide::Fate;
 use super::retry;
+use super::wakeups::Wakeups;
 use crate::api::{
     DeliveryPhase, OrderingPolicy, StatusedDelivery, StatusedDeliveryStatus, TargetStatus,
 };
@@ -228,18 +227,11 @@ pub fn verdict(
     }
 }
 
-/// The index of lanes, the lanes held by calls in flight, and the wake channel.
+/// The index of lanes, the lanes held by calls in flight, and where to wake deliveries.
 #[derive(Debug, Default)]
 pub struct Ordering {
     inner: Mutex<Lanes>,
-    wake: Mutex<Wakes>,
-}
-
-/// Where wakes go, and those not taken by the executor yet (each delivery once).
-#[derive(Debug, Default)]
-struct Wakes {
-    sender: Option<mpsc::UnboundedSender<ObjectRef<StatusedDelivery>>>,
-    pending: HashSet<ObjectRef<StatusedDelivery>>,
+    wakeups: Arc<Wakeups>,
 }
 
 #[derive(Debug, Default)]
@@ -278,7 +270,7 @@ impl Drop for Held<'_> {
                 wake.extend(inner.to_wake(&lane).into_iter().filter(|d| d.name != name));
             }
         }
-        self.ordering.wake(&wake);
+        self.ordering.wakeups.wake(&wake);
     }
 }
 
@@ -298,18 +290,17 @@ impl Ordering {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn wakes(&self) -> MutexGuard<'_, Wakes> {
-        self.wake.lock().unwrap_or_else(PoisonError::into_inner)
+    /// An index that wakes deliveries through `wakeups`.
+    pub fn new(wakeups: Arc<Wakeups>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            wakeups,
+        }
     }
 
-    /// From now on, deliveries to wake go to `sender`; the index starts empty (the watch
-    /// lists every delivery again). The executor calls [`Ordering::taken`] for each it takes.
-    pub fn wake_to(&self, sender: mpsc::UnboundedSender<ObjectRef<StatusedDelivery>>) {
+    /// A new term: the index starts empty (the watch lists every delivery again).
+    pub fn clear(&self) {
         *self.lock() = Lanes::default();
-        *self.wakes() = Wakes {
-            sender: Some(sender),
-            pending: HashSet::new(),
-        };
     }
 
     /// Whether delivery `name` of `namespace` must not be pruned yet: it is the newest success
@@ -324,11 +315,6 @@ impl Ordering {
             mine.iter()
                 .any(|(lane, place)| inner.lanes.get(lane).is_some_and(|l| l.pins(place)))
         })
-    }
-
-    /// The executor took the wake of `delivery`: it may be woken again.
-    pub fn taken(&self, delivery: &ObjectRef<StatusedDelivery>) {
-        self.wakes().pending.remove(delivery);
     }
 
     /// The delivery of a newer event for the key of `delivery`'s target `target` (of rule
@@ -385,13 +371,13 @@ impl Ordering {
                 watcher::Event::Delete(d) => wake = inner.remove(&id(d)),
             }
         }
-        self.wake(&wake);
+        self.wakeups.wake(&wake);
     }
 
     /// The executor wrote `status` on `delivery`.
     pub fn written(&self, delivery: &StatusedDelivery, status: &StatusedDeliveryStatus) {
         let wake = self.lock().put(delivery, Some(status));
-        self.wake(&wake);
+        self.wakeups.wake(&wake);
     }
 
     /// Sorts the `due` targets of `delivery` (each target's status in `targets`): those
@@ -440,23 +426,6 @@ impl Ordering {
             }
         }
         claimed
-    }
-
-    fn wake(&self, deliveries: &[ObjectRef<StatusedDelivery>]) {
-        if deliveries.is_empty() {
-            return;
-        }
-        let mut wakes = self.wakes();
-        let Wakes { sender, pending } = &mut *wakes;
-        let Some(sender) = sender.as_ref() else {
-            return;
-        };
-        for d in deliveries {
-            // Once until taken: the queue holds at most one entry per stored delivery.
-            if pending.insert(d.clone()) && sender.unbounded_send(d.clone()).is_err() {
-                pending.remove(d);
-            }
-        }
     }
 }
 
@@ -592,6 +561,7 @@ impl Lanes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::channel::mpsc;
 
     fn at(secs: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap()
@@ -768,10 +738,10 @@ mod tests {
         Ordering,
         mpsc::UnboundedReceiver<ObjectRef<StatusedDelivery>>,
     ) {
-        let o = Ordering::default();
+        let wakeups = Arc::new(Wakeups::default());
         let (tx, rx) = mpsc::unbounded();
-        o.wake_to(tx);
-        (o, rx)
+        wakeups.connect(tx);
+        (Ordering::new(wakeups), rx)
     }
 
     /// The deliveries woken since the last call, taken as the executor takes them.
@@ -780,7 +750,7 @@ mod tests {
         rx: &mut mpsc::UnboundedReceiver<ObjectRef<StatusedDelivery>>,
     ) -> Vec<String> {
         std::iter::from_fn(|| rx.try_recv().ok())
-            .inspect(|r| o.taken(r))
+            .inspect(|r| o.wakeups.taken(r))
             .map(|r| r.name)
             .collect()
     }
@@ -935,7 +905,7 @@ mod tests {
             ["second"],
             "one entry, however often the lane moved"
         );
-        o.taken(&ObjectRef::new("second").within("ns"));
+        o.wakeups.taken(&ObjectRef::new("second").within("ns"));
         o.written(&first, &status(Running));
         o.written(&first, &status(Failed));
         assert_eq!(

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use tracing::warn;
 
 use super::Executor;
@@ -219,6 +220,10 @@ fn admit(
                 }
                 Admit::Later { until, why, reason } => {
                     ctx.shared.metrics.call_deferred(reason);
+                    if reason == "busy" {
+                        let me = ObjectRef::from_obj(delivery);
+                        ctx.destinations.wake_when_free(&destination, me);
+                    }
                     plan = Fate::Defer { until, why };
                 }
             }

@@ -32,6 +32,7 @@ use super::event_budget::EventBudget;
 use super::ledger::Ledger;
 use super::ordering::Ordering;
 use super::route_activity::RouteActivity;
+use super::wakeups::Wakeups;
 use crate::api::StatusedDelivery;
 use crate::context::Context;
 use crate::fair_share::FairShare;
@@ -71,6 +72,9 @@ pub struct Executor {
     /// Where each stored delivery stands in its ordering keys' order, and the keys with a
     /// call in flight (a route's `ordering`).
     pub ordering: Ordering,
+    /// Deliveries to look at again now: their ordering key's order moved, or a call to the
+    /// busy destination they wait for ended.
+    pub wakeups: Arc<Wakeups>,
     /// Deliveries waiting for a quiet receiver at once (`--executor-api-writes`).
     pub quiet_turns: tokio::sync::Semaphore,
 }
@@ -88,6 +92,7 @@ impl Executor {
     /// The executor's state, with the bounds `ctx.shared.config` sets.
     pub fn new(ctx: Arc<Context>, outbound: Outbound) -> Self {
         let config = &ctx.config;
+        let wakeups = Arc::new(Wakeups::default());
         Self {
             outbound,
             slots: FairShare::new(usize::from(config.executor_concurrency)),
@@ -98,8 +103,9 @@ impl Executor {
             route_activity: Arc::default(),
             bytes: tokio::sync::Semaphore::new(BYTES_IN_FLIGHT / 1024),
             renders: Arc::new(tokio::sync::Semaphore::new(RENDERS)),
-            destinations: Destinations::default(),
-            ordering: Ordering::default(),
+            destinations: Destinations::new(wakeups.clone()),
+            ordering: Ordering::new(wakeups.clone()),
+            wakeups,
             quiet_turns: tokio::sync::Semaphore::new(usize::from(config.executor_api_writes)),
             shared: ctx,
         }

@@ -29,12 +29,13 @@ pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send +
     // A new term: what this replica wrote in an earlier one says nothing of the stored
     // deliveries now (another leader may have written since).
     ctx.ledger.new_term();
-    // Ordering per key: what may go once a key's order moves is woken (ordering.rs), each
-    // delivery once until taken.
+    // What may go once a key's order moves (ordering.rs) or a busy destination's call ends
+    // (destinations.rs) is woken (wakeups.rs), each delivery once until taken.
     let (wake, woken) = futures::channel::mpsc::unbounded();
-    ctx.ordering.wake_to(wake);
+    ctx.ordering.clear();
+    ctx.wakeups.connect(wake);
     let taker = ctx.clone();
-    let woken = woken.inspect(move |d| taker.ordering.taken(d));
+    let woken = woken.inspect(move |d| taker.wakeups.taken(d));
     let deliveries = watch(&ctx, api).reflect(writer);
     let deliveries = crate::controller::triggers(
         "deliveries",
