@@ -3,13 +3,14 @@
 //! which route object a name stands for now. Shared by the receiver (through the narrow
 //! [`RouteIndex`]), the route reconciler (which fills both) and the executor.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::StatusedRoute;
-use crate::route::RouteKey;
-use crate::routing::RoutingTable;
+use crate::route::{CompiledRoute, RouteKey};
+use crate::routing::{RouteCheck, RoutingTable};
 
 /// The routes the watch cache holds, as the receiver asks about them.
 pub trait RouteIndex: Send + Sync {
@@ -18,6 +19,21 @@ pub trait RouteIndex: Send + Sync {
     fn is_ready(&self) -> bool;
     /// The uid of route `key` in the watch cache; `None` when the cache has no such route.
     fn cached_uid(&self, key: &RouteKey) -> Option<Option<String>>;
+
+    /// The one route check, for the receiver, the executor and the pruner alike: the route
+    /// compiled in `table` as `key`, if the route object `owner` may use it now (`None`: a
+    /// new event, or a record older than routeUID); else why not ([`RoutingTable::check`]).
+    /// `loaded`: whether a route missing from both is gone for good.
+    fn check_in(
+        &self,
+        table: &RoutingTable,
+        key: &RouteKey,
+        owner: Option<&str>,
+        loaded: bool,
+    ) -> Result<Arc<CompiledRoute>, RouteCheck> {
+        let cached = self.cached_uid(key);
+        table.check(key, owner, cached.as_ref().map(Option::as_deref), loaded)
+    }
 }
 
 /// The routing table and the watch cache of routes.
@@ -45,6 +61,15 @@ impl RouteCache {
     /// The first list of routes has been received.
     pub fn synced(&self) {
         self.synced.store(true, Ordering::Release);
+    }
+
+    /// [`RouteIndex::check_in`] this cache's own table, the routes loaded when it is ready.
+    pub fn check(
+        &self,
+        key: &RouteKey,
+        owner: Option<&str>,
+    ) -> Result<Arc<CompiledRoute>, RouteCheck> {
+        self.check_in(&self.table, key, owner, self.is_ready())
     }
 
     /// Whether `route` (this uid) is still in the watch cache, i.e. not deleted.

@@ -22,8 +22,7 @@ use super::history::{Finished, to_prune};
 use crate::api::StatusedDelivery;
 use crate::route::RouteKey;
 use crate::route::history::HistoryLimits;
-use crate::route_cache::RouteIndex;
-use crate::routing::RouteState;
+use crate::routing::RouteCheck;
 
 /// Most deletes per round; the rest wait for the next round (one second later).
 pub const PRUNE_BATCH: usize = 200;
@@ -186,27 +185,22 @@ pub fn backlog(deliveries: &[Arc<StatusedDelivery>], now: jiff::Timestamp) -> (u
     (count, oldest)
 }
 
-/// A route as the executor knows it: the watch cache says whether it exists and which
-/// object it is, the table its compiled history limits.
+/// A route as the executor knows it, from the one route check (`RouteCache::check`): the
+/// route object the name stands for now and its compiled history limits, or gone.
 fn route_now(ctx: &Executor, route: &RouteKey) -> Option<RouteNow> {
     let default_window = ctx.shared.config.replay_window;
-    match (
-        ctx.shared.routes.table.lookup(route),
-        ctx.shared.routes.cached_uid(route),
-    ) {
-        (Some(RouteState::Ready(compiled)), Some(uid)) if uid == compiled.uid => {
-            Some(RouteNow::Live {
-                uid,
-                history: compiled.history,
-                replay_window: compiled.replay_window.unwrap_or(default_window),
-            })
-        }
+    match ctx.shared.routes.check(route, None) {
+        Ok(compiled) => Some(RouteNow::Live {
+            uid: compiled.uid.clone(),
+            history: compiled.history,
+            replay_window: compiled.replay_window.unwrap_or(default_window),
+        }),
         // Loaded, and no route of that name: its records go once the windows allow.
-        (None, None) if ctx.shared.is_ready() => Some(RouteNow::Gone {
+        Err(RouteCheck::Gone) => Some(RouteNow::Gone {
             replay_window: default_window,
         }),
         // Not Ready, or the table and the cache disagree for a moment: wait.
-        _ => None,
+        Err(_) => None,
     }
 }
 

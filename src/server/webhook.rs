@@ -303,10 +303,8 @@ async fn handle(
     // The table (compiled routes) and the watch cache can disagree for a moment around a
     // route's delete or re-create: answer 503 then (the sender retries), never a 404 for a
     // route that exists nor a record owned by a route that is gone.
-    let cached = ctx.routes.cached_uid(&key);
-    let route = ctx
-        .table
-        .check(&key, None, cached.as_ref().map(Option::as_deref), true)
+    let route = (ctx.routes)
+        .check_in(&ctx.table, &key, None, true)
         .map_err(|check| match check {
             RouteCheck::Gone => ReceiveError::UnknownRoute,
             _ => ReceiveError::RouteNotReady,

@@ -18,7 +18,6 @@ use crate::controller::decide::{Observed, Step, decide};
 use crate::controller::delivery_cache::{EVENT_TRIMMED, TRIMMED};
 use crate::controller::{Error, reopen, reset_backoff};
 use crate::route::RouteKey;
-use crate::route_cache::RouteIndex;
 
 #[instrument(skip(delivery, ctx), fields(delivery = %delivery.name_any()))]
 pub(super) async fn reconcile(
@@ -41,17 +40,11 @@ async fn work(
 ) -> Result<Action, Error> {
     let delivery = not_behind(&ctx, delivery, &ns).await?;
     let key = RouteKey::new(&ns, &delivery.spec.route);
-    let cached = ctx.shared.routes.cached_uid(&key);
     let unrecorded = ctx.ledger.pending(&delivery);
     let observed = Observed {
         delivery: &delivery,
         unrecorded: unrecorded.as_ref(),
-        route: ctx.shared.routes.table.check(
-            &key,
-            delivery.route_uid(),
-            cached.as_ref().map(Option::as_deref),
-            ctx.shared.is_ready(),
-        ),
+        route: ctx.shared.routes.check(&key, delivery.route_uid()),
         writes_backlogged: ctx
             .ledger
             .backlog_full(usize::from(ctx.shared.config.executor_api_writes)),
