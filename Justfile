@@ -36,6 +36,8 @@ test: tools
     targets="$(hack/test-targets.sh image)" && STATUSED_TEST_IMAGE="$(cat target/image/ref)" hack/cluster.sh exec -- cargo test --locked $targets -- --ignored
     helm lint --strict charts/statused-operator
     cargo clippy --locked --all-targets -- -D warnings
+    # Doc links (e.g. the executor's files, named as intra-doc links) resolve.
+    RUSTDOCFLAGS="-D warnings -A rustdoc::private-intra-doc-links" cargo doc --locked --no-deps --document-private-items
     cargo fmt --check
 
 # The receiver's per-event cost as a ratio to one HMAC measured in the same run.

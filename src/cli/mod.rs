@@ -280,8 +280,8 @@ pub struct RunArgs {
           value_parser = parse_duration)]
     pub shutdown_drain: Duration,
     /// Export traces (OpenTelemetry, one trace per event from receipt to every target call)
-    /// to this OTLP/HTTP collector base URL, e.g. http://otel-collector:4318 (spans go to
-    /// <url>/v1/traces, protobuf). Unset: no traces, and no `traceparent` sent to targets.
+    /// to this OTLP/HTTP collector base URL, e.g. `http://otel-collector:4318` (spans go to
+    /// `<url>/v1/traces`, protobuf). Unset: no traces, and no `traceparent` sent to targets.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 }

@@ -92,7 +92,7 @@ pub struct LaneState {
     succeeded: BTreeSet<Place>,
     others: BTreeSet<Place>,
     /// The policy of the newest delivery ever put in the lane, and its place: one policy
-    /// per lane (see [`LaneState::policy_for`]).
+    /// per lane (see `LaneState::policy_for`).
     policy: Option<OrderingPolicy>,
     newest: Option<Place>,
 }
@@ -177,7 +177,7 @@ pub enum Verdict {
 
 /// The verdict for a call of the delivery at `me` in a lane holding `lane` (which may or may
 /// not hold `me` yet), with `policy` (its own; the lane's when a newer event set another:
-/// [`LaneState::policy_for`]), while `calling` (if any) has a call in flight in it.
+/// `LaneState::policy_for`), while `calling` (if any) has a call in flight in it.
 /// Each verdict looks at one neighbour of `me`: O(log n).
 pub fn verdict(
     lane: &LaneState,

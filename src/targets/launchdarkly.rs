@@ -3,8 +3,8 @@
 //! `Content-Type: application/json; domain-model=launchdarkly.semanticpatch`,
 //! `Authorization: <access token>` (no `Bearer`), `LD-API-Version: 20240415` and
 //! `{"environmentKey", "instructions": [{"kind": "turnFlagOn" | "turnFlagOff"}], "comment"}`
-//! (https://launchdarkly.com/docs/api/feature-flags/patch-feature-flag,
-//! https://launchdarkly.com/docs/api). Idempotent: an instruction for the state a flag is
+//! (<https://launchdarkly.com/docs/api/feature-flags/patch-feature-flag>,
+//! <https://launchdarkly.com/docs/api>). Idempotent: an instruction for the state a flag is
 //! already in does nothing. 200 on success; 409 (a concurrent change) and 429 are retried.
 
 use reqwest::Method;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::event::normalize_status;
 
 /// Slack's mrkdwn control characters as Slack documents escaping them
-/// (https://api.slack.com/reference/surfaces/formatting#escaping): an app named
+/// (<https://api.slack.com/reference/surfaces/formatting#escaping>): an app named
 /// `<!channel>` is shown, not announced.
 pub fn slack_escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -16,7 +16,7 @@ pub fn slack_escape(text: &str) -> String {
 }
 
 /// Adaptive Card text is a CommonMark subset (bold, italic, lists, links:
-/// https://learn.microsoft.com/adaptive-cards/create/textfeatures): the characters that
+/// <https://learn.microsoft.com/adaptive-cards/create/textfeatures>): the characters that
 /// start that markup, and angle brackets, are backslash-escaped so that event text cannot
 /// become a link or formatting.
 pub fn markdown_escape(text: &str) -> String {

@@ -129,7 +129,7 @@ pub struct CompiledMetadata {
 }
 
 impl CompiledMetadata {
-    /// The object's `metadata` for one event (see [`metadata`]).
+    /// The object's `metadata` for one event (see `metadata`).
     pub fn render(
         &self,
         ctx: &RenderContext<'_>,

@@ -1,4 +1,4 @@
-//! `opsgenie`: an alert through Opsgenie's Alert API v2 (https://docs.opsgenie.com/docs/alert-api),
+//! `opsgenie`: an alert through Opsgenie's Alert API v2 (<https://docs.opsgenie.com/docs/alert-api>),
 //! authenticated with `Authorization: GenieKey <key>` (a key of an API integration).
 //! `create`: `POST {baseURL}/v2/alerts` with `message` (at most 130 characters), `alias` (at
 //! most 512, the dedup key), `description`, `priority` (`P1`..`P5`), `tags`, `details`,

@@ -1,8 +1,8 @@
 //! `pagerduty`: an incident through PagerDuty's Events API v2,
 //! `POST {baseURL}/v2/enqueue` with the integration's `routing_key` in the JSON body (no auth
 //! header), `event_action` `trigger` or `resolve` and a `dedup_key`
-//! (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/,
-//! https://developer.pagerduty.com/docs/events-api-v2/overview/). A trigger carries
+//! (<https://developer.pagerduty.com/docs/events-api-v2/trigger-events/>,
+//! <https://developer.pagerduty.com/docs/events-api-v2/overview/>). A trigger carries
 //! `payload.summary` (at most 1,024 characters), `payload.source`, `payload.severity`,
 //! `payload.timestamp` and `payload.custom_details`; a resolve only the key. PagerDuty
 //! answers 202; 400 is permanent, 429 and 5xx are retried.

@@ -36,7 +36,7 @@ pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> Vec<u8>
 }
 
 /// The start of an answer for `lastError`: secrets redacted first, then cut to
-/// [`BODY_EXCERPT`] bytes (at a character boundary), so no prefix of a secret survives the cut.
+/// `BODY_EXCERPT` bytes (at a character boundary), so no prefix of a secret survives the cut.
 pub fn excerpt(body: &[u8], redact: impl Fn(&str) -> String) -> String {
     // Control characters (newlines, escapes) become spaces: the excerpt is one line of text.
     let text: String = String::from_utf8_lossy(body)

@@ -1,8 +1,8 @@
 //! `unleash`: enable or disable a feature in one environment through Unleash's Admin API,
 //! `POST {url}/api/admin/projects/{project}/features/{feature}/environments/{environment}/on`
 //! (or `/off`), empty body, `Authorization: <admin, personal or service-account token>`
-//! (https://docs.getunleash.io/api/toggle-feature-environment-on,
-//! https://docs.getunleash.io/concepts/api-tokens-and-client-keys). Answers 200 with no body;
+//! (<https://docs.getunleash.io/api/toggle-feature-environment-on>,
+//! <https://docs.getunleash.io/concepts/api-tokens-and-client-keys>). Answers 200 with no body;
 //! the project defaults to `default`.
 
 use reqwest::Method;

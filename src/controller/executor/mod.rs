@@ -1,14 +1,18 @@
 //! The delivery executor: for each pending `StatusedDelivery`, calls every matched target,
 //! retries what is worth retrying, and records each target's outcome on the delivery.
 //!
-//! What happens to a target is decided in `decide.rs` (pure); this folder is the IO around
-//! it, a file per concern:
-//! - `watch.rs`: the watch of deliveries and the controller over it (`watch::run`);
-//! - `step.rs`: one look at a delivery, doing the step `decide` names;
-//! - `calls.rs`: admitting, marking, making and recording the calls of one look;
-//! - `render.rs`: rendering requests on the blocking pool;
-//! - `writes.rs`: the fresh reads and status writes, each one of `--executor-api-writes`;
-//! - `after_write.rs`: the route activity, Event and metric after a write.
+//! What happens to a target is decided in [`decide`](super::decide) (pure); this folder is
+//! the IO around it, a file per concern:
+//! - [`watch`]: the watch of deliveries and the controller over it ([`watch::run`]);
+//! - [`step`]: one look at a delivery, doing the step `decide` names;
+//! - [`calls`]: admitting, marking, making and recording the calls of one look;
+//! - [`render`]: rendering requests on the blocking pool;
+//! - [`writes`]: the fresh reads and status writes, each one of `--executor-api-writes`;
+//! - [`after_write`]: the route activity, Event and metric after a write, in the words of
+//!   [`announcement`](super::announcement).
+//!
+//! Links here and in the rest of the crate's docs are checked: `hack/just test` builds the
+//! docs with warnings denied, so a file renamed or moved breaks the build, not the reader.
 //!
 //! This file is what the executor owns, beside what every part shares (`shared`): how it
 //! reaches targets, its slots for deliveries, renders and API writes, what it knows of its
