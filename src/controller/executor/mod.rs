@@ -147,3 +147,6 @@ impl Executor {
         cache.as_ref()?.get(&ObjectRef::new(name).within(ns))
     }
 }
+
+#[cfg(test)]
+mod tests;
