@@ -114,17 +114,8 @@ impl DeliveryCache {
         Self(Arc::new(Mutex::new(budget)))
     }
 
-    /// For `map_ok` on the watch: keeps each event's delivery as the budget allows.
-    pub fn keeper(
-        self,
-    ) -> impl FnMut(watcher::Event<StatusedDelivery>) -> watcher::Event<StatusedDelivery> {
-        move |mut event| {
-            self.keep(&mut event);
-            event
-        }
-    }
-
-    fn keep(&self, event: &mut watcher::Event<StatusedDelivery>) {
+    /// Keeps `event`'s delivery whole or trimmed, as the budget allows.
+    pub fn keep(&self, event: &mut watcher::Event<StatusedDelivery>) {
         let mut budget = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match event {
             // A relist: every delivery is charged again as it arrives (the old ones stay in

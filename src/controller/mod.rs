@@ -9,6 +9,7 @@
 pub mod announcement;
 pub mod decide;
 pub mod delivery_cache;
+pub mod delivery_index;
 pub mod destinations;
 pub mod event_budget;
 pub mod executor;

@@ -228,7 +228,7 @@ pub async fn run(
             jiff::Timestamp::now(),
         );
         // A latestWins lane's newest success stays while an older delivery of it does.
-        doomed.retain(|d| !ctx.ordering.pinned(&d.namespace, &d.name));
+        doomed.retain(|d| !ctx.index.pinned(&d.namespace, &d.name));
         let backlog = doomed.len();
         wait = if backlog > PRUNE_BATCH {
             Duration::from_secs(1).min(interval)

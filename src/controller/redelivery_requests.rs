@@ -155,7 +155,7 @@ async fn claim(
     asked: &redeliver::Request,
 ) -> Result<Claimed, Error> {
     let reopened = redeliver::reopened(delivery, asked, |t| {
-        ctx.ordering.superseded_by(delivery, &t.rule, t.target)
+        ctx.index.superseded_by(delivery, &t.rule, t.target)
     });
     let status = redeliver::request_status(
         request.status.as_ref(),

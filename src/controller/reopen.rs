@@ -22,11 +22,11 @@ pub async fn honour_annotation(ctx: &Executor, ns: &str, name: &str) -> Result<A
     let fresh = read(ctx, ns, name).await?;
     let finished = fresh.status.as_ref().is_some_and(|s| s.phase.is_finished());
     let Some(request) = redeliver::requested(&fresh).filter(|_| finished) else {
-        ctx.ledger.read_afresh(&fresh);
+        ctx.index.read_afresh(&fresh);
         return Ok(Action::requeue(Duration::from_millis(100)));
     };
     let reopened = redeliver::reopened(&fresh, &request, |t| {
-        ctx.ordering.superseded_by(&fresh, &t.rule, t.target)
+        ctx.index.superseded_by(&fresh, &t.rule, t.target)
     });
     write_reopened(ctx, &fresh, &request, &reopened).await?;
     Ok(Action::requeue(Duration::from_millis(10)))
@@ -43,7 +43,7 @@ pub async fn write_reopened(
     request: &redeliver::Request,
     reopened: &redeliver::Reopened,
 ) -> Result<(), Error> {
-    ctx.ledger.read_afresh(fresh);
+    ctx.index.read_afresh(fresh);
     let (next, rerun) = (&reopened.status, reopened.rerun);
     write_status(ctx, fresh, next).await?;
     let announcement = announcement::redelivery(&request.token, next, rerun);

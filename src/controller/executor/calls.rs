@@ -66,7 +66,7 @@ pub(super) async fn call_due(
         && let Err(e) = write_status(ctx, &delivery, &desired).await
     {
         // The calls were made: remember what they did, so that the retry only writes.
-        ctx.ledger.unrecorded(&delivery, desired);
+        ctx.index.unwritten(&delivery, desired);
         return Err(e);
     }
     // The outcome is in the ordering index: the next call for these keys may go.

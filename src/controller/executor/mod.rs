@@ -31,10 +31,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::delivery_index::DeliveryIndex;
 use super::destinations::Destinations;
 use super::event_budget::EventBudget;
-use super::ledger::Ledger;
-use super::ordering::Ordering;
 use super::route_activity::RouteActivity;
 use super::wakeups::Wakeups;
 use crate::api::StatusedDelivery;
@@ -56,8 +55,9 @@ pub struct Executor {
     /// in-cluster targets create, at once; bounded apart from the calls, so that slow targets
     /// can be many in flight while the API server sees no more of these than before.
     pub writes: tokio::sync::Semaphore,
-    /// The executor's own status writes, beyond what its cache shows.
-    pub ledger: Ledger,
+    /// What it knows about deliveries: its own writes, the ordering lanes, its watch
+    /// cache's budget, where deliveries are woken.
+    pub index: DeliveryIndex,
     /// The executor's watch cache of deliveries while it runs (trimmed: see
     /// `delivery_cache.rs`), for the redelivery requests' cheap look at a delivery's phase.
     pub deliveries: RwLock<Option<Store<StatusedDelivery>>>,
@@ -73,12 +73,6 @@ pub struct Executor {
     pub renders: Arc<tokio::sync::Semaphore>,
     /// Limits and pauses per destination (`maxConcurrent`, `ratePerMinute`, 429s).
     pub destinations: Destinations,
-    /// Where each stored delivery stands in its ordering keys' order, and the keys with a
-    /// call in flight (a route's `ordering`).
-    pub ordering: Ordering,
-    /// Deliveries to look at again now: their ordering key's order moved, or a call to the
-    /// busy destination they wait for ended.
-    pub wakeups: Arc<Wakeups>,
     /// Deliveries waiting for a quiet receiver at once (`--executor-api-writes`).
     pub quiet_turns: tokio::sync::Semaphore,
 }
@@ -101,15 +95,13 @@ impl Executor {
             outbound,
             slots: FairShare::new(usize::from(config.executor_concurrency)),
             writes: tokio::sync::Semaphore::new(usize::from(config.executor_api_writes)),
-            ledger: Ledger::default(),
+            index: DeliveryIndex::new(wakeups.clone()),
             deliveries: RwLock::default(),
             event_budget: EventBudget::default(),
             route_activity: Arc::default(),
             bytes: tokio::sync::Semaphore::new(BYTES_IN_FLIGHT / 1024),
             renders: Arc::new(tokio::sync::Semaphore::new(RENDERS)),
-            destinations: Destinations::new(wakeups.clone()),
-            ordering: Ordering::new(wakeups.clone()),
-            wakeups,
+            destinations: Destinations::new(wakeups),
             quiet_turns: tokio::sync::Semaphore::new(usize::from(config.executor_api_writes)),
             shared: ctx,
         }

@@ -40,20 +40,20 @@ async fn work(
 ) -> Result<Action, Error> {
     let delivery = not_behind(&ctx, delivery, &ns).await?;
     let key = RouteKey::new(&ns, &delivery.spec.route);
-    let unrecorded = ctx.ledger.pending(&delivery);
+    let unrecorded = ctx.index.unwritten_status(&delivery);
     let observed = Observed {
         delivery: &delivery,
         unrecorded: unrecorded.as_ref(),
         route: ctx.shared.routes.check(&key, delivery.route_uid()),
         writes_backlogged: ctx
-            .ledger
+            .index
             .backlog_full(usize::from(ctx.shared.config.executor_api_writes)),
         max_pending_age: ctx.shared.config.max_pending_age,
     };
     match decide(observed, jiff::Timestamp::now()) {
         Step::Idle => {
             // Nothing left to do; the pruner deletes it when its time comes.
-            ctx.ledger.forget(&delivery);
+            ctx.index.forget(&delivery);
             reset_backoff(&ctx.shared, &*delivery);
             Ok(Action::await_change())
         }
@@ -77,7 +77,7 @@ async fn work(
             let delivery = with_event(&ctx, delivery, &ns).await?;
             // What the targets' ordering keys say first: held or superseded calls are not
             // rendered; the lanes of those that go are held until their outcome is written.
-            let claimed = ctx.ordering.claim(&delivery, &targets, due);
+            let claimed = ctx.index.claim(&delivery, &targets, due);
             call_due(&ctx, delivery, &route, targets, claimed).await
         }
     }
@@ -92,11 +92,11 @@ async fn not_behind(
     ns: &str,
 ) -> Result<Arc<StatusedDelivery>, Error> {
     let trimmed = delivery.annotations().contains_key(TRIMMED);
-    if !trimmed && !ctx.ledger.cache_behind(&delivery) {
+    if !trimmed && !ctx.index.cache_behind(&delivery) {
         return Ok(delivery);
     }
     let fresh = read(ctx, ns, &delivery.name_any()).await?;
-    ctx.ledger.read_afresh(&fresh);
+    ctx.index.read_afresh(&fresh);
     Ok(Arc::new(fresh))
 }
 

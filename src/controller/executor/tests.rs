@@ -20,7 +20,8 @@ use super::Executor;
 use super::step::reconcile;
 use crate::api::fixtures::{rule, webhook};
 use crate::api::{
-    DeliveryPhase, MatchedTarget, OnUncertain, OrderedBy, OrderingPolicy, StatusedDelivery, StatusedRoute,
+    DeliveryPhase, MatchedTarget, OnUncertain, OrderedBy, OrderingPolicy, StatusedDelivery,
+    StatusedRoute,
 };
 use crate::context::Context;
 use crate::route::compile::compile_route;
@@ -81,7 +82,9 @@ impl ApiServer {
         s.seen
             .iter()
             .map(|r| match r.body["reason"].as_str() {
-                Some(reason) if r.path.contains("/events") => format!("{} event {reason}", r.method),
+                Some(reason) if r.path.contains("/events") => {
+                    format!("{} event {reason}", r.method)
+                }
                 _ => format!("{} {}", r.method, r.path.trim_start_matches(DELIVERIES)),
             })
             .collect()
@@ -148,7 +151,9 @@ fn merge(target: &mut Value, patch: &Value) {
     if !target.is_object() {
         *target = json!({});
     }
-    let Value::Object(fields) = target else { return };
+    let Value::Object(fields) = target else {
+        return;
+    };
     for (k, v) in patch {
         if v.is_null() {
             fields.remove(k);
@@ -181,7 +186,9 @@ fn client(server: &ApiServer) -> kube::Client {
             let response = Response::builder()
                 .status(code)
                 .header("content-type", "application/json")
-                .body(kube::client::Body::from(serde_json::to_vec(&answer).unwrap()))
+                .body(kube::client::Body::from(
+                    serde_json::to_vec(&answer).unwrap(),
+                ))
                 .unwrap();
             Ok::<_, Infallible>(response)
         }
@@ -228,12 +235,14 @@ fn executor(server: &ApiServer, route: &StatusedRoute) -> Arc<Executor> {
         routes: Arc::new(routes),
         rate_limiter: Arc::default(),
         admission: Arc::new(crate::admission::Admission::new(64, 1 << 20)),
-        stored: Arc::new(crate::stored::StoredDeliveries::new(crate::stored::Bounds {
-            per_namespace: 100,
-            total: 100,
-            bytes_per_namespace: 1 << 20,
-            bytes: 1 << 20,
-        })),
+        stored: Arc::new(crate::stored::StoredDeliveries::new(
+            crate::stored::Bounds {
+                per_namespace: 100,
+                total: 100,
+                bytes_per_namespace: 1 << 20,
+                bytes: 1 << 20,
+            },
+        )),
         health: Arc::default(),
         stopping: Default::default(),
         leading: tokio::sync::watch::channel(true).1,
@@ -260,7 +269,10 @@ fn route_to(url: &str, at_most_once: bool, ordered: bool) -> StatusedRoute {
     if ordered {
         a = a.ordering("$(data.app)", OrderingPolicy::InOrder);
     }
-    let mut route = crate::api::fixtures::route(NS, "r").uid("u1").rule(a).build();
+    let mut route = crate::api::fixtures::route(NS, "r")
+        .uid("u1")
+        .rule(a)
+        .build();
     if at_most_once {
         route.spec.rules[0].targets[0].on_uncertain = OnUncertain::Fail;
     }
@@ -294,7 +306,10 @@ fn delivery(server: &ApiServer, name: &str, second: i64, ordered: bool) -> Statu
 }
 
 /// One look at `d`, as the controller makes it.
-async fn look(ex: &Arc<Executor>, d: &StatusedDelivery) -> Result<Action, crate::controller::Error> {
+async fn look(
+    ex: &Arc<Executor>,
+    d: &StatusedDelivery,
+) -> Result<Action, crate::controller::Error> {
     reconcile(Arc::new(d.clone()), ex.clone()).await
 }
 
@@ -316,9 +331,16 @@ async fn a_delivered_target_is_one_conditional_status_patch_then_an_event() {
         "one write for the outcome, then the Event; no read: the copy was current"
     );
     let patch = &server.patches()[0];
-    assert_eq!(patch["metadata"]["resourceVersion"], json!("1"), "conditional");
+    assert_eq!(
+        patch["metadata"]["resourceVersion"],
+        json!("1"),
+        "conditional"
+    );
     assert_eq!(patch["status"]["phase"], json!("Succeeded"));
-    assert_eq!(patch["status"]["targets"][0]["lastResponseCode"], json!(204));
+    assert_eq!(
+        patch["status"]["targets"][0]["lastResponseCode"],
+        json!(204)
+    );
     assert_eq!(patch["status"]["targets"][0]["attempts"], json!(1));
     assert!(
         patch["status"]["targets"][0].get("callStartedAt").is_none(),
@@ -339,7 +361,10 @@ async fn an_at_most_once_call_is_marked_before_it_is_made_and_the_outcome_writte
     assert_eq!(patches.len(), 2, "{:?}", server.requests());
     let mark = &patches[0]["status"]["targets"][0];
     assert!(mark["callStartedAt"].is_string(), "the mark: {mark}");
-    assert!(mark.get("lastResponseCode").is_none(), "no outcome yet: {mark}");
+    assert!(
+        mark.get("lastResponseCode").is_none(),
+        "no outcome yet: {mark}"
+    );
     assert_eq!(
         patches[1]["metadata"]["resourceVersion"],
         json!("2"),
@@ -361,10 +386,18 @@ async fn an_outcome_whose_write_conflicts_is_written_again_without_calling_again
     // The controller looks again (after its backoff) at the copy it has: the call was made,
     // so this look only writes what it did.
     look(&ex, &d).await.unwrap();
-    assert_eq!(calls.load(Atomic::SeqCst), 1, "never called twice for one outcome");
+    assert_eq!(
+        calls.load(Atomic::SeqCst),
+        1,
+        "never called twice for one outcome"
+    );
     assert_eq!(
         server.requests(),
-        ["PATCH /d1/status", "PATCH /d1/status", "POST event Delivered"]
+        [
+            "PATCH /d1/status",
+            "PATCH /d1/status",
+            "POST event Delivered"
+        ]
     );
     assert_eq!(phase(&server.stored("d1")), Some(DeliveryPhase::Succeeded));
 }
@@ -378,7 +411,11 @@ async fn a_look_at_a_copy_older_than_its_own_write_reads_the_delivery_afresh() {
     look(&ex, &d).await.unwrap();
     assert_eq!(calls.load(Atomic::SeqCst), 1);
     let retrying = server.stored("d1");
-    assert_eq!(phase(&retrying), Some(DeliveryPhase::Running), "a 503 is retried");
+    assert_eq!(
+        phase(&retrying),
+        Some(DeliveryPhase::Running),
+        "a 503 is retried"
+    );
     // The watch lags: the controller hands the first copy again, not the one just written.
     look(&ex, &d).await.unwrap();
     assert_eq!(
@@ -395,12 +432,11 @@ async fn the_outcome_of_an_ordered_call_wakes_the_next_event_for_its_key() {
     let server = ApiServer::default();
     let ex = executor(&server, &route_to(&url, false, true));
     let (wake, mut woken) = futures::channel::mpsc::unbounded();
-    ex.wakeups.connect(wake);
+    ex.index.new_term(wake);
     let first = delivery(&server, "first", 0, true);
     let second = delivery(&server, "second", 1, true);
     for d in [&first, &second] {
-        let event = watcher::Event::Apply(d.clone());
-        ex.ordering.observe(&event, |d| ex.ledger.newer_written(d));
+        ex.index.apply(watcher::Event::Apply(d.clone()));
     }
     // The later event looks first: it waits for the earlier one, and says so.
     look(&ex, &second).await.unwrap();
@@ -418,5 +454,8 @@ async fn the_outcome_of_an_ordered_call_wakes_the_next_event_for_its_key() {
     );
     look(&ex, &server.stored("second")).await.unwrap();
     assert_eq!(calls.load(Atomic::SeqCst), 2);
-    assert_eq!(phase(&server.stored("second")), Some(DeliveryPhase::Succeeded));
+    assert_eq!(
+        phase(&server.stored("second")),
+        Some(DeliveryPhase::Succeeded)
+    );
 }

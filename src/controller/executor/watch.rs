@@ -13,7 +13,6 @@ use tracing::debug;
 use super::Executor;
 use super::step::reconcile;
 use crate::api::StatusedDelivery;
-use crate::controller::delivery_cache::{CacheBudget, DeliveryCache};
 use crate::controller::{Error, back_off, scoped_api};
 
 /// Runs the executor until `shutdown`: the delivery controller (at most
@@ -26,16 +25,13 @@ pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send +
         ctx.shared.config.namespace.as_deref(),
     );
     let (store, writer) = reflector::store();
-    // A new term: what this replica wrote in an earlier one says nothing of the stored
-    // deliveries now (another leader may have written since).
-    ctx.ledger.new_term();
-    // What may go once a key's order moves (ordering.rs) or a busy destination's call ends
-    // (destinations.rs) is woken (wakeups.rs), each delivery once until taken.
+    // A new term (delivery_index.rs). What may go once a key's order moves (ordering.rs) or
+    // a busy destination's call ends (destinations.rs) is woken, each delivery once until
+    // taken (wakeups.rs).
     let (wake, woken) = futures::channel::mpsc::unbounded();
-    ctx.ordering.clear();
-    ctx.wakeups.connect(wake);
+    ctx.index.new_term(wake);
     let taker = ctx.clone();
-    let woken = woken.inspect(move |d| taker.wakeups.taken(d));
+    let woken = woken.inspect(move |d| taker.index.taken(d));
     let deliveries = watch(&ctx, api).reflect(writer);
     let deliveries = crate::controller::triggers(
         "deliveries",
@@ -91,9 +87,9 @@ pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send +
 /// 20 MiB higher (`hack/just attack`, `memory`).
 const LIST_PAGE: u32 = 25;
 
-/// The watch of deliveries: it feeds the ordering index (before the cache trims them), then
-/// the cache, which holds every stored delivery (all of the dedup window's), each small
-/// (delivery_cache.rs). Small pages: the first list of a large history is parsed a page at
+/// The watch of deliveries, through the delivery index (delivery_index.rs: the ordering sees
+/// each whole, then the cache's budget trims it), into the cache, which holds every stored
+/// delivery (all of the dedup window's), each small (delivery_cache.rs). Small pages: the first list of a large history is parsed a page at
 /// a time.
 fn watch(
     ctx: &Arc<Executor>,
@@ -106,12 +102,7 @@ fn watch(
             .any_semantic()
             .page_size(LIST_PAGE),
     )
-    .inspect_ok(move |event| {
-        index
-            .ordering
-            .observe(event, |d| index.ledger.newer_written(d));
-    })
-    .map_ok(DeliveryCache::new(CacheBudget::default()).keeper())
+    .map_ok(move |event| index.index.apply(event))
 }
 
 /// The executor's cache, shared in the context while it runs: unshared when the executor

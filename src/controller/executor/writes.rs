@@ -59,8 +59,7 @@ pub async fn write_status(
         )
         .await?;
     let rv = written.metadata.resource_version;
-    ctx.ledger.written(delivery, rv.clone());
-    ctx.ordering.written(delivery, desired);
+    ctx.index.written(delivery, rv.clone(), desired);
     Ok(rv)
 }
 
