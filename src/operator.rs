@@ -172,14 +172,16 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
 
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let stopped = |c: &CancellationToken| {
-        let c = c.clone();
-        async move { c.cancelled().await }
-    };
     let mut parts: Vec<(&str, BoxFuture<'static, ()>)> = vec![
         (
             "route controller",
-            crate::controller::route::run(context.clone(), store, writer, stopped(&cancel)).boxed(),
+            crate::controller::route::run(
+                context.clone(),
+                store,
+                writer,
+                cancel.clone().cancelled_owned(),
+            )
+            .boxed(),
         ),
         (
             "stored deliveries",
@@ -188,14 +190,14 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
                 context.config.namespace.clone(),
                 stored,
                 context.health.clone(),
-                stopped(&cancel),
+                cancel.clone().cancelled_owned(),
             )
             .boxed(),
         ),
         (
             "webhook server",
             axum::serve(webhook_listener, crate::server::webhook_router(receiver))
-                .with_graceful_shutdown(stopped(&cancel))
+                .with_graceful_shutdown(cancel.clone().cancelled_owned())
                 .into_future()
                 .map(|_| ())
                 .boxed(),
@@ -206,7 +208,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, std::io::E
                 metrics_listener,
                 crate::server::probes_router(context.clone()),
             )
-            .with_graceful_shutdown(stopped(&cancel))
+            .with_graceful_shutdown(cancel.clone().cancelled_owned())
             .into_future()
             .map(|_| ())
             .boxed(),
@@ -274,14 +276,13 @@ async fn run_executor_while_leading(
             }
         }
         let term = stop.child_token();
-        let stopped = |t: &CancellationToken| {
-            let t = t.clone();
-            async move { t.cancelled().await }
-        };
         // Redelivery requests reopen deliveries: the leader's work, beside the executor.
         let executor = futures::future::join(
-            crate::controller::executor::watch::run(ctx.clone(), stopped(&term)),
-            crate::controller::redelivery_requests::run(ctx.clone(), stopped(&term)),
+            crate::controller::executor::watch::run(ctx.clone(), term.clone().cancelled_owned()),
+            crate::controller::redelivery_requests::run(
+                ctx.clone(),
+                term.clone().cancelled_owned(),
+            ),
         );
         let executor = executor.map(|_| ());
         tokio::pin!(executor);
