@@ -58,7 +58,7 @@ fn every_example_route_compiles_against_its_secrets() {
             }
             for target in route.spec.rules.iter().flat_map(|r| &r.targets) {
                 // What the kind calls itself (in field paths, logs and metrics) is its YAML key.
-                let name = target.kind.as_kind().name();
+                let name = target.kind.name();
                 let yaml = serde_json::to_value(&target.kind).unwrap();
                 assert!(yaml.get(name).is_some(), "{name} is spelled {yaml} in YAML");
                 kinds.insert(name);

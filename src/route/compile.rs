@@ -322,7 +322,7 @@ fn compile_target(
     secrets: &SecretSet,
 ) -> Result<CompiledTarget, CompileError> {
     let kind = target.kind.as_kind();
-    let trigger = kind.compile(&field.at(kind.name()), secrets)?;
+    let trigger = kind.compile(&field.at(target.kind.name()), secrets)?;
     let at_most_once = target.on_uncertain == OnUncertain::Fail;
     if at_most_once && matches!(trigger, Trigger::Kube(_)) {
         return Err(CompileError::invalid(
@@ -352,7 +352,7 @@ fn compile_target(
         ));
     }
     Ok(CompiledTarget {
-        kind: kind.name(),
+        kind: target.kind.name(),
         trigger,
         timeout,
         at_most_once,

@@ -67,9 +67,6 @@ pub struct ArgoWorkflow {
 }
 
 impl Kind for ArgoWorkflowTarget {
-    fn name(&self) -> &'static str {
-        "argoWorkflow"
-    }
 
     fn compile(&self, field: &Field, _secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let spec = self;

@@ -64,9 +64,6 @@ fn name_like(field: &Field, value: &str) -> Result<String, CompileError> {
 }
 
 impl Kind for AzureDevOpsTarget {
-    fn name(&self) -> &'static str {
-        "azureDevOps"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let spec = self;

@@ -57,9 +57,6 @@ pub struct Bitrise {
 }
 
 impl Kind for BitriseTarget {
-    fn name(&self) -> &'static str {
-        "bitrise"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let spec = self;

@@ -62,9 +62,6 @@ pub struct Circleci {
 }
 
 impl Kind for CircleciTarget {
-    fn name(&self) -> &'static str {
-        "circleci"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let spec = self;

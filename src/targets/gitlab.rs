@@ -64,9 +64,6 @@ pub struct GitlabPipeline {
 }
 
 impl Kind for GitlabPipelineTarget {
-    fn name(&self) -> &'static str {
-        "gitlabPipeline"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let spec = self;

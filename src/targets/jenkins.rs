@@ -36,9 +36,6 @@ pub struct Jenkins {
 }
 
 impl Kind for JenkinsTarget {
-    fn name(&self) -> &'static str {
-        "jenkins"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let spec = self;

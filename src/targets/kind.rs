@@ -14,8 +14,6 @@ use crate::secrets::{SecretKeySelector, SecretSet};
 
 /// One target kind.
 pub trait Kind {
-    /// The kind as spelled in YAML.
-    fn name(&self) -> &'static str;
     /// Checks the spec and reads its Secrets, at reconcile time; `field` is the kind's path
     /// in the route (`spec.rules[0].targets[1].gitlabPipeline`).
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError>;

@@ -79,9 +79,6 @@ fn key(field: &Field, value: &str) -> Result<String, CompileError> {
 }
 
 impl Kind for LaunchdarklyTarget {
-    fn name(&self) -> &'static str {
-        "launchdarkly"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let base = base_url(

@@ -88,9 +88,6 @@ pub struct TektonEventListenerTarget(pub ListenerTarget);
 pub struct ArgoEventsWebhookTarget(pub ListenerTarget);
 
 impl Kind for TektonEventListenerTarget {
-    fn name(&self) -> &'static str {
-        "tektonEventListener"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let mut w = compile(field, &self.0, secrets)?;
@@ -104,9 +101,6 @@ impl Kind for TektonEventListenerTarget {
 }
 
 impl Kind for ArgoEventsWebhookTarget {
-    fn name(&self) -> &'static str {
-        "argoEventsWebhook"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         Ok(Trigger::http(compile(field, &self.0, secrets)?))
@@ -155,7 +149,6 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(&req.body).unwrap()["id"],
             "b7a1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"
         );
-        assert_eq!(kind.name(), "tektonEventListener");
         assert_eq!(
             t.response_id(br#"{"eventListener":"el","eventID":"abc-123"}"#)
                 .as_deref(),

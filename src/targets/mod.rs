@@ -53,8 +53,47 @@ macro_rules! target_kinds {
                     $($(TargetKind::$variant(spec) => spec,)+)+
                 }
             }
+
+            /// The kind as spelled in YAML: the variant's name in camelCase, as serde
+            /// spells it.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $($(TargetKind::$variant(_) => camel_case!($variant),)+)+
+                }
+            }
+
+            /// Every kind as spelled in YAML, in the order the CRD lists them.
+            pub fn names() -> &'static [&'static str] {
+                &[$($(camel_case!($variant),)+)+]
+            }
         }
     };
+}
+
+/// A variant's name in camelCase (its first letter lowered), at compile time.
+macro_rules! camel_case {
+    ($variant:ident) => {{
+        const NAME: &str = stringify!($variant);
+        const BYTES: [u8; NAME.len()] = lower_first(NAME);
+        const CAMEL: &str = match std::str::from_utf8(&BYTES) {
+            Ok(name) => name,
+            Err(_) => panic!("a variant name is ASCII"),
+        };
+        CAMEL
+    }};
+}
+
+/// `name` with its first ASCII letter lowered.
+const fn lower_first<const N: usize>(name: &str) -> [u8; N] {
+    let bytes = name.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out[0] = out[0].to_ascii_lowercase();
+    out
 }
 
 // The target kinds, in the order the CRD lists them.
@@ -76,23 +115,6 @@ target_kinds! {
     opsgenie: Opsgenie(OpsgenieTarget) "An Opsgenie alert (Alert API v2): create or close.";
     launchdarkly: Launchdarkly(LaunchdarklyTarget) "A LaunchDarkly feature flag turned on or off in one environment.";
     unleash: Unleash(UnleashTarget) "An Unleash feature enabled or disabled in one environment.";
-}
-
-impl TargetKind {
-    /// Every kind as spelled in YAML, read from the enum's own schema.
-    pub fn names() -> &'static [&'static str] {
-        static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-        NAMES.get_or_init(|| {
-            let schema = schemars::schema_for!(TargetKind).to_value();
-            schema["oneOf"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|variant| variant["required"][0].as_str())
-                .map(|name| &*Box::leak(name.to_string().into_boxed_str()))
-                .collect()
-        })
-    }
 }
 
 // What the kinds share.

@@ -73,9 +73,6 @@ pub struct Opsgenie {
 }
 
 impl Kind for OpsgenieTarget {
-    fn name(&self) -> &'static str {
-        "opsgenie"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let region = match self.region.as_deref().unwrap_or("us") {

@@ -59,9 +59,6 @@ pub struct Pagerduty {
 }
 
 impl Kind for PagerdutyTarget {
-    fn name(&self) -> &'static str {
-        "pagerduty"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let base = base_url(

@@ -34,9 +34,6 @@ pub struct Slack {
 }
 
 impl Kind for SlackTarget {
-    fn name(&self) -> &'static str {
-        "slack"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let url = SecretUrl::read(&field.at("urlSecretRef"), &self.url_secret_ref, secrets)?;

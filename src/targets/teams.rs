@@ -38,9 +38,6 @@ pub struct Teams {
 }
 
 impl Kind for TeamsTarget {
-    fn name(&self) -> &'static str {
-        "teams"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let url = SecretUrl::read(&field.at("urlSecretRef"), &self.url_secret_ref, secrets)?;

@@ -161,9 +161,6 @@ fn template(field: &str, source: &str) -> Result<Template, CompileError> {
 }
 
 impl Kind for TektonTarget {
-    fn name(&self) -> &'static str {
-        "tekton"
-    }
 
     fn compile(&self, field: &Field, _secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let spec = self;

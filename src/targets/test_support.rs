@@ -85,7 +85,7 @@ pub fn compile_http(
 ) -> Result<Box<dyn HttpTarget>, CompileError> {
     match kind.compile(&Field::new("t"), secrets)? {
         Trigger::Http(target) => Ok(target),
-        Trigger::Kube(_) => panic!("{} is not an HTTP kind", kind.name()),
+        Trigger::Kube(_) => panic!("not an HTTP kind"),
     }
 }
 
@@ -93,7 +93,7 @@ pub fn compile_http(
 pub fn compile_kube(kind: &dyn Kind) -> Result<Box<dyn KubeTarget>, CompileError> {
     match kind.compile(&Field::new("t"), &SecretSet::new("ns"))? {
         Trigger::Kube(target) => Ok(target),
-        Trigger::Http(_) => panic!("{} is not an in-cluster kind", kind.name()),
+        Trigger::Http(_) => panic!("not an in-cluster kind"),
     }
 }
 

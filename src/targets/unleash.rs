@@ -47,9 +47,6 @@ pub struct Unleash {
 }
 
 impl Kind for UnleashTarget {
-    fn name(&self) -> &'static str {
-        "unleash"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let base = base_url(&field.at("url"), Some(&self.url), "")?;

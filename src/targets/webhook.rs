@@ -237,9 +237,6 @@ impl HttpTarget for Webhook {
 }
 
 impl Kind for WebhookTarget {
-    fn name(&self) -> &'static str {
-        "webhook"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         Ok(Trigger::http(compile(field, self, secrets)?))

@@ -95,9 +95,6 @@ pub struct GithubDispatch {
 }
 
 impl Kind for GithubDispatchTarget {
-    fn name(&self) -> &'static str {
-        "githubDispatch"
-    }
 
     fn compile(&self, field: &Field, secrets: &SecretSet) -> Result<Trigger, CompileError> {
         let spec = self;
