@@ -138,7 +138,7 @@ pub fn compile_route(
     // bounded too, so that no route holds a slot for long.
     let mut rendering = 0u64;
     for (i, rule) in spec.rules.iter().enumerate() {
-        let field = format!("spec.rules[{i}]");
+        let field = Field::new("spec.rules").index(i);
         if rule.name.is_empty() || !seen.insert(rule.name.as_str()) {
             return Err(CompileError {
                 reason: Reason::InvalidSpec,
@@ -150,12 +150,12 @@ pub fn compile_route(
         }
         if rule.targets.is_empty() {
             return Err(CompileError::invalid(
-                format!("{field}.targets"),
+                field.at("targets"),
                 "at least one target is required",
             ));
         }
         at_most(
-            format!("{field}.targets"),
+            field.at("targets"),
             rule.targets.len(),
             MAX_TARGETS_PER_RULE,
         )?;
@@ -165,14 +165,10 @@ pub fn compile_route(
             ("statuses", &m.statuses),
             ("apps", &m.apps),
         ] {
-            at_most(
-                format!("{field}.match.{name}"),
-                values.len(),
-                MAX_MATCH_VALUES,
-            )?;
+            at_most(field.at("match").at(name), values.len(), MAX_MATCH_VALUES)?;
         }
         let (matcher, cost) =
-            expr::metered(|| Matcher::compile(&format!("{field}.match"), &rule.match_));
+            expr::metered(|| Matcher::compile(&field.at("match").to_string(), &rule.match_));
         let matcher = matcher?;
         matching = matching.plus(cost);
         if let Some(why) = matching.over(cost::BUDGET) {
@@ -188,7 +184,7 @@ pub fn compile_route(
             .iter()
             .enumerate()
             .map(|(j, t)| {
-                let target_field = Field::new(format!("{field}.targets[{j}]"));
+                let target_field = field.at("targets").index(j);
                 let kind = t.kind.as_kind();
                 if let Some(api) = kind.required_api().filter(|a| missing_apis.contains(a)) {
                     return Err(CompileError {
@@ -285,15 +281,15 @@ pub const MAX_ORDERED_TARGETS: usize = 2;
 /// event matches, in the same evaluation as the match expressions: their cost is added to
 /// `matching`, which is bounded as a whole.
 fn ordering(
-    field: &str,
+    field: &Field,
     rule: &Rule,
     matching: &mut Cost,
 ) -> Result<Vec<Option<KeyOrdering>>, CompileError> {
     let mut compiled = Vec::with_capacity(rule.targets.len());
     for (j, target) in rule.targets.iter().enumerate() {
         let (at, declared) = match &target.ordering {
-            Some(own) => (format!("{field}.targets[{j}].ordering"), Some(own)),
-            None => (format!("{field}.ordering"), rule.ordering.as_ref()),
+            Some(own) => (field.at("targets").index(j).at("ordering"), Some(own)),
+            None => (field.at("ordering"), rule.ordering.as_ref()),
         };
         let Some(declared) = declared else {
             compiled.push(None);

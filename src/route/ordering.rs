@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use crate::api::{OrderedBy, Ordering, OrderingPolicy};
 use crate::expr::{ExprError, Scope, Template};
 use crate::targets::error::CompileError;
+use crate::targets::fields::Field;
 
 /// The longest key kept as it is; a longer one is kept as `sha256:<hex>` (71 bytes).
 pub const MAX_KEY_BYTES: usize = 128;
@@ -19,12 +20,12 @@ pub struct KeyOrdering {
 
 impl KeyOrdering {
     /// Compiles `ordering`, found at `field` (e.g. `spec.rules[0].ordering`).
-    pub fn compile(field: &str, ordering: &Ordering) -> Result<Self, CompileError> {
+    pub fn compile(field: &Field, ordering: &Ordering) -> Result<Self, CompileError> {
         let key = Template::compile(&ordering.key)
-            .map_err(|e| CompileError::template(format!("{field}.key"), e))?;
+            .map_err(|e| CompileError::template(field.at("key"), e))?;
         if key.is_literal() {
             return Err(CompileError::invalid(
-                format!("{field}.key"),
+                field.at("key"),
                 "a literal key orders every event as one; use $(...) to take it from the event, e.g. $(data.app_name)",
             ));
         }
@@ -71,7 +72,7 @@ mod tests {
 
     #[test]
     fn the_key_is_rendered_from_the_event() {
-        let o = KeyOrdering::compile("f", &ordering("app-$(data.app_name)")).unwrap();
+        let o = KeyOrdering::compile(&Field::new("f"), &ordering("app-$(data.app_name)")).unwrap();
         let (ordered, error) = o.of(&Scope::probe());
         assert_eq!(ordered.key, "app-App");
         assert_eq!(ordered.policy, OrderingPolicy::LatestWins);
@@ -80,7 +81,7 @@ mod tests {
 
     #[test]
     fn a_key_that_cannot_be_rendered_is_the_empty_key_and_says_why() {
-        let o = KeyOrdering::compile("f", &ordering("$(data.no_such_field)")).unwrap();
+        let o = KeyOrdering::compile(&Field::new("f"), &ordering("$(data.no_such_field)")).unwrap();
         let (ordered, error) = o.of(&Scope::probe());
         assert_eq!(ordered.key, "");
         assert!(error.is_some());
@@ -96,7 +97,8 @@ mod tests {
         );
         assert_eq!(bounded(long.clone()), hashed, "the same key, the same hash");
         assert_eq!(bounded("short".into()), "short");
-        let err = KeyOrdering::compile("spec.rules[0].ordering", &ordering("fixed")).unwrap_err();
+        let err = KeyOrdering::compile(&Field::new("spec.rules[0].ordering"), &ordering("fixed"))
+            .unwrap_err();
         assert!(
             err.message.contains("spec.rules[0].ordering.key"),
             "{err:?}"

@@ -72,7 +72,7 @@ impl Kind for ArgoWorkflowTarget {
         let spec = self;
         if spec.workflow_template_ref.name.trim().is_empty() {
             return Err(CompileError::invalid(
-                format!("{field}.workflowTemplateRef.name"),
+                field.at("workflowTemplateRef").at("name"),
                 "must not be empty",
             ));
         }
@@ -91,7 +91,7 @@ impl Kind for ArgoWorkflowTarget {
             .flat_map(|a| &a.parameters)
             .enumerate()
         {
-            let pf = format!("{field}.arguments.parameters[{i}]");
+            let pf = field.at("arguments").at("parameters").index(i);
             if p.name.trim().is_empty() || !seen.insert(p.name.as_str()) {
                 return Err(CompileError::invalid(
                     format!("{pf}.name"),

@@ -180,7 +180,7 @@ impl Kind for TektonTarget {
             (Some(name), None) if !name.trim().is_empty() => {
                 if !r.params.is_empty() {
                     return Err(CompileError::invalid(
-                        format!("{field}.pipelineRef.params"),
+                        field.at("pipelineRef").at("params"),
                         "only allowed with a resolver",
                     ));
                 }
@@ -189,7 +189,7 @@ impl Kind for TektonTarget {
             (None, Some(resolver)) if !resolver.trim().is_empty() => CompiledRef::Resolver {
                 resolver: resolver.clone(),
                 params: named_templates(
-                    &format!("{field}.pipelineRef.params"),
+                    &field.at("pipelineRef").at("params").to_string(),
                     r.params.iter().map(|p| (&p.name, &p.value)),
                 )?,
             },
@@ -203,7 +203,7 @@ impl Kind for TektonTarget {
         let mut params = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in spec.params.iter().enumerate() {
-            let pf = format!("{field}.params[{i}]");
+            let pf = field.at("params").index(i);
             if p.name.trim().is_empty() || !seen.insert(p.name.as_str()) {
                 return Err(CompileError::invalid(
                     format!("{pf}.name"),
@@ -249,7 +249,7 @@ impl Kind for TektonTarget {
         }
         let mut workspaces = Vec::new();
         for (i, w) in spec.workspaces.iter().enumerate() {
-            let wf = format!("{field}.workspaces[{i}]");
+            let wf = field.at("workspaces").index(i);
             if w.name.trim().is_empty() {
                 return Err(CompileError::invalid(
                     format!("{wf}.name"),
@@ -280,7 +280,7 @@ impl Kind for TektonTarget {
                     ("finally", &t.finally),
                 ] {
                     if let Some(v) = value {
-                        check_duration(&format!("{field}.timeouts.{name}"), v)?;
+                        check_duration(&field.at("timeouts").at(name), v)?;
                     }
                 }
                 Some(

@@ -145,7 +145,7 @@ pub(super) fn compile_kind(
     at_most(field.at("headers"), spec.headers.len(), MAX_HEADERS)?;
     let mut headers = Vec::new();
     for (name, value) in &spec.headers {
-        let header_field = format!("{field}.headers.{name}");
+        let header_field = field.at("headers").at(name);
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| CompileError::invalid(&header_field, "not a valid header name"))?;
         let value =
