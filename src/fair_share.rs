@@ -21,9 +21,24 @@ pub struct FairShare {
 struct State {
     free: usize,
     /// Waiters per namespace, oldest first.
-    waiting: HashMap<String, VecDeque<oneshot::Sender<Slot>>>,
+    waiting: HashMap<String, VecDeque<Waiter>>,
     /// Namespaces with waiters, in the order they are served.
     turn: VecDeque<String>,
+}
+
+/// One waiting for a slot: a parked future, or a call to make with the slot.
+enum Waiter {
+    Parked(oneshot::Sender<Slot>),
+    Call(Box<dyn FnOnce(Slot) + Send>),
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Waiter::Parked(_) => "Parked",
+            Waiter::Call(_) => "Call",
+        })
+    }
 }
 
 /// One slot; dropping it hands the slot to the next namespace in turn.
@@ -44,28 +59,45 @@ impl FairShare {
 
     /// Waits for a slot for a delivery of `namespace`.
     pub async fn acquire(&self, namespace: &str) -> Slot {
-        let rx = {
-            let mut guard = lock(&self.state);
-            let state = &mut *guard;
-            if state.free > 0 && state.turn.is_empty() {
-                state.free -= 1;
-                return Slot {
-                    state: Some(self.state.clone()),
-                };
-            }
-            let (tx, rx) = oneshot::channel();
-            let queue = state.waiting.entry(namespace.to_string()).or_default();
-            if queue.is_empty() {
-                state.turn.push_back(namespace.to_string());
-            }
-            queue.push_back(tx);
-            rx
-        };
+        let (tx, rx) = oneshot::channel();
+        if let Some(slot) = self.take_or_queue(namespace, Waiter::Parked(tx)) {
+            return slot;
+        }
         match rx.await {
             Ok(slot) => slot,
             // The share was dropped with its executor: nothing left to protect.
             Err(_) => Slot { state: None },
         }
+    }
+
+    /// A slot for `namespace` now, when one is free and nobody waits; else `None`, and
+    /// `on_slot` is called with one when the namespace's turn comes (from the drop of
+    /// another slot, outside this share's lock). Nothing waits meanwhile: a caller with
+    /// thousands of pieces of work queued holds no future for each (the executor's
+    /// deliveries, woken when their turn comes).
+    pub fn acquire_or_call(
+        &self,
+        namespace: &str,
+        on_slot: impl FnOnce(Slot) + Send + 'static,
+    ) -> Option<Slot> {
+        self.take_or_queue(namespace, Waiter::Call(Box::new(on_slot)))
+    }
+
+    fn take_or_queue(&self, namespace: &str, waiter: Waiter) -> Option<Slot> {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        if state.free > 0 && state.turn.is_empty() {
+            state.free -= 1;
+            return Some(Slot {
+                state: Some(self.state.clone()),
+            });
+        }
+        let queue = state.waiting.entry(namespace.to_string()).or_default();
+        if queue.is_empty() {
+            state.turn.push_back(namespace.to_string());
+        }
+        queue.push_back(waiter);
+        None
     }
 
     /// Slots in use or promised.
@@ -80,40 +112,70 @@ impl Drop for Slot {
         let Some(shared) = self.state.take() else {
             return;
         };
-        let mut guard = lock(&shared);
-        let state = &mut *guard;
-        // Hand the slot to the next namespace in turn whose waiter is still there.
-        while let Some(ns) = state.turn.pop_front() {
-            let Some(queue) = state.waiting.get_mut(&ns) else {
-                continue;
-            };
-            let mut handed = false;
-            while let Some(tx) = queue.pop_front() {
-                let slot = Slot {
+        let call = {
+            let mut guard = lock(&shared);
+            let state = &mut *guard;
+            match hand_on(state, &shared) {
+                Handed::Call(call) => call,
+                Handed::Parked => return,
+                Handed::Nobody => {
+                    state.free += 1;
+                    return;
+                }
+            }
+        };
+        // Outside the lock: the call may take or drop slots itself.
+        call(Slot {
+            state: Some(shared),
+        });
+    }
+}
+
+/// Where a freed slot went.
+enum Handed {
+    /// To a parked waiter.
+    Parked,
+    /// To a call, to be made once the lock is released.
+    Call(Box<dyn FnOnce(Slot) + Send>),
+    /// Nobody waits.
+    Nobody,
+}
+
+/// Hands a freed slot to the next namespace in turn whose waiter is still there.
+fn hand_on(state: &mut State, shared: &Arc<Mutex<State>>) -> Handed {
+    while let Some(ns) = state.turn.pop_front() {
+        let Some(queue) = state.waiting.get_mut(&ns) else {
+            continue;
+        };
+        let mut handed = Handed::Nobody;
+        while let Some(waiter) = queue.pop_front() {
+            match waiter {
+                Waiter::Call(call) => {
+                    handed = Handed::Call(call);
+                    break;
+                }
+                Waiter::Parked(tx) => match tx.send(Slot {
                     state: Some(shared.clone()),
-                };
-                match tx.send(slot) {
+                }) {
                     Ok(()) => {
-                        handed = true;
+                        handed = Handed::Parked;
                         break;
                     }
                     // Its reconcile was dropped; the slot came back: defuse it, try the next.
-                    Err(mut unused) => {
-                        unused.state = None;
-                    }
-                }
-            }
-            if queue.is_empty() {
-                state.waiting.remove(&ns);
-            } else {
-                state.turn.push_back(ns);
-            }
-            if handed {
-                return;
+                    Err(mut unused) => unused.state = None,
+                },
             }
         }
-        state.free += 1;
+        if queue.is_empty() {
+            state.waiting.remove(&ns);
+        } else {
+            state.turn.push_back(ns);
+        }
+        if !matches!(handed, Handed::Nobody) {
+            return handed;
+        }
     }
+    Handed::Nobody
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {

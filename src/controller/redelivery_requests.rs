@@ -22,7 +22,6 @@ use super::executor::Executor;
 use super::redeliver::{self, Answer, Decision};
 use super::{Error, scoped_api};
 use crate::api::{FIELD_MANAGER, StatusedDelivery, StatusedRedelivery, StatusedRedeliveryStatus};
-use crate::fair_share::FairShare;
 
 /// A request for a delivery still being delivered looks again after as long as it has
 /// waited, from `FIRST_WAIT` (2 s, 4 s, 8 s, ...) up to `LONGEST_WAIT`.
@@ -35,13 +34,6 @@ const LONGEST_WAIT: Duration = Duration::from_secs(60);
 fn wait_delay(waited: Duration) -> Duration {
     waited.clamp(FIRST_WAIT, LONGEST_WAIT)
 }
-
-/// Requests that read and write the API server at once: served round-robin across
-/// namespaces (a team with thousands of requests delays another team's next one by at
-/// most one request per busy namespace ahead of it).
-const SLOTS: usize = 2;
-static REQUEST_SLOTS: std::sync::LazyLock<FairShare> =
-    std::sync::LazyLock::new(|| FairShare::new(SLOTS));
 
 /// Runs until `shutdown`, while this replica leads (next to the executor).
 pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
@@ -83,7 +75,7 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Executor>) -> Resu
     if let Some(delay) = still_waiting(&ctx, &ns, &request) {
         return Ok(Action::requeue(delay));
     }
-    let _slot = REQUEST_SLOTS.acquire(&ns).await;
+    let _slot = ctx.request_slots.acquire(&ns).await;
     let requests: Api<StatusedRedelivery> = Api::namespaced(ctx.shared.client.clone(), &ns);
     // Read afresh too: the cached copy may predate this controller's own last write (the
     // ownerReference patch triggers a look before the status write is in the cache).

@@ -7,6 +7,7 @@
 //! - [`step`]: one look at a delivery, doing the step `decide` names;
 //! - [`calls`]: admitting, marking, making and recording the calls of one look;
 //! - [`render`]: rendering requests on the blocking pool;
+//! - [`slots`]: the slots for deliveries, without a future parked for each that waits;
 //! - [`writes`]: the fresh reads and status writes, each one of `--executor-api-writes`;
 //! - [`after_write`]: the route activity, Event and metric after a write, in the words of
 //!   [`announcement`](super::announcement).
@@ -23,6 +24,7 @@
 pub mod after_write;
 mod calls;
 mod render;
+pub mod slots;
 mod step;
 pub mod watch;
 pub mod writes;
@@ -41,6 +43,7 @@ use crate::context::Context;
 use crate::fair_share::FairShare;
 use crate::route::plan::Rendered;
 use crate::targets::outbound::Outbound;
+use slots::DeliverySlots;
 
 pub struct Executor {
     /// What every part shares.
@@ -50,7 +53,10 @@ pub struct Executor {
     pub outbound: Outbound,
     /// The executor's `--executor-concurrency` slots, served round-robin across namespaces:
     /// the deliveries worked on (their calls in flight) at once.
-    pub slots: FairShare,
+    pub slots: DeliverySlots,
+    /// The redelivery requests that read and write the API server at once, served
+    /// round-robin across namespaces.
+    pub request_slots: FairShare,
     /// The executor's `--executor-api-writes`: its status writes, fresh reads and the objects
     /// in-cluster targets create, at once; bounded apart from the calls, so that slow targets
     /// can be many in flight while the API server sees no more of these than before.
@@ -77,6 +83,11 @@ pub struct Executor {
     pub quiet_turns: tokio::sync::Semaphore,
 }
 
+/// Redelivery requests worked on at once (each reads and writes the API server): a team
+/// with thousands of requests delays another team's next one by at most one request per
+/// busy namespace ahead of it.
+pub const REQUEST_SLOTS: usize = 2;
+
 /// Renders at once on the blocking pool, across all deliveries: rendering is bounded per
 /// target (cost.rs), and this bounds how many run, so the executor's async threads (status
 /// writes, watches, lease renewal) never wait on CEL.
@@ -93,7 +104,8 @@ impl Executor {
         let wakeups = Arc::new(Wakeups::default());
         Self {
             outbound,
-            slots: FairShare::new(usize::from(config.executor_concurrency)),
+            slots: DeliverySlots::new(usize::from(config.executor_concurrency), wakeups.clone()),
+            request_slots: FairShare::new(REQUEST_SLOTS),
             writes: tokio::sync::Semaphore::new(usize::from(config.executor_api_writes)),
             index: DeliveryIndex::new(wakeups.clone()),
             deliveries: RwLock::default(),
