@@ -21,7 +21,7 @@ use kube::runtime::watcher;
 
 use super::delivery_cache::{CacheBudget, DeliveryCache};
 use super::ledger::Ledger;
-use super::ordering::{Claimed, Ordering};
+use super::ordering::{Claimed, OrderIndex};
 use super::wakeups::Wakeups;
 use crate::api::{StatusedDelivery, StatusedDeliveryStatus, TargetStatus};
 
@@ -29,7 +29,7 @@ use crate::api::{StatusedDelivery, StatusedDeliveryStatus, TargetStatus};
 #[derive(Debug)]
 pub struct DeliveryIndex {
     ledger: Ledger,
-    ordering: Ordering,
+    ordering: OrderIndex,
     cache: Mutex<DeliveryCache>,
     wakeups: Arc<Wakeups>,
 }
@@ -39,7 +39,7 @@ impl DeliveryIndex {
     pub fn new(wakeups: Arc<Wakeups>) -> Self {
         Self {
             ledger: Ledger::default(),
-            ordering: Ordering::new(wakeups.clone()),
+            ordering: OrderIndex::new(wakeups.clone()),
             cache: Mutex::new(DeliveryCache::new(CacheBudget::default())),
             wakeups,
         }
@@ -94,12 +94,12 @@ impl DeliveryIndex {
     /// Calls were made for `delivery` but `status` could not be written: the next look only
     /// writes it.
     pub fn unwritten(&self, delivery: &StatusedDelivery, status: StatusedDeliveryStatus) {
-        self.ledger.unrecorded(delivery, status);
+        self.ledger.unwritten(delivery, status);
     }
 
     /// The status still to be written for `delivery`, if any.
     pub fn unwritten_status(&self, delivery: &StatusedDelivery) -> Option<StatusedDeliveryStatus> {
-        self.ledger.pending(delivery)
+        self.ledger.unwritten_status(delivery)
     }
 
     /// Whether so many statuses wait to be written that no new calls start.

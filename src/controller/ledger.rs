@@ -26,14 +26,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Ledger {
     /// Calls were made for `delivery` but `status` could not be written.
-    pub fn unrecorded(&self, delivery: &StatusedDelivery, status: StatusedDeliveryStatus) {
+    pub fn unwritten(&self, delivery: &StatusedDelivery, status: StatusedDeliveryStatus) {
         if let Some(uid) = delivery.uid() {
             lock(&self.unrecorded).insert(uid, status);
         }
     }
 
     /// The status still to be written for `delivery`, if any.
-    pub fn pending(&self, delivery: &StatusedDelivery) -> Option<StatusedDeliveryStatus> {
+    pub fn unwritten_status(&self, delivery: &StatusedDelivery) -> Option<StatusedDeliveryStatus> {
         lock(&self.unrecorded).get(&delivery.uid()?).cloned()
     }
 
@@ -120,11 +120,11 @@ mod tests {
     fn an_unwritten_status_is_kept_until_written() {
         let ledger = Ledger::default();
         let d = delivery("1");
-        ledger.unrecorded(&d, StatusedDeliveryStatus::default());
-        assert!(ledger.pending(&d).is_some());
+        ledger.unwritten(&d, StatusedDeliveryStatus::default());
+        assert!(ledger.unwritten_status(&d).is_some());
         assert!(ledger.backlog_full(1));
         ledger.written(&d, Some("2".into()));
-        assert!(ledger.pending(&d).is_none());
+        assert!(ledger.unwritten_status(&d).is_none());
         assert!(!ledger.backlog_full(1));
     }
 

@@ -85,7 +85,7 @@ impl Place {
 
 /// One lane's deliveries, as the verdicts read them: those unfinished there, and those that
 /// succeeded there; and those that failed or were superseded there, which hold no call but
-/// may be redelivered (see [`Ordering::pinned`]).
+/// may be redelivered (see [`OrderIndex::pinned`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LaneState {
     unfinished: BTreeSet<Place>,
@@ -229,7 +229,7 @@ pub fn verdict(
 
 /// The index of lanes, the lanes held by calls in flight, and where to wake deliveries.
 #[derive(Debug, Default)]
-pub struct Ordering {
+pub struct OrderIndex {
     inner: Mutex<Lanes>,
     wakeups: Arc<Wakeups>,
 }
@@ -249,7 +249,7 @@ struct Lanes {
 /// waits in them.
 #[derive(Debug)]
 pub struct Held<'o> {
-    ordering: &'o Ordering,
+    ordering: &'o OrderIndex,
     lanes: Vec<(Lane, String)>,
 }
 
@@ -285,7 +285,7 @@ pub struct Claimed<'o> {
     pub held: Held<'o>,
 }
 
-impl Ordering {
+impl OrderIndex {
     fn lock(&self) -> MutexGuard<'_, Lanes> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -726,7 +726,7 @@ mod tests {
         }
     }
 
-    fn claim(o: &Ordering, d: &StatusedDelivery) -> (Vec<usize>, Vec<(usize, Fate)>) {
+    fn claim(o: &OrderIndex, d: &StatusedDelivery) -> (Vec<usize>, Vec<(usize, Fate)>) {
         let c = o.claim(d, &status(Pending).targets, vec![0]);
         let (go, plans) = (c.go.clone(), c.plans.clone());
         drop(c);
@@ -735,18 +735,18 @@ mod tests {
 
     /// An empty index whose wakes come out of the receiver returned with it.
     fn waking() -> (
-        Ordering,
+        OrderIndex,
         mpsc::UnboundedReceiver<ObjectRef<StatusedDelivery>>,
     ) {
         let wakeups = Arc::new(Wakeups::default());
         let (tx, rx) = mpsc::unbounded();
         wakeups.connect(tx);
-        (Ordering::new(wakeups), rx)
+        (OrderIndex::new(wakeups), rx)
     }
 
     /// The deliveries woken since the last call, taken as the executor takes them.
     fn woken(
-        o: &Ordering,
+        o: &OrderIndex,
         rx: &mut mpsc::UnboundedReceiver<ObjectRef<StatusedDelivery>>,
     ) -> Vec<String> {
         std::iter::from_fn(|| rx.try_recv().ok())
@@ -822,7 +822,7 @@ mod tests {
 
     #[test]
     fn the_newest_success_is_kept_while_an_older_delivery_of_its_lane_is_stored() {
-        let o = Ordering::default();
+        let o = OrderIndex::default();
         let (old, new) = (
             delivery("old", 1, "app", LatestWins),
             delivery("new", 2, "app", LatestWins),
@@ -866,7 +866,7 @@ mod tests {
 
     #[test]
     fn a_relist_drops_what_it_no_longer_lists() {
-        let o = Ordering::default();
+        let o = OrderIndex::default();
         let (first, second) = (
             delivery("first", 1, "app", InOrder),
             delivery("second", 2, "app", InOrder),

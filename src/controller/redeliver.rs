@@ -211,7 +211,7 @@ pub enum Decision {
     Reopen(Request),
 }
 
-pub fn decide(request: &StatusedRedelivery, delivery: Option<&StatusedDelivery>) -> Decision {
+pub fn decision(request: &StatusedRedelivery, delivery: Option<&StatusedDelivery>) -> Decision {
     if answered(request) {
         return Decision::Answered;
     }
@@ -642,7 +642,7 @@ mod tests {
     /// the request's status first, then the reopen (a write conditional on the delivery it
     /// decided on: applied only when `lands`).
     fn claim_and_reopen(r: &mut StatusedRedelivery, d: &mut StatusedDelivery, lands: bool) {
-        let Decision::Reopen(asked) = decide(r, Some(d)) else {
+        let Decision::Reopen(asked) = decision(r, Some(d)) else {
             panic!("{:?} should reopen", r.metadata.uid);
         };
         let (next, rerun) = reopen(d.status.as_ref().unwrap(), &asked);
@@ -683,11 +683,11 @@ mod tests {
         assert_eq!(d.status.as_ref().unwrap().redeliveries, 3);
 
         assert_eq!(
-            decide(&r1, Some(&d)),
+            decision(&r1, Some(&d)),
             Decision::Honoured,
             "not a third time"
         );
-        assert_eq!(decide(&r2, Some(&d)), Decision::Honoured);
+        assert_eq!(decision(&r2, Some(&d)), Decision::Honoured);
         assert_eq!(
             requested(&d),
             None,
@@ -734,7 +734,7 @@ mod tests {
         let mut stale = before;
         claim_and_reopen(&mut r1, &mut stale, false);
         assert_eq!(r1.status.as_ref().unwrap().claim, Some(1));
-        assert_eq!(decide(&r1, Some(&d)), Decision::Wait, "R2's round runs");
+        assert_eq!(decision(&r1, Some(&d)), Decision::Wait, "R2's round runs");
         // Its claim is lost: dropped with the waiting status, so that it cannot pass for
         // honoured once the delivery's recent list has moved past it.
         let waiting = request_status(r1.status.as_ref(), "ev-1", Answer::Waiting, None, now());
@@ -745,8 +745,8 @@ mod tests {
         claim_and_reopen(&mut r1, &mut d, true);
         assert_eq!(r1.status.as_ref().unwrap().claim, Some(2));
         runs_and_fails(&mut d);
-        assert_eq!(decide(&r1, Some(&d)), Decision::Honoured);
-        assert_eq!(decide(&r2, Some(&d)), Decision::Honoured);
+        assert_eq!(decision(&r1, Some(&d)), Decision::Honoured);
+        assert_eq!(decision(&r2, Some(&d)), Decision::Honoured);
         assert_eq!(d.status.as_ref().unwrap().redeliveries, 2);
     }
 
@@ -757,7 +757,7 @@ mod tests {
         claim_and_reopen(&mut r1, &mut d, false);
         claim_and_reopen(&mut r1, &mut d, true);
         assert_eq!(d.status.as_ref().unwrap().redelivery_requests, 1);
-        assert_eq!(decide(&r1, Some(&d)), Decision::Honoured);
+        assert_eq!(decision(&r1, Some(&d)), Decision::Honoured);
     }
 
     /// The delivery keeps only the last RECENT_REQUESTS uids: a request whose uid has left
@@ -780,10 +780,10 @@ mod tests {
                 .recent_redelivery_requests
                 .contains(&"r1".to_string())
         );
-        assert_eq!(decide(&r1, Some(&d)), Decision::Honoured);
+        assert_eq!(decision(&r1, Some(&d)), Decision::Honoured);
         // Without its claim it could not know.
         r1.status = None;
-        assert!(matches!(decide(&r1, Some(&d)), Decision::Reopen(_)));
+        assert!(matches!(decision(&r1, Some(&d)), Decision::Reopen(_)));
     }
 
     #[test]
@@ -794,7 +794,7 @@ mod tests {
         let mut r1 = named("r1");
         claim_and_reopen(&mut r1, &mut d, true);
         assert_eq!(d.status.as_ref().unwrap().redelivery_requests, 1);
-        assert_eq!(decide(&r1, Some(&d)), Decision::Honoured);
+        assert_eq!(decision(&r1, Some(&d)), Decision::Honoured);
         let answer = request_status(
             r1.status.as_ref(),
             "ev-1",
@@ -827,8 +827,8 @@ mod tests {
     fn a_request_reopens_a_finished_delivery_once_with_its_uid_as_the_token() {
         let mut d = finished();
         let mut r = request(RedeliveryTargets::Failed);
-        assert_eq!(decide(&r, None), Decision::NotFound);
-        let Decision::Reopen(asked) = decide(&r, Some(&d)) else {
+        assert_eq!(decision(&r, None), Decision::NotFound);
+        let Decision::Reopen(asked) = decision(&r, Some(&d)) else {
             panic!("a finished delivery is reopened");
         };
         assert_eq!(
@@ -841,7 +841,7 @@ mod tests {
             }
         );
         assert!(matches!(
-            decide(&request(RedeliveryTargets::All), Some(&d)),
+            decision(&request(RedeliveryTargets::All), Some(&d)),
             Decision::Reopen(Request {
                 all_targets: true,
                 ..
@@ -850,7 +850,7 @@ mod tests {
         // Reopened, but the request's own status was not written: not reopened again.
         let (next, rerun) = reopen(d.status.as_ref().unwrap(), &asked);
         d.status = Some(next);
-        assert_eq!(decide(&r, Some(&d)), Decision::Honoured);
+        assert_eq!(decision(&r, Some(&d)), Decision::Honoured);
         // Answered: nothing more, whatever the delivery says.
         r.status = Some(request_status(
             None,
@@ -865,7 +865,7 @@ mod tests {
             now(),
         ));
         assert!(answered(&r));
-        assert_eq!(decide(&r, Some(&finished())), Decision::Answered);
+        assert_eq!(decision(&r, Some(&finished())), Decision::Answered);
     }
 
     #[test]
@@ -873,7 +873,7 @@ mod tests {
         let mut d = finished();
         d.status.as_mut().unwrap().phase = DeliveryPhase::Running;
         let mut r = request(RedeliveryTargets::Failed);
-        assert_eq!(decide(&r, Some(&d)), Decision::Wait);
+        assert_eq!(decision(&r, Some(&d)), Decision::Wait);
         let waiting = request_status(None, "ev-1", Answer::Waiting, None, now());
         assert_eq!(waiting.conditions[0].status, "Unknown");
         assert_eq!(waiting.conditions[0].reason, "DeliveryNotFinished");

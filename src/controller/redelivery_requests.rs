@@ -92,7 +92,7 @@ async fn reconcile(request: Arc<StatusedRedelivery>, ctx: Arc<Executor>) -> Resu
         owned_by(&ctx, &request, delivery).await?;
     }
     let mut previous = request.status.clone();
-    let answer = match (redeliver::decide(&request, delivery.as_ref()), &delivery) {
+    let answer = match (redeliver::decision(&request, delivery.as_ref()), &delivery) {
         (Decision::Answered, _) => return Ok(Action::await_change()),
         (Decision::NotFound, _) => Answer::NotFound,
         (Decision::Wait, _) => Answer::Waiting,

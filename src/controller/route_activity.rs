@@ -44,7 +44,7 @@ pub struct RouteActivity(Mutex<HashMap<RouteKey, Entry>>);
 impl RouteActivity {
     /// Records `activity` unless the route already has a newer event recorded (deliveries
     /// finish out of order; the status shows the most recently received event).
-    pub fn record(&self, route: RouteKey, activity: Activity) {
+    pub fn note(&self, route: RouteKey, activity: Activity) {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = map.entry(route).or_default();
         let newer_known = entry.latest.as_ref().is_some_and(|l| {
@@ -191,7 +191,7 @@ mod tests {
         let routes = RouteActivity::default();
         let key = RouteKey::new("ns", "r");
         for i in 0..1000 {
-            routes.record(
+            routes.note(
                 key.clone(),
                 activity(&format!("d{i}"), 100 + i, "Succeeded"),
             );
@@ -210,11 +210,11 @@ mod tests {
     fn an_older_event_finishing_late_does_not_replace_a_newer_one() {
         let routes = RouteActivity::default();
         let key = RouteKey::new("ns", "r");
-        routes.record(key.clone(), activity("new", 200, "Running"));
-        routes.record(key.clone(), activity("old", 100, "Succeeded"));
+        routes.note(key.clone(), activity("new", 200, "Running"));
+        routes.note(key.clone(), activity("old", 100, "Succeeded"));
         assert_eq!(routes.unwritten()[0].1.last_delivery.name, "new");
         // The same delivery moving on (Running -> Succeeded) does replace it.
-        routes.record(key.clone(), activity("new", 200, "Succeeded"));
+        routes.note(key.clone(), activity("new", 200, "Succeeded"));
         assert_eq!(routes.unwritten()[0].1.last_delivery.phase, "Succeeded");
     }
 
@@ -222,14 +222,14 @@ mod tests {
     fn activity_of_a_route_applied_again_is_kept_only_for_the_object_it_was_for() {
         let routes = RouteActivity::default();
         let key = RouteKey::new("ns", "r");
-        routes.record(key.clone(), activity("d", 1, "Succeeded"));
+        routes.note(key.clone(), activity("d", 1, "Succeeded"));
         // The route was deleted and applied again (uid-2) before the flush.
         routes.retain(|_, uid| uid == Some("uid-2"));
         assert!(routes.is_empty(), "not written on the new route object");
         let mut newer_object = activity("e", 0, "Succeeded");
         newer_object.route_uid = Some("uid-2".into());
-        routes.record(key.clone(), activity("d", 5, "Succeeded"));
-        routes.record(key.clone(), newer_object);
+        routes.note(key.clone(), activity("d", 5, "Succeeded"));
+        routes.note(key.clone(), newer_object);
         assert_eq!(
             routes.unwritten()[0].1.last_delivery.name,
             "e",
@@ -241,7 +241,7 @@ mod tests {
     fn forgotten_routes_leave_nothing_behind() {
         let routes = RouteActivity::default();
         let key = RouteKey::new("ns", "r");
-        routes.record(key.clone(), activity("d", 1, "Succeeded"));
+        routes.note(key.clone(), activity("d", 1, "Succeeded"));
         routes.forget(&key);
         assert!(routes.is_empty());
     }

@@ -23,7 +23,7 @@ pub(super) async fn after_write(
     let phase = desired.phase;
     let ns = delivery.namespace().unwrap_or_default();
     if first_look || phase.is_finished() {
-        ctx.route_activity.record(
+        ctx.route_activity.note(
             RouteKey::new(&ns, &delivery.spec.route),
             activity(delivery, desired),
         );
