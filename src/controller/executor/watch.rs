@@ -61,10 +61,10 @@ pub async fn run(ctx: Arc<Executor>, shutdown: impl Future<Output = ()> + Send +
     ));
     // The controller backs the watch off after an error (kube's default: 0.8 s doubling to
     // 30 s, reset after 2 min of success): no hot loop towards a dead API server. Its own
-    // concurrency is not limited: each reconcile first waits for one of the executor's
-    // `--executor-concurrency` slots, handed out round-robin across namespaces
-    // (fair_share.rs), so that the wait is fair; a waiting reconcile is one parked future
-    // per queued delivery (the controller never queues an object twice).
+    // concurrency is not limited: each reconcile first takes one of the executor's
+    // `--executor-concurrency` slots, handed out round-robin across namespaces (slots.rs);
+    // one without a slot returns at once, queued, and is woken when its turn comes, so the
+    // controller holds no future per waiting delivery.
     Controller::for_stream(deliveries, store)
         .reconcile_on(woken)
         .with_config(controller::Config::default())
