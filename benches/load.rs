@@ -24,6 +24,7 @@
 
 mod harness;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ use harness::{
     prepare_route, start_slow_sink, wait_delivered, wait_ready,
 };
 use kube::Client;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PostParams};
 use statused_operator::api::{
     DeliveredEvent, MatchedTarget, StatusedDelivery, StatusedDeliverySpec,
 };
@@ -117,6 +118,60 @@ async fn raw_create_rate(client: &Client, ns: &str, count: usize, concurrency: u
     count as f64 / start.elapsed().as_secs_f64()
 }
 
+/// (a') What the executor's one status write per event costs on its own: `count` merge
+/// patches of a finished status onto the raw deliveries, conditional on their
+/// resourceVersion as the executor's are, from `concurrency` tasks. With the create, the
+/// least an event costs the API server: `1 / (1/creates + 1/patches)` events a second.
+async fn raw_status_rate(client: &Client, ns: &str, count: usize, concurrency: usize) -> f64 {
+    let api: Api<StatusedDelivery> = Api::namespaced(client.clone(), ns);
+    // Their versions, as the executor knows them from its watch (read before the clock runs).
+    let versions: Arc<HashMap<String, Option<String>>> = Arc::new(
+        (api.list_metadata(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter())
+        .map(|d| {
+            (
+                d.metadata.name.unwrap_or_default(),
+                d.metadata.resource_version,
+            )
+        })
+        .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (api, next, versions) = (api.clone(), next.clone(), versions.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    let name = format!("raw-{i:06}");
+                    let now = jiff::Timestamp::now().to_string();
+                    let patch = serde_json::json!({
+                        "metadata": {"resourceVersion": versions[&name]},
+                        "status": {"phase": "Succeeded", "attempts": 1, "completedAt": now, "targets": [{
+                            "rule": "all", "target": 0, "kind": "webhook", "phase": "Succeeded",
+                            "attempts": 1, "lastResponseCode": 204, "completedAt": now,
+                        }]},
+                    });
+                    api.patch_status(&name, &Default::default(), &Patch::Merge(&patch))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    count as f64 / start.elapsed().as_secs_f64()
+}
+
 #[tokio::main]
 async fn main() {
     if !harness::cluster_or_explain("load", "bench-load") {
@@ -146,6 +201,12 @@ async fn main() {
     let raw_count = n.clamp(200, 3000);
     let raw_rate = raw_create_rate(&operator_client, &raw_ns, raw_count, c).await;
     println!("raw StatusedDelivery creates ({raw_count}, C = {c}): {raw_rate:.0}/s (baseline)");
+    let patch_rate = raw_status_rate(&operator_client, &raw_ns, raw_count, c).await;
+    println!(
+        "raw status patches ({raw_count}, C = {c}): {patch_rate:.0}/s = {:.2}x raw; a create and a patch: {:.2}x raw",
+        patch_rate / raw_rate,
+        1.0 / (1.0 / raw_rate + 1.0 / patch_rate) / raw_rate
+    );
 
     // (b) The operator, a route to the sink, and the burst.
     let ns = create_namespace(&admin, "load").await;
@@ -168,6 +229,7 @@ async fn main() {
     let url = format!("http://{}/hooks/{ns}/load", op.webhook);
     let budget = Duration::from_secs(120) + Duration::from_millis(100 * n as u64);
     let events = events(&format!("load-{:08x}", fastrand::u32(..)), n);
+    let requests_before = harness::delivery_requests(&admin).await;
     let start = Instant::now();
     let mut sent = burst(url, events, c, Duration::ZERO, start + budget).await;
     let accept_secs = sent
@@ -180,6 +242,7 @@ async fn main() {
     let peak_rss = op.rss().1;
     // Receiving and delivering them all (the 3 s above add next to nothing idle).
     let cpu = op.cpu();
+    let requests = harness::delivery_requests(&admin).await;
 
     let (tally, deliver_secs, out_of_order) = {
         let counts = counts.lock().unwrap();
@@ -252,6 +315,22 @@ async fn main() {
         "  operator CPU       {:.2} ms per event ({:.1} s in all; the API server's is not counted)",
         cpu.as_secs_f64() * 1000.0 / accepted.max(1) as f64,
         cpu.as_secs_f64()
+    );
+    println!(
+        "  API requests       {} per event, on deliveries (the baseline: create 1.00)",
+        harness::requests_per_event(&requests_before, &requests, accepted)
+    );
+    // The most the API server alone allows for the writes each event made, at the raw rates:
+    // what the delivered rate is bound by on a machine whose cores the operator shares.
+    let per_event = |verb: &str| {
+        (requests.get(verb).unwrap_or(&0.0) - requests_before.get(verb).unwrap_or(&0.0))
+            / accepted.max(1) as f64
+    };
+    let ceiling = 1.0 / (per_event("POST") / raw_rate + per_event("PATCH/status") / patch_rate);
+    println!(
+        "  API server bound   {ceiling:.0}/s = {:.2}x raw for these writes alone; delivered at {:.0}% of it",
+        ceiling / raw_rate,
+        100.0 * deliver_rate / ceiling
     );
     println!(
         "  operator RSS       idle {:.0} MiB, peak {:.0} MiB   (goal < 150 MiB)",

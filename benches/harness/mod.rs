@@ -732,3 +732,60 @@ pub async fn wait_delivered(counts: &Mutex<Counts>, accepted: &[String], budget:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The API server's count of requests on deliveries so far, by verb (and subresource, as
+/// `patch/status`), read from its `/metrics` (`apiserver_request_total`) with `admin`'s
+/// rights. Two reads around a burst say what each event cost the API server.
+pub async fn delivery_requests(admin: &Client) -> HashMap<String, f64> {
+    let request = axum::http::Request::get("/metrics")
+        .body(Vec::new())
+        .unwrap();
+    let text = admin.request_text(request).await.unwrap_or_default();
+    let mut counts = HashMap::new();
+    for line in text.lines() {
+        let Some(labels) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        if !labels.contains("resource=\"statuseddeliveries\"") {
+            continue;
+        }
+        let label = |name: &str| {
+            let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = labels[start..].find('"')? + start;
+            Some(labels[start..end].to_string())
+        };
+        let (Some(verb), Some(value)) = (label("verb"), line.rsplit(' ').next()) else {
+            continue;
+        };
+        let key = match label("subresource").filter(|s| !s.is_empty()) {
+            Some(sub) => format!("{verb}/{sub}"),
+            None => verb,
+        };
+        *counts.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    counts
+}
+
+/// What each of `events` cost in API requests on deliveries between two reads of
+/// [`delivery_requests`], by verb, as "create 1.00, patch/status 1.02, ...".
+pub fn requests_per_event(
+    before: &HashMap<String, f64>,
+    after: &HashMap<String, f64>,
+    events: usize,
+) -> String {
+    let mut per: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v - before.get(k).unwrap_or(&0.0)) / events.max(1) as f64,
+            )
+        })
+        .filter(|(k, v)| *v >= 0.005 && k != "WATCH")
+        .collect();
+    per.sort_by(|a, b| a.0.cmp(&b.0));
+    per.iter()
+        .map(|(k, v)| format!("{k} {v:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
