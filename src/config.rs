@@ -66,6 +66,8 @@ pub struct Config {
     pub route_status_interval: Duration,
     /// How long a delivery waits for its route to become Ready before it fails.
     pub max_pending_age: Duration,
+    /// How often a followed run is read while it runs.
+    pub follow_interval: Duration,
     /// How long a watch may keep failing before `/healthz` fails.
     pub unhealthy_after: Duration,
     /// Allowed for HTTP targets even inside a refused address class (`--egress-allow`).
@@ -132,6 +134,7 @@ impl Default for Config {
             prune_interval: Duration::from_secs(10),
             route_status_interval: Duration::from_secs(3),
             max_pending_age: Duration::from_secs(24 * 3600),
+            follow_interval: Duration::from_secs(10),
             unhealthy_after: Duration::from_secs(300),
             shutdown_drain: Duration::from_secs(5),
             otlp_endpoint: None,

@@ -45,6 +45,7 @@ pub struct Metrics {
     target_duration: Family<KindLabels, Histogram>,
     reconciles: Family<ReconcileLabels, Counter>,
     deliveries: Family<OutcomeLabels, Counter>,
+    runs: Family<AttemptLabels, Counter>,
     kube_events: Family<OutcomeLabels, Counter>,
     calls_deferred: Family<ReasonLabels, Counter>,
     calls_superseded: Counter,
@@ -105,6 +106,12 @@ impl Default for Metrics {
             "deliveries_finished",
             "Finished deliveries by phase",
             deliveries.clone(),
+        );
+        let runs = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "runs_ended",
+            "Followed runs (a target's follow) that ended, by target kind and the run's phase",
+            runs.clone(),
         );
         let kube_events = Family::<OutcomeLabels, Counter>::default();
         registry.register(
@@ -172,6 +179,7 @@ impl Default for Metrics {
             target_duration,
             reconciles,
             deliveries,
+            runs,
         }
     }
 }
@@ -219,6 +227,16 @@ impl Metrics {
     pub fn delivery(&self, phase: &str) {
         self.deliveries
             .get_or_create(&OutcomeLabels {
+                outcome: phase.into(),
+            })
+            .inc();
+    }
+
+    /// A followed run of a `kind` target ended in `phase`.
+    pub fn run_ended(&self, kind: &str, phase: &str) {
+        self.runs
+            .get_or_create(&AttemptLabels {
+                kind: kind.into(),
                 outcome: phase.into(),
             })
             .inc();

@@ -404,3 +404,142 @@ async fn each_redelivery_round_creates_its_own_pipeline_run_once() {
     assert_eq!(count().await, 3);
     op.shutdown().await;
 }
+
+/// The route of `tekton_route`, its target following the PipelineRun it creates.
+fn followed_tekton_route() -> serde_json::Value {
+    let mut route = tekton_route();
+    route["rules"][0]["targets"][0]["follow"] = json!({"timeoutSeconds": 600});
+    route
+}
+
+/// Sets the PipelineRun's status as Tekton's controller would: started, then ended with
+/// its `Succeeded` condition `status` and `reason`.
+async fn end_pipeline_run(env: &TestEnv, name: &str, status: &str, reason: &str) {
+    let patch = json!({"status": {
+        "startTime": "2027-01-15T08:00:00Z", "completionTime": "2027-01-15T08:10:00Z",
+        "conditions": [{"type": "Succeeded", "status": status, "reason": reason,
+                        "message": format!("Tasks Completed: 2 (Failed: {})", u8::from(status == "False"))}],
+    }});
+    pipeline_runs(env)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// The reasons of the Events on delivery `name`.
+async fn event_reasons(env: &TestEnv, name: &str) -> Vec<String> {
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.admin.clone(), &env.ns);
+    (events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter())
+    .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+    .filter_map(|e| e.reason)
+    .collect()
+}
+
+/// A target with `follow` stays Running while its PipelineRun runs, through an operator
+/// restart (the follow's state is in the delivery's status), and ends with the run: a run
+/// that succeeded makes the delivery Succeeded, one that failed makes it Failed with the
+/// run's reason, each with its Event.
+#[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
+async fn a_followed_pipeline_run_ends_its_target_with_the_run() {
+    let env = tekton_env("follow").await;
+    let op = env
+        .operator_with_route("ios", followed_tekton_route())
+        .await;
+    let body = sample("build-valid.json");
+    let (code, answer) = env.post_signed(&op, "ios", &body, SIGNING_SECRET).await;
+    assert_eq!(code, 202, "{answer}");
+    let name = answer["delivery"].as_str().unwrap().to_string();
+    let deliveries = env.deliveries();
+    let running = eventually("the PipelineRun created and followed", || async {
+        let d = deliveries.get(&name).await.ok()?;
+        let t = d.status.as_ref()?.targets.first()?.clone();
+        (t.created.is_some() && t.run.as_ref()?.reads >= 1).then_some(d)
+    })
+    .await;
+    let status = running.status.unwrap();
+    assert_eq!(
+        status.phase.as_str(),
+        "Running",
+        "the delivery waits for its run"
+    );
+    let target = &status.targets[0];
+    assert_eq!(target.phase.as_str(), "Running");
+    assert_eq!(target.run.as_ref().unwrap().phase.as_str(), "Running");
+    let run_name = target.created.as_ref().unwrap().name.clone();
+
+    // The operator stops while the run goes on; the next one carries on from the status.
+    op.shutdown().await;
+    end_pipeline_run(&env, &run_name, "True", "Succeeded").await;
+    let op = env.start_operator().await;
+    let done = env.wait_delivery_finished(&name).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase.as_str(), "Succeeded");
+    let run = status.targets[0].run.clone().unwrap();
+    assert_eq!(run.phase.as_str(), "Succeeded");
+    assert_eq!(
+        run.started_at.map(|t| t.0.to_string()).as_deref(),
+        Some("2027-01-15T08:00:00Z")
+    );
+    assert_eq!(
+        run.completed_at.map(|t| t.0.to_string()).as_deref(),
+        Some("2027-01-15T08:10:00Z")
+    );
+    eventually("the Delivered Event", || async {
+        event_reasons(&env, &name)
+            .await
+            .contains(&"Delivered".to_string())
+            .then_some(())
+    })
+    .await;
+
+    // A second build's run fails: the target fails with the run's reason.
+    let second = support::sample_with_id("build-valid.json", "followed-second");
+    let (code, answer) = env.post_signed(&op, "ios", &second, SIGNING_SECRET).await;
+    assert_eq!(code, 202, "{answer}");
+    let name = answer["delivery"].as_str().unwrap().to_string();
+    let run_name = eventually("the second PipelineRun", || async {
+        let d = deliveries.get(&name).await.ok()?;
+        let t = d.status?.targets.first()?.clone();
+        t.run.as_ref()?;
+        Some(t.created?.name)
+    })
+    .await;
+    end_pipeline_run(&env, &run_name, "False", "Failed").await;
+    let failed = env.wait_delivery_finished(&name).await.status.unwrap();
+    assert_eq!(failed.phase.as_str(), "Failed");
+    let t = &failed.targets[0];
+    assert_eq!(t.run.as_ref().unwrap().phase.as_str(), "Failed");
+    let error = t.last_error.as_deref().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "PipelineRun {run_name} Failed: Failed: Tasks Completed: 2 (Failed: 1)"
+        )),
+        "{error}"
+    );
+    assert_eq!(t.attempts, 1, "the trigger was not called again");
+    assert_eq!(
+        pipeline_runs(&env)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2,
+        "one PipelineRun per event"
+    );
+    eventually("the DeliveryFailed Event", || async {
+        event_reasons(&env, &name)
+            .await
+            .contains(&"DeliveryFailed".to_string())
+            .then_some(())
+    })
+    .await;
+    op.shutdown().await;
+}

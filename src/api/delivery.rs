@@ -28,6 +28,7 @@ pub const MAX_RECENT_REDELIVERY_REQUESTS: usize = 32;
     printcolumn(name = "Event Type", type_ = "string", json_path = ".spec.event.type"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts"),
+    printcolumn(name = "Runs", type_ = "string", json_path = ".status.targets[*].run.phase"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Created", type_ = "string", json_path = ".status.targets[*].created.name", priority = 1),
     printcolumn(name = "Targets", type_ = "string", json_path = ".status.targets[*].phase", priority = 1)
@@ -162,6 +163,18 @@ pub struct MatchedTarget {
     /// the route declares one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering: Option<OrderedBy>,
+    /// The target follows the run it starts to its end (the route's `follow`, as it was
+    /// when the event was received).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<FollowedBy>,
+}
+
+/// How a target follows the run it starts.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowedBy {
+    /// A run not ended this long after it was started ends TimedOut.
+    pub timeout_seconds: u32,
 }
 
 /// An event's place in the order of its key at one target.
@@ -273,6 +286,10 @@ pub struct TargetStatus {
     /// other events for its key did.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ignore_ordering: bool,
+    /// The run this target started and follows (`follow`): its phase, times and message.
+    /// While it runs, the target is Running; it ends Succeeded with the run, Failed
+    /// otherwise.
+    pub run: Option<RunStatus>,
     /// The `eventID` a Tekton EventListener answered with.
     #[serde(
         default,
@@ -343,6 +360,57 @@ impl TargetStatus {
             superseded_by: None,
             ignore_ordering: false,
             listener_event_id: None,
+            run: None,
         }
     }
+}
+
+/// A followed run's phase. Running until it ends; Succeeded, Failed, Cancelled, TimedOut
+/// (not ended within the target's `follow.timeoutSeconds`, or timed out by its own
+/// controller) and Deleted (the object went away before it ended) are final.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RunPhase {
+    #[default]
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+    Deleted,
+}
+
+impl RunPhase {
+    pub fn is_finished(self) -> bool {
+        self != RunPhase::Running
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::Running => "Running",
+            RunPhase::Succeeded => "Succeeded",
+            RunPhase::Failed => "Failed",
+            RunPhase::Cancelled => "Cancelled",
+            RunPhase::TimedOut => "TimedOut",
+            RunPhase::Deleted => "Deleted",
+        }
+    }
+}
+
+/// The run a target started, as last read.
+#[serde_with::skip_serializing_none]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStatus {
+    #[serde(default)]
+    pub phase: RunPhase,
+    /// Followed until then: a run not ended by this time is TimedOut.
+    pub follow_until: Time,
+    /// When the run started and ended, as its controller says.
+    pub started_at: Option<Time>,
+    pub completed_at: Option<Time>,
+    /// The run's own reason and message once it ended (at most 256 bytes).
+    pub message: Option<String>,
+    /// Reads of the run so far.
+    #[serde(default)]
+    pub reads: u32,
 }

@@ -121,6 +121,7 @@ impl RuleBuilder {
             max_concurrent: None,
             rate_per_minute: None,
             ordering: None,
+            follow: None,
             kind,
         });
         self

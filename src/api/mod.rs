@@ -7,14 +7,14 @@ pub mod route;
 
 pub use crate::targets::outcome::CreatedObject;
 pub use delivery::{
-    DeliveredEvent, DeliveryPhase, MatchedTarget, OrderedBy, StatusedDelivery,
-    StatusedDeliverySpec, StatusedDeliveryStatus, TargetStatus,
+    DeliveredEvent, DeliveryPhase, FollowedBy, MatchedTarget, OrderedBy, RunPhase, RunStatus,
+    StatusedDelivery, StatusedDeliverySpec, StatusedDeliveryStatus, TargetStatus,
 };
 pub use redelivery::{
     RedeliveryTargets, StatusedRedelivery, StatusedRedeliverySpec, StatusedRedeliveryStatus,
 };
 pub use route::{
-    EventSource, History, LastDelivery, LastEvent, OnUncertain, Ordering, OrderingPolicy,
+    EventSource, Follow, History, LastDelivery, LastEvent, OnUncertain, Ordering, OrderingPolicy,
     RateLimit, Rule, RuleMatch, SecretKeySelector, SignatureFormat, StatusedRoute,
     StatusedRouteSpec, StatusedRouteStatus, Target,
 };

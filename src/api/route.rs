@@ -242,9 +242,24 @@ pub struct Target {
     pub rate_per_minute: Option<u32>,
     /// Orders this target's calls per key; overrides the rule's `ordering`.
     pub ordering: Option<Ordering>,
+    /// Follow the run this target starts to its end (`tekton`, `argoWorkflow`): the
+    /// delivery shows the run's phase and times (`status.targets[].run`), and the target
+    /// ends with the run, Succeeded or Failed.
+    pub follow: Option<Follow>,
     /// The kind: one key per kind, its value the kind's settings.
     #[serde(flatten)]
     pub kind: TargetKind,
+}
+
+/// How a target follows the run it starts.
+#[serde_with::skip_serializing_none]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Follow {
+    /// How long to follow a run, 60 to 604800 seconds (default 7200): a run not ended by
+    /// then ends TimedOut, and the target Failed.
+    #[schemars(range(min = 60, max = 604800))]
+    pub timeout_seconds: Option<u32>,
 }
 
 /// Read by hand to say what is wrong when an entry sets no kind or several: a flattened
@@ -267,6 +282,8 @@ impl<'de> Deserialize<'de> for Target {
             rate_per_minute: Option<u32>,
             #[serde(default)]
             ordering: Option<Ordering>,
+            #[serde(default)]
+            follow: Option<Follow>,
             #[serde(flatten)]
             rest: serde_json::Map<String, serde_json::Value>,
         }
@@ -290,6 +307,7 @@ impl<'de> Deserialize<'de> for Target {
             max_concurrent: entry.max_concurrent,
             rate_per_minute: entry.rate_per_minute,
             ordering: entry.ordering,
+            follow: entry.follow,
             kind: TargetKind::deserialize(serde_json::Value::Object(kinds))
                 .map_err(D::Error::custom)?,
         })

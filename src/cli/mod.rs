@@ -269,6 +269,11 @@ pub struct RunArgs {
     #[arg(long, env = "STATUSED_MAX_PENDING_AGE", default_value = "24h",
           value_parser = parse_duration)]
     pub max_pending_age: Duration,
+    /// How often a followed run (a target's `follow`) is read while it runs (Go duration):
+    /// one GET of the PipelineRun or Workflow each time, one of `--executor-api-writes`.
+    #[arg(long, env = "STATUSED_FOLLOW_INTERVAL", default_value = "10s",
+          value_parser = parse_duration)]
+    pub follow_interval: Duration,
     /// How long a watch (routes, deliveries) may keep failing before /healthz fails and
     /// Kubernetes restarts the process (Go duration).
     #[arg(long, env = "STATUSED_UNHEALTHY_AFTER", default_value = "5m",
@@ -369,6 +374,7 @@ impl RunArgs {
             executor_api_writes: self.executor_api_writes,
             dedup_window: self.dedup_window,
             max_pending_age: self.max_pending_age,
+            follow_interval: self.follow_interval,
             unhealthy_after: self.unhealthy_after,
             shutdown_drain: self.shutdown_drain,
             otlp_endpoint: self.otlp_endpoint.clone(),

@@ -47,6 +47,11 @@ pub fn outcome(delivery: &StatusedDelivery, status: &StatusedDeliveryStatus) -> 
     let superseded = redeliver::superseded(status);
     let triggered = status.targets.len() - superseded;
     let event = &delivery.spec.event.id;
+    let followed = status.targets.iter().filter(|t| t.run.is_some()).count();
+    let runs = match followed {
+        0 => String::new(),
+        n => format!("; {n} followed runs succeeded"),
+    };
     Announcement {
         type_: EventType::Normal,
         reason: if triggered == 0 {
@@ -55,9 +60,9 @@ pub fn outcome(delivery: &StatusedDelivery, status: &StatusedDeliveryStatus) -> 
             "Delivered"
         },
         note: match superseded {
-            0 => format!("{triggered} targets triggered for event {event}"),
+            0 => format!("{triggered} targets triggered for event {event}{runs}"),
             n => format!(
-                "{triggered} targets triggered for event {event}; {n} not, a newer event for their ordering key having succeeded there (latestWins)"
+                "{triggered} targets triggered for event {event}{runs}; {n} not, a newer event for their ordering key having succeeded there (latestWins)"
             ),
         },
     }
@@ -144,6 +149,7 @@ mod tests {
             target: 0,
             kind: "webhook".into(),
             ordering: None,
+            follow: None,
         });
         t.phase = phase;
         t.last_error = error.map(str::to_string);
@@ -221,6 +227,7 @@ mod tests {
                 target: i as u32,
                 kind: "webhook".into(),
                 ordering: None,
+                follow: None,
             })
             .collect();
         let mut s = status(vec![]);

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::follow;
 use super::redeliver;
 use super::retry::{self, RetryPolicy, finish};
 use super::status::delivery_status;
@@ -60,6 +61,12 @@ pub enum Step<R> {
     },
     /// Look again after this long, calling nothing.
     Wait(Duration),
+    /// Read the runs the `due` targets follow (indexes into `targets`, every target's
+    /// status as it stands), with [`follow::read`] deciding what each read makes of it.
+    Follow {
+        targets: Vec<TargetStatus>,
+        due: Vec<usize>,
+    },
     /// Render the `due` targets (indexes into `targets`, every target's status as it
     /// stands) for `route`, then decide the calls with [`calls`].
     Render {
@@ -83,6 +90,20 @@ pub fn decide<R>(o: Observed<'_, R>, now: jiff::Timestamp) -> Step<R> {
         // Calls made, status not written yet: write it, call nothing.
         return Step::Write(status.clone());
     }
+    // A run started is followed whatever becomes of the route: it needs only the status.
+    let targets = retry::targets(&d.spec.matched, &current);
+    let reads = follow::due(&targets, now);
+    if !reads.is_empty() {
+        return Step::Follow {
+            targets,
+            due: reads,
+        };
+    }
+    let unfinished = || targets.iter().filter(|t| !t.phase.is_finished());
+    if unfinished().next().is_some() && unfinished().all(follow::following) {
+        // Only runs to follow, none due yet: the next read.
+        return Step::Wait(next_look(&current, now).unwrap_or(SETTLE));
+    }
     let route = match o.route {
         Ok(route) => route,
         Err(check) => return not_runnable(check, d, &current, o.max_pending_age, now),
@@ -91,7 +112,6 @@ pub fn decide<R>(o: Observed<'_, R>, now: jiff::Timestamp) -> Step<R> {
         // Status writes are failing: start no new calls until they succeed again.
         return Step::Wait(SETTLE);
     }
-    let targets = retry::targets(&d.spec.matched, &current);
     let due = retry::due(&targets, now);
     if !due.is_empty() {
         return Step::Render {
@@ -374,6 +394,7 @@ mod tests {
                 target,
                 kind: "webhook".into(),
                 ordering: None,
+                follow: None,
             })
             .collect();
         d.status = status;
@@ -874,5 +895,42 @@ mod tests {
             [(0, 429), (1, 403)],
             "a 403 is a rate limit only when send read it as one (a retry), never a refusal"
         );
+    }
+
+    #[test]
+    fn a_followed_run_is_read_when_due_and_waited_for_whatever_the_route() {
+        let mut t = TargetStatus::pending(&MatchedTarget {
+            rule: "a".into(),
+            target: 0,
+            kind: "tekton".into(),
+            ordering: None,
+            follow: None,
+        });
+        t.phase = DeliveryPhase::Running;
+        t.next_attempt_at = Some(Time(at(10)));
+        t.run = Some(crate::api::RunStatus {
+            phase: crate::api::RunPhase::Running,
+            follow_until: Time(at(600)),
+            started_at: None,
+            completed_at: None,
+            message: None,
+            reads: 0,
+        });
+        let mut d = delivery(None);
+        d.spec.matched.truncate(1);
+        d.status = Some(delivery_status(&Default::default(), vec![t], at(1)));
+        let gone = |d| Observed {
+            route: Err(RouteCheck::Gone),
+            ..observe(d)
+        };
+        assert_eq!(
+            decide(gone(&d), at(5)),
+            Step::Wait(Duration::from_secs(5)),
+            "the next read, not RouteGone"
+        );
+        match decide(gone(&d), at(10)) {
+            Step::Follow { due, .. } => assert_eq!(due, vec![0]),
+            other => panic!("a read is due: {other:?}"),
+        }
     }
 }

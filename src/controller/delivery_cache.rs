@@ -211,6 +211,7 @@ mod tests {
             target: 0,
             kind: "webhook".into(),
             ordering: None,
+            follow: None,
         };
         d.status = Some(StatusedDeliveryStatus {
             phase,

@@ -13,6 +13,7 @@ pub mod delivery_index;
 pub mod destinations;
 pub mod event_budget;
 pub mod executor;
+pub mod follow;
 pub mod history;
 pub mod ledger;
 pub mod ordering;

@@ -712,6 +712,7 @@ mod tests {
                 key: key.into(),
                 policy,
             }),
+            follow: None,
         }];
         d
     }

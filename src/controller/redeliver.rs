@@ -144,6 +144,7 @@ pub fn reopen_with(
                     target: t.target,
                     kind: t.kind.clone(),
                     ordering: None,
+                    follow: None,
                 })
             };
             rerun += 1;
@@ -480,6 +481,7 @@ mod tests {
                 target: i,
                 kind: "webhook".into(),
                 ordering: None,
+                follow: None,
             })
         };
         d.status = Some(StatusedDeliveryStatus {

@@ -73,12 +73,15 @@ pub fn targets(matched: &[MatchedTarget], current: &StatusedDeliveryStatus) -> V
 }
 
 /// The targets to call at `now`: unfinished, and their next attempt time (if any) reached.
+/// A target following its run is read, never called again (follow.rs).
 pub fn due(targets: &[TargetStatus], now: jiff::Timestamp) -> Vec<usize> {
     targets
         .iter()
         .enumerate()
         .filter(|(_, t)| {
-            !t.phase.is_finished() && t.next_attempt_at.as_ref().is_none_or(|at| at.0 <= now)
+            !t.phase.is_finished()
+                && !super::follow::following(t)
+                && t.next_attempt_at.as_ref().is_none_or(|at| at.0 <= now)
         })
         .map(|(i, _)| i)
         .collect()
@@ -135,6 +138,7 @@ pub(crate) mod tests {
             target: 0,
             kind: "webhook".into(),
             ordering: None,
+            follow: None,
         })
     }
 
@@ -217,6 +221,7 @@ pub(crate) mod tests {
             target: 0,
             kind: "webhook".into(),
             ordering: None,
+            follow: None,
         };
         let mut done = TargetStatus::pending(&m("a"));
         done.phase = DeliveryPhase::Succeeded;

@@ -149,6 +149,7 @@ mod tests {
             target: 0,
             kind: "webhook".into(),
             ordering: None,
+            follow: None,
         };
         let mut a = TargetStatus::pending(&m);
         let mut b = TargetStatus::pending(&m);

@@ -26,6 +26,10 @@ use crate::token_bucket::Limit;
 /// The longest per-target timeout; a slower target should answer 202 and work in the
 /// background.
 pub const MAX_TIMEOUT_SECONDS: u32 = 300;
+/// `follow.timeoutSeconds`: a minute to a week.
+pub const FOLLOW_SECONDS: std::ops::RangeInclusive<u32> = 60..=604_800;
+/// How long a run is followed when the target does not say.
+pub const DEFAULT_FOLLOW_SECONDS: u32 = 7200;
 
 /// Every Secret the route reads: its signing Secrets and each target's, as the targets'
 /// kinds name them.
@@ -347,8 +351,28 @@ fn compile_target(
             "applies to HTTP kinds only: Tekton and Argo objects are created on the API server",
         ));
     }
+    let follow = match &target.follow {
+        None => None,
+        Some(_) if !matches!(trigger, Trigger::Kube(_)) => {
+            return Err(CompileError::invalid(
+                field.at("follow"),
+                "only tekton and argoWorkflow targets start a run the operator can follow",
+            ));
+        }
+        Some(f) => Some(Duration::from_secs(
+            within_range(
+                &field.at("follow"),
+                "timeoutSeconds",
+                f.timeout_seconds,
+                FOLLOW_SECONDS,
+            )?
+            .unwrap_or(DEFAULT_FOLLOW_SECONDS)
+            .into(),
+        )),
+    };
     Ok(CompiledTarget {
         kind: target.kind.name(),
+        follow,
         trigger,
         timeout,
         at_most_once,
@@ -371,10 +395,19 @@ fn within(
     value: Option<u32>,
     max: u32,
 ) -> Result<Option<u32>, CompileError> {
+    within_range(field, name, value, 1..=max)
+}
+
+fn within_range(
+    field: &Field,
+    name: &str,
+    value: Option<u32>,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<Option<u32>, CompileError> {
     match value {
-        Some(v) if !(1..=max).contains(&v) => Err(CompileError::invalid(
+        Some(v) if !range.contains(&v) => Err(CompileError::invalid(
             field.at(name),
-            format!("must be between 1 and {max}"),
+            format!("must be between {} and {}", range.start(), range.end()),
         )),
         v => Ok(v),
     }
@@ -829,5 +862,42 @@ mod tests {
         .unwrap();
         let err = compile_target(&Field::new("t"), &t, &SecretSet::new("ns")).unwrap_err();
         assert_eq!(err.message.split(':').next(), Some("t.onUncertain"));
+    }
+
+    #[test]
+    fn follow_applies_to_kinds_that_start_a_run_within_its_bounds() {
+        let target = |t: serde_json::Value| -> Target { serde_json::from_value(t).unwrap() };
+        let secrets = SecretSet::new("ns");
+        let webhook = target(json!({"follow": {}, "webhook": {"url": "https://ci.example/hook"}}));
+        let err = compile_target(&Field::new("t"), &webhook, &secrets).unwrap_err();
+        assert!(
+            err.message
+                .starts_with("t.follow: only tekton and argoWorkflow"),
+            "{}",
+            err.message
+        );
+
+        let short = target(
+            json!({"follow": {"timeoutSeconds": 5}, "tekton": {"pipelineRef": {"name": "p"}}}),
+        );
+        let err = compile_target(&Field::new("t"), &short, &secrets).unwrap_err();
+        assert_eq!(
+            err.message,
+            "t.follow.timeoutSeconds: must be between 60 and 604800"
+        );
+
+        let default = target(json!({"follow": {}, "tekton": {"pipelineRef": {"name": "p"}}}));
+        let compiled = compile_target(&Field::new("t"), &default, &secrets).unwrap();
+        assert_eq!(
+            compiled.follow,
+            Some(Duration::from_secs(DEFAULT_FOLLOW_SECONDS.into()))
+        );
+        let unfollowed = target(json!({"tekton": {"pipelineRef": {"name": "p"}}}));
+        assert_eq!(
+            compile_target(&Field::new("t"), &unfollowed, &secrets)
+                .unwrap()
+                .follow,
+            None
+        );
     }
 }

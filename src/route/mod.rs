@@ -121,6 +121,9 @@ impl CompiledRoute {
                             target: u32::try_from(i).unwrap_or(u32::MAX),
                             kind: t.kind.to_string(),
                             ordering,
+                            follow: t.follow.map(|d| crate::api::FollowedBy {
+                                timeout_seconds: u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+                            }),
                         });
                     }
                 }

@@ -213,6 +213,7 @@ mod tests {
             target,
             kind: kind.into(),
             ordering: None,
+            follow: None,
         };
         match plan(&route, &input, &render, &m) {
             Planned::Http { request, .. } => String::from_utf8(request.body).unwrap(),

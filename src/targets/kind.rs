@@ -56,6 +56,8 @@ pub struct CompiledTarget {
     pub at_most_once: bool,
     /// `maxConcurrent`, `ratePerMinute`: what this target asks of its destination.
     pub limits: DestinationLimits,
+    /// `follow`: how long the run this target starts is followed.
+    pub follow: Option<Duration>,
 }
 
 /// What a target declares about its destination (`maxConcurrent`, `ratePerMinute`).

@@ -226,6 +226,7 @@ impl TestEnv {
             shutdown_drain: Duration::ZERO,
             route_status_interval: Duration::from_millis(200),
             api_recheck: Duration::from_secs(1),
+            follow_interval: Duration::from_secs(1),
             // The stand-ins listen on 127.0.0.1, which the outbound guard refuses unless
             // allowed; the API server there stays refused (tests/egress.rs).
             egress_allow: statused_operator::egress::parse_cidrs("127.0.0.1/32").unwrap(),

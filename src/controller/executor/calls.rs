@@ -14,14 +14,15 @@ use tracing::warn;
 
 use super::Executor;
 use super::after_write::after_write;
+use super::follow::interval;
 use super::render::render;
 use super::writes::{api_write, marked, write_status};
 use crate::api::{StatusedDelivery, StatusedDeliveryStatus, TargetStatus};
-use crate::controller::Error;
 use crate::controller::decide::{self, Fate};
 use crate::controller::destinations::{Admit, Destination, Lease};
 use crate::controller::ordering::{self, Claimed};
 use crate::controller::retry::RetryPolicy;
+use crate::controller::{Error, follow};
 use crate::route::CompiledRoute;
 use crate::route::plan::Planned;
 use crate::targets::create::create_once;
@@ -61,6 +62,8 @@ pub(super) async fn call_due(
     let policy = retry_policy(ctx);
     let limited = decide::rate_limited(&outcomes);
     let desired = decide::status_after(&current, calls.targets, outcomes, &policy, now);
+    // A trigger accepted by a target that follows its run: Running until the run ends.
+    let desired = follow::started(desired, &delivery.spec.matched, interval(ctx), now);
     pause(ctx, &admitted.destinations, &limited, &desired);
     if decide::worth_writing(&current, &desired)
         && let Err(e) = write_status(ctx, &delivery, &desired).await

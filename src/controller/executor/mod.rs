@@ -6,6 +6,7 @@
 //! - [`watch`]: the watch of deliveries and the controller over it ([`watch::run`]);
 //! - [`step`]: one look at a delivery, doing the step `decide` names;
 //! - [`calls`]: admitting, marking, making and recording the calls of one look;
+//! - [`follow`]: the reads of the runs targets follow;
 //! - [`render`]: rendering requests on the blocking pool;
 //! - [`slots`]: the slots for deliveries, without a future parked for each that waits;
 //! - [`writes`]: the fresh reads and status writes, each one of `--executor-api-writes`;
@@ -23,6 +24,7 @@
 
 pub mod after_write;
 mod calls;
+mod follow;
 mod render;
 pub mod slots;
 mod step;

@@ -30,6 +30,7 @@ pub(super) async fn render<'r>(
             target: targets[i].target,
             kind: targets[i].kind.clone(),
             ordering: None,
+            follow: None,
         })
         .collect();
     let (rendered, bytes) = render_off_the_workers(ctx, route, delivery, &matched).await?;

@@ -13,6 +13,7 @@ use tracing::{debug, instrument, warn};
 use super::Executor;
 use super::after_write::after_write;
 use super::calls::call_due;
+use super::follow::follow_runs;
 use super::slots::QUEUED_POLL;
 use super::writes::{read, write_status};
 use crate::api::{StatusedDelivery, StatusedDeliveryStatus};
@@ -71,6 +72,7 @@ async fn work(
             reset_backoff(&ctx.shared, &*delivery);
             Ok(Action::requeue(after))
         }
+        Step::Follow { targets, due } => follow_runs(&ctx, delivery, targets, due).await,
         Step::Render {
             route,
             targets,

@@ -301,6 +301,7 @@ fn delivery(server: &ApiServer, name: &str, second: i64, ordered: bool) -> Statu
             key: "ledger".into(),
             policy: OrderingPolicy::InOrder,
         }),
+        follow: None,
     }];
     server.store(&d)
 }

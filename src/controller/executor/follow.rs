@@ -1,0 +1,85 @@
+//! The reads of followed runs: each due target's PipelineRun or Workflow read from the API
+//! server (one of `--executor-api-writes` each), what [`follow::read`] makes of it written in
+//! one status write, and a metric for each run that ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::controller::Action;
+
+use super::Executor;
+use super::after_write::after_write;
+use super::writes::{api_write, write_status};
+use crate::api::{CreatedObject, StatusedDelivery, TargetStatus};
+use crate::controller::status::delivery_status;
+use crate::controller::{Error, follow};
+use crate::targets::objects::ApiRef;
+use crate::targets::{argo, tekton};
+
+/// The shortest time between two reads of one run, whatever `--follow-interval` says.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often a followed run is read: `--follow-interval`, at least [`MIN_INTERVAL`].
+pub(super) fn interval(ctx: &Executor) -> Duration {
+    ctx.shared.config.follow_interval.max(MIN_INTERVAL)
+}
+
+/// Reads the runs of `delivery`'s `due` targets and writes what they say.
+pub(super) async fn follow_runs(
+    ctx: &Executor,
+    delivery: Arc<StatusedDelivery>,
+    mut targets: Vec<TargetStatus>,
+    due: Vec<usize>,
+) -> Result<Action, Error> {
+    let ns = delivery.namespace().ok_or(Error::NoNamespace)?;
+    let interval = interval(ctx);
+    for i in due {
+        let Some(created) = targets[i].created.clone() else {
+            continue;
+        };
+        let reading = read_run(ctx, &ns, &created)
+            .await
+            .map(|object| follow::reading(&created, object.as_ref()));
+        let now = jiff::Timestamp::now();
+        if let Some(phase) = follow::read(&mut targets[i], reading, interval, now) {
+            ctx.shared
+                .metrics
+                .run_ended(&targets[i].kind, phase.as_str());
+        }
+    }
+    let current = delivery.status.clone().unwrap_or_default();
+    let desired = delivery_status(&current, targets, jiff::Timestamp::now());
+    write_status(ctx, &delivery, &desired).await?;
+    Ok(after_write(ctx, &delivery, &desired, false).await)
+}
+
+/// The stored object `created` names (None: not found), as JSON; why it could not be read.
+async fn read_run(
+    ctx: &Executor,
+    ns: &str,
+    created: &CreatedObject,
+) -> Result<Option<serde_json::Value>, String> {
+    let Some(api_ref) = followed_api(&created.kind) else {
+        return Err(format!(
+            "{} is not a kind the operator follows",
+            created.kind
+        ));
+    };
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.shared.client.clone(), ns, &api_ref.api_resource());
+    let _read = api_write(ctx).await.map_err(|e| e.to_string())?;
+    match api.get_opt(&created.name).await {
+        Ok(object) => Ok(object.map(|o| serde_json::to_value(o).unwrap_or_default())),
+        Err(kube::Error::Api(status)) => Err(format!("{} ({})", status.message, status.code)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The API of a kind whose runs can be followed.
+fn followed_api(kind: &str) -> Option<&'static ApiRef> {
+    [&tekton::PIPELINE_RUN, &argo::WORKFLOW]
+        .into_iter()
+        .find(|a| a.kind == kind)
+}
