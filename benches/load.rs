@@ -102,6 +102,7 @@ async fn raw_create_rate(client: &Client, ns: &str, count: usize, concurrency: u
                                 target: 0,
                                 kind: "webhook".into(),
                                 ordering: None,
+                                follow: None,
                             }],
                             traceparent: None,
                         },

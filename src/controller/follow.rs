@@ -14,6 +14,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 
+pub use super::retry::following;
 use super::retry::{finish, next_attempt};
 use super::status::delivery_status;
 use crate::api::{
@@ -63,11 +64,6 @@ pub fn started(
     } else {
         desired
     }
-}
-
-/// Whether `t` follows a run that has not ended.
-pub fn following(t: &TargetStatus) -> bool {
-    !t.phase.is_finished() && t.run.as_ref().is_some_and(|r| !r.phase.is_finished())
 }
 
 /// The followed targets whose next read is due at `now`.
@@ -205,9 +201,7 @@ pub fn read(
     interval: Duration,
     now: jiff::Timestamp,
 ) -> Option<RunPhase> {
-    let Some(run) = t.run.as_mut() else {
-        return None;
-    };
+    let run = t.run.as_mut()?;
     run.reads = run.reads.saturating_add(1);
     let what = t
         .created

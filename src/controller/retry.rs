@@ -80,11 +80,17 @@ pub fn due(targets: &[TargetStatus], now: jiff::Timestamp) -> Vec<usize> {
         .enumerate()
         .filter(|(_, t)| {
             !t.phase.is_finished()
-                && !super::follow::following(t)
+                && !following(t)
                 && t.next_attempt_at.as_ref().is_none_or(|at| at.0 <= now)
         })
         .map(|(i, _)| i)
         .collect()
+}
+
+/// Whether `t` follows a run that has not ended (its target's `follow`, follow.rs): it is
+/// read, not called.
+pub fn following(t: &TargetStatus) -> bool {
+    !t.phase.is_finished() && t.run.as_ref().is_some_and(|r| !r.phase.is_finished())
 }
 
 /// Ends `t` in `phase`.
