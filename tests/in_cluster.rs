@@ -426,19 +426,21 @@ async fn end_pipeline_run(env: &TestEnv, name: &str, status: &str, reason: &str)
         .unwrap();
 }
 
-/// The reasons of the Events on delivery `name`.
-async fn event_reasons(env: &TestEnv, name: &str) -> Vec<String> {
+/// Waits for an Event with `reason` on delivery `name`.
+async fn wait_event(env: &TestEnv, name: &str, reason: &str) {
     let events: kube::Api<k8s_openapi::api::events::v1::Event> =
         kube::Api::namespaced(env.admin.clone(), &env.ns);
-    (events
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter())
-    .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-    .filter_map(|e| e.reason)
-    .collect()
+    eventually(&format!("the {reason} Event on {name}"), || async {
+        let items = events.list(&Default::default()).await.ok()?.items;
+        items
+            .iter()
+            .any(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                    && e.reason.as_deref() == Some(reason)
+            })
+            .then_some(())
+    })
+    .await;
 }
 
 /// A target with `follow` stays Running while its PipelineRun runs, through an operator
@@ -491,13 +493,7 @@ async fn a_followed_pipeline_run_ends_its_target_with_the_run() {
         run.completed_at.map(|t| t.0.to_string()).as_deref(),
         Some("2027-01-15T08:10:00Z")
     );
-    eventually("the Delivered Event", || async {
-        event_reasons(&env, &name)
-            .await
-            .contains(&"Delivered".to_string())
-            .then_some(())
-    })
-    .await;
+    wait_event(&env, &name, "Delivered").await;
 
     // A second build's run fails: the target fails with the run's reason.
     let second = support::sample_with_id("build-valid.json", "followed-second");
@@ -534,12 +530,6 @@ async fn a_followed_pipeline_run_ends_its_target_with_the_run() {
         2,
         "one PipelineRun per event"
     );
-    eventually("the DeliveryFailed Event", || async {
-        event_reasons(&env, &name)
-            .await
-            .contains(&"DeliveryFailed".to_string())
-            .then_some(())
-    })
-    .await;
+    wait_event(&env, &name, "DeliveryFailed").await;
     op.shutdown().await;
 }
