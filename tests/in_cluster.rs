@@ -43,6 +43,16 @@ fn pipeline_runs(env: &TestEnv) -> kube::Api<kube::api::DynamicObject> {
     env.dynamic("tekton.dev", "v1", "PipelineRun", "pipelineruns")
 }
 
+/// How many PipelineRuns the namespace holds.
+async fn pipeline_run_count(env: &TestEnv) -> usize {
+    pipeline_runs(env)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
 #[tokio::test]
 #[ignore = "needs the local cluster: hack/just test"]
 async fn valid_build_creates_exactly_one_pipeline_run() {
@@ -118,15 +128,7 @@ async fn valid_build_creates_exactly_one_pipeline_run() {
     let (code, _) = env.post_signed(&op, "ios", &body, SIGNING_SECRET).await;
     assert_eq!(code, 200);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(
-        pipeline_runs(&env)
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(pipeline_run_count(&env).await, 1);
     op.shutdown().await;
 }
 
@@ -175,15 +177,7 @@ async fn a_retry_after_a_crash_finds_the_pipeline_run_instead_of_creating_anothe
     let again = env.wait_delivery_finished(&name).await.status.unwrap();
     assert_eq!(again.phase.as_str(), "Succeeded");
     assert_eq!(again.targets[0].created.as_ref(), Some(&first));
-    assert_eq!(
-        pipeline_runs(&env)
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(pipeline_run_count(&env).await, 1);
     op.shutdown().await;
 }
 
@@ -521,12 +515,7 @@ async fn a_followed_pipeline_run_ends_its_target_with_the_run() {
     );
     assert_eq!(t.attempts, 1, "the trigger was not called again");
     assert_eq!(
-        pipeline_runs(&env)
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
+        pipeline_run_count(&env).await,
         2,
         "one PipelineRun per event"
     );
