@@ -103,6 +103,7 @@ async fn raw_create_rate(client: &Client, ns: &str, count: usize, concurrency: u
                                 kind: "webhook".into(),
                                 ordering: None,
                                 follow: None,
+                                after: None,
                             }],
                             traceparent: None,
                         },

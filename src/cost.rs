@@ -99,6 +99,19 @@ pub const BUDGET: Cost = Cost {
     bytes: 8 * 1024 * 1024,
 };
 
+/// The fields of `run`, and the most bytes each holds (a run's message is cut to 256 bytes,
+/// names to 253, errors to the 1 KiB the executor records).
+pub const RUN_FIELDS: [(&str, usize); 8] = [
+    ("rule", 63),
+    ("kind", 32),
+    ("phase", 16),
+    ("error", 1024),
+    ("name", 253),
+    ("startedAt", 32),
+    ("completedAt", 32),
+    ("message", 256),
+];
+
 /// The most all the targets of one route may cost together: one delivery renders its due
 /// targets in one of the executor's render slots, which it then holds for at most about
 /// 0.4 s.
@@ -215,6 +228,18 @@ pub fn estimate(expr: &IdedExpr, limits: &DataLimits) -> Cost {
             items: 2,
             item_bytes: 253,
             total: 2 * (253 + SLOT),
+            cost: units(1),
+            ..Bound::default()
+        },
+    );
+    // What a rule with `after` was sent for: strings of at most their bounds.
+    let run_bytes: u64 = RUN_FIELDS.iter().map(|(_, b)| *b as u64).sum();
+    scope.insert(
+        "run".to_string(),
+        Bound {
+            items: RUN_FIELDS.len() as u64,
+            item_bytes: RUN_FIELDS.iter().map(|(_, b)| *b as u64).max().unwrap_or(0),
+            total: run_bytes + RUN_FIELDS.len() as u64 * SLOT,
             cost: units(1),
             ..Bound::default()
         },

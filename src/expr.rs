@@ -22,9 +22,10 @@ const ATTRIBUTES: [&str; 7] = [
     "data",
 ];
 
-/// The variables an expression may use.
-pub const VARIABLES: [&str; 9] = {
-    let mut all = [""; 9];
+/// The variables an expression may use. `run` is what a rule with `after` was sent for
+/// (controller/after.rs); for every other target, the same fields, empty.
+pub const VARIABLES: [&str; 10] = {
+    let mut all = [""; 10];
     let mut i = 0;
     while i < ATTRIBUTES.len() {
         all[i] = ATTRIBUTES[i];
@@ -32,6 +33,7 @@ pub const VARIABLES: [&str; 9] = {
     }
     all[7] = "route";
     all[8] = "event";
+    all[9] = "run";
     all
 };
 
@@ -277,6 +279,7 @@ pub struct Scope {
     context: Context<'static, 'static>,
     event: Json,
     route: (String, String),
+    run: Json,
 }
 
 impl Scope {
@@ -292,11 +295,42 @@ impl Scope {
             "route",
             json_to_cel(&serde_json::json!({"name": route_name, "namespace": route_namespace})),
         );
-        Self {
+        let mut scope = Self {
             context,
             event: event.clone(),
             route: (route_namespace.to_string(), route_name.to_string()),
-        }
+            run: Json::Null,
+        };
+        let empty: serde_json::Map<String, Json> = crate::cost::RUN_FIELDS
+            .iter()
+            .map(|(name, _)| ((*name).to_string(), Json::String(String::new())))
+            .collect();
+        scope.set_run(Json::Object(empty));
+        scope
+    }
+
+    /// The same scope with `run` (see [`crate::cost::RUN_FIELDS`]): each field a string, cut to its bound
+    /// (a field it does not name stays empty).
+    pub fn with_run(mut self, run: &Json) -> Self {
+        let fields: serde_json::Map<String, Json> = crate::cost::RUN_FIELDS
+            .iter()
+            .map(|(name, max)| {
+                let text = run.get(*name).and_then(Json::as_str).unwrap_or_default();
+                let mut end = text.len().min(*max);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                ((*name).to_string(), Json::String(text[..end].to_string()))
+            })
+            .collect();
+        self.set_run(Json::Object(fields));
+        self
+    }
+
+    fn set_run(&mut self, run: Json) {
+        self.context
+            .add_variable_from_value("run", json_to_cel(&run));
+        self.run = run;
     }
 
     /// The same scope with every string of the event passed through `escape`, for targets
@@ -344,7 +378,9 @@ impl Scope {
                 }
             }
         }
-        Ok(Scope::new(&escaped, &self.route.0, &self.route.1))
+        // A run's text comes from outside the route too (a pipeline's message).
+        let run = walk(&self.run, escape);
+        Ok(Scope::new(&escaped, &self.route.0, &self.route.1).with_run(&run))
     }
 
     /// The route's namespace and name.

@@ -7,7 +7,7 @@ mod support;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use support::{SIGNING_SECRET, Sink, TestEnv, eventually, sample};
+use support::{SIGNING_SECRET, Sink, TestEnv, eventually, sample, sample_with_id};
 
 fn tekton_route() -> serde_json::Value {
     json!({
@@ -490,7 +490,7 @@ async fn a_followed_pipeline_run_ends_its_target_with_the_run() {
     wait_event(&env, &name, "Delivered").await;
 
     // A second build's run fails: the target fails with the run's reason.
-    let second = support::sample_with_id("build-valid.json", "followed-second");
+    let second = sample_with_id("build-valid.json", "followed-second");
     let (code, answer) = env.post_signed(&op, "ios", &second, SIGNING_SECRET).await;
     assert_eq!(code, 202, "{answer}");
     let name = answer["delivery"].as_str().unwrap().to_string();
@@ -520,5 +520,83 @@ async fn a_followed_pipeline_run_ends_its_target_with_the_run() {
         "one PipelineRun per event"
     );
     wait_event(&env, &name, "DeliveryFailed").await;
+    op.shutdown().await;
+}
+
+/// The mobile team's route: the release pipeline is followed, and a rule with `after`
+/// tells the chat (a stand-in) when it did not succeed, with the run's name and phase;
+/// a run that succeeds tells no one (the chat target ends Skipped).
+#[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
+async fn a_rule_after_a_followed_run_is_sent_once_on_its_result() {
+    let env = tekton_env("after-run").await;
+    let chat = Sink::start(200).await;
+    let mut route = followed_tekton_route();
+    route["rules"].as_array_mut().unwrap().push(json!({
+        "name": "tell-chat",
+        "after": {"rule": "build-valid", "phases": ["Failed", "TimedOut", "Cancelled"]},
+        "targets": [{"webhook": {"url": chat.url(), "body": {
+            "text": "Release of $(data.app_name) $(run.phase): $(run.name) ($(run.message))"}}}]
+    }));
+    let op = env.operator_with_route("ios", route).await;
+    let deliveries = env.deliveries();
+    let run_of = |name: String| {
+        let deliveries = deliveries.clone();
+        async move {
+            eventually("the PipelineRun followed", || async {
+                let d = deliveries.get(&name).await.ok()?;
+                let t = d.status?.targets.first()?.clone();
+                t.run.as_ref()?;
+                Some(t.created?.name)
+            })
+            .await
+        }
+    };
+
+    // A run that fails: the chat hears of it, once.
+    let (code, answer) = env
+        .post_signed(&op, "ios", &sample("build-valid.json"), SIGNING_SECRET)
+        .await;
+    assert_eq!(code, 202, "{answer}");
+    let failing = answer["delivery"].as_str().unwrap().to_string();
+    let run = run_of(failing.clone()).await;
+    assert!(
+        chat.requests().is_empty(),
+        "nothing is sent while the run runs"
+    );
+    end_pipeline_run(&env, &run, "False", "Failed").await;
+    let done = env.wait_delivery_finished(&failing).await.status.unwrap();
+    assert_eq!(done.phase.as_str(), "Failed", "the release failed");
+    assert_eq!(
+        done.targets[1].phase.as_str(),
+        "Succeeded",
+        "{:?}",
+        done.targets[1]
+    );
+    let sent = chat.requests();
+    assert_eq!(sent.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(
+        body["text"],
+        format!("Release of Markdown Email Failed: {run} (Failed: Tasks Completed: 2 (Failed: 1))")
+    );
+
+    // A run that succeeds: no message, the chat target Skipped.
+    let (code, answer) = env
+        .post_signed(
+            &op,
+            "ios",
+            &sample_with_id("build-valid.json", "after-ok"),
+            SIGNING_SECRET,
+        )
+        .await;
+    assert_eq!(code, 202, "{answer}");
+    let passing = answer["delivery"].as_str().unwrap().to_string();
+    let run = run_of(passing.clone()).await;
+    end_pipeline_run(&env, &run, "True", "Succeeded").await;
+    let done = env.wait_delivery_finished(&passing).await.status.unwrap();
+    assert_eq!(done.phase.as_str(), "Succeeded");
+    assert_eq!(done.targets[1].phase.as_str(), "Skipped");
+    assert_eq!(chat.requests().len(), 1, "still the one message");
     op.shutdown().await;
 }

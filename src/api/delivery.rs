@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::route::{MAX_RULES, MAX_TARGETS_PER_RULE, OrderingPolicy};
+use super::run::RunPhase;
 use crate::targets::outcome::CreatedObject;
 
 /// The most (rule, target) pairs one event matches: every target of every rule of a route
@@ -167,6 +168,9 @@ pub struct MatchedTarget {
     /// when the event was received).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<FollowedBy>,
+    /// The rule's `after`: sent only once the targets of rule `after.rule` ended so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<super::route::After>,
 }
 
 /// How a target follows the run it starts.
@@ -188,7 +192,8 @@ pub struct OrderedBy {
 }
 
 /// Pending: not tried yet. Running: tried, and due again at `nextAttemptAt` (see `lastError`).
-/// Succeeded, Failed, Superseded: finished. A target is Superseded when its route orders it
+/// Succeeded, Failed, Superseded, Skipped: finished. A target is Skipped when its rule's
+/// `after` did not happen (the rule it waits for ended otherwise): it is not called. A target is Superseded when its route orders it
 /// `latestWins` and a newer event for its key succeeded there first (`supersededBy`): it is
 /// not called. A delivery is Failed when all its targets are finished and any failed,
 /// Superseded when all were superseded, and Succeeded otherwise.
@@ -200,13 +205,17 @@ pub enum DeliveryPhase {
     Succeeded,
     Failed,
     Superseded,
+    Skipped,
 }
 
 impl DeliveryPhase {
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            DeliveryPhase::Succeeded | DeliveryPhase::Failed | DeliveryPhase::Superseded
+            DeliveryPhase::Succeeded
+                | DeliveryPhase::Failed
+                | DeliveryPhase::Superseded
+                | DeliveryPhase::Skipped
         )
     }
 
@@ -217,6 +226,7 @@ impl DeliveryPhase {
             DeliveryPhase::Succeeded => "Succeeded",
             DeliveryPhase::Failed => "Failed",
             DeliveryPhase::Superseded => "Superseded",
+            DeliveryPhase::Skipped => "Skipped",
         }
     }
 }
@@ -361,37 +371,6 @@ impl TargetStatus {
             ignore_ordering: false,
             listener_event_id: None,
             run: None,
-        }
-    }
-}
-
-/// A followed run's phase. Running until it ends; Succeeded, Failed, Cancelled, TimedOut
-/// (not ended within the target's `follow.timeoutSeconds`, or timed out by its own
-/// controller) and Deleted (the object went away before it ended) are final.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub enum RunPhase {
-    #[default]
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-    TimedOut,
-    Deleted,
-}
-
-impl RunPhase {
-    pub fn is_finished(self) -> bool {
-        self != RunPhase::Running
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunPhase::Running => "Running",
-            RunPhase::Succeeded => "Succeeded",
-            RunPhase::Failed => "Failed",
-            RunPhase::Cancelled => "Cancelled",
-            RunPhase::TimedOut => "TimedOut",
-            RunPhase::Deleted => "Deleted",
         }
     }
 }

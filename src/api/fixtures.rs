@@ -81,6 +81,7 @@ pub fn rule(name: &str) -> RuleBuilder {
             match_: RuleMatch::default(),
             targets: Vec::new(),
             ordering: None,
+            after: None,
         },
     }
 }

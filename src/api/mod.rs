@@ -4,20 +4,22 @@ pub mod delivery;
 pub mod fixtures;
 pub mod redelivery;
 pub mod route;
+pub mod run;
 
 pub use crate::targets::outcome::CreatedObject;
 pub use delivery::{
-    DeliveredEvent, DeliveryPhase, FollowedBy, MatchedTarget, OrderedBy, RunPhase, RunStatus,
+    DeliveredEvent, DeliveryPhase, FollowedBy, MatchedTarget, OrderedBy, RunStatus,
     StatusedDelivery, StatusedDeliverySpec, StatusedDeliveryStatus, TargetStatus,
 };
 pub use redelivery::{
     RedeliveryTargets, StatusedRedelivery, StatusedRedeliverySpec, StatusedRedeliveryStatus,
 };
 pub use route::{
-    EventSource, Follow, History, LastDelivery, LastEvent, OnUncertain, Ordering, OrderingPolicy,
-    RateLimit, Rule, RuleMatch, SecretKeySelector, SignatureFormat, StatusedRoute,
+    After, EventSource, Follow, History, LastDelivery, LastEvent, OnUncertain, Ordering,
+    OrderingPolicy, RateLimit, Rule, RuleMatch, SecretKeySelector, SignatureFormat, StatusedRoute,
     StatusedRouteSpec, StatusedRouteStatus, Target,
 };
+pub use run::RunPhase;
 
 /// API group of every resource this operator serves.
 pub const GROUP: &str = "statused.dev";

@@ -143,6 +143,26 @@ pub struct Rule {
     /// Orders the calls of this rule's targets per key (a target's own `ordering` wins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering: Option<Ordering>,
+    /// Send this rule's targets only after the targets of another rule ended, when one of
+    /// them ended as `phases` says: a run's result (`follow`) or a failure path. The
+    /// event must match both rules. Templates read the outcome as `run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<After>,
+}
+
+/// What a rule's targets wait for (`after`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct After {
+    /// The rule whose targets' outcome this rule waits for (one without `after` itself).
+    #[schemars(length(min = 1, max = 63))]
+    pub rule: String,
+    /// The outcomes that send this rule's targets, once, when any target of that rule ended
+    /// so: `Succeeded` or `Failed` (the target's phase: a trigger that failed for good, or
+    /// a followed run that did not succeed), or a followed run's `Cancelled`, `TimedOut` or
+    /// `Deleted`. Otherwise this rule's targets end `Skipped`.
+    #[schemars(length(min = 1, max = 5))]
+    pub phases: Vec<super::run::RunPhase>,
 }
 
 /// Calls to one target for one key happen in a declared order, across restarts and leader

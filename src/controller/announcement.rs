@@ -150,6 +150,7 @@ mod tests {
             kind: "webhook".into(),
             ordering: None,
             follow: None,
+            after: None,
         });
         t.phase = phase;
         t.last_error = error.map(str::to_string);
@@ -228,6 +229,7 @@ mod tests {
                 kind: "webhook".into(),
                 ordering: None,
                 follow: None,
+                after: None,
             })
             .collect();
         let mut s = status(vec![]);

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::follow;
 use super::redeliver;
 use super::retry::{self, RetryPolicy, finish};
 use super::status::delivery_status;
+use super::{after, follow};
 use crate::api::{DeliveryPhase, StatusedDelivery, StatusedDeliveryStatus, TargetStatus};
 use crate::route::plan::Planned;
 use crate::routing::RouteCheck;
@@ -91,7 +91,12 @@ pub fn decide<R>(o: Observed<'_, R>, now: jiff::Timestamp) -> Step<R> {
         return Step::Write(status.clone());
     }
     // A run started is followed whatever becomes of the route: it needs only the status.
-    let targets = retry::targets(&d.spec.matched, &current);
+    // Targets whose `after` did not happen end Skipped (written with the next status).
+    let targets = after::settle(
+        &d.spec.matched,
+        retry::targets(&d.spec.matched, &current),
+        now,
+    );
     let reads = follow::due(&targets, now);
     if !reads.is_empty() {
         return Step::Follow {
@@ -112,7 +117,8 @@ pub fn decide<R>(o: Observed<'_, R>, now: jiff::Timestamp) -> Step<R> {
         // Status writes are failing: start no new calls until they succeed again.
         return Step::Wait(SETTLE);
     }
-    let due = retry::due(&targets, now);
+    let mut due = retry::due(&targets, now);
+    due.retain(|&i| after::gate(&d.spec.matched, &targets, i) == after::Gate::Open);
     if !due.is_empty() {
         return Step::Render {
             route,
@@ -395,6 +401,7 @@ mod tests {
                 kind: "webhook".into(),
                 ordering: None,
                 follow: None,
+                after: None,
             })
             .collect();
         d.status = status;
@@ -905,6 +912,7 @@ mod tests {
             kind: "tekton".into(),
             ordering: None,
             follow: None,
+            after: None,
         });
         t.phase = DeliveryPhase::Running;
         t.next_attempt_at = Some(Time(at(10)));

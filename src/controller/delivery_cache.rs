@@ -212,6 +212,7 @@ mod tests {
             kind: "webhook".into(),
             ordering: None,
             follow: None,
+            after: None,
         };
         d.status = Some(StatusedDeliveryStatus {
             phase,

@@ -270,6 +270,7 @@ mod tests {
             follow: follow.then_some(FollowedBy {
                 timeout_seconds: 600,
             }),
+            after: None,
         }
     }
 

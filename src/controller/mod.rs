@@ -6,6 +6,7 @@
 //! IO around them in small steps.
 #![deny(clippy::too_many_lines)]
 
+pub mod after;
 pub mod announcement;
 pub mod decide;
 pub mod delivery_cache;

@@ -713,6 +713,7 @@ mod tests {
                 policy,
             }),
             follow: None,
+            after: None,
         }];
         d
     }

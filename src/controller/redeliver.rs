@@ -145,6 +145,7 @@ pub fn reopen_with(
                     kind: t.kind.clone(),
                     ordering: None,
                     follow: None,
+                    after: None,
                 })
             };
             rerun += 1;
@@ -482,6 +483,7 @@ mod tests {
                 kind: "webhook".into(),
                 ordering: None,
                 follow: None,
+                after: None,
             })
         };
         d.status = Some(StatusedDeliveryStatus {

@@ -145,6 +145,7 @@ pub(crate) mod tests {
             kind: "webhook".into(),
             ordering: None,
             follow: None,
+            after: None,
         })
     }
 
@@ -228,6 +229,7 @@ pub(crate) mod tests {
             kind: "webhook".into(),
             ordering: None,
             follow: None,
+            after: None,
         };
         let mut done = TargetStatus::pending(&m("a"));
         done.phase = DeliveryPhase::Succeeded;

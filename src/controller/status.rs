@@ -71,13 +71,15 @@ pub fn delivery_status(
 }
 
 /// A delivery's phase from its targets': finished when all are, failed if any failed,
-/// superseded if all were (none was called), else succeeded; Running once any was tried or has a call in flight.
+/// superseded if all were (none was called; those skipped by their `after` aside), else succeeded; Running once any was tried or has a call in flight.
 pub fn delivery_phase(targets: &[TargetStatus]) -> DeliveryPhase {
     if targets.iter().all(|t| t.phase.is_finished()) {
         if targets.iter().any(|t| t.phase == DeliveryPhase::Failed) {
             DeliveryPhase::Failed
-        } else if !targets.is_empty()
-            && targets.iter().all(|t| t.phase == DeliveryPhase::Superseded)
+        } else if targets.iter().any(|t| t.phase == DeliveryPhase::Superseded)
+            && targets
+                .iter()
+                .all(|t| matches!(t.phase, DeliveryPhase::Superseded | DeliveryPhase::Skipped))
         {
             DeliveryPhase::Superseded
         } else {
@@ -150,6 +152,7 @@ mod tests {
             kind: "webhook".into(),
             ordering: None,
             follow: None,
+            after: None,
         };
         let mut a = TargetStatus::pending(&m);
         let mut b = TargetStatus::pending(&m);

@@ -10,7 +10,9 @@ use super::history::HistoryLimits;
 use super::ordering::KeyOrdering;
 use super::{CompiledRoute, CompiledRule, RouteKey};
 use crate::api::route::{MAX_MATCH_VALUES, MAX_RULES, MAX_SIGNING_SECRETS, MAX_TARGETS_PER_RULE};
-use crate::api::{EventSource, OnUncertain, Rule, SignatureFormat, StatusedRoute, Target};
+use crate::api::{
+    After, EventSource, OnUncertain, Rule, RunPhase, SignatureFormat, StatusedRoute, Target,
+};
 use crate::conditions::Reason;
 use crate::cost::{self, Cost};
 use crate::expr;
@@ -234,11 +236,19 @@ pub fn compile_route(
                 ),
             });
         }
+        let after = after(&field, rule, &route.spec.rules)?;
+        if after.is_some() && ordering.iter().any(Option::is_some) {
+            return Err(CompileError::invalid(
+                field.at("ordering"),
+                "a rule with `after` is sent once per event after another rule's targets ended; it cannot be ordered",
+            ));
+        }
         rules.push(CompiledRule {
             name: rule.name.clone(),
             matcher,
             targets,
             ordering,
+            after,
         });
     }
     Ok(CompiledRoute {
@@ -389,6 +399,39 @@ fn at_most(field: impl std::fmt::Display, count: usize, max: usize) -> Result<()
 }
 
 /// `value` of setting `name`, which must be between 1 and `max` when set.
+/// A rule's `after`, checked: it names another rule of the route, one that waits for
+/// nothing itself, and says at least one outcome, none of them `Running`.
+fn after(field: &Field, rule: &Rule, rules: &[Rule]) -> Result<Option<After>, CompileError> {
+    let Some(after) = &rule.after else {
+        return Ok(None);
+    };
+    let at = field.at("after");
+    match rules.iter().find(|r| r.name == after.rule) {
+        None => Err(CompileError::invalid(
+            at.at("rule"),
+            format!("no rule of this route is named {:?}", after.rule),
+        )),
+        Some(r) if r.name == rule.name => Err(CompileError::invalid(
+            at.at("rule"),
+            "a rule cannot wait for its own targets",
+        )),
+        Some(r) if r.after.is_some() => Err(CompileError::invalid(
+            at.at("rule"),
+            format!(
+                "rule {:?} waits for another rule itself; `after` names a rule without `after`",
+                r.name
+            ),
+        )),
+        Some(_) if after.phases.is_empty() || after.phases.contains(&RunPhase::Running) => {
+            Err(CompileError::invalid(
+                at.at("phases"),
+                "name at least one outcome: Succeeded, Failed, Cancelled, TimedOut or Deleted",
+            ))
+        }
+        Some(_) => Ok(Some(after.clone())),
+    }
+}
+
 fn within(
     field: &Field,
     name: &str,
@@ -898,6 +941,58 @@ mod tests {
                 .unwrap()
                 .follow,
             None
+        );
+    }
+
+    #[test]
+    fn after_names_another_rule_that_waits_for_nothing_with_an_outcome() {
+        let compile = |rules: serde_json::Value| {
+            let mut r = issue_example();
+            r.spec.rules = serde_json::from_value(rules).unwrap();
+            compile_route(&r, &all_secrets(), &BTreeSet::new())
+        };
+        let hook = json!([{"webhook": {"url": "https://chat.example/hook"}}]);
+        let release = json!({"name": "release", "targets": hook});
+        let after = |rule: &str, phases: serde_json::Value| json!({"name": "tell", "after": {"rule": rule, "phases": phases}, "targets": hook});
+        let compiled = compile(json!([release, after("release", json!(["Failed"]))])).unwrap();
+        // Its targets are matched with the rule it waits for, carrying its `after`.
+        let body = crate::test_support::sample("build-valid.json");
+        let (matched, _) = compiled.match_event(&Envelope::parse(&body).unwrap());
+        let rules: Vec<_> = matched
+            .iter()
+            .map(|m| (m.rule.as_str(), m.after.is_some()))
+            .collect();
+        assert_eq!(rules, [("release", false), ("tell", true)]);
+        let mut unmatched = release.clone();
+        unmatched["match"] = json!({"types": ["com.statused.nothing"]});
+        let compiled = compile(json!([unmatched, after("release", json!(["Failed"]))])).unwrap();
+        let (matched, _) = compiled.match_event(&Envelope::parse(&body).unwrap());
+        assert!(
+            matched.is_empty(),
+            "not without the rule it waits for: {matched:?}"
+        );
+        let message = |rules| compile(rules).map(|_| ()).unwrap_err().message;
+        assert_eq!(
+            message(json!([release, after("nope", json!(["Failed"]))])),
+            "spec.rules[1].after.rule: no rule of this route is named \"nope\""
+        );
+        assert_eq!(
+            message(json!([after("tell", json!(["Failed"]))])),
+            "spec.rules[0].after.rule: a rule cannot wait for its own targets"
+        );
+        assert!(
+            message(json!([release, after("release", json!(["Running"]))]))
+                .starts_with("spec.rules[1].after.phases: name at least one outcome")
+        );
+        let mut chained = after("tell", json!(["Failed"]));
+        chained["name"] = "again".into();
+        assert!(
+            message(json!([
+                release,
+                after("release", json!(["Failed"])),
+                chained
+            ]))
+            .contains("waits for another rule itself")
         );
     }
 }

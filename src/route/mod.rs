@@ -69,6 +69,8 @@ pub struct CompiledRule {
     pub targets: Vec<CompiledTarget>,
     /// Each target's ordering (its own, else the rule's), one per target, in order.
     pub ordering: Vec<Option<KeyOrdering>>,
+    /// `after`: the targets are sent once another rule's targets ended so.
+    pub after: Option<crate::api::After>,
 }
 
 /// A rule whose expression could not be evaluated for one event: its match expression (the
@@ -96,43 +98,55 @@ impl CompiledRoute {
         }
     }
 
-    /// Every (rule, target) pair the event triggers, in route order.
+    /// Every (rule, target) pair the event triggers, in route order; the targets of a rule
+    /// with `after` only when the rule it waits for matched too.
     pub fn match_event(&self, envelope: &Envelope) -> (Vec<MatchedTarget>, Vec<MatchFailure>) {
         let view = EventView::new(envelope, &self.key.namespace, &self.key.name);
         let mut matched = Vec::new();
         let mut failures = Vec::new();
+        let mut matched_rules = Vec::new();
         for rule in &self.rules {
             match rule.matcher.matches(&view) {
-                Ok(true) => {
-                    for (i, t) in rule.targets.iter().enumerate() {
-                        let ordering = rule.ordering.get(i).and_then(Option::as_ref).map(|o| {
-                            let (ordered, error) = o.of(view.scope());
-                            if let Some(e) = error {
-                                failures.push(MatchFailure {
-                                    rule: rule.name.clone(),
-                                    error: format!("ordering key (the empty key is used): {e}"),
-                                    skipped: false,
-                                });
-                            }
-                            ordered
-                        });
-                        matched.push(MatchedTarget {
-                            rule: rule.name.clone(),
-                            target: u32::try_from(i).unwrap_or(u32::MAX),
-                            kind: t.kind.to_string(),
-                            ordering,
-                            follow: t.follow.map(|d| crate::api::FollowedBy {
-                                timeout_seconds: u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
-                            }),
-                        });
-                    }
-                }
+                Ok(true) => matched_rules.push(rule),
                 Ok(false) => {}
                 Err(e) => failures.push(MatchFailure {
                     rule: rule.name.clone(),
                     error: e.to_string(),
                     skipped: true,
                 }),
+            }
+        }
+        let names: Vec<&str> = matched_rules.iter().map(|r| r.name.as_str()).collect();
+        for rule in &matched_rules {
+            if rule
+                .after
+                .as_ref()
+                .is_some_and(|a| !names.contains(&a.rule.as_str()))
+            {
+                continue;
+            }
+            for (i, t) in rule.targets.iter().enumerate() {
+                let ordering = rule.ordering.get(i).and_then(Option::as_ref).map(|o| {
+                    let (ordered, error) = o.of(view.scope());
+                    if let Some(e) = error {
+                        failures.push(MatchFailure {
+                            rule: rule.name.clone(),
+                            error: format!("ordering key (the empty key is used): {e}"),
+                            skipped: false,
+                        });
+                    }
+                    ordered
+                });
+                matched.push(MatchedTarget {
+                    rule: rule.name.clone(),
+                    target: u32::try_from(i).unwrap_or(u32::MAX),
+                    kind: t.kind.to_string(),
+                    ordering,
+                    follow: t.follow.map(|d| crate::api::FollowedBy {
+                        timeout_seconds: u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+                    }),
+                    after: rule.after.clone(),
+                });
             }
         }
         (matched, failures)

@@ -214,6 +214,7 @@ mod tests {
             kind: kind.into(),
             ordering: None,
             follow: None,
+            after: None,
         };
         match plan(&route, &input, &render, &m) {
             Planned::Http { request, .. } => String::from_utf8(request.body).unwrap(),

@@ -7,7 +7,7 @@ use kube::ResourceExt;
 
 use super::Executor;
 use crate::api::{MatchedTarget, StatusedDelivery, TargetStatus};
-use crate::controller::Error;
+use crate::controller::{Error, after, retry};
 use crate::expr::Scope;
 use crate::route::CompiledRoute;
 use crate::route::plan::{PlanInput, Planned, Rendered, attach, plan};
@@ -23,14 +23,22 @@ pub(super) async fn render<'r>(
     targets: &[TargetStatus],
     due: Vec<usize>,
 ) -> Result<(Vec<(usize, Planned<'r>)>, tokio::sync::SemaphorePermit<'r>), Error> {
+    // As the receiver matched them (with their `after`), whatever their status says.
     let matched: Vec<MatchedTarget> = due
         .iter()
-        .map(|&i| MatchedTarget {
-            rule: targets[i].rule.clone(),
-            target: targets[i].target,
-            kind: targets[i].kind.clone(),
-            ordering: None,
-            follow: None,
+        .map(|&i| {
+            let t = &targets[i];
+            (delivery.spec.matched.iter())
+                .find(|m| m.rule == t.rule && m.target == t.target)
+                .cloned()
+                .unwrap_or_else(|| MatchedTarget {
+                    rule: t.rule.clone(),
+                    target: t.target,
+                    kind: t.kind.clone(),
+                    ordering: None,
+                    follow: None,
+                    after: None,
+                })
         })
         .collect();
     let (rendered, bytes) = render_off_the_workers(ctx, route, delivery, &matched).await?;
@@ -117,7 +125,28 @@ fn render_now(
         data: &event.data,
         round,
     };
+    let targets = delivery
+        .status
+        .as_ref()
+        .map(|s| retry::targets(&delivery.spec.matched, s));
     due.iter()
-        .map(|m| plan(route, &input, &render, m).detach())
+        .map(|m| {
+            let index = (delivery.spec.matched.iter())
+                .position(|x| x.rule == m.rule && x.target == m.target);
+            match (&m.after, &targets, index) {
+                // What a rule with `after` was sent for, as `run`.
+                (Some(_), Some(targets), Some(i)) => {
+                    let run = after::run_value(&delivery.spec.matched, targets, i);
+                    let scope =
+                        Scope::new(&event.to_value(), &ns, &delivery.spec.route).with_run(&run);
+                    let render = RenderContext {
+                        scope: &scope,
+                        ..render
+                    };
+                    plan(route, &input, &render, m).detach()
+                }
+                _ => plan(route, &input, &render, m).detach(),
+            }
+        })
         .collect()
 }

@@ -302,6 +302,7 @@ fn delivery(server: &ApiServer, name: &str, second: i64, ordered: bool) -> Statu
             policy: OrderingPolicy::InOrder,
         }),
         follow: None,
+        after: None,
     }];
     server.store(&d)
 }
