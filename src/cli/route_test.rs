@@ -122,11 +122,6 @@ pub fn report(
     }
     let event = envelope.to_value();
     let scope = Scope::new(&event, &ns, &name);
-    let render = RenderContext {
-        scope: &scope,
-        event_id: &envelope.id,
-        round: 0,
-    };
     let delivery = delivery_name(&name, &envelope.id);
     let _ = writeln!(out, "delivery {delivery}");
     let input = PlanInput {
@@ -143,6 +138,33 @@ pub fn report(
         if let Some(o) = &m.ordering {
             let _ = writeln!(out, "  ordered: {}, key {:?}", o.policy.as_str(), o.key);
         }
+        if let Some(f) = &m.follow {
+            let _ = writeln!(
+                out,
+                "  its run followed to its end (at most {} s)",
+                f.timeout_seconds
+            );
+        }
+        // A rule with `after`: shown as sent for the first outcome it names.
+        let after_scope = m.after.as_ref().map(|a| {
+            let phases: Vec<&str> = a.phases.iter().map(|p| p.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "  sent only after rule {} ends {} (shown as if {}; otherwise Skipped)",
+                a.rule,
+                phases.join(" or "),
+                phases[0]
+            );
+            Scope::new(&event, &ns, &name).with_run(&serde_json::json!({
+                "rule": a.rule, "phase": phases[0], "name": "[the run's name]",
+                "message": "[the run's message]", "error": "[why it ended]",
+            }))
+        });
+        let render = RenderContext {
+            scope: after_scope.as_ref().unwrap_or(&scope),
+            event_id: &envelope.id,
+            round: 0,
+        };
         // The executor's own plan: what is printed is what it would send.
         match plan(&compiled, &input, &render, m) {
             Planned::Http { request: req, .. } => {
@@ -227,6 +249,30 @@ mod tests {
         assert!(out.contains("  authorization: [redacted]"), "{out}");
         assert!(out.contains(r#""build_version": "456""#), "{out}");
         assert!(!out.contains("ghp_demo_token"), "{out}");
+    }
+
+    #[test]
+    fn shows_a_followed_run_and_what_is_sent_after_it() {
+        let m = manifests("release-followed.yaml");
+        let out = report(
+            &m.routes[0],
+            &m.secret_set("mobile-ci"),
+            &sample("build-valid.json"),
+        )
+        .unwrap();
+        assert!(
+            out.contains("  its run followed to its end (at most 7200 s)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  sent only after rule release ends Failed or TimedOut or Cancelled (shown as if Failed; otherwise Skipped)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\"text\": \"Release of Markdown Email 1.2.3 (456): Failed, PipelineRun [the run's name]: [the run's message]\""),
+            "{out}"
+        );
+        assert!(out.contains("did not run: [why it ended]"), "{out}");
     }
 
     #[test]
