@@ -600,3 +600,68 @@ async fn a_rule_after_a_followed_run_is_sent_once_on_its_result() {
     assert_eq!(chat.requests().len(), 1, "still the one message");
     op.shutdown().await;
 }
+
+/// `latestWins` with `follow.cancelSuperseded`: a newer build's release run starts while the
+/// older one's still runs, and the older run is cancelled (`spec.status: Cancelled`, as
+/// Tekton documents); once Tekton says it stopped, the older target ends Superseded by the
+/// newer delivery, and the newer one goes on.
+#[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
+async fn a_newer_run_cancels_the_superseded_one() {
+    let env = tekton_env("cancel-superseded").await;
+    let mut route = followed_tekton_route();
+    route["rules"][0]["targets"][0]["follow"]["cancelSuperseded"] = true.into();
+    route["rules"][0]["targets"][0]["ordering"] =
+        json!({"key": "$(data.app_name)", "policy": "latestWins"});
+    let op = env.operator_with_route("ios", route).await;
+    let deliveries = env.deliveries();
+    let followed = |name: String| {
+        let deliveries = deliveries.clone();
+        async move {
+            eventually("the PipelineRun followed", || async {
+                let d = deliveries.get(&name).await.ok()?;
+                let t = d.status?.targets.first()?.clone();
+                (t.run.as_ref()?.reads >= 1).then_some(t.created?.name)
+            })
+            .await
+        }
+    };
+    let send = |body: Vec<u8>| {
+        let (env, op) = (&env, &op);
+        async move {
+            let (code, answer) = env.post_signed(op, "ios", &body, SIGNING_SECRET).await;
+            assert_eq!(code, 202, "{answer}");
+            answer["delivery"].as_str().unwrap().to_string()
+        }
+    };
+    let older = send(sample_with_id("build-valid.json", "older-build")).await;
+    let older_run = followed(older.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let newer = send(sample_with_id("build-valid.json", "newer-build")).await;
+    let newer_run = followed(newer.clone()).await;
+    assert_ne!(older_run, newer_run);
+
+    // The older run is asked to stop, once, and its target says by whom.
+    eventually("the older PipelineRun cancelled", || async {
+        let run = pipeline_runs(&env).get(&older_run).await.ok()?;
+        (run.data["spec"]["status"] == "Cancelled").then_some(())
+    })
+    .await;
+    let newer_spec = pipeline_runs(&env).get(&newer_run).await.unwrap().data["spec"].clone();
+    assert_eq!(
+        newer_spec["status"],
+        serde_json::Value::Null,
+        "the newer run goes on"
+    );
+    end_pipeline_run(&env, &older_run, "False", "Cancelled").await;
+    let done = env.wait_delivery_finished(&older).await.status.unwrap();
+    let t = &done.targets[0];
+    assert_eq!(t.phase.as_str(), "Superseded", "{t:?}");
+    assert_eq!(t.superseded_by.as_deref(), Some(newer.as_str()));
+    assert_eq!(t.run.as_ref().unwrap().phase.as_str(), "Cancelled");
+
+    end_pipeline_run(&env, &newer_run, "True", "Succeeded").await;
+    let done = env.wait_delivery_finished(&newer).await.status.unwrap();
+    assert_eq!(done.phase.as_str(), "Succeeded");
+    op.shutdown().await;
+}

@@ -179,6 +179,9 @@ pub struct MatchedTarget {
 pub struct FollowedBy {
     /// A run not ended this long after it was started ends TimedOut.
     pub timeout_seconds: u32,
+    /// The run is cancelled when a newer event's run starts for the same key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_superseded: bool,
 }
 
 /// An event's place in the order of its key at one target.

@@ -280,6 +280,12 @@ pub struct Follow {
     /// then ends TimedOut, and the target Failed.
     #[schemars(range(min = 60, max = 604800))]
     pub timeout_seconds: Option<u32>,
+    /// With a `latestWins` ordering: when a newer event's run starts for the same key, the
+    /// older event's run still running is cancelled (a PipelineRun's `spec.status:
+    /// Cancelled`, a Workflow's `spec.shutdown: Terminate`), and its target ends
+    /// Superseded by the newer delivery.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_superseded: bool,
 }
 
 /// Read by hand to say what is wrong when an entry sets no kind or several: a flattened

@@ -144,6 +144,17 @@ impl DeliveryIndex {
         self.ordering.superseded_by(delivery, rule, target)
     }
 
+    /// The delivery of a newer event that follows a run it started at `delivery`'s target
+    /// `target` of `rule`, when that target is ordered `latestWins` (ordering.rs).
+    pub fn newer_following(
+        &self,
+        delivery: &StatusedDelivery,
+        rule: &str,
+        target: u32,
+    ) -> Option<String> {
+        self.ordering.newer_following(delivery, rule, target)
+    }
+
     /// Whether delivery `name` of `namespace` must not be pruned yet (ordering.rs).
     pub fn pinned(&self, namespace: &str, name: &str) -> bool {
         self.ordering.pinned(namespace, name)

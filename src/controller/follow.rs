@@ -192,6 +192,26 @@ fn said(reason: &str, message: Option<&str>) -> Option<String> {
     Some(text[..end].to_string())
 }
 
+/// The merge patch that asks a run's controller to stop it (`follow.cancelSuperseded`): a
+/// PipelineRun's `spec.status: Cancelled`, a Workflow's `spec.shutdown: Terminate`.
+pub fn cancel_patch(kind: &str) -> Option<Value> {
+    match kind {
+        "PipelineRun" => Some(serde_json::json!({"spec": {"status": "Cancelled"}})),
+        "Workflow" => Some(serde_json::json!({"spec": {"shutdown": "Terminate"}})),
+        _ => None,
+    }
+}
+
+/// Whether the run `t` follows is to be cancelled now: its target says
+/// `cancelSuperseded`, it runs, it was not cancelled yet, and `newer` (a newer event's
+/// delivery following a run of its own for the same key) supersedes it.
+pub fn to_cancel(m: &MatchedTarget, t: &TargetStatus, newer: Option<&str>) -> bool {
+    m.follow.as_ref().is_some_and(|f| f.cancel_superseded)
+        && following(t)
+        && t.superseded_by.is_none()
+        && newer.is_some()
+}
+
 /// What the read of `t`'s run at `now` makes of `t`: `Ok` what the object said, `Err` why it
 /// could not be read (the read is due again after `interval`, until the follow times out).
 /// The run's phase when it ended here, if it did.
@@ -229,6 +249,10 @@ pub fn read(
             return None;
         }
         RunPhase::Succeeded => finish(t, DeliveryPhase::Succeeded, None, None, now),
+        // Cancelled because a newer event's run started (`cancelSuperseded`).
+        RunPhase::Cancelled if t.superseded_by.is_some() => {
+            finish(t, DeliveryPhase::Superseded, None, None, now);
+        }
         _ => {
             let why = match run.message.as_deref() {
                 Some(m) => format!("{what} {}: {m}", phase.as_str()),
@@ -269,6 +293,7 @@ mod tests {
             ordering: None,
             follow: follow.then_some(FollowedBy {
                 timeout_seconds: 600,
+                cancel_superseded: false,
             }),
             after: None,
         }
@@ -472,6 +497,48 @@ mod tests {
         assert_eq!(
             failed.last_error.as_deref(),
             Some("PipelineRun release-abc Failed: Failed: Tasks Completed: 3")
+        );
+    }
+
+    #[test]
+    fn a_superseded_run_is_cancelled_once_and_its_target_ends_superseded() {
+        let mut m = matched(true);
+        let t = followed();
+        assert!(!to_cancel(&m, &t, Some("newer")), "not asked for");
+        m.follow.as_mut().unwrap().cancel_superseded = true;
+        assert!(!to_cancel(&m, &t, None), "nothing newer runs");
+        assert!(to_cancel(&m, &t, Some("newer")));
+        let mut cancelled = t.clone();
+        cancelled.superseded_by = Some("newer".into());
+        assert!(!to_cancel(&m, &cancelled, Some("newer")), "once");
+
+        let stopped = reading(
+            &created("PipelineRun"),
+            Some(&pipeline_run("False", "Cancelled")),
+        );
+        assert_eq!(
+            read(
+                &mut cancelled,
+                Ok(stopped.clone()),
+                Duration::from_secs(10),
+                at(20)
+            ),
+            Some(RunPhase::Cancelled)
+        );
+        assert_eq!(cancelled.phase, DeliveryPhase::Superseded);
+        assert_eq!(cancelled.last_error, None);
+        // Cancelled by someone else: a failure.
+        let mut other = t.clone();
+        read(&mut other, Ok(stopped), Duration::from_secs(10), at(20));
+        assert_eq!(other.phase, DeliveryPhase::Failed);
+
+        assert_eq!(
+            cancel_patch("PipelineRun"),
+            Some(json!({"spec": {"status": "Cancelled"}}))
+        );
+        assert_eq!(
+            cancel_patch("Workflow"),
+            Some(json!({"spec": {"shutdown": "Terminate"}}))
         );
     }
 

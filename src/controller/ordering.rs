@@ -91,6 +91,9 @@ pub struct LaneState {
     unfinished: BTreeSet<Place>,
     succeeded: BTreeSet<Place>,
     others: BTreeSet<Place>,
+    /// Those following a run they started there (a target's `follow`): what
+    /// `follow.cancelSuperseded` reads.
+    following: BTreeSet<Place>,
     /// The policy of the newest delivery ever put in the lane, and its place: one policy
     /// per lane (see `LaneState::policy_for`).
     policy: Option<OrderingPolicy>,
@@ -119,8 +122,23 @@ impl LaneState {
             || (phase == DeliveryPhase::Succeeded && !was_succeeded)
     }
 
+    /// Whether the delivery at `place` follows a run it started in this lane.
+    fn follows(&mut self, place: &Place, following: bool) {
+        if following {
+            self.following.insert(place.clone());
+        } else {
+            self.following.remove(place);
+        }
+    }
+
+    /// The newest delivery after `me` that follows a run it started, if any.
+    fn newer_following(&self, me: &Place) -> Option<&Place> {
+        self.following.last().filter(|p| *p > me)
+    }
+
     /// Takes the delivery at `place` out; whether the lane moved.
     fn remove(&mut self, place: &Place) -> bool {
+        self.following.remove(place);
         let was_unfinished = self.unfinished.remove(place);
         let was_succeeded = self.succeeded.remove(place);
         self.others.remove(place);
@@ -343,6 +361,32 @@ impl OrderIndex {
             .map(|p| p.name.clone())
     }
 
+    /// The newest delivery of a newer event than `delivery`'s that follows a run it started
+    /// at `delivery`'s target `target` of `rule`, when that target is ordered `latestWins`:
+    /// the run of `delivery` there is superseded (`follow.cancelSuperseded`).
+    pub fn newer_following(
+        &self,
+        delivery: &StatusedDelivery,
+        rule: &str,
+        target: u32,
+    ) -> Option<String> {
+        let m = delivery
+            .spec
+            .matched
+            .iter()
+            .find(|m| m.rule == rule && m.target == target)?;
+        let o = m
+            .ordering
+            .as_ref()
+            .filter(|o| o.policy == OrderingPolicy::LatestWins)?;
+        let lane = lane(delivery, m.rule.clone(), m.target, o.key.clone());
+        let inner = self.lock();
+        let state = inner.lanes.get(&lane)?;
+        state
+            .newer_following(&Place::of(delivery))
+            .map(|p| p.name.clone())
+    }
+
     /// Takes what the watch of deliveries saw. `newer_written` says whether the executor
     /// has written a newer status of a delivery than the one seen (the index keeps that).
     pub fn observe(
@@ -475,6 +519,7 @@ impl Lanes {
             if state.set(&place, t.phase, o.policy) {
                 moved.push(lane.clone());
             }
+            state.follows(&place, retry::following(t));
             if state.is_empty() {
                 self.lanes.remove(&lane);
             }

@@ -185,7 +185,7 @@ pub fn compile_route(
                 ),
             });
         }
-        let targets = rule
+        let targets: Vec<CompiledTarget> = rule
             .targets
             .iter()
             .enumerate()
@@ -235,6 +235,21 @@ pub fn compile_route(
                     "{field}: the route orders {ordered} targets up to this rule; at most {MAX_ORDERED_TARGETS} may be ordered (each keeps an entry per stored delivery in the executor's ordering index): order the targets that need it, or split the route"
                 ),
             });
+        }
+        for (j, t) in targets.iter().enumerate() {
+            let latest_wins = ordering[j]
+                .as_ref()
+                .is_some_and(|o| o.policy() == crate::api::OrderingPolicy::LatestWins);
+            if t.cancel_superseded && !latest_wins {
+                return Err(CompileError::invalid(
+                    field
+                        .at("targets")
+                        .index(j)
+                        .at("follow")
+                        .at("cancelSuperseded"),
+                    "needs a latestWins ordering (the target's or the rule's): it is what says which run supersedes which",
+                ));
+            }
         }
         let after = after(&field, rule, &route.spec.rules)?;
         if after.is_some() && ordering.iter().any(Option::is_some) {
@@ -383,6 +398,7 @@ fn compile_target(
     Ok(CompiledTarget {
         kind: target.kind.name(),
         follow,
+        cancel_superseded: target.follow.as_ref().is_some_and(|f| f.cancel_superseded),
         trigger,
         timeout,
         at_most_once,
@@ -994,5 +1010,27 @@ mod tests {
             ]))
             .contains("waits for another rule itself")
         );
+    }
+
+    #[test]
+    fn cancel_superseded_needs_a_latest_wins_ordering() {
+        let compile = |target: serde_json::Value| {
+            let mut r = issue_example();
+            r.spec.rules =
+                serde_json::from_value(json!([{"name": "release", "targets": [target]}])).unwrap();
+            compile_route(&r, &all_secrets(), &BTreeSet::new()).map(|_| ())
+        };
+        let run =
+            json!({"follow": {"cancelSuperseded": true}, "tekton": {"pipelineRef": {"name": "p"}}});
+        assert_eq!(
+            compile(run.clone()).unwrap_err().message,
+            "spec.rules[0].targets[0].follow.cancelSuperseded: needs a latestWins ordering (the target's or the rule's): it is what says which run supersedes which"
+        );
+        let mut in_order = run.clone();
+        in_order["ordering"] = json!({"key": "$(data.app_name)", "policy": "inOrder"});
+        assert!(compile(in_order).is_err());
+        let mut latest = run;
+        latest["ordering"] = json!({"key": "$(data.app_name)", "policy": "latestWins"});
+        assert!(compile(latest).is_ok());
     }
 }

@@ -144,6 +144,7 @@ impl CompiledRoute {
                     ordering,
                     follow: t.follow.map(|d| crate::api::FollowedBy {
                         timeout_seconds: u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+                        cancel_superseded: t.cancel_superseded,
                     }),
                     after: rule.after.clone(),
                 });

@@ -37,6 +37,11 @@ impl KeyOrdering {
 
     /// This event's place: its key (the empty key when the template cannot be rendered, e.g.
     /// a field the event lacks: such events are ordered among themselves) and the policy.
+    /// `inOrder` or `latestWins`.
+    pub fn policy(&self) -> OrderingPolicy {
+        self.policy
+    }
+
     pub fn of(&self, scope: &Scope) -> (OrderedBy, Option<ExprError>) {
         let (key, error) = match self.key.render(scope) {
             Ok(key) => (key, None),

@@ -58,6 +58,8 @@ pub struct CompiledTarget {
     pub limits: DestinationLimits,
     /// `follow`: how long the run this target starts is followed.
     pub follow: Option<Duration>,
+    /// `follow.cancelSuperseded`.
+    pub cancel_superseded: bool,
 }
 
 /// What a target declares about its destination (`maxConcurrent`, `ratePerMinute`).

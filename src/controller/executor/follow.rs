@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, Patch};
 use kube::runtime::controller::Action;
+use tracing::info;
 
 use super::Executor;
 use super::after_write::after_write;
@@ -39,6 +40,7 @@ pub(super) async fn follow_runs(
         let Some(created) = targets[i].created.clone() else {
             continue;
         };
+        cancel_if_superseded(ctx, &delivery, &mut targets[i], &created).await;
         let reading = read_run(ctx, &ns, &created)
             .await
             .map(|object| follow::reading(&created, object.as_ref()));
@@ -53,6 +55,50 @@ pub(super) async fn follow_runs(
     let desired = delivery_status(&current, targets, jiff::Timestamp::now());
     write_status(ctx, &delivery, &desired).await?;
     Ok(after_write(ctx, &delivery, &desired, false).await)
+}
+
+/// Cancels the run `t` follows when a newer event's run for its key supersedes it
+/// (`follow.cancelSuperseded`, [`follow::to_cancel`]), and says so on `t`; a cancel that
+/// fails is said in `lastError` and tried again at the next read.
+async fn cancel_if_superseded(
+    ctx: &Executor,
+    delivery: &StatusedDelivery,
+    t: &mut TargetStatus,
+    created: &CreatedObject,
+) {
+    let Some(m) = (delivery.spec.matched.iter()).find(|m| m.rule == t.rule && m.target == t.target)
+    else {
+        return;
+    };
+    let newer = ctx.index.newer_following(delivery, &t.rule, t.target);
+    if !follow::to_cancel(m, t, newer.as_deref()) {
+        return;
+    }
+    let (Some(api_ref), Some(patch)) = (
+        followed_api(&created.kind),
+        follow::cancel_patch(&created.kind),
+    ) else {
+        return;
+    };
+    let ns = delivery.namespace().unwrap_or_default();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.shared.client.clone(), &ns, &api_ref.api_resource());
+    let Ok(_write) = api_write(ctx).await else {
+        return;
+    };
+    let params = crate::naming::patch_params();
+    match api
+        .patch(&created.name, &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            info!(run = %created.name, newer = ?newer, "superseded run cancelled");
+            t.superseded_by = newer;
+        }
+        Err(e) => {
+            t.last_error = Some(format!("cancelling {} {}: {e}", created.kind, created.name));
+        }
+    }
 }
 
 /// The stored object `created` names (None: not found), as JSON; why it could not be read.
