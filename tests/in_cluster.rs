@@ -665,3 +665,60 @@ async fn a_newer_run_cancels_the_superseded_one() {
     assert_eq!(done.phase.as_str(), "Succeeded");
     op.shutdown().await;
 }
+
+/// The leader dies (its Lease left to expire) while it follows a run: the replica that
+/// takes over carries the follow on from the delivery's status, and the run's result is
+/// reported once: one message from the rule after it, one Event.
+#[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
+async fn a_new_leader_carries_on_a_follow_and_reports_the_result_once() {
+    let env = tekton_env("follow-leader").await;
+    let chat = Sink::start(200).await;
+    let mut route = followed_tekton_route();
+    route["rules"].as_array_mut().unwrap().push(json!({
+        "name": "tell-chat",
+        "after": {"rule": "build-valid", "phases": ["Failed"]},
+        "targets": [{"webhook": {"url": chat.url(), "body": {"text": "$(run.phase)"}}}]
+    }));
+    let lease = format!("lease-{}", env.ns);
+    let a = env.start_replica(&lease, "replica-a").await;
+    eventually("a leads", || async { a.context.is_leader().then_some(()) }).await;
+    let b = env.start_replica(&lease, "replica-b").await;
+    env.apply_route("ios", route).await;
+    env.wait_ready("ios", "True").await;
+    let (code, answer) = env
+        .post_signed(&a, "ios", &sample("build-valid.json"), SIGNING_SECRET)
+        .await;
+    assert_eq!(code, 202, "{answer}");
+    let name = answer["delivery"].as_str().unwrap().to_string();
+    let deliveries = env.deliveries();
+    let run = eventually("the PipelineRun followed", || async {
+        let d = deliveries.get(&name).await.ok()?;
+        let t = d.status?.targets.first()?.clone();
+        (t.run.as_ref()?.reads >= 1).then_some(t.created?.name)
+    })
+    .await;
+
+    a.kill().await;
+    end_pipeline_run(&env, &run, "False", "Failed").await;
+    eventually("b takes over", || async {
+        b.context.is_leader().then_some(())
+    })
+    .await;
+    let done = env.wait_delivery_finished(&name).await.status.unwrap();
+    assert_eq!(
+        done.targets[0].run.as_ref().unwrap().phase.as_str(),
+        "Failed"
+    );
+    assert_eq!(done.targets[1].phase.as_str(), "Succeeded");
+    wait_event(&env, &name, "DeliveryFailed").await;
+    // Late repeats would show by now.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(chat.requests().len(), 1, "the result is told once");
+    assert_eq!(
+        pipeline_run_count(&env).await,
+        1,
+        "the run is not started again"
+    );
+    b.shutdown().await;
+}
