@@ -748,3 +748,89 @@ async fn when_the_leader_dies_without_releasing_its_lease_a_follower_takes_over_
     assert_eq!(github.requests().len(), 1);
     b.shutdown().await;
 }
+
+/// A followed workflow_dispatch: GitHub (a stand-in checking the documented paths and auth)
+/// names the run it started (`return_run_details`), the operator reads
+/// `GET /repos/{owner}/{repo}/actions/runs/{id}` with the token until the run completes,
+/// and the target ends with its conclusion, the run's page as its link.
+#[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
+async fn a_followed_github_workflow_run_ends_its_target_with_its_conclusion() {
+    let (github, chat) = (Sink::start(204).await, Sink::start(200).await);
+    let env = env_with_secrets("follow-github", &chat).await;
+    let page = "https://github.com/acme/ios-app/actions/runs/22446688";
+    github.route(
+        "/repos/acme/ios-app/actions/workflows/release.yml/dispatches",
+        200,
+        json!({"workflow_run_id": 22446688, "run_url": "https://api.github.com/repos/acme/ios-app/actions/runs/22446688", "html_url": page}),
+    );
+    let runs = "/repos/acme/ios-app/actions/runs/22446688";
+    github.route(
+        runs,
+        200,
+        json!({"id": 22446688, "status": "in_progress", "conclusion": null, "html_url": page}),
+    );
+    let op = env
+        .operator_with_route(
+            "releases",
+            json!({
+                "signingSecrets": [{"name": "statused-webhook"}],
+                "rules": [{"name": "release", "match": {"statuses": ["Valid"]},
+                    "targets": [{"follow": {}, "githubDispatch": {
+                        "repository": "acme/ios-app", "workflow": "release.yml", "ref": "main",
+                        "returnRunDetails": true, "inputs": {"build": "$(data.build_version)"},
+                        "tokenSecretRef": {"name": "github-token", "key": "token"},
+                        "apiURL": github.url()}}]}]
+            }),
+        )
+        .await;
+    let (code, answer) = env
+        .post_signed(&op, "releases", &sample("build-valid.json"), SIGNING_SECRET)
+        .await;
+    assert_eq!(code, 202, "{answer}");
+    let name = answer["delivery"].as_str().unwrap().to_string();
+    let deliveries = env.deliveries();
+    eventually("the run read while it runs", || async {
+        let d = deliveries.get(&name).await.ok()?;
+        let run = d.status?.targets.first()?.run.clone()?;
+        (run.reads >= 1).then_some(())
+    })
+    .await;
+    let running = deliveries.get(&name).await.unwrap().status.unwrap();
+    assert_eq!(running.phase.as_str(), "Running");
+    let run = running.targets[0].run.clone().unwrap();
+    assert_eq!(run.url.as_deref(), Some(page), "{:?}", running.targets[0]);
+    let reads = github.requests_to(runs);
+    assert!(!reads.is_empty());
+    for read in &reads {
+        assert_eq!(read.method, "GET");
+        assert_eq!(read.headers["authorization"], "Bearer ghp_t0k3n");
+        assert_eq!(read.headers["accept"], "application/vnd.github+json");
+        assert_eq!(read.headers["x-github-api-version"], "2022-11-28");
+    }
+
+    github.route(
+        runs,
+        200,
+        json!({"id": 22446688, "status": "completed", "conclusion": "failure", "html_url": page,
+               "run_started_at": "2027-01-15T08:00:00Z", "updated_at": "2027-01-15T08:09:00Z"}),
+    );
+    let done = env.wait_delivery_finished(&name).await.status.unwrap();
+    let t = &done.targets[0];
+    assert_eq!(t.phase.as_str(), "Failed");
+    let run = t.run.clone().unwrap();
+    assert_eq!(run.phase.as_str(), "Failed");
+    assert_eq!(run.message.as_deref(), Some("failure"));
+    assert_eq!(
+        run.completed_at.map(|t| t.0.to_string()).as_deref(),
+        Some("2027-01-15T08:09:00Z")
+    );
+    assert_eq!(
+        github
+            .requests_to("/repos/acme/ios-app/actions/workflows/release.yml/dispatches")
+            .len(),
+        1,
+        "dispatched once"
+    );
+    op.shutdown().await;
+}

@@ -6,8 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::route::{MAX_RULES, MAX_TARGETS_PER_RULE, OrderingPolicy};
-use super::run::RunPhase;
 use crate::targets::outcome::CreatedObject;
+use crate::targets::outcome::RunPhase;
 
 /// The most (rule, target) pairs one event matches: every target of every rule of a route
 /// (`spec.matched`, and one `status.targets` entry each).
@@ -392,6 +392,9 @@ pub struct RunStatus {
     pub completed_at: Option<Time>,
     /// The run's own reason and message once it ended (at most 256 bytes).
     pub message: Option<String>,
+    /// Where to see the run, when its service gives a page (a GitHub workflow run's; at
+    /// most 2048 bytes).
+    pub url: Option<String>,
     /// Reads of the run so far.
     #[serde(default)]
     pub reads: u32,

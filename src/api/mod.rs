@@ -4,9 +4,8 @@ pub mod delivery;
 pub mod fixtures;
 pub mod redelivery;
 pub mod route;
-pub mod run;
 
-pub use crate::targets::outcome::CreatedObject;
+pub use crate::targets::outcome::{CreatedObject, RunPhase};
 pub use delivery::{
     DeliveredEvent, DeliveryPhase, FollowedBy, MatchedTarget, OrderedBy, RunStatus,
     StatusedDelivery, StatusedDeliverySpec, StatusedDeliveryStatus, TargetStatus,
@@ -19,7 +18,6 @@ pub use route::{
     OrderingPolicy, RateLimit, Rule, RuleMatch, SecretKeySelector, SignatureFormat, StatusedRoute,
     StatusedRouteSpec, StatusedRouteStatus, Target,
 };
-pub use run::RunPhase;
 
 /// API group of every resource this operator serves.
 pub const GROUP: &str = "statused.dev";

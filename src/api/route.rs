@@ -162,7 +162,7 @@ pub struct After {
     /// a followed run that did not succeed), or a followed run's `Cancelled`, `TimedOut` or
     /// `Deleted`. Otherwise this rule's targets end `Skipped`.
     #[schemars(length(min = 1, max = 5))]
-    pub phases: Vec<super::run::RunPhase>,
+    pub phases: Vec<crate::targets::outcome::RunPhase>,
 }
 
 /// Calls to one target for one key happen in a declared order, across restarts and leader

@@ -169,6 +169,7 @@ mod tests {
             started_at: Some(Time(at(1))),
             completed_at: Some(Time(at(4))),
             message: Some("Failed: tests".into()),
+            url: None,
             reads: 2,
         });
         finish(

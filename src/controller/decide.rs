@@ -64,6 +64,9 @@ pub enum Step<R> {
     /// Read the runs the `due` targets follow (indexes into `targets`, every target's
     /// status as it stands), with [`follow::read`] deciding what each read makes of it.
     Follow {
+        /// The route object, when it can still run the delivery: an HTTP kind's run is
+        /// read with its target's credentials.
+        route: Option<R>,
         targets: Vec<TargetStatus>,
         due: Vec<usize>,
     },
@@ -100,6 +103,7 @@ pub fn decide<R>(o: Observed<'_, R>, now: jiff::Timestamp) -> Step<R> {
     let reads = follow::due(&targets, now);
     if !reads.is_empty() {
         return Step::Follow {
+            route: o.route.ok(),
             targets,
             due: reads,
         };
@@ -922,6 +926,7 @@ mod tests {
             started_at: None,
             completed_at: None,
             message: None,
+            url: None,
             reads: 0,
         });
         let mut d = delivery(None);

@@ -21,6 +21,7 @@ use crate::api::{
     CreatedObject, DeliveryPhase, MatchedTarget, RunPhase, RunStatus, StatusedDeliveryStatus,
     TargetStatus,
 };
+use crate::targets::outcome::RunReading;
 
 /// The most bytes of a run's own reason and message kept in `run.message`.
 pub const MAX_MESSAGE_BYTES: usize = 256;
@@ -55,6 +56,7 @@ pub fn started(
             started_at: None,
             completed_at: None,
             message: None,
+            url: t.created.as_ref().and_then(|c| c.url.clone()),
             reads: 0,
         });
         any = true;
@@ -84,6 +86,31 @@ pub struct Reading {
     pub completed_at: Option<Time>,
     /// The run's own reason and message, when it says one.
     pub message: Option<String>,
+    /// Where to see it, when its service says.
+    pub url: Option<String>,
+}
+
+/// The most bytes of a run's `url` kept.
+pub const MAX_URL_BYTES: usize = 2048;
+
+/// What an HTTP service's answer about a run said (`HttpTarget::run_reading`), its texts
+/// cut to their bounds and its times parsed.
+pub fn answered(r: RunReading) -> Reading {
+    let time = |t: Option<String>| t.and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(Time);
+    Reading {
+        phase: r.phase,
+        started_at: time(r.started_at),
+        completed_at: time(r.completed_at),
+        message: r.message.and_then(|m| said("", Some(&m))),
+        url: r
+            .url
+            .filter(|u| u.len() <= MAX_URL_BYTES && u.starts_with("https://")),
+    }
+}
+
+/// The run `created` names is no longer there (its service answered 404).
+pub fn gone(created: &CreatedObject) -> Reading {
+    reading(created, None)
 }
 
 /// What the stored `object` (None: not found) says of the run `created` names: a
@@ -98,6 +125,7 @@ pub fn reading(created: &CreatedObject, object: Option<&Value>) -> Reading {
             "{} {} was deleted before it ended",
             created.kind, created.name
         )),
+        url: None,
     };
     let Some(object) = object else { return deleted };
     let uid = object["metadata"]["uid"].as_str();
@@ -119,6 +147,7 @@ pub fn reading(created: &CreatedObject, object: Option<&Value>) -> Reading {
                 started_at: time("startTime"),
                 completed_at: time("completionTime"),
                 message,
+                url: None,
             }
         }
         _ => {
@@ -128,6 +157,7 @@ pub fn reading(created: &CreatedObject, object: Option<&Value>) -> Reading {
                 started_at: time("startedAt"),
                 completed_at: time("finishedAt"),
                 message,
+                url: None,
             }
         }
     }
@@ -234,6 +264,7 @@ pub fn read(
             run.started_at = r.started_at.or(run.started_at.take());
             run.completed_at = r.completed_at;
             run.message = r.message;
+            run.url = r.url.or(run.url.take());
             t.last_error = None;
         }
         Err(e) => t.last_error = Some(format!("reading {what}: {e}")),

@@ -376,15 +376,12 @@ fn compile_target(
             "applies to HTTP kinds only: Tekton and Argo objects are created on the API server",
         ));
     }
-    let follow = match &target.follow {
-        None => None,
-        Some(_) if !matches!(trigger, Trigger::Kube(_)) => {
-            return Err(CompileError::invalid(
-                field.at("follow"),
-                "only tekton and argoWorkflow targets start a run the operator can follow",
-            ));
+    let follow = match (&target.follow, &trigger) {
+        (None, _) => None,
+        (Some(_), Trigger::Http(http)) if let Err(why) = http.followable() => {
+            return Err(CompileError::invalid(field.at("follow"), why));
         }
-        Some(f) => Some(Duration::from_secs(
+        (Some(f), _) => Some(Duration::from_secs(
             within_range(
                 &field.at("follow"),
                 "timeoutSeconds",
@@ -931,7 +928,7 @@ mod tests {
         let err = compile_target(&Field::new("t"), &webhook, &secrets).unwrap_err();
         assert!(
             err.message
-                .starts_with("t.follow: only tekton and argoWorkflow"),
+                .starts_with("t.follow: only tekton, argoWorkflow and githubDispatch"),
             "{}",
             err.message
         );

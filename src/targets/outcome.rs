@@ -20,6 +20,48 @@ pub struct CreatedObject {
     pub url: Option<String>,
 }
 
+/// A followed run's phase. Running until it ends; Succeeded, Failed, Cancelled, TimedOut
+/// (not ended within the target's `follow.timeoutSeconds`, or timed out by its own
+/// controller) and Deleted (the object went away before it ended) are final.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RunPhase {
+    #[default]
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+    Deleted,
+}
+
+impl RunPhase {
+    pub fn is_finished(self) -> bool {
+        self != RunPhase::Running
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::Running => "Running",
+            RunPhase::Succeeded => "Succeeded",
+            RunPhase::Failed => "Failed",
+            RunPhase::Cancelled => "Cancelled",
+            RunPhase::TimedOut => "TimedOut",
+            RunPhase::Deleted => "Deleted",
+        }
+    }
+}
+
+/// What one read of a run said (a followed target's `follow`): its phase, its times as
+/// RFC 3339 text when it gives them, its own reason, where to see it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunReading {
+    pub phase: RunPhase,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub message: Option<String>,
+    pub url: Option<String>,
+}
+
 /// One attempt's outcome, as the retry policy reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

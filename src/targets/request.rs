@@ -34,7 +34,14 @@ pub struct HttpRequest {
     /// LaunchDarkly's 409 (a concurrent change) is worth retrying; Jenkins' Generic Webhook
     /// Trigger answers 500 both when nothing started and when some jobs started.
     pub classify_failure: Option<super::outcome::ClassifyFailure>,
+    /// How much of a successful answer is kept (default 4 KiB): a run's state, read while it
+    /// is followed, is further into its answer than that ([`RUN_ANSWER_BYTES`]).
+    pub answer_bytes: Option<usize>,
 }
+
+/// How much of the answer to a run's read (`HttpTarget::run_request`) is kept: a GitHub
+/// workflow run is about 8 KiB of JSON.
+pub const RUN_ANSWER_BYTES: usize = 32 * 1024;
 
 impl HttpRequest {
     pub fn new(method: Method, url: Url, headers: HeaderMap, body: Vec<u8>) -> Self {
@@ -47,7 +54,15 @@ impl HttpRequest {
             secrets: Vec::new(),
             auth: None,
             classify_failure: None,
+            answer_bytes: None,
         }
+    }
+
+    /// A GET that keeps up to [`RUN_ANSWER_BYTES`] of its answer: the read of a run.
+    pub fn get_run(url: Url, headers: HeaderMap) -> Self {
+        let mut r = Self::new(Method::GET, url, headers, Vec::new());
+        r.answer_bytes = Some(RUN_ANSWER_BYTES);
+        r
     }
 
     /// A JSON POST.
@@ -187,6 +202,19 @@ pub trait HttpTarget: Send + Sync + fmt::Debug {
     fn created(&self, _body: &[u8]) -> Option<super::outcome::CreatedObject> {
         None
     }
+    /// Whether the runs this target starts can be followed (`follow`), or why not.
+    fn followable(&self) -> Result<(), String> {
+        Err("only tekton, argoWorkflow and githubDispatch (workflow, with returnRunDetails) targets start a run the operator can follow".into())
+    }
+    /// The request that reads the run `created` names, for a kind whose runs can be followed
+    /// (`follow`); `None` for the others.
+    fn run_request(&self, _created: &super::outcome::CreatedObject) -> Option<HttpRequest> {
+        None
+    }
+    /// What a successful answer to [`Self::run_request`] says of the run.
+    fn run_reading(&self, _body: &[u8]) -> Option<super::outcome::RunReading> {
+        None
+    }
 }
 
 /// A compiled target as a `Trigger` holds it.
@@ -201,6 +229,18 @@ impl<T: HttpTarget + ?Sized> HttpTarget for Box<T> {
 
     fn created(&self, body: &[u8]) -> Option<super::outcome::CreatedObject> {
         (**self).created(body)
+    }
+
+    fn followable(&self) -> Result<(), String> {
+        (**self).followable()
+    }
+
+    fn run_request(&self, created: &super::outcome::CreatedObject) -> Option<HttpRequest> {
+        (**self).run_request(created)
+    }
+
+    fn run_reading(&self, body: &[u8]) -> Option<super::outcome::RunReading> {
+        (**self).run_reading(body)
     }
 }
 

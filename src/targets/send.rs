@@ -134,7 +134,7 @@ pub async fn send(out: &Outbound, mut req: HttpRequest, default_timeout: Duratio
     if class == Class::Success {
         return Outcome::Succeeded {
             code: Some(code),
-            body: read_capped(response, SUCCESS_BODY).await,
+            body: read_capped(response, req.answer_bytes.unwrap_or(SUCCESS_BODY)).await,
             created: None,
             response_id: None,
         };

@@ -3,7 +3,7 @@
 //! one status write, and a metric for each run that ended.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, Patch};
@@ -14,9 +14,13 @@ use super::Executor;
 use super::after_write::after_write;
 use super::writes::{api_write, write_status};
 use crate::api::{CreatedObject, StatusedDelivery, TargetStatus};
+use crate::controller::destinations::{Admit, Destination};
 use crate::controller::status::delivery_status;
 use crate::controller::{Error, follow};
+use crate::route::CompiledRoute;
+use crate::targets::kind::Trigger;
 use crate::targets::objects::ApiRef;
+use crate::targets::send::{self, Outcome};
 use crate::targets::{argo, tekton};
 
 /// The shortest time between two reads of one run, whatever `--follow-interval` says.
@@ -31,6 +35,7 @@ pub(super) fn interval(ctx: &Executor) -> Duration {
 pub(super) async fn follow_runs(
     ctx: &Executor,
     delivery: Arc<StatusedDelivery>,
+    route: Option<Arc<CompiledRoute>>,
     mut targets: Vec<TargetStatus>,
     due: Vec<usize>,
 ) -> Result<Action, Error> {
@@ -41,9 +46,12 @@ pub(super) async fn follow_runs(
             continue;
         };
         cancel_if_superseded(ctx, &delivery, &mut targets[i], &created).await;
-        let reading = read_run(ctx, &ns, &created)
-            .await
-            .map(|object| follow::reading(&created, object.as_ref()));
+        let reading = match followed_api(&created.kind) {
+            Some(_) => read_run(ctx, &ns, &created)
+                .await
+                .map(|object| follow::reading(&created, object.as_ref())),
+            None => read_http_run(ctx, &ns, route.as_deref(), &targets[i], &created).await,
+        };
         let now = jiff::Timestamp::now();
         if let Some(phase) = follow::read(&mut targets[i], reading, interval, now) {
             ctx.shared
@@ -120,6 +128,55 @@ async fn read_run(
         Ok(object) => Ok(object.map(|o| serde_json::to_value(o).unwrap_or_default())),
         Err(kube::Error::Api(status)) => Err(format!("{} ({})", status.message, status.code)),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Reads the run an HTTP target started (`HttpTarget::run_request`) with its target's
+/// credentials, admitted by its destination like a call (its limits, pauses and adaptive
+/// limit): what the answer says, or why it could not be read.
+async fn read_http_run(
+    ctx: &Executor,
+    ns: &str,
+    route: Option<&CompiledRoute>,
+    t: &TargetStatus,
+    created: &CreatedObject,
+) -> Result<follow::Reading, String> {
+    let compiled = route
+        .and_then(|r| r.target(&t.rule, t.target))
+        .ok_or("its route cannot run this delivery now (gone, or not Ready)")?;
+    let Trigger::Http(http) = &compiled.trigger else {
+        return Err(format!(
+            "{} is not a kind the operator follows",
+            created.kind
+        ));
+    };
+    let request = http
+        .run_request(created)
+        .ok_or_else(|| format!("{} {} cannot be read", created.kind, created.name))?;
+    let destination = Destination::of(ns, &request.url);
+    let now = jiff::Timestamp::now();
+    let lease = match ctx
+        .destinations
+        .admit(&destination, compiled.limits, now, Instant::now())
+    {
+        Admit::Go(lease) => lease,
+        Admit::Later { why, .. } => return Err(why),
+    };
+    let started = Instant::now();
+    let timeout = compiled
+        .timeout
+        .unwrap_or(ctx.shared.config.request_timeout);
+    let outcome = send::send(&ctx.outbound, request, timeout).await;
+    lease.answered(&outcome, started);
+    match outcome {
+        Outcome::Succeeded { body, .. } => http
+            .run_reading(&body)
+            .map(follow::answered)
+            .ok_or_else(|| "the answer does not describe a run".to_string()),
+        Outcome::Failed {
+            code: Some(404), ..
+        } => Ok(follow::gone(created)),
+        Outcome::Failed { error, .. } | Outcome::Retry { error, .. } => Err(error),
     }
 }
 

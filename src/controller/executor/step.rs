@@ -72,7 +72,11 @@ async fn work(
             reset_backoff(&ctx.shared, &*delivery);
             Ok(Action::requeue(after))
         }
-        Step::Follow { targets, due } => follow_runs(&ctx, delivery, targets, due).await,
+        Step::Follow {
+            route,
+            targets,
+            due,
+        } => follow_runs(&ctx, delivery, route, targets, due).await,
         Step::Render {
             route,
             targets,

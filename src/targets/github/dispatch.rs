@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::super::error::CompileError;
 use super::super::fields::{Field, base_url, credential_text, token};
 use super::super::kind::{Kind, Trigger};
-use super::super::outcome::CreatedObject;
+use super::super::outcome::{CreatedObject, RunPhase, RunReading};
 use super::super::request::{
     HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
 };
@@ -90,6 +90,8 @@ enum Auth {
 #[derive(Debug)]
 pub struct GithubDispatch {
     url: Url,
+    /// `.../repos/{owner}/{repo}/actions/runs/`: where a run it started is read.
+    runs: Url,
     auth: Auth,
     dispatch: Dispatch,
 }
@@ -215,6 +217,8 @@ impl Kind for GithubDispatchTarget {
         };
         let url = Url::parse(&format!("{base}/{path}"))
             .map_err(|e| CompileError::invalid(field.at("repository"), e))?;
+        let runs = Url::parse(&format!("{base}/repos/{owner}/{repo}/actions/runs/"))
+            .map_err(|e| CompileError::invalid(field.at("repository"), e))?;
         let auth = match (&spec.token_secret_ref, &spec.app) {
             (Some(sel), None) => Auth::Token(token(field, sel, secrets)?),
             (None, Some(app)) => Auth::App(Arc::new(GithubApp::compile(
@@ -232,6 +236,7 @@ impl Kind for GithubDispatchTarget {
         };
         Ok(Trigger::http(GithubDispatch {
             url,
+            runs,
             auth,
             dispatch,
         }))
@@ -253,6 +258,24 @@ fn split_repository(repository: &str) -> Option<(&str, &str)> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
     (valid(owner) && valid(repo) && repo != "." && repo != "..").then_some((owner, repo))
+}
+
+impl GithubDispatch {
+    /// `request` with the dispatch's credentials: its token, or its App's installation
+    /// token (obtained at send time).
+    fn authorized(&self, mut request: HttpRequest) -> Result<HttpRequest, RenderError> {
+        match &self.auth {
+            Auth::Token(token) => {
+                let token = credential_text(token);
+                (request.headers).insert(AUTHORIZATION, sensitive(&format!("Bearer {token}"))?);
+                Ok(request.secret(token))
+            }
+            Auth::App(app) => {
+                request.auth = Some(app.clone());
+                Ok(request)
+            }
+        }
+    }
 }
 
 impl HttpTarget for GithubDispatch {
@@ -307,20 +330,57 @@ impl HttpTarget for GithubDispatch {
                 body
             }
         };
-        let mut headers = github_headers(base_headers(ctx)?);
-        let request = match &self.auth {
-            Auth::Token(token) => {
-                let token = credential_text(token);
-                headers.insert(AUTHORIZATION, sensitive(&format!("Bearer {token}"))?);
-                HttpRequest::post_json(self.url.clone(), headers, &body).secret(token)
-            }
-            Auth::App(app) => {
-                let mut r = HttpRequest::post_json(self.url.clone(), headers, &body);
-                r.auth = Some(app.clone());
-                r
-            }
-        };
+        let headers = github_headers(base_headers(ctx)?);
+        let request = self.authorized(HttpRequest::post_json(self.url.clone(), headers, &body))?;
         Ok(request)
+    }
+
+    /// A workflow dispatch with `returnRunDetails` names the run it started.
+    fn followable(&self) -> Result<(), String> {
+        match self.dispatch {
+            Dispatch::Workflow {
+                return_run_details: true,
+                ..
+            } => Ok(()),
+            _ => Err("a githubDispatch is followed through the run GitHub names: set workflow and returnRunDetails: true".into()),
+        }
+    }
+
+    /// `GET /repos/{owner}/{repo}/actions/runs/{run_id}`, with the dispatch's credentials.
+    fn run_request(&self, created: &CreatedObject) -> Option<HttpRequest> {
+        if created.kind != "WorkflowRun" || !created.name.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let url = self.runs.join(&created.name).ok()?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::USER_AGENT,
+            reqwest::header::HeaderValue::from_static(crate::targets::request::USER_AGENT),
+        );
+        self.authorized(HttpRequest::get_run(url, github_headers(headers)))
+            .ok()
+    }
+
+    /// A workflow run's `status` and `conclusion`
+    /// (docs.github.com/rest/actions/workflow-runs#get-a-workflow-run).
+    fn run_reading(&self, body: &[u8]) -> Option<RunReading> {
+        let run: Value = serde_json::from_slice(body).ok()?;
+        let text = |k: &str| run.get(k).and_then(Value::as_str).map(str::to_string);
+        let conclusion = text("conclusion");
+        let phase = match (run.get("status")?.as_str()?, conclusion.as_deref()) {
+            ("completed", Some("success" | "neutral" | "skipped")) => RunPhase::Succeeded,
+            ("completed", Some("cancelled")) => RunPhase::Cancelled,
+            ("completed", Some("timed_out")) => RunPhase::TimedOut,
+            ("completed", _) => RunPhase::Failed,
+            _ => RunPhase::Running,
+        };
+        Some(RunReading {
+            phase,
+            started_at: text("run_started_at"),
+            completed_at: phase.is_finished().then(|| text("updated_at")).flatten(),
+            message: conclusion,
+            url: text("html_url"),
+        })
     }
 
     /// With `returnRunDetails`, GitHub answers 200 with the run it started:
@@ -533,4 +593,58 @@ mod tests {
         let err = try_request(&long).unwrap_err();
         assert!(err.to_string().contains("GitHub accepts 1 to 100"), "{err}");
     }
+
+    #[test]
+    fn a_run_it_started_is_read_as_github_documents_it() {
+        let t = compile_http(
+            &spec(json!({"workflow": "release.yml", "ref": "main", "returnRunDetails": true})),
+            &secrets(),
+        )
+        .unwrap();
+        assert_eq!(t.followable(), Ok(()));
+        let run = t
+            .created(br#"{"workflow_run_id": 22446688, "html_url": "https://github.com/acme/ios-app/actions/runs/22446688"}"#)
+            .unwrap();
+        let read = t.run_request(&run).unwrap();
+        assert_eq!(read.method, reqwest::Method::GET);
+        assert_eq!(
+            read.url.as_str(),
+            "http://127.0.0.1:9999/repos/acme/ios-app/actions/runs/22446688"
+        );
+        assert_eq!(read.headers["authorization"], "Bearer ghp_test");
+        assert_eq!(read.headers["accept"], "application/vnd.github+json");
+        assert_eq!(read.headers["x-github-api-version"], "2022-11-28");
+        assert!(read.secrets.contains(&"ghp_test".to_string()), "scrubbed from errors");
+        let mut odd = run.clone();
+        odd.name = "../../orgs".into();
+        assert!(t.run_request(&odd).is_none(), "only a run id is read");
+
+        let answer = |status: &str, conclusion: Option<&str>| {
+            let body = json!({"id": 22446688, "status": status, "conclusion": conclusion,
+                "html_url": "https://github.com/acme/ios-app/actions/runs/22446688",
+                "run_started_at": "2027-01-15T08:00:00Z", "updated_at": "2027-01-15T08:09:00Z"});
+            t.run_reading(body.to_string().as_bytes()).unwrap()
+        };
+        let cases = [
+            ("queued", None, RunPhase::Running),
+            ("in_progress", None, RunPhase::Running),
+            ("completed", Some("success"), RunPhase::Succeeded),
+            ("completed", Some("failure"), RunPhase::Failed),
+            ("completed", Some("startup_failure"), RunPhase::Failed),
+            ("completed", Some("cancelled"), RunPhase::Cancelled),
+            ("completed", Some("timed_out"), RunPhase::TimedOut),
+        ];
+        for (status, conclusion, phase) in cases {
+            assert_eq!(answer(status, conclusion).phase, phase, "{status} {conclusion:?}");
+        }
+        let done = answer("completed", Some("failure"));
+        assert_eq!(done.started_at.as_deref(), Some("2027-01-15T08:00:00Z"));
+        assert_eq!(done.completed_at.as_deref(), Some("2027-01-15T08:09:00Z"));
+        assert_eq!(done.message.as_deref(), Some("failure"));
+        assert_eq!(answer("in_progress", None).completed_at, None);
+
+        let repository = compile_http(&spec(json!({"eventType": "x"})), &secrets()).unwrap();
+        assert!(repository.followable().unwrap_err().contains("returnRunDetails: true"));
+    }
 }
+
