@@ -834,3 +834,83 @@ async fn a_followed_github_workflow_run_ends_its_target_with_its_conclusion() {
     );
     op.shutdown().await;
 }
+
+/// A followed GitLab pipeline: the trigger API (a stand-in) names the pipeline it created,
+/// the operator reads `GET /api/v4/projects/:id/pipelines/:pipeline_id` with the read token
+/// in `PRIVATE-TOKEN` (a trigger token cannot read) until it ends, and the target ends with
+/// it, the pipeline's page as its link.
+#[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
+async fn a_followed_gitlab_pipeline_ends_its_target_with_its_status() {
+    let (gitlab, chat) = (Sink::start(201).await, Sink::start(200).await);
+    let env = env_with_secrets("follow-gitlab", &chat).await;
+    env.apply_secret("gitlab-trigger", &[("token", "glptt-trigger")])
+        .await;
+    env.apply_secret("gitlab-read", &[("token", "glpat-read")])
+        .await;
+    let page = "https://gitlab.example.com/mobile/ios-app/-/pipelines/287";
+    gitlab.route(
+        "/api/v4/projects/mobile%2Fios-app/trigger/pipeline",
+        201,
+        json!({"id": 287, "iid": 12, "status": "created", "web_url": page}),
+    );
+    let pipeline = "/api/v4/projects/mobile%2Fios-app/pipelines/287";
+    gitlab.route(
+        pipeline,
+        200,
+        json!({"id": 287, "status": "running", "web_url": page}),
+    );
+    let op = env
+        .operator_with_route(
+            "releases",
+            json!({
+                "signingSecrets": [{"name": "statused-webhook"}],
+                "rules": [{"name": "release", "match": {"statuses": ["Valid"]},
+                    "targets": [{"follow": {}, "gitlabPipeline": {
+                        "project": "mobile/ios-app", "ref": "main",
+                        "tokenSecretRef": {"name": "gitlab-trigger"},
+                        "readTokenSecretRef": {"name": "gitlab-read"},
+                        "baseURL": gitlab.url()}}]}]
+            }),
+        )
+        .await;
+    let (code, answer) = env
+        .post_signed(&op, "releases", &sample("build-valid.json"), SIGNING_SECRET)
+        .await;
+    assert_eq!(code, 202, "{answer}");
+    let name = answer["delivery"].as_str().unwrap().to_string();
+    let deliveries = env.deliveries();
+    let run = eventually("the pipeline read while it runs", || async {
+        let d = deliveries.get(&name).await.ok()?;
+        let run = d.status?.targets.first()?.run.clone()?;
+        (run.reads >= 1).then_some(run)
+    })
+    .await;
+    assert_eq!(run.phase.as_str(), "Running");
+    assert_eq!(run.url.as_deref(), Some(page));
+    let reads = gitlab.requests_to(pipeline);
+    assert!(!reads.is_empty());
+    for read in &reads {
+        assert_eq!(read.method, "GET");
+        assert_eq!(read.headers["private-token"], "glpat-read");
+    }
+
+    gitlab.route(
+        pipeline,
+        200,
+        json!({"id": 287, "status": "success", "web_url": page,
+               "started_at": "2027-01-15T08:00:00.000Z", "finished_at": "2027-01-15T08:09:00.000Z"}),
+    );
+    let done = env.wait_delivery_finished(&name).await.status.unwrap();
+    let t = &done.targets[0];
+    assert_eq!(t.phase.as_str(), "Succeeded", "{t:?}");
+    assert_eq!(t.run.as_ref().unwrap().phase.as_str(), "Succeeded");
+    assert_eq!(
+        gitlab
+            .requests_to("/api/v4/projects/mobile%2Fios-app/trigger/pipeline")
+            .len(),
+        1,
+        "triggered once"
+    );
+    op.shutdown().await;
+}

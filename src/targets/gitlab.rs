@@ -11,11 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use super::error::CompileError;
 use super::fields::{
-    Field, at_most, base_url, compile_templates, credential_text, join_url, path_segment,
-    render_templates, required, token,
+    Field, at_most, base_url, compile_templates, credential, credential_text, join_url,
+    path_segment, render_templates, required, token,
 };
 use super::kind::{Kind, Trigger};
-use super::request::{HttpRequest, HttpTarget, RenderContext, RenderError, base_headers};
+use super::outcome::{CreatedObject, RunPhase, RunReading};
+use super::request::{
+    HttpRequest, HttpTarget, RenderContext, RenderError, base_headers, sensitive,
+};
 use crate::expr::{JsonTemplate, Template};
 use crate::secrets::SecretKeySelector;
 use crate::secrets::{SecretSet, SecretValue};
@@ -49,6 +52,10 @@ pub struct GitlabPipelineTarget {
     pub inputs: Option<serde_json::Value>,
     /// Secret key holding the pipeline trigger token (key defaults to `token`).
     pub token_secret_ref: SecretKeySelector,
+    /// With `follow`: a Secret key holding a token allowed to read the project's pipelines
+    /// (a project access token with `read_api`; key defaults to `token`). A trigger token
+    /// can start pipelines but not read them.
+    pub read_token_secret_ref: Option<SecretKeySelector>,
     /// For self-managed GitLab (default `https://gitlab.com`).
     #[serde(rename = "baseURL")]
     pub base_url: Option<String>,
@@ -57,6 +64,10 @@ pub struct GitlabPipelineTarget {
 #[derive(Debug)]
 pub struct GitlabPipeline {
     url: Url,
+    /// `.../api/v4/projects/{project}/pipelines/`: where a pipeline it started is read.
+    pipelines: Url,
+    /// `readTokenSecretRef`: what reads them.
+    read_token: Option<SecretValue>,
     token: SecretValue,
     git_ref: Template,
     variables: Vec<(String, Template)>,
@@ -92,8 +103,24 @@ impl Kind for GitlabPipelineTarget {
         )?;
         let git_ref = Template::compile(required(&field.at("ref"), &spec.git_ref)?)
             .map_err(|e| CompileError::template(field.at("ref"), e))?;
+        let pipelines = join_url(
+            &field.at("project"),
+            &base,
+            &format!("/api/v4/projects/{encoded}/pipelines/"),
+        )?;
+        let read_token = match &spec.read_token_secret_ref {
+            Some(sel) => Some(credential(
+                &field.at("readTokenSecretRef"),
+                sel,
+                "token",
+                secrets,
+            )?),
+            None => None,
+        };
         Ok(Trigger::http(GitlabPipeline {
             url,
+            pipelines,
+            read_token,
             token: token(field, &spec.token_secret_ref, secrets)?,
             git_ref,
             variables: compile_templates(&field.at("variables"), &spec.variables)?,
@@ -114,11 +141,62 @@ impl Kind for GitlabPipelineTarget {
     }
 
     fn secret_refs(&self) -> Vec<&SecretKeySelector> {
-        vec![&self.token_secret_ref]
+        std::iter::once(&self.token_secret_ref)
+            .chain(&self.read_token_secret_ref)
+            .collect()
     }
 }
 
 impl HttpTarget for GitlabPipeline {
+    fn created(&self, body: &[u8]) -> Option<CreatedObject> {
+        Self::pipeline(body)
+    }
+
+    fn followable(&self) -> Result<(), String> {
+        match self.read_token {
+            Some(_) => Ok(()),
+            None => Err("a gitlabPipeline is followed with a token that may read its pipelines: set readTokenSecretRef (a trigger token cannot)".into()),
+        }
+    }
+
+    /// `GET /projects/:id/pipelines/:pipeline_id` with `PRIVATE-TOKEN`
+    /// (docs.gitlab.com/api/pipelines/#get-a-single-pipeline).
+    fn run_request(&self, created: &CreatedObject) -> Option<HttpRequest> {
+        let token = credential_text(self.read_token.as_ref()?);
+        if created.kind != "Pipeline" || !created.name.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::USER_AGENT,
+            HeaderValue::from_static(super::request::USER_AGENT),
+        );
+        headers.insert("private-token", sensitive(token).ok()?);
+        let url = self.pipelines.join(&created.name).ok()?;
+        Some(HttpRequest::get_run(url, headers).secret(token))
+    }
+
+    /// A pipeline's `status`: success, failed, canceled (or canceling), skipped; anything
+    /// else (created, pending, running, manual, scheduled, ...) runs.
+    fn run_reading(&self, body: &[u8]) -> Option<RunReading> {
+        let p: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let text = |k: &str| p.get(k).and_then(serde_json::Value::as_str).map(str::to_string);
+        let status = text("status")?;
+        let phase = match status.as_str() {
+            "success" | "skipped" => RunPhase::Succeeded,
+            "failed" => RunPhase::Failed,
+            "canceled" | "canceling" => RunPhase::Cancelled,
+            _ => RunPhase::Running,
+        };
+        Some(RunReading {
+            phase,
+            started_at: text("started_at"),
+            completed_at: text("finished_at"),
+            message: Some(status),
+            url: text("web_url"),
+        })
+    }
+
     fn build_request(&self, ctx: &RenderContext<'_>) -> Result<HttpRequest, RenderError> {
         let token = credential_text(&self.token);
         if let Some(inputs) = &self.inputs {
@@ -158,6 +236,24 @@ impl HttpTarget for GitlabPipeline {
             form.finish().into_bytes(),
         )
         .secret(token))
+    }
+}
+
+impl GitlabPipeline {
+    /// The trigger API answers with the pipeline it created: `{"id", "web_url", ...}`.
+    fn pipeline(body: &[u8]) -> Option<CreatedObject> {
+        let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let id = answer.get("id")?.as_u64()?;
+        Some(CreatedObject {
+            api_version: "gitlab.com/v4".into(),
+            kind: "Pipeline".into(),
+            name: id.to_string(),
+            uid: None,
+            url: answer
+                .get("web_url")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
+        })
     }
 }
 
@@ -254,4 +350,53 @@ mod tests {
         );
         assert_eq!(req.redact("glptt-123"), "[redacted]");
     }
+
+    #[test]
+    fn a_pipeline_it_started_is_read_as_gitlab_documents_it() {
+        let spec = |read: bool| -> GitlabPipelineTarget {
+            let mut v = json!({"project": "mobile/ios-app", "ref": "main",
+                "tokenSecretRef": {"name": "gl"}, "baseURL": "https://gitlab.example.com/"});
+            if read {
+                v["readTokenSecretRef"] = json!({"name": "gl-read"});
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let secrets = SecretSet::new("ns")
+            .with("gl", &[("token", "glptt-123")])
+            .with("gl-read", &[("token", "glpat-read")]);
+        let unread = compile_http(&spec(false), &secrets).unwrap();
+        assert!(unread.followable().unwrap_err().contains("readTokenSecretRef"));
+        let t = compile_http(&spec(true), &secrets).unwrap();
+        assert_eq!(t.followable(), Ok(()));
+        let answer = br#"{"id": 287, "iid": 12, "status": "created", "web_url": "https://gitlab.example.com/mobile/ios-app/-/pipelines/287"}"#;
+        let created = t.created(answer).unwrap();
+        assert_eq!((created.kind.as_str(), created.name.as_str()), ("Pipeline", "287"));
+        let read = t.run_request(&created).unwrap();
+        assert_eq!(read.method, Method::GET);
+        assert_eq!(
+            read.url.as_str(),
+            "https://gitlab.example.com/api/v4/projects/mobile%2Fios-app/pipelines/287"
+        );
+        assert_eq!(read.headers["private-token"], "glpat-read");
+        assert!(read.headers["private-token"].is_sensitive());
+        assert!(!format!("{t:?}").contains("glpat-read"));
+        let reading = |status: &str| {
+            let body = json!({"id": 287, "status": status, "web_url": "https://gitlab.example.com/mobile/ios-app/-/pipelines/287",
+                "started_at": "2027-01-15T08:00:00.000Z", "finished_at": "2027-01-15T08:09:00.000Z"});
+            t.run_reading(body.to_string().as_bytes()).unwrap()
+        };
+        for (status, phase) in [
+            ("created", RunPhase::Running),
+            ("pending", RunPhase::Running),
+            ("running", RunPhase::Running),
+            ("manual", RunPhase::Running),
+            ("success", RunPhase::Succeeded),
+            ("failed", RunPhase::Failed),
+            ("canceled", RunPhase::Cancelled),
+        ] {
+            assert_eq!(reading(status).phase, phase, "{status}");
+        }
+        assert_eq!(reading("failed").started_at.as_deref(), Some("2027-01-15T08:00:00.000Z"));
+    }
 }
+
