@@ -344,21 +344,7 @@ impl OrderIndex {
         rule: &str,
         target: u32,
     ) -> Option<String> {
-        let m = delivery
-            .spec
-            .matched
-            .iter()
-            .find(|m| m.rule == rule && m.target == target)?;
-        let o = m
-            .ordering
-            .as_ref()
-            .filter(|o| o.policy == OrderingPolicy::LatestWins)?;
-        let lane = lane(delivery, m.rule.clone(), m.target, o.key.clone());
-        let inner = self.lock();
-        let state = inner.lanes.get(&lane)?;
-        state
-            .newer_success(&Place::of(delivery))
-            .map(|p| p.name.clone())
+        self.newer_in_lane(delivery, rule, target, LaneState::newer_success)
     }
 
     /// The newest delivery of a newer event than `delivery`'s that follows a run it started
@@ -369,6 +355,18 @@ impl OrderIndex {
         delivery: &StatusedDelivery,
         rule: &str,
         target: u32,
+    ) -> Option<String> {
+        self.newer_in_lane(delivery, rule, target, LaneState::newer_following)
+    }
+
+    /// The delivery `newer` picks in the `latestWins` lane of `delivery`'s target `target`
+    /// of `rule`, given `delivery`'s place there.
+    fn newer_in_lane(
+        &self,
+        delivery: &StatusedDelivery,
+        rule: &str,
+        target: u32,
+        newer: for<'a> fn(&'a LaneState, &Place) -> Option<&'a Place>,
     ) -> Option<String> {
         let m = delivery
             .spec
@@ -382,9 +380,7 @@ impl OrderIndex {
         let lane = lane(delivery, m.rule.clone(), m.target, o.key.clone());
         let inner = self.lock();
         let state = inner.lanes.get(&lane)?;
-        state
-            .newer_following(&Place::of(delivery))
-            .map(|p| p.name.clone())
+        newer(state, &Place::of(delivery)).map(|p| p.name.clone())
     }
 
     /// Takes what the watch of deliveries saw. `newer_written` says whether the executor
