@@ -68,6 +68,9 @@ pub struct Config {
     pub max_pending_age: Duration,
     /// How often a followed run is read while it runs.
     pub follow_interval: Duration,
+    /// Deliveries following a run in one namespace, and in all: beyond, a run is not followed.
+    pub max_follows_per_namespace: usize,
+    pub max_follows: usize,
     /// How long a watch may keep failing before `/healthz` fails.
     pub unhealthy_after: Duration,
     /// Allowed for HTTP targets even inside a refused address class (`--egress-allow`).
@@ -135,6 +138,8 @@ impl Default for Config {
             route_status_interval: Duration::from_secs(3),
             max_pending_age: Duration::from_secs(24 * 3600),
             follow_interval: Duration::from_secs(10),
+            max_follows_per_namespace: 500,
+            max_follows: 5_000,
             unhealthy_after: Duration::from_secs(300),
             shutdown_drain: Duration::from_secs(5),
             otlp_endpoint: None,

@@ -722,3 +722,56 @@ async fn a_new_leader_carries_on_a_follow_and_reports_the_result_once() {
     );
     b.shutdown().await;
 }
+
+/// `--max-follows-per-namespace`: beyond it, an accepted trigger's run is not followed (its
+/// target Succeeded, saying NotFollowed); once a followed run ended, its room is free again.
+#[tokio::test]
+#[ignore = "needs the local cluster: hack/just test"]
+async fn follows_beyond_the_namespace_bound_are_not_followed_and_say_so() {
+    let env = tekton_env("follow-bound").await;
+    let op = env
+        .start_operator_with(|c| c.max_follows_per_namespace = 1)
+        .await;
+    env.apply_route("ios", followed_tekton_route()).await;
+    env.wait_ready("ios", "True").await;
+    let send = |id: &'static str| {
+        let (env, op) = (&env, &op);
+        async move {
+            let body = sample_with_id("build-valid.json", id);
+            let (code, answer) = env.post_signed(op, "ios", &body, SIGNING_SECRET).await;
+            assert_eq!(code, 202, "{answer}");
+            answer["delivery"].as_str().unwrap().to_string()
+        }
+    };
+    let deliveries = env.deliveries();
+    let first = send("bound-first").await;
+    let run = eventually("the first run followed", || async {
+        let d = deliveries.get(&first).await.ok()?;
+        let t = d.status?.targets.first()?.clone();
+        (t.run.as_ref()?.reads >= 1).then_some(t.created?.name)
+    })
+    .await;
+
+    let second = send("bound-second").await;
+    let done = env.wait_delivery_finished(&second).await.status.unwrap();
+    let t = &done.targets[0];
+    assert_eq!(t.phase.as_str(), "Succeeded");
+    assert!(t.run.is_none(), "{t:?}");
+    assert!(
+        t.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("NotFollowed: "),
+        "{t:?}"
+    );
+
+    end_pipeline_run(&env, &run, "True", "Succeeded").await;
+    env.wait_delivery_finished(&first).await;
+    let third = send("bound-third").await;
+    eventually("the third run followed, the room free again", || async {
+        let d = deliveries.get(&third).await.ok()?;
+        d.status?.targets.first()?.run.as_ref().map(|_| ())
+    })
+    .await;
+    op.shutdown().await;
+}

@@ -274,6 +274,18 @@ pub struct RunArgs {
     #[arg(long, env = "STATUSED_FOLLOW_INTERVAL", default_value = "10s",
           value_parser = parse_duration)]
     pub follow_interval: Duration,
+    /// Deliveries of one namespace following a run at once (a target's `follow`); beyond, a
+    /// trigger that is accepted is not followed, and its target says so
+    /// (`lastError: NotFollowed: ...`). What one team's follows cost in reads.
+    #[arg(
+        long,
+        env = "STATUSED_MAX_FOLLOWS_PER_NAMESPACE",
+        default_value_t = 500
+    )]
+    pub max_follows_per_namespace: usize,
+    /// Deliveries following a run at once, in all namespaces.
+    #[arg(long, env = "STATUSED_MAX_FOLLOWS", default_value_t = 5_000)]
+    pub max_follows: usize,
     /// How long a watch (routes, deliveries) may keep failing before /healthz fails and
     /// Kubernetes restarts the process (Go duration).
     #[arg(long, env = "STATUSED_UNHEALTHY_AFTER", default_value = "5m",
@@ -375,6 +387,8 @@ impl RunArgs {
             dedup_window: self.dedup_window,
             max_pending_age: self.max_pending_age,
             follow_interval: self.follow_interval,
+            max_follows_per_namespace: self.max_follows_per_namespace,
+            max_follows: self.max_follows,
             unhealthy_after: self.unhealthy_after,
             shutdown_drain: self.shutdown_drain,
             otlp_endpoint: self.otlp_endpoint.clone(),

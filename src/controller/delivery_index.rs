@@ -1,7 +1,8 @@
 //! What the executor knows about deliveries, in one place, as linkerd's policy index keeps
 //! what its watchers learn: the ledger of its own status writes (ledger.rs), where each
 //! stored delivery stands in its ordering keys' order (ordering.rs), the budget of its
-//! trimmed watch cache (delivery_cache.rs) and where deliveries are woken (wakeups.rs).
+//! trimmed watch cache (delivery_cache.rs), where deliveries are woken (wakeups.rs) and how
+//! many follow a run (follow_count.rs).
 //!
 //! The parts are private: they change together, only through these operations, so that one
 //! is never updated without the others:
@@ -20,6 +21,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use super::delivery_cache::{CacheBudget, DeliveryCache};
+use super::follow_count::FollowCount;
 use super::ledger::Ledger;
 use super::ordering::{Claimed, OrderIndex};
 use super::wakeups::Wakeups;
@@ -32,6 +34,7 @@ pub struct DeliveryIndex {
     ordering: OrderIndex,
     cache: Mutex<DeliveryCache>,
     wakeups: Arc<Wakeups>,
+    follows: FollowCount,
 }
 
 impl DeliveryIndex {
@@ -42,6 +45,7 @@ impl DeliveryIndex {
             ordering: OrderIndex::new(wakeups.clone()),
             cache: Mutex::new(DeliveryCache::new(CacheBudget::default())),
             wakeups,
+            follows: FollowCount::default(),
         }
     }
 
@@ -51,6 +55,7 @@ impl DeliveryIndex {
     pub fn new_term(&self, wake: mpsc::UnboundedSender<ObjectRef<StatusedDelivery>>) {
         self.ledger.new_term();
         self.ordering.clear();
+        self.follows.clear();
         *self.cache.lock().unwrap_or_else(PoisonError::into_inner) =
             DeliveryCache::new(CacheBudget::default());
         self.wakeups.connect(wake);
@@ -64,6 +69,7 @@ impl DeliveryIndex {
     ) -> watcher::Event<StatusedDelivery> {
         self.ordering
             .observe(&event, |d| self.ledger.newer_written(d));
+        self.follows.observe(&event);
         let cache = self
             .cache
             .lock()
@@ -89,6 +95,7 @@ impl DeliveryIndex {
     ) {
         self.ledger.written(delivery, resource_version);
         self.ordering.written(delivery, status);
+        self.follows.put(delivery, Some(status));
     }
 
     /// Calls were made for `delivery` but `status` could not be written: the next look only
@@ -153,6 +160,17 @@ impl DeliveryIndex {
         target: u32,
     ) -> Option<String> {
         self.ordering.newer_following(delivery, rule, target)
+    }
+
+    /// How many more follows may start for `delivery`'s namespace under `per_namespace` and
+    /// `total` (follow_count.rs).
+    pub fn follow_room(
+        &self,
+        delivery: &StatusedDelivery,
+        per_namespace: usize,
+        total: usize,
+    ) -> usize {
+        self.follows.room(delivery, per_namespace, total)
     }
 
     /// Whether delivery `name` of `namespace` must not be pruned yet (ordering.rs).

@@ -26,13 +26,18 @@ use crate::targets::outcome::RunReading;
 /// The most bytes of a run's own reason and message kept in `run.message`.
 pub const MAX_MESSAGE_BYTES: usize = 256;
 
+/// What a target whose run is not followed, for want of room, says.
+pub const NOT_FOLLOWED: &str = "NotFollowed: its trigger was accepted, but the namespace (or the operator) follows as many runs as --max-follows-per-namespace (--max-follows) allow; its result is not followed";
+
 /// `desired` with each target whose trigger was just accepted (Succeeded, an object
 /// created, not followed yet) and whose `matched` entry says `follow`, followed instead:
-/// Running, its first read `interval` from `now`.
+/// Running, its first read `interval` from `now`; while `room` lasts (one per delivery
+/// that starts following), else left Succeeded saying [`NOT_FOLLOWED`].
 pub fn started(
     desired: StatusedDeliveryStatus,
     matched: &[MatchedTarget],
     interval: Duration,
+    room: usize,
     now: jiff::Timestamp,
 ) -> StatusedDeliveryStatus {
     let mut targets = desired.targets.clone();
@@ -44,6 +49,11 @@ pub fn started(
             .and_then(|m| m.follow.as_ref());
         let Some(follow) = follow else { continue };
         if t.phase != DeliveryPhase::Succeeded || t.created.is_none() || t.run.is_some() {
+            continue;
+        }
+        if room == 0 && !desired.targets.iter().any(following) {
+            t.last_error = Some(NOT_FOLLOWED.into());
+            any = true;
             continue;
         }
         let timeout = Duration::from_secs(follow.timeout_seconds.into());
@@ -340,7 +350,13 @@ mod tests {
     }
 
     fn followed() -> TargetStatus {
-        let s = started(accepted(), &[matched(true)], Duration::from_secs(10), at(0));
+        let s = started(
+            accepted(),
+            &[matched(true)],
+            Duration::from_secs(10),
+            1,
+            at(0),
+        );
         s.targets[0].clone()
     }
 
@@ -352,7 +368,13 @@ mod tests {
 
     #[test]
     fn an_accepted_trigger_is_followed_only_when_the_target_says_follow() {
-        let s = started(accepted(), &[matched(true)], Duration::from_secs(10), at(0));
+        let s = started(
+            accepted(),
+            &[matched(true)],
+            Duration::from_secs(10),
+            1,
+            at(0),
+        );
         assert_eq!(
             s.phase,
             DeliveryPhase::Running,
@@ -370,7 +392,13 @@ mod tests {
         assert!(following(t));
         // Started once: a later status keeps the follow as it is.
         assert_eq!(
-            started(s.clone(), &[matched(true)], Duration::from_secs(10), at(5)),
+            started(
+                s.clone(),
+                &[matched(true)],
+                Duration::from_secs(10),
+                1,
+                at(5)
+            ),
             s
         );
 
@@ -378,9 +406,31 @@ mod tests {
             accepted(),
             &[matched(false)],
             Duration::from_secs(10),
+            1,
             at(0),
         );
         assert_eq!(unfollowed, accepted());
+    }
+
+    #[test]
+    fn without_room_a_run_is_not_followed_and_the_target_says_so() {
+        let s = started(
+            accepted(),
+            &[matched(true)],
+            Duration::from_secs(10),
+            0,
+            at(0),
+        );
+        assert_eq!(s.phase, DeliveryPhase::Succeeded);
+        let t = &s.targets[0];
+        assert_eq!((t.phase, t.run.as_ref()), (DeliveryPhase::Succeeded, None));
+        assert!(
+            t.last_error
+                .as_deref()
+                .unwrap()
+                .starts_with("NotFollowed: ")
+        );
+        assert!(!following(t));
     }
 
     #[test]
@@ -391,6 +441,7 @@ mod tests {
             failed.clone(),
             &[matched(true)],
             Duration::from_secs(10),
+            1,
             at(0),
         );
         assert_eq!(s, failed);

@@ -15,6 +15,7 @@ pub mod destinations;
 pub mod event_budget;
 pub mod executor;
 pub mod follow;
+pub mod follow_count;
 pub mod history;
 pub mod ledger;
 pub mod ordering;

@@ -63,7 +63,13 @@ pub(super) async fn call_due(
     let limited = decide::rate_limited(&outcomes);
     let desired = decide::status_after(&current, calls.targets, outcomes, &policy, now);
     // A trigger accepted by a target that follows its run: Running until the run ends.
-    let desired = follow::started(desired, &delivery.spec.matched, interval(ctx), now);
+    let config = &ctx.shared.config;
+    let room = (ctx.index).follow_room(
+        &delivery,
+        config.max_follows_per_namespace,
+        config.max_follows,
+    );
+    let desired = follow::started(desired, &delivery.spec.matched, interval(ctx), room, now);
     pause(ctx, &admitted.destinations, &limited, &desired);
     if decide::worth_writing(&current, &desired)
         && let Err(e) = write_status(ctx, &delivery, &desired).await
