@@ -420,6 +420,18 @@ async fn end_pipeline_run(env: &TestEnv, name: &str, status: &str, reason: &str)
         .unwrap();
 }
 
+/// Waits until delivery `name` follows its first target's run and has read it once: the
+/// name of the object that run is.
+async fn followed_run(env: &TestEnv, name: &str) -> String {
+    let deliveries = env.deliveries();
+    eventually(&format!("the run of {name} followed"), || async {
+        let d = deliveries.get(name).await.ok()?;
+        let t = d.status?.targets.first()?.clone();
+        (t.run.as_ref()?.reads >= 1).then_some(t.created?.name)
+    })
+    .await
+}
+
 /// Waits for an Event with `reason` on delivery `name`.
 async fn wait_event(env: &TestEnv, name: &str, reason: &str) {
     let events: kube::Api<k8s_openapi::api::events::v1::Event> =
@@ -449,9 +461,7 @@ async fn a_followed_pipeline_run_ends_its_target_with_the_run() {
         .operator_with_route("ios", followed_tekton_route())
         .await;
     let body = sample("build-valid.json");
-    let (code, answer) = env.post_signed(&op, "ios", &body, SIGNING_SECRET).await;
-    assert_eq!(code, 202, "{answer}");
-    let name = answer["delivery"].as_str().unwrap().to_string();
+    let name = env.accept(&op, "ios", &body).await;
     let deliveries = env.deliveries();
     let running = eventually("the PipelineRun created and followed", || async {
         let d = deliveries.get(&name).await.ok()?;
@@ -491,16 +501,8 @@ async fn a_followed_pipeline_run_ends_its_target_with_the_run() {
 
     // A second build's run fails: the target fails with the run's reason.
     let second = sample_with_id("build-valid.json", "followed-second");
-    let (code, answer) = env.post_signed(&op, "ios", &second, SIGNING_SECRET).await;
-    assert_eq!(code, 202, "{answer}");
-    let name = answer["delivery"].as_str().unwrap().to_string();
-    let run_name = eventually("the second PipelineRun", || async {
-        let d = deliveries.get(&name).await.ok()?;
-        let t = d.status?.targets.first()?.clone();
-        t.run.as_ref()?;
-        Some(t.created?.name)
-    })
-    .await;
+    let name = env.accept(&op, "ios", &second).await;
+    let run_name = followed_run(&env, &name).await;
     end_pipeline_run(&env, &run_name, "False", "Failed").await;
     let failed = env.wait_delivery_finished(&name).await.status.unwrap();
     assert_eq!(failed.phase.as_str(), "Failed");
@@ -539,27 +541,10 @@ async fn a_rule_after_a_followed_run_is_sent_once_on_its_result() {
             "text": "Release of $(data.app_name) $(run.phase): $(run.name) ($(run.message))"}}}]
     }));
     let op = env.operator_with_route("ios", route).await;
-    let deliveries = env.deliveries();
-    let run_of = |name: String| {
-        let deliveries = deliveries.clone();
-        async move {
-            eventually("the PipelineRun followed", || async {
-                let d = deliveries.get(&name).await.ok()?;
-                let t = d.status?.targets.first()?.clone();
-                t.run.as_ref()?;
-                Some(t.created?.name)
-            })
-            .await
-        }
-    };
 
     // A run that fails: the chat hears of it, once.
-    let (code, answer) = env
-        .post_signed(&op, "ios", &sample("build-valid.json"), SIGNING_SECRET)
-        .await;
-    assert_eq!(code, 202, "{answer}");
-    let failing = answer["delivery"].as_str().unwrap().to_string();
-    let run = run_of(failing.clone()).await;
+    let failing = env.accept(&op, "ios", &sample("build-valid.json")).await;
+    let run = followed_run(&env, &failing).await;
     assert!(
         chat.requests().is_empty(),
         "nothing is sent while the run runs"
@@ -592,7 +577,7 @@ async fn a_rule_after_a_followed_run_is_sent_once_on_its_result() {
         .await;
     assert_eq!(code, 202, "{answer}");
     let passing = answer["delivery"].as_str().unwrap().to_string();
-    let run = run_of(passing.clone()).await;
+    let run = followed_run(&env, &passing).await;
     end_pipeline_run(&env, &run, "True", "Succeeded").await;
     let done = env.wait_delivery_finished(&passing).await.status.unwrap();
     assert_eq!(done.phase.as_str(), "Succeeded");
@@ -614,31 +599,23 @@ async fn a_newer_run_cancels_the_superseded_one() {
     route["rules"][0]["targets"][0]["ordering"] =
         json!({"key": "$(data.app_name)", "policy": "latestWins"});
     let op = env.operator_with_route("ios", route).await;
-    let deliveries = env.deliveries();
-    let followed = |name: String| {
-        let deliveries = deliveries.clone();
-        async move {
-            eventually("the PipelineRun followed", || async {
-                let d = deliveries.get(&name).await.ok()?;
-                let t = d.status?.targets.first()?.clone();
-                (t.run.as_ref()?.reads >= 1).then_some(t.created?.name)
-            })
-            .await
-        }
-    };
-    let send = |body: Vec<u8>| {
-        let (env, op) = (&env, &op);
-        async move {
-            let (code, answer) = env.post_signed(op, "ios", &body, SIGNING_SECRET).await;
-            assert_eq!(code, 202, "{answer}");
-            answer["delivery"].as_str().unwrap().to_string()
-        }
-    };
-    let older = send(sample_with_id("build-valid.json", "older-build")).await;
-    let older_run = followed(older.clone()).await;
+    let older = env
+        .accept(
+            &op,
+            "ios",
+            &sample_with_id("build-valid.json", "older-build"),
+        )
+        .await;
+    let older_run = followed_run(&env, &older).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let newer = send(sample_with_id("build-valid.json", "newer-build")).await;
-    let newer_run = followed(newer.clone()).await;
+    let newer = env
+        .accept(
+            &op,
+            "ios",
+            &sample_with_id("build-valid.json", "newer-build"),
+        )
+        .await;
+    let newer_run = followed_run(&env, &newer).await;
     assert_ne!(older_run, newer_run);
 
     // The older run is asked to stop, once, and its target says by whom.
@@ -686,18 +663,8 @@ async fn a_new_leader_carries_on_a_follow_and_reports_the_result_once() {
     let b = env.start_replica(&lease, "replica-b").await;
     env.apply_route("ios", route).await;
     env.wait_ready("ios", "True").await;
-    let (code, answer) = env
-        .post_signed(&a, "ios", &sample("build-valid.json"), SIGNING_SECRET)
-        .await;
-    assert_eq!(code, 202, "{answer}");
-    let name = answer["delivery"].as_str().unwrap().to_string();
-    let deliveries = env.deliveries();
-    let run = eventually("the PipelineRun followed", || async {
-        let d = deliveries.get(&name).await.ok()?;
-        let t = d.status?.targets.first()?.clone();
-        (t.run.as_ref()?.reads >= 1).then_some(t.created?.name)
-    })
-    .await;
+    let name = env.accept(&a, "ios", &sample("build-valid.json")).await;
+    let run = followed_run(&env, &name).await;
 
     a.kill().await;
     end_pipeline_run(&env, &run, "False", "Failed").await;
@@ -737,20 +704,13 @@ async fn follows_beyond_the_namespace_bound_are_not_followed_and_say_so() {
     let send = |id: &'static str| {
         let (env, op) = (&env, &op);
         async move {
-            let body = sample_with_id("build-valid.json", id);
-            let (code, answer) = env.post_signed(op, "ios", &body, SIGNING_SECRET).await;
-            assert_eq!(code, 202, "{answer}");
-            answer["delivery"].as_str().unwrap().to_string()
+            env.accept(op, "ios", &sample_with_id("build-valid.json", id))
+                .await
         }
     };
     let deliveries = env.deliveries();
     let first = send("bound-first").await;
-    let run = eventually("the first run followed", || async {
-        let d = deliveries.get(&first).await.ok()?;
-        let t = d.status?.targets.first()?.clone();
-        (t.run.as_ref()?.reads >= 1).then_some(t.created?.name)
-    })
-    .await;
+    let run = followed_run(&env, &first).await;
 
     let second = send("bound-second").await;
     let done = env.wait_delivery_finished(&second).await.status.unwrap();

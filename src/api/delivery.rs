@@ -173,6 +173,21 @@ pub struct MatchedTarget {
     pub after: Option<super::route::After>,
 }
 
+impl MatchedTarget {
+    /// The (rule, target, kind) of `t`, with nothing else the receiver fixed (no ordering,
+    /// follow or after): a target as new.
+    pub fn bare(t: &TargetStatus) -> Self {
+        Self {
+            rule: t.rule.clone(),
+            target: t.target,
+            kind: t.kind.clone(),
+            ordering: None,
+            follow: None,
+            after: None,
+        }
+    }
+}
+
 /// How a target follows the run it starts.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -374,6 +389,21 @@ impl TargetStatus {
             ignore_ordering: false,
             listener_event_id: None,
             run: None,
+        }
+    }
+}
+
+impl RunStatus {
+    /// A run followed from now until `until`, not read yet; `url` its page, when known.
+    pub fn following(until: Time, url: Option<String>) -> Self {
+        Self {
+            phase: RunPhase::Running,
+            follow_until: until,
+            started_at: None,
+            completed_at: None,
+            message: None,
+            url,
+            reads: 0,
         }
     }
 }

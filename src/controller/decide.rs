@@ -920,15 +920,7 @@ mod tests {
         });
         t.phase = DeliveryPhase::Running;
         t.next_attempt_at = Some(Time(at(10)));
-        t.run = Some(crate::api::RunStatus {
-            phase: crate::api::RunPhase::Running,
-            follow_until: Time(at(600)),
-            started_at: None,
-            completed_at: None,
-            message: None,
-            url: None,
-            reads: 0,
-        });
+        t.run = Some(crate::api::RunStatus::following(Time(at(600)), None));
         let mut d = delivery(None);
         d.spec.matched.truncate(1);
         d.status = Some(delivery_status(&Default::default(), vec![t], at(1)));

@@ -60,15 +60,10 @@ pub fn started(
         t.phase = DeliveryPhase::Running;
         t.completed_at = None;
         t.next_attempt_at = Some(Time(next_attempt(now, interval)));
-        t.run = Some(RunStatus {
-            phase: RunPhase::Running,
-            follow_until: Time(next_attempt(now, timeout)),
-            started_at: None,
-            completed_at: None,
-            message: None,
-            url: t.created.as_ref().and_then(|c| c.url.clone()),
-            reads: 0,
-        });
+        t.run = Some(RunStatus::following(
+            Time(next_attempt(now, timeout)),
+            t.created.as_ref().and_then(|c| c.url.clone()),
+        ));
         any = true;
     }
     if any {
@@ -242,14 +237,19 @@ pub fn cancel_patch(kind: &str) -> Option<Value> {
     }
 }
 
-/// Whether the run `t` follows is to be cancelled now: its target says
-/// `cancelSuperseded`, it runs, it was not cancelled yet, and `newer` (a newer event's
-/// delivery following a run of its own for the same key) supersedes it.
-pub fn to_cancel(m: &MatchedTarget, t: &TargetStatus, newer: Option<&str>) -> bool {
-    m.follow.as_ref().is_some_and(|f| f.cancel_superseded)
+/// The delivery whose run supersedes the run `t` follows, when that run is to be cancelled
+/// now: its target says `cancelSuperseded`, it runs, it was not cancelled yet, and `newer`
+/// (asked only then: a newer event's delivery following a run of its own for the same key)
+/// names one.
+pub fn to_cancel(
+    m: &MatchedTarget,
+    t: &TargetStatus,
+    newer: impl FnOnce() -> Option<String>,
+) -> Option<String> {
+    let wanted = m.follow.as_ref().is_some_and(|f| f.cancel_superseded)
         && following(t)
-        && t.superseded_by.is_none()
-        && newer.is_some()
+        && t.superseded_by.is_none();
+    wanted.then(newer).flatten()
 }
 
 /// What the read of `t`'s run at `now` makes of `t`: `Ok` what the object said, `Err` why it
@@ -586,13 +586,14 @@ mod tests {
     fn a_superseded_run_is_cancelled_once_and_its_target_ends_superseded() {
         let mut m = matched(true);
         let t = followed();
-        assert!(!to_cancel(&m, &t, Some("newer")), "not asked for");
+        let newer = || Some("newer".to_string());
+        assert!(to_cancel(&m, &t, newer).is_none(), "not asked for");
         m.follow.as_mut().unwrap().cancel_superseded = true;
-        assert!(!to_cancel(&m, &t, None), "nothing newer runs");
-        assert!(to_cancel(&m, &t, Some("newer")));
+        assert!(to_cancel(&m, &t, || None).is_none(), "nothing newer runs");
+        assert_eq!(to_cancel(&m, &t, newer).as_deref(), Some("newer"));
         let mut cancelled = t.clone();
         cancelled.superseded_by = Some("newer".into());
-        assert!(!to_cancel(&m, &cancelled, Some("newer")), "once");
+        assert!(to_cancel(&m, &cancelled, newer).is_none(), "once");
 
         let stopped = reading(
             &created("PipelineRun"),

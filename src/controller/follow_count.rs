@@ -97,7 +97,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::api::{DeliveryPhase, MatchedTarget, RunPhase, RunStatus, TargetStatus};
+    use crate::api::{DeliveryPhase, MatchedTarget, RunStatus, TargetStatus};
 
     fn delivery(ns: &str, name: &str, following: bool) -> StatusedDelivery {
         let mut d = StatusedDelivery::fixture(name, "r");
@@ -111,15 +111,7 @@ mod tests {
             after: None,
         });
         t.phase = DeliveryPhase::Running;
-        t.run = following.then_some(RunStatus {
-            phase: RunPhase::Running,
-            follow_until: Time(jiff::Timestamp::UNIX_EPOCH),
-            started_at: None,
-            completed_at: None,
-            message: None,
-            url: None,
-            reads: 0,
-        });
+        t.run = following.then(|| RunStatus::following(Time(jiff::Timestamp::UNIX_EPOCH), None));
         d.status = Some(StatusedDeliveryStatus {
             targets: vec![t],
             ..Default::default()

@@ -139,14 +139,7 @@ pub fn reopen_with(
             // at-most-once target fail at once as "outcome unknown").
             *t = TargetStatus {
                 ignore_ordering: request.ignore_ordering,
-                ..TargetStatus::pending(&MatchedTarget {
-                    rule: t.rule.clone(),
-                    target: t.target,
-                    kind: t.kind.clone(),
-                    ordering: None,
-                    follow: None,
-                    after: None,
-                })
+                ..TargetStatus::pending(&MatchedTarget::bare(t))
             };
             rerun += 1;
         }

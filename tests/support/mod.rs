@@ -352,6 +352,14 @@ impl TestEnv {
         op
     }
 
+    /// Signs `body` and POSTs it to the route, like Statused, and expects it accepted (202):
+    /// the name of the delivery that records it.
+    pub async fn accept(&self, running: &Running, route: &str, body: &[u8]) -> String {
+        let (code, answer) = self.post_signed(running, route, body, SIGNING_SECRET).await;
+        assert_eq!(code, 202, "{answer}");
+        answer["delivery"].as_str().unwrap().to_string()
+    }
+
     /// Signs `body` with `secret` and POSTs it to the route, like Statused.
     pub async fn post_signed(
         &self,

@@ -78,10 +78,11 @@ async fn cancel_if_superseded(
     else {
         return;
     };
-    let newer = ctx.index.newer_following(delivery, &t.rule, t.target);
-    if !follow::to_cancel(m, t, newer.as_deref()) {
+    // The index is asked only for a target that wants it.
+    let newer = || ctx.index.newer_following(delivery, &t.rule, t.target);
+    let Some(newer) = follow::to_cancel(m, t, newer) else {
         return;
-    }
+    };
     let (Some(api_ref), Some(patch)) = (
         followed_api(&created.kind),
         follow::cancel_patch(&created.kind),
@@ -100,8 +101,8 @@ async fn cancel_if_superseded(
         .await
     {
         Ok(_) => {
-            info!(run = %created.name, newer = ?newer, "superseded run cancelled");
-            t.superseded_by = newer;
+            info!(run = %created.name, %newer, "superseded run cancelled");
+            t.superseded_by = Some(newer);
         }
         Err(e) => {
             t.last_error = Some(format!("cancelling {} {}: {e}", created.kind, created.name));

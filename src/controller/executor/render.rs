@@ -31,14 +31,7 @@ pub(super) async fn render<'r>(
             (delivery.spec.matched.iter())
                 .find(|m| m.rule == t.rule && m.target == t.target)
                 .cloned()
-                .unwrap_or_else(|| MatchedTarget {
-                    rule: t.rule.clone(),
-                    target: t.target,
-                    kind: t.kind.clone(),
-                    ordering: None,
-                    follow: None,
-                    after: None,
-                })
+                .unwrap_or_else(|| MatchedTarget::bare(t))
         })
         .collect();
     let (rendered, bytes) = render_off_the_workers(ctx, route, delivery, &matched).await?;
@@ -125,9 +118,10 @@ fn render_now(
         data: &event.data,
         round,
     };
-    let targets = delivery
-        .status
-        .as_ref()
+    // Every target's status, for what a rule with `after` was sent for (only then).
+    let targets = (due.iter().any(|m| m.after.is_some()))
+        .then_some(delivery.status.as_ref())
+        .flatten()
         .map(|s| retry::targets(&delivery.spec.matched, s));
     due.iter()
         .map(|m| {
